@@ -1,0 +1,60 @@
+// BlockPool: the bookkeeping of the paged KV pool's physical blocks: which are free, and how
+// many references each used block has. Mechanism only: it never decides what to evict (the
+// prefix tree and its policy do) and it holds no KV bytes (the compute backend does, in
+// `num_blocks` slots laid out by KvLayout).
+//
+//   block states:  free (refcount 0, in the free list)  <->  used (refcount >= 1)
+//
+// A block is shared when its refcount is above one (several sequences, or sequences and the
+// prefix tree). A writer must copy a shared block first (copy-on-write, see block_table.h).
+//
+// Thread safety: none. The engine thread owns the pool.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "base/typed_id.h"
+
+namespace prefixd {
+
+using BlockId = TypedId<struct BlockIdTag>;
+
+class BlockPool {
+ public:
+  // `low_watermark`: WantsEviction() is true when fewer blocks than this are free.
+  explicit BlockPool(int num_blocks, int low_watermark = 0);
+
+  // Takes `n` free blocks, each with refcount 1, or returns nullopt (and takes nothing) when
+  // fewer than `n` are free. Running out is a normal outcome: the caller evicts or waits.
+  std::optional<std::vector<BlockId>> Allocate(int n);
+
+  // Adds a reference to a used block. Precondition: refcount >= 1.
+  void Ref(BlockId id);
+  // Drops a reference; at zero the block returns to the end of the free list.
+  // Precondition: refcount >= 1 (dropping below zero stops the process).
+  void Unref(BlockId id);
+
+  int RefCount(BlockId id) const;
+  bool IsShared(BlockId id) const { return RefCount(id) > 1; }
+  int num_blocks() const { return static_cast<int>(refcounts_.size()); }
+  int num_free() const { return static_cast<int>(free_.size()); }
+  int num_used() const { return num_blocks() - num_free(); }
+  int low_watermark() const { return low_watermark_; }
+  bool WantsEviction() const { return num_free() < low_watermark_; }
+
+  // Stops the process if the free list and the refcounts disagree.
+  void CheckInvariants() const;
+
+ private:
+  // refcounts_[b] is the number of holders of block b; 0 exactly when b is in free_.
+  std::vector<int32_t> refcounts_;
+  // Free blocks, oldest-freed first. Allocation takes from the front, so a freed block is
+  // reused as late as possible.
+  std::deque<BlockId> free_;
+  int low_watermark_;
+};
+
+}  // namespace prefixd
