@@ -1,0 +1,126 @@
+// `prefixd bench-model`: prefill and decode speed of one model, shaped like llama-bench's
+// pp512 / tg128: a 512-token prompt in one step from an empty context, and 128 tokens
+// generated one at a time from an empty context. Random token ids; the cache plays no part.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <random>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "app/commands.h"
+#include "app/common.h"
+
+namespace prefixd {
+
+namespace {
+
+struct BenchFlags {
+  std::string model;
+  int threads = 2;
+  int prompt_tokens = 512;
+  int gen_tokens = 128;
+  int repetitions = 3;
+  int block_size = 16;
+  std::string kv_type = "f16";
+  bool json = false;
+};
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+int RunBench(const BenchFlags& f) {
+  auto loaded = Model::Load(f.model);
+  if (!loaded.ok()) return Fail(loaded.status());
+  const Model& model = **loaded;
+  auto kv = ParseKvDtype(f.kv_type);
+  if (!kv.ok()) return Fail(kv.status());
+  EngineOptions eo;
+  eo.num_threads = f.threads;
+  eo.block_size = f.block_size;
+  eo.kv_dtype = *kv;
+  eo.max_running = 1;
+  eo.max_batch_tokens = std::max(f.prompt_tokens, 1);
+  eo.max_chunk_tokens = eo.max_batch_tokens;
+  eo.context_length = std::max(f.prompt_tokens, f.gen_tokens) + 2;
+  auto engine = Engine::Create(model, /*eos_id=*/-1, eo);
+  if (!engine.ok()) return Fail(engine.status());
+  std::mt19937 rng(1);
+  std::uniform_int_distribution<int32_t> tok(0, model.hparams().vocab_size - 1);
+
+  double prefill_s = 0, decode_s = 0;
+  for (int rep = 0; rep < f.repetitions + 1; ++rep) {  // the first run warms up
+    GenerateRequest pp;
+    for (int i = 0; i < f.prompt_tokens; ++i) pp.prompt.push_back(tok(rng));
+    pp.max_tokens = 1;
+    auto id = (*engine)->Add(pp);
+    if (!id.ok()) return Fail(id.status());
+    const auto t0 = Clock::now();
+    while ((*engine)->HasWork()) {
+      auto st = (*engine)->Step();
+      if (!st.ok()) return Fail(st.status());
+    }
+    const auto t1 = Clock::now();
+    (*engine)->TakeFinished(*id);
+
+    GenerateRequest tg;
+    tg.prompt = {tok(rng)};
+    tg.max_tokens = f.gen_tokens;
+    tg.ignore_eos = true;
+    id = (*engine)->Add(tg);
+    if (!id.ok()) return Fail(id.status());
+    const auto t2 = Clock::now();
+    while ((*engine)->HasWork()) {
+      auto st = (*engine)->Step();
+      if (!st.ok()) return Fail(st.status());
+    }
+    const auto t3 = Clock::now();
+    (*engine)->TakeFinished(*id);
+    if (rep > 0) {
+      prefill_s += Seconds(t0, t1);
+      decode_s += Seconds(t2, t3);
+    }
+  }
+  const double pp_tok_s = f.prompt_tokens * f.repetitions / prefill_s;
+  const double tg_tok_s = f.gen_tokens * f.repetitions / decode_s;
+  if (f.json) {
+    nlohmann::json j;
+    j["model"] = f.model;
+    j["params"] = model.num_params();
+    j["threads"] = f.threads;
+    j["prompt_tokens"] = f.prompt_tokens;
+    j["gen_tokens"] = f.gen_tokens;
+    j["repetitions"] = f.repetitions;
+    j["prefill_tok_s"] = pp_tok_s;
+    j["decode_tok_s"] = tg_tok_s;
+    std::cout << j.dump() << "\n";
+  } else {
+    std::printf("model %s (%.2f M params), %d threads\n", f.model.c_str(),
+                model.num_params() / 1e6, f.threads);
+    std::printf("prefill pp%d: %.1f tok/s\ndecode  tg%d: %.1f tok/s\n", f.prompt_tokens, pp_tok_s,
+                f.gen_tokens, tg_tok_s);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchModelCommand(CLI::App& app, std::function<int()>* run) {
+  auto f = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench-model", "Prefill and decode tokens/s of a model");
+  cmd->add_option("-m,--model", f->model, "GGUF model file")->required();
+  cmd->add_option("-t,--threads", f->threads, "Threads")->capture_default_str();
+  cmd->add_option("--prompt-tokens", f->prompt_tokens, "Prompt length (pp)")->capture_default_str();
+  cmd->add_option("--gen-tokens", f->gen_tokens, "Tokens generated (tg)")->capture_default_str();
+  cmd->add_option("-r,--repetitions", f->repetitions, "Timed runs after one warm-up")->capture_default_str();
+  cmd->add_option("--block-size", f->block_size, "KV block size")->capture_default_str();
+  cmd->add_option("--kv-type", f->kv_type, "KV type f16|f32")->capture_default_str();
+  cmd->add_flag("--json", f->json, "Print {\"prefill_tok_s\": ..., \"decode_tok_s\": ...}");
+  cmd->callback([f, run] { *run = [f] { return RunBench(*f); }; });
+}
+
+}  // namespace prefixd

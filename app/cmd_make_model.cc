@@ -1,0 +1,57 @@
+// `prefixd make-model`: writes a llama GGUF with seeded random weights in any shape, with a
+// synthetic vocabulary or another model's. Tests and benchmarks make their models with it.
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "app/commands.h"
+#include "app/common.h"
+#include "model/model_maker.h"
+
+namespace prefixd {
+
+namespace {
+
+struct MakeFlags {
+  ModelSpec spec;
+  std::string out;
+  std::string type = "f32";
+};
+
+int RunMake(MakeFlags f) {
+  if (f.type == "f32") {
+    f.spec.type = TensorType::kF32;
+  } else if (f.type == "f16") {
+    f.spec.type = TensorType::kF16;
+  } else {
+    return Fail(absl::InvalidArgumentError("--type must be f32 or f16 (got '" + f.type + "')"));
+  }
+  Status st = WriteRandomModel(f.spec, f.out);
+  if (!st.ok()) return Fail(st);
+  std::fprintf(stderr, "wrote %s\n", f.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
+  auto f = std::make_shared<MakeFlags>();
+  CLI::App* cmd = app.add_subcommand("make-model", "Write a llama GGUF with seeded random weights");
+  cmd->add_option("--out", f->out, "Output GGUF path")->required();
+  cmd->add_option("--arch", f->spec.arch, "Architecture")->capture_default_str();
+  cmd->add_option("--layers", f->spec.num_layers, "Layers")->capture_default_str();
+  cmd->add_option("--embd", f->spec.embd, "Embedding width")->capture_default_str();
+  cmd->add_option("--heads", f->spec.num_heads, "Attention heads")->capture_default_str();
+  cmd->add_option("--kv-heads", f->spec.num_kv_heads, "KV heads")->capture_default_str();
+  cmd->add_option("--ff", f->spec.ff, "Feed-forward width")->capture_default_str();
+  cmd->add_option("--vocab", f->spec.vocab, "Vocabulary size (0 with --vocab-from: its size)")->capture_default_str();
+  cmd->add_option("--ctx", f->spec.ctx, "Context length")->capture_default_str();
+  cmd->add_option("--type", f->type, "Weight type: f32 or f16")->capture_default_str();
+  cmd->add_option("--seed", f->spec.seed, "Weight seed")->capture_default_str();
+  cmd->add_option("--vocab-from", f->spec.vocab_from, "Take the vocabulary of this GGUF");
+  cmd->add_flag("--tie-output", f->spec.tie_output, "Tie the output matrix to the embedding");
+  cmd->add_option("--rope-freq-base", f->spec.rope_freq_base, "RoPE base")->capture_default_str();
+  cmd->callback([f, run] { *run = [f] { return RunMake(*f); }; });
+}
+
+}  // namespace prefixd

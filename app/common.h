@@ -1,0 +1,29 @@
+// Pieces the subcommands share: loading a model with a progress bar, building its tokenizer,
+// and the default model path.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "engine/engine.h"
+#include "model/llama_model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace prefixd {
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+// Loads the model at `path` (progress on stderr when it is a terminal) and its tokenizer.
+StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path);
+
+// Parses "f16" / "f32".
+StatusOr<KvDtype> ParseKvDtype(const std::string& name);
+
+// Prints `status` as "prefixd: error: ..." on stderr and returns the exit code 1.
+int Fail(const Status& status);
+
+}  // namespace prefixd

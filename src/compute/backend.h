@@ -1,0 +1,79 @@
+// Backend: where a model's weights and the paged KV pool live, and where the forward pass
+// runs. The engine talks only to this interface, so a CUDA backend slots in beside the CPU one
+// without changing its callers: weights and KV blocks stay in backend memory, and block copies
+// and host transfers are backend operations.
+//
+// Thread safety: all calls come from the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "base/status.h"
+#include "kv/block_table.h"
+#include "kv/kv_layout.h"
+#include "model/llama_model.h"
+
+namespace prefixd {
+
+// One sequence's part of a step: `tokens` at positions [start_pos, start_pos + size), whose
+// KV goes into `blocks` (already sized and writable: see BlockTable::PrepareWrite), attending
+// to everything before them in the same blocks.
+struct ForwardSequence {
+  std::span<const int32_t> tokens;
+  int64_t start_pos = 0;
+  std::span<const BlockId> blocks;
+  // Which of this chunk's tokens need logits: the last one (for sampling) or all (for tests).
+  bool all_logits = false;
+  bool want_logits = true;  // false for a prefill chunk that is not the prompt's last
+};
+
+struct ForwardBatch {
+  std::vector<ForwardSequence> sequences;
+};
+
+// Logits of the requested tokens, in batch order: sequence by sequence, token by token.
+struct ForwardOutput {
+  int32_t vocab_size = 0;
+  std::vector<float> logits;  // rows of vocab_size
+  // row_of[s] = index of the first logits row of sequence s, or -1 when it asked for none.
+  std::vector<int32_t> first_row;
+  std::span<const float> Row(int32_t row) const {
+    return {logits.data() + int64_t{row} * vocab_size, static_cast<size_t>(vocab_size)};
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual const char* name() const = 0;
+  virtual const KvLayout& kv_layout() const = 0;
+  virtual int num_kv_blocks() const = 0;
+
+  // Runs the model over `batch`, writing the new tokens' K/V into their blocks.
+  // InvalidArgument if a token id or position is out of range (nothing is written then).
+  virtual Status Forward(const ForwardBatch& batch, ForwardOutput* out) = 0;
+
+  // Copies whole blocks (all layers), src to dst, in order (copy-on-write).
+  virtual void CopyBlocks(std::span<const BlockCopy> copies) = 0;
+  // Host transfers of one block's bytes (KvLayout::BlockBytes()), for the lower tiers.
+  virtual void ReadBlock(BlockId block, std::span<uint8_t> out) const = 0;
+  virtual void WriteBlock(BlockId block, std::span<const uint8_t> in) = 0;
+};
+
+struct CpuBackendOptions {
+  int num_threads = 0;  // 0: every hardware thread
+  int num_kv_blocks = 0;
+  int block_size = 16;
+  KvDtype kv_dtype = KvDtype::kF16;
+};
+
+// The CPU backend over `model` (which must outlive it). InvalidArgument for bad options;
+// ResourceExhausted when the KV pool cannot be allocated.
+StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
+                                                    const CpuBackendOptions& options);
+
+}  // namespace prefixd

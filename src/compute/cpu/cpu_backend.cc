@@ -1,0 +1,265 @@
+#include "compute/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <new>
+
+#include "base/check.h"
+#include "base/fp16.h"
+#include "compute/cpu/dot.h"
+#include "compute/cpu/kernels.h"
+
+namespace prefixd {
+
+StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
+                                                    const CpuBackendOptions& options) {
+  const Hparams& hp = model.hparams();
+  KvLayout layout;
+  layout.num_layers = hp.num_layers;
+  layout.kv_dim = hp.kv_dim();
+  layout.block_size = options.block_size;
+  layout.dtype = options.kv_dtype;
+  if (options.block_size < 1 || options.block_size > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block size ", options.block_size, " is out of range [1, 4096]"));
+  }
+  if (options.num_kv_blocks < 1) {
+    return absl::InvalidArgumentError("the KV pool needs at least one block");
+  }
+  const int64_t bytes = layout.BlockBytes() * options.num_kv_blocks;
+  std::unique_ptr<uint8_t[]> kv(new (std::nothrow) uint8_t[bytes]);
+  if (!kv) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", bytes, " bytes for ", options.num_kv_blocks,
+                     " KV blocks; lower the KV budget"));
+  }
+  std::memset(kv.get(), 0, bytes);
+  CpuBackendOptions opts = options;
+  if (opts.num_threads <= 0) opts.num_threads = ThreadPool::HardwareThreads();
+  return std::unique_ptr<Backend>(
+      new CpuBackend(model, opts, layout, std::move(kv), options.num_kv_blocks));
+}
+
+CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvLayout layout,
+                       std::unique_ptr<uint8_t[]> kv, int num_blocks)
+    : model_(model),
+      hp_(model.hparams()),
+      layout_(layout),
+      pool_(options.num_threads),
+      kv_(std::move(kv)),
+      num_blocks_(num_blocks) {}
+
+Status CpuBackend::Validate(const ForwardBatch& batch) const {
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const ForwardSequence& seq = batch.sequences[s];
+    for (int32_t t : seq.tokens) {
+      if (t < 0 || t >= hp_.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", hp_.vocab_size, ")"));
+      }
+    }
+    const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
+    if (seq.start_pos < 0 || end > int64_t{layout_.block_size} * seq.blocks.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s, ": positions up to ", end, " do not fit its ", seq.blocks.size(),
+          " KV blocks"));
+    }
+    for (BlockId b : seq.blocks) {
+      if (b.value() < 0 || b.value() >= num_blocks_) {
+        return absl::InvalidArgumentError(absl::StrCat("KV block id ", b.value(), " out of range"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
+  const int kv_dim = hp_.kv_dim();
+  for (size_t g = 0; g < slots_.size(); ++g) {
+    const TokenSlot& ts = slots_[g];
+    const ForwardSequence& seq = batch.sequences[ts.seq];
+    const BlockId b = seq.blocks[ts.pos / layout_.block_size];
+    const int slot = static_cast<int>(ts.pos % layout_.block_size);
+    uint8_t* block = BlockData(b);
+    for (int v = 0; v < 2; ++v) {
+      const float* src = (v == 0 ? k_.data() : v_.data()) + g * kv_dim;
+      uint8_t* dst = block + layout_.RowOffset(layer, v, slot);
+      if (layout_.dtype == KvDtype::kF16) {
+        uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+        for (int i = 0; i < kv_dim; ++i) d[i] = FloatToHalf(src[i]);
+      } else {
+        std::memcpy(dst, src, kv_dim * sizeof(float));
+      }
+    }
+  }
+}
+
+// Causal attention for every token of the batch and every head, reading K/V through the
+// block tables. One pass over positions 0..pos in order with a running max and sum (the
+// online softmax), so a token's result depends only on its own query and the stored K/V.
+void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
+  const int hd = hp_.head_dim, n_head = hp_.num_heads;
+  const int group = hp_.num_heads / hp_.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t q_dim = hp_.q_dim();
+  const bool f16 = layout_.dtype == KvDtype::kF16;
+  const cpu::DotF16Fn dot16 = cpu::GetDotF16();
+  const cpu::DotF32Fn dot32 = cpu::GetDotF32();
+  const int64_t work = static_cast<int64_t>(slots_.size()) * n_head;
+  pool_.ParallelFor(work, [&](int64_t begin, int64_t end, int) {
+    std::vector<float> acc(hd), vrow(hd);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t g = item / n_head;
+      const int head = static_cast<int>(item % n_head);
+      const int kv_head = head / group;
+      const TokenSlot& ts = slots_[g];
+      const ForwardSequence& seq = batch.sequences[ts.seq];
+      const float* q = q_.data() + g * q_dim + head * hd;
+      float max_score = -std::numeric_limits<float>::infinity();
+      float sum = 0.0f;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j <= ts.pos; ++j) {
+        const uint8_t* block = BlockData(seq.blocks[j / layout_.block_size]);
+        const int slot = static_cast<int>(j % layout_.block_size);
+        const uint8_t* krow = block + layout_.RowOffset(layer, 0, slot) +
+                              int64_t{kv_head} * hd * layout_.ElementBytes();
+        const uint8_t* vptr = block + layout_.RowOffset(layer, 1, slot) +
+                              int64_t{kv_head} * hd * layout_.ElementBytes();
+        const float s =
+            (f16 ? dot16(reinterpret_cast<const uint16_t*>(krow), q, hd)
+                 : dot32(reinterpret_cast<const float*>(krow), q, hd)) *
+            scale;
+        const float* v;
+        if (f16) {
+          const uint16_t* v16 = reinterpret_cast<const uint16_t*>(vptr);
+          for (int i = 0; i < hd; ++i) vrow[i] = HalfToFloat(v16[i]);
+          v = vrow.data();
+        } else {
+          v = reinterpret_cast<const float*>(vptr);
+        }
+        if (s > max_score) {
+          const float correction = std::exp(max_score - s);  // exp(-inf) = 0 on the first
+          for (int i = 0; i < hd; ++i) acc[i] = acc[i] * correction + v[i];
+          sum = sum * correction + 1.0f;
+          max_score = s;
+        } else {
+          const float p = std::exp(s - max_score);
+          for (int i = 0; i < hd; ++i) acc[i] = acc[i] + p * v[i];
+          sum = sum + p;
+        }
+      }
+      float* out = attn_.data() + g * q_dim + head * hd;
+      const float inv = 1.0f / sum;
+      for (int i = 0; i < hd; ++i) out[i] = acc[i] * inv;
+    }
+  });
+}
+
+Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
+  RETURN_IF_ERROR(Validate(batch));
+  const ModelWeights& w = model_.weights();
+  const int64_t embd = hp_.embd, q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim(), ff = hp_.ff;
+
+  slots_.clear();
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const ForwardSequence& seq = batch.sequences[s];
+    for (size_t i = 0; i < seq.tokens.size(); ++i) {
+      slots_.push_back({seq.tokens[i], seq.start_pos + static_cast<int64_t>(i),
+                        static_cast<int32_t>(s)});
+    }
+  }
+  const int64_t n = static_cast<int64_t>(slots_.size());
+  x_.resize(n * embd);
+  h_.resize(n * embd);
+  q_.resize(n * q_dim);
+  k_.resize(n * kv_dim);
+  v_.resize(n * kv_dim);
+  attn_.resize(n * q_dim);
+  gate_.resize(n * ff);
+  up_.resize(n * ff);
+
+  for (int64_t g = 0; g < n; ++g) cpu::RowToFloat(w.token_embd, slots_[g].token, &x_[g * embd]);
+
+  for (int layer = 0; layer < hp_.num_layers; ++layer) {
+    const LayerWeights& lw = w.layers[layer];
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+      for (int64_t g = b; g < e; ++g) {
+        cpu::RmsNorm(&x_[g * embd], lw.attn_norm, embd, hp_.rms_eps, &h_[g * embd]);
+      }
+    });
+    cpu::MatMul(lw.wq, h_.data(), n, q_.data(), pool_);
+    cpu::MatMul(lw.wk, h_.data(), n, k_.data(), pool_);
+    cpu::MatMul(lw.wv, h_.data(), n, v_.data(), pool_);
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+      for (int64_t g = b; g < e; ++g) {
+        for (int hh = 0; hh < hp_.num_heads; ++hh) {
+          cpu::Rope(&q_[g * q_dim + hh * hp_.head_dim], hp_.rope_dims, slots_[g].pos,
+                    hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope_style);
+        }
+        for (int hh = 0; hh < hp_.num_kv_heads; ++hh) {
+          cpu::Rope(&k_[g * kv_dim + hh * hp_.head_dim], hp_.rope_dims, slots_[g].pos,
+                    hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope_style);
+        }
+      }
+    });
+    StoreKv(layer, batch);
+    Attention(layer, batch);
+    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_);
+    for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
+
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+      for (int64_t g = b; g < e; ++g) {
+        cpu::RmsNorm(&x_[g * embd], lw.ffn_norm, embd, hp_.rms_eps, &h_[g * embd]);
+      }
+    });
+    cpu::MatMul(lw.ffn_gate, h_.data(), n, gate_.data(), pool_);
+    cpu::MatMul(lw.ffn_up, h_.data(), n, up_.data(), pool_);
+    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+      cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
+    });
+    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_);
+    for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
+  }
+
+  // Logits only for the rows asked for: gather them, normalise, project.
+  out->vocab_size = hp_.vocab_size;
+  out->first_row.assign(batch.sequences.size(), -1);
+  std::vector<int64_t> rows;
+  int64_t g = 0;
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    const ForwardSequence& seq = batch.sequences[s];
+    const int64_t len = static_cast<int64_t>(seq.tokens.size());
+    if (seq.want_logits && len > 0) {
+      out->first_row[s] = static_cast<int32_t>(rows.size());
+      for (int64_t i = seq.all_logits ? 0 : len - 1; i < len; ++i) rows.push_back(g + i);
+    }
+    g += len;
+  }
+  const int64_t num_rows = static_cast<int64_t>(rows.size());
+  std::vector<float> normed(num_rows * embd);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    cpu::RmsNorm(&x_[rows[r] * embd], w.output_norm, embd, hp_.rms_eps, &normed[r * embd]);
+  }
+  out->logits.resize(num_rows * hp_.vocab_size);
+  cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_);
+  return absl::OkStatus();
+}
+
+void CpuBackend::CopyBlocks(std::span<const BlockCopy> copies) {
+  for (const BlockCopy& c : copies) {
+    std::memcpy(BlockData(c.dst), BlockData(c.src), layout_.BlockBytes());
+  }
+}
+
+void CpuBackend::ReadBlock(BlockId block, std::span<uint8_t> out) const {
+  PREFIXD_CHECK(static_cast<int64_t>(out.size()) == layout_.BlockBytes(), "ReadBlock size");
+  std::memcpy(out.data(), BlockData(block), out.size());
+}
+
+void CpuBackend::WriteBlock(BlockId block, std::span<const uint8_t> in) {
+  PREFIXD_CHECK(static_cast<int64_t>(in.size()) == layout_.BlockBytes(), "WriteBlock size");
+  std::memcpy(BlockData(block), in.data(), in.size());
+}
+
+}  // namespace prefixd

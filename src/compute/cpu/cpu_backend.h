@@ -1,0 +1,52 @@
+// CpuBackend: the llama forward pass on the CPU, over weights used in place from the model's
+// memory map and a KV pool in RAM.
+//
+// Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "compute/backend.h"
+
+namespace prefixd {
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(const Model& model, const CpuBackendOptions& options, KvLayout layout,
+             std::unique_ptr<uint8_t[]> kv, int num_blocks);
+
+  const char* name() const override { return "cpu"; }
+  const KvLayout& kv_layout() const override { return layout_; }
+  int num_kv_blocks() const override { return num_blocks_; }
+  Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
+  void CopyBlocks(std::span<const BlockCopy> copies) override;
+  void ReadBlock(BlockId block, std::span<uint8_t> out) const override;
+  void WriteBlock(BlockId block, std::span<const uint8_t> in) override;
+
+ private:
+  // One token of the batch: where it sits and where its K/V go.
+  struct TokenSlot {
+    int32_t token;
+    int64_t pos;
+    int32_t seq;
+  };
+  Status Validate(const ForwardBatch& batch) const;
+  uint8_t* BlockData(BlockId b) const { return kv_.get() + b.value() * layout_.BlockBytes(); }
+  void StoreKv(int layer, const ForwardBatch& batch);
+  void Attention(int layer, const ForwardBatch& batch);
+
+  const Model& model_;
+  const Hparams& hp_;
+  KvLayout layout_;
+  ThreadPool pool_;
+  std::unique_ptr<uint8_t[]> kv_;  // num_blocks_ blocks of layout_.BlockBytes()
+  int num_blocks_;
+
+  // Scratch, sized per step: activations of every token of the batch.
+  std::vector<TokenSlot> slots_;
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+};
+
+}  // namespace prefixd

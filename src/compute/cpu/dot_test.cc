@@ -1,0 +1,59 @@
+#include "compute/cpu/dot.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/fp16.h"
+
+namespace prefixd::cpu {
+namespace {
+
+uint32_t Bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// The vector paths must give the same bits as the portable path for every length, including
+// the ragged tails: that is what makes results independent of the machine's ISA path.
+TEST(Dot, VectorPathsMatchPortablePathBitForBit) {
+  std::mt19937 rng(42);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int n = 0; n <= 300; ++n) {
+    std::vector<float> w(n), x(n);
+    std::vector<uint16_t> w16(n);
+    for (int i = 0; i < n; ++i) {
+      w[i] = dist(rng);
+      x[i] = dist(rng);
+      w16[i] = FloatToHalf(w[i]);
+    }
+    for (auto [name, dot] : RunnableDotF32Paths()) {
+      ASSERT_EQ(Bits(dot(w.data(), x.data(), n)), Bits(DotF32Generic(w.data(), x.data(), n)))
+          << name << " f32, n=" << n;
+    }
+    for (auto [name, dot] : RunnableDotF16Paths()) {
+      ASSERT_EQ(Bits(dot(w16.data(), x.data(), n)), Bits(DotF16Generic(w16.data(), x.data(), n)))
+          << name << " f16, n=" << n;
+    }
+  }
+}
+
+TEST(Dot, CloseToDoublePrecisionSum) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int n = 4099;
+  std::vector<float> w(n), x(n);
+  double exact = 0;
+  for (int i = 0; i < n; ++i) {
+    w[i] = dist(rng);
+    x[i] = dist(rng);
+    exact += static_cast<double>(w[i]) * x[i];
+  }
+  EXPECT_NEAR(GetDotF32()(w.data(), x.data(), n), exact, 1e-3);
+}
+
+}  // namespace
+}  // namespace prefixd::cpu

@@ -1,0 +1,97 @@
+#include "compute/cpu/kernels.h"
+
+#include <cmath>
+
+#include "base/fp16.h"
+#include "compute/cpu/dot.h"
+
+namespace prefixd::cpu {
+
+namespace {
+// Rows per work item: a tile of weight rows stays in cache while every token uses it.
+constexpr int64_t kRowTile = 16;
+}  // namespace
+
+void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
+  if (w.type == TensorType::kF32) {
+    const DotF32Fn dot = GetDotF32();
+    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t r0 = tile * kRowTile, r1 = std::min(rows, r0 + kRowTile);
+        for (int64_t t = 0; t < num_tokens; ++t) {
+          const float* xt = x + t * cols;
+          for (int64_t r = r0; r < r1; ++r) {
+            y[t * rows + r] = dot(reinterpret_cast<const float*>(w.Row(r)), xt, cols);
+          }
+        }
+      }
+    });
+  } else {
+    const DotF16Fn dot = GetDotF16();
+    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t r0 = tile * kRowTile, r1 = std::min(rows, r0 + kRowTile);
+        for (int64_t t = 0; t < num_tokens; ++t) {
+          const float* xt = x + t * cols;
+          for (int64_t r = r0; r < r1; ++r) {
+            y[t * rows + r] = dot(reinterpret_cast<const uint16_t*>(w.Row(r)), xt, cols);
+          }
+        }
+      }
+    });
+  }
+}
+
+void RowToFloat(const Weight& w, int64_t row, float* out) {
+  if (w.type == TensorType::kF32) {
+    const float* src = reinterpret_cast<const float*>(w.Row(row));
+    for (int64_t i = 0; i < w.cols; ++i) out[i] = src[i];
+  } else {
+    const uint16_t* src = reinterpret_cast<const uint16_t*>(w.Row(row));
+    for (int64_t i = 0; i < w.cols; ++i) out[i] = HalfToFloat(src[i]);
+  }
+}
+
+void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* out) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  const float mean = static_cast<float>(sum / static_cast<double>(n));
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  if (weight.type == TensorType::kF32) {
+    const float* g = reinterpret_cast<const float*>(weight.data);
+    for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * g[i];
+  } else {
+    const uint16_t* g = reinterpret_cast<const uint16_t*>(weight.data);
+    for (int64_t i = 0; i < n; ++i) out[i] = (x[i] * scale) * HalfToFloat(g[i]);
+  }
+}
+
+void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
+          RopeStyle style) {
+  // theta_i = pos * base^(-2i/d), built by repeated multiplication in float as ggml does, so
+  // that positions agree with llama.cpp to the last bit where possible.
+  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rope_dims));
+  float theta = static_cast<float>(pos);
+  const int half = rope_dims / 2;
+  for (int i = 0; i < half; ++i) {
+    const float angle = theta * freq_scale;
+    const float c = std::cos(angle), s = std::sin(angle);
+    const int a = style == RopeStyle::kNormal ? 2 * i : i;
+    const int b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
+    const float x0 = head[a], x1 = head[b];
+    head[a] = x0 * c - x1 * s;
+    head[b] = x0 * s + x1 * c;
+    theta *= theta_scale;
+  }
+}
+
+void SwiGlu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+}  // namespace prefixd::cpu

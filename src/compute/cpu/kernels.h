@@ -1,0 +1,30 @@
+// CPU kernels of the llama forward pass. Each output element has one fixed reduction order
+// (see dot.h), and parallel loops split over output elements only, so results never depend
+// on the batch, the chunking or the thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "base/thread_pool.h"
+#include "model/llama_model.h"
+
+namespace prefixd::cpu {
+
+// y[t * w.rows + r] = dot(row r of w, x + t * w.cols) for t < num_tokens, r < w.rows.
+void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool);
+
+// out = x / sqrt(mean(x^2) + eps) * weight, over n elements. The sum of squares is taken in
+// double, in order, as ggml does.
+void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* out);
+
+// Rotates the first `rope_dims` dims of one head vector in place for position `pos`.
+void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
+          RopeStyle style);
+
+// Row `row` of an F32/F16 matrix as floats (embedding lookup).
+void RowToFloat(const Weight& w, int64_t row, float* out);
+
+// SiLU(gate) * up, element-wise, into gate.
+void SwiGlu(float* gate, const float* up, int64_t n);
+
+}  // namespace prefixd::cpu

@@ -1,0 +1,198 @@
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "engine/test_models.h"
+
+namespace prefixd {
+namespace {
+
+struct RunConfig {
+  int threads = 2;
+  int chunk = 4096;
+  bool with_neighbours = false;  // two other sequences share every step
+  KvDtype kv = KvDtype::kF16;
+  int block_size = 16;
+};
+
+// Prefills `tokens` under `config` and returns the logits of every token.
+std::vector<float> PrefillLogits(const Model& model, const std::vector<int32_t>& tokens,
+                                 const RunConfig& config) {
+  EngineOptions eo;
+  eo.num_threads = config.threads;
+  eo.max_chunk_tokens = config.chunk;
+  eo.max_batch_tokens = 4096;
+  eo.max_running = 3;
+  eo.kv_dtype = config.kv;
+  eo.block_size = config.block_size;
+  eo.context_length = static_cast<int>(tokens.size()) + 64;
+  auto engine = Engine::Create(model, -1, eo);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  GenerateRequest req;
+  req.prompt = tokens;
+  req.max_tokens = 1;
+  req.record_logits = true;
+  std::vector<SequenceId> others;
+  if (config.with_neighbours) {
+    for (int k = 0; k < 2; ++k) {
+      GenerateRequest other;
+      std::mt19937 rng(100 + k);
+      for (int i = 0; i < 50 + 40 * k; ++i) {
+        other.prompt.push_back(static_cast<int32_t>(rng() % model.hparams().vocab_size));
+      }
+      other.max_tokens = 400;
+      other.ignore_eos = true;
+      others.push_back(*(*engine)->Add(other));
+    }
+  }
+  auto id = (*engine)->Add(req);
+  EXPECT_TRUE(id.ok());
+  std::unique_ptr<Sequence> seq;
+  while (!seq) {
+    auto st = (*engine)->Step();
+    EXPECT_TRUE(st.ok()) << st.status();
+    seq = (*engine)->TakeFinished(*id);
+  }
+  const size_t vocab = model.hparams().vocab_size;
+  EXPECT_EQ(seq->logits.size(), (tokens.size() + 0) * vocab);
+  return std::vector<float>(seq->logits.begin(), seq->logits.begin() + tokens.size() * vocab);
+}
+
+void ExpectBitIdentical(const std::vector<float>& a, const std::vector<float>& b, int vocab,
+                        const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t i = 0; i < a.size(); ++i) {
+    uint32_t x, y;
+    std::memcpy(&x, &a[i], 4);
+    std::memcpy(&y, &b[i], 4);
+    ASSERT_EQ(x, y) << what << ": token " << i / vocab << " logit " << i % vocab << ": " << a[i]
+                    << " vs " << b[i];
+  }
+}
+
+void CheckBatchInvariance(const Model& model, KvDtype kv) {
+  std::mt19937 rng(9);
+  std::vector<int32_t> tokens(300);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % model.hparams().vocab_size);
+  RunConfig base;
+  base.kv = kv;
+  const std::vector<float> reference = PrefillLogits(model, tokens, base);
+  const int vocab = model.hparams().vocab_size;
+  for (int chunk : {1, 7, 16}) {
+    RunConfig c = base;
+    c.chunk = chunk;
+    ExpectBitIdentical(reference, PrefillLogits(model, tokens, c), vocab,
+                       "chunks of " + std::to_string(chunk));
+  }
+  RunConfig one_thread = base;
+  one_thread.threads = 1;
+  ExpectBitIdentical(reference, PrefillLogits(model, tokens, one_thread), vocab, "1 thread");
+  RunConfig neighbours = base;
+  neighbours.with_neighbours = true;
+  neighbours.chunk = 37;
+  ExpectBitIdentical(reference, PrefillLogits(model, tokens, neighbours), vocab,
+                     "batched with two other sequences");
+  RunConfig blocks = base;
+  blocks.block_size = 5;
+  ExpectBitIdentical(reference, PrefillLogits(model, tokens, blocks), vocab, "block size 5");
+}
+
+TEST(BatchInvariance, Stories260K) {
+  auto model = LoadSharedModel("stories260K.gguf");
+  if (!model) GTEST_SKIP() << "../shared/models/stories260K.gguf is absent";
+  CheckBatchInvariance(*model, KvDtype::kF16);
+}
+
+TEST(BatchInvariance, RandomGqaModelF16Weights) {
+  auto model = MakeTestModel(TestModelShape::kGqa256, TensorType::kF16);
+  CheckBatchInvariance(*model, KvDtype::kF16);
+}
+
+TEST(BatchInvariance, RandomGqaModelF32WeightsF32Kv) {
+  auto model = MakeTestModel(TestModelShape::kGqa256, TensorType::kF32);
+  CheckBatchInvariance(*model, KvDtype::kF32);
+}
+
+TEST(Engine, RejectsEmptyAndOutOfVocabularyAndOverlongPrompts) {
+  auto model = MakeTestModel(TestModelShape::kTiny, TensorType::kF32);
+  EngineOptions eo;
+  eo.context_length = 32;
+  auto engine = Engine::Create(*model, -1, eo);
+  ASSERT_TRUE(engine.ok());
+  GenerateRequest req;
+  EXPECT_EQ((*engine)->Add(req).status().code(), absl::StatusCode::kInvalidArgument);
+  req.prompt = {1, 99999};
+  EXPECT_EQ((*engine)->Add(req).status().code(), absl::StatusCode::kInvalidArgument);
+  req.prompt.assign(32, 1);
+  auto st = (*engine)->Add(req);
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.status().message()).find("context"), std::string::npos);
+}
+
+TEST(Engine, GenerationStopsAtContextAndReleasesEveryBlock) {
+  auto model = MakeTestModel(TestModelShape::kTiny, TensorType::kF32);
+  EngineOptions eo;
+  eo.context_length = 40;
+  eo.block_size = 4;
+  auto engine = Engine::Create(*model, -1, eo);
+  ASSERT_TRUE(engine.ok());
+  const int free_before = (*engine)->block_pool().num_free();
+  GenerateRequest req;
+  req.prompt = {1, 5, 6, 7};
+  req.max_tokens = 1000;
+  auto id = (*engine)->Add(req);
+  ASSERT_TRUE(id.ok());
+  while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+  auto seq = (*engine)->TakeFinished(*id);
+  ASSERT_NE(seq, nullptr);
+  EXPECT_EQ(seq->finish, FinishReason::kContext);
+  EXPECT_EQ(seq->tokens.size(), 40u);
+  EXPECT_EQ((*engine)->block_pool().num_free(), free_before);
+}
+
+// A pool too small for every sequence at once: sequences are preempted and recomputed, and
+// each still produces exactly what it produces alone.
+TEST(Engine, PreemptionUnderBlockPressureKeepsResultsExact) {
+  auto model = MakeTestModel(TestModelShape::kTiny, TensorType::kF32);
+  std::vector<std::vector<int32_t>> alone;
+  std::vector<GenerateRequest> reqs;
+  for (int k = 0; k < 4; ++k) {
+    GenerateRequest r;
+    for (int i = 0; i < 20 + 3 * k; ++i) r.prompt.push_back((i * 7 + k * 13) % 300 + 3);
+    r.max_tokens = 30;
+    r.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  for (const auto& r : reqs) {
+    EngineOptions eo;
+    eo.block_size = 4;
+    eo.context_length = 64;
+    auto engine = Engine::Create(*model, -1, eo);
+    auto id = (*engine)->Add(r);
+    while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+    alone.push_back((*engine)->TakeFinished(*id)->tokens);
+  }
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.context_length = 64;
+  eo.num_kv_blocks = 30;  // 4 sequences need up to 15 blocks each
+  eo.max_running = 4;
+  auto engine = Engine::Create(*model, -1, eo);
+  std::vector<SequenceId> ids;
+  for (const auto& r : reqs) ids.push_back(*(*engine)->Add(r));
+  while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+  for (size_t k = 0; k < ids.size(); ++k) {
+    auto seq = (*engine)->TakeFinished(ids[k]);
+    ASSERT_NE(seq, nullptr);
+    EXPECT_EQ(seq->tokens, alone[k]) << "sequence " << k;
+  }
+  EXPECT_EQ((*engine)->block_pool().num_free(), 30);
+}
+
+}  // namespace
+}  // namespace prefixd

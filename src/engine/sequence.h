@@ -1,0 +1,52 @@
+// Sequence: one request's tokens, KV blocks and progress through the engine.
+//
+//   tokens:  [ prompt ............................ | generated ...... ]
+//            0                    num_computed ^    num_prompt ^
+//   KV exists for tokens [0, num_computed); the next step computes from num_computed.
+//
+// Thread safety: owned by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/typed_id.h"
+#include "engine/sampler.h"
+#include "kv/block_table.h"
+
+namespace prefixd {
+
+using SequenceId = TypedId<struct SequenceIdTag, int64_t>;
+
+enum class FinishReason { kNone, kEos, kLength, kContext, kCancelled };
+const char* FinishReasonName(FinishReason r);
+
+struct GenerateRequest {
+  std::vector<int32_t> prompt;
+  SamplingParams sampling;
+  int32_t max_tokens = 16;
+  bool ignore_eos = false;
+  // Keep the logits of every prompt token and every sampling step (tests of exactness).
+  bool record_logits = false;
+};
+
+struct Sequence {
+  SequenceId id;
+  GenerateRequest request;
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
+  int32_t num_prompt = 0;
+  int64_t num_computed = 0;
+  BlockTable table;
+  std::unique_ptr<Sampler> sampler;
+  FinishReason finish = FinishReason::kNone;
+  // Logits rows recorded when request.record_logits: one per prompt token, then one per
+  // generated token (the row it was sampled from), each vocab_size floats.
+  std::vector<float> logits;
+
+  int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
+  bool prefilling() const { return num_computed < num_prompt; }
+};
+
+}  // namespace prefixd

@@ -1,0 +1,68 @@
+#include "engine/test_models.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "base/check.h"
+#include "model/model_maker.h"
+
+namespace prefixd {
+
+std::string SharedDir() {
+#ifdef PREFIXD_SHARED_DIR
+  return PREFIXD_SHARED_DIR;
+#else
+  return "../shared";
+#endif
+}
+
+std::unique_ptr<Model> LoadSharedModel(const std::string& name) {
+  const std::string path = SharedDir() + "/models/" + name;
+  if (!std::filesystem::exists(path)) return nullptr;
+  auto model = Model::Load(path);
+  PREFIXD_CHECK(model.ok(), "a shared model failed to load");
+  return std::move(*model);
+}
+
+std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint64_t seed) {
+  ModelSpec spec;
+  spec.type = type;
+  spec.seed = seed;
+  if (shape == TestModelShape::kTiny) {
+    spec.num_layers = 2;
+    spec.embd = 64;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.ff = 128;
+    spec.vocab = 320;
+    spec.ctx = 512;
+  } else {
+    spec.num_layers = 4;
+    spec.embd = 256;
+    spec.num_heads = 8;
+    spec.num_kv_heads = 2;
+    spec.ff = 688;
+    spec.vocab = 512;
+    spec.ctx = 1024;
+  }
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("prefixd-test-models-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / ("m" + std::to_string(static_cast<int>(shape)) + "_" +
+                                   std::to_string(static_cast<int>(type)) + "_" +
+                                   std::to_string(seed) + ".gguf"))
+                               .string();
+  if (!std::filesystem::exists(path)) {
+    Status st = WriteRandomModel(spec, path);
+    if (!st.ok()) std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    PREFIXD_CHECK(st.ok(), "writing a test model failed");
+  }
+  auto model = Model::Load(path);
+  if (!model.ok()) std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
+  PREFIXD_CHECK(model.ok(), "a test model failed to load");
+  return std::move(*model);
+}
+
+}  // namespace prefixd

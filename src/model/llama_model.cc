@@ -1,0 +1,186 @@
+#include "model/llama_model.h"
+
+#include <cmath>
+
+#include <xxhash.h>
+
+namespace prefixd {
+
+namespace {
+
+constexpr const char* kArchitectures[] = {"llama"};
+
+bool IsSupportedWeightType(TensorType t) {
+  return t == TensorType::kF32 || t == TensorType::kF16;
+}
+
+class Loader {
+ public:
+  Loader(const GgufFile& file, const std::string& arch) : file_(file), arch_(arch) {}
+
+  Status Error(const std::string& what) const {
+    return absl::InvalidArgumentError(absl::StrCat("model '", file_.name(), "': ", what));
+  }
+
+  // `{arch}.key` as a positive int; `fallback` (when >= 0) if absent.
+  StatusOr<int32_t> Int(const std::string& key, int64_t fallback = -1) const {
+    const std::string full = arch_ + "." + key;
+    auto v = file_.GetUint(full);
+    if (!v.ok()) {
+      if (absl::IsNotFound(v.status()) && fallback >= 0) return static_cast<int32_t>(fallback);
+      if (absl::IsNotFound(v.status())) return Error(absl::StrCat("missing metadata key ", full));
+      return Error(std::string(v.status().message()));
+    }
+    if (*v == 0 || *v > (1u << 30)) return Error(absl::StrCat(full, " = ", *v, " is out of range"));
+    return static_cast<int32_t>(*v);
+  }
+
+  StatusOr<float> Float(const std::string& key, float fallback) const {
+    const std::string full = arch_ + "." + key;
+    auto v = file_.GetFloat(full);
+    if (absl::IsNotFound(v.status())) return fallback;
+    if (!v.ok()) return Error(std::string(v.status().message()));
+    if (!std::isfinite(*v) || *v <= 0) return Error(absl::StrCat(full, " = ", *v, " is out of range"));
+    return static_cast<float>(*v);
+  }
+
+  // The tensor `name` with exactly dims {cols, rows} (rows == 0: a 1-D tensor of `cols`).
+  StatusOr<Weight> Tensor(const std::string& name, int64_t cols, int64_t rows, bool matrix) const {
+    const GgufTensorInfo* info = file_.FindTensor(name);
+    if (info == nullptr) return Error(absl::StrCat("missing tensor ", name));
+    std::vector<uint64_t> want = {static_cast<uint64_t>(cols)};
+    if (rows > 0) want.push_back(static_cast<uint64_t>(rows));
+    if (info->dims != want) {
+      return Error(absl::StrCat("tensor ", name, " has shape ", ShapeString(info->dims),
+                                " but the hyper-parameters need ", ShapeString(want)));
+    }
+    const bool ok_type = matrix ? IsSupportedWeightType(info->type)
+                                : (info->type == TensorType::kF32 || info->type == TensorType::kF16);
+    if (!ok_type) {
+      return Error(absl::StrCat("tensor ", name, " has weight type ",
+                                TensorTypeName(static_cast<uint32_t>(info->type)),
+                                ", which this build cannot compute with yet (supported: f32, f16)"));
+    }
+    Weight w;
+    w.name = name;
+    w.type = info->type;
+    w.cols = cols;
+    w.rows = rows > 0 ? rows : 1;
+    w.data = file_.TensorData(*info).data();
+    w.row_bytes = static_cast<int64_t>(info->num_bytes / w.rows);
+    return w;
+  }
+
+ private:
+  static std::string ShapeString(const std::vector<uint64_t>& dims) {
+    std::string s = "{";
+    for (size_t i = 0; i < dims.size(); ++i) absl::StrAppend(&s, i ? ", " : "", dims[i]);
+    return s + "}";
+  }
+  const GgufFile& file_;
+  std::string arch_;
+};
+
+}  // namespace
+
+std::string SupportedArchitectures() {
+  std::string s;
+  for (const char* a : kArchitectures) absl::StrAppend(&s, s.empty() ? "" : ", ", a);
+  return s;
+}
+
+StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ProgressFn& progress) {
+  ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
+  return FromGguf(std::move(file), progress);
+}
+
+StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile> file,
+                                                 const ProgressFn& progress) {
+  auto arch = file->GetString("general.architecture");
+  if (!arch.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", file->name(), "': no general.architecture string: ", arch.status().message()));
+  }
+  bool known = false;
+  for (const char* a : kArchitectures) known |= (*arch == a);
+  if (!known) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", file->name(), "': architecture '", *arch,
+                     "' is not supported; supported: ", SupportedArchitectures()));
+  }
+  Loader l(*file, *arch);
+  Hparams hp;
+  hp.arch = *arch;
+  ASSIGN_OR_RETURN(hp.embd, l.Int("embedding_length"));
+  ASSIGN_OR_RETURN(hp.num_layers, l.Int("block_count"));
+  ASSIGN_OR_RETURN(hp.num_heads, l.Int("attention.head_count"));
+  ASSIGN_OR_RETURN(hp.num_kv_heads, l.Int("attention.head_count_kv", hp.num_heads));
+  ASSIGN_OR_RETURN(hp.ff, l.Int("feed_forward_length"));
+  ASSIGN_OR_RETURN(hp.context_length, l.Int("context_length", 2048));
+  if (hp.embd % hp.num_heads != 0) return l.Error("embedding_length is not a multiple of head_count");
+  ASSIGN_OR_RETURN(hp.head_dim, l.Int("attention.key_length", hp.embd / hp.num_heads));
+  ASSIGN_OR_RETURN(int32_t value_len, l.Int("attention.value_length", hp.head_dim));
+  if (value_len != hp.head_dim) return l.Error("attention.value_length differs from key_length");
+  if (hp.num_heads % hp.num_kv_heads != 0) return l.Error("head_count is not a multiple of head_count_kv");
+  ASSIGN_OR_RETURN(hp.rope_dims, l.Int("rope.dimension_count", hp.head_dim));
+  if (hp.rope_dims > hp.head_dim || hp.rope_dims % 2 != 0) {
+    return l.Error("rope.dimension_count must be even and at most the head dimension");
+  }
+  ASSIGN_OR_RETURN(hp.rope_freq_base, l.Float("rope.freq_base", 10000.0f));
+  ASSIGN_OR_RETURN(float rope_scale, l.Float("rope.scale_linear", 1.0f));
+  hp.rope_freq_scale = 1.0f / rope_scale;
+  ASSIGN_OR_RETURN(hp.rms_eps, l.Float("attention.layer_norm_rms_epsilon", 1e-5f));
+  hp.rope_style = RopeStyle::kNormal;  // llama
+
+  const GgufTensorInfo* embd_info = file->FindTensor("token_embd.weight");
+  if (embd_info == nullptr) return l.Error("missing tensor token_embd.weight");
+  if (embd_info->dims.size() != 2) return l.Error("token_embd.weight is not a matrix");
+  hp.vocab_size = static_cast<int32_t>(embd_info->dims[1]);
+
+  auto model = std::unique_ptr<Model>(new Model());
+  ModelWeights& w = model->weights_;
+  ASSIGN_OR_RETURN(w.token_embd, l.Tensor("token_embd.weight", hp.embd, hp.vocab_size, true));
+  ASSIGN_OR_RETURN(w.output_norm, l.Tensor("output_norm.weight", hp.embd, 0, false));
+  if (file->FindTensor("output.weight") != nullptr) {
+    ASSIGN_OR_RETURN(w.output, l.Tensor("output.weight", hp.embd, hp.vocab_size, true));
+  } else {
+    w.output = w.token_embd;
+    w.output_tied = true;
+  }
+  for (int i = 0; i < hp.num_layers; ++i) {
+    LayerWeights lw;
+    const std::string p = absl::StrCat("blk.", i, ".");
+    ASSIGN_OR_RETURN(lw.attn_norm, l.Tensor(p + "attn_norm.weight", hp.embd, 0, false));
+    ASSIGN_OR_RETURN(lw.wq, l.Tensor(p + "attn_q.weight", hp.embd, hp.q_dim(), true));
+    ASSIGN_OR_RETURN(lw.wk, l.Tensor(p + "attn_k.weight", hp.embd, hp.kv_dim(), true));
+    ASSIGN_OR_RETURN(lw.wv, l.Tensor(p + "attn_v.weight", hp.embd, hp.kv_dim(), true));
+    ASSIGN_OR_RETURN(lw.wo, l.Tensor(p + "attn_output.weight", hp.q_dim(), hp.embd, true));
+    ASSIGN_OR_RETURN(lw.ffn_norm, l.Tensor(p + "ffn_norm.weight", hp.embd, 0, false));
+    ASSIGN_OR_RETURN(lw.ffn_gate, l.Tensor(p + "ffn_gate.weight", hp.embd, hp.ff, true));
+    ASSIGN_OR_RETURN(lw.ffn_up, l.Tensor(p + "ffn_up.weight", hp.embd, hp.ff, true));
+    ASSIGN_OR_RETURN(lw.ffn_down, l.Tensor(p + "ffn_down.weight", hp.ff, hp.embd, true));
+    w.layers.push_back(std::move(lw));
+  }
+  // Reading every tensor once to hash it also pages the weights in, so the progress bar
+  // shows the real cost of loading.
+  int64_t params = 0;
+  size_t done = 0;
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  for (const auto& t : file->tensors()) {
+    params += static_cast<int64_t>(t.num_elements);
+    XXH3_128bits_update(state, t.name.data(), t.name.size());
+    auto bytes = file->TensorData(t);
+    XXH3_128bits_update(state, bytes.data(), bytes.size());
+    if (progress) progress(++done, file->tensors().size());
+  }
+  const XXH128_hash_t digest = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  model->weights_digest_ = {digest.low64, digest.high64};
+  model->num_params_ = params;
+  model->hparams_ = hp;
+  model->gguf_ = std::move(file);
+  return model;
+}
+
+}  // namespace prefixd

@@ -1,0 +1,109 @@
+// Model: a llama-family model loaded from a GGUF file: its hyper-parameters (from metadata
+// only) and views of its weights, used in place from the file's memory map. The forward pass
+// that uses them lives in compute/.
+//
+// Thread safety: immutable after Load; safe to read from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "model/gguf_file.h"
+#include "model/tensor_type.h"
+
+namespace prefixd {
+
+enum class RopeStyle {
+  kNormal,  // rotate adjacent pairs (x[2i], x[2i+1]): llama
+  kNeox,    // rotate halves (x[i], x[i + d/2]): GPT-NeoX, Qwen
+};
+
+struct Hparams {
+  std::string arch;
+  int32_t vocab_size = 0;
+  int32_t context_length = 0;  // trained context
+  int32_t embd = 0;
+  int32_t num_layers = 0;
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  int32_t ff = 0;
+  int32_t rope_dims = 0;  // leading dims of each head that RoPE rotates
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;
+  RopeStyle rope_style = RopeStyle::kNormal;
+  float rms_eps = 1e-5f;
+
+  int32_t q_dim() const { return num_heads * head_dim; }
+  int32_t kv_dim() const { return num_kv_heads * head_dim; }
+};
+
+// A 2-D weight matrix as stored: `rows` rows of `cols` elements each (GGUF dims {cols, rows});
+// a row is what one output element reduces over. Vectors have rows == 1.
+struct Weight {
+  std::string name;
+  TensorType type = TensorType::kF32;
+  int64_t cols = 0;
+  int64_t rows = 0;
+  const uint8_t* data = nullptr;
+  int64_t row_bytes = 0;
+
+  const uint8_t* Row(int64_t r) const { return data + r * row_bytes; }
+};
+
+struct LayerWeights {
+  Weight attn_norm, wq, wk, wv, wo;
+  Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
+};
+
+struct ModelWeights {
+  Weight token_embd;
+  Weight output_norm;
+  Weight output;  // the token embedding itself when the model ties them
+  bool output_tied = false;
+  std::vector<LayerWeights> layers;
+};
+
+class Model {
+ public:
+  // Called with (tensors done, tensors total) while loading; for a progress bar.
+  using ProgressFn = std::function<void(size_t, size_t)>;
+
+  // Opens and validates the model at `path`. InvalidArgument, naming the file, for: an
+  // architecture not supported (listing the supported ones), missing or inconsistent
+  // hyper-parameters, a missing tensor, a tensor whose shape does not fit the
+  // hyper-parameters, a weight type not supported (naming type and tensor).
+  static StatusOr<std::unique_ptr<Model>> Load(const std::string& path,
+                                               const ProgressFn& progress = nullptr);
+  // Same, over a file already parsed.
+  static StatusOr<std::unique_ptr<Model>> FromGguf(std::unique_ptr<GgufFile> file,
+                                                   const ProgressFn& progress = nullptr);
+
+  const Hparams& hparams() const { return hparams_; }
+  const ModelWeights& weights() const { return weights_; }
+  const GgufFile& gguf() const { return *gguf_; }
+  const std::string& path() const { return gguf_->name(); }
+  // Total number of weight parameters.
+  int64_t num_params() const { return num_params_; }
+  // XXH3-128 of every tensor's name and bytes, computed once at load: a re-trained or
+  // re-quantised file with the same shapes gets a different digest (and so different KV keys).
+  std::array<uint64_t, 2> weights_digest() const { return weights_digest_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<GgufFile> gguf_;
+  Hparams hparams_;
+  ModelWeights weights_;
+  int64_t num_params_ = 0;
+  std::array<uint64_t, 2> weights_digest_ = {0, 0};
+};
+
+// The architectures Load accepts, comma-separated, for error messages.
+std::string SupportedArchitectures();
+
+}  // namespace prefixd
