@@ -17,6 +17,7 @@ namespace prefixd {
 
 struct EncodeOptions {
   std::optional<bool> add_bos;  // nullopt: the vocabulary's own add_bos
+  std::optional<bool> add_eos;  // nullopt: the vocabulary's own add_eos
   bool parse_special = true;    // text like "<s>" becomes the control token
 };
 

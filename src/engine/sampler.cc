@@ -1,0 +1,112 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace prefixd {
+namespace {
+
+// Most likely first; equal logits, the lower id first (so filters that keep one token agree
+// with greedy).
+struct MoreLikely {
+  template <typename C>
+  bool operator()(const C& a, const C& b) const {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  }
+};
+
+}  // namespace
+
+double Sampler::ComputeWeights(double scale) {
+  float max_logit = candidates_.front().logit;
+  for (const Candidate& c : candidates_) max_logit = std::max(max_logit, c.logit);
+  weights_.resize(candidates_.size());
+  double total = 0;
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    const float logit = candidates_[i].logit;
+    if (std::isinf(max_logit)) {
+      // All -inf: uniform. Some +inf: uniform over those (inf - inf would be NaN).
+      weights_[i] = logit == max_logit ? 1.0 : 0.0;
+    } else {
+      weights_[i] = std::exp((static_cast<double>(logit) - max_logit) * scale);
+    }
+    total += weights_[i];
+  }
+  return total;
+}
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+
+int32_t Sampler::Sample(std::span<const float> logits) {
+  if (params_.temperature <= 0) {
+    int32_t best = -1;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      if (std::isnan(logits[i])) continue;
+      if (best < 0 || logits[i] > logits[best]) best = static_cast<int32_t>(i);
+    }
+    return best < 0 ? 0 : best;
+  }
+
+  candidates_.clear();
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!std::isnan(logits[i])) candidates_.push_back({static_cast<int32_t>(i), logits[i]});
+  }
+  if (candidates_.empty()) return 0;
+  bool sorted = false;
+
+  if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < candidates_.size()) {
+    std::partial_sort(candidates_.begin(), candidates_.begin() + params_.top_k, candidates_.end(),
+                      MoreLikely{});
+    candidates_.resize(params_.top_k);
+    sorted = true;
+  }
+
+  if (params_.top_p < 1 && candidates_.size() > 1) {
+    if (!sorted) std::sort(candidates_.begin(), candidates_.end(), MoreLikely{});
+    sorted = true;
+    const double total = ComputeWeights(1.0);
+    double cumulative = 0;
+    size_t keep = candidates_.size();
+    for (size_t i = 0; i < candidates_.size(); ++i) {
+      cumulative += weights_[i] / total;
+      if (cumulative >= params_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    candidates_.resize(keep);
+  }
+
+  if (params_.min_p > 0 && candidates_.size() > 1) {
+    // p_i >= min_p * p_max  <=>  logit_i >= logit_max + log(min_p).
+    float max_logit = candidates_.front().logit;
+    for (const Candidate& c : candidates_) max_logit = std::max(max_logit, c.logit);
+    const double threshold = static_cast<double>(max_logit) + std::log(params_.min_p);
+    const auto end =
+        std::remove_if(candidates_.begin(), candidates_.end(),
+                       [threshold](const Candidate& c) { return c.logit < threshold; });
+    // The top token always passes (min_p <= 1); with min_p > 1 keep it alone.
+    if (end == candidates_.begin()) {
+      const auto top = std::min_element(candidates_.begin(), candidates_.end(), MoreLikely{});
+      candidates_ = {*top};
+    } else {
+      candidates_.erase(end, candidates_.end());
+    }
+  }
+
+  if (candidates_.size() == 1) return candidates_.front().id;
+
+  // Softmax of logit / temperature, then one draw over the cumulative weights.
+  const double total = ComputeWeights(1.0 / static_cast<double>(params_.temperature));
+  // 53 random bits -> [0, 1); written out rather than std::uniform_real_distribution, whose
+  // algorithm the standard leaves to the library, so a seed gives the same tokens everywhere.
+  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53 * total;
+  double cumulative = 0;
+  for (size_t i = 0; i < candidates_.size(); ++i) {
+    cumulative += weights_[i];
+    if (u < cumulative) return candidates_[i].id;
+  }
+  return candidates_.back().id;
+}
+
+}  // namespace prefixd
