@@ -5,7 +5,9 @@
 // names the file and the problem (bad magic, unsupported version, truncated header or data,
 // absurd counts or lengths, unknown tensor type, tensor out of bounds, misaligned offsets).
 // Parsing never allocates more than a small multiple of the file's size, so a hostile file
-// cannot exhaust memory.
+// cannot exhaust memory: every count is checked against the bytes left before anything is
+// reserved, and the number of metadata values (array elements included) is capped at
+// kGgufMaxMetadataValues, since each one costs sizeof(GgufValue) (~100 bytes) in memory.
 //
 // Thread safety: immutable after construction; safe to read from any thread.
 #pragma once
@@ -43,6 +45,12 @@ enum class GgufType : uint32_t {
 
 std::string_view GgufTypeName(GgufType type);
 
+// Limits the reader enforces beyond the format itself.
+inline constexpr int kGgufMaxDims = 4;                 // as ggml (GGML_MAX_DIMS)
+inline constexpr int kGgufMaxArrayDepth = 4;           // arrays of arrays of ... (top level = 1)
+inline constexpr uint64_t kGgufMaxMetadataValues = uint64_t{1} << 23;  // ~800 MB of GgufValue
+inline constexpr uint64_t kGgufDefaultAlignment = 32;
+
 // One metadata value. Scalars keep their exact type; arrays keep their element type.
 struct GgufValue {
   GgufType type = GgufType::kUint32;
@@ -54,15 +62,27 @@ struct GgufValue {
   GgufType elem_type = GgufType::kUint8;  // kArray
   std::vector<GgufValue> array;    // kArray (nested arrays allowed by the format)
 
+  static GgufValue U8(uint8_t v);
+  static GgufValue I8(int8_t v);
+  static GgufValue U16(uint16_t v);
+  static GgufValue I16(int16_t v);
   static GgufValue U32(uint32_t v);
   static GgufValue I32(int32_t v);
   static GgufValue U64(uint64_t v);
+  static GgufValue I64(int64_t v);
   static GgufValue F32(float v);
+  static GgufValue F64(double v);
   static GgufValue Bool(bool v);
   static GgufValue String(std::string v);
   static GgufValue StringArray(std::vector<std::string> v);
   static GgufValue F32Array(const std::vector<float>& v);
   static GgufValue I32Array(const std::vector<int32_t>& v);
+  // An array of `elements`, each of which should have type `elem_type` (the writer encodes
+  // each element as `elem_type`, reading the payload field that type uses).
+  static GgufValue Array(GgufType elem_type, std::vector<GgufValue> elements);
+
+  // Field-wise equality (floats compare as doubles, so NaN != NaN).
+  bool operator==(const GgufValue&) const = default;
 };
 
 struct GgufTensorInfo {

@@ -1,0 +1,332 @@
+#include "model/model_maker.h"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "base/fp16.h"
+#include "model/gguf_file.h"
+#include "model/gguf_writer.h"
+
+namespace prefixd {
+namespace {
+
+// llama.cpp's token types (llama_token_type).
+constexpr int32_t kTokenNormal = 1;
+constexpr int32_t kTokenUnknown = 2;
+constexpr int32_t kTokenControl = 3;
+constexpr int32_t kTokenUnused = 5;
+constexpr int32_t kTokenByte = 6;
+
+// Padding tokens rank below every real piece, so a tokenizer never prefers them.
+constexpr float kPadScore = -1e6f;
+
+// The writer holds every tensor in memory; refuse specs that cannot reasonably fit.
+constexpr uint64_t kMaxModelBytes = uint64_t{32} << 30;
+
+// Weight scales. Every matrix (token embeddings and the output included) is N(0, 1/row length):
+// each projection then keeps its input's scale, the logits have std ~1 after the final RMS
+// norm, and the next token depends on the whole context. For GPT-2-sized models this is
+// 0.02-0.04, close to the usual 0.02 initialisation; a fixed 0.02 was rejected because at the
+// small sizes tests use (embd 32-64) the layers barely moved the residual stream: logits had
+// std ~0.16 and a tied model predicted its own input token in 18 of 20 random contexts
+// (measured with a naive reference forward pass; 1 of 20 with this scale). std::sqrt is
+// correctly rounded, so the scale is the same everywhere.
+float MatrixStd(uint64_t row_length) { return 1.0f / std::sqrt(static_cast<float>(row_length)); }
+constexpr float kNormStd = 0.02f;  // norm weights are 1 + N(0, kNormStd)
+
+// SplitMix64: a fast, well-mixed 64-bit generator. Bulk weights use it rather than
+// std::normal_distribution over mt19937_64, which is ~20x slower and whose output is
+// implementation-defined (libstdc++ and libc++ would write different models).
+class SplitMix64 {
+ public:
+  explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // Approximately standard normal: the sum of four 16-bit uniforms (Irwin-Hall), centred and
+  // scaled to unit variance. Integer sums and one exactly rounded multiply, so the result is
+  // the same on every platform (Box-Muller would call log/cos, which differ across libms).
+  // Bounded by +-3.46; tails do not matter for random test weights.
+  float Normal() {
+    const uint64_t r = Next();
+    const int32_t sum = static_cast<int32_t>((r & 0xffff) + ((r >> 16) & 0xffff) +
+                                             ((r >> 32) & 0xffff) + (r >> 48));
+    // Each uniform on {0..65535} has variance (65536^2 - 1) / 12; four of them ~65536^2 / 3.
+    constexpr float kScale = 1.7320508075688772f / 65536.0f;
+    return static_cast<float>(sum - 131070) * kScale;
+  }
+
+ private:
+  uint64_t state_;
+};
+
+// Random tensor data of `n` elements in `type` (kF32 or kF16): mean + std * N(0, 1).
+std::vector<uint8_t> RandomData(uint64_t n, TensorType type, float mean, float std,
+                                uint64_t seed) {
+  SplitMix64 rng(seed);
+  std::vector<uint8_t> data;
+  if (type == TensorType::kF16) {
+    data.resize(n * 2);
+    uint16_t* out = reinterpret_cast<uint16_t*>(data.data());
+    for (uint64_t k = 0; k < n; ++k) out[k] = FloatToHalf(mean + std * rng.Normal());
+  } else {
+    data.resize(n * 4);
+    float* out = reinterpret_cast<float*>(data.data());
+    for (uint64_t k = 0; k < n; ++k) out[k] = mean + std * rng.Normal();
+  }
+  return data;
+}
+
+// Common English words, most frequent first; the synthetic vocabulary starts with them so
+// that ordinary text tokenizes into word pieces rather than letters.
+constexpr const char* kCommonWords[] = {
+    "the",   "of",     "and",   "to",    "in",    "is",    "that",  "for",    "it",
+    "was",   "on",     "with",  "he",    "as",    "his",   "be",    "at",     "by",
+    "you",   "had",    "not",   "are",   "but",   "from",  "or",    "have",   "an",
+    "they",  "which",  "one",   "were",  "her",   "all",   "she",   "there",  "would",
+    "their", "we",     "him",   "been",  "has",   "when",  "who",   "will",   "more",
+    "no",    "if",     "out",   "so",    "said",  "what",  "up",    "its",    "about",
+    "into",  "than",   "them",  "can",   "only",  "other", "new",   "some",   "could",
+    "time",  "these",  "two",   "may",   "then",  "do",    "first", "any",    "my",
+    "now",   "such",   "like",  "our",   "over",  "man",   "me",    "even",   "most",
+    "made",  "after",  "also",  "did",   "many",  "before", "must", "through", "back",
+    "years", "where",  "much",  "your",  "way",   "well",  "down",  "should", "because",
+    "each",  "just",   "those", "people", "how",  "too",   "little", "state", "good",
+    "very",  "make",   "world", "still", "own",   "see",   "men",   "work",   "long",
+    "get",   "here",   "between", "both", "life", "being", "under", "never",  "day",
+    "same",  "another", "know", "while", "last",  "might", "us",    "great",  "old",
+    "year",  "off",    "come",  "since", "against", "go",  "came",  "right",  "used",
+    "take",  "three",  "once",  "upon",  "happy", "play",  "friend", "mom",   "big",
+    "Once",  "The",    "She",   "He",    "They",  "It",    "One",   "Lily",   "Tom",
+};
+
+// `n` distinct SentencePiece pieces in descending frequency order: the word-boundary mark,
+// letters, common words, capitals, digits, punctuation, then every lowercase string of length
+// 2, 3, ... with and without a leading word-boundary mark.
+std::vector<std::string> SyntheticPieces(size_t n) {
+  const std::string kSpace = "\xe2\x96\x81";  // U+2581, SentencePiece's word-boundary mark
+  std::vector<std::string> out;
+  out.reserve(n);
+  absl::flat_hash_set<std::string> seen;
+  auto add = [&](std::string s) {
+    if (out.size() < n && seen.insert(s).second) out.push_back(std::move(s));
+  };
+  add(kSpace);
+  for (char c = 'a'; c <= 'z'; ++c) add(std::string(1, c));
+  for (char c = 'a'; c <= 'z'; ++c) add(kSpace + c);
+  for (const char* w : kCommonWords) add(kSpace + w);
+  for (char c = 'A'; c <= 'Z'; ++c) {
+    add(std::string(1, c));
+    add(kSpace + c);
+  }
+  for (char c = '0'; c <= '9'; ++c) add(std::string(1, c));
+  for (char c : std::string(".,!?;:'\"-()")) add(std::string(1, c));
+  // Strings of length `len` over a-z, enumerated like an odometer, until `n` are found.
+  for (size_t len = 2; out.size() < n; ++len) {
+    std::string s(len, 'a');
+    while (out.size() < n) {
+      add(s);
+      add(kSpace + s);
+      size_t k = len;
+      while (k > 0 && s[k - 1] == 'z') s[--k] = 'a';
+      if (k == 0) break;
+      ++s[k - 1];
+    }
+  }
+  return out;
+}
+
+void SetSyntheticVocab(int vocab, GgufWriter& w) {
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+  std::vector<float> scores = {0, 0, 0};
+  std::vector<int32_t> types = {kTokenUnknown, kTokenControl, kTokenControl};
+  for (int b = 0; b < 256; ++b) {
+    tokens.push_back(absl::StrFormat("<0x%02X>", b));
+    scores.push_back(0);
+    types.push_back(kTokenByte);
+  }
+  const std::vector<std::string> pieces = SyntheticPieces(static_cast<size_t>(vocab) - tokens.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    tokens.push_back(pieces[k]);
+    scores.push_back(-static_cast<float>(k));  // exact for k < 2^24
+    types.push_back(kTokenNormal);
+  }
+  w.Set("tokenizer.ggml.model", GgufValue::String("llama"));
+  w.Set("tokenizer.ggml.tokens", GgufValue::StringArray(std::move(tokens)));
+  w.Set("tokenizer.ggml.scores", GgufValue::F32Array(scores));
+  w.Set("tokenizer.ggml.token_type", GgufValue::I32Array(types));
+  w.Set("tokenizer.ggml.bos_token_id", GgufValue::U32(1));
+  w.Set("tokenizer.ggml.eos_token_id", GgufValue::U32(2));
+  w.Set("tokenizer.ggml.unknown_token_id", GgufValue::U32(0));
+  w.Set("tokenizer.ggml.add_bos_token", GgufValue::Bool(true));
+  w.Set("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
+}
+
+// An element of an array of `elem_type` holding `v` (numeric types only).
+GgufValue Element(GgufType elem_type, double v) {
+  GgufValue e;
+  e.type = elem_type;
+  e.i = static_cast<int64_t>(v);
+  e.u = static_cast<uint64_t>(v < 0 ? 0 : v);
+  e.f = v;
+  return e;
+}
+
+// Copies every tokenizer.* key of `path` into `w`, padded to `*vocab` tokens (or, when
+// `*vocab` is 0, sets it to the source's size).
+Status CopyVocab(const std::string& path, int* vocab, GgufWriter& w) {
+  ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> src, GgufFile::Open(path));
+  ASSIGN_OR_RETURN(const std::vector<std::string> src_tokens,
+                   src->GetStringArray("tokenizer.ggml.tokens"));
+  const size_t n = src_tokens.size();
+  if (*vocab == 0) *vocab = static_cast<int>(n);
+  if (static_cast<size_t>(*vocab) < n) {
+    return absl::InvalidArgumentError(absl::StrCat("vocab ", *vocab, " is smaller than the ", n,
+                                                   " tokens of '", path, "'"));
+  }
+  for (const auto& [key, value] : src->metadata()) {
+    if (!key.starts_with("tokenizer.")) continue;
+    GgufValue v = value;
+    const bool per_token = key == "tokenizer.ggml.tokens" || key == "tokenizer.ggml.scores" ||
+                           key == "tokenizer.ggml.token_type";
+    if (per_token && static_cast<size_t>(*vocab) > n) {
+      if (v.type != GgufType::kArray || v.array.size() != n) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": '", key, "' is not an array of one entry per token (", n, " tokens)"));
+      }
+      v.array.reserve(*vocab);
+      for (size_t id = n; id < static_cast<size_t>(*vocab); ++id) {
+        if (key == "tokenizer.ggml.tokens") {
+          v.array.push_back(GgufValue::String(absl::StrCat("[PAD", id, "]")));
+        } else if (key == "tokenizer.ggml.scores") {
+          v.array.push_back(Element(v.elem_type, kPadScore));
+        } else {
+          v.array.push_back(Element(v.elem_type, kTokenUnused));
+        }
+      }
+    }
+    w.Set(key, std::move(v));
+  }
+  return absl::OkStatus();
+}
+
+Status Invalid(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("invalid model spec: ", what));
+}
+
+}  // namespace
+
+Status ValidateModelSpec(const ModelSpec& s) {
+  if (s.arch != "llama") return Invalid(absl::StrCat("arch '", s.arch, "' (only llama)"));
+  if (s.num_layers < 1) return Invalid(absl::StrCat("num_layers ", s.num_layers, " < 1"));
+  if (s.embd < 1) return Invalid(absl::StrCat("embd ", s.embd, " < 1"));
+  if (s.num_heads < 1) return Invalid(absl::StrCat("num_heads ", s.num_heads, " < 1"));
+  if (s.num_kv_heads < 1) return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " < 1"));
+  if (s.ff < 1) return Invalid(absl::StrCat("ff ", s.ff, " < 1"));
+  if (s.ctx < 1) return Invalid(absl::StrCat("ctx ", s.ctx, " < 1"));
+  if (s.embd % s.num_heads != 0) {
+    return Invalid(absl::StrCat("num_heads ", s.num_heads, " does not divide embd ", s.embd));
+  }
+  if ((s.embd / s.num_heads) % 2 != 0) {
+    return Invalid(absl::StrCat("head size ", s.embd / s.num_heads, " (embd / num_heads) is odd; ",
+                                "RoPE rotates pairs of dimensions"));
+  }
+  if (s.num_heads % s.num_kv_heads != 0) {
+    return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " does not divide num_heads ",
+                                s.num_heads));
+  }
+  if (s.type != TensorType::kF32 && s.type != TensorType::kF16) {
+    return Invalid(absl::StrCat("type ", TensorTypeName(static_cast<uint32_t>(s.type)),
+                                " (only f32 and f16)"));
+  }
+  if (!(s.rope_freq_base > 0)) return Invalid("rope_freq_base must be positive");
+  if (!(s.rms_eps > 0)) return Invalid("rms_eps must be positive");
+  if (s.vocab < 0) return Invalid(absl::StrCat("vocab ", s.vocab, " < 0"));
+  if (s.vocab_from.empty() && s.vocab < kMinSyntheticVocab) {
+    return Invalid(absl::StrCat("vocab ", s.vocab, " is below ", kMinSyntheticVocab,
+                                ", the smallest synthetic vocabulary (3 specials, 256 bytes, ",
+                                "8 pieces)"));
+  }
+  // Parameter count with a vocabulary of max(vocab, 1M) as an upper bound for vocab == 0.
+  const uint64_t embd = s.embd, ff = s.ff, layers = s.num_layers;
+  const uint64_t vocab = s.vocab == 0 ? 1000000 : s.vocab;
+  const uint64_t hd = embd / s.num_heads, kv = hd * s.num_kv_heads;
+  const uint64_t params =
+      vocab * embd * 2 + embd + layers * (2 * embd + embd * embd * 2 + embd * kv * 2 + 3 * embd * ff);
+  if (params * 4 > kMaxModelBytes) {
+    return Invalid(absl::StrCat("~", params, " parameters do not fit the in-memory writer (",
+                                kMaxModelBytes >> 30, " GiB)"));
+  }
+  return absl::OkStatus();
+}
+
+Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
+  RETURN_IF_ERROR(ValidateModelSpec(spec));
+  GgufWriter w;
+  int vocab = spec.vocab;
+  const uint32_t head_dim = static_cast<uint32_t>(spec.embd / spec.num_heads);
+
+  w.Set("general.architecture", GgufValue::String(spec.arch));
+  w.Set("general.name", GgufValue::String(absl::StrCat(
+                            "prefixd-random-", spec.arch, "-L", spec.num_layers, "-E", spec.embd,
+                            "-seed", spec.seed)));
+  w.Set("general.file_type", GgufValue::U32(spec.type == TensorType::kF16 ? 1 : 0));
+  w.Set("llama.context_length", GgufValue::U32(spec.ctx));
+  w.Set("llama.embedding_length", GgufValue::U32(spec.embd));
+  w.Set("llama.block_count", GgufValue::U32(spec.num_layers));
+  w.Set("llama.feed_forward_length", GgufValue::U32(spec.ff));
+  w.Set("llama.attention.head_count", GgufValue::U32(spec.num_heads));
+  w.Set("llama.attention.head_count_kv", GgufValue::U32(spec.num_kv_heads));
+  w.Set("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(spec.rms_eps));
+  w.Set("llama.rope.dimension_count", GgufValue::U32(head_dim));
+  w.Set("llama.rope.freq_base", GgufValue::F32(spec.rope_freq_base));
+  // vocab_size is filled in below, once a vocab_from source has decided it.
+  w.Set("llama.vocab_size", GgufValue::U32(0));
+  if (spec.vocab_from.empty()) {
+    SetSyntheticVocab(vocab, w);
+  } else {
+    RETURN_IF_ERROR(CopyVocab(spec.vocab_from, &vocab, w));
+  }
+  w.Set("llama.vocab_size", GgufValue::U32(vocab));
+
+  // One seed per tensor, drawn in a fixed order from the spec's seed, so each tensor's values
+  // do not depend on the sizes of the tensors before it.
+  std::mt19937_64 seeder(spec.seed);
+  const uint64_t embd = spec.embd, ff = spec.ff, v = vocab;
+  const uint64_t q_dim = head_dim * spec.num_heads, kv_dim = head_dim * spec.num_kv_heads;
+  auto add = [&](const std::string& name, std::vector<uint64_t> dims, TensorType type, float mean,
+                 float std) -> Status {
+    const uint64_t tensor_seed = seeder();
+    uint64_t n = 1;
+    for (uint64_t d : dims) n *= d;
+    return w.AddTensor(name, std::move(dims), type, RandomData(n, type, mean, std, tensor_seed));
+  };
+  RETURN_IF_ERROR(add("token_embd.weight", {embd, v}, spec.type, 0, MatrixStd(embd)));
+  RETURN_IF_ERROR(add("output_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
+  if (!spec.tie_output) {
+    RETURN_IF_ERROR(add("output.weight", {embd, v}, spec.type, 0, MatrixStd(embd)));
+  }
+  for (int i = 0; i < spec.num_layers; ++i) {
+    const std::string blk = absl::StrCat("blk.", i, ".");
+    RETURN_IF_ERROR(add(blk + "attn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
+    RETURN_IF_ERROR(add(blk + "attn_q.weight", {embd, q_dim}, spec.type, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_k.weight", {embd, kv_dim}, spec.type, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_v.weight", {embd, kv_dim}, spec.type, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_output.weight", {q_dim, embd}, spec.type, 0, MatrixStd(q_dim)));
+    RETURN_IF_ERROR(add(blk + "ffn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
+    RETURN_IF_ERROR(add(blk + "ffn_gate.weight", {embd, ff}, spec.type, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "ffn_up.weight", {embd, ff}, spec.type, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "ffn_down.weight", {ff, embd}, spec.type, 0, MatrixStd(ff)));
+  }
+  return w.Write(path);
+}
+
+}  // namespace prefixd

@@ -1,0 +1,68 @@
+// Writes llama-architecture GGUF models with seeded random weights, for tests, benchmarks and
+// `prefixd make-model`. The output is a function of the spec alone: the same ModelSpec gives
+// the same bytes on every machine (the generator uses integer arithmetic and exactly rounded
+// float operations only, no libm).
+//
+// Thread safety: WriteRandomModel is reentrant; it shares no state between calls.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "model/tensor_type.h"
+
+namespace prefixd {
+
+struct ModelSpec {
+  std::string arch = "llama";  // only "llama" is supported
+  int num_layers = 2;
+  int embd = 64;
+  int num_heads = 4;
+  int num_kv_heads = 4;  // grouped-query attention when smaller than num_heads
+  int ff = 176;          // feed-forward (SwiGLU) width
+  // Vocabulary size. 0 means "the size of vocab_from's vocabulary" (only with vocab_from).
+  int vocab = 512;
+  int ctx = 256;                     // llama.context_length
+  TensorType type = TensorType::kF32;  // of the matrices: kF32 or kF16; norms are always F32
+  uint64_t seed = 0;
+  // Path of a GGUF whose tokenizer.* metadata is copied (padded with unused "[PAD{id}]"
+  // tokens up to `vocab`), or empty for a synthetic SentencePiece vocabulary of `vocab`
+  // entries (at least kMinSyntheticVocab).
+  std::string vocab_from;
+  bool tie_output = false;  // no output.weight: the output projection reuses token_embd
+  float rope_freq_base = 10000;
+  float rms_eps = 1e-5f;
+};
+
+// The smallest synthetic vocabulary: <unk>, <s>, </s>, 256 byte tokens and a few pieces.
+inline constexpr int kMinSyntheticVocab = 259 + 8;
+
+// Checks `spec`: positive sizes, num_heads divides embd into an even head size, num_kv_heads
+// divides num_heads, a supported type and architecture, a large enough synthetic vocabulary.
+// InvalidArgument naming the offending field otherwise.
+Status ValidateModelSpec(const ModelSpec& spec);
+
+// Writes the model described by `spec` to `path` (atomically, via GgufWriter::Write).
+// Metadata follows llama.cpp's llama keys; tensors use llama.cpp's names and GGUF dims order
+// (dims[0] is the row length):
+//
+//   token_embd.weight        {embd, vocab}          type
+//   output_norm.weight       {embd}                 F32
+//   output.weight            {embd, vocab}          type   (absent when tie_output)
+//   blk.i.attn_norm.weight   {embd}                 F32
+//   blk.i.attn_q.weight      {embd, heads*hd}       type
+//   blk.i.attn_k.weight      {embd, kv_heads*hd}    type
+//   blk.i.attn_v.weight      {embd, kv_heads*hd}    type
+//   blk.i.attn_output.weight {heads*hd, embd}       type
+//   blk.i.ffn_norm.weight    {embd}                 F32
+//   blk.i.ffn_gate.weight    {embd, ff}             type
+//   blk.i.ffn_up.weight      {embd, ff}             type
+//   blk.i.ffn_down.weight    {ff, embd}             type
+//
+// Errors: InvalidArgument for a bad spec (see ValidateModelSpec) or a vocab_from file whose
+// vocabulary is larger than `vocab` or lacks tokenizer.ggml.tokens; the reader's error when
+// vocab_from cannot be opened; the writer's error on I/O failure.
+Status WriteRandomModel(const ModelSpec& spec, const std::string& path);
+
+}  // namespace prefixd

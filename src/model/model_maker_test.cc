@@ -1,0 +1,302 @@
+#include "model/model_maker.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/fp16.h"
+#include "gtest/gtest.h"
+#include "model/gguf_file.h"
+
+namespace prefixd {
+namespace {
+
+std::vector<char> ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string SharedModel(const std::string& file) {
+  return std::string(PREFIXD_SHARED_DIR) + "/models/" + file;
+}
+
+class ModelMakerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("model_maker_test." + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Path(const std::string& name) const { return (dir_ / name).string(); }
+
+  static ModelSpec SmallSpec() {
+    ModelSpec spec;
+    spec.num_layers = 2;
+    spec.embd = 32;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.ff = 48;
+    spec.vocab = 300;
+    spec.ctx = 128;
+    spec.type = TensorType::kF16;
+    spec.seed = 42;
+    return spec;
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(ModelMakerTest, WritesShapesAndMetadata) {
+  const ModelSpec spec = SmallSpec();
+  ASSERT_TRUE(WriteRandomModel(spec, Path("m.gguf")).ok());
+  auto file = GgufFile::Open(Path("m.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufFile& f = **file;
+
+  EXPECT_EQ(f.metadata().front().first, "general.architecture");
+  EXPECT_EQ(f.GetString("general.architecture").value(), "llama");
+  EXPECT_FALSE(f.GetString("general.name").value().empty());
+  EXPECT_EQ(f.GetUint("general.file_type").value(), 1u);
+  EXPECT_EQ(f.GetUint("llama.context_length").value(), 128u);
+  EXPECT_EQ(f.GetUint("llama.embedding_length").value(), 32u);
+  EXPECT_EQ(f.GetUint("llama.block_count").value(), 2u);
+  EXPECT_EQ(f.GetUint("llama.feed_forward_length").value(), 48u);
+  EXPECT_EQ(f.GetUint("llama.attention.head_count").value(), 4u);
+  EXPECT_EQ(f.GetUint("llama.attention.head_count_kv").value(), 2u);
+  EXPECT_FLOAT_EQ(f.GetFloat("llama.attention.layer_norm_rms_epsilon").value(), 1e-5f);
+  EXPECT_EQ(f.GetUint("llama.rope.dimension_count").value(), 8u);
+  EXPECT_FLOAT_EQ(f.GetFloat("llama.rope.freq_base").value(), 10000.0f);
+  EXPECT_EQ(f.GetUint("llama.vocab_size").value(), 300u);
+
+  // Synthetic SentencePiece vocabulary.
+  EXPECT_EQ(f.GetString("tokenizer.ggml.model").value(), "llama");
+  const auto tokens = f.GetStringArray("tokenizer.ggml.tokens").value();
+  const auto scores = f.GetFloatArray("tokenizer.ggml.scores").value();
+  const auto types = f.GetIntArray("tokenizer.ggml.token_type").value();
+  ASSERT_EQ(tokens.size(), 300u);
+  ASSERT_EQ(scores.size(), 300u);
+  ASSERT_EQ(types.size(), 300u);
+  EXPECT_EQ(tokens[0], "<unk>");
+  EXPECT_EQ(tokens[1], "<s>");
+  EXPECT_EQ(tokens[2], "</s>");
+  EXPECT_EQ(tokens[3], "<0x00>");
+  EXPECT_EQ(tokens[3 + 0x41], "<0x41>");
+  EXPECT_EQ(tokens[258], "<0xFF>");
+  EXPECT_EQ(tokens[259], "\xe2\x96\x81");
+  EXPECT_EQ(types[0], 2);
+  EXPECT_EQ(types[1], 3);
+  EXPECT_EQ(types[100], 6);
+  EXPECT_EQ(types[259], 1);
+  for (size_t k = 260; k < tokens.size(); ++k) EXPECT_LT(scores[k], scores[k - 1]) << k;
+  std::set<std::string> unique(tokens.begin(), tokens.end());
+  EXPECT_EQ(unique.size(), tokens.size());
+  EXPECT_EQ(f.GetUint("tokenizer.ggml.bos_token_id").value(), 1u);
+  EXPECT_EQ(f.GetUint("tokenizer.ggml.eos_token_id").value(), 2u);
+  EXPECT_EQ(f.GetUint("tokenizer.ggml.unknown_token_id").value(), 0u);
+  EXPECT_TRUE(f.GetBool("tokenizer.ggml.add_bos_token").value());
+
+  struct Expect {
+    std::string name;
+    std::vector<uint64_t> dims;
+    TensorType type;
+  };
+  const TensorType h = TensorType::kF16, s = TensorType::kF32;
+  std::vector<Expect> expected = {{"token_embd.weight", {32, 300}, h},
+                                  {"output_norm.weight", {32}, s},
+                                  {"output.weight", {32, 300}, h}};
+  for (int i = 0; i < 2; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    expected.push_back({b + "attn_norm.weight", {32}, s});
+    expected.push_back({b + "attn_q.weight", {32, 32}, h});
+    expected.push_back({b + "attn_k.weight", {32, 16}, h});
+    expected.push_back({b + "attn_v.weight", {32, 16}, h});
+    expected.push_back({b + "attn_output.weight", {32, 32}, h});
+    expected.push_back({b + "ffn_norm.weight", {32}, s});
+    expected.push_back({b + "ffn_gate.weight", {32, 48}, h});
+    expected.push_back({b + "ffn_up.weight", {32, 48}, h});
+    expected.push_back({b + "ffn_down.weight", {48, 32}, h});
+  }
+  ASSERT_EQ(f.tensors().size(), expected.size());
+  for (const Expect& e : expected) {
+    const GgufTensorInfo* t = f.FindTensor(e.name);
+    ASSERT_NE(t, nullptr) << e.name;
+    EXPECT_EQ(t->dims, e.dims) << e.name;
+    EXPECT_EQ(t->type, e.type) << e.name;
+  }
+
+  // Norm weights near 1; matrices small, centred and not constant.
+  const auto norm = f.TensorData(*f.FindTensor("blk.1.ffn_norm.weight"));
+  for (size_t k = 0; k < 32; ++k) {
+    float x;
+    std::memcpy(&x, norm.data() + 4 * k, 4);
+    EXPECT_NEAR(x, 1.0f, 0.2f);
+  }
+  const GgufTensorInfo* q = f.FindTensor("blk.0.attn_q.weight");
+  const auto qd = f.TensorData(*q);
+  double sum = 0, sum_sq = 0;
+  for (size_t k = 0; k < q->num_elements; ++k) {
+    uint16_t bits;
+    std::memcpy(&bits, qd.data() + 2 * k, 2);
+    const double x = HalfToFloat(bits);
+    sum += x;
+    sum_sq += x * x;
+  }
+  const double mean = sum / q->num_elements;
+  const double stddev = std::sqrt(sum_sq / q->num_elements - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 0.005);
+  EXPECT_NEAR(stddev, 1 / std::sqrt(32.0), 0.02);
+}
+
+TEST_F(ModelMakerTest, SameSeedSameBytesDifferentSeedDifferentBytes) {
+  ModelSpec spec = SmallSpec();
+  ASSERT_TRUE(WriteRandomModel(spec, Path("a.gguf")).ok());
+  ASSERT_TRUE(WriteRandomModel(spec, Path("b.gguf")).ok());
+  spec.seed = 43;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("c.gguf")).ok());
+  const auto a = ReadAll(Path("a.gguf")), b = ReadAll(Path("b.gguf")), c = ReadAll(Path("c.gguf"));
+  EXPECT_FALSE(a.empty());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.size(), c.size());
+  EXPECT_NE(a, c);
+}
+
+TEST_F(ModelMakerTest, TiedOutputAndF32) {
+  ModelSpec spec = SmallSpec();
+  spec.tie_output = true;
+  spec.type = TensorType::kF32;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("t.gguf")).ok());
+  auto file = GgufFile::Open(Path("t.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->FindTensor("output.weight"), nullptr);
+  EXPECT_EQ((*file)->FindTensor("token_embd.weight")->type, TensorType::kF32);
+  EXPECT_EQ((*file)->GetUint("general.file_type").value(), 0u);
+}
+
+TEST_F(ModelMakerTest, VocabFromPadsToLargerVocab) {
+  const std::string src = SharedModel("stories260K.gguf");
+  if (!std::filesystem::exists(src)) GTEST_SKIP() << src << " not present";
+  auto source = GgufFile::Open(src);
+  ASSERT_TRUE(source.ok()) << source.status();
+  const auto src_tokens = (*source)->GetStringArray("tokenizer.ggml.tokens").value();
+  ASSERT_EQ(src_tokens.size(), 512u);
+
+  ModelSpec spec = SmallSpec();
+  spec.vocab_from = src;
+  spec.vocab = 600;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("v.gguf")).ok());
+  auto file = GgufFile::Open(Path("v.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufFile& f = **file;
+  EXPECT_EQ(f.GetUint("llama.vocab_size").value(), 600u);
+  EXPECT_EQ(f.FindTensor("token_embd.weight")->dims, (std::vector<uint64_t>{32, 600}));
+  const auto tokens = f.GetStringArray("tokenizer.ggml.tokens").value();
+  ASSERT_EQ(tokens.size(), 600u);
+  for (size_t k = 0; k < 512; ++k) EXPECT_EQ(tokens[k], src_tokens[k]);
+  EXPECT_EQ(tokens[512], "[PAD512]");
+  EXPECT_EQ(tokens[599], "[PAD599]");
+  const auto types = f.GetIntArray("tokenizer.ggml.token_type").value();
+  ASSERT_EQ(types.size(), 600u);
+  EXPECT_EQ(types[599], 5);
+  EXPECT_EQ(f.GetFloatArray("tokenizer.ggml.scores").value().size(), 600u);
+  // Every tokenizer.* key of the source was copied, with its type.
+  for (const auto& [key, value] : (*source)->metadata()) {
+    if (!key.starts_with("tokenizer.")) continue;
+    const GgufValue* copy = f.Find(key);
+    ASSERT_NE(copy, nullptr) << key;
+    EXPECT_EQ(copy->type, value.type) << key;
+    if (value.type != GgufType::kArray) {
+      EXPECT_EQ(*copy, value) << key;
+    }
+  }
+}
+
+TEST_F(ModelMakerTest, VocabFromWithZeroVocabUsesSourceSize) {
+  const std::string src = SharedModel("stories260K.gguf");
+  if (!std::filesystem::exists(src)) GTEST_SKIP() << src << " not present";
+  ModelSpec spec = SmallSpec();
+  spec.vocab_from = src;
+  spec.vocab = 0;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("v0.gguf")).ok());
+  auto file = GgufFile::Open(Path("v0.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->GetUint("llama.vocab_size").value(), 512u);
+  EXPECT_EQ((*file)->FindTensor("output.weight")->dims, (std::vector<uint64_t>{32, 512}));
+
+  spec.vocab = 100;
+  const Status small = WriteRandomModel(spec, Path("v1.gguf"));
+  EXPECT_EQ(small.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(small.message().find("smaller than"), absl::string_view::npos) << small;
+}
+
+TEST_F(ModelMakerTest, VocabFromMissingFile) {
+  ModelSpec spec = SmallSpec();
+  spec.vocab_from = Path("absent.gguf");
+  EXPECT_EQ(WriteRandomModel(spec, Path("x.gguf")).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ModelMakerTest, RejectsBadSpecs) {
+  auto expect_bad = [&](ModelSpec spec, const std::string& needle) {
+    const Status s = WriteRandomModel(spec, Path("bad.gguf"));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << needle;
+    EXPECT_NE(s.message().find(needle), absl::string_view::npos) << s;
+    EXPECT_FALSE(std::filesystem::exists(Path("bad.gguf")));
+  };
+  ModelSpec s = SmallSpec();
+  s.num_heads = 3;
+  expect_bad(s, "does not divide embd");
+  s = SmallSpec();
+  s.num_kv_heads = 3;
+  expect_bad(s, "does not divide num_heads");
+  s = SmallSpec();
+  s.embd = 36;
+  s.num_heads = 4;  // head size 9
+  expect_bad(s, "is odd");
+  s = SmallSpec();
+  s.num_layers = 0;
+  expect_bad(s, "num_layers");
+  s = SmallSpec();
+  s.ff = -1;
+  expect_bad(s, "ff");
+  s = SmallSpec();
+  s.vocab = 100;
+  expect_bad(s, "smallest synthetic vocabulary");
+  s = SmallSpec();
+  s.type = TensorType::kQ4_0;
+  expect_bad(s, "only f32 and f16");
+  s = SmallSpec();
+  s.arch = "gpt2";
+  expect_bad(s, "arch");
+  s = SmallSpec();
+  s.embd = 1 << 20;
+  s.num_heads = 1 << 10;
+  s.num_kv_heads = 1 << 10;
+  expect_bad(s, "parameters");
+}
+
+TEST_F(ModelMakerTest, LargerSyntheticVocabIsUnique) {
+  ModelSpec spec = SmallSpec();
+  spec.vocab = 32000;
+  spec.embd = 8;
+  spec.num_heads = 2;
+  spec.num_kv_heads = 2;
+  spec.ff = 8;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("big_vocab.gguf")).ok());
+  auto file = GgufFile::Open(Path("big_vocab.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const auto tokens = (*file)->GetStringArray("tokenizer.ggml.tokens").value();
+  ASSERT_EQ(tokens.size(), 32000u);
+  std::set<std::string> unique(tokens.begin(), tokens.end());
+  EXPECT_EQ(unique.size(), tokens.size());
+  EXPECT_NE(unique.count("\xe2\x96\x81the"), 0u);
+}
+
+}  // namespace
+}  // namespace prefixd
