@@ -1,5 +1,7 @@
 #include "base/thread_pool.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 
 namespace prefixd {
@@ -11,6 +13,10 @@ std::pair<int64_t, int64_t> Slice(int64_t n, int index, int count) {
   const int64_t begin = index * per + std::min<int64_t>(index, extra);
   return {begin, begin + per + (index < extra ? 1 : 0)};
 }
+
+// Spin iterations before a worker sleeps: long enough to bridge the gap between two loops of
+// one forward pass, short enough not to burn a core while the server is idle.
+constexpr int kSpinIterations = 2000;
 }  // namespace
 
 ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
@@ -20,9 +26,10 @@ ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads))
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  start_cv_.notify_all();
+  wake_cv_.notify_all();
   for (auto& t : workers_) t.join();
 }
 
@@ -36,40 +43,52 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     fn(0, n, 0);
     return;
   }
+  job_ = &fn;
+  job_n_ = n;
+  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
   {
+    // Under the mutex so that a worker about to sleep cannot miss the bump.
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    job_n_ = n;
-    pending_ = num_threads_ - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  start_cv_.notify_all();
+  wake_cv_.notify_all();
   auto [b, e] = Slice(n, 0, num_threads_);
   if (b < e) fn(b, e, 0);
-  std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  job_ = nullptr;
+  // Yield while waiting: when the machine has fewer free cores than threads, the worker we
+  // wait for may need this core.
+  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+    if (spin < 64) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   while (true) {
-    const std::function<void(int64_t, int64_t, int)>* job;
-    int64_t n;
-    {
+    uint64_t gen = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
+      if (spin < 64) {
+        _mm_pause();
+      } else {
+        std::this_thread::yield();
+      }
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    if (gen == seen) {
       std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      n = job_n_;
+      wake_cv_.wait(lock, [&] {
+        return generation_.load(std::memory_order_acquire) != seen;
+      });
+      gen = generation_.load(std::memory_order_acquire);
     }
-    auto [b, e] = Slice(n, index, num_threads_);
-    if (b < e) (*job)(b, e, index);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
-    }
+    seen = gen;
+    if (stop_.load(std::memory_order_acquire)) return;
+    auto [b, e] = Slice(job_n_, index, num_threads_);
+    if (b < e) (*job_)(b, e, index);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 

@@ -4,9 +4,14 @@
 // done. Kernels split over output elements only, never over a reduction, so the thread count
 // never changes a result (ARCHITECTURE.md invariant 1).
 //
+// A forward pass issues hundreds of loops, each a few microseconds long, so workers spin
+// briefly for the next job before sleeping on a condition variable; waking a sleeping thread
+// for every loop would cost more than the loop.
+//
 // Thread safety: ParallelFor may be called from one thread at a time (the engine thread).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -38,14 +43,14 @@ class ThreadPool {
   const int num_threads_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
-  std::condition_variable start_cv_;
-  std::condition_variable done_cv_;
-  // The current job; generation_ increments for each, so workers run each job once.
+  std::condition_variable wake_cv_;
+  // The current job. Written by the caller before generation_ is bumped (release) and read
+  // by workers after they see the bump (acquire).
   const std::function<void(int64_t, int64_t, int)>* job_ = nullptr;
   int64_t job_n_ = 0;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};  // workers still running the current job
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace prefixd

@@ -1,5 +1,6 @@
 #include "compute/cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -87,7 +88,7 @@ void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
       uint8_t* dst = block + layout_.RowOffset(layer, v, slot);
       if (layout_.dtype == KvDtype::kF16) {
         uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-        for (int i = 0; i < kv_dim; ++i) d[i] = FloatToHalf(src[i]);
+        for (int i = 0; i < kv_dim; ++i) d[i] = FloatToHalf(src[i]);  // not hot: once per token
       } else {
         std::memcpy(dst, src, kv_dim * sizeof(float));
       }
@@ -96,9 +97,11 @@ void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
 }
 
 // Causal attention for every token of the batch and every head, reading K/V through the
-// block tables. One pass over positions 0..pos in order with a running max and sum (the
-// online softmax), so a token's result depends only on its own query and the stored K/V.
+// block tables. One pass over positions 0..pos with a running max and sum (the online
+// softmax), in tiles of kAttnTile positions fixed by position (not by KV block size or chunk),
+// so a token's result depends only on its own query and the stored K/V.
 void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
+  constexpr int kAttnTile = 32;
   const int hd = hp_.head_dim, n_head = hp_.num_heads;
   const int group = hp_.num_heads / hp_.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -108,50 +111,54 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
   const cpu::DotF32Fn dot32 = cpu::GetDotF32();
   const int64_t work = static_cast<int64_t>(slots_.size()) * n_head;
   pool_.ParallelFor(work, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> acc(hd), vrow(hd);
+    std::vector<float> acc(hd), vtile(int64_t{kAttnTile} * hd);
+    float scores[kAttnTile];
+    const float* vrows[kAttnTile];
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / n_head;
       const int head = static_cast<int>(item % n_head);
-      const int kv_head = head / group;
+      const int64_t head_offset = int64_t{head / group} * hd * layout_.ElementBytes();
       const TokenSlot& ts = slots_[g];
       const ForwardSequence& seq = batch.sequences[ts.seq];
       const float* q = q_.data() + g * q_dim + head * hd;
-      float max_score = -std::numeric_limits<float>::infinity();
+      float running_max = -std::numeric_limits<float>::infinity();
       float sum = 0.0f;
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j <= ts.pos; ++j) {
-        const uint8_t* block = BlockData(seq.blocks[j / layout_.block_size]);
-        const int slot = static_cast<int>(j % layout_.block_size);
-        const uint8_t* krow = block + layout_.RowOffset(layer, 0, slot) +
-                              int64_t{kv_head} * hd * layout_.ElementBytes();
-        const uint8_t* vptr = block + layout_.RowOffset(layer, 1, slot) +
-                              int64_t{kv_head} * hd * layout_.ElementBytes();
-        const float s =
-            (f16 ? dot16(reinterpret_cast<const uint16_t*>(krow), q, hd)
-                 : dot32(reinterpret_cast<const float*>(krow), q, hd)) *
-            scale;
-        const float* v;
-        if (f16) {
-          const uint16_t* v16 = reinterpret_cast<const uint16_t*>(vptr);
-          for (int i = 0; i < hd; ++i) vrow[i] = HalfToFloat(v16[i]);
-          v = vrow.data();
-        } else {
-          v = reinterpret_cast<const float*>(vptr);
+      for (int64_t j0 = 0; j0 <= ts.pos; j0 += kAttnTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kAttnTile, ts.pos + 1 - j0));
+        float tile_max = -std::numeric_limits<float>::infinity();
+        for (int i = 0; i < n; ++i) {
+          const int64_t j = j0 + i;
+          const uint8_t* block = BlockData(seq.blocks[j / layout_.block_size]);
+          const int slot = static_cast<int>(j % layout_.block_size);
+          const uint8_t* krow = block + layout_.RowOffset(layer, 0, slot) + head_offset;
+          const uint8_t* vrow = block + layout_.RowOffset(layer, 1, slot) + head_offset;
+          scores[i] = (f16 ? dot16(reinterpret_cast<const uint16_t*>(krow), q, hd)
+                           : dot32(reinterpret_cast<const float*>(krow), q, hd)) *
+                      scale;
+          tile_max = std::max(tile_max, scores[i]);
+          if (f16) {
+            cpu::ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), &vtile[i * hd], hd);
+            vrows[i] = &vtile[i * hd];
+          } else {
+            vrows[i] = reinterpret_cast<const float*>(vrow);
+          }
         }
-        if (s > max_score) {
-          const float correction = std::exp(max_score - s);  // exp(-inf) = 0 on the first
-          for (int i = 0; i < hd; ++i) acc[i] = acc[i] * correction + v[i];
-          sum = sum * correction + 1.0f;
-          max_score = s;
-        } else {
-          const float p = std::exp(s - max_score);
-          for (int i = 0; i < hd; ++i) acc[i] = acc[i] + p * v[i];
+        const float new_max = std::max(running_max, tile_max);
+        const float correction = std::exp(running_max - new_max);  // 0 on the first tile
+        sum = sum * correction;
+        for (int d = 0; d < hd; ++d) acc[d] = acc[d] * correction;
+        for (int i = 0; i < n; ++i) {
+          const float p = std::exp(scores[i] - new_max);
           sum = sum + p;
+          const float* v = vrows[i];
+          for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p * v[d];
         }
+        running_max = new_max;
       }
       float* out = attn_.data() + g * q_dim + head * hd;
       const float inv = 1.0f / sum;
-      for (int i = 0; i < hd; ++i) out[i] = acc[i] * inv;
+      for (int d = 0; d < hd; ++d) out[d] = acc[d] * inv;
     }
   });
 }

@@ -153,7 +153,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) float DotF16A
   return Fold16(a0, a1);
 }
 
+__attribute__((target("avx2,f16c"))) void ConvertF16ToF32F16c(const uint16_t* in, float* out,
+                                                             int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  }
+  for (; i < n; ++i) out[i] = HalfToFloat(in[i]);
+}
+
 }  // namespace
+
+void ConvertF16ToF32(const uint16_t* in, float* out, int64_t n) {
+  static const bool f16c = GetCpuFeatures().f16c;
+  if (f16c) {
+    ConvertF16ToF32F16c(in, out, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(in[i]);
+  }
+}
 
 float DotF32Generic(const float* w, const float* x, int64_t n) {
   return DotGeneric([w](int64_t i) { return w[i]; }, x, n);

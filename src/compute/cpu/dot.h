@@ -27,6 +27,9 @@ DotF16Fn GetDotF16();
 float DotF32Generic(const float* w, const float* x, int64_t n);
 float DotF16Generic(const uint16_t* w, const float* x, int64_t n);
 
+// out[i] = half-to-float(in[i]) for i < n (exact: every half is a float).
+void ConvertF16ToF32(const uint16_t* in, float* out, int64_t n);
+
 // Every path this CPU can run, named, for tests that compare them all with the portable one.
 std::vector<std::pair<const char*, DotF32Fn>> RunnableDotF32Paths();
 std::vector<std::pair<const char*, DotF16Fn>> RunnableDotF16Paths();
