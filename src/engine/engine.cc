@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "base/check.h"
 
@@ -15,10 +16,19 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
     return absl::InvalidArgumentError(
         "max_batch_tokens, max_chunk_tokens and max_running must be at least 1");
   }
-  if (opts.block_size < 1) return absl::InvalidArgumentError("block size must be at least 1");
+  if (opts.block_size < 1 || opts.block_size > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block size ", opts.block_size, " is out of range [1, 4096]"));
+  }
+  if (opts.cache_bytes < 0) return absl::InvalidArgumentError("cache bytes must be >= 0");
+  KvLayout layout{hp.num_layers, hp.kv_dim(), opts.block_size, opts.kv_dtype};
+  const int64_t block_bytes = layout.BlockBytes();
+  const int max_cached_blocks =
+      opts.prefix_cache ? static_cast<int>(std::min<int64_t>(opts.cache_bytes / block_bytes, 1 << 30))
+                        : 0;
   if (opts.num_kv_blocks <= 0) {
-    const int per_seq = (opts.context_length + opts.block_size - 1) / opts.block_size;
-    opts.num_kv_blocks = per_seq * opts.max_running;
+    const int per_seq = layout.BlocksFor(opts.context_length) + 1;  // +1: a copied boundary block
+    opts.num_kv_blocks = per_seq * opts.max_running + max_cached_blocks;
   }
   CpuBackendOptions backend_options;
   backend_options.num_threads = opts.num_threads;
@@ -26,18 +36,25 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
   backend_options.block_size = opts.block_size;
   backend_options.kv_dtype = opts.kv_dtype;
   ASSIGN_OR_RETURN(auto backend, CreateCpuBackend(model, backend_options));
-  return std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
+  return std::unique_ptr<Engine>(
+      new Engine(model, eos_id, opts, std::move(backend), max_cached_blocks));
 }
 
 Engine::Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
-               std::unique_ptr<Backend> backend)
+               std::unique_ptr<Backend> backend, int max_cached_blocks)
     : model_(model),
       eos_id_(eos_id),
       options_(options),
       backend_(std::move(backend)),
-      pool_(options.num_kv_blocks) {}
+      pool_(options.num_kv_blocks) {
+  PrefixCacheOptions co;
+  co.enabled = options.prefix_cache;
+  // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
+  co.max_cached_blocks = std::max(1, max_cached_blocks);
+  cache_ = std::make_unique<PrefixCache>(&pool_, options.block_size, co);
+}
 
-StatusOr<SequenceId> Engine::Add(GenerateRequest request) {
+Status Engine::Validate(const GenerateRequest& request) const {
   const int32_t vocab = model_.hparams().vocab_size;
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   for (int32_t t : request.prompt) {
@@ -52,29 +69,39 @@ StatusOr<SequenceId> Engine::Add(GenerateRequest request) {
         options_.context_length, " tokens (one more is needed to generate)"));
   }
   if (request.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
+  if (request.logprobs < 0 || request.logprobs > 20) {
+    return absl::InvalidArgumentError("logprobs must be between 0 and 20");
+  }
+  return absl::OkStatus();
+}
+
+StatusOr<SequenceId> Engine::Add(GenerateRequest request, std::optional<SequenceId> id) {
+  RETURN_IF_ERROR(Validate(request));
   auto seq = std::make_unique<Sequence>();
-  seq->id = SequenceId(next_id_++);
+  seq->id = id ? *id : SequenceId(next_id_++);
+  if (id) next_id_ = std::max(next_id_, id->value() + 1);
   seq->tokens = request.prompt;
   seq->num_prompt = static_cast<int32_t>(request.prompt.size());
   seq->sampler = std::make_unique<Sampler>(request.sampling);
   seq->request = std::move(request);
-  const SequenceId id = seq->id;
+  const SequenceId sid = seq->id;
   if (seq->request.max_tokens == 0) {
-    Finish(*seq, FinishReason::kLength);
-    finished_[id] = std::move(seq);
-    return id;
+    seq->cached_tokens = 0;
+    seq->finish = FinishReason::kLength;
+    finished_[sid] = std::move(seq);
+    return sid;
   }
   waiting_.push_back(std::move(seq));
-  return id;
+  return sid;
 }
 
-void Engine::Cancel(SequenceId id) {
+bool Engine::Cancel(SequenceId id) {
   for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
     if ((*it)->id == id) {
       Finish(**it, FinishReason::kCancelled);
       finished_[id] = std::move(*it);
       waiting_.erase(it);
-      return;
+      return true;
     }
   }
   for (auto it = running_.begin(); it != running_.end(); ++it) {
@@ -82,9 +109,10 @@ void Engine::Cancel(SequenceId id) {
       Finish(**it, FinishReason::kCancelled);
       finished_[id] = std::move(*it);
       running_.erase(it);
-      return;
+      return true;
     }
   }
+  return false;
 }
 
 std::unique_ptr<Sequence> Engine::TakeFinished(SequenceId id) {
@@ -95,30 +123,129 @@ std::unique_ptr<Sequence> Engine::TakeFinished(SequenceId id) {
   return seq;
 }
 
-void Engine::Admit() {
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.max_running) {
-    running_.push_back(std::move(waiting_.front()));
-    waiting_.pop_front();
+const Sequence* Engine::Find(SequenceId id) const {
+  for (const auto& s : running_) {
+    if (s->id == id) return s.get();
   }
+  for (const auto& s : waiting_) {
+    if (s->id == id) return s.get();
+  }
+  return nullptr;
+}
+
+bool Engine::ShouldWaitForSharedPrefill(const Sequence& seq) const {
+  if (!cache_->enabled()) return false;
+  const int64_t cached = cache_->Probe(seq.request.cache_salt, seq.tokens).resident_tokens;
+  for (const auto& r : running_) {
+    if (!r->prefilling_prompt() || r->request.cache_salt != seq.request.cache_salt) continue;
+    const auto& a = seq.tokens;
+    const auto& b = r->tokens;
+    const size_t n = std::min<size_t>({a.size(), static_cast<size_t>(r->num_prompt)});
+    size_t lcp = 0;
+    while (lcp < n && a[lcp] == b[lcp]) ++lcp;
+    if (static_cast<int64_t>(lcp) >= cached + options_.block_size) return true;
+  }
+  return false;
+}
+
+void Engine::Admit() {
+  for (auto it = waiting_.begin();
+       it != waiting_.end() && static_cast<int>(running_.size()) < options_.max_running;) {
+    Sequence& seq = **it;
+    if (ShouldWaitForSharedPrefill(seq)) {
+      ++it;
+      continue;
+    }
+    // At least the last known token is always computed: its logits are needed to sample.
+    seq.hit = cache_->Acquire(seq.request.cache_salt, seq.tokens,
+                              static_cast<int64_t>(seq.tokens.size()) - 1);
+    seq.table.Adopt(seq.hit.blocks);
+    seq.num_computed = seq.hit.num_tokens;
+    if (seq.cached_tokens < 0) seq.cached_tokens = std::min<int64_t>(seq.hit.num_tokens, seq.num_prompt);
+    running_.push_back(std::move(*it));
+    it = waiting_.erase(it);
+  }
+}
+
+void Engine::IndexComputed(Sequence& seq) {
+  if (seq.num_computed <= 0) return;
+  cache_->Insert(seq.request.cache_salt,
+                 std::span<const int32_t>(seq.tokens).first(seq.num_computed),
+                 seq.table.blocks());
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason) {
   seq.finish = reason;
+  IndexComputed(seq);
+  cache_->Release(seq.hit);
   seq.table.Release(pool_);
+  if (seq.cached_tokens < 0) seq.cached_tokens = 0;
 }
 
-bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& keep) {
+bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) {
   for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
-    if (keep(it->get())) continue;
+    if (protect(it->get())) continue;
     Sequence& victim = **it;
+    // Keep what it computed in the cache: when it comes back, most of it is a hit.
+    IndexComputed(victim);
+    cache_->Release(victim.hit);
     victim.table.Release(pool_);
-    victim.num_computed = 0;  // recomputed from scratch when it runs again
+    victim.num_computed = 0;
+    ++num_preemptions_;
     waiting_.push_front(std::move(*it));
     running_.erase(std::next(it).base());
     return true;
   }
   return false;
 }
+
+std::optional<std::vector<BlockCopy>> Engine::ReserveWrite(
+    Sequence& seq, int64_t len, const std::function<bool(const Sequence*)>& protect) {
+  const int block_size = options_.block_size;
+  while (true) {
+    auto copies = seq.table.PrepareWrite(pool_, block_size, seq.num_computed, seq.num_computed + len);
+    if (copies) return copies;
+    const int needed = static_cast<int>((len + block_size - 1) / block_size) + 1;
+    if (cache_->Evict(needed) > 0) continue;
+    if (!PreemptNewest(protect)) return std::nullopt;
+  }
+}
+
+void Engine::RecordLogits(Sequence& seq, int64_t first_pos, const ForwardOutput& out,
+                          int32_t row, int64_t len) {
+  const int64_t vocab = out.vocab_size;
+  if (seq.logits_start < 0) seq.logits_start = first_pos;
+  // Rows already recorded (before a preemption) are not recorded twice.
+  const int64_t have_end = seq.logits_start + static_cast<int64_t>(seq.logits.size()) / vocab;
+  for (int64_t i = 0; i < len; ++i) {
+    if (first_pos + i < have_end) continue;
+    auto r = out.Row(row + static_cast<int32_t>(i));
+    seq.logits.insert(seq.logits.end(), r.begin(), r.end());
+  }
+}
+
+namespace {
+
+// log-softmax of the chosen token and the top `n` alternatives, in double for the sum.
+void ComputeLogprobs(std::span<const float> logits, int32_t chosen, int n, StepEvent* ev) {
+  float max = -INFINITY;
+  for (float v : logits) max = std::max(max, v);
+  double sum = 0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - max);
+  const double log_z = max + std::log(sum);
+  ev->logprob = TokenLogprob{chosen, static_cast<float>(logits[chosen] - log_z)};
+  std::vector<int32_t> ids(logits.size());
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  const size_t k = std::min<size_t>(n, ids.size());
+  std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+  });
+  for (size_t i = 0; i < k; ++i) {
+    ev->top_logprobs.push_back({ids[i], static_cast<float>(logits[ids[i]] - log_z)});
+  }
+}
+
+}  // namespace
 
 StatusOr<std::vector<StepEvent>> Engine::Step() {
   Admit();
@@ -137,27 +264,23 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
   int budget = options_.max_batch_tokens;
   std::vector<std::pair<Sequence*, int64_t>> chunks;
   std::vector<BlockCopy> copies;
-  for (size_t i = 0; i < order.size() && budget > 0; ++i) {
-    Sequence* seq = order[i];
-    if (std::find_if(running_.begin(), running_.end(),
-                     [&](const auto& r) { return r.get() == seq; }) == running_.end()) {
-      continue;  // preempted earlier in this loop
-    }
+  auto is_running = [&](const Sequence* s) {
+    return std::any_of(running_.begin(), running_.end(),
+                       [&](const auto& r) { return r.get() == s; });
+  };
+  for (Sequence* seq : order) {
+    if (budget <= 0) break;
+    if (!is_running(seq)) continue;  // preempted earlier in this loop
     const int64_t pending = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
     const int64_t len = std::min<int64_t>({pending, options_.max_chunk_tokens, budget});
-    // Out of blocks: send the newest sequence that is not part of this step back to the queue.
-    auto in_step = [&](const Sequence* cand) {
+    auto protect = [&](const Sequence* cand) {
       return cand == seq || std::any_of(chunks.begin(), chunks.end(),
                                         [&](const auto& ch) { return ch.first == cand; });
     };
-    std::optional<std::vector<BlockCopy>> c;
-    while (!(c = seq->table.PrepareWrite(pool_, options_.block_size, seq->num_computed,
-                                         seq->num_computed + len))) {
-      if (!PreemptNewest(in_step)) break;
-    }
+    auto c = ReserveWrite(*seq, len, protect);
     if (!c) {
       if (chunks.empty() && running_.size() == 1) {
-        // Alone and still no room: the pool cannot hold this sequence at all.
+        // Alone, with the cache emptied, and still no room: the pool cannot hold it at all.
         Finish(*seq, FinishReason::kContext);
         events.push_back({seq->id, std::nullopt, seq->finish});
         finished_[seq->id] = std::move(running_.front());
@@ -178,33 +301,34 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
     fs.tokens = std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, len);
     fs.start_pos = seq->num_computed;
     fs.blocks = seq->table.blocks();
-    fs.want_logits =
-        seq->request.record_logits || seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
+    fs.want_logits = seq->request.record_logits ||
+                     seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
     fs.all_logits = seq->request.record_logits;
     batch.sequences.push_back(fs);
   }
   ForwardOutput out;
   RETURN_IF_ERROR(backend_->Forward(batch, &out));
 
-  const int32_t vocab = out.vocab_size;
   for (size_t s = 0; s < chunks.size(); ++s) {
     auto [seq, len] = chunks[s];
     const int64_t first_pos = seq->num_computed;
     seq->num_computed += len;
-    if (seq->request.record_logits) {
-      // Rows for positions already recorded (before a preemption) are not recorded twice.
-      const int64_t have = static_cast<int64_t>(seq->logits.size()) / vocab;
-      for (int64_t i = 0; i < len; ++i) {
-        if (first_pos + i < have) continue;
-        auto row = out.Row(out.first_row[s] + static_cast<int32_t>(i));
-        seq->logits.insert(seq->logits.end(), row.begin(), row.end());
-      }
+    if (seq->request.record_logits) RecordLogits(*seq, first_pos, out, out.first_row[s], len);
+    if (!seq->prompt_indexed && seq->num_computed >= seq->num_prompt) {
+      // Index the prompt now, not at the end, so that requests with the same prefix that
+      // arrive while this one decodes share its blocks.
+      seq->prompt_indexed = true;
+      cache_->Insert(seq->request.cache_salt,
+                     std::span<const int32_t>(seq->tokens).first(seq->num_prompt),
+                     seq->table.blocks());
     }
     if (seq->num_computed < static_cast<int64_t>(seq->tokens.size())) continue;
     const int32_t last_row = out.first_row[s] + (seq->request.record_logits ? len - 1 : 0);
-    const int32_t token = seq->sampler->Sample(out.Row(last_row));
+    const auto logits = out.Row(last_row);
+    const int32_t token = seq->sampler->Sample(logits);
     seq->tokens.push_back(token);
     StepEvent ev{seq->id, token, FinishReason::kNone};
+    if (seq->request.logprobs > 0) ComputeLogprobs(logits, token, seq->request.logprobs, &ev);
     if (!seq->request.ignore_eos && token == eos_id_) {
       ev.finish = FinishReason::kEos;
     } else if (seq->num_generated() >= seq->request.max_tokens) {
@@ -213,9 +337,8 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
       ev.finish = FinishReason::kContext;
     }
     if (ev.finish != FinishReason::kNone) Finish(*seq, ev.finish);
-    events.push_back(ev);
+    events.push_back(std::move(ev));
   }
-  // Move finished sequences out of the running set.
   for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->finish != FinishReason::kNone) {
       finished_[(*it)->id] = std::move(*it);

@@ -1,10 +1,16 @@
-// Engine: runs sequences through the model with continuous batching. Each Step() gives every
-// running sequence its next chunk of work (one token when decoding, up to a chunk of the
-// prompt when prefilling) under a per-step token budget, runs one forward pass over all of
-// them, and samples where a sequence has consumed all of its known tokens.
+// Engine: runs sequences through the model with continuous batching over a paged KV pool
+// whose blocks the prefix cache shares between requests.
 //
-// The engine owns the block pool and the backend; it is the single owner of KV state.
-// Thread safety: none. One thread drives it (the CLI, or the server's engine loop).
+// Each Step() admits waiting sequences (matching their prompts against the prefix cache and
+// adopting the cached blocks), gives every running sequence its next chunk of work (one
+// token when decoding, up to a chunk of the prompt when prefilling) under a per-step token
+// budget, runs one forward pass over all of them, and samples where a sequence has consumed
+// all of its known tokens. A prompt is indexed in the cache as soon as its prefill
+// completes; a finished sequence indexes everything it computed.
+//
+// The engine owns the block pool, the prefix cache and the backend: it is the single owner of
+// KV state. Thread safety: none. One thread drives it (the CLI, or EngineService's loop);
+// Validate() and the const accessors of immutable state may be called from any thread.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +22,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "cache/prefix_cache.h"
 #include "compute/backend.h"
 #include "engine/sequence.h"
 #include "kv/block_pool.h"
@@ -27,11 +34,14 @@ struct EngineOptions {
   int num_threads = 0;  // 0: all hardware threads
   int block_size = 16;
   KvDtype kv_dtype = KvDtype::kF16;
-  int num_kv_blocks = 0;       // 0: enough for max_running sequences of a full context
+  // Pool size. 0: enough for max_running sequences of a full context plus the cache budget.
+  int num_kv_blocks = 0;
   int context_length = 0;      // 0: the model's trained context
   int max_batch_tokens = 512;  // per step, across sequences
   int max_chunk_tokens = 512;  // per sequence per step (prefill chunk)
   int max_running = 16;        // sequences in a batch at once
+  bool prefix_cache = true;
+  int64_t cache_bytes = int64_t{256} << 20;  // KV bytes the prefix tree may keep
 };
 
 // What one step did for one sequence.
@@ -39,6 +49,9 @@ struct StepEvent {
   SequenceId id;
   std::optional<int32_t> token;  // sampled this step
   FinishReason finish = FinishReason::kNone;
+  // With GenerateRequest::logprobs > 0: the chosen token's logprob and the top alternatives.
+  std::optional<TokenLogprob> logprob;
+  std::vector<TokenLogprob> top_logprobs;
 };
 
 class Engine {
@@ -47,11 +60,14 @@ class Engine {
   static StatusOr<std::unique_ptr<Engine>> Create(const Model& model, int32_t eos_id,
                                                   const EngineOptions& options);
 
-  // Queues a request. InvalidArgument when the prompt is empty, holds an id outside the
-  // vocabulary, or with max_tokens does not fit the context.
-  StatusOr<SequenceId> Add(GenerateRequest request);
-  // Cancels a queued or running sequence; its blocks are released at once.
-  void Cancel(SequenceId id);
+  // InvalidArgument when the prompt is empty, holds an id outside the vocabulary, or does not
+  // leave room in the context for one generated token. Thread-safe.
+  Status Validate(const GenerateRequest& request) const;
+  // Queues a request (after Validate). `id`, when given, must be unused; else one is chosen.
+  StatusOr<SequenceId> Add(GenerateRequest request, std::optional<SequenceId> id = std::nullopt);
+  // Cancels a queued or running sequence: what it computed is indexed in the cache and its
+  // blocks are released at once. Returns false for an unknown or finished id.
+  bool Cancel(SequenceId id);
 
   bool HasWork() const { return !waiting_.empty() || !running_.empty(); }
   // Runs one step. Errors are internal failures of the backend.
@@ -60,27 +76,49 @@ class Engine {
   // A finished sequence's final state (removed from the engine), or nullptr if unknown or
   // not finished.
   std::unique_ptr<Sequence> TakeFinished(SequenceId id);
+  // A running or waiting sequence (nullptr otherwise); valid until the next Step/Cancel.
+  const Sequence* Find(SequenceId id) const;
 
+  PrefixCache& cache() { return *cache_; }
+  const PrefixCache& cache() const { return *cache_; }
   const BlockPool& block_pool() const { return pool_; }
   const Backend& backend() const { return *backend_; }
   const EngineOptions& options() const { return options_; }
+  const Model& model() const { return model_; }
   int32_t context_length() const { return options_.context_length; }
+  int num_running() const { return static_cast<int>(running_.size()); }
+  int num_waiting() const { return static_cast<int>(waiting_.size()); }
+  int64_t num_preemptions() const { return num_preemptions_; }
 
  private:
   Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
-         std::unique_ptr<Backend> backend);
+         std::unique_ptr<Backend> backend, int max_cached_blocks);
   void Admit();
+  // True when `seq` should wait for a running prefill that will put more of its prompt in
+  // the cache than the cache holds now (so that identical prompts share blocks).
+  bool ShouldWaitForSharedPrefill(const Sequence& seq) const;
+  // Makes room in the pool for `seq` to write tokens [num_computed, num_computed + len):
+  // evicts cached entries, then preempts newer sequences not in `protect`.
+  std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,
+                                                     const std::function<bool(const Sequence*)>& protect);
+  // Indexes what `seq` computed ([0, num_computed)) in the prefix cache.
+  void IndexComputed(Sequence& seq);
+  // Ends `seq`: indexes it, unlocks its cache path and releases its blocks.
   void Finish(Sequence& seq, FinishReason reason);
-  // Releases the blocks of the newest running sequence for which keep() is false and puts it
-  // back at the head of the queue (it is recomputed later). False when there is none.
-  bool PreemptNewest(const std::function<bool(const Sequence*)>& keep);
+  // Sends the newest running sequence for which protect() is false back to the head of the
+  // queue, releasing its blocks (it is recomputed, mostly from cache, later).
+  bool PreemptNewest(const std::function<bool(const Sequence*)>& protect);
+  void RecordLogits(Sequence& seq, int64_t first_pos, const ForwardOutput& out, int32_t row,
+                    int64_t len);
 
   const Model& model_;
   const int32_t eos_id_;
   EngineOptions options_;
   std::unique_ptr<Backend> backend_;
   BlockPool pool_;
+  std::unique_ptr<PrefixCache> cache_;
   int64_t next_id_ = 0;
+  int64_t num_preemptions_ = 0;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::map<SequenceId, std::unique_ptr<Sequence>> finished_;

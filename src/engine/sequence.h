@@ -14,6 +14,7 @@
 
 #include "base/typed_id.h"
 #include "engine/sampler.h"
+#include "cache/prefix_cache.h"
 #include "kv/block_table.h"
 
 namespace prefixd {
@@ -25,11 +26,20 @@ const char* FinishReasonName(FinishReason r);
 
 struct GenerateRequest {
   std::vector<int32_t> prompt;
+  // A tenant's key: requests with different salts never share cached prefixes.
+  std::string cache_salt;
+  // Return the chosen token's logprob and this many top alternatives (0: none).
+  int32_t logprobs = 0;
   SamplingParams sampling;
   int32_t max_tokens = 16;
   bool ignore_eos = false;
   // Keep the logits of every prompt token and every sampling step (tests of exactness).
   bool record_logits = false;
+};
+
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0;
 };
 
 struct Sequence {
@@ -44,9 +54,17 @@ struct Sequence {
   // Logits rows recorded when request.record_logits: one per prompt token, then one per
   // generated token (the row it was sampled from), each vocab_size floats.
   std::vector<float> logits;
+  int64_t logits_start = -1;  // position of the first recorded row (-1: none yet)
+
+  // Prefix cache state: what Acquire gave at admission (its lock is held while running),
+  // the prompt tokens served from cache at the first admission, and whether the prompt has
+  // been indexed (it is as soon as its prefill completes, so that others can share it).
+  CacheHit hit;
+  int64_t cached_tokens = -1;  // -1 until first admitted
+  bool prompt_indexed = false;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
-  bool prefilling() const { return num_computed < num_prompt; }
+  bool prefilling_prompt() const { return num_computed < num_prompt; }
 };
 
 }  // namespace prefixd

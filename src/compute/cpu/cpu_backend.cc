@@ -29,13 +29,13 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
     return absl::InvalidArgumentError("the KV pool needs at least one block");
   }
   const int64_t bytes = layout.BlockBytes() * options.num_kv_blocks;
-  std::unique_ptr<uint8_t[]> kv(new (std::nothrow) uint8_t[bytes]);
+  // calloc: a large pool comes from fresh zero pages that cost nothing until first written.
+  KvBuffer kv(static_cast<uint8_t*>(std::calloc(bytes, 1)));
   if (!kv) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate ", bytes, " bytes for ", options.num_kv_blocks,
                      " KV blocks; lower the KV budget"));
   }
-  std::memset(kv.get(), 0, bytes);
   CpuBackendOptions opts = options;
   if (opts.num_threads <= 0) opts.num_threads = ThreadPool::HardwareThreads();
   return std::unique_ptr<Backend>(
@@ -43,7 +43,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
 }
 
 CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvLayout layout,
-                       std::unique_ptr<uint8_t[]> kv, int num_blocks)
+                       KvBuffer kv, int num_blocks)
     : model_(model),
       hp_(model.hparams()),
       layout_(layout),

@@ -4,6 +4,7 @@
 // Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
 #pragma once
 
+#include <cstdlib>
 #include <memory>
 #include <vector>
 
@@ -12,10 +13,15 @@
 
 namespace prefixd {
 
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using KvBuffer = std::unique_ptr<uint8_t, FreeDeleter>;
+
 class CpuBackend : public Backend {
  public:
   CpuBackend(const Model& model, const CpuBackendOptions& options, KvLayout layout,
-             std::unique_ptr<uint8_t[]> kv, int num_blocks);
+             KvBuffer kv, int num_blocks);
 
   const char* name() const override { return "cpu"; }
   const KvLayout& kv_layout() const override { return layout_; }
@@ -41,7 +47,7 @@ class CpuBackend : public Backend {
   const Hparams& hp_;
   KvLayout layout_;
   ThreadPool pool_;
-  std::unique_ptr<uint8_t[]> kv_;  // num_blocks_ blocks of layout_.BlockBytes()
+  KvBuffer kv_;  // num_blocks_ blocks of layout_.BlockBytes()
   int num_blocks_;
 
   // Scratch, sized per step: activations of every token of the batch.

@@ -1,0 +1,147 @@
+// EngineService: runs one Engine on its own thread (the engine loop) for a server. Requests
+// come in from any thread with Submit; tokens go out through each request's callback, called
+// on the engine thread. The loop admits new requests between steps (continuous batching).
+//
+//   HTTP threads --Submit/Cancel/Probe--> [queue] --> engine thread: Step, Step, ...
+//                <--on_event(token ... finished)--
+//
+// Thread safety: every public method may be called from any thread. Callbacks run on the
+// engine thread and must not block or call back into the service (except Cancel).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/prefix_cache.h"
+#include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
+
+namespace prefixd {
+
+// How the prompt's tokens were served, for usage.prefix_cache.
+struct RequestUsage {
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose KV came from the cache (any tier)
+  // Cached tokens per tier, in lookup order; only "pool" until the lower tiers land.
+  std::vector<std::pair<std::string, int64_t>> cached_tokens_by_tier;
+  double cache_load_ms = 0;  // time spent bringing cached blocks in from lower tiers
+  // First prompt token not served from cache (== cached_tokens), or -1 on a full hit.
+  int64_t diverged_at_token = -1;
+  double queue_ms = 0;          // submitted -> admitted
+  double time_to_first_token_ms = 0;
+};
+
+struct TokenEvent {
+  SequenceId id;
+  int32_t token = -1;  // -1 on a final event without a new token (cancelled, failed)
+  // With GenerateRequest::logprobs > 0: the chosen token's logprob and the top alternatives.
+  std::optional<TokenLogprob> logprob;
+  std::vector<TokenLogprob> top_logprobs;
+  bool finished = false;
+  FinishReason finish = FinishReason::kNone;
+  RequestUsage usage;  // complete when finished
+  Status error;        // not OK when the request failed inside the engine
+};
+
+struct ServiceRequest {
+  GenerateRequest request;
+  std::function<void(const TokenEvent&)> on_event;
+};
+
+struct ServiceOptions {
+  int max_queue = 256;  // waiting requests beyond this are refused (ResourceExhausted)
+};
+
+// Fixed facts about the running model and cache, for /props and /v1/models.
+struct ServiceInfo {
+  std::string model_id;    // file name without directory
+  std::string model_path;
+  std::string architecture;
+  int32_t context_length = 0;
+  int32_t vocab_size = 0;
+  int32_t block_size = 0;
+  int64_t block_bytes = 0;
+  int32_t num_kv_blocks = 0;
+  int64_t cache_budget_bytes = 0;
+  bool prefix_cache = true;
+  int32_t max_running = 0;
+  int32_t max_batch_tokens = 0;
+  int32_t max_queue = 0;
+};
+
+// Engine-wide counters beside the cache's, readable without blocking.
+struct ServiceStats {
+  PrefixCacheStats cache;
+  int64_t requests_running = 0;
+  int64_t requests_waiting = 0;
+  int64_t requests_total = 0;
+  int64_t prompt_tokens_total = 0;
+  int64_t generated_tokens_total = 0;
+  int64_t pool_free_blocks = 0;
+  int64_t pool_total_blocks = 0;
+};
+
+class EngineService {
+ public:
+  // Starts the engine thread. `model` and `tokenizer` must outlive the service.
+  EngineService(const Model& model, const Tokenizer& tokenizer, std::unique_ptr<Engine> engine,
+                const ServiceOptions& options);
+  ~EngineService();  // Shutdown()
+
+  // Queues a request. InvalidArgument for a request the engine rejects (empty prompt, prompt
+  // longer than the context...); ResourceExhausted when the queue is full; Unavailable after
+  // Shutdown. On success the callback will see exactly one event with finished == true.
+  StatusOr<SequenceId> Submit(ServiceRequest request);
+  // Cancels a request (a client went away, or a stop string matched). Its final event comes
+  // with FinishReason::kCancelled unless it finished first. Unknown ids are ignored.
+  void Cancel(SequenceId id);
+
+  // Counts of what is resident for `tokens` under `salt`, computed on the engine thread
+  // between steps (the caller waits; the engine does not), changing nothing.
+  ProbeResult Probe(const std::string& salt, std::vector<int32_t> tokens);
+  // Drops every cached entry not in use. Returns the number of blocks freed.
+  int ClearCache();
+  void SetCacheEnabled(bool enabled);
+
+  ServiceStats stats() const;
+  const ServiceInfo& info() const { return info_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const Model& model() const { return model_; }
+
+  // Stops accepting, cancels queued and running requests (each gets its final event), and
+  // joins the engine thread. Idempotent.
+  void Shutdown();
+
+ private:
+  void Loop();
+
+  const Model& model_;
+  const Tokenizer& tokenizer_;
+  std::unique_ptr<Engine> engine_;
+  ServiceOptions options_;
+  ServiceInfo info_;
+  // Engine-thread tasks queued by other threads (probe, clear), run between steps.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ServiceRequest> incoming_;
+  std::vector<SequenceId> cancels_;
+  std::deque<std::function<void()>> tasks_;
+  bool stopping_ = false;
+  std::thread thread_;
+  std::atomic<int64_t> requests_total_{0};
+  struct Private;
+  std::unique_ptr<Private> p_;
+};
+
+}  // namespace prefixd
