@@ -20,9 +20,11 @@ using Bytes = std::vector<uint8_t>;
 
 constexpr char kName[] = "test.gguf";
 
+// The result points into `b`, which must outlive it (hence no temporaries).
 StatusOr<std::unique_ptr<GgufFile>> ParseBytes(const Bytes& b) {
   return GgufFile::Parse(std::span<const uint8_t>(b.data(), b.size()), kName);
 }
+StatusOr<std::unique_ptr<GgufFile>> ParseBytes(Bytes&& b) = delete;
 
 // Parsing `b` fails with InvalidArgument naming the file and containing `problem`.
 void ExpectRejected(const Bytes& b, const std::string& problem) {
@@ -132,7 +134,8 @@ TEST(GgufRoundTripTest, SetReplacesInPlace) {
   w.Set("a", GgufValue::U32(1));
   w.Set("b", GgufValue::U32(2));
   w.Set("a", GgufValue::String("x"));
-  auto file = ParseBytes(w.Serialize());
+  const Bytes bytes = w.Serialize();
+  auto file = ParseBytes(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ((*file)->metadata().size(), 2u);
   EXPECT_EQ((*file)->metadata()[0].first, "a");
@@ -167,7 +170,8 @@ TEST(GgufRoundTripTest, Arrays) {
   };
   GgufWriter w;
   for (const auto& [k, v] : kvs) w.Set(k, v);
-  auto file = ParseBytes(w.Serialize());
+  const Bytes bytes = w.Serialize();
+  auto file = ParseBytes(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
   EXPECT_EQ((*file)->metadata(), kvs);
   EXPECT_EQ((*file)->GetStringArray("a.str").value(),
@@ -202,7 +206,8 @@ TEST(GgufRoundTripTest, TensorsOfSeveralTypes) {
                             Iota(cases[c].bytes, static_cast<uint8_t>(c * 10)))
                     .ok());
   }
-  auto file = ParseBytes(w.Serialize());
+  const Bytes bytes = w.Serialize();
+  auto file = ParseBytes(bytes);
   ASSERT_TRUE(file.ok()) << file.status();
   ASSERT_EQ((*file)->tensors().size(), cases.size());
   for (size_t c = 0; c < cases.size(); ++c) {
@@ -271,7 +276,8 @@ TEST(GgufGetterTest, IntegerWidthsConvertWhenTheValueFits) {
   w.Set("s", GgufValue::String("text"));
   w.Set("neg.arr", GgufValue::I32Array({1, -1}));
   w.Set("big.arr", GgufValue::Array(GgufType::kUint64, {GgufValue::U64(1ull << 63)}));
-  auto parsed = ParseBytes(w.Serialize());
+  const Bytes bytes = w.Serialize();
+  auto parsed = ParseBytes(bytes);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const GgufFile& f = **parsed;
 

@@ -170,13 +170,27 @@ void SetSyntheticVocab(int vocab, GgufWriter& w) {
   w.Set("tokenizer.ggml.add_eos_token", GgufValue::Bool(false));
 }
 
-// An element of an array of `elem_type` holding `v` (numeric types only).
+// An element of an array of `elem_type` holding `v`, in the payload field that type uses
+// (numeric types only).
 GgufValue Element(GgufType elem_type, double v) {
   GgufValue e;
   e.type = elem_type;
-  e.i = static_cast<int64_t>(v);
-  e.u = static_cast<uint64_t>(v < 0 ? 0 : v);
-  e.f = v;
+  switch (elem_type) {
+    case GgufType::kFloat32:
+    case GgufType::kFloat64:
+      e.f = v;
+      break;
+    case GgufType::kUint8:
+    case GgufType::kUint16:
+    case GgufType::kUint32:
+    case GgufType::kUint64:
+    case GgufType::kBool:
+      e.u = static_cast<uint64_t>(v < 0 ? 0 : v);
+      break;
+    default:
+      e.i = static_cast<int64_t>(v);
+      break;
+  }
   return e;
 }
 

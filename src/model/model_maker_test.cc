@@ -14,6 +14,7 @@
 #include "base/fp16.h"
 #include "gtest/gtest.h"
 #include "model/gguf_file.h"
+#include "model/llama_model.h"
 
 namespace prefixd {
 namespace {
@@ -153,6 +154,27 @@ TEST_F(ModelMakerTest, WritesShapesAndMetadata) {
   const double stddev = std::sqrt(sum_sq / q->num_elements - mean * mean);
   EXPECT_NEAR(mean, 0.0, 0.005);
   EXPECT_NEAR(stddev, 1 / std::sqrt(32.0), 0.02);
+}
+
+// The loader the engine uses accepts what the maker writes, with the spec's hyper-parameters.
+TEST_F(ModelMakerTest, ModelLoadAcceptsWrittenModels) {
+  for (bool tie : {false, true}) {
+    ModelSpec spec = SmallSpec();
+    spec.tie_output = tie;
+    ASSERT_TRUE(WriteRandomModel(spec, Path("load.gguf")).ok());
+    auto model = Model::Load(Path("load.gguf"));
+    ASSERT_TRUE(model.ok()) << model.status();
+    const Hparams& h = (*model)->hparams();
+    EXPECT_EQ(h.arch, "llama");
+    EXPECT_EQ(h.vocab_size, 300);
+    EXPECT_EQ(h.embd, 32);
+    EXPECT_EQ(h.num_layers, 2);
+    EXPECT_EQ(h.num_heads, 4);
+    EXPECT_EQ(h.num_kv_heads, 2);
+    EXPECT_EQ(h.head_dim, 8);
+    EXPECT_EQ(h.ff, 48);
+    EXPECT_EQ((*model)->weights().output_tied, tie);
+  }
 }
 
 TEST_F(ModelMakerTest, SameSeedSameBytesDifferentSeedDifferentBytes) {
