@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -38,8 +39,7 @@ struct RequestUsage {
   double cache_load_ms = 0;  // time spent bringing cached blocks in from lower tiers
   // First prompt token not served from cache (== cached_tokens), or -1 on a full hit.
   int64_t diverged_at_token = -1;
-  double queue_ms = 0;          // submitted -> admitted
-  double time_to_first_token_ms = 0;
+  double time_to_first_token_ms = 0;  // submitted -> first token sampled
 };
 
 struct TokenEvent {
@@ -134,14 +134,19 @@ class EngineService {
   // Engine-thread tasks queued by other threads (probe, clear), run between steps.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<ServiceRequest> incoming_;
+  std::deque<std::pair<SequenceId, ServiceRequest>> incoming_;
   std::vector<SequenceId> cancels_;
   std::deque<std::function<void()>> tasks_;
   bool stopping_ = false;
   std::thread thread_;
+  std::atomic<int64_t> next_id_{0};
   std::atomic<int64_t> requests_total_{0};
-  struct Private;
-  std::unique_ptr<Private> p_;
+  // Published by the engine thread after each step, for stats().
+  std::atomic<int64_t> running_{0}, waiting_{0}, prompt_tokens_total_{0};
+  std::atomic<int64_t> generated_tokens_total_{0}, pool_free_blocks_{0};
+  // Engine-thread state: the callback and timing of each live request.
+  struct Live;
+  std::unique_ptr<std::map<int64_t, Live>> live_;
 };
 
 }  // namespace prefixd

@@ -1,0 +1,269 @@
+#include "engine/engine_service.h"
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+
+#include "base/log.h"
+
+namespace prefixd {
+
+using Clock = std::chrono::steady_clock;
+
+struct EngineService::Live {
+  std::function<void(const TokenEvent&)> on_event;
+  Clock::time_point submitted;
+  double ttft_ms = -1;
+};
+
+namespace {
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+}  // namespace
+
+EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
+                             std::unique_ptr<Engine> engine, const ServiceOptions& options)
+    : model_(model),
+      tokenizer_(tokenizer),
+      engine_(std::move(engine)),
+      options_(options),
+      live_(std::make_unique<std::map<int64_t, Live>>()) {
+  const Hparams& hp = model.hparams();
+  const EngineOptions& eo = engine_->options();
+  info_.model_path = model.path();
+  info_.model_id = std::filesystem::path(model.path()).filename().string();
+  info_.architecture = hp.arch;
+  info_.context_length = engine_->context_length();
+  info_.vocab_size = hp.vocab_size;
+  info_.block_size = eo.block_size;
+  info_.block_bytes = engine_->backend().kv_layout().BlockBytes();
+  info_.num_kv_blocks = engine_->block_pool().num_blocks();
+  info_.cache_budget_bytes = engine_->cache().stats().max_cached_blocks * info_.block_bytes;
+  info_.prefix_cache = eo.prefix_cache;
+  info_.max_running = eo.max_running;
+  info_.max_batch_tokens = eo.max_batch_tokens;
+  info_.max_queue = options.max_queue;
+  pool_free_blocks_ = engine_->block_pool().num_free();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+EngineService::~EngineService() { Shutdown(); }
+
+StatusOr<SequenceId> EngineService::Submit(ServiceRequest request) {
+  RETURN_IF_ERROR(engine_->Validate(request.request));
+  const SequenceId id(next_id_.fetch_add(1));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    const int64_t queued = static_cast<int64_t>(incoming_.size()) + waiting_.load();
+    if (queued >= options_.max_queue) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the request queue is full (", options_.max_queue, " waiting); retry later"));
+    }
+    incoming_.emplace_back(id, std::move(request));
+  }
+  requests_total_.fetch_add(1, std::memory_order_relaxed);
+  cv_.notify_one();
+  return id;
+}
+
+void EngineService::Cancel(SequenceId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_one();
+}
+
+ProbeResult EngineService::Probe(const std::string& salt, std::vector<int32_t> tokens) {
+  auto promise = std::make_shared<std::promise<ProbeResult>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return ProbeResult{};
+    tasks_.push_back([this, promise, salt, tokens = std::move(tokens)] {
+      promise->set_value(engine_->cache().Probe(salt, tokens));
+    });
+  }
+  cv_.notify_one();
+  return future.get();
+}
+
+int EngineService::ClearCache() {
+  auto promise = std::make_shared<std::promise<int>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return 0;
+    tasks_.push_back([this, promise] { promise->set_value(engine_->cache().Clear()); });
+  }
+  cv_.notify_one();
+  const int freed = future.get();
+  return freed;
+}
+
+void EngineService::SetCacheEnabled(bool enabled) { engine_->cache().SetEnabled(enabled); }
+
+ServiceStats EngineService::stats() const {
+  ServiceStats s;
+  s.cache = engine_->cache().stats();
+  s.requests_running = running_.load(std::memory_order_relaxed);
+  s.requests_waiting = waiting_.load(std::memory_order_relaxed);
+  s.requests_total = requests_total_.load(std::memory_order_relaxed);
+  s.prompt_tokens_total = prompt_tokens_total_.load(std::memory_order_relaxed);
+  s.generated_tokens_total = generated_tokens_total_.load(std::memory_order_relaxed);
+  s.pool_free_blocks = pool_free_blocks_.load(std::memory_order_relaxed);
+  s.pool_total_blocks = info_.num_kv_blocks;
+  return s;
+}
+
+void EngineService::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+namespace {
+
+RequestUsage UsageOf(const Sequence& seq, double ttft_ms) {
+  RequestUsage u;
+  u.prompt_tokens = seq.num_prompt;
+  u.completion_tokens = std::max(0, seq.num_generated());
+  u.cached_tokens = std::max<int64_t>(0, seq.cached_tokens);
+  u.cached_tokens_by_tier = {{"pool", u.cached_tokens}};
+  // The last prompt token is always computed, so a full hit leaves exactly one.
+  u.diverged_at_token = u.cached_tokens < seq.num_prompt - 1 ? u.cached_tokens : -1;
+  u.time_to_first_token_ms = std::max(0.0, ttft_ms);
+  return u;
+}
+
+}  // namespace
+
+void EngineService::Loop() {
+  while (true) {
+    std::deque<std::pair<SequenceId, ServiceRequest>> incoming;
+    std::vector<SequenceId> cancels;
+    std::deque<std::function<void()>> tasks;
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stopping_ || !incoming_.empty() || !cancels_.empty() || !tasks_.empty() ||
+               engine_->HasWork();
+      });
+      incoming.swap(incoming_);
+      cancels.swap(cancels_);
+      tasks.swap(tasks_);
+      stopping = stopping_;
+    }
+    for (auto& task : tasks) task();
+
+    for (auto& [id, req] : incoming) {
+      Live live{std::move(req.on_event), Clock::now()};
+      auto added = engine_->Add(std::move(req.request), id);
+      if (!added.ok()) {
+        TokenEvent ev;
+        ev.id = id;
+        ev.finished = true;
+        ev.error = added.status();
+        live.on_event(ev);
+        continue;
+      }
+      prompt_tokens_total_.fetch_add(static_cast<int64_t>(engine_->Find(id) ? engine_->Find(id)->num_prompt : 0),
+                                     std::memory_order_relaxed);
+      (*live_)[id.value()] = std::move(live);
+      // max_tokens == 0 finishes at once, without a step.
+      if (auto seq = engine_->TakeFinished(id)) {
+        TokenEvent ev;
+        ev.id = id;
+        ev.finished = true;
+        ev.finish = seq->finish;
+        ev.usage = UsageOf(*seq, 0);
+        (*live_)[id.value()].on_event(ev);
+        live_->erase(id.value());
+      }
+    }
+
+    if (stopping) {
+      for (auto& [raw, live] : *live_) cancels.push_back(SequenceId(raw));
+    }
+    for (SequenceId id : cancels) {
+      auto it = live_->find(id.value());
+      if (it == live_->end()) continue;  // finished already, or unknown
+      engine_->Cancel(id);
+      auto seq = engine_->TakeFinished(id);
+      TokenEvent ev;
+      ev.id = id;
+      ev.finished = true;
+      ev.finish = FinishReason::kCancelled;
+      if (seq) ev.usage = UsageOf(*seq, it->second.ttft_ms);
+      it->second.on_event(ev);
+      live_->erase(it);
+    }
+
+    if (!stopping && engine_->HasWork()) {
+      auto events = engine_->Step();
+      if (!events.ok()) {
+        spdlog::error("engine step failed: {}; failing every running request",
+                      std::string(events.status().message()));
+        for (auto& [raw, live] : *live_) {
+          engine_->Cancel(SequenceId(raw));
+          engine_->TakeFinished(SequenceId(raw));
+          TokenEvent ev;
+          ev.id = SequenceId(raw);
+          ev.finished = true;
+          ev.error = events.status();
+          live.on_event(ev);
+        }
+        live_->clear();
+      } else {
+        for (StepEvent& se : *events) {
+          auto it = live_->find(se.id.value());
+          if (it == live_->end()) continue;
+          Live& live = it->second;
+          TokenEvent ev;
+          ev.id = se.id;
+          if (se.token) {
+            ev.token = *se.token;
+            generated_tokens_total_.fetch_add(1, std::memory_order_relaxed);
+            if (live.ttft_ms < 0) live.ttft_ms = MsSince(live.submitted);
+          }
+          ev.logprob = se.logprob;
+          ev.top_logprobs = std::move(se.top_logprobs);
+          if (se.finish != FinishReason::kNone) {
+            ev.finished = true;
+            ev.finish = se.finish;
+            if (auto seq = engine_->TakeFinished(se.id)) ev.usage = UsageOf(*seq, live.ttft_ms);
+          }
+          live.on_event(ev);
+          if (ev.finished) live_->erase(it);
+        }
+      }
+    }
+    running_.store(engine_->num_running(), std::memory_order_relaxed);
+    waiting_.store(engine_->num_waiting(), std::memory_order_relaxed);
+    pool_free_blocks_.store(engine_->block_pool().num_free(), std::memory_order_relaxed);
+    if (stopping && live_->empty()) {
+      // Run what was queued while stopping (probes wait on it), then leave.
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& task : tasks_) task();
+      tasks_.clear();
+      for (auto& [id, req] : incoming_) {
+        TokenEvent ev;
+        ev.id = id;
+        ev.finished = true;
+        ev.error = absl::UnavailableError("the server is shutting down");
+        req.on_event(ev);
+      }
+      incoming_.clear();
+      return;
+    }
+  }
+}
+
+}  // namespace prefixd

@@ -1,0 +1,153 @@
+#include "engine/engine_service.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "engine/test_models.h"
+#include "engine/vocab_loader.h"
+
+namespace prefixd {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<Model> model = MakeTestModel(TestModelShape::kTiny, TensorType::kF32);
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<EngineService> service;
+
+  explicit Fixture(int max_queue = 256) {
+    tokenizer = std::move(*Tokenizer::Create(*LoadVocab(model->gguf())));
+    EngineOptions eo;
+    eo.context_length = 256;
+    eo.max_running = 4;
+    ServiceOptions so;
+    so.max_queue = max_queue;
+    service = std::make_unique<EngineService>(*model, *tokenizer,
+                                              std::move(*Engine::Create(*model, -1, eo)), so);
+  }
+};
+
+// Collects a request's events and signals when the final one arrives.
+struct Collector {
+  std::mutex mu;
+  std::vector<TokenEvent> events;
+  std::promise<void> done;
+  std::function<void(const TokenEvent&)> Callback() {
+    return [this](const TokenEvent& ev) {
+      std::lock_guard<std::mutex> lock(mu);
+      events.push_back(ev);
+      if (ev.finished) done.set_value();
+    };
+  }
+};
+
+GenerateRequest Req(std::vector<int32_t> prompt, int max_tokens) {
+  GenerateRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  return r;
+}
+
+TEST(EngineService, RepeatedPromptReportsExactCachedTokens) {
+  Fixture f;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back(3 + i);
+  std::vector<int32_t> first_tokens;
+  for (int round = 0; round < 2; ++round) {
+    Collector c;
+    ASSERT_TRUE(f.service->Submit({Req(prompt, 5), c.Callback()}).ok());
+    c.done.get_future().wait();
+    const TokenEvent& last = c.events.back();
+    ASSERT_TRUE(last.finished);
+    EXPECT_EQ(last.finish, FinishReason::kLength);
+    EXPECT_EQ(last.usage.prompt_tokens, 40);
+    EXPECT_EQ(last.usage.completion_tokens, 5);
+    EXPECT_EQ(last.usage.cached_tokens, round == 0 ? 0 : 39);
+    std::vector<int32_t> tokens;
+    for (const auto& ev : c.events) {
+      if (ev.token >= 0) tokens.push_back(ev.token);
+    }
+    EXPECT_EQ(tokens.size(), 5u);
+    if (round == 0) first_tokens = tokens;
+    else EXPECT_EQ(tokens, first_tokens);
+  }
+  const ServiceStats s = f.service->stats();
+  EXPECT_EQ(s.cache.hits, 1);
+  EXPECT_EQ(s.cache.misses, 1);
+  EXPECT_EQ(s.requests_total, 2);
+}
+
+TEST(EngineService, ProbeIsReadOnlyAndSeesResidentTokens) {
+  Fixture f;
+  std::vector<int32_t> prompt(50, 7);
+  EXPECT_EQ(f.service->Probe("", prompt).resident_tokens, 0);
+  Collector c;
+  ASSERT_TRUE(f.service->Submit({Req(prompt, 2), c.Callback()}).ok());
+  c.done.get_future().wait();
+  const auto before = f.service->stats().cache;
+  EXPECT_EQ(f.service->Probe("", prompt).resident_tokens, 50);
+  EXPECT_EQ(f.service->Probe("other-tenant", prompt).resident_tokens, 0);
+  const auto after = f.service->stats().cache;
+  EXPECT_EQ(before.hits, after.hits);
+  EXPECT_EQ(before.misses, after.misses);
+  EXPECT_EQ(before.query_tokens, after.query_tokens);
+}
+
+TEST(EngineService, CancelAndShutdownEndEveryRequestOnce) {
+  Fixture f;
+  std::vector<std::unique_ptr<Collector>> collectors;
+  std::vector<SequenceId> ids;
+  for (int i = 0; i < 8; ++i) {
+    collectors.push_back(std::make_unique<Collector>());
+    auto id = f.service->Submit({Req({5, 6, 7, static_cast<int32_t>(8 + i)}, 200),
+                                 collectors.back()->Callback()});
+    ASSERT_TRUE(id.ok());
+    ids.push_back(*id);
+  }
+  f.service->Cancel(ids[0]);
+  f.service->Cancel(ids[5]);
+  f.service->Shutdown();
+  for (auto& c : collectors) {
+    std::lock_guard<std::mutex> lock(c->mu);
+    int finals = 0;
+    for (const auto& ev : c->events) finals += ev.finished ? 1 : 0;
+    EXPECT_EQ(finals, 1);
+  }
+  EXPECT_FALSE(f.service->Submit({Req({1, 2}, 1), [](const TokenEvent&) {}}).ok());
+}
+
+TEST(EngineService, RejectsBadRequestsAndAFullQueue) {
+  Fixture f(/*max_queue=*/0);
+  auto st = f.service->Submit({Req({}, 1), [](const TokenEvent&) {}});
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+  st = f.service->Submit({Req({1, 2, 3}, 1), [](const TokenEvent&) {}});
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST(EngineService, ManyThreadsSubmitConcurrently) {
+  Fixture f;
+  std::vector<std::thread> threads;
+  std::atomic<int> finished{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 5; ++i) {
+        Collector c;
+        auto id = f.service->Submit({Req({3, 4, static_cast<int32_t>(10 + t), 9}, 3), c.Callback()});
+        ASSERT_TRUE(id.ok());
+        c.done.get_future().wait();
+        finished++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(finished.load(), 20);
+  EXPECT_EQ(f.service->ClearCache() >= 0, true);
+  EXPECT_EQ(f.service->stats().pool_free_blocks, f.service->stats().pool_total_blocks);
+}
+
+}  // namespace
+}  // namespace prefixd
