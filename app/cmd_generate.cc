@@ -8,6 +8,7 @@
 
 #include "app/commands.h"
 #include "app/common.h"
+#include "app/engine_flags.h"
 
 namespace prefixd {
 
@@ -21,10 +22,8 @@ struct GenerateFlags {
   SamplingParams sampling;
   bool json = false;
   bool ignore_eos = false;
-  int threads = 0;
-  int block_size = 16;
-  std::string kv_type = "f16";
-  int ctx = 0;
+  std::string cache_salt;
+  EngineFlags engine;
 };
 
 int RunGenerate(const GenerateFlags& f) {
@@ -37,15 +36,9 @@ int RunGenerate(const GenerateFlags& f) {
     for (std::string line; std::getline(in, line);) prompts.push_back(line);
   }
   if (prompts.empty()) prompts.push_back("");
-  auto kv = ParseKvDtype(f.kv_type);
-  if (!kv.ok()) return Fail(kv.status());
-  EngineOptions eo;
-  eo.num_threads = f.threads;
-  eo.block_size = f.block_size;
-  eo.kv_dtype = *kv;
-  eo.context_length = f.ctx;
-  eo.max_running = 1;
-  auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), eo);
+  auto eo = ToEngineOptions(f.engine);
+  if (!eo.ok()) return Fail(eo.status());
+  auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), *eo);
   if (!engine.ok()) return Fail(engine.status());
   const Tokenizer& tok = *loaded->tokenizer;
   for (const std::string& prompt : prompts) {
@@ -55,6 +48,7 @@ int RunGenerate(const GenerateFlags& f) {
     req.sampling = f.sampling;
     req.max_tokens = f.n_predict;
     req.ignore_eos = f.ignore_eos;
+    req.cache_salt = f.cache_salt;
     auto id = (*engine)->Add(req);
     if (!id.ok()) return Fail(id.status());
     StreamingDecoder decoder(tok);
@@ -80,6 +74,7 @@ int RunGenerate(const GenerateFlags& f) {
       j["generated_ids"] = generated;
       j["text"] = text;
       j["finish_reason"] = FinishReasonName(seq->finish);
+      j["cached_tokens"] = seq->cached_tokens;
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
       std::cout << decoder.Finish() << "\n";
@@ -92,7 +87,8 @@ int RunGenerate(const GenerateFlags& f) {
 
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<GenerateFlags>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate text from prompts, in order, with one engine");
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Generate text from prompts, in order, through one engine and its prefix cache");
   cmd->add_option("-m,--model", f->model, "GGUF model file")->required();
   cmd->add_option("-p,--prompt", f->prompts, "Prompt (repeat for several)");
   cmd->add_option("--prompts-file", f->prompts_file, "File with one prompt per line");
@@ -104,10 +100,8 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--seed", f->sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_flag("--json", f->json, "One JSON object per prompt, one per line");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "Do not stop at end-of-sequence");
-  cmd->add_option("-t,--threads", f->threads, "Threads (0: all cores)")->capture_default_str();
-  cmd->add_option("--block-size", f->block_size, "KV block size in tokens")->capture_default_str();
-  cmd->add_option("--kv-type", f->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_option("-c,--ctx", f->ctx, "Context length (0: the model's)")->capture_default_str();
+  cmd->add_option("--cache-salt", f->cache_salt, "Tenant key: different salts never share cache");
+  AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, run] { *run = [f] { return RunGenerate(*f); }; });
 }
 

@@ -69,6 +69,15 @@ int PrefixCache::Clear() {
   return freed;
 }
 
+BlockKey PrefixCache::RootKey(std::string_view salt) const {
+  return prefixd::RootKey(options_.hash, options_.fingerprint, salt);
+}
+
+std::vector<BlockKey> PrefixCache::BlockKeys(std::string_view salt,
+                                             std::span<const int32_t> tokens) const {
+  return ComputeBlockKeys(options_.hash, RootKey(salt), tokens, block_size_);
+}
+
 ProbeResult PrefixCache::Probe(std::string_view salt, std::span<const int32_t> tokens) const {
   const MatchResult m = tree_.Peek(salt, tokens);
   return ProbeResult{m.num_tokens, m.num_tokens / block_size_};

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "prefix/radix_tree.h"
 
@@ -25,6 +26,9 @@ namespace prefixd {
 
 struct PrefixCacheOptions {
   bool enabled = true;
+  // Block keys for the content-addressed lower tiers (ARCHITECTURE.md invariant 3).
+  BlockHashKind hash = BlockHashKind::kXxh3;
+  std::vector<uint8_t> fingerprint;  // ModelFingerprint::Serialize() of the served model
   // Most pool blocks the tree may keep (the --cache-bytes budget in blocks).
   int max_cached_blocks = 0;
 };
@@ -88,6 +92,11 @@ class PrefixCache {
 
   // Tokens of `tokens` resident in the pool under `salt`; no recency update, no counters.
   ProbeResult Probe(std::string_view salt, std::span<const int32_t> tokens) const;
+
+  // h_0 for `salt`: from the model fingerprint and the salt.
+  BlockKey RootKey(std::string_view salt) const;
+  // The chain keys of the full blocks of `tokens` under `salt`.
+  std::vector<BlockKey> BlockKeys(std::string_view salt, std::span<const int32_t> tokens) const;
 
   // The kill switch. Disabling stops matching and inserting; what is cached stays until
   // evicted or cleared.

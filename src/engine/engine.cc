@@ -49,6 +49,18 @@ Engine::Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
       pool_(options.num_kv_blocks) {
   PrefixCacheOptions co;
   co.enabled = options.prefix_cache;
+  co.hash = options.cache_hash;
+  const Hparams& hp = model.hparams();
+  ModelFingerprint fp;
+  fp.architecture = hp.arch;
+  fp.weights_digest_hi = model.weights_digest()[1];
+  fp.weights_digest_lo = model.weights_digest()[0];
+  fp.kv_dtype = options.kv_dtype;
+  fp.block_size = options.block_size;
+  fp.rope_freq_base = hp.rope_freq_base;
+  fp.rope_freq_scale = hp.rope_freq_scale;
+  fp.head_dim = hp.head_dim;
+  co.fingerprint = fp.Serialize();
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);
   cache_ = std::make_unique<PrefixCache>(&pool_, options.block_size, co);

@@ -42,6 +42,7 @@ struct EngineOptions {
   int max_running = 16;        // sequences in a batch at once
   bool prefix_cache = true;
   int64_t cache_bytes = int64_t{256} << 20;  // KV bytes the prefix tree may keep
+  BlockHashKind cache_hash = BlockHashKind::kXxh3;
 };
 
 // What one step did for one sequence.

@@ -1,0 +1,34 @@
+// Flags that configure the engine and its prefix cache, shared by `generate`, `serve` and
+// `bench-model`. Each has an environment variable (PREFIXD_...) that the flag overrides.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "base/status.h"
+#include "engine/engine.h"
+
+namespace CLI {
+class App;
+}
+
+namespace prefixd {
+
+struct EngineFlags {
+  int threads = 0;
+  int ctx = 0;
+  int block_size = 16;
+  std::string kv_type = "f16";
+  std::string prefix_cache = "on";
+  int64_t cache_bytes = int64_t{256} << 20;
+  std::string cache_hash = "xxh3";
+  int max_running = 16;
+  int max_batch_tokens = 512;
+};
+
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+
+// Validates the flags and turns them into engine options.
+StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& flags);
+
+}  // namespace prefixd
