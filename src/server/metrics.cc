@@ -1,0 +1,223 @@
+#include "server/metrics.h"
+
+#include <algorithm>
+
+namespace prefixd {
+
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(new std::atomic<uint64_t>[bounds_.size() + 1]) {
+  for (size_t i = 0; i <= bounds_.size(); ++i) counts_[i].store(0, std::memory_order_relaxed);
+}
+
+void Histogram::Observe(double value) {
+  const size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_.fetch_add(value, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+Histogram::Snapshot Histogram::snapshot() const {
+  Snapshot s;
+  uint64_t total = 0;
+  for (size_t i = 0; i <= bounds_.size(); ++i) {
+    total += counts_[i].load(std::memory_order_relaxed);
+    s.cumulative.push_back(total);
+  }
+  s.sum = sum_.load(std::memory_order_relaxed);
+  // The +Inf bucket is the count, by definition; use the bucket sum so the two always agree.
+  s.count = total;
+  return s;
+}
+
+HitRateWindow::HitRateWindow(int64_t horizon_s) : horizon_s_(horizon_s) {}
+
+void HitRateWindow::Record(int64_t now_s, int64_t hits, int64_t misses) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!samples_.empty() && samples_.back().t >= now_s) {
+    samples_.back() = Sample{samples_.back().t, hits, misses};
+  } else {
+    samples_.push_back(Sample{now_s, hits, misses});
+  }
+  // Keep one sample at or before now - horizon as the baseline of the widest window.
+  while (samples_.size() >= 2 && samples_[1].t <= now_s - horizon_s_) samples_.pop_front();
+}
+
+HitRateWindow::Rate HitRateWindow::Over(int64_t now_s, int64_t window_s, int64_t hits,
+                                        int64_t misses) const {
+  Rate r;
+  r.window_s = window_s;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (samples_.empty()) return r;
+  // The latest sample at or before now - window; else the oldest.
+  const Sample* base = &samples_.front();
+  for (const Sample& s : samples_) {
+    if (s.t <= now_s - window_s) {
+      base = &s;
+    } else {
+      break;
+    }
+  }
+  r.hits = std::max<int64_t>(0, hits - base->hits);
+  r.misses = std::max<int64_t>(0, misses - base->misses);
+  r.hit_rate = r.hits + r.misses == 0 ? 0.0 : static_cast<double>(r.hits) / (r.hits + r.misses);
+  r.covered_s = std::min(window_s, now_s - base->t);
+  return r;
+}
+
+ServerMetrics::ServerMetrics()
+    : request_duration({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
+      time_to_first_token({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
+      inter_token_latency({0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}) {}
+
+void ServerMetrics::CountResponse(std::string_view route, int status) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++responses_[{std::string(route), status}];
+}
+
+std::vector<std::pair<std::pair<std::string, int>, int64_t>> ServerMetrics::responses() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {responses_.begin(), responses_.end()};
+}
+
+namespace {
+
+std::string Num(double v) { return absl::StrFormat("%.9g", v); }
+
+void Metric(std::string& out, const char* name, const char* type, const char* help,
+            double value) {
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ",
+                  Num(value), "\n");
+}
+
+void HistogramText(std::string& out, const char* name, const char* help,
+                   const Histogram& h) {
+  const Histogram::Snapshot s = h.snapshot();
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " histogram\n");
+  for (size_t i = 0; i < h.bounds().size(); ++i) {
+    absl::StrAppend(&out, name, "_bucket{le=\"", Num(h.bounds()[i]), "\"} ", s.cumulative[i], "\n");
+  }
+  absl::StrAppend(&out, name, "_bucket{le=\"+Inf\"} ", s.cumulative.back(), "\n");
+  absl::StrAppend(&out, name, "_sum ", Num(s.sum), "\n", name, "_count ", s.count, "\n");
+}
+
+}  // namespace
+
+std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
+                           const ServerMetrics& metrics) {
+  const PrefixCacheStats& c = stats.cache;
+  std::string out;
+  Metric(out, "prefixd_prefix_cache_enabled", "gauge",
+         "1 when the prefix cache serves requests (configured on and not killed).",
+         info.prefix_cache && c.enabled ? 1 : 0);
+  Metric(out, "prefixd_prefix_cache_hits_total", "counter",
+         "Requests that reused at least one cached prompt token.", c.hits);
+  Metric(out, "prefixd_prefix_cache_misses_total", "counter",
+         "Requests that reused no cached prompt token.", c.misses);
+  Metric(out, "prefixd_prefix_cache_query_tokens_total", "counter",
+         "Prompt tokens looked up in the prefix cache.", c.query_tokens);
+  Metric(out, "prefixd_prefix_cache_hit_tokens_total", "counter",
+         "Prompt tokens served from the prefix cache.", c.hit_tokens);
+  Metric(out, "prefixd_prefix_cache_evicted_blocks_total", "counter",
+         "Blocks the prefix cache dropped to make room or meet its budget.", c.evicted_blocks);
+  Metric(out, "prefixd_prefix_cache_nodes", "gauge", "Nodes of the prefix tree.", c.nodes);
+  Metric(out, "prefixd_prefix_cache_cached_tokens", "gauge", "Tokens indexed by the prefix tree.",
+         c.cached_tokens);
+  Metric(out, "prefixd_prefix_cache_cached_blocks", "gauge", "KV blocks held by the prefix tree.",
+         c.cached_blocks);
+  Metric(out, "prefixd_prefix_cache_cached_bytes", "gauge", "KV bytes held by the prefix tree.",
+         static_cast<double>(c.cached_blocks) * static_cast<double>(info.block_bytes));
+  Metric(out, "prefixd_prefix_cache_max_cached_blocks", "gauge",
+         "Most KV blocks the prefix tree may hold (the cache budget).", c.max_cached_blocks);
+  Metric(out, "prefixd_requests_running", "gauge", "Requests in the running batch.",
+         stats.requests_running);
+  Metric(out, "prefixd_requests_waiting", "gauge", "Requests waiting for admission.",
+         stats.requests_waiting);
+  Metric(out, "prefixd_requests_total", "counter", "Requests the engine accepted.",
+         stats.requests_total);
+  Metric(out, "prefixd_prompt_tokens_total", "counter", "Prompt tokens of accepted requests.",
+         stats.prompt_tokens_total);
+  Metric(out, "prefixd_generated_tokens_total", "counter", "Tokens generated.",
+         stats.generated_tokens_total);
+  Metric(out, "prefixd_kv_pool_free_blocks", "gauge", "Free blocks in the KV pool.",
+         stats.pool_free_blocks);
+  Metric(out, "prefixd_kv_pool_blocks", "gauge", "Blocks in the KV pool.", stats.pool_total_blocks);
+  Metric(out, "prefixd_client_disconnects_total", "counter",
+         "Requests cancelled because the client went away.",
+         metrics.client_disconnects.load(std::memory_order_relaxed));
+  Metric(out, "prefixd_stop_string_matches_total", "counter",
+         "Requests ended by one of their stop strings.",
+         metrics.stop_string_matches.load(std::memory_order_relaxed));
+
+  absl::StrAppend(&out,
+                  "# HELP prefixd_http_responses_total HTTP responses by route and status code.\n"
+                  "# TYPE prefixd_http_responses_total counter\n");
+  for (const auto& [key, n] : metrics.responses()) {
+    absl::StrAppend(&out, "prefixd_http_responses_total{route=\"", key.first, "\",code=\"",
+                    key.second, "\"} ", n, "\n");
+  }
+  HistogramText(out, "prefixd_request_duration_seconds",
+                "Time from receiving a generation request to its last byte.", metrics.request_duration);
+  HistogramText(out, "prefixd_time_to_first_token_seconds",
+                "Time from receiving a generation request to its first generated token.",
+                metrics.time_to_first_token);
+  HistogramText(out, "prefixd_inter_token_latency_seconds",
+                "Time between consecutive generated tokens of one request.",
+                metrics.inter_token_latency);
+  return out;
+}
+
+std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& stats) {
+  if (!info.prefix_cache) return "the prefix cache is off (--prefix-cache off)";
+  if (!stats.cache.enabled) {
+    return "the prefix cache was disabled by the kill switch (POST /admin/api/cache/enable "
+           "turns it back on)";
+  }
+  return "";
+}
+
+nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats& stats,
+                                    const HitRateWindow& window, int64_t now_s) {
+  using json = nlohmann::json;
+  const PrefixCacheStats& c = stats.cache;
+  json j;
+  const std::string reason = CacheDisabledReason(info, stats);
+  j["enabled"] = reason.empty();
+  if (!reason.empty()) j["reason"] = reason;
+  // Every counter is an atomic the engine publishes, so a snapshot is always available.
+  j["busy"] = false;
+  j["hits"] = c.hits;
+  j["misses"] = c.misses;
+  j["hit_rate"] = c.hit_rate();
+  j["nodes"] = c.nodes;
+  j["cached_tokens"] = c.cached_tokens;
+  j["cached_blocks"] = c.cached_blocks;
+  j["cached_bytes"] = c.cached_blocks * info.block_bytes;
+  j["max_cached_blocks"] = c.max_cached_blocks;
+  j["evictions"] = c.evicted_blocks;
+  j["total_query_tokens"] = c.query_tokens;
+  j["hit_tokens"] = c.hit_tokens;
+  j["avg_hit_tokens"] = c.avg_hit_tokens();
+  j["locked_requests"] = c.locked_requests;
+  j["block_size"] = info.block_size;
+  j["block_bytes"] = info.block_bytes;
+  j["pool_free_blocks"] = stats.pool_free_blocks;
+  j["pool_total_blocks"] = stats.pool_total_blocks;
+  j["requests_running"] = stats.requests_running;
+  j["requests_waiting"] = stats.requests_waiting;
+  j["by_tier"] = json{{"pool", json{{"cached_tokens", c.cached_tokens},
+                                     {"cached_blocks", c.cached_blocks},
+                                     {"cached_bytes", c.cached_blocks * info.block_bytes}}}};
+  json rates = json::object();
+  for (const auto& [name, w] : {std::pair<const char*, int64_t>{"1m", 60}, {"5m", 300}, {"15m", 900}}) {
+    const HitRateWindow::Rate r = window.Over(now_s, w, c.hits, c.misses);
+    rates[name] = json{{"window_s", r.window_s},
+                       {"covered_s", r.covered_s},
+                       {"hits", r.hits},
+                       {"misses", r.misses},
+                       {"hit_rate", r.hit_rate}};
+  }
+  j["rates"] = std::move(rates);
+  return j;
+}
+
+}  // namespace prefixd

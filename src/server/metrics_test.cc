@@ -1,0 +1,138 @@
+#include "server/metrics.h"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace prefixd {
+namespace {
+
+TEST(Histogram, BucketsAreCumulative) {
+  Histogram h({0.1, 1, 10});
+  h.Observe(0.05);
+  h.Observe(0.1);  // on the bound: in le="0.1"
+  h.Observe(5);
+  h.Observe(100);
+  Histogram::Snapshot s = h.snapshot();
+  EXPECT_EQ(s.cumulative, (std::vector<uint64_t>{2, 2, 3, 4}));
+  EXPECT_EQ(s.count, 4u);
+  EXPECT_DOUBLE_EQ(s.sum, 105.15);
+}
+
+TEST(Histogram, ConcurrentObserves) {
+  Histogram h({1});
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10000; ++i) h.Observe(i % 2 ? 0.5 : 2);
+    });
+  }
+  for (auto& t : threads) t.join();
+  Histogram::Snapshot s = h.snapshot();
+  EXPECT_EQ(s.count, 40000u);
+  EXPECT_EQ(s.cumulative[0], 20000u);
+  EXPECT_DOUBLE_EQ(s.sum, 20000 * 0.5 + 20000 * 2.0);
+}
+
+TEST(HitRateWindow, RatesOverWindows) {
+  HitRateWindow w(900);
+  // One hit and one miss every second for 20 minutes, then only hits for a minute.
+  int64_t hits = 0, misses = 0;
+  for (int64_t t = 0; t <= 1260; ++t) {
+    hits = t;
+    misses = std::min<int64_t>(t, 1200);
+    w.Record(t, hits, misses);
+  }
+  HitRateWindow::Rate one = w.Over(1260, 60, hits, misses);
+  EXPECT_EQ(one.hits, 60);
+  EXPECT_EQ(one.misses, 0);
+  EXPECT_DOUBLE_EQ(one.hit_rate, 1.0);
+  EXPECT_EQ(one.covered_s, 60);
+  HitRateWindow::Rate five = w.Over(1260, 300, hits, misses);
+  EXPECT_EQ(five.hits, 300);
+  EXPECT_EQ(five.misses, 240);
+  HitRateWindow::Rate fifteen = w.Over(1260, 900, hits, misses);
+  EXPECT_EQ(fifteen.covered_s, 900);
+  EXPECT_EQ(fifteen.hits, 900);
+  EXPECT_EQ(fifteen.misses, 840);
+}
+
+TEST(HitRateWindow, ShortUptimeUsesTheOldestSample) {
+  HitRateWindow w(900);
+  w.Record(100, 5, 5);
+  w.Record(110, 8, 6);
+  HitRateWindow::Rate r = w.Over(120, 300, 10, 6);
+  EXPECT_EQ(r.hits, 5);
+  EXPECT_EQ(r.misses, 1);
+  EXPECT_EQ(r.covered_s, 20);
+  EXPECT_EQ(HitRateWindow().Over(5, 60, 3, 3).hits, 0);
+}
+
+TEST(HitRateWindow, SameSecondKeepsTheLatest) {
+  HitRateWindow w(60);
+  w.Record(10, 1, 0);
+  w.Record(10, 2, 0);
+  w.Record(80, 3, 0);
+  EXPECT_EQ(w.Over(80, 60, 3, 0).hits, 1);
+}
+
+TEST(Metrics, PrometheusTextHasTheCounters) {
+  ServiceInfo info;
+  info.block_bytes = 1024;
+  info.prefix_cache = true;
+  ServiceStats stats;
+  stats.cache.hits = 3;
+  stats.cache.misses = 1;
+  stats.cache.cached_blocks = 4;
+  stats.pool_free_blocks = 7;
+  ServerMetrics m;
+  m.time_to_first_token.Observe(0.02);
+  m.CountResponse("/v1/completions", 200);
+  m.CountResponse("/v1/completions", 200);
+  m.CountResponse("/v1/completions", 400);
+  const std::string text = PrometheusText(info, stats, m);
+  EXPECT_NE(text.find("\nprefixd_prefix_cache_hits_total 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\nprefixd_prefix_cache_misses_total 1\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_prefix_cache_cached_bytes 4096\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_kv_pool_free_blocks 7\n"), std::string::npos);
+  EXPECT_NE(text.find("# TYPE prefixd_prefix_cache_hits_total counter"), std::string::npos);
+  EXPECT_NE(text.find("prefixd_http_responses_total{route=\"/v1/completions\",code=\"200\"} 2"),
+            std::string::npos);
+  EXPECT_NE(text.find("prefixd_time_to_first_token_seconds_bucket{le=\"0.025\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("prefixd_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("prefixd_time_to_first_token_seconds_count 1"), std::string::npos);
+}
+
+TEST(Metrics, StatsJson) {
+  ServiceInfo info;
+  info.block_bytes = 100;
+  info.block_size = 16;
+  ServiceStats stats;
+  stats.cache.hits = 3;
+  stats.cache.misses = 1;
+  stats.cache.hit_tokens = 30;
+  stats.cache.cached_blocks = 2;
+  HitRateWindow w;
+  w.Record(0, 0, 0);
+  nlohmann::json j = PrefixCacheStatsJson(info, stats, w, 10);
+  EXPECT_EQ(j["enabled"], true);
+  EXPECT_FALSE(j.contains("reason"));
+  EXPECT_EQ(j["busy"], false);
+  EXPECT_EQ(j["hits"], 3);
+  EXPECT_DOUBLE_EQ(j["hit_rate"].get<double>(), 0.75);
+  EXPECT_DOUBLE_EQ(j["avg_hit_tokens"].get<double>(), 10.0);
+  EXPECT_EQ(j["cached_bytes"], 200);
+  EXPECT_EQ(j["rates"]["1m"]["hits"], 3);
+  EXPECT_EQ(j["rates"]["15m"]["window_s"], 900);
+
+  stats.cache.enabled = false;
+  nlohmann::json k = PrefixCacheStatsJson(info, stats, w, 10);
+  EXPECT_EQ(k["enabled"], false);
+  EXPECT_NE(k["reason"].get<std::string>().find("kill switch"), std::string::npos);
+  info.prefix_cache = false;
+  nlohmann::json l = PrefixCacheStatsJson(info, stats, w, 10);
+  EXPECT_NE(l["reason"].get<std::string>().find("--prefix-cache off"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace prefixd

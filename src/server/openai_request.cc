@@ -1,0 +1,522 @@
+#include "server/openai_request.h"
+
+#include <cmath>
+#include <limits>
+
+#include "server/api_error.h"
+
+namespace prefixd {
+
+namespace {
+
+using json = nlohmann::json;
+
+// Field names as JSON paths: Join("messages", 2) -> "messages[2]", Join("a", "b") -> "a.b".
+std::string Join(const std::string& base, const std::string& key) {
+  return base.empty() ? std::string(key) : absl::StrCat(base, ".", key);
+}
+std::string Join(const std::string& base, size_t index) { return absl::StrCat(base, "[", index, "]"); }
+
+// The JSON type as a client would name it.
+std::string TypeName(const json& j) {
+  if (j.is_number_integer()) return "integer";
+  if (j.is_number_float()) return "number";
+  return j.type_name();
+}
+
+Status WrongType(const std::string& field, const std::string& want, const json& got) {
+  return InvalidArgumentFor(field,
+                            absl::StrCat("'", field, "' must be ", want, ", got ", TypeName(got)));
+}
+
+// A field that is absent or null reads as "not given" everywhere.
+const json* Find(const json& obj, std::string_view key) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+// An integer in [lo, hi]; integral floats (16.0) are accepted as JSON does not tell them apart.
+StatusOr<int64_t> ReadInt(const json& j, const std::string& field, int64_t lo, int64_t hi) {
+  int64_t v = 0;
+  if (j.is_number_unsigned()) {
+    const uint64_t u = j.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return InvalidArgumentFor(field, absl::StrCat("'", field, "' is out of range"));
+    }
+    v = static_cast<int64_t>(u);
+  } else if (j.is_number_integer()) {
+    v = j.get<int64_t>();
+  } else if (j.is_number_float()) {
+    const double d = j.get<double>();
+    if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9e15) {
+      return WrongType(field, "an integer", j);
+    }
+    v = static_cast<int64_t>(d);
+  } else {
+    return WrongType(field, "an integer", j);
+  }
+  if (v < lo || v > hi) {
+    return InvalidArgumentFor(
+        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
+  }
+  return v;
+}
+
+StatusOr<double> ReadNumber(const json& j, const std::string& field, double lo, double hi) {
+  if (!j.is_number()) return WrongType(field, "a number", j);
+  const double v = j.get<double>();
+  if (!std::isfinite(v) || v < lo || v > hi) {
+    return InvalidArgumentFor(
+        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
+  }
+  return v;
+}
+
+StatusOr<bool> ReadBool(const json& j, const std::string& field) {
+  if (!j.is_boolean()) return WrongType(field, "a boolean", j);
+  return j.get<bool>();
+}
+
+StatusOr<std::string> ReadString(const json& j, const std::string& field) {
+  if (!j.is_string()) return WrongType(field, "a string", j);
+  return j.get<std::string>();
+}
+
+// Token ids: a non-empty array of integers in [0, vocab).
+StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& field,
+                                            const RequestLimits& limits) {
+  if (j.empty()) return InvalidArgumentFor(field, absl::StrCat("'", field, "' is empty"));
+  std::vector<int32_t> ids;
+  ids.reserve(j.size());
+  const int64_t hi = limits.vocab_size > 0 ? limits.vocab_size - 1 : std::numeric_limits<int32_t>::max();
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string f = Join(field, i);
+    if (!j[i].is_number_integer()) return WrongType(f, "a token id (integer)", j[i]);
+    ASSIGN_OR_RETURN(int64_t id, ReadInt(j[i], f, 0, hi));
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  if (limits.context_length > 0 && static_cast<int64_t>(ids.size()) >= limits.context_length) {
+    return InvalidArgumentFor(
+        field, absl::StrCat("the prompt has ", ids.size(), " tokens, which does not fit the context of ",
+                            limits.context_length, " tokens (one more is needed to generate)"));
+  }
+  return ids;
+}
+
+Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
+  const json* p = Find(body, "prompt");
+  if (p == nullptr) return InvalidArgumentFor("prompt", "'prompt' is required");
+  if (p->is_string()) {
+    if (p->get_ref<const std::string&>().empty()) {
+      return InvalidArgumentFor("prompt", "'prompt' is empty");
+    }
+    out.prompt_text = p->get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!p->is_array()) {
+    return WrongType("prompt", "a string, an array of token ids or a list of one of them", *p);
+  }
+  if (p->empty()) return InvalidArgumentFor("prompt", "'prompt' is empty");
+  const json& first = (*p)[0];
+  if (first.is_string() || first.is_array()) {
+    // A list of prompts (strings or token-id arrays).
+    if (p->size() > 1) {
+      return InvalidArgumentFor(
+          "prompt", absl::StrCat("'prompt' lists ", p->size(),
+                                 " prompts; this server takes one prompt per request (n = 1): "
+                                 "send one request per prompt"));
+    }
+    if (first.is_string()) {
+      if (first.get_ref<const std::string&>().empty()) {
+        return InvalidArgumentFor("prompt[0]", "'prompt[0]' is empty");
+      }
+      out.prompt_text = first.get<std::string>();
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(out.prompt_tokens, ReadTokenIds(first, "prompt[0]", limits));
+    return absl::OkStatus();
+  }
+  if (!first.is_number()) {
+    return WrongType("prompt[0]", "a string, a token id or an array of token ids", first);
+  }
+  ASSIGN_OR_RETURN(out.prompt_tokens, ReadTokenIds(*p, "prompt", limits));
+  return absl::OkStatus();
+}
+
+// Content: a string, or an array of {type: "text", text} parts joined without separators (as
+// OpenAI and vLLM do), or null for an assistant turn that only calls tools.
+Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
+  const std::string cf = Join(field, "content");
+  const json* c = Find(msg, "content");
+  if (c == nullptr) {
+    if (m.role == "assistant") return absl::OkStatus();
+    return InvalidArgumentFor(cf, absl::StrCat("'", cf, "' is required for a ", m.role, " message"));
+  }
+  if (c->is_string()) {
+    m.content = c->get<std::string>();
+    return absl::OkStatus();
+  }
+  if (!c->is_array()) return WrongType(cf, "a string or an array of content parts", *c);
+  for (size_t i = 0; i < c->size(); ++i) {
+    const std::string pf = Join(cf, i);
+    const json& part = (*c)[i];
+    if (!part.is_object()) return WrongType(pf, "an object", part);
+    const json* type = Find(part, "type");
+    if (type == nullptr) return InvalidArgumentFor(Join(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
+    ASSIGN_OR_RETURN(std::string t, ReadString(*type, Join(pf, "type")));
+    if (t != "text") {
+      return InvalidArgumentFor(Join(pf, "type"),
+                                absl::StrCat("'", Join(pf, "type"), "' is '", t,
+                                             "'; only 'text' content parts are supported"));
+    }
+    const json* text = Find(part, "text");
+    if (text == nullptr) return InvalidArgumentFor(Join(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
+    ASSIGN_OR_RETURN(std::string s, ReadString(*text, Join(pf, "text")));
+    m.content += s;
+  }
+  return absl::OkStatus();
+}
+
+Status ReadMessages(const json& body, OpenAiRequest& out) {
+  const json* ms = Find(body, "messages");
+  if (ms == nullptr) return InvalidArgumentFor("messages", "'messages' is required");
+  if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
+  if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const std::string f = Join("messages", i);
+    const json& msg = (*ms)[i];
+    if (!msg.is_object()) return WrongType(f, "an object", msg);
+    ChatMessage m;
+    const json* role = Find(msg, "role");
+    if (role == nullptr) return InvalidArgumentFor(Join(f, "role"), absl::StrCat("'", f, ".role' is required"));
+    ASSIGN_OR_RETURN(m.role, ReadString(*role, Join(f, "role")));
+    if (m.role == "developer") m.role = "system";
+    if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
+      return InvalidArgumentFor(
+          Join(f, "role"), absl::StrCat("'", f, ".role' is '", m.role,
+                                        "'; it must be system, developer, user, assistant or tool"));
+    }
+    RETURN_IF_ERROR(ReadContent(msg, f, m));
+    if (const json* name = Find(msg, "name")) {
+      ASSIGN_OR_RETURN(m.name, ReadString(*name, Join(f, "name")));
+    }
+    if (const json* tc = Find(msg, "tool_calls")) {
+      if (!tc->is_array()) return WrongType(Join(f, "tool_calls"), "an array", *tc);
+      m.tool_calls = *tc;
+    }
+    if (const json* id = Find(msg, "tool_call_id")) {
+      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(f, "tool_call_id")));
+    }
+    out.messages.push_back(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
+// "off", "full", "auto", "auto:N", "N" with N a positive integer.
+bool IsValidScope(const std::string& s) {
+  auto positive_int = [](std::string_view d) {
+    if (d.empty() || d.size() > 12) return false;
+    for (char c : d) {
+      if (c < '0' || c > '9') return false;
+    }
+    return d != "0" && d[0] != '0';
+  };
+  if (s == "off" || s == "full" || s == "auto") return true;
+  if (s.rfind("auto:", 0) == 0) return positive_int(std::string_view(s).substr(5));
+  return positive_int(s);
+}
+
+// The fields both endpoints share: model, sampling, limits, stop, streaming, cache options.
+Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
+  if (const json* v = Find(body, "model")) {
+    ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
+  }
+  const int64_t max_limit = limits.context_length > 0 ? limits.context_length : std::numeric_limits<int32_t>::max();
+  // Precedence: max_completion_tokens, then max_tokens, then n_predict.
+  if (const json* v = Find(body, "n_predict")) {
+    ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n_predict", -1, max_limit));
+    if (n >= 0) out.max_tokens = static_cast<int32_t>(n);
+  }
+  for (const char* field : {"max_tokens", "max_completion_tokens"}) {
+    if (const json* v = Find(body, field)) {
+      ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, field, 0, max_limit));
+      out.max_tokens = static_cast<int32_t>(n);
+    }
+  }
+  if (const json* v = Find(body, "temperature")) {
+    ASSIGN_OR_RETURN(double t, ReadNumber(*v, "temperature", 0, 2));
+    out.temperature = static_cast<float>(t);
+  }
+  if (const json* v = Find(body, "top_p")) {
+    ASSIGN_OR_RETURN(double p, ReadNumber(*v, "top_p", 0, 1));
+    out.top_p = static_cast<float>(p);
+  }
+  if (const json* v = Find(body, "top_k")) {
+    ASSIGN_OR_RETURN(int64_t k, ReadInt(*v, "top_k", -1, std::numeric_limits<int32_t>::max()));
+    out.top_k = k < 0 ? 0 : static_cast<int32_t>(k);
+  }
+  if (const json* v = Find(body, "min_p")) {
+    ASSIGN_OR_RETURN(double p, ReadNumber(*v, "min_p", 0, 1));
+    out.min_p = static_cast<float>(p);
+  }
+  for (const char* field : {"frequency_penalty", "presence_penalty"}) {
+    if (const json* v = Find(body, field)) {  // accepted for compatibility, not applied
+      ASSIGN_OR_RETURN(double unused, ReadNumber(*v, field, -2, 2));
+      (void)unused;
+    }
+  }
+  if (const json* v = Find(body, "seed")) {
+    ASSIGN_OR_RETURN(int64_t s, ReadInt(*v, "seed", std::numeric_limits<int64_t>::min(),
+                                        std::numeric_limits<int64_t>::max()));
+    out.seed = static_cast<uint64_t>(s);
+  }
+  if (const json* v = Find(body, "stop")) {
+    if (v->is_string()) {
+      if (!v->get_ref<const std::string&>().empty()) out.stop.push_back(v->get<std::string>());
+    } else if (v->is_array()) {
+      if (v->size() > 4) {
+        return InvalidArgumentFor("stop", absl::StrCat("'stop' has ", v->size(),
+                                                       " strings; at most 4 are allowed"));
+      }
+      for (size_t i = 0; i < v->size(); ++i) {
+        ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], Join("stop", i)));
+        if (!s.empty()) out.stop.push_back(std::move(s));
+      }
+    } else {
+      return WrongType("stop", "a string or an array of strings", *v);
+    }
+  }
+  if (const json* v = Find(body, "n")) {
+    ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n", std::numeric_limits<int64_t>::min(),
+                                        std::numeric_limits<int64_t>::max()));
+    if (n != 1) {
+      return InvalidArgumentFor("n", absl::StrCat("'n' is ", n, "; only n = 1 is supported"));
+    }
+  }
+  if (const json* v = Find(body, "ignore_eos")) {
+    ASSIGN_OR_RETURN(out.ignore_eos, ReadBool(*v, "ignore_eos"));
+  }
+  if (const json* v = Find(body, "stream")) {
+    ASSIGN_OR_RETURN(out.stream, ReadBool(*v, "stream"));
+  }
+  if (const json* v = Find(body, "stream_options")) {
+    if (!v->is_object()) return WrongType("stream_options", "an object", *v);
+    if (const json* u = Find(*v, "include_usage")) {
+      ASSIGN_OR_RETURN(out.include_usage, ReadBool(*u, "stream_options.include_usage"));
+    }
+  }
+  if (const json* v = Find(body, "cache_salt")) {
+    ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
+  }
+  if (const json* v = Find(body, "prefix_cache")) {
+    if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
+    if (const json* s = Find(*v, "scope")) {
+      ASSIGN_OR_RETURN(out.prefix_cache.scope, ReadString(*s, "prefix_cache.scope"));
+      if (!IsValidScope(out.prefix_cache.scope)) {
+        return InvalidArgumentFor("prefix_cache.scope",
+                                  absl::StrCat("'prefix_cache.scope' is '", out.prefix_cache.scope,
+                                               "'; it must be off, full, auto, auto:N or N"));
+      }
+    }
+    if (const json* w = Find(*v, "window")) {
+      ASSIGN_OR_RETURN(out.prefix_cache.window,
+                       ReadInt(*w, "prefix_cache.window", 1, std::numeric_limits<int32_t>::max()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status ReadChatExtras(const json& body, OpenAiRequest& out) {
+  if (const json* v = Find(body, "tools")) {
+    if (!v->is_array()) return WrongType("tools", "an array", *v);
+    out.tools = *v;
+  }
+  if (const json* v = Find(body, "chat_template_kwargs")) {
+    if (!v->is_object()) return WrongType("chat_template_kwargs", "an object", *v);
+    out.chat_template_kwargs = *v;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string JsonPathAt(std::string_view text, size_t offset) {
+  struct Frame {
+    bool object = false;
+    bool expect_key = false;
+    std::string key;
+    size_t index = 0;
+  };
+  std::vector<Frame> stack;
+  std::string partial_key;
+  bool in_key_string = false;
+  const size_t end = std::min(offset, text.size());
+  size_t i = 0;
+  while (i < end) {
+    const char c = text[i];
+    if (c == '"') {
+      const bool is_key = !stack.empty() && stack.back().object && stack.back().expect_key;
+      std::string s;
+      size_t j = i + 1;
+      bool closed = false;
+      for (; j < text.size(); ++j) {
+        if (j >= end) break;
+        if (text[j] == '\\') {
+          if (j + 1 < text.size()) s += text[j + 1];
+          ++j;
+          continue;
+        }
+        if (text[j] == '"') {
+          closed = true;
+          break;
+        }
+        s += text[j];
+      }
+      if (!closed) {  // the offset lies inside this string
+        if (is_key) {
+          in_key_string = true;
+          partial_key = s;
+        }
+        break;
+      }
+      if (is_key) stack.back().key = std::move(s);
+      i = j + 1;
+      continue;
+    }
+    switch (c) {
+      case '{': stack.push_back(Frame{true, true, "", 0}); break;
+      case '[': stack.push_back(Frame{false, false, "", 0}); break;
+      case '}':
+      case ']':
+        if (!stack.empty()) stack.pop_back();
+        break;
+      case ',':
+        if (!stack.empty()) {
+          if (stack.back().object) {
+            stack.back().expect_key = true;
+            stack.back().key.clear();
+          } else {
+            ++stack.back().index;
+          }
+        }
+        break;
+      case ':':
+        if (!stack.empty() && stack.back().object) stack.back().expect_key = false;
+        break;
+      default: break;
+    }
+    ++i;
+  }
+  std::string path;
+  for (size_t k = 0; k < stack.size(); ++k) {
+    const Frame& f = stack[k];
+    const bool last = k + 1 == stack.size();
+    if (f.object) {
+      std::string key = f.key;
+      if (last && in_key_string) key = partial_key;
+      if (key.empty()) break;
+      path = Join(path, key);
+    } else {
+      path = Join(path, f.index);
+    }
+  }
+  return path;
+}
+
+StatusOr<json> ParseJsonObject(std::string_view body) {
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    const size_t at = e.byte > 0 ? e.byte - 1 : 0;
+    const std::string path = JsonPathAt(body, at);
+    std::string what = e.what();
+    // nlohmann's message starts with "[json.exception.parse_error.101] "; keep what follows.
+    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    return InvalidArgumentFor(
+        path, absl::StrCat("the request body is not valid JSON",
+                           path.empty() ? "" : absl::StrCat(" (in '", path, "')"), ": ", what));
+  } catch (const std::exception& e) {
+    return InvalidArgumentFor("", absl::StrCat("the request body is not valid JSON: ", e.what()));
+  }
+  if (!j.is_object()) {
+    return InvalidArgumentFor("", absl::StrCat("the request body must be a JSON object, got ", TypeName(j)));
+  }
+  return j;
+}
+
+StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits) {
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  OpenAiRequest out;
+  out.kind = ApiKind::kCompletion;
+  RETURN_IF_ERROR(ReadPrompt(j, limits, out));
+  RETURN_IF_ERROR(ReadCommon(j, limits, out));
+  if (const json* v = Find(j, "logprobs")) {
+    if (v->is_boolean()) return WrongType("logprobs", "an integer between 0 and 5", *v);
+    ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "logprobs", 0, 5));
+    out.logprobs = true;
+    out.top_logprobs = static_cast<int32_t>(n);
+  }
+  if (const json* v = Find(j, "echo")) {
+    ASSIGN_OR_RETURN(bool echo, ReadBool(*v, "echo"));
+    if (echo) return InvalidArgumentFor("echo", "'echo' = true is not supported");
+  }
+  if (const json* v = Find(j, "best_of")) {
+    ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "best_of", 1, 1));
+    (void)n;
+  }
+  if (const json* v = Find(j, "suffix")) {
+    ASSIGN_OR_RETURN(std::string s, ReadString(*v, "suffix"));
+    if (!s.empty()) return InvalidArgumentFor("suffix", "'suffix' (insertion) is not supported");
+  }
+  return out;
+}
+
+StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLimits& limits) {
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  OpenAiRequest out;
+  out.kind = ApiKind::kChat;
+  RETURN_IF_ERROR(ReadMessages(j, out));
+  RETURN_IF_ERROR(ReadCommon(j, limits, out));
+  RETURN_IF_ERROR(ReadChatExtras(j, out));
+  if (const json* v = Find(j, "logprobs")) {
+    ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
+  }
+  if (const json* v = Find(j, "top_logprobs")) {
+    ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "top_logprobs", 0, 20));
+    if (n > 0 && !out.logprobs) {
+      return InvalidArgumentFor("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    }
+    out.top_logprobs = static_cast<int32_t>(n);
+  }
+  return out;
+}
+
+StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits) {
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  OpenAiRequest out;
+  const bool has_messages = Find(j, "messages") != nullptr;
+  const bool has_prompt = Find(j, "prompt") != nullptr;
+  if (has_messages == has_prompt) {
+    return InvalidArgumentFor(has_messages ? "prompt" : "messages",
+                              "the probe needs exactly one of 'messages' and 'prompt'");
+  }
+  if (has_messages) {
+    out.kind = ApiKind::kChat;
+    RETURN_IF_ERROR(ReadMessages(j, out));
+    RETURN_IF_ERROR(ReadChatExtras(j, out));
+  } else {
+    out.kind = ApiKind::kCompletion;
+    RETURN_IF_ERROR(ReadPrompt(j, limits, out));
+  }
+  if (const json* v = Find(j, "model")) {
+    ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
+  }
+  if (const json* v = Find(j, "cache_salt")) {
+    ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
+  }
+  return out;
+}
+
+}  // namespace prefixd

@@ -1,0 +1,111 @@
+// OpenAiRequest: a /v1/completions or /v1/chat/completions body, parsed and validated into
+// plain fields. Nothing here knows HTTP, the engine or the tokenizer; the server turns the
+// result into a GenerateRequest.
+//
+// Every rejection is InvalidArgument made with InvalidArgumentFor (api_error.h), naming the
+// offending field as a JSON path ("messages[1].content[0].text", "stop[2]", "max_tokens"), so
+// the client gets a 400 whose `param` points at it. Unknown fields are ignored (clients of
+// llama.cpp and vLLM send `cache_prompt`, `n_predict`, ...).
+//
+// Accepted forms and limits:
+//   prompt      "text" | ["text"] | [1, 2, 3] | [[1, 2, 3]]; one prompt per request: a list
+//               of several prompts is refused (send one request per prompt); never empty
+//   messages    [{role: system|developer|user|assistant|tool, content: "text" |
+//               [{type: "text", text: "..."}] | null (assistant only), name?, tool_calls?,
+//               tool_call_id?}], at least one
+//   max_tokens  max_completion_tokens wins over max_tokens, which wins over llama.cpp's
+//               n_predict (-1: no limit); 0 .. context length
+//   temperature [0, 2]; top_p [0, 1]; top_k >= -1 (0 or -1: off); min_p [0, 1]; seed int
+//   stop        "s" | ["s", ...] (at most 4; empty strings are dropped)
+//   n, best_of  1 only; echo false only; suffix empty only
+//   logprobs    completions: integer 0..5 (the chosen token plus that many alternatives);
+//               chat: bool, with top_logprobs 0..20
+//   stream, stream_options.include_usage, cache_salt, prefix_cache {scope, window},
+//   chat_template_kwargs (object), tools (array), model, ignore_eos
+//
+// Thread safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+
+namespace prefixd {
+
+enum class ApiKind { kCompletion, kChat };
+
+struct ChatMessage {
+  std::string role;  // system, user, assistant or tool ("developer" is read as system)
+  std::string content;  // the text parts joined; "" for an assistant turn with only tool calls
+  std::string name;
+  nlohmann::json tool_calls;  // passed through; null when absent
+  std::string tool_call_id;
+};
+
+// The per-request override of the disk scope policy (ARCHITECTURE.md, L3). Parsed and kept;
+// the lower tiers that use it come with a later issue.
+struct PrefixCacheRequest {
+  std::string scope;  // "off", "full", "auto", "auto:N" or "N"; "" when not given
+  std::optional<int64_t> window;
+};
+
+struct OpenAiRequest {
+  ApiKind kind = ApiKind::kCompletion;
+  std::string model;  // "" when not given
+
+  // kCompletion: exactly one of the two is set.
+  std::optional<std::string> prompt_text;
+  std::optional<std::vector<int32_t>> prompt_tokens;
+  // kChat: at least one message.
+  std::vector<ChatMessage> messages;
+  nlohmann::json tools;                 // null when absent
+  nlohmann::json chat_template_kwargs;  // null when absent
+
+  // nullopt: the default (completions 16 as OpenAI's; chat: the rest of the context).
+  std::optional<int32_t> max_tokens;
+  float temperature = 1;  // OpenAI's default
+  float top_p = 1;
+  int32_t top_k = 0;
+  float min_p = 0;
+  std::optional<uint64_t> seed;  // nullopt: a random seed per request
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+
+  bool logprobs = false;     // return the chosen tokens' logprobs
+  int32_t top_logprobs = 0;  // and this many alternatives per token
+
+  std::string cache_salt;
+  PrefixCacheRequest prefix_cache;
+};
+
+// What validation needs to know about the served model.
+struct RequestLimits {
+  int32_t context_length = 0;  // max_tokens and token-id prompts must fit it
+  int32_t vocab_size = 0;      // token ids must be below it
+};
+
+StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits);
+StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLimits& limits);
+// The admin probe body: `messages` (read as chat) or `prompt` (read as a completion), plus
+// optional `tools`, `cache_salt`, `model`; the sampling fields are ignored.
+StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits);
+
+// Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed
+// ("messages[0].content" for a bad byte inside that string) when it is not valid JSON or not
+// valid UTF-8, or is not an object.
+StatusOr<nlohmann::json> ParseJsonObject(std::string_view body);
+
+// The JSON path of the value or key being read at byte `offset` of `text` ("a.b[2]"; "" at
+// the top level). Tolerates text that is invalid from the offset on. For error messages.
+std::string JsonPathAt(std::string_view text, size_t offset);
+
+}  // namespace prefixd
