@@ -1,0 +1,190 @@
+// Model::Load validation: a file that parses as GGUF but does not describe a llama model this
+// build can run is refused with a message naming the file and the problem.
+#include "model/llama_model.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <functional>
+
+#include "model/gguf_writer.h"
+#include "model/model_maker.h"
+
+namespace prefixd {
+namespace {
+
+class LlamaModelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("prefixd-llama-model-test-" + std::to_string(::getpid()) + ".gguf"))
+                .string();
+    ModelSpec spec;
+    spec.num_layers = 2;
+    spec.embd = 64;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.ff = 96;
+    spec.vocab = 300;
+    spec.type = TensorType::kF16;
+    ASSERT_TRUE(WriteRandomModel(spec, path_).ok());
+    auto file = GgufFile::Open(path_);
+    ASSERT_TRUE(file.ok());
+    source_ = std::move(*file);
+  }
+  void TearDown() override { std::filesystem::remove(path_); }
+
+  // Re-serialises the valid model after `mutate` edits its metadata and tensors, then loads it.
+  struct Tensor {
+    std::string name;
+    std::vector<uint64_t> dims;
+    TensorType type;
+    std::vector<uint8_t> data;
+  };
+  Status LoadMutated(const std::function<void(std::vector<std::pair<std::string, GgufValue>>&,
+                                              std::vector<Tensor>&)>& mutate) {
+    std::vector<std::pair<std::string, GgufValue>> meta = source_->metadata();
+    std::vector<Tensor> tensors;
+    for (const auto& t : source_->tensors()) {
+      auto bytes = source_->TensorData(t);
+      tensors.push_back({t.name, t.dims, t.type, {bytes.begin(), bytes.end()}});
+    }
+    mutate(meta, tensors);
+    GgufWriter w;
+    for (auto& [k, v] : meta) w.Set(k, v);
+    for (auto& t : tensors) RETURN_IF_ERROR(w.AddTensor(t.name, t.dims, t.type, t.data));
+    bytes_ = w.Serialize();
+    ASSIGN_OR_RETURN(auto file, GgufFile::Parse(bytes_, "mutated.gguf"));
+    return Model::FromGguf(std::move(file)).status();
+  }
+
+  static void SetKey(std::vector<std::pair<std::string, GgufValue>>& meta, const std::string& key,
+                     GgufValue v) {
+    for (auto& [k, old] : meta) {
+      if (k == key) {
+        old = std::move(v);
+        return;
+      }
+    }
+    meta.emplace_back(key, std::move(v));
+  }
+  static void EraseKey(std::vector<std::pair<std::string, GgufValue>>& meta, const std::string& key) {
+    std::erase_if(meta, [&](const auto& kv) { return kv.first == key; });
+  }
+
+  std::string path_;
+  std::unique_ptr<GgufFile> source_;
+  std::vector<uint8_t> bytes_;
+};
+
+void ExpectError(const Status& st, const std::string& needle) {
+  ASSERT_FALSE(st.ok()) << "expected an error mentioning '" << needle << "'";
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  const std::string msg(st.message());
+  EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mutated.gguf"), std::string::npos) << "message should name the file: " << msg;
+}
+
+TEST_F(LlamaModelTest, ValidModelLoads) {
+  auto model = Model::Load(path_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Hparams& hp = (*model)->hparams();
+  EXPECT_EQ(hp.embd, 64);
+  EXPECT_EQ(hp.num_kv_heads, 2);
+  EXPECT_EQ(hp.head_dim, 16);
+  EXPECT_EQ(hp.vocab_size, 300);
+  EXPECT_EQ((*model)->weights().layers.size(), 2u);
+  EXPECT_TRUE(LoadMutated([](auto&, auto&) {}).ok());
+}
+
+TEST_F(LlamaModelTest, UnknownArchitectureListsTheSupportedOnes) {
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "general.architecture", GgufValue::String("mamba"));
+              }),
+              "supported: llama");
+}
+
+TEST_F(LlamaModelTest, MissingHyperParameter) {
+  ExpectError(LoadMutated([](auto& meta, auto&) { EraseKey(meta, "llama.block_count"); }),
+              "llama.block_count");
+}
+
+TEST_F(LlamaModelTest, HyperParameterOfTheWrongType) {
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "llama.embedding_length", GgufValue::String("64"));
+              }),
+              "llama.embedding_length");
+}
+
+TEST_F(LlamaModelTest, HeadsThatDoNotDivide) {
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "llama.attention.head_count_kv", GgufValue::U32(3));
+              }),
+              "head_count_kv");
+}
+
+TEST_F(LlamaModelTest, MissingTensor) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                std::erase_if(tensors, [](const auto& t) { return t.name == "blk.1.ffn_up.weight"; });
+              }),
+              "missing tensor blk.1.ffn_up.weight");
+}
+
+TEST_F(LlamaModelTest, TensorShapeThatDoesNotFitTheHyperParameters) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                for (auto& t : tensors) {
+                  if (t.name == "blk.0.attn_k.weight") {
+                    t.dims = {64, 16};  // kv_dim is 32
+                    t.data.resize(64 * 16 * 2);
+                  }
+                }
+              }),
+              "blk.0.attn_k.weight has shape {64, 16}");
+}
+
+TEST_F(LlamaModelTest, QuantisedWeightsAreRefusedNamingTypeAndTensor) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                for (auto& t : tensors) {
+                  if (t.name == "blk.0.attn_q.weight") {
+                    t.type = TensorType::kQ8_0;
+                    t.data.assign(64 * 64 / 32 * 34, 0);
+                  }
+                }
+              }),
+              "blk.0.attn_q.weight has weight type q8_0");
+}
+
+TEST_F(LlamaModelTest, Bf16WeightsAreRefusedForNow) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                for (auto& t : tensors) {
+                  if (t.name == "output.weight") t.type = TensorType::kBF16;
+                }
+              }),
+              "output.weight has weight type bf16");
+}
+
+TEST_F(LlamaModelTest, TiedOutputUsesTheEmbedding) {
+  Status st = LoadMutated([](auto&, auto& tensors) {
+    std::erase_if(tensors, [](const auto& t) { return t.name == "output.weight"; });
+  });
+  EXPECT_TRUE(st.ok()) << st;
+}
+
+TEST_F(LlamaModelTest, SharedModelsLoad) {
+  const std::string dir = PREFIXD_SHARED_DIR;
+  if (!std::filesystem::exists(dir + "/models/stories260K.gguf")) {
+    GTEST_SKIP() << "../shared/models is absent";
+  }
+  auto stories = Model::Load(dir + "/models/stories260K.gguf");
+  ASSERT_TRUE(stories.ok()) << stories.status();
+  EXPECT_EQ((*stories)->hparams().num_layers, 5);
+  EXPECT_EQ((*stories)->hparams().num_kv_heads, 4);
+  EXPECT_EQ((*stories)->hparams().rope_freq_base, 10000.0f);
+  auto tiny = Model::Load(dir + "/models/llama-2-tiny-random.gguf");
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ((*tiny)->hparams().vocab_size, 32000);
+}
+
+}  // namespace
+}  // namespace prefixd
