@@ -259,13 +259,10 @@ void ComputeLogprobs(std::span<const float> logits, int32_t chosen, int n, StepE
 
 }  // namespace
 
-StatusOr<std::vector<StepEvent>> Engine::Step() {
-  Admit();
-  std::vector<StepEvent> events;
-  if (running_.empty()) return events;
-
-  // Plan: decoding sequences first (one token each keeps latency flat), then prompt chunks,
-  // under the step's token budget.
+std::vector<Engine::Chunk> Engine::PlanStep(std::vector<BlockCopy>* copies,
+                                            std::vector<StepEvent>* events) {
+  // Decoding sequences first (one token each keeps latency flat), then prompt chunks, under
+  // the step's token budget.
   std::vector<Sequence*> order;
   for (auto& s : running_) {
     if (s->tokens.size() - s->num_computed == 1) order.push_back(s.get());
@@ -274,8 +271,7 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
     if (s->tokens.size() - s->num_computed > 1) order.push_back(s.get());
   }
   int budget = options_.max_batch_tokens;
-  std::vector<std::pair<Sequence*, int64_t>> chunks;
-  std::vector<BlockCopy> copies;
+  std::vector<Chunk> chunks;
   auto is_running = [&](const Sequence* s) {
     return std::any_of(running_.begin(), running_.end(),
                        [&](const auto& r) { return r.get() == s; });
@@ -287,40 +283,28 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
     const int64_t len = std::min<int64_t>({pending, options_.max_chunk_tokens, budget});
     auto protect = [&](const Sequence* cand) {
       return cand == seq || std::any_of(chunks.begin(), chunks.end(),
-                                        [&](const auto& ch) { return ch.first == cand; });
+                                        [&](const Chunk& ch) { return ch.seq == cand; });
     };
     auto c = ReserveWrite(*seq, len, protect);
     if (!c) {
       if (chunks.empty() && running_.size() == 1) {
         // Alone, with the cache emptied, and still no room: the pool cannot hold it at all.
         Finish(*seq, FinishReason::kContext);
-        events.push_back({seq->id, std::nullopt, seq->finish});
+        events->push_back({seq->id, std::nullopt, seq->finish});
         finished_[seq->id] = std::move(running_.front());
         running_.clear();
       }
       continue;
     }
-    copies.insert(copies.end(), c->begin(), c->end());
-    chunks.emplace_back(seq, len);
+    copies->insert(copies->end(), c->begin(), c->end());
+    chunks.push_back({seq, len});
     budget -= static_cast<int>(len);
   }
-  if (chunks.empty()) return events;
+  return chunks;
+}
 
-  backend_->CopyBlocks(copies);
-  ForwardBatch batch;
-  for (auto& [seq, len] : chunks) {
-    ForwardSequence fs;
-    fs.tokens = std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, len);
-    fs.start_pos = seq->num_computed;
-    fs.blocks = seq->table.blocks();
-    fs.want_logits = seq->request.record_logits ||
-                     seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
-    fs.all_logits = seq->request.record_logits;
-    batch.sequences.push_back(fs);
-  }
-  ForwardOutput out;
-  RETURN_IF_ERROR(backend_->Forward(batch, &out));
-
+void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput& out,
+                          std::vector<StepEvent>* events) {
   for (size_t s = 0; s < chunks.size(); ++s) {
     auto [seq, len] = chunks[s];
     const int64_t first_pos = seq->num_computed;
@@ -349,8 +333,34 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
       ev.finish = FinishReason::kContext;
     }
     if (ev.finish != FinishReason::kNone) Finish(*seq, ev.finish);
-    events.push_back(std::move(ev));
+    events->push_back(std::move(ev));
   }
+}
+
+StatusOr<std::vector<StepEvent>> Engine::Step() {
+  Admit();
+  std::vector<StepEvent> events;
+  if (running_.empty()) return events;
+  std::vector<BlockCopy> copies;
+  const std::vector<Chunk> chunks = PlanStep(&copies, &events);
+  if (chunks.empty()) return events;
+
+  backend_->CopyBlocks(copies);
+  ForwardBatch batch;
+  for (const auto& [seq, len] : chunks) {
+    ForwardSequence fs;
+    fs.tokens = std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, len);
+    fs.start_pos = seq->num_computed;
+    fs.blocks = seq->table.blocks();
+    fs.want_logits = seq->request.record_logits ||
+                     seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
+    fs.all_logits = seq->request.record_logits;
+    batch.sequences.push_back(fs);
+  }
+  ForwardOutput out;
+  RETURN_IF_ERROR(backend_->Forward(batch, &out));
+  ApplyResults(chunks, out, &events);
+
   for (auto it = running_.begin(); it != running_.end();) {
     if ((*it)->finish != FinishReason::kNone) {
       finished_[(*it)->id] = std::move(*it);

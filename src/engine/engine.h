@@ -94,7 +94,18 @@ class Engine {
  private:
   Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
          std::unique_ptr<Backend> backend, int max_cached_blocks);
+  // One sequence's share of a step: tokens [num_computed, num_computed + len).
+  struct Chunk {
+    Sequence* seq;
+    int64_t len;
+  };
   void Admit();
+  // Chooses this step's chunks under the token budget and reserves their blocks; copies to
+  // perform first go to `copies`; a sequence the pool cannot hold at all ends in `events`.
+  std::vector<Chunk> PlanStep(std::vector<BlockCopy>* copies, std::vector<StepEvent>* events);
+  // Advances each chunk's sequence, indexes completed prompts, samples and finishes.
+  void ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput& out,
+                    std::vector<StepEvent>* events);
   // True when `seq` should wait for a running prefill that will put more of its prompt in
   // the cache than the cache holds now (so that identical prompts share blocks).
   bool ShouldWaitForSharedPrefill(const Sequence& seq) const;

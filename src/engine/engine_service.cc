@@ -96,7 +96,11 @@ int EngineService::ClearCache() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return 0;
-    tasks_.push_back([this, promise] { promise->set_value(engine_->cache().Clear()); });
+    tasks_.push_back([this, promise] {
+      const int freed = engine_->cache().Clear();
+      PublishGauges();
+      promise->set_value(freed);
+    });
   }
   cv_.notify_one();
   const int freed = future.get();
@@ -143,6 +147,12 @@ RequestUsage UsageOf(const Sequence& seq, double ttft_ms) {
 }
 
 }  // namespace
+
+void EngineService::PublishGauges() {
+  running_.store(engine_->num_running(), std::memory_order_relaxed);
+  waiting_.store(engine_->num_waiting(), std::memory_order_relaxed);
+  pool_free_blocks_.store(engine_->block_pool().num_free(), std::memory_order_relaxed);
+}
 
 void EngineService::Loop() {
   while (true) {
@@ -245,9 +255,7 @@ void EngineService::Loop() {
         }
       }
     }
-    running_.store(engine_->num_running(), std::memory_order_relaxed);
-    waiting_.store(engine_->num_waiting(), std::memory_order_relaxed);
-    pool_free_blocks_.store(engine_->block_pool().num_free(), std::memory_order_relaxed);
+    PublishGauges();
     if (stopping && live_->empty()) {
       // Run what was queued while stopping (probes wait on it), then leave.
       std::lock_guard<std::mutex> lock(mu_);

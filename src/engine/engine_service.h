@@ -125,6 +125,8 @@ class EngineService {
 
  private:
   void Loop();
+  // Copies the engine's gauges into the atomics stats() reads (engine thread).
+  void PublishGauges();
 
   const Model& model_;
   const Tokenizer& tokenizer_;
