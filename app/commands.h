@@ -12,5 +12,6 @@ namespace prefixd {
 void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 void AddBenchModelCommand(CLI::App& app, std::function<int()>* run);
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run);
+void AddServeCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace prefixd

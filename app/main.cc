@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   prefixd::AddGenerateCommand(app, &run);
   prefixd::AddBenchModelCommand(app, &run);
   prefixd::AddMakeModelCommand(app, &run);
+  prefixd::AddServeCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   prefixd::SetLogLevel(log_level);
   return run ? run() : 0;

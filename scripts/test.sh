@@ -12,6 +12,8 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build -j"$JOBS"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$JOBS"
+echo "== end-to-end tests (tests/e2e; skipped when node is missing)"
+bash tests/e2e/run.sh
 
 if [ "${PREFIXD_QUICK:-0}" != "1" ]; then
   echo "== sanitizer build (address,undefined)"

@@ -33,11 +33,10 @@ HitRateWindow::HitRateWindow(int64_t horizon_s) : horizon_s_(horizon_s) {}
 
 void HitRateWindow::Record(int64_t now_s, int64_t hits, int64_t misses) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!samples_.empty() && samples_.back().t >= now_s) {
-    samples_.back() = Sample{samples_.back().t, hits, misses};
-  } else {
-    samples_.push_back(Sample{now_s, hits, misses});
-  }
+  // One sample per second, the first: a later one in the same second would move the
+  // baseline of a window forward past counts that happened in it.
+  if (!samples_.empty() && samples_.back().t >= now_s) return;
+  samples_.push_back(Sample{now_s, hits, misses});
   // Keep one sample at or before now - horizon as the baseline of the widest window.
   while (samples_.size() >= 2 && samples_[1].t <= now_s - horizon_s_) samples_.pop_front();
 }

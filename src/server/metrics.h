@@ -53,8 +53,8 @@ class HitRateWindow {
  public:
   explicit HitRateWindow(int64_t horizon_s = 15 * 60);
 
-  // Records the counters at time `now_s` (seconds, any monotonic origin). Several samples in
-  // the same second keep the latest.
+  // Records the counters at time `now_s` (seconds, any monotonic origin). Of several samples
+  // in the same second the first is kept.
   void Record(int64_t now_s, int64_t hits, int64_t misses);
 
   struct Rate {

@@ -68,12 +68,13 @@ TEST(HitRateWindow, ShortUptimeUsesTheOldestSample) {
   EXPECT_EQ(HitRateWindow().Over(5, 60, 3, 3).hits, 0);
 }
 
-TEST(HitRateWindow, SameSecondKeepsTheLatest) {
+TEST(HitRateWindow, SameSecondKeepsTheFirst) {
   HitRateWindow w(60);
   w.Record(10, 1, 0);
-  w.Record(10, 2, 0);
+  w.Record(10, 2, 0);  // ignored: the baseline stays at 1
+  EXPECT_EQ(w.Over(10, 60, 5, 0).hits, 4);
   w.Record(80, 3, 0);
-  EXPECT_EQ(w.Over(80, 60, 3, 0).hits, 1);
+  EXPECT_EQ(w.Over(80, 60, 3, 0).hits, 2);
 }
 
 TEST(Metrics, PrometheusTextHasTheCounters) {

@@ -1,0 +1,110 @@
+// `prefixd serve`: loads a model and serves the OpenAI-compatible HTTP API (src/server) over
+// one engine and its prefix cache until SIGINT or SIGTERM.
+//
+// Start-up prints one line on stdout once the socket listens (scripts and tests wait for it):
+//   prefixd listening on http://127.0.0.1:8080 (model stories260K.gguf, block size 16, cache on 256 MiB)
+// On SIGINT/SIGTERM the server stops accepting, running and queued requests are cancelled
+// (each client gets its final answer), and the process exits 0.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "app/commands.h"
+#include "app/common.h"
+#include "app/engine_flags.h"
+#include "base/log.h"
+#include "engine/engine_service.h"
+#include "server/http_server.h"
+
+namespace prefixd {
+
+namespace {
+
+struct ServeFlags {
+  std::string model;
+  HttpServerOptions http;
+  int max_queue = 256;
+  EngineFlags engine;
+};
+
+int RunServe(const ServeFlags& f) {
+  // Signals go to one thread that waits for them, never to a worker in the middle of a step:
+  // block them here, before any thread starts, so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client that disconnects makes a write fail with EPIPE instead of killing the process.
+  signal(SIGPIPE, SIG_IGN);
+
+  auto loaded = LoadModelAndTokenizer(f.model);
+  if (!loaded.ok()) return Fail(loaded.status());
+  auto eo = ToEngineOptions(f.engine);
+  if (!eo.ok()) return Fail(eo.status());
+  auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), *eo);
+  if (!engine.ok()) return Fail(engine.status());
+  ServiceOptions so;
+  so.max_queue = f.max_queue;
+  EngineService service(*loaded->model, *loaded->tokenizer, *std::move(engine), so);
+  HttpServer server(&service, f.http);
+  auto port = server.Bind();
+  if (!port.ok()) return Fail(port.status());
+
+  const ServiceInfo& info = service.info();
+  const std::string cache =
+      info.prefix_cache ? absl::StrCat("cache on ", info.cache_budget_bytes >> 20, " MiB") : "cache off";
+  std::printf("prefixd listening on http://%s:%d (model %s, block size %d, %s)\n", f.http.host.c_str(), *port,
+              info.model_id.c_str(), info.block_size, cache.c_str());
+  std::fflush(stdout);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    spdlog::info("signal {}: stopping", sig);
+    server.Stop();
+    spdlog::debug("HTTP server stopped");
+    service.Shutdown();
+    spdlog::debug("engine stopped");
+  });
+  const Status served = server.Serve();
+  spdlog::debug("HTTP server returned");
+  // Serve returns on Stop (the waiter ran) or on an error; wake the waiter in the latter case.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  service.Shutdown();
+  if (!served.ok()) return Fail(served);
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, std::function<int()>* run) {
+  auto f = std::make_shared<ServeFlags>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve the OpenAI-compatible HTTP API");
+  cmd->add_option("-m,--model", f->model, "GGUF model file")->envname("PREFIXD_MODEL")->required();
+  cmd->add_option("--host", f->http.host, "Address to listen on")
+      ->envname("PREFIXD_HOST")->capture_default_str();
+  cmd->add_option("--port", f->http.port, "Port to listen on (0: any free port, printed at start)")
+      ->envname("PREFIXD_PORT")->check(CLI::Range(0, 65535))->capture_default_str();
+  cmd->add_option("--max-queue", f->max_queue, "Requests waiting beyond this are refused with 429")
+      ->envname("PREFIXD_MAX_QUEUE")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--admin-key", f->http.admin_key,
+                  "Enables the admin API (/admin/api/...) for 'Authorization: Bearer KEY'")
+      ->envname("PREFIXD_ADMIN_KEY");
+  cmd->add_option("--api-key", f->http.api_key, "When set, /v1/* needs 'Authorization: Bearer KEY'")
+      ->envname("PREFIXD_API_KEY");
+  cmd->add_option("--http-threads", f->http.num_threads,
+                  "Connections served at once (each streaming client holds one)")
+      ->envname("PREFIXD_HTTP_THREADS")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--max-body-bytes", f->http.max_body_bytes, "Larger request bodies get 413")
+      ->envname("PREFIXD_MAX_BODY_BYTES")->check(CLI::PositiveNumber)->capture_default_str();
+  AddEngineFlags(cmd, &f->engine);
+  cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
+}
+
+}  // namespace prefixd

@@ -1,0 +1,829 @@
+#include "server/http_server.h"
+
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <httplib.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "base/log.h"
+#include "server/api_error.h"
+#include "server/chat_format.h"
+#include "server/completion_stream.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+#include "server/openai_response.h"
+
+namespace prefixd {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double SecondsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::mt19937_64& Rng() {
+  thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                   (static_cast<uint64_t>(std::random_device{}()) << 32));
+  return rng;
+}
+
+std::string RandomId(const char* prefix) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string id = prefix;
+  uint64_t a = Rng()(), b = Rng()();
+  for (int i = 0; i < 12; ++i, a >>= 4) id += kHex[a & 15];
+  for (int i = 0; i < 12; ++i, b >>= 4) id += kHex[b & 15];
+  return id;
+}
+
+// Compares without an early exit, so the time taken does not tell how much of a guess was
+// right.
+bool ConstantTimeEquals(const std::string& a, const std::string& b) {
+  const size_t n = std::max(a.size(), b.size());
+  volatile unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff = diff | (x ^ y);
+  }
+  return diff == 0;
+}
+
+// The bearer token of an Authorization header, or "".
+std::string BearerToken(const httplib::Request& req) {
+  const std::string auth = req.get_header_value("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (auth.size() <= kBearer.size() || auth.compare(0, kBearer.size(), kBearer) != 0) return "";
+  return auth.substr(kBearer.size());
+}
+
+// ---- The connection's socket. cpp-httplib 0.11 does not hand the connection to handlers, so
+// a handler cannot tell whether its client is still there while it waits for the engine. The
+// socket is found by its addresses instead (a scan of /proc/self/fd: a few hundred cheap
+// syscalls per generation request). Rejected: overriding Server::process_and_close_socket to
+// remember the socket per thread, as the base implementation it would have to call is private.
+
+int PortOf(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return -1;
+}
+
+std::string HostOf(const sockaddr_storage& a, socklen_t len) {
+  char host[NI_MAXHOST];
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof(host), nullptr, 0,
+                  NI_NUMERICHOST) != 0) {
+    return "";
+  }
+  return host;
+}
+
+// The socket of the connection `req` came on, or -1.
+int FindConnectionSocket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (PortOf(local) != req.local_port) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    if (PortOf(peer) != req.remote_port || HostOf(peer, peer_len) != req.remote_addr) continue;
+    found = static_cast<int>(fd);
+    break;
+  }
+  closedir(dir);
+  return found;
+}
+
+// Shuts down every accepted connection on local port `port`, so that threads waiting on idle
+// keep-alive connections (httplib waits out its keep-alive timeout even after stop()) return
+// at once.
+void ShutdownConnections(int port) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
+    if (PortOf(local) != port) continue;
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
+    ::shutdown(static_cast<int>(fd), SHUT_RDWR);
+  }
+  closedir(dir);
+}
+
+// True when the peer closed its end (or the socket broke). A client that half-closes after
+// sending its request (shutdown(SHUT_WR)) reads as gone; HTTP clients do not do that.
+bool PeerClosed(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+// ---- One generation request, shared by the HTTP thread and the engine's callback.
+
+class EventQueue {
+ public:
+  struct Timed {
+    TokenEvent event;
+    Clock::time_point at;
+  };
+  // Called on the engine thread: never blocks for long.
+  void Push(const TokenEvent& ev) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(Timed{ev, Clock::now()});
+    }
+    cv_.notify_one();
+  }
+  // Waits up to `timeout` for events, then takes all of them.
+  std::deque<Timed> Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
+    std::deque<Timed> out;
+    out.swap(events_);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Timed> events_;
+};
+
+struct Job {
+  Job(const Tokenizer& tokenizer, std::vector<std::string> stops, int top_logprobs,
+      std::atomic<int>* num_active)
+      : stream(tokenizer, std::move(stops), top_logprobs), num_active(num_active) {
+    num_active->fetch_add(1);
+  }
+  // The last owner is the handler (non-streaming) or the response's content provider
+  // (streaming), so this runs once the answer is written or abandoned.
+  ~Job() { num_active->fetch_sub(1); }
+
+  std::shared_ptr<EventQueue> queue = std::make_shared<EventQueue>();
+  SequenceId id;
+  int socket = -1;
+  ResponseMeta meta;
+  bool logprobs = false;
+  bool include_usage = false;
+  std::vector<int32_t> prompt;
+  std::optional<RenderedChat> chat;
+  CompletionStream stream;
+  Clock::time_point received;
+  std::optional<Clock::time_point> last_token_at;
+  bool cancelled = false;    // Cancel was sent (stop string, client gone, shutdown)
+  bool client_gone = false;
+  bool sent_first = false;   // streaming: the first chunk went out
+  bool observed = false;     // the request duration was recorded
+  std::vector<LogprobEntry> logprob_entries;  // non-streaming: all of them
+  std::atomic<int>* num_active;  // HttpServer's count of requests being answered
+};
+
+constexpr auto kPollInterval = std::chrono::milliseconds(50);
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(EngineService* s, HttpServerOptions o)
+      : service(s),
+        options(std::move(o)),
+        chat_format(ChatFormat::FromTemplate(ChatTemplateSource(*s))),
+        has_chat_template(!ChatTemplateSource(*s).empty()),
+        started_unix(UnixSeconds()),
+        started(Clock::now()) {}
+
+  static std::string ChatTemplateSource(const EngineService& s) {
+    auto t = s.model().gguf().GetString("tokenizer.chat_template");
+    return t.ok() ? *t : std::string();
+  }
+
+  EngineService* service;
+  HttpServerOptions options;
+  ChatFormat chat_format;
+  bool has_chat_template;
+  int64_t started_unix;
+  Clock::time_point started;
+  ServerMetrics metrics;
+  HitRateWindow hit_window;
+  httplib::Server server;
+  std::atomic<bool> stopping{false};
+  std::atomic<int> num_active_jobs{0};  // generation requests being answered
+  std::atomic<int> bound_port{0};
+  std::mutex sampler_mu;
+  std::condition_variable sampler_cv;
+  std::thread sampler;
+
+  const Tokenizer& tokenizer() const { return service->tokenizer(); }
+  const ServiceInfo& info() const { return service->info(); }
+  RequestLimits limits() const { return RequestLimits{info().context_length, info().vocab_size}; }
+  int64_t NowS() const {
+    return std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started).count();
+  }
+  void SampleHitWindow() {
+    const ServiceStats s = service->stats();
+    hit_window.Record(NowS(), s.cache.hits, s.cache.misses);
+  }
+
+  // ---- Responses
+
+  void SendJson(httplib::Response& res, int status, const json& body) {
+    res.status = status;
+    res.set_content(Dump(body), "application/json");
+  }
+  void SendError(httplib::Response& res, const ApiError& error) {
+    res.status = error.http_status;
+    res.set_content(ApiErrorBody(error), "application/json");
+    if (error.http_status == 401) res.set_header("WWW-Authenticate", "Bearer");
+  }
+  void SendStatus(httplib::Response& res, const Status& status) { SendError(res, ApiErrorFrom(status)); }
+
+  // Registers `handler` for `method` and `pattern`: counts the response, and turns anything
+  // thrown into a 500 error object.
+  template <typename Fn>
+  void Route(const char* method, const std::string& pattern, Fn handler) {
+    auto wrapped = [this, pattern, handler](const httplib::Request& req, httplib::Response& res) {
+      try {
+        handler(req, res);
+      } catch (const std::exception& e) {
+        spdlog::error("{} {}: {}", req.method, req.path, e.what());
+        SendError(res, MakeApiError(500, absl::StrCat("internal error: ", e.what())));
+      } catch (...) {
+        SendError(res, MakeApiError(500, "internal error"));
+      }
+      metrics.CountResponse(pattern, res.status);
+    };
+    if (std::string_view(method) == "GET") {
+      server.Get(pattern, wrapped);
+    } else {
+      server.Post(pattern, wrapped);
+    }
+  }
+
+  // ---- Authorization
+
+  bool CheckApiKey(const httplib::Request& req, httplib::Response& res) {
+    if (options.api_key.empty()) return true;
+    if (ConstantTimeEquals(BearerToken(req), options.api_key)) return true;
+    SendError(res, MakeApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY' "
+                                     "with the key the server was started with (--api-key)"));
+    return false;
+  }
+
+  bool CheckAdmin(const httplib::Request& req, httplib::Response& res) {
+    if (options.admin_key.empty()) {
+      SendError(res, MakeApiError(403,
+                                  "the admin API is disabled: start prefixd serve with --admin-key KEY "
+                                  "(or the environment variable PREFIXD_ADMIN_KEY) to enable it"));
+      return false;
+    }
+    if (ConstantTimeEquals(BearerToken(req), options.admin_key)) return true;
+    SendError(res, MakeApiError(401, "missing or wrong admin key: send 'Authorization: Bearer "
+                                     "ADMIN_KEY' with the server's --admin-key"));
+    return false;
+  }
+
+  // ---- Prompts
+
+  // "" and the loaded model's file name, stem or path are accepted.
+  Status CheckModel(const std::string& model) const {
+    if (model.empty() || model == info().model_id || model == info().model_path) return absl::OkStatus();
+    const std::string& id = info().model_id;
+    const size_t dot = id.rfind('.');
+    if (dot != std::string::npos && model == id.substr(0, dot)) return absl::OkStatus();
+    return InvalidArgumentFor("model", absl::StrCat("the model '", model, "' is not served here; this server serves '",
+                                                    id, "' (GET /v1/models)"));
+  }
+
+  struct Prompt {
+    std::vector<int32_t> tokens;
+    std::optional<RenderedChat> chat;
+  };
+
+  // The prompt tokens exactly as generation and the probe both use them: chat messages
+  // rendered with the model's format, text encoded with the vocabulary's BOS handling,
+  // token ids as given.
+  StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r) const {
+    Prompt p;
+    if (r.kind == ApiKind::kChat) {
+      p.chat = chat_format.Render(r.messages);
+      p.tokens = tokenizer().Encode(p.chat->text, PromptEncodeOptions());
+    } else if (r.prompt_tokens) {
+      p.tokens = *r.prompt_tokens;
+    } else {
+      p.tokens = tokenizer().Encode(*r.prompt_text, PromptEncodeOptions());
+    }
+    if (p.tokens.empty()) {
+      return InvalidArgumentFor(r.kind == ApiKind::kChat ? "messages" : "prompt",
+                                "the prompt encodes to no tokens");
+    }
+    return p;
+  }
+
+  Status CheckFits(const OpenAiRequest& r, const Prompt& p) const {
+    const int64_t ctx = info().context_length;
+    if (static_cast<int64_t>(p.tokens.size()) >= ctx) {
+      return InvalidArgumentFor(
+          r.kind == ApiKind::kChat ? "messages" : "prompt",
+          absl::StrCat("the prompt has ", p.tokens.size(), " tokens; the context holds ", ctx,
+                       " tokens, and at least one must be left to generate"));
+    }
+    return absl::OkStatus();
+  }
+
+  // ---- Generation
+
+  json UsageFor(const Job& job) const {
+    RequestUsage u = job.stream.usage();
+    u.prompt_tokens = static_cast<int32_t>(job.prompt.size());
+    std::optional<int64_t> message;
+    if (job.chat) {
+      message = u.diverged_at_token >= 0
+                    ? MessageIndexOfToken(tokenizer(), *job.chat, job.prompt, u.diverged_at_token)
+                    : -1;
+    }
+    return UsageJson(u, job.stream.num_tokens(), message);
+  }
+
+  json LogprobsJson(const Job& job, const std::vector<LogprobEntry>& entries) const {
+    if (!job.logprobs) return nullptr;
+    return job.meta.kind == ApiKind::kChat ? ChatLogprobsJson(entries) : CompletionLogprobsJson(entries);
+  }
+
+  void CancelJob(Job& job) {
+    if (job.cancelled) return;
+    job.cancelled = true;
+    service->Cancel(job.id);
+  }
+
+  void ClientGone(Job& job) {
+    if (job.client_gone || job.stream.finished()) return;
+    job.client_gone = true;
+    metrics.client_disconnects.fetch_add(1, std::memory_order_relaxed);
+    CancelJob(job);
+  }
+
+  // Waits up to `wait` for events and runs them through the job's stream. Cancels the request
+  // when a stop string matched, the client left, or the server is stopping.
+  std::vector<CompletionStream::Delta> Pump(Job& job, std::chrono::milliseconds wait) {
+    std::vector<CompletionStream::Delta> deltas;
+    for (EventQueue::Timed& t : job.queue->Wait(wait)) {
+      if (t.event.token >= 0 && !job.stream.stop_matched()) {
+        if (!job.last_token_at) {
+          metrics.time_to_first_token.Observe(SecondsBetween(job.received, t.at));
+        } else {
+          metrics.inter_token_latency.Observe(SecondsBetween(*job.last_token_at, t.at));
+        }
+        job.last_token_at = t.at;
+      }
+      CompletionStream::Delta d = job.stream.Consume(t.event);
+      if (d.stop_matched) {
+        metrics.stop_string_matches.fetch_add(1, std::memory_order_relaxed);
+        CancelJob(job);
+      }
+      deltas.push_back(std::move(d));
+    }
+    if (!job.stream.finished()) {
+      if (PeerClosed(job.socket)) ClientGone(job);
+      if (stopping.load()) CancelJob(job);
+    }
+    return deltas;
+  }
+
+  void ObserveDuration(Job& job) {
+    if (job.observed) return;
+    job.observed = true;
+    metrics.request_duration.Observe(SecondsBetween(job.received, Clock::now()));
+  }
+
+  void HandleGenerate(const httplib::Request& req, httplib::Response& res, ApiKind kind) {
+    const Clock::time_point received = Clock::now();
+    if (!CheckApiKey(req, res)) return;
+    if (stopping.load()) return SendStatus(res, absl::UnavailableError("the server is shutting down"));
+    auto parsed = kind == ApiKind::kChat ? ParseChatRequest(req.body, limits())
+                                         : ParseCompletionRequest(req.body, limits());
+    if (!parsed.ok()) return SendStatus(res, parsed.status());
+    OpenAiRequest& r = *parsed;
+    if (Status s = CheckModel(r.model); !s.ok()) return SendStatus(res, s);
+    auto prompt = BuildPrompt(r);
+    if (!prompt.ok()) return SendStatus(res, prompt.status());
+    if (Status s = CheckFits(r, *prompt); !s.ok()) return SendStatus(res, s);
+
+    GenerateRequest gr;
+    gr.prompt = prompt->tokens;
+    gr.cache_salt = r.cache_salt;
+    // The engine returns logprobs with at least one alternative; OpenAI's logprobs = 0 (the
+    // chosen token only) drops it here.
+    gr.logprobs = r.logprobs ? std::max(1, r.top_logprobs) : 0;
+    gr.sampling.temperature = r.temperature;
+    gr.sampling.top_k = r.top_k;
+    gr.sampling.top_p = r.top_p;
+    gr.sampling.min_p = r.min_p;
+    gr.sampling.seed = r.seed ? *r.seed : Rng()();
+    const int32_t room = info().context_length - static_cast<int32_t>(prompt->tokens.size());
+    gr.max_tokens = r.max_tokens ? *r.max_tokens : (kind == ApiKind::kCompletion ? std::min(16, room) : room);
+    gr.ignore_eos = r.ignore_eos;
+
+    auto job = std::make_shared<Job>(tokenizer(), r.stop, r.logprobs ? r.top_logprobs : -1,
+                                     &num_active_jobs);
+    job->received = received;
+    job->meta = ResponseMeta{kind, RandomId(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-"),
+                             UnixSeconds(), r.model.empty() ? info().model_id : r.model};
+    job->logprobs = r.logprobs;
+    job->include_usage = r.include_usage;
+    job->prompt = std::move(prompt->tokens);
+    job->chat = std::move(prompt->chat);
+    job->socket = FindConnectionSocket(req);
+
+    ServiceRequest sr;
+    sr.request = std::move(gr);
+    sr.on_event = [queue = job->queue](const TokenEvent& ev) { queue->Push(ev); };
+    auto id = service->Submit(std::move(sr));
+    if (!id.ok()) return SendStatus(res, id.status());
+    job->id = *id;
+
+    if (r.stream) return StartStream(res, job);
+
+    while (!job->stream.finished()) {
+      for (CompletionStream::Delta& d : Pump(*job, kPollInterval)) {
+        for (LogprobEntry& e : d.logprobs) job->logprob_entries.push_back(std::move(e));
+      }
+    }
+    ObserveDuration(*job);
+    if (!job->stream.error().ok()) return SendStatus(res, job->stream.error());
+    if (job->client_gone) {
+      // Nobody reads this; httplib still wants a response.
+      return SendError(res, MakeApiError(400, "the client closed the connection"));
+    }
+    SendJson(res, 200,
+             ResponseJson(job->meta, job->stream.text(), job->stream.finish_reason(),
+                          LogprobsJson(*job, job->logprob_entries), UsageFor(*job)));
+  }
+
+  void StartStream(httplib::Response& res, const std::shared_ptr<Job>& job) {
+    res.status = 200;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, job](size_t /*offset*/, httplib::DataSink& sink) -> bool {
+          std::string out;
+          if (!job->sent_first) {
+            job->sent_first = true;
+            if (job->meta.kind == ApiKind::kChat) out += SseData(ChunkJson(job->meta, "", true, nullptr, nullptr));
+          }
+          for (CompletionStream::Delta& d : Pump(*job, kPollInterval)) {
+            if (d.text.empty() && d.logprobs.empty()) continue;
+            out += SseData(ChunkJson(job->meta, d.text, false, nullptr, LogprobsJson(*job, d.logprobs)));
+          }
+          const bool finished = job->stream.finished();
+          if (finished && !job->client_gone) {
+            if (!job->stream.error().ok()) {
+              out += SseData(ApiErrorJson(ApiErrorFrom(job->stream.error())));
+            } else {
+              out += SseData(ChunkJson(job->meta, "", false, job->stream.finish_reason(), nullptr));
+              if (job->include_usage) out += SseData(UsageChunkJson(job->meta, UsageFor(*job)));
+            }
+            out += SseDone();
+          }
+          if (job->client_gone) return false;
+          if (!out.empty() && !sink.write(out.data(), out.size())) {
+            ClientGone(*job);
+            return false;
+          }
+          if (finished) {
+            ObserveDuration(*job);
+            sink.done();
+          }
+          return true;
+        },
+        [this, job](bool /*success*/) {
+          // The response is gone: make sure the engine lets go of the request too.
+          if (!job->stream.finished()) ClientGone(*job);
+          ObserveDuration(*job);
+        });
+  }
+
+  // ---- Read-only endpoints
+
+  void HandleModels(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckApiKey(req, res)) return;
+    json model{{"id", info().model_id},
+               {"object", "model"},
+               {"created", started_unix},
+               {"owned_by", "prefixd"},
+               {"meta",
+                {{"path", info().model_path},
+                 {"architecture", info().architecture},
+                 {"context_length", info().context_length},
+                 {"vocab_size", info().vocab_size},
+                 {"block_size", info().block_size}}}};
+    SendJson(res, 200, json{{"object", "list"}, {"data", json::array({model})}});
+  }
+
+  void HandleProps(httplib::Response& res) {
+    const ServiceInfo& i = info();
+    const ServiceStats s = service->stats();
+    json j;
+    j["model"] = {{"id", i.model_id},
+                  {"path", i.model_path},
+                  {"architecture", i.architecture},
+                  {"context_length", i.context_length},
+                  {"vocab_size", i.vocab_size}};
+    j["chat_template"] = {{"format", chat_format.name()}, {"from_gguf", has_chat_template}};
+    j["kv"] = {{"block_size", i.block_size},
+               {"block_bytes", i.block_bytes},
+               {"num_blocks", i.num_kv_blocks},
+               {"free_blocks", s.pool_free_blocks}};
+    j["prefix_cache"] = {{"configured", i.prefix_cache},
+                         {"enabled", CacheDisabledReason(i, s).empty()},
+                         {"budget_bytes", i.cache_budget_bytes},
+                         {"max_cached_blocks", s.cache.max_cached_blocks},
+                         {"tiers", json::array({"pool"})},
+                         {"disk_policy", "none"}};
+    j["scheduler"] = {{"max_running", i.max_running},
+                      {"max_batch_tokens", i.max_batch_tokens},
+                      {"max_queue", i.max_queue}};
+    j["server"] = {{"admin_api", !options.admin_key.empty()},
+                   {"api_key_required", !options.api_key.empty()},
+                   {"max_body_bytes", options.max_body_bytes},
+                   {"http_threads", options.num_threads}};
+    SendJson(res, 200, j);
+  }
+
+  void HandleCacheStats(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckApiKey(req, res)) return;
+    const ServiceStats s = service->stats();
+    const int64_t now = NowS();
+    hit_window.Record(now, s.cache.hits, s.cache.misses);
+    SendJson(res, 200, PrefixCacheStatsJson(info(), s, hit_window, now));
+  }
+
+  void HandleMetrics(httplib::Response& res) {
+    res.status = 200;
+    res.set_content(PrometheusText(info(), service->stats(), metrics),
+                    "text/plain; version=0.0.4; charset=utf-8");
+  }
+
+  // ---- Admin
+
+  void HandleProbe(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckAdmin(req, res)) return;
+    // Prompts longer than the context can still be probed: no token-count limit here.
+    auto parsed = ParseProbeRequest(req.body, RequestLimits{0, info().vocab_size});
+    if (!parsed.ok()) return SendStatus(res, parsed.status());
+    const OpenAiRequest& r = *parsed;
+    json j;
+    j["model_id"] = info().model_id;
+    if (Status s = CheckModel(r.model); !s.ok()) {
+      j["model_loaded"] = false;
+      j["reason"] = absl::StrCat("the model '", r.model, "' is not loaded; this server serves '",
+                                 info().model_id, "'");
+      return SendJson(res, 200, j);
+    }
+    auto prompt = BuildPrompt(r);
+    if (!prompt.ok()) return SendStatus(res, prompt.status());
+    const int64_t total = static_cast<int64_t>(prompt->tokens.size());
+    const ProbeResult p = service->Probe(r.cache_salt, prompt->tokens);
+    const int64_t bs = std::max(1, info().block_size);
+    j["model_loaded"] = true;
+    j["cache_enabled"] = CacheDisabledReason(info(), service->stats()).empty();
+    j["total_tokens"] = total;
+    j["block_size"] = info().block_size;
+    j["total_blocks"] = (total + bs - 1) / bs;
+    j["resident_blocks"] = p.resident_blocks;
+    j["resident_tokens"] = p.resident_tokens;
+    j["cold_tokens"] = total - p.resident_tokens;
+    j["by_tier"] = {{"pool", p.resident_tokens}};
+    if (prompt->chat) {
+      j["num_messages"] = r.messages.size();
+      j["diverges_in_message"] =
+          p.resident_tokens < total
+              ? json(MessageIndexOfToken(tokenizer(), *prompt->chat, prompt->tokens, p.resident_tokens))
+              : json(nullptr);
+    }
+    SendJson(res, 200, j);
+  }
+
+  void HandleClear(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckAdmin(req, res)) return;
+    std::string tier = "all";
+    if (!req.body.empty()) {
+      auto body = ParseJsonObject(req.body);
+      if (!body.ok()) return SendStatus(res, body.status());
+      if (auto it = body->find("tier"); it != body->end() && !it->is_null()) {
+        if (!it->is_string()) return SendStatus(res, InvalidArgumentFor("tier", "'tier' must be a string"));
+        tier = it->get<std::string>();
+      }
+    }
+    if (tier != "all" && tier != "pool") {
+      return SendStatus(res, InvalidArgumentFor("tier", absl::StrCat("'tier' is '", tier,
+                                                                      "'; this server has the tiers: pool (or all)")));
+    }
+    const int freed = service->ClearCache();
+    SendJson(res, 200, json{{"cleared", json::array({"pool"})}, {"freed_blocks", freed}});
+  }
+
+  void HandleKillSwitch(const httplib::Request& req, httplib::Response& res, bool enable) {
+    if (!CheckAdmin(req, res)) return;
+    if (enable && !info().prefix_cache) {
+      return SendError(res, MakeApiError(400, "the prefix cache is off by configuration "
+                                              "(--prefix-cache off); restart with --prefix-cache on"));
+    }
+    service->SetCacheEnabled(enable);
+    const ServiceStats s = service->stats();
+    json j{{"enabled", CacheDisabledReason(info(), s).empty()}};
+    if (const std::string reason = CacheDisabledReason(info(), s); !reason.empty()) j["reason"] = reason;
+    SendJson(res, 200, j);
+  }
+
+  // llama.cpp's POST /tokenize: {"content", "add_special" (BOS, default false)} -> {"tokens"}.
+  void HandleTokenize(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckApiKey(req, res)) return;
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return SendStatus(res, body.status());
+    auto content = body->find("content");
+    if (content == body->end() || !content->is_string()) {
+      return SendStatus(res, InvalidArgumentFor("content", "'content' must be a string"));
+    }
+    EncodeOptions o = PromptEncodeOptions();
+    o.add_bos = false;
+    if (auto add = body->find("add_special"); add != body->end() && !add->is_null()) {
+      if (!add->is_boolean()) return SendStatus(res, InvalidArgumentFor("add_special", "'add_special' must be a boolean"));
+      if (add->get<bool>()) o.add_bos.reset();  // the vocabulary's own BOS rule, as prompts
+    }
+    SendJson(res, 200, json{{"tokens", tokenizer().Encode(content->get<std::string>(), o)}});
+  }
+
+  // llama.cpp's POST /detokenize: {"tokens"} -> {"content"}.
+  void HandleDetokenize(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckApiKey(req, res)) return;
+    auto body = ParseJsonObject(req.body);
+    if (!body.ok()) return SendStatus(res, body.status());
+    auto tokens = body->find("tokens");
+    if (tokens == body->end() || !tokens->is_array()) {
+      return SendStatus(res, InvalidArgumentFor("tokens", "'tokens' must be an array of token ids"));
+    }
+    std::string text;
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      const json& t = (*tokens)[i];
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= info().vocab_size) {
+        return SendStatus(res, InvalidArgumentFor(absl::StrCat("tokens[", i, "]"),
+                                                  absl::StrCat("'tokens[", i, "]' is not a token id of this vocabulary")));
+      }
+      text += tokenizer().Piece(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    SendJson(res, 200, json{{"content", text}});
+  }
+
+  void Routes() {
+    Route("POST", "/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleGenerate(req, res, ApiKind::kCompletion);
+    });
+    Route("POST", "/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleGenerate(req, res, ApiKind::kChat);
+    });
+    Route("GET", "/v1/models", [this](const httplib::Request& req, httplib::Response& res) { HandleModels(req, res); });
+    Route("GET", "/health", [this](const httplib::Request&, httplib::Response& res) {
+      SendJson(res, 200, json{{"status", "ok"}});
+    });
+    Route("GET", "/props", [this](const httplib::Request&, httplib::Response& res) { HandleProps(res); });
+    Route("GET", "/v1/prefix_cache_stats",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleCacheStats(req, res); });
+    Route("POST", "/tokenize", [this](const httplib::Request& req, httplib::Response& res) { HandleTokenize(req, res); });
+    Route("POST", "/detokenize",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleDetokenize(req, res); });
+    Route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) { HandleMetrics(res); });
+    Route("POST", "/admin/api/cache/probe",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleProbe(req, res); });
+    Route("POST", "/admin/api/cache/clear",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleClear(req, res); });
+    Route("POST", "/admin/api/cache/disable",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleKillSwitch(req, res, false); });
+    Route("POST", "/admin/api/cache/enable",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleKillSwitch(req, res, true); });
+    // Any other admin path: the same 403/401 as the real ones, then 404.
+    for (const char* method : {"GET", "POST"}) {
+      Route(method, "/admin/.*", [this](const httplib::Request& req, httplib::Response& res) {
+        if (!CheckAdmin(req, res)) return;
+        SendError(res, MakeApiError(404, absl::StrCat("no admin route ", req.method, " ", req.path)));
+      });
+    }
+
+    // Errors httplib produces itself (404 for unknown routes, 413 for big bodies, 400 for
+    // unparsable requests) get an error object too; bodies our handlers wrote stay.
+    server.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      std::string message;
+      switch (res.status) {
+        case 404: message = absl::StrCat("no route for ", req.method, " ", req.path); break;
+        case 413:
+          message = absl::StrCat("the request body is larger than ", options.max_body_bytes, " bytes");
+          break;
+        default: message = absl::StrCat("HTTP ", res.status); break;
+      }
+      SendError(res, MakeApiError(res.status, message));
+      metrics.CountResponse("other", res.status);
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    server.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+      SendError(res, MakeApiError(500, "internal error"));
+    });
+  }
+};
+
+HttpServer::HttpServer(EngineService* service, HttpServerOptions options)
+    : impl_(std::make_unique<Impl>(service, std::move(options))) {
+  Impl& m = *impl_;
+  const int threads = std::max(1, m.options.num_threads);
+  m.server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  m.server.set_payload_max_length(m.options.max_body_bytes);
+  m.server.set_tcp_nodelay(true);
+  m.Routes();
+}
+
+HttpServer::~HttpServer() {
+  Stop();
+  if (impl_->sampler.joinable()) impl_->sampler.join();
+}
+
+StatusOr<int> HttpServer::Bind() {
+  Impl& m = *impl_;
+  int port = m.options.port;
+  if (port == 0) {
+    port = m.server.bind_to_any_port(m.options.host);
+    if (port < 0) port = 0;
+  } else if (!m.server.bind_to_port(m.options.host, port)) {
+    port = 0;
+  }
+  if (port <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", m.options.host, ":", m.options.port,
+                                               " (in use, or not an address of this machine)"));
+  }
+  m.bound_port.store(port);
+  return port;
+}
+
+Status HttpServer::Serve() {
+  Impl& m = *impl_;
+  m.sampler = std::thread([&m] {
+    std::unique_lock<std::mutex> lock(m.sampler_mu);
+    while (!m.stopping.load()) {
+      m.SampleHitWindow();
+      m.sampler_cv.wait_for(lock, std::chrono::seconds(1));
+    }
+  });
+  const bool ok = m.server.listen_after_bind();
+  Stop();
+  if (m.sampler.joinable()) m.sampler.join();
+  if (!ok && !m.stopping.load()) return absl::InternalError("the HTTP server stopped with an error");
+  return absl::OkStatus();
+}
+
+void HttpServer::Stop() {
+  Impl& m = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(m.sampler_mu);
+    m.stopping.store(true);
+  }
+  m.sampler_cv.notify_all();
+  // Requests still running are cancelled now (Pump sees `stopping`); give them a moment to
+  // send their last chunk before the connections close.
+  const Clock::time_point deadline = Clock::now() + std::chrono::seconds(5);
+  while (m.num_active_jobs.load() > 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  m.server.stop();
+  if (m.bound_port.load() > 0) ShutdownConnections(m.bound_port.load());
+}
+
+}  // namespace prefixd

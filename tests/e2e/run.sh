@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# End-to-end tests: starts real `prefixd serve` processes on 127.0.0.1 and talks to them with
+# the official `openai` npm package (pinned in package-lock.json) and fetch.
+#   PREFIXD_BIN         the binary (default: build/app/prefixd under the repository root)
+#   PREFIXD_TEST_MODEL  the model (default: ../shared/models/stories260K.gguf beside the checkout)
+# Installs node_modules with `npm ci` only when it is missing or older than the lock file.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(cd ../.. && pwd)
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "e2e: node/npm not found; skipping the end-to-end tests (install Node.js 20+ to run them)"
+  exit 0
+fi
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "e2e: installing the test dependencies (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+export PREFIXD_BIN="${PREFIXD_BIN:-$ROOT/build/app/prefixd}"
+export PREFIXD_TEST_MODEL="${PREFIXD_TEST_MODEL:-$ROOT/../shared/models/stories260K.gguf}"
+if [ ! -x "$PREFIXD_BIN" ]; then
+  echo "e2e: $PREFIXD_BIN is not built (run scripts/test.sh, or set PREFIXD_BIN)" >&2
+  exit 1
+fi
+if [ ! -f "$PREFIXD_TEST_MODEL" ]; then
+  echo "e2e: $PREFIXD_TEST_MODEL is missing; skipping the end-to-end tests"
+  exit 0
+fi
+
+# One test file at a time (each starts its own servers); every test carries its own timeout.
+exec node --test --test-concurrency=1 ./*.test.mjs
