@@ -8,6 +8,7 @@
 
 #include "base/check.h"
 #include "base/fp16.h"
+#include "compute/cpu/attention.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/kernels.h"
 
@@ -96,69 +97,32 @@ void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
   }
 }
 
-// Causal attention for every token of the batch and every head, reading K/V through the
-// block tables. One pass over positions 0..pos with a running max and sum (the online
-// softmax), in tiles of kAttnTile positions fixed by position (not by KV block size or chunk),
-// so a token's result depends only on its own query and the stored K/V.
+// Causal attention for every token of the batch, one work item per (token, KV head group).
 void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
-  constexpr int kAttnTile = 32;
-  const int hd = hp_.head_dim, n_head = hp_.num_heads;
+  const int hd = hp_.head_dim;
   const int group = hp_.num_heads / hp_.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_dim = hp_.q_dim();
-  const bool f16 = layout_.dtype == KvDtype::kF16;
-  const cpu::DotF16Fn dot16 = cpu::GetDotF16();
-  const cpu::DotF32Fn dot32 = cpu::GetDotF32();
-  const int64_t work = static_cast<int64_t>(slots_.size()) * n_head;
+  const int64_t work = static_cast<int64_t>(slots_.size()) * hp_.num_kv_heads;
   pool_.ParallelFor(work, [&](int64_t begin, int64_t end, int) {
-    std::vector<float> acc(hd), vtile(int64_t{kAttnTile} * hd);
-    float scores[kAttnTile];
-    const float* vrows[kAttnTile];
+    thread_local cpu::AttentionScratch scratch;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / n_head;
-      const int head = static_cast<int>(item % n_head);
-      const int64_t head_offset = int64_t{head / group} * hd * layout_.ElementBytes();
+      const int64_t g = item / hp_.num_kv_heads;
+      const int kv_head = static_cast<int>(item % hp_.num_kv_heads);
       const TokenSlot& ts = slots_[g];
-      const ForwardSequence& seq = batch.sequences[ts.seq];
-      const float* q = q_.data() + g * q_dim + head * hd;
-      float running_max = -std::numeric_limits<float>::infinity();
-      float sum = 0.0f;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j0 = 0; j0 <= ts.pos; j0 += kAttnTile) {
-        const int n = static_cast<int>(std::min<int64_t>(kAttnTile, ts.pos + 1 - j0));
-        float tile_max = -std::numeric_limits<float>::infinity();
-        for (int i = 0; i < n; ++i) {
-          const int64_t j = j0 + i;
-          const uint8_t* block = BlockData(seq.blocks[j / layout_.block_size]);
-          const int slot = static_cast<int>(j % layout_.block_size);
-          const uint8_t* krow = block + layout_.RowOffset(layer, 0, slot) + head_offset;
-          const uint8_t* vrow = block + layout_.RowOffset(layer, 1, slot) + head_offset;
-          scores[i] = (f16 ? dot16(reinterpret_cast<const uint16_t*>(krow), q, hd)
-                           : dot32(reinterpret_cast<const float*>(krow), q, hd)) *
-                      scale;
-          tile_max = std::max(tile_max, scores[i]);
-          if (f16) {
-            cpu::ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), &vtile[i * hd], hd);
-            vrows[i] = &vtile[i * hd];
-          } else {
-            vrows[i] = reinterpret_cast<const float*>(vrow);
-          }
-        }
-        const float new_max = std::max(running_max, tile_max);
-        const float correction = std::exp(running_max - new_max);  // 0 on the first tile
-        sum = sum * correction;
-        for (int d = 0; d < hd; ++d) acc[d] = acc[d] * correction;
-        for (int i = 0; i < n; ++i) {
-          const float p = std::exp(scores[i] - new_max);
-          sum = sum + p;
-          const float* v = vrows[i];
-          for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p * v[d];
-        }
-        running_max = new_max;
-      }
-      float* out = attn_.data() + g * q_dim + head * hd;
-      const float inv = 1.0f / sum;
-      for (int d = 0; d < hd; ++d) out[d] = acc[d] * inv;
+      cpu::AttentionArgs args;
+      args.layout = &layout_;
+      args.kv_base = kv_.get();
+      args.blocks = batch.sequences[ts.seq].blocks;
+      args.layer = layer;
+      args.kv_head = kv_head;
+      args.head_dim = hd;
+      args.group = group;
+      args.pos = ts.pos;
+      args.scale = scale;
+      args.q = q_.data() + g * q_dim + int64_t{kv_head} * group * hd;
+      args.out = attn_.data() + g * q_dim + int64_t{kv_head} * group * hd;
+      cpu::Attend(args, &scratch);
     }
   });
 }

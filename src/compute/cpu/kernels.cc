@@ -18,28 +18,26 @@ constexpr int64_t kRowTile = 16;
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows, cols = w.cols;
   if (num_tokens >= 2 && HasBlockedGemm()) {
-    // Prefill: a tile of weight rows (converted to F32 once when stored as F16) serves every
-    // token, a block of tokens at a time, through the register-blocked kernel.
-    constexpr int64_t kGemmRows = 32, kGemmTokens = 64;
+    // Prefill: a small tile of weight rows (converted to F32 once when stored as F16) stays in
+    // L1 while blocks of tokens (in L2) stream past it through the register-blocked kernel.
+    constexpr int64_t kGemmRows = 8, kGemmTokens = 128;
     const int64_t num_tiles = (rows + kGemmRows - 1) / kGemmRows;
     pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> converted;
-      for (int64_t tile = begin; tile < end; ++tile) {
-        const int64_t r0 = tile * kGemmRows, n = std::min(rows - r0, kGemmRows);
-        const float* wt;
-        if (w.type == TensorType::kF32) {
-          wt = reinterpret_cast<const float*>(w.Row(r0));
-        } else {
-          converted.resize(n * cols);
-          for (int64_t r = 0; r < n; ++r) {
-            const uint16_t* src = reinterpret_cast<const uint16_t*>(w.Row(r0 + r));
-            for (int64_t i = 0; i < cols; ++i) converted[r * cols + i] = HalfToFloat(src[i]);
+      for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemmTokens) {
+        const int64_t nt = std::min(kGemmTokens, num_tokens - t0);
+        for (int64_t tile = begin; tile < end; ++tile) {
+          const int64_t r0 = tile * kGemmRows, n = std::min(rows - r0, kGemmRows);
+          const float* wt;
+          if (w.type == TensorType::kF32) {
+            wt = reinterpret_cast<const float*>(w.Row(r0));
+          } else {
+            converted.resize(n * cols);
+            ConvertF16ToF32(reinterpret_cast<const uint16_t*>(w.Row(r0)), converted.data(),
+                            n * cols);
+            wt = converted.data();
           }
-          wt = converted.data();
-        }
-        for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemmTokens) {
-          GemmF32Blocked(wt, n, cols, x + t0 * cols, std::min(kGemmTokens, num_tokens - t0),
-                         y + t0 * rows + r0, rows);
+          GemmF32Blocked(wt, n, cols, x + t0 * cols, nt, y + t0 * rows + r0, rows);
         }
       }
     });

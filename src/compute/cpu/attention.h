@@ -1,0 +1,47 @@
+// Causal attention of one query token over its sequence's paged K/V, for every query head of
+// one KV head group (grouped-query attention: the group's heads share each K/V row, which is
+// read and converted once).
+//
+// One pass over positions 0..pos with a running max and sum (the online softmax), in tiles of
+// kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
+// token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
+// 1). Scores use the canonical dot products of dot.h; the value accumulation is element-wise
+// (multiply, then add, never fused), so the vector and portable paths give the same bits.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kv/block_pool.h"
+#include "kv/kv_layout.h"
+
+namespace prefixd::cpu {
+
+inline constexpr int kAttentionTile = 32;
+
+struct AttentionArgs {
+  const KvLayout* layout;
+  const uint8_t* kv_base;          // the pool: block b starts at kv_base + b * BlockBytes()
+  std::span<const BlockId> blocks;  // the sequence's block table
+  int layer = 0;
+  int kv_head = 0;
+  int head_dim = 0;
+  int group = 1;        // query heads per KV head
+  int64_t pos = 0;      // the query's position: it attends to 0..pos
+  float scale = 1.0f;   // 1 / sqrt(head_dim)
+  const float* q = nullptr;  // group * head_dim floats, the group's heads in order
+  float* out = nullptr;      // group * head_dim floats
+};
+
+// Scratch sized for one call; reuse it across calls on the same thread.
+struct AttentionScratch {
+  std::vector<float> values;  // kAttentionTile * head_dim converted V rows
+  std::vector<float> acc;     // group * head_dim
+  std::vector<float> scores;  // group * kAttentionTile
+  std::vector<float> running_max, sum;  // group each
+};
+
+void Attend(const AttentionArgs& args, AttentionScratch* scratch);
+
+}  // namespace prefixd::cpu
