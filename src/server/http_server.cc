@@ -1,10 +1,5 @@
 #include "server/http_server.h"
 
-#include <dirent.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
-
 #include <httplib.h>
 
 #include <chrono>
@@ -19,6 +14,7 @@
 #include "server/api_error.h"
 #include "server/chat_format.h"
 #include "server/completion_stream.h"
+#include "server/connection_socket.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
@@ -74,78 +70,6 @@ std::string BearerToken(const httplib::Request& req) {
   constexpr std::string_view kBearer = "Bearer ";
   if (auth.size() <= kBearer.size() || auth.compare(0, kBearer.size(), kBearer) != 0) return "";
   return auth.substr(kBearer.size());
-}
-
-// ---- The connection's socket. cpp-httplib 0.11 does not hand the connection to handlers, so
-// a handler cannot tell whether its client is still there while it waits for the engine. The
-// socket is found by its addresses instead (a scan of /proc/self/fd: a few hundred cheap
-// syscalls per generation request). Rejected: overriding Server::process_and_close_socket to
-// remember the socket per thread, as the base implementation it would have to call is private.
-
-int PortOf(const sockaddr_storage& a) {
-  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
-  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
-  return -1;
-}
-
-std::string HostOf(const sockaddr_storage& a, socklen_t len) {
-  char host[NI_MAXHOST];
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof(host), nullptr, 0,
-                  NI_NUMERICHOST) != 0) {
-    return "";
-  }
-  return host;
-}
-
-// The socket of the connection `req` came on, or -1.
-int FindConnectionSocket(const httplib::Request& req) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return -1;
-  int found = -1;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (PortOf(local) != req.local_port) continue;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    if (PortOf(peer) != req.remote_port || HostOf(peer, peer_len) != req.remote_addr) continue;
-    found = static_cast<int>(fd);
-    break;
-  }
-  closedir(dir);
-  return found;
-}
-
-// Shuts down every accepted connection on local port `port`, so that threads waiting on idle
-// keep-alive connections (httplib waits out its keep-alive timeout even after stop()) return
-// at once.
-void ShutdownConnections(int port) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0) continue;
-    if (PortOf(local) != port) continue;
-    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
-    ::shutdown(static_cast<int>(fd), SHUT_RDWR);
-  }
-  closedir(dir);
-}
-
-// True when the peer closed its end (or the socket broke). A client that half-closes after
-// sending its request (shutdown(SHUT_WR)) reads as gone; HTTP clients do not do that.
-bool PeerClosed(int fd) {
-  if (fd < 0) return false;
-  pollfd p{fd, POLLRDHUP, 0};
-  if (::poll(&p, 1, 0) <= 0) return false;
-  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
 // ---- One generation request, shared by the HTTP thread and the engine's callback.
@@ -461,7 +385,7 @@ struct HttpServer::Impl {
     job->include_usage = r.include_usage;
     job->prompt = std::move(prompt->tokens);
     job->chat = std::move(prompt->chat);
-    job->socket = FindConnectionSocket(req);
+    job->socket = FindConnectionSocket(req.remote_addr, req.remote_port, req.local_port);
 
     ServiceRequest sr;
     sr.request = std::move(gr);

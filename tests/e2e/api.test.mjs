@@ -173,6 +173,32 @@ describe('OpenAI API', { skip: skip ?? false }, () => {
     for (const v of lp.token_logprobs) assert.ok(v <= 0);
   });
 
+  it('streams logprobs with their text, and returns chat logprobs', T, async () => {
+    const stream = await srv.client.completions.create({
+      model: srv.model, prompt: 'Once upon a time', temperature: 0, max_tokens: 10, logprobs: 1, stream: true });
+    let text = '';
+    const tokens = [];
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      if (!c) continue;
+      text += c.text;
+      if (c.logprobs) tokens.push(...c.logprobs.tokens);
+    }
+    assert.equal(tokens.length, 10);
+    assert.equal(tokens.join(''), text);
+    const chat = await srv.client.chat.completions.create({
+      model: srv.model, messages: [{ role: 'user', content: 'Hi' }], temperature: 0, max_tokens: 6,
+      logprobs: true, top_logprobs: 3 });
+    const content = chat.choices[0].logprobs.content;
+    assert.ok(content.length > 0);
+    assert.equal(content.map((t) => t.token).join(''), chat.choices[0].message.content);
+    for (const t of content) {
+      assert.equal(t.top_logprobs.length, 3);
+      assert.ok(t.logprob <= 0);
+      assert.deepEqual(t.bytes, [...Buffer.from(t.token)]);
+    }
+  });
+
   it('lists the model, answers /health and /props', T, async () => {
     const models = await srv.client.models.list();
     assert.deepEqual(models.data.map((m) => m.id), [srv.model]);

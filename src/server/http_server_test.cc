@@ -1,0 +1,186 @@
+// HttpServer in process, over a real EngineService on stories260K, with httplib's client: the
+// paths the end-to-end tests take, here also under the sanitizer build.
+#include "server/http_server.h"
+
+#include <httplib.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/vocab_loader.h"
+
+namespace prefixd {
+namespace {
+
+using json = nlohmann::json;
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto model = Model::Load(std::string(PREFIXD_SHARED_DIR) + "/models/stories260K.gguf");
+    if (!model.ok()) GTEST_SKIP() << "stories260K.gguf is not in ../shared/models";
+    model_ = *std::move(model);
+    auto vocab = LoadVocab(model_->gguf());
+    ASSERT_TRUE(vocab.ok()) << vocab.status();
+    auto tok = Tokenizer::Create(*std::move(vocab));
+    ASSERT_TRUE(tok.ok());
+    tokenizer_ = *std::move(tok);
+    EngineOptions eo;
+    eo.num_threads = 1;
+    eo.context_length = 256;
+    eo.max_running = 4;
+    eo.cache_bytes = int64_t{4} << 20;
+    auto engine = Engine::Create(*model_, tokenizer_->eos_id(), eo);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    service_ = std::make_unique<EngineService>(*model_, *tokenizer_, *std::move(engine), ServiceOptions{});
+    HttpServerOptions ho;
+    ho.port = 0;
+    ho.admin_key = "k";
+    ho.num_threads = 8;
+    ho.max_body_bytes = 1 << 16;
+    server_ = std::make_unique<HttpServer>(service_.get(), ho);
+    auto port = server_->Bind();
+    ASSERT_TRUE(port.ok()) << port.status();
+    port_ = *port;
+    thread_ = std::thread([this] { EXPECT_TRUE(server_->Serve().ok()); });
+  }
+
+  void TearDown() override {
+    if (server_) server_->Stop();
+    if (thread_.joinable()) thread_.join();
+    if (service_) service_->Shutdown();
+  }
+
+  httplib::Result Post(const std::string& path, const std::string& body, httplib::Headers headers = {}) {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(30, 0);
+    return c.Post(path.c_str(), headers, body, "application/json");
+  }
+  httplib::Result Get(const std::string& path) {
+    httplib::Client c("127.0.0.1", port_);
+    return c.Get(path.c_str());
+  }
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<EngineService> service_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+TEST_F(HttpServerTest, HealthModelsPropsMetrics) {
+  auto h = Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_EQ(json::parse(h->body)["status"], "ok");
+  auto m = Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "stories260K.gguf");
+  auto p = Get("/props");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(json::parse(p->body)["model"]["context_length"], 256);
+  auto x = Get("/metrics");
+  ASSERT_TRUE(x);
+  EXPECT_NE(x->body.find("prefixd_prefix_cache_hits_total"), std::string::npos);
+  auto n = Get("/nope");
+  ASSERT_TRUE(n);
+  EXPECT_EQ(n->status, 404);
+  EXPECT_TRUE(json::parse(n->body).contains("error"));
+}
+
+TEST_F(HttpServerTest, CompletionThenCachedRepeat) {
+  const std::string body = R"({"prompt":"Once upon a time, there was a girl","max_tokens":12,"temperature":0})";
+  auto a = Post("/v1/completions", body);
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->status, 200) << a->body;
+  json ja = json::parse(a->body);
+  EXPECT_EQ(ja["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(ja["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  auto b = Post("/v1/completions", body);
+  ASSERT_TRUE(b);
+  json jb = json::parse(b->body);
+  EXPECT_GT(jb["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0);
+  EXPECT_EQ(jb["choices"][0]["text"], ja["choices"][0]["text"]);
+}
+
+TEST_F(HttpServerTest, StreamingMatchesWhole) {
+  const std::string base = R"("messages":[{"role":"user","content":"Hi"}],"max_tokens":10,"temperature":0)";
+  auto whole = Post("/v1/chat/completions", "{" + base + "}");
+  ASSERT_TRUE(whole);
+  ASSERT_EQ(whole->status, 200) << whole->body;
+  const std::string expected = json::parse(whole->body)["choices"][0]["message"]["content"];
+  auto s = Post("/v1/chat/completions", "{" + base + R"(,"stream":true,"stream_options":{"include_usage":true}})");
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->status, 200);
+  std::string text;
+  bool done = false, usage = false;
+  size_t pos = 0;
+  while ((pos = s->body.find("data: ", pos)) != std::string::npos) {
+    const size_t end = s->body.find("\n\n", pos);
+    const std::string data = s->body.substr(pos + 6, end - pos - 6);
+    pos = end;
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    json j = json::parse(data);
+    if (j.contains("usage")) usage = true;
+    if (!j["choices"].empty() && j["choices"][0]["delta"].contains("content")) {
+      text += j["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(usage);
+  EXPECT_EQ(text, expected);
+}
+
+TEST_F(HttpServerTest, ErrorsAndAdmin) {
+  auto bad = Post("/v1/completions", R"({"prompt":"x","max_tokens":-1})");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(json::parse(bad->body)["error"]["param"], "max_tokens");
+  auto invalid = Post("/v1/completions", "{\"prompt\":\"\xff\"}");
+  ASSERT_TRUE(invalid);
+  EXPECT_EQ(invalid->status, 400);
+  EXPECT_EQ(json::parse(invalid->body)["error"]["param"], "prompt");
+  auto big = Post("/v1/completions", std::string(1 << 17, ' '));
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  auto unauth = Post("/admin/api/cache/clear", "{}", {{"Authorization", "Bearer nope"}});
+  ASSERT_TRUE(unauth);
+  EXPECT_EQ(unauth->status, 401);
+  auto probe = Post("/admin/api/cache/probe", R"({"prompt":"Once upon a time"})", {{"Authorization", "Bearer k"}});
+  ASSERT_TRUE(probe);
+  ASSERT_EQ(probe->status, 200) << probe->body;
+  EXPECT_EQ(json::parse(probe->body)["model_loaded"], true);
+  auto off = Post("/admin/api/cache/disable", "{}", {{"Authorization", "Bearer k"}});
+  ASSERT_TRUE(off);
+  EXPECT_EQ(json::parse(off->body)["enabled"], false);
+  auto stats = Get("/v1/prefix_cache_stats");
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(json::parse(stats->body)["enabled"], false);
+  auto health = Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(HttpServerTest, StopEndsARunningRequest) {
+  std::thread client([this] {
+    auto r = Post("/v1/completions", R"({"prompt":"Once","max_tokens":240,"ignore_eos":true})");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    const std::string finish = json::parse(r->body)["choices"][0]["finish_reason"];
+    EXPECT_TRUE(finish == "abort" || finish == "length") << finish;
+  });
+  for (int i = 0; i < 500 && service_->stats().requests_running == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  server_->Stop();
+  client.join();
+}
+
+}  // namespace
+}  // namespace prefixd
