@@ -4,12 +4,19 @@
 
 namespace prefixd {
 
-PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptions& options)
+PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptions& options,
+                         std::unique_ptr<TierController> tiers)
     : pool_(pool),
       block_size_(block_size),
       options_(options),
       tree_(pool, block_size),
-      enabled_(options.enabled) {}
+      tiers_(std::move(tiers)),
+      enabled_(options.enabled) {
+  if (tiers_) {
+    tree_.SetRemovalObserver(
+        [this](const RemovedNode& removed) { tiers_->Offload(tree_, removed); });
+  }
+}
 
 CacheHit PrefixCache::Acquire(std::string_view salt, std::span<const int32_t> tokens,
                               int64_t max_tokens) {
@@ -17,6 +24,7 @@ CacheHit PrefixCache::Acquire(std::string_view salt, std::span<const int32_t> to
   if (!enabled()) return hit;
   const auto query = tokens.first(std::min<size_t>(tokens.size(), std::max<int64_t>(0, max_tokens)));
   query_tokens_.fetch_add(static_cast<int64_t>(tokens.size()), std::memory_order_relaxed);
+  if (tiers_) hit.tier = tiers_->Onboard(tree_, salt, tokens, static_cast<int64_t>(query.size()));
   MatchResult m = tree_.Match(salt, query, /*touch=*/true);
   if (m.num_tokens == 0) {
     misses_.fetch_add(1, std::memory_order_relaxed);
@@ -59,6 +67,38 @@ int PrefixCache::Evict(int num_blocks) {
   evicted_blocks_.fetch_add(before - tree_.cached_blocks(), std::memory_order_relaxed);
   PublishGauges();
   return freed;
+}
+
+Status PrefixCache::ClearTier(std::string_view tier) {
+  if (tier == "pool" || tier == "all") Clear();
+  if (tier == "pool") return absl::OkStatus();
+  if (!tiers_) {
+    if (tier == "all") return absl::OkStatus();
+    if (tier == "host" || tier == "disk" || tier == "partial") return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown cache tier '", std::string(tier), "'; use pool, host, disk, partial or all"));
+  }
+  if (tier == "all") {
+    RETURN_IF_ERROR(tiers_->Clear("host"));
+    RETURN_IF_ERROR(tiers_->Clear("disk"));
+    return tiers_->Clear("partial");
+  }
+  return tiers_->Clear(tier);
+}
+
+void PrefixCache::OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
+                                    std::span<const BlockId> blocks,
+                                    std::span<const int64_t> message_starts,
+                                    const std::optional<ScopeSpec>& scope) {
+  if (!tiers_ || !enabled()) return;
+  tiers_->OnPrefillComplete(salt, prompt, blocks, message_starts, scope);
+}
+
+TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const {
+  if (tiers_) return tiers_->Probe(tree_, salt, tokens);
+  TierProbe p;
+  p.pool_tokens = tree_.Peek(salt, tokens).num_tokens;
+  return p;
 }
 
 int PrefixCache::Clear() {

@@ -12,12 +12,15 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
+#include <optional>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "cache/tier_controller.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "prefix/radix_tree.h"
@@ -35,7 +38,8 @@ struct PrefixCacheOptions {
 
 // What a request got from the cache.
 struct CacheHit {
-  int64_t num_tokens = 0;       // prompt tokens served from cache
+  int64_t num_tokens = 0;       // prompt tokens served from cache, all tiers
+  TierHit tier;                 // of which brought in from below the pool
   std::vector<BlockId> blocks;  // covering [0, num_tokens), each Ref'ed for the caller
   NodeId node;                  // locked; pass the hit to Release
 };
@@ -70,8 +74,10 @@ struct ProbeResult {
 
 class PrefixCache {
  public:
-  // `pool` must outlive the cache.
-  PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptions& options);
+  // `pool` must outlive the cache. `tiers`, when given, adds the lower tiers: Acquire onboards
+  // from them, and blocks the tree evicts are offloaded to host RAM.
+  PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptions& options,
+              std::unique_ptr<TierController> tiers = nullptr);
 
   // Matches at most `max_tokens` leading tokens of `tokens` under `salt`, Refs the matched
   // blocks for the caller and locks the path. Counts a hit or a miss. With the cache disabled
@@ -89,6 +95,18 @@ class PrefixCache {
   int Evict(int num_blocks);
   // Drops every unlocked entry. Returns the number of blocks freed.
   int Clear();
+  // Clears one tier: "pool", "host", "disk", "partial" or "all".
+  Status ClearTier(std::string_view tier);
+
+  // A prompt's prefill completed: the lower tiers persist what its scope says (no-op without
+  // tiers or while disabled).
+  void OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
+                         std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
+                         const std::optional<ScopeSpec>& scope);
+  // Per-tier residency of `tokens`, changing nothing.
+  TierProbe ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const;
+  const TierController* tiers() const { return tiers_.get(); }
+  TierController* mutable_tiers() { return tiers_.get(); }
 
   // Tokens of `tokens` resident in the pool under `salt`; no recency update, no counters.
   ProbeResult Probe(std::string_view salt, std::span<const int32_t> tokens) const;
@@ -114,6 +132,7 @@ class PrefixCache {
   int block_size_;
   PrefixCacheOptions options_;
   RadixTree tree_;
+  std::unique_ptr<TierController> tiers_;
   std::atomic<bool> enabled_;
 
   // Counters written by the engine thread, read by anyone.

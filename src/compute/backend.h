@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kv/block_io.h"
 #include "kv/block_table.h"
 #include "kv/kv_layout.h"
 #include "model/llama_model.h"
@@ -45,9 +46,9 @@ struct ForwardOutput {
   }
 };
 
-class Backend {
+class Backend : public BlockIo {
  public:
-  virtual ~Backend() = default;
+  ~Backend() override = default;
 
   virtual const char* name() const = 0;
   virtual const KvLayout& kv_layout() const = 0;
@@ -59,9 +60,8 @@ class Backend {
 
   // Copies whole blocks (all layers), src to dst, in order (copy-on-write).
   virtual void CopyBlocks(std::span<const BlockCopy> copies) = 0;
-  // Host transfers of one block's bytes (KvLayout::BlockBytes()), for the lower tiers.
-  virtual void ReadBlock(BlockId block, std::span<uint8_t> out) const = 0;
-  virtual void WriteBlock(BlockId block, std::span<const uint8_t> in) = 0;
+  // Host transfers of one block's bytes (BlockIo, for the lower tiers).
+  int64_t block_bytes() const override { return kv_layout().BlockBytes(); }
 };
 
 struct CpuBackendOptions {

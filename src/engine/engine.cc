@@ -36,17 +36,22 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
   backend_options.block_size = opts.block_size;
   backend_options.kv_dtype = opts.kv_dtype;
   ASSIGN_OR_RETURN(auto backend, CreateCpuBackend(model, backend_options));
-  return std::unique_ptr<Engine>(
-      new Engine(model, eos_id, opts, std::move(backend), max_cached_blocks));
+  auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
+  RETURN_IF_ERROR(engine->CreateCache(max_cached_blocks));
+  return engine;
 }
 
 Engine::Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
-               std::unique_ptr<Backend> backend, int max_cached_blocks)
+               std::unique_ptr<Backend> backend)
     : model_(model),
       eos_id_(eos_id),
       options_(options),
       backend_(std::move(backend)),
-      pool_(options.num_kv_blocks) {
+      pool_(options.num_kv_blocks) {}
+
+Status Engine::CreateCache(int max_cached_blocks) {
+  const EngineOptions& options = options_;
+  const Model& model = model_;
   PrefixCacheOptions co;
   co.enabled = options.prefix_cache;
   co.hash = options.cache_hash;
@@ -63,7 +68,15 @@ Engine::Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
   co.fingerprint = fp.Serialize();
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);
-  cache_ = std::make_unique<PrefixCache>(&pool_, options.block_size, co);
+  std::unique_ptr<TierController> tiers;
+  const TierOptions& to = options.tiers;
+  if (options.prefix_cache &&
+      (to.host_bytes > 0 || !to.disk_dir.empty() || to.partial_max_entries > 0)) {
+    ASSIGN_OR_RETURN(tiers, TierController::Create(to, co.fingerprint, co.hash, options.block_size,
+                                                   backend_.get(), &pool_));
+  }
+  cache_ = std::make_unique<PrefixCache>(&pool_, options.block_size, co, std::move(tiers));
+  return absl::OkStatus();
 }
 
 Status Engine::Validate(const GenerateRequest& request) const {
@@ -173,7 +186,10 @@ void Engine::Admit() {
                               static_cast<int64_t>(seq.tokens.size()) - 1);
     seq.table.Adopt(seq.hit.blocks);
     seq.num_computed = seq.hit.num_tokens;
-    if (seq.cached_tokens < 0) seq.cached_tokens = std::min<int64_t>(seq.hit.num_tokens, seq.num_prompt);
+    if (seq.cached_tokens < 0) {
+      seq.cached_tokens = std::min<int64_t>(seq.hit.num_tokens, seq.num_prompt);
+      seq.tier_hit = seq.hit.tier;
+    }
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
@@ -314,9 +330,10 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
       // Index the prompt now, not at the end, so that requests with the same prefix that
       // arrive while this one decodes share its blocks.
       seq->prompt_indexed = true;
-      cache_->Insert(seq->request.cache_salt,
-                     std::span<const int32_t>(seq->tokens).first(seq->num_prompt),
-                     seq->table.blocks());
+      const auto prompt = std::span<const int32_t>(seq->tokens).first(seq->num_prompt);
+      cache_->Insert(seq->request.cache_salt, prompt, seq->table.blocks());
+      cache_->OnPrefillComplete(seq->request.cache_salt, prompt, seq->table.blocks(),
+                                seq->request.message_starts, seq->request.scope);
     }
     if (seq->num_computed < static_cast<int64_t>(seq->tokens.size())) continue;
     const int32_t last_row = out.first_row[s] + (seq->request.record_logits ? len - 1 : 0);

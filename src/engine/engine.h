@@ -43,6 +43,7 @@ struct EngineOptions {
   bool prefix_cache = true;
   int64_t cache_bytes = int64_t{256} << 20;  // KV bytes the prefix tree may keep
   BlockHashKind cache_hash = BlockHashKind::kXxh3;
+  TierOptions tiers;  // host RAM, disk, partial tails, scope policy
 };
 
 // What one step did for one sequence.
@@ -93,7 +94,9 @@ class Engine {
 
  private:
   Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
-         std::unique_ptr<Backend> backend, int max_cached_blocks);
+         std::unique_ptr<Backend> backend);
+  // Builds the prefix cache (and its lower tiers) over the pool.
+  Status CreateCache(int max_cached_blocks);
   // One sequence's share of a step: tokens [num_computed, num_computed + len).
   struct Chunk {
     Sequence* seq;

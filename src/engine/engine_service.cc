@@ -139,7 +139,13 @@ RequestUsage UsageOf(const Sequence& seq, double ttft_ms) {
   u.prompt_tokens = seq.num_prompt;
   u.completion_tokens = std::max(0, seq.num_generated());
   u.cached_tokens = std::max<int64_t>(0, seq.cached_tokens);
-  u.cached_tokens_by_tier = {{"pool", u.cached_tokens}};
+  const TierHit& t = seq.tier_hit;
+  const int64_t below = t.host_tokens + t.disk_tokens + t.partial_tokens;
+  u.cached_tokens_by_tier = {{"pool", std::max<int64_t>(0, u.cached_tokens - below)},
+                             {"host", t.host_tokens},
+                             {"disk", t.disk_tokens},
+                             {"partial", t.partial_tokens}};
+  u.cache_load_ms = t.load_ms;
   // The last prompt token is always computed, so a full hit leaves exactly one.
   u.diverged_at_token = u.cached_tokens < seq.num_prompt - 1 ? u.cached_tokens : -1;
   u.time_to_first_token_ms = std::max(0.0, ttft_ms);

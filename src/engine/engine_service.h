@@ -34,7 +34,7 @@ struct RequestUsage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int64_t cached_tokens = 0;  // prompt tokens whose KV came from the cache (any tier)
-  // Cached tokens per tier, in lookup order; only "pool" until the lower tiers land.
+  // Cached tokens per tier, in lookup order: pool, host, disk, partial.
   std::vector<std::pair<std::string, int64_t>> cached_tokens_by_tier;
   double cache_load_ms = 0;  // time spent bringing cached blocks in from lower tiers
   // First prompt token not served from cache (== cached_tokens), or -1 on a full hit.

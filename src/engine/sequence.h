@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct GenerateRequest {
   bool ignore_eos = false;
   // Keep the logits of every prompt token and every sampling step (tests of exactness).
   bool record_logits = false;
+  // Where each chat message starts (token index), for the scope policy; empty for a plain
+  // prompt. And the request's own scope (`prefix_cache.scope`), overriding the server's.
+  std::vector<int64_t> message_starts;
+  std::optional<ScopeSpec> scope;
 };
 
 struct TokenLogprob {
@@ -61,6 +66,7 @@ struct Sequence {
   // been indexed (it is as soon as its prefill completes, so that others can share it).
   CacheHit hit;
   int64_t cached_tokens = -1;  // -1 until first admitted
+  TierHit tier_hit;            // of cached_tokens, those brought in from below the pool
   bool prompt_indexed = false;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }

@@ -1,0 +1,330 @@
+#include "cache/tier_controller.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "base/log.h"
+#include "tier/disk_store.h"
+#include "tier/host_store.h"
+
+namespace prefixd {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+StatusOr<std::unique_ptr<TierController>> TierController::Create(
+    const TierOptions& options, std::vector<uint8_t> fingerprint, BlockHashKind hash,
+    int block_size, BlockIo* io, BlockPool* pool) {
+  auto tc = std::unique_ptr<TierController>(
+      new TierController(options, fingerprint, hash, block_size, io, pool));
+  if (options.host_bytes > 0) tc->host_ = std::make_unique<HostStore>(options.host_bytes);
+  if (!options.disk_dir.empty()) {
+    DiskStoreOptions d;
+    d.dir = options.disk_dir;
+    d.budget_bytes = options.disk_bytes;
+    d.fingerprint = std::move(fingerprint);
+    d.chain_kind = hash;
+    d.progress = options.scan_progress;
+    ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
+    spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
+    tc->disk_ = std::move(disk);
+  }
+  if (tc->disk_) tc->writer_ = std::thread([t = tc.get()] { t->WriterLoop(); });
+  return tc;
+}
+
+TierController::TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
+                               BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool)
+    : fingerprint_(std::move(fingerprint)),
+      hash_(hash),
+      block_size_(block_size),
+      io_(io),
+      pool_(pool),
+      tails_(options.partial_max_entries),
+      scope_(options.scope, options.min_tokens),
+      max_pending_writes_(options.max_pending_writes) {}
+
+TierController::~TierController() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+BlockKey TierController::RootKey(std::string_view salt) const {
+  return prefixd::RootKey(hash_, fingerprint_, salt);
+}
+
+std::vector<BlockKey> TierController::Keys(std::string_view salt,
+                                           std::span<const int32_t> tokens) const {
+  return ComputeBlockKeys(hash_, RootKey(salt), tokens, block_size_);
+}
+
+std::optional<std::vector<BlockId>> TierController::AllocateForOnboard(RadixTree& tree, int n) {
+  if (n <= 0) return std::vector<BlockId>{};
+  if (pool_->num_free() < n) tree.Evict(n - pool_->num_free());
+  return pool_->Allocate(n);
+}
+
+TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
+                                std::span<const int32_t> tokens, int64_t max_tokens) {
+  TierHit hit;
+  const auto t0 = Clock::now();
+  const int bs = block_size_;
+  const MatchResult l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
+  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  const int64_t first = l1.num_tokens / bs;  // first block index the pool cannot serve whole
+
+  // Which tier holds each following block, stopping at the first that none holds.
+  std::vector<TierStore*> source;
+  for (size_t i = first; i < keys.size(); ++i) {
+    TierStore* t = nullptr;
+    if (host_ && host_->Contains(keys[i])) t = host_.get();
+    else if (disk_ && disk_->Contains(keys[i])) t = disk_.get();
+    if (t == nullptr) break;
+    source.push_back(t);
+  }
+  // Keep the pool's match while evicting for room.
+  tree.Lock(l1.node);
+  int64_t covered = l1.num_tokens;
+  if (!source.empty()) {
+    std::vector<BlockRecord> records;
+    for (size_t k = 0; k < source.size(); ++k) {
+      auto got = source[k]->Read(std::span<const BlockKey>(&keys[first + k], 1));
+      if (!got[0].ok() || static_cast<int64_t>(got[0]->kv.size()) != io_->block_bytes()) break;
+      records.push_back(std::move(*got[0]));
+    }
+    auto fresh = AllocateForOnboard(tree, static_cast<int>(records.size()));
+    if (fresh && !records.empty()) {
+      std::vector<BlockId> blocks(l1.blocks.begin(), l1.blocks.begin() + first);
+      for (size_t k = 0; k < records.size(); ++k) {
+        io_->WriteBlock((*fresh)[k], records[k].kv);
+        blocks.push_back((*fresh)[k]);
+        const int64_t begin = std::max<int64_t>((first + k) * bs, l1.num_tokens);
+        const int64_t n = (first + static_cast<int64_t>(k) + 1) * bs - begin;
+        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) += n;
+      }
+      covered = (first + static_cast<int64_t>(records.size())) * bs;
+      tree.Insert(salt, tokens.first(covered), blocks);
+      for (BlockId b : *fresh) pool_->Unref(b);  // the tree holds them now
+      onboarded_.fetch_add(static_cast<int64_t>(records.size()), std::memory_order_relaxed);
+    } else if (fresh) {
+      for (BlockId b : *fresh) pool_->Unref(b);
+    }
+  }
+  if (covered % bs == 0 && covered < max_tokens) {
+    hit.partial_tokens = SpliceTail(tree, salt, tokens, keys, covered, max_tokens);
+  }
+  tree.Unlock(l1.node);
+  hit.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  return hit;
+}
+
+int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
+                                   std::span<const int32_t> tokens,
+                                   const std::vector<BlockKey>& keys, int64_t p,
+                                   int64_t max_tokens) {
+  const int bs = block_size_;
+  const BlockKey parent = p == 0 ? RootKey(salt) : keys[p / bs - 1];
+  // The tail must match the prompt's own next tokens; only the part before max_tokens is used
+  // (the last prompt token is always computed).
+  if (tails_.Peek(parent, tokens.subspan(p)) == nullptr) {
+    tails_.Take(parent, tokens.subspan(p));  // evicts a stale entry, if any
+    return 0;
+  }
+  auto block = AllocateForOnboard(tree, 1);
+  if (!block) return 0;
+  // All or nothing: the blocks before the tail must still be in the tree.
+  const MatchResult before = tree.Peek(salt, tokens.first(p));
+  if (before.num_tokens < p) {
+    pool_->Unref((*block)[0]);
+    return 0;
+  }
+  std::optional<PartialTail> tail = tails_.Take(parent, tokens.subspan(p));
+  if (!tail || static_cast<int64_t>(tail->kv.size()) != io_->block_bytes()) {
+    pool_->Unref((*block)[0]);
+    return 0;
+  }
+  io_->WriteBlock((*block)[0], tail->kv);
+  const int64_t n = std::min<int64_t>(static_cast<int64_t>(tail->tokens.size()), max_tokens - p);
+  std::vector<BlockId> blocks(before.blocks.begin(), before.blocks.begin() + p / bs);
+  blocks.push_back((*block)[0]);
+  tree.Insert(salt, tokens.first(p + n), blocks);
+  pool_->Unref((*block)[0]);
+  return n;
+}
+
+void TierController::Offload(const RadixTree& tree, const RemovedNode& removed) {
+  if (!host_) return;
+  const int bs = block_size_;
+  const int64_t end = removed.start + static_cast<int64_t>(removed.tokens.size());
+  const int64_t first_index = removed.start / bs;
+  if ((first_index + 1) * bs > end) return;  // no full block of its own
+  const std::vector<int32_t> path = tree.PathTokens(removed.node);
+  const std::vector<BlockKey> keys = Keys(removed.salt, path);
+  std::vector<BlockRecord> records;
+  for (int64_t i = first_index; (i + 1) * bs <= end; ++i) {
+    if (host_->Contains(keys[i])) continue;
+    BlockRecord r;
+    r.key = keys[i];
+    r.parent = i == 0 ? RootKey(removed.salt) : keys[i - 1];
+    r.tokens.assign(path.begin() + i * bs, path.begin() + (i + 1) * bs);
+    r.kv.resize(io_->block_bytes());
+    io_->ReadBlock(removed.blocks[i - first_index], r.kv);
+    records.push_back(std::move(r));
+  }
+  if (records.empty()) return;
+  const int64_t n = static_cast<int64_t>(records.size());
+  host_->Write(std::move(records));
+  offloaded_.fetch_add(n, std::memory_order_relaxed);
+}
+
+void TierController::StashTail(std::string_view salt, std::span<const int32_t> prompt,
+                               std::span<const BlockId> blocks,
+                               const std::vector<BlockKey>& keys, int64_t end) {
+  const int bs = block_size_;
+  if (end <= 0 || end % bs == 0 || tails_.max_entries() == 0) return;
+  const int64_t index = end / bs;
+  if (index >= static_cast<int64_t>(blocks.size())) return;
+  PartialTail tail;
+  tail.parent = index == 0 ? RootKey(salt) : keys[index - 1];
+  tail.tokens.assign(prompt.begin() + index * bs, prompt.begin() + end);
+  tail.kv.resize(io_->block_bytes());
+  io_->ReadBlock(blocks[index], tail.kv);
+  tails_.Stash(std::move(tail));
+}
+
+void TierController::OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
+                                       std::span<const BlockId> blocks,
+                                       std::span<const int64_t> message_starts,
+                                       const std::optional<ScopeSpec>& scope) {
+  const std::vector<BlockKey> keys = Keys(salt, prompt);
+  const int64_t len = static_cast<int64_t>(prompt.size());
+  // The tail at the prompt boundary: a prompt-only resubmission finds it.
+  StashTail(salt, prompt, blocks, keys, len);
+  if (!disk_) return;
+  const ScopeSpec spec = scope.value_or(scope_.default_spec());
+  const ScopeDecision d = scope_.Decide(spec, prompt, message_starts);
+  scope_.Remember(prompt);
+  if (spec.mode == ScopeSpec::Mode::kAuto) {
+    spdlog::debug("disk scope {}: {} candidates, longest shared prefix {}, boundary {} of {} ({})",
+                  spec.ToString(), d.candidates, d.longest_shared, d.end, len, d.reason);
+  }
+  if (d.keep_tail && d.end != len) StashTail(salt, prompt, blocks, keys, d.end);
+  const int bs = block_size_;
+  std::vector<BlockRecord> records;
+  for (int64_t i = 0; (i + 1) * bs <= d.end && i < static_cast<int64_t>(blocks.size()); ++i) {
+    if (disk_->Contains(keys[i])) continue;
+    BlockRecord r;
+    r.key = keys[i];
+    r.parent = i == 0 ? RootKey(salt) : keys[i - 1];
+    r.tokens.assign(prompt.begin() + i * bs, prompt.begin() + (i + 1) * bs);
+    r.kv.resize(io_->block_bytes());
+    io_->ReadBlock(blocks[i], r.kv);
+    records.push_back(std::move(r));
+  }
+  if (records.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& r : records) {
+    if (static_cast<int>(queue_.size()) >= max_pending_writes_) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    queue_.push_back(std::move(r));
+    queued_.fetch_add(1, std::memory_order_relaxed);
+  }
+  pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+  cv_.notify_one();
+}
+
+void TierController::WriterLoop() {
+  while (true) {
+    std::vector<BlockRecord> batch;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty() && stop_) return;
+      while (!queue_.empty() && batch.size() < 16) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      writing_ = true;
+    }
+    disk_->Write(std::move(batch));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    }
+    idle_cv_.notify_all();
+  }
+}
+
+void TierController::FlushDiskWrites() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_cv_.wait(lock, [&] { return queue_.empty() && !writing_; });
+}
+
+TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
+                                std::span<const int32_t> tokens) const {
+  TierProbe p;
+  const int bs = block_size_;
+  p.pool_tokens = tree.Peek(salt, tokens).num_tokens;
+  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  int64_t covered = p.pool_tokens;
+  for (size_t i = p.pool_tokens / bs; i < keys.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(i + 1) * bs - std::max<int64_t>(i * bs, p.pool_tokens);
+    if (host_ && host_->Contains(keys[i])) {
+      p.host_tokens += n;
+    } else if (disk_ && disk_->Contains(keys[i])) {
+      p.disk_tokens += n;
+    } else {
+      break;
+    }
+    covered = static_cast<int64_t>(i + 1) * bs;
+  }
+  if (covered % bs == 0) {
+    const BlockKey parent = covered == 0 ? RootKey(salt) : keys[covered / bs - 1];
+    if (const PartialTail* t = tails_.Peek(parent, tokens.subspan(covered))) {
+      p.partial_tokens = static_cast<int64_t>(t->tokens.size());
+    }
+  }
+  return p;
+}
+
+Status TierController::Clear(std::string_view tier) {
+  if (tier == "host") return host_ ? host_->Clear() : absl::OkStatus();
+  if (tier == "partial") {
+    tails_.Clear();
+    return absl::OkStatus();
+  }
+  if (tier == "disk") {
+    FlushDiskWrites();
+    // The tails' parents may have lived on disk only: drop them all, so that a probe never
+    // reports a tail whose blocks are gone.
+    tails_.Clear();
+    return disk_ ? disk_->Clear() : absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown cache tier '", std::string(tier), "'; use pool, host, disk, partial or all"));
+}
+
+TierControllerStats TierController::stats() const {
+  TierControllerStats s;
+  s.host_enabled = host_ != nullptr;
+  s.disk_enabled = disk_ != nullptr;
+  if (host_) s.host = host_->Stats();
+  if (disk_) s.disk = disk_->Stats();
+  s.partial = tails_.stats();
+  s.offloaded_blocks = offloaded_.load(std::memory_order_relaxed);
+  s.onboarded_blocks = onboarded_.load(std::memory_order_relaxed);
+  s.disk_writes_queued = queued_.load(std::memory_order_relaxed);
+  s.disk_writes_dropped = dropped_.load(std::memory_order_relaxed);
+  s.disk_writes_pending = pending_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace prefixd

@@ -1,0 +1,151 @@
+// TierController: moves full KV blocks between the pool (L1) and the lower tiers, and keeps
+// the partial tails (ARCHITECTURE.md, "The cache, tier by tier").
+//
+//   pool eviction  --Offload-->  host RAM (L2)            (blocks the tree drops)
+//   prefill done   --write-through, in scope-->  disk (L3) (background thread)
+//   admission      <--Onboard--  host, then disk, then the partial-tail store
+//
+// A lookup walks the blocks after the pool's match through host RAM, then disk, in order,
+// and stops at the first block no tier holds (a prefix is contiguous). Found blocks are copied
+// into fresh pool blocks and inserted into the tree, so the ordinary match then finds them.
+//
+// Thread safety: engine thread only, except stats(). Disk writes run on the controller's own
+// writer thread; the disk store serializes them with the engine thread's reads.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "base/status.h"
+#include "cache/scope_policy.h"
+#include "kv/block_io.h"
+#include "kv/block_key.h"
+#include "kv/block_pool.h"
+#include "prefix/partial_tail_store.h"
+#include "prefix/radix_tree.h"
+#include "tier/tier_store.h"
+
+namespace prefixd {
+
+struct TierOptions {
+  int64_t host_bytes = 0;  // 0: no host RAM tier
+  std::string disk_dir;    // empty: no disk tier
+  int64_t disk_bytes = int64_t{10} << 30;
+  int partial_max_entries = 4;  // 0 disables partial tails
+  ScopeSpec scope;              // what the disk tier persists (--disk-prefix-cache)
+  int64_t min_tokens = 0;       // --kv-cache-min-tokens
+  int max_pending_writes = 1024;  // records queued for disk; beyond, writes are dropped
+  // Start-up scan progress of the disk tier (files done, total).
+  std::function<void(int64_t, int64_t)> scan_progress;
+};
+
+// Prompt tokens one admission brought in from below the pool.
+struct TierHit {
+  int64_t host_tokens = 0;
+  int64_t disk_tokens = 0;
+  int64_t partial_tokens = 0;
+  double load_ms = 0;
+};
+
+// What is resident for a prompt in each tier, without touching anything.
+struct TierProbe {
+  int64_t pool_tokens = 0;
+  int64_t host_tokens = 0;
+  int64_t disk_tokens = 0;
+  int64_t partial_tokens = 0;
+};
+
+struct TierControllerStats {
+  bool host_enabled = false;
+  bool disk_enabled = false;
+  TierStats host;
+  TierStats disk;
+  PartialTailStats partial;
+  int64_t offloaded_blocks = 0;     // pool -> host
+  int64_t onboarded_blocks = 0;     // host/disk -> pool
+  int64_t disk_writes_queued = 0;
+  int64_t disk_writes_dropped = 0;  // queue full
+  int64_t disk_writes_pending = 0;
+};
+
+class TierController {
+ public:
+  // Opens the tiers `options` asks for. `io` (the backend) and `pool` must outlive it.
+  // Fails when the disk folder cannot be opened (with the path and cause).
+  static StatusOr<std::unique_ptr<TierController>> Create(const TierOptions& options,
+                                                          std::vector<uint8_t> fingerprint,
+                                                          BlockHashKind hash, int block_size,
+                                                          BlockIo* io, BlockPool* pool);
+  ~TierController();  // finishes queued disk writes
+
+  // Extends `tree` (under `salt`) with the blocks of `tokens` that lower tiers hold after the
+  // pool's match, then the partial tail, up to `max_tokens`. Evicts from the tree for room.
+  TierHit Onboard(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
+                  int64_t max_tokens);
+  // Offloads the full blocks of a node the tree is removing to host RAM.
+  void Offload(const RadixTree& tree, const RemovedNode& removed);
+  // A prompt's prefill completed: writes the blocks inside its scope to disk (in the
+  // background) and keeps its partial tails. `blocks` is its block table.
+  void OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
+                         std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
+                         const std::optional<ScopeSpec>& scope);
+
+  TierProbe Probe(const RadixTree& tree, std::string_view salt,
+                  std::span<const int32_t> tokens) const;
+  // Clears "host", "disk" or "partial". Clearing disk also drops the partial tails.
+  Status Clear(std::string_view tier);
+  // Blocks until the queued disk writes are done (tests, shutdown).
+  void FlushDiskWrites();
+
+  const ScopeSpec& default_scope() const { return scope_.default_spec(); }
+  TierControllerStats stats() const;
+  BlockKey RootKey(std::string_view salt) const;
+  std::vector<BlockKey> Keys(std::string_view salt, std::span<const int32_t> tokens) const;
+
+ private:
+  TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
+                 BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool);
+  // Fresh pool blocks, evicting from `tree` when short. nullopt when there is no room.
+  std::optional<std::vector<BlockId>> AllocateForOnboard(RadixTree& tree, int n);
+  // Splices the partial tail that follows position `p` (a block boundary), if one applies.
+  int64_t SpliceTail(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
+                     const std::vector<BlockKey>& keys, int64_t p, int64_t max_tokens);
+  void StashTail(std::string_view salt, std::span<const int32_t> prompt,
+                 std::span<const BlockId> blocks, const std::vector<BlockKey>& keys, int64_t end);
+  void WriterLoop();
+
+  const std::vector<uint8_t> fingerprint_;
+  const BlockHashKind hash_;
+  const int block_size_;
+  BlockIo* io_;
+  BlockPool* pool_;
+  std::unique_ptr<TierStore> host_;
+  std::unique_ptr<TierStore> disk_;
+  PartialTailStore tails_;
+  ScopePolicy scope_;
+  const int max_pending_writes_;
+
+  std::atomic<int64_t> offloaded_{0}, onboarded_{0}, queued_{0}, dropped_{0}, pending_{0};
+
+  // Disk write-through queue, drained by writer_.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable idle_cv_;
+  std::deque<BlockRecord> queue_;
+  bool writing_ = false;
+  bool stop_ = false;
+  std::thread writer_;
+};
+
+}  // namespace prefixd
