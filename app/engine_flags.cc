@@ -26,6 +26,24 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
       ->envname("PREFIXD_MAX_RUNNING")->capture_default_str();
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "Tokens per engine step")
       ->envname("PREFIXD_MAX_BATCH_TOKENS")->capture_default_str();
+  cmd->add_option("--host-cache-bytes", f->host_cache_bytes,
+                  "Host RAM for blocks evicted from the pool (0: no host tier)")
+      ->envname("PREFIXD_HOST_CACHE_BYTES")->capture_default_str();
+  cmd->add_option("--disk-cache-dir", f->disk_cache_dir,
+                  "Folder of the disk cache that survives restarts (empty: no disk tier)")
+      ->envname("PREFIXD_DISK_CACHE_DIR");
+  cmd->add_option("--disk-cache-bytes", f->disk_cache_bytes, "Disk cache budget")
+      ->envname("PREFIXD_DISK_CACHE_BYTES")->capture_default_str();
+  cmd->add_option("--disk-prefix-cache", f->disk_prefix_cache,
+                  "What the disk tier keeps of each prompt: off, full, auto, auto:N (the part shared "
+                  "with the most similar of the last N prompts) or N (first N tokens)")
+      ->envname("PREFIXD_DISK_PREFIX_CACHE")->capture_default_str();
+  cmd->add_option("--kv-cache-min-tokens", f->kv_cache_min_tokens,
+                  "Prompts shorter than this are not written to the lower tiers")
+      ->envname("PREFIXD_KV_CACHE_MIN_TOKENS")->capture_default_str();
+  cmd->add_option("--mru-partial-max-entries", f->mru_partial_max_entries,
+                  "Partial block tails kept for resubmitted prompts (0: off)")
+      ->envname("PREFIXD_MRU_PARTIAL_MAX_ENTRIES")->capture_default_str();
 }
 
 StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
@@ -40,6 +58,15 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   eo.max_running = f.max_running;
   eo.max_batch_tokens = f.max_batch_tokens;
   eo.max_chunk_tokens = f.max_batch_tokens;
+  eo.tiers.host_bytes = f.host_cache_bytes;
+  eo.tiers.disk_dir = f.disk_cache_dir;
+  eo.tiers.disk_bytes = f.disk_cache_bytes;
+  ASSIGN_OR_RETURN(eo.tiers.scope, ParseScopeSpec(f.disk_prefix_cache));
+  eo.tiers.min_tokens = f.kv_cache_min_tokens;
+  if (f.mru_partial_max_entries < 0) {
+    return absl::InvalidArgumentError("--mru-partial-max-entries must be >= 0");
+  }
+  eo.tiers.partial_max_entries = f.mru_partial_max_entries;
   return eo;
 }
 

@@ -24,6 +24,13 @@ struct EngineFlags {
   std::string cache_hash = "xxh3";
   int max_running = 16;
   int max_batch_tokens = 512;
+  // Lower tiers (ARCHITECTURE.md, "The cache, tier by tier").
+  int64_t host_cache_bytes = int64_t{1} << 30;
+  std::string disk_cache_dir;
+  int64_t disk_cache_bytes = int64_t{10} << 30;
+  std::string disk_prefix_cache = "auto:30";
+  int64_t kv_cache_min_tokens = 0;
+  int mru_partial_max_entries = 4;
 };
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
