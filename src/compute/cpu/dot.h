@@ -23,6 +23,11 @@ using DotF16Fn = float (*)(const uint16_t* w, const float* x, int64_t n);
 DotF32Fn GetDotF32();
 DotF16Fn GetDotF16();
 
+// out[i] = dot(w_i, x, n) for four rows, each exactly as GetDotF16() computes it.
+using DotF16x4Fn = void (*)(const uint16_t* w0, const uint16_t* w1, const uint16_t* w2,
+                            const uint16_t* w3, const float* x, int64_t n, float* out);
+DotF16x4Fn GetDotF16x4();
+
 // The portable paths, for tests that compare them with the vector ones.
 float DotF32Generic(const float* w, const float* x, int64_t n);
 float DotF16Generic(const uint16_t* w, const float* x, int64_t n);

@@ -41,6 +41,22 @@ TEST(Dot, VectorPathsMatchPortablePathBitForBit) {
   }
 }
 
+TEST(Dot, FourRowsAtOnceMatchSingleRows) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (int n : {1, 15, 16, 17, 31, 32, 33, 64, 100, 768, 2051}) {
+    std::vector<uint16_t> w(4 * n);
+    std::vector<float> x(n);
+    for (auto& v : w) v = FloatToHalf(dist(rng));
+    for (auto& v : x) v = dist(rng);
+    float out[4];
+    GetDotF16x4()(&w[0], &w[n], &w[2 * n], &w[3 * n], x.data(), n, out);
+    for (int r = 0; r < 4; ++r) {
+      ASSERT_EQ(Bits(out[r]), Bits(GetDotF16()(&w[r * n], x.data(), n))) << "n=" << n << " row " << r;
+    }
+  }
+}
+
 TEST(Dot, CloseToDoublePrecisionSum) {
   std::mt19937 rng(3);
   std::normal_distribution<float> dist(0.0f, 1.0f);

@@ -59,14 +59,18 @@ void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, Threa
     });
   } else {
     const DotF16Fn dot = GetDotF16();
+    const DotF16x4Fn dot4 = GetDotF16x4();
     pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+      auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.Row(r)); };
       for (int64_t tile = begin; tile < end; ++tile) {
         const int64_t r0 = tile * kRowTile, r1 = std::min(rows, r0 + kRowTile);
         for (int64_t t = 0; t < num_tokens; ++t) {
           const float* xt = x + t * cols;
-          for (int64_t r = r0; r < r1; ++r) {
-            y[t * rows + r] = dot(reinterpret_cast<const uint16_t*>(w.Row(r)), xt, cols);
+          int64_t r = r0;
+          for (; r + 4 <= r1; r += 4) {
+            dot4(row(r), row(r + 1), row(r + 2), row(r + 3), xt, cols, &y[t * rows + r]);
           }
+          for (; r < r1; ++r) y[t * rows + r] = dot(row(r), xt, cols);
         }
       }
     });
