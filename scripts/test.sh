@@ -22,6 +22,15 @@ if [ "${PREFIXD_QUICK:-0}" != "1" ]; then
   ninja -C build-asan -j"$JOBS"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure -j"$JOBS"
+  echo "== thread sanitizer build of the concurrent parts"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
+    -DPREFIXD_SANITIZE=thread -DCMAKE_CXX_FLAGS="-O1" >/dev/null
+  TSAN_TESTS="base_test engine_service_test"
+  ninja -C build-tsan -j"$JOBS" $TSAN_TESTS
+  for t in $TSAN_TESTS; do
+    bin=$(find build-tsan -name "$t" -type f -perm -u+x | head -n 1)
+    TSAN_OPTIONS="halt_on_error=1" "$bin" --gtest_brief=1
+  done
   if [ -f scripts/fuzz.sh ]; then
     echo "== fuzz the GGUF reader (${PREFIXD_FUZZ_SECONDS:-60} s)"
     bash scripts/fuzz.sh "${PREFIXD_FUZZ_SECONDS:-60}"

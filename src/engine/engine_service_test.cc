@@ -30,16 +30,28 @@ struct Fixture {
   }
 };
 
-// Collects a request's events and signals when the final one arrives.
+// Collects a request's events and signals when the final one arrives. The callback shares
+// ownership of the state, so the engine thread never touches it after the test has moved on.
 struct Collector {
-  std::mutex mu;
-  std::vector<TokenEvent> events;
-  std::promise<void> done;
+  struct State {
+    std::mutex mu;
+    std::vector<TokenEvent> events;
+    std::promise<void> done;
+  };
+  std::shared_ptr<State> state = std::make_shared<State>();
+  std::future<void> done = state->done.get_future();
+  std::mutex& mu = state->mu;
+  std::vector<TokenEvent>& events = state->events;
+
   std::function<void(const TokenEvent&)> Callback() {
-    return [this](const TokenEvent& ev) {
-      std::lock_guard<std::mutex> lock(mu);
-      events.push_back(ev);
-      if (ev.finished) done.set_value();
+    return [s = state](const TokenEvent& ev) {
+      bool finished;
+      {
+        std::lock_guard<std::mutex> lock(s->mu);
+        s->events.push_back(ev);
+        finished = ev.finished;
+      }
+      if (finished) s->done.set_value();
     };
   }
 };
@@ -60,7 +72,7 @@ TEST(EngineService, RepeatedPromptReportsExactCachedTokens) {
   for (int round = 0; round < 2; ++round) {
     Collector c;
     ASSERT_TRUE(f.service->Submit({Req(prompt, 5), c.Callback()}).ok());
-    c.done.get_future().wait();
+    c.done.wait();
     const TokenEvent& last = c.events.back();
     ASSERT_TRUE(last.finished);
     EXPECT_EQ(last.finish, FinishReason::kLength);
@@ -87,7 +99,7 @@ TEST(EngineService, ProbeIsReadOnlyAndSeesResidentTokens) {
   EXPECT_EQ(f.service->Probe("", prompt).resident_tokens, 0);
   Collector c;
   ASSERT_TRUE(f.service->Submit({Req(prompt, 2), c.Callback()}).ok());
-  c.done.get_future().wait();
+  c.done.wait();
   const auto before = f.service->stats().cache;
   EXPECT_EQ(f.service->Probe("", prompt).resident_tokens, 50);
   EXPECT_EQ(f.service->Probe("other-tenant", prompt).resident_tokens, 0);
@@ -138,7 +150,7 @@ TEST(EngineService, ManyThreadsSubmitConcurrently) {
         Collector c;
         auto id = f.service->Submit({Req({3, 4, static_cast<int32_t>(10 + t), 9}, 3), c.Callback()});
         ASSERT_TRUE(id.ok());
-        c.done.get_future().wait();
+        c.done.wait();
         finished++;
       }
     });
