@@ -30,7 +30,10 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
   }
-  if (tc->disk_) tc->writer_ = std::thread([t = tc.get()] { t->WriterLoop(); });
+  if (tc->disk_) {
+    tc->writer_ = std::thread([t = tc.get()] { t->WriterLoop(); });
+    tc->reader_ = std::thread([t = tc.get()] { t->ReaderLoop(); });
+  }
   return tc;
 }
 
@@ -52,6 +55,85 @@ TierController::~TierController() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard<std::mutex> lock(read_mu_);
+    read_stop_ = true;
+  }
+  read_cv_.notify_all();
+  if (reader_.joinable()) reader_.join();
+}
+
+std::vector<BlockKey> TierController::DiskKeysToLoad(const RadixTree& tree, std::string_view salt,
+                                                     std::span<const int32_t> tokens,
+                                                     int64_t max_tokens) const {
+  std::vector<BlockKey> out;
+  if (!disk_) return out;
+  const auto l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
+  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  for (size_t i = l1.num_tokens / block_size_; i < keys.size(); ++i) {
+    if (host_ && host_->Contains(keys[i])) continue;
+    if (!disk_->Contains(keys[i])) break;
+    out.push_back(keys[i]);
+  }
+  return out;
+}
+
+void TierController::Prefetch(int64_t ticket, std::vector<BlockKey> keys) {
+  {
+    std::lock_guard<std::mutex> lock(read_mu_);
+    read_queue_.emplace_back(ticket, std::move(keys));
+  }
+  read_cv_.notify_one();
+}
+
+bool TierController::PrefetchDone(int64_t ticket) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  auto it = std::find(read_done_.begin(), read_done_.end(), ticket);
+  if (it == read_done_.end()) return false;
+  read_done_.erase(it);
+  return true;
+}
+
+void TierController::WaitForPrefetch(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(read_mu_);
+  read_done_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                         [&] { return !read_done_.empty() || read_stop_; });
+}
+
+std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  auto it = prefetched_.find(key);
+  if (it == prefetched_.end()) return std::nullopt;
+  BlockRecord r = std::move(it->second);
+  prefetched_.erase(it);
+  return r;
+}
+
+void TierController::ReaderLoop() {
+  while (true) {
+    std::pair<int64_t, std::vector<BlockKey>> job;
+    {
+      std::unique_lock<std::mutex> lock(read_mu_);
+      read_cv_.wait(lock, [&] { return read_stop_ || !read_queue_.empty(); });
+      if (read_stop_) return;
+      job = std::move(read_queue_.front());
+      read_queue_.pop_front();
+    }
+    auto results = disk_->Read(job.second);
+    {
+      std::lock_guard<std::mutex> lock(read_mu_);
+      // Bounded: a request admitted without using its read-ahead leaves nothing for long.
+      if (prefetched_.size() > 4096) prefetched_.clear();
+      for (auto& r : results) {
+        if (r.ok()) {
+          BlockKey k = r->key;
+          prefetched_[k] = std::move(*r);
+        }
+      }
+      read_done_.push_back(job.first);
+    }
+    read_done_cv_.notify_all();
+  }
 }
 
 BlockKey TierController::RootKey(std::string_view salt) const {
@@ -93,9 +175,15 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
   if (!source.empty()) {
     std::vector<BlockRecord> records;
     for (size_t k = 0; k < source.size(); ++k) {
-      auto got = source[k]->Read(std::span<const BlockKey>(&keys[first + k], 1));
-      if (!got[0].ok() || static_cast<int64_t>(got[0]->kv.size()) != io_->block_bytes()) break;
-      records.push_back(std::move(*got[0]));
+      const BlockKey& key = keys[first + k];
+      std::optional<BlockRecord> rec;
+      if (source[k] == disk_.get()) rec = TakePrefetched(key);
+      if (!rec) {
+        auto got = source[k]->Read(std::span<const BlockKey>(&key, 1));
+        if (got[0].ok()) rec = std::move(*got[0]);
+      }
+      if (!rec || static_cast<int64_t>(rec->kv.size()) != io_->block_bytes()) break;
+      records.push_back(std::move(*rec));
     }
     auto fresh = AllocateForOnboard(tree, static_cast<int>(records.size()));
     if (fresh && !records.empty()) {

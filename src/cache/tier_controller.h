@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "base/status.h"
 #include "cache/scope_policy.h"
 #include "kv/block_io.h"
@@ -93,6 +94,17 @@ class TierController {
   // pool's match, then the partial tail, up to `max_tokens`. Evicts from the tree for room.
   TierHit Onboard(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
                   int64_t max_tokens);
+  // Disk reads run off the engine thread: before admitting a request, the engine asks which
+  // of its blocks only the disk holds, has them read on the controller's reader thread, and
+  // admits the request once they are in memory. Onboard then takes them from there.
+  std::vector<BlockKey> DiskKeysToLoad(const RadixTree& tree, std::string_view salt,
+                                       std::span<const int32_t> tokens, int64_t max_tokens) const;
+  void Prefetch(int64_t ticket, std::vector<BlockKey> keys);
+  // True once the reads of `ticket` are done (then forgets the ticket).
+  bool PrefetchDone(int64_t ticket);
+  // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
+  void WaitForPrefetch(int timeout_ms);
+
   // Offloads the full blocks of a node the tree is removing to host RAM.
   void Offload(const RadixTree& tree, const RemovedNode& removed);
   // A prompt's prefill completed: writes the blocks inside its scope to disk (in the
@@ -124,6 +136,9 @@ class TierController {
   void StashTail(std::string_view salt, std::span<const int32_t> prompt,
                  std::span<const BlockId> blocks, const std::vector<BlockKey>& keys, int64_t end);
   void WriterLoop();
+  void ReaderLoop();
+  // A record read ahead by the reader thread, or nullopt.
+  std::optional<BlockRecord> TakePrefetched(const BlockKey& key);
 
   const std::vector<uint8_t> fingerprint_;
   const BlockHashKind hash_;
@@ -146,6 +161,16 @@ class TierController {
   bool writing_ = false;
   bool stop_ = false;
   std::thread writer_;
+
+  // Read-ahead of disk blocks, filled by reader_.
+  std::mutex read_mu_;
+  std::condition_variable read_cv_;
+  std::condition_variable read_done_cv_;
+  std::deque<std::pair<int64_t, std::vector<BlockKey>>> read_queue_;
+  std::vector<int64_t> read_done_;
+  absl::flat_hash_map<BlockKey, BlockRecord> prefetched_;
+  bool read_stop_ = false;
+  std::thread reader_;
 };
 
 }  // namespace prefixd

@@ -177,7 +177,7 @@ void Engine::Admit() {
   for (auto it = waiting_.begin();
        it != waiting_.end() && static_cast<int>(running_.size()) < options_.max_running;) {
     Sequence& seq = **it;
-    if (ShouldWaitForSharedPrefill(seq)) {
+    if (ShouldWaitForSharedPrefill(seq) || WaitsForDiskReads(seq)) {
       ++it;
       continue;
     }
@@ -193,6 +193,21 @@ void Engine::Admit() {
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
+}
+
+bool Engine::WaitsForDiskReads(Sequence& seq) {
+  TierController* tiers = cache_->mutable_tiers();
+  if (tiers == nullptr || !cache_->enabled()) return false;
+  if (!seq.prefetch_started) {
+    seq.prefetch_started = true;
+    auto keys = tiers->DiskKeysToLoad(cache_->tree(), seq.request.cache_salt, seq.tokens,
+                                      static_cast<int64_t>(seq.tokens.size()) - 1);
+    if (keys.empty()) return false;
+    tiers->Prefetch(seq.id.value(), std::move(keys));
+    seq.prefetch_pending = true;
+  }
+  if (seq.prefetch_pending && tiers->PrefetchDone(seq.id.value())) seq.prefetch_pending = false;
+  return seq.prefetch_pending;
 }
 
 void Engine::IndexComputed(Sequence& seq) {
@@ -357,7 +372,13 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
 StatusOr<std::vector<StepEvent>> Engine::Step() {
   Admit();
   std::vector<StepEvent> events;
-  if (running_.empty()) return events;
+  if (running_.empty()) {
+    // Only requests waiting for disk reads: wait for one briefly rather than spin.
+    if (!waiting_.empty() && cache_->mutable_tiers() != nullptr) {
+      cache_->mutable_tiers()->WaitForPrefetch(2);
+    }
+    return events;
+  }
   std::vector<BlockCopy> copies;
   const std::vector<Chunk> chunks = PlanStep(&copies, &events);
   if (chunks.empty()) return events;

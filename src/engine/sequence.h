@@ -68,6 +68,9 @@ struct Sequence {
   int64_t cached_tokens = -1;  // -1 until first admitted
   TierHit tier_hit;            // of cached_tokens, those brought in from below the pool
   bool prompt_indexed = false;
+  // Disk blocks of this prompt being read ahead before admission (see TierController).
+  bool prefetch_started = false;
+  bool prefetch_pending = false;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
   bool prefilling_prompt() const { return num_computed < num_prompt; }
