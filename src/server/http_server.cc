@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -121,6 +122,7 @@ struct Job {
   bool include_usage = false;
   std::vector<int32_t> prompt;
   std::optional<RenderedChat> chat;
+  std::vector<int64_t> message_starts;  // chat: token index where each message starts
   CompletionStream stream;
   Clock::time_point received;
   std::optional<Clock::time_point> last_token_at;
@@ -290,9 +292,19 @@ struct HttpServer::Impl {
     u.prompt_tokens = static_cast<int32_t>(job.prompt.size());
     std::optional<int64_t> message;
     if (job.chat) {
-      message = u.diverged_at_token >= 0
-                    ? MessageIndexOfToken(tokenizer(), *job.chat, job.prompt, u.diverged_at_token)
-                    : -1;
+      message = -1;
+      const int64_t d = u.diverged_at_token;
+      if (d >= 0 && !job.message_starts.empty()) {
+        // The last message starting at or before d; past the last message's start, the
+        // assistant header after it counts as message n.
+        const auto& starts = job.message_starts;
+        const int64_t i = std::upper_bound(starts.begin(), starts.end(), d) - starts.begin() - 1;
+        message = std::max<int64_t>(0, i);
+        if (i + 1 == static_cast<int64_t>(starts.size()) &&
+            d >= MessageTokenStart(tokenizer(), *job.chat, job.prompt, starts.size())) {
+          message = static_cast<int64_t>(starts.size());
+        }
+      }
     }
     return UsageJson(u, job.stream.num_tokens(), message);
   }
@@ -375,6 +387,14 @@ struct HttpServer::Impl {
     const int32_t room = info().context_length - static_cast<int32_t>(prompt->tokens.size());
     gr.max_tokens = r.max_tokens ? *r.max_tokens : (kind == ApiKind::kCompletion ? std::min(16, room) : room);
     gr.ignore_eos = r.ignore_eos;
+    gr.scope = r.prefix_cache.scope;
+    if (prompt->chat) {
+      // The scope policy aligns what the lower tiers keep to message boundaries. One prefix
+      // encoding per message: linear in the number of messages times the prompt length.
+      for (size_t i = 0; i < r.messages.size(); ++i) {
+        gr.message_starts.push_back(MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, i));
+      }
+    }
 
     auto job = std::make_shared<Job>(tokenizer(), r.stop, r.logprobs ? r.top_logprobs : -1,
                                      &num_active_jobs);
@@ -385,6 +405,7 @@ struct HttpServer::Impl {
     job->include_usage = r.include_usage;
     job->prompt = std::move(prompt->tokens);
     job->chat = std::move(prompt->chat);
+    job->message_starts = gr.message_starts;
     job->socket = FindConnectionSocket(req.remote_addr, req.remote_port, req.local_port);
 
     ServiceRequest sr;
@@ -404,8 +425,9 @@ struct HttpServer::Impl {
     ObserveDuration(*job);
     if (!job->stream.error().ok()) return SendStatus(res, job->stream.error());
     if (job->client_gone) {
-      // Nobody reads this; httplib still wants a response.
-      return SendError(res, MakeApiError(400, "the client closed the connection"));
+      // Nobody reads this; httplib still wants a response. 499 (nginx's "client closed
+      // request") keeps these apart from real client errors in the metrics.
+      return SendError(res, MakeApiError(499, "the client closed the connection"));
     }
     SendJson(res, 200,
              ResponseJson(job->meta, job->stream.text(), job->stream.finish_reason(),

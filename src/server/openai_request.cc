@@ -213,20 +213,6 @@ Status ReadMessages(const json& body, OpenAiRequest& out) {
   return absl::OkStatus();
 }
 
-// "off", "full", "auto", "auto:N", "N" with N a positive integer.
-bool IsValidScope(const std::string& s) {
-  auto positive_int = [](std::string_view d) {
-    if (d.empty() || d.size() > 12) return false;
-    for (char c : d) {
-      if (c < '0' || c > '9') return false;
-    }
-    return d != "0" && d[0] != '0';
-  };
-  if (s == "off" || s == "full" || s == "auto") return true;
-  if (s.rfind("auto:", 0) == 0) return positive_int(std::string_view(s).substr(5));
-  return positive_int(s);
-}
-
 // The fields both endpoints share: model, sampling, limits, stop, streaming, cache options.
 Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
   if (const json* v = Find(body, "model")) {
@@ -312,16 +298,25 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
   if (const json* v = Find(body, "prefix_cache")) {
     if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
     if (const json* s = Find(*v, "scope")) {
-      ASSIGN_OR_RETURN(out.prefix_cache.scope, ReadString(*s, "prefix_cache.scope"));
-      if (!IsValidScope(out.prefix_cache.scope)) {
+      ASSIGN_OR_RETURN(std::string scope, ReadString(*s, "prefix_cache.scope"));
+      auto spec = ParseScopeSpec(scope);
+      if (!spec.ok()) {
         return InvalidArgumentFor("prefix_cache.scope",
-                                  absl::StrCat("'prefix_cache.scope' is '", out.prefix_cache.scope,
-                                               "'; it must be off, full, auto, auto:N or N"));
+                                  absl::StrCat("'prefix_cache.scope': ", spec.status().message()));
       }
+      out.prefix_cache.scope = *spec;
     }
     if (const json* w = Find(*v, "window")) {
-      ASSIGN_OR_RETURN(out.prefix_cache.window,
-                       ReadInt(*w, "prefix_cache.window", 1, std::numeric_limits<int32_t>::max()));
+      ASSIGN_OR_RETURN(int64_t window,
+                       ReadInt(*w, "prefix_cache.window", 1, ScopePolicy::kMaxHistory));
+      out.prefix_cache.window = static_cast<int>(window);
+    }
+    // A window sets how many recent prompts "auto" compares with; alone it means auto.
+    if (out.prefix_cache.window) {
+      if (!out.prefix_cache.scope) out.prefix_cache.scope = ScopeSpec{};
+      if (out.prefix_cache.scope->mode == ScopeSpec::Mode::kAuto) {
+        out.prefix_cache.scope->window = *out.prefix_cache.window;
+      }
     }
   }
   return absl::OkStatus();

@@ -20,7 +20,8 @@
 //   n, best_of  1 only; echo false only; suffix empty only
 //   logprobs    completions: integer 0..5 (the chosen token plus that many alternatives);
 //               chat: bool, with top_logprobs 0..20
-//   stream, stream_options.include_usage, cache_salt, prefix_cache {scope, window},
+//   stream, stream_options.include_usage, cache_salt, prefix_cache {scope: off|full|auto|
+//               auto:N|N, window: 1..256},
 //   chat_template_kwargs (object), tools (array), model, ignore_eos
 //
 // Thread safety: pure functions.
@@ -35,6 +36,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
+#include "cache/scope_policy.h"
 
 namespace prefixd {
 
@@ -48,11 +50,12 @@ struct ChatMessage {
   std::string tool_call_id;
 };
 
-// The per-request override of the disk scope policy (ARCHITECTURE.md, L3). Parsed and kept;
-// the lower tiers that use it come with a later issue.
+// The per-request override of the scope policy (ARCHITECTURE.md, L3): what of this prompt the
+// lower tiers persist. `scope` is "off", "full", "auto", "auto:N" or "N"; `window` (1..256) is
+// the N of auto (given alone, it means auto:window).
 struct PrefixCacheRequest {
-  std::string scope;  // "off", "full", "auto", "auto:N" or "N"; "" when not given
-  std::optional<int64_t> window;
+  std::optional<ScopeSpec> scope;  // nullopt: the server's --disk-prefix-cache
+  std::optional<int> window;
 };
 
 struct OpenAiRequest {

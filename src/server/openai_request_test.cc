@@ -201,10 +201,12 @@ std::vector<BadCase> BadCases() {
       {C, Cmpl("\"prefix_cache\": {\"scope\": \"everything\"}"), "prefix_cache.scope"},
       {C, Cmpl("\"prefix_cache\": {\"scope\": \"auto:\"}"), "prefix_cache.scope"},
       {C, Cmpl("\"prefix_cache\": {\"scope\": \"auto:x\"}"), "prefix_cache.scope"},
-      {C, Cmpl("\"prefix_cache\": {\"scope\": \"0\"}"), "prefix_cache.scope"},
+      {C, Cmpl("\"prefix_cache\": {\"scope\": \"auto:0\"}"), "prefix_cache.scope"},
       {C, Cmpl("\"prefix_cache\": {\"scope\": \"-5\"}"), "prefix_cache.scope"},
       {C, Cmpl("\"prefix_cache\": {\"window\": 0}"), "prefix_cache.window"},
       {C, Cmpl("\"prefix_cache\": {\"window\": \"30\"}"), "prefix_cache.window"},
+      {C, Cmpl("\"prefix_cache\": {\"window\": 257}"), "prefix_cache.window"},
+      {C, Cmpl("\"prefix_cache\": {\"scope\": \"auto:1000\"}"), "prefix_cache.scope"},
       {H, Chat("\"chat_template_kwargs\": []"), "chat_template_kwargs"},
       {H, Chat("\"chat_template_kwargs\": \"x\""), "chat_template_kwargs"},
       {H, Chat("\"tools\": {}"), "tools"},
@@ -302,9 +304,31 @@ TEST(OpenAiRequest, DefaultsAndAllFields) {
   EXPECT_TRUE(f->logprobs);
   EXPECT_EQ(f->top_logprobs, 3);
   EXPECT_EQ(f->cache_salt, "tenant-a");
-  EXPECT_EQ(f->prefix_cache.scope, "auto:30");
+  ASSERT_TRUE(f->prefix_cache.scope.has_value());
+  EXPECT_EQ(f->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(f->prefix_cache.scope->window, 8);  // the window wins over auto:30
   EXPECT_EQ(*f->prefix_cache.window, 8);
   EXPECT_TRUE(f->ignore_eos);
+}
+
+TEST(OpenAiRequest, PrefixCacheScope) {
+  auto none = ParseCompletionRequest(Cmpl(""), kLimits);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->prefix_cache.scope.has_value());
+  auto full = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "full"})"), kLimits);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->prefix_cache.scope->mode, ScopeSpec::Mode::kFull);
+  auto n = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "1024"})"), kLimits);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->prefix_cache.scope->mode, ScopeSpec::Mode::kTokens);
+  EXPECT_EQ(n->prefix_cache.scope->tokens, 1024);
+  auto w = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"window": 5})"), kLimits);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(w->prefix_cache.scope->window, 5);
+  auto off = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "off", "window": 5})"), kLimits);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->prefix_cache.scope->mode, ScopeSpec::Mode::kOff);
 }
 
 TEST(OpenAiRequest, MaxTokensPrecedenceAndLlamaCppNames) {

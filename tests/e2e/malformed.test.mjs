@@ -23,7 +23,7 @@ const BAD = {
   stream_options: [true, 'x', 5, { include_usage: 'yes' }],
   cache_salt: [5, [], {}, true],
   prefix_cache: ['full', 5, [], { scope: 5 }, { scope: 'everything' }, { scope: 'auto:x' },
-                 { scope: '0' }, { window: 0 }, { window: 'x' }],
+                 { scope: 'auto:0' }, { window: 0 }, { window: 'x' }],
   ignore_eos: ['yes', 1],
   frequency_penalty: [5, 'x'],
   presence_penalty: [-5, []],
