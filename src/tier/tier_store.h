@@ -1,0 +1,104 @@
+// TierStore: the interface of a lower cache tier (host RAM, disk, remote): a store of full KV
+// blocks (BlockRecord) by block key, batch-first, with a byte budget. A tier knows nothing of
+// trees, requests or other tiers; the tier controller in cache/ decides what goes where.
+//
+//   lookup of a prompt's block keys k0 k1 k2 k3 k4 (the pool already holds k0, k1):
+//     CountPresentPrefix({k2, k3, k4}) = 2   -> this tier holds k2 and k3, not k4
+//     Read({k2, k3})                         -> the two records (or NotFound for a block lost
+//                                               in between: the prefix ends there)
+//
+// Misses are normal: a key the tier does not hold (or no longer holds, or held in a damaged
+// form that the tier discarded) reads as NotFound and is not logged as an error.
+//
+// Observing is free (ARCHITECTURE.md invariant 5): Contains, CountPresentPrefix and Stats
+// change nothing, not even recency; only Read (a use) and Write refresh recency.
+//
+// Thread safety: every method may be called from any thread; implementations say what they
+// serialize. Stats() never waits for a lock that I/O may hold.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "kv/block_key.h"
+#include "tier/block_record.h"
+
+namespace prefixd {
+
+// A snapshot of a tier's counters. Counters are monotonic since the store was created;
+// entries, bytes and budget_bytes are gauges.
+struct TierStats {
+  int64_t entries = 0;  // blocks held
+  int64_t bytes = 0;    // bytes charged against the budget (serialized record size)
+  int64_t budget_bytes = 0;
+  int64_t hits = 0;            // keys Read and returned
+  int64_t misses = 0;          // keys Read and not returned (NotFound, incl. quarantined)
+  int64_t writes = 0;          // records stored by Write
+  int64_t evictions = 0;       // records dropped to stay under the budget
+  int64_t quarantined = 0;     // records that failed verification and were set aside
+  int64_t write_failures = 0;  // records Write could not store because of an error
+};
+
+// The atomics behind TierStats, for implementations. Relaxed: each value is exact, a
+// snapshot across fields is not (a Write may land between two loads).
+struct TierCounters {
+  std::atomic<int64_t> entries{0};
+  std::atomic<int64_t> bytes{0};
+  std::atomic<int64_t> budget_bytes{0};
+  std::atomic<int64_t> hits{0};
+  std::atomic<int64_t> misses{0};
+  std::atomic<int64_t> writes{0};
+  std::atomic<int64_t> evictions{0};
+  std::atomic<int64_t> quarantined{0};
+  std::atomic<int64_t> write_failures{0};
+
+  TierStats Snapshot() const {
+    constexpr auto r = std::memory_order_relaxed;
+    return TierStats{entries.load(r),   bytes.load(r),       budget_bytes.load(r),
+                     hits.load(r),      misses.load(r),      writes.load(r),
+                     evictions.load(r), quarantined.load(r), write_failures.load(r)};
+  }
+};
+
+class TierStore {
+ public:
+  virtual ~TierStore() = default;
+
+  // "host", "disk", ...: for logs and stats.
+  virtual std::string_view name() const = 0;
+
+  // Number of leading keys, from keys[0], that this tier holds: the first absent key ends the
+  // count. No I/O, no recency update.
+  virtual int CountPresentPrefix(std::span<const BlockKey> keys) const = 0;
+
+  // Whether the tier holds `key`. No I/O, no recency update.
+  virtual bool Contains(const BlockKey& key) const = 0;
+
+  // One result per key, in order: the record, or NotFound (a miss, normal), or another error
+  // (the tier could not be read; also a miss for the caller). A record returned is verified
+  // (tiers below RAM check format, model, key and checksum). Each hit refreshes its recency.
+  virtual std::vector<StatusOr<BlockRecord>> Read(std::span<const BlockKey> keys) = 0;
+
+  // Stores the records (taking them: pass std::move, or a copy), one Status per record, in
+  // order. A key already held is kept and refreshed, not rewritten (content addressing: same
+  // key, same bytes). Older entries are evicted to stay under the budget; a record larger
+  // than the whole budget is refused with ResourceExhausted. Other errors (I/O) are counted
+  // in write_failures.
+  virtual std::vector<Status> Write(std::vector<BlockRecord> records) = 0;
+
+  // Drops the keys the tier holds; absent keys are ignored. Returns how many were dropped.
+  virtual int Remove(std::span<const BlockKey> keys) = 0;
+
+  // Drops everything this tier holds for this model. Errors (I/O) are reported, and what
+  // could not be deleted is no longer indexed either.
+  virtual Status Clear() = 0;
+
+  // Never blocks on I/O or on the store's lock.
+  virtual TierStats Stats() const = 0;
+};
+
+}  // namespace prefixd
