@@ -44,6 +44,15 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.max_running = eo.max_running;
   info_.max_batch_tokens = eo.max_batch_tokens;
   info_.max_queue = options.max_queue;
+  if (const TierController* t = engine_->cache().tiers()) {
+    const TierOptions& to = eo.tiers;
+    const TierControllerStats ts = t->stats();
+    info_.host_cache_bytes = ts.host_enabled ? to.host_bytes : 0;
+    info_.disk_cache_dir = ts.disk_enabled ? to.disk_dir : "";
+    info_.disk_cache_bytes = ts.disk_enabled ? to.disk_bytes : 0;
+    info_.disk_prefix_cache = t->default_scope().ToString();
+    info_.partial_max_entries = ts.partial.max_entries;
+  }
   pool_free_blocks_ = engine_->block_pool().num_free();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -90,6 +99,36 @@ ProbeResult EngineService::Probe(const std::string& salt, std::vector<int32_t> t
   return future.get();
 }
 
+TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t> tokens) {
+  auto promise = std::make_shared<std::promise<TierProbe>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return TierProbe{};
+    tasks_.push_back([this, promise, salt, tokens = std::move(tokens)] {
+      promise->set_value(engine_->cache().ProbeTiers(salt, tokens));
+    });
+  }
+  cv_.notify_one();
+  return future.get();
+}
+
+Status EngineService::ClearCacheTier(const std::string& tier) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    tasks_.push_back([this, promise, tier] {
+      Status st = engine_->cache().ClearTier(tier);
+      PublishGauges();
+      promise->set_value(st);
+    });
+  }
+  cv_.notify_one();
+  return future.get();
+}
+
 int EngineService::ClearCache() {
   auto promise = std::make_shared<std::promise<int>>();
   auto future = promise->get_future();
@@ -112,6 +151,7 @@ void EngineService::SetCacheEnabled(bool enabled) { engine_->cache().SetEnabled(
 ServiceStats EngineService::stats() const {
   ServiceStats s;
   s.cache = engine_->cache().stats();
+  if (const TierController* t = engine_->cache().tiers()) s.tiers = t->stats();
   s.requests_running = running_.load(std::memory_order_relaxed);
   s.requests_waiting = waiting_.load(std::memory_order_relaxed);
   s.requests_total = requests_total_.load(std::memory_order_relaxed);

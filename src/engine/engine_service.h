@@ -78,11 +78,18 @@ struct ServiceInfo {
   int32_t max_running = 0;
   int32_t max_batch_tokens = 0;
   int32_t max_queue = 0;
+  // Lower tiers: 0 / empty when off.
+  int64_t host_cache_bytes = 0;
+  std::string disk_cache_dir;
+  int64_t disk_cache_bytes = 0;
+  std::string disk_prefix_cache;  // the default scope policy, e.g. "auto:30"
+  int32_t partial_max_entries = 0;
 };
 
 // Engine-wide counters beside the cache's, readable without blocking.
 struct ServiceStats {
   PrefixCacheStats cache;
+  std::optional<TierControllerStats> tiers;  // absent when the cache has no lower tiers
   int64_t requests_running = 0;
   int64_t requests_waiting = 0;
   int64_t requests_total = 0;
@@ -110,8 +117,14 @@ class EngineService {
   // Counts of what is resident for `tokens` under `salt`, computed on the engine thread
   // between steps (the caller waits; the engine does not), changing nothing.
   ProbeResult Probe(const std::string& salt, std::vector<int32_t> tokens);
+  // Per-tier residency (pool, host, disk, partial tail), computed the same way, changing
+  // nothing.
+  TierProbe ProbeTiers(const std::string& salt, std::vector<int32_t> tokens);
   // Drops every cached entry not in use. Returns the number of blocks freed.
   int ClearCache();
+  // Clears one tier: "pool", "host", "disk", "partial" or "all". InvalidArgument for another
+  // name.
+  Status ClearCacheTier(const std::string& tier);
   void SetCacheEnabled(bool enabled);
 
   ServiceStats stats() const;

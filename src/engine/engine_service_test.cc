@@ -163,3 +163,31 @@ TEST(EngineService, ManyThreadsSubmitConcurrently) {
 
 }  // namespace
 }  // namespace prefixd
+
+namespace prefixd {
+namespace {
+
+TEST(EngineService, ProbeTiersAndClearOneTier) {
+  Fixture f;
+  std::vector<int32_t> prompt(40, 9);
+  Collector c;
+  ASSERT_TRUE(f.service->Submit({Req(prompt, 2), c.Callback()}).ok());
+  c.done.wait();
+  TierProbe p = f.service->ProbeTiers("", prompt);
+  EXPECT_EQ(p.pool_tokens, 40);
+  EXPECT_TRUE(f.service->ClearCacheTier("pool").ok());
+  p = f.service->ProbeTiers("", prompt);
+  EXPECT_EQ(p.pool_tokens, 0);
+  // The 8-token tail is kept, but it applies only after its parent block, which no tier holds
+  // any more (this service has no host or disk tier).
+  EXPECT_EQ(p.partial_tokens, 0);
+  EXPECT_EQ(f.service->stats().tiers->partial.entries, 1);
+  EXPECT_TRUE(f.service->ClearCacheTier("partial").ok());
+  EXPECT_EQ(f.service->stats().tiers->partial.entries, 0);
+  EXPECT_EQ(f.service->ClearCacheTier("attic").code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(f.service->stats().tiers.has_value());
+  EXPECT_EQ(f.service->stats().tiers->partial.stashes, 1);
+}
+
+}  // namespace
+}  // namespace prefixd
