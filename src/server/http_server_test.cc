@@ -4,6 +4,7 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -165,6 +166,59 @@ TEST_F(HttpServerTest, ErrorsAndAdmin) {
   auto health = Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(HttpServerTest, ConcurrentClientsSomeHangingUp) {
+  // Streams read to the end or dropped after a few chunks, from several threads at once; then
+  // the engine holds nothing and, after a clear, neither does the cache.
+  const int64_t idle_free = service_->stats().pool_free_blocks;
+  std::vector<std::thread> clients;
+  std::atomic<int> completed{0}, dropped{0};
+  for (int c = 0; c < 6; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = 0; i < 3; ++i) {
+        const bool hang_up = (c + i) % 3 == 0;
+        httplib::Client client("127.0.0.1", port_);
+        client.set_read_timeout(30, 0);
+        httplib::Request req;
+        req.method = "POST";
+        req.path = "/v1/completions";
+        req.set_header("Content-Type", "application/json");
+        req.body = json{{"prompt", "Once upon a time, there was"},
+                        {"max_tokens", hang_up ? 200 : 12},
+                        {"ignore_eos", hang_up},
+                        {"stream", true},
+                        {"seed", c * 10 + i},
+                        {"temperature", 0.7}}
+                       .dump();
+        int chunks = 0;
+        std::string body;
+        req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+          body.append(data, n);
+          return !(hang_up && ++chunks >= 3);
+        };
+        auto res = client.send(req);
+        if (hang_up) {
+          dropped.fetch_add(1);
+        } else if (res && res->status == 200 && body.find("data: [DONE]") != std::string::npos) {
+          completed.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(completed.load(), 18 - dropped.load());
+  for (int i = 0; i < 500; ++i) {
+    const ServiceStats s = service_->stats();
+    if (s.requests_running == 0 && s.requests_waiting == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(service_->stats().requests_running, 0);
+  service_->ClearCache();
+  EXPECT_EQ(service_->stats().pool_free_blocks, idle_free);
+  auto h = Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
 }
 
 TEST_F(HttpServerTest, StopEndsARunningRequest) {
