@@ -509,12 +509,20 @@ struct HttpServer::Impl {
                {"block_bytes", i.block_bytes},
                {"num_blocks", i.num_kv_blocks},
                {"free_blocks", s.pool_free_blocks}};
+    json tiers = json::array({"pool"});
+    if (i.host_cache_bytes > 0) tiers.push_back("host");
+    if (!i.disk_cache_dir.empty()) tiers.push_back("disk");
+    if (i.partial_max_entries > 0) tiers.push_back("partial");
     j["prefix_cache"] = {{"configured", i.prefix_cache},
                          {"enabled", CacheDisabledReason(i, s).empty()},
                          {"budget_bytes", i.cache_budget_bytes},
                          {"max_cached_blocks", s.cache.max_cached_blocks},
-                         {"tiers", json::array({"pool"})},
-                         {"disk_policy", "none"}};
+                         {"tiers", std::move(tiers)},
+                         {"host_cache_bytes", i.host_cache_bytes},
+                         {"disk_cache_dir", i.disk_cache_dir},
+                         {"disk_cache_bytes", i.disk_cache_bytes},
+                         {"disk_policy", i.disk_cache_dir.empty() ? std::string("none") : i.disk_prefix_cache},
+                         {"partial_max_entries", i.partial_max_entries}};
     j["scheduler"] = {{"max_running", i.max_running},
                       {"max_batch_tokens", i.max_batch_tokens},
                       {"max_queue", i.max_queue}};
@@ -558,22 +566,30 @@ struct HttpServer::Impl {
     auto prompt = BuildPrompt(r);
     if (!prompt.ok()) return SendStatus(res, prompt.status());
     const int64_t total = static_cast<int64_t>(prompt->tokens.size());
-    const ProbeResult p = service->Probe(r.cache_salt, prompt->tokens);
+    // Per tier, in lookup order; the tiers hold consecutive runs of the prompt, so the
+    // resident prefix is their sum.
+    const TierProbe p = service->ProbeTiers(r.cache_salt, prompt->tokens);
+    const ServiceStats stats = service->stats();
+    const int64_t resident = std::min(total, p.pool_tokens + p.host_tokens + p.disk_tokens + p.partial_tokens);
     const int64_t bs = std::max(1, info().block_size);
     j["model_loaded"] = true;
-    j["cache_enabled"] = CacheDisabledReason(info(), service->stats()).empty();
+    j["cache_enabled"] = CacheDisabledReason(info(), stats).empty();
     j["total_tokens"] = total;
     j["block_size"] = info().block_size;
     j["total_blocks"] = (total + bs - 1) / bs;
-    j["resident_blocks"] = p.resident_blocks;
-    j["resident_tokens"] = p.resident_tokens;
-    j["cold_tokens"] = total - p.resident_tokens;
-    j["by_tier"] = {{"pool", p.resident_tokens}};
+    j["resident_blocks"] = resident / bs;  // full blocks among the resident tokens
+    j["resident_tokens"] = resident;
+    j["cold_tokens"] = total - resident;
+    json by_tier{{"pool", p.pool_tokens}};
+    if (stats.tiers && stats.tiers->host_enabled) by_tier["host"] = p.host_tokens;
+    if (stats.tiers && stats.tiers->disk_enabled) by_tier["disk"] = p.disk_tokens;
+    if (stats.tiers && stats.tiers->partial.max_entries > 0) by_tier["partial"] = p.partial_tokens;
+    j["by_tier"] = std::move(by_tier);
     if (prompt->chat) {
       j["num_messages"] = r.messages.size();
       j["diverges_in_message"] =
-          p.resident_tokens < total
-              ? json(MessageIndexOfToken(tokenizer(), *prompt->chat, prompt->tokens, p.resident_tokens))
+          resident < total
+              ? json(MessageIndexOfToken(tokenizer(), *prompt->chat, prompt->tokens, resident))
               : json(nullptr);
     }
     SendJson(res, 200, j);
@@ -590,12 +606,20 @@ struct HttpServer::Impl {
         tier = it->get<std::string>();
       }
     }
-    if (tier != "all" && tier != "pool") {
+    if (tier != "all" && tier != "pool" && tier != "host" && tier != "disk" && tier != "partial") {
       return SendStatus(res, InvalidArgumentFor("tier", absl::StrCat("'tier' is '", tier,
-                                                                      "'; this server has the tiers: pool (or all)")));
+                                                                      "'; it must be pool, host, disk, partial or all")));
     }
-    const int freed = service->ClearCache();
-    SendJson(res, 200, json{{"cleared", json::array({"pool"})}, {"freed_blocks", freed}});
+    int freed = 0;
+    if (tier == "pool" || tier == "all") freed = service->ClearCache();
+    if (tier != "pool") {
+      if (Status s = service->ClearCacheTier(tier); !s.ok()) {
+        return SendStatus(res, s.code() == absl::StatusCode::kInvalidArgument
+                                   ? InvalidArgumentFor("tier", std::string(s.message()))
+                                   : s);
+      }
+    }
+    SendJson(res, 200, json{{"cleared", tier}, {"freed_blocks", freed}});
   }
 
   void HandleKillSwitch(const httplib::Request& req, httplib::Response& res, bool enable) {

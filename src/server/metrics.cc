@@ -99,6 +99,42 @@ void HistogramText(std::string& out, const char* name, const char* help,
   absl::StrAppend(&out, name, "_sum ", Num(s.sum), "\n", name, "_count ", s.count, "\n");
 }
 
+// One labelled sample per enabled tier.
+void TierMetric(std::string& out, const char* name, const char* type, const char* help,
+                const TierControllerStats& t, int64_t TierStats::*field) {
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  if (t.host_enabled) absl::StrAppend(&out, name, "{tier=\"host\"} ", t.host.*field, "\n");
+  if (t.disk_enabled) absl::StrAppend(&out, name, "{tier=\"disk\"} ", t.disk.*field, "\n");
+}
+
+void TierMetrics(std::string& out, const TierControllerStats& t) {
+  TierMetric(out, "prefixd_tier_blocks", "gauge", "Blocks a lower cache tier holds.", t, &TierStats::entries);
+  TierMetric(out, "prefixd_tier_bytes", "gauge", "Bytes a lower cache tier holds.", t, &TierStats::bytes);
+  TierMetric(out, "prefixd_tier_budget_bytes", "gauge", "Byte budget of a lower cache tier.", t,
+             &TierStats::budget_bytes);
+  TierMetric(out, "prefixd_tier_hits_total", "counter", "Blocks read from a lower cache tier.", t,
+             &TierStats::hits);
+  TierMetric(out, "prefixd_tier_misses_total", "counter", "Block reads a lower cache tier could not serve.",
+             t, &TierStats::misses);
+  TierMetric(out, "prefixd_tier_writes_total", "counter", "Blocks written to a lower cache tier.", t,
+             &TierStats::writes);
+  TierMetric(out, "prefixd_tier_evictions_total", "counter", "Blocks a lower cache tier dropped for its budget.",
+             t, &TierStats::evictions);
+  TierMetric(out, "prefixd_tier_quarantined_total", "counter",
+             "Blocks that failed verification and were set aside.", t, &TierStats::quarantined);
+  Metric(out, "prefixd_tier_offloaded_blocks_total", "counter", "Blocks moved from the pool to host RAM.",
+         t.offloaded_blocks);
+  Metric(out, "prefixd_tier_onboarded_blocks_total", "counter",
+         "Blocks brought into the pool from host RAM or disk.", t.onboarded_blocks);
+  Metric(out, "prefixd_tier_disk_writes_dropped_total", "counter",
+         "Disk writes dropped because the write queue was full.", t.disk_writes_dropped);
+  Metric(out, "prefixd_partial_tails", "gauge", "Partial tails held.", t.partial.entries);
+  Metric(out, "prefixd_partial_tail_hits_total", "counter", "Partial tails spliced into a prompt.",
+         t.partial.hits);
+  Metric(out, "prefixd_partial_tail_tokens_saved_total", "counter",
+         "Prompt tokens served from partial tails.", t.partial.tokens_saved);
+}
+
 }  // namespace
 
 std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
@@ -147,6 +183,7 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
          "Requests ended by one of their stop strings.",
          metrics.stop_string_matches.load(std::memory_order_relaxed));
 
+  if (stats.tiers) TierMetrics(out, *stats.tiers);
   absl::StrAppend(&out,
                   "# HELP prefixd_http_responses_total HTTP responses by route and status code.\n"
                   "# TYPE prefixd_http_responses_total counter\n");
@@ -203,9 +240,34 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
   j["pool_total_blocks"] = stats.pool_total_blocks;
   j["requests_running"] = stats.requests_running;
   j["requests_waiting"] = stats.requests_waiting;
-  j["by_tier"] = json{{"pool", json{{"cached_tokens", c.cached_tokens},
-                                     {"cached_blocks", c.cached_blocks},
-                                     {"cached_bytes", c.cached_blocks * info.block_bytes}}}};
+  json by_tier{{"pool", json{{"cached_tokens", c.cached_tokens},
+                             {"cached_blocks", c.cached_blocks},
+                             {"cached_bytes", c.cached_blocks * info.block_bytes}}}};
+  if (stats.tiers) {
+    const TierControllerStats& t = *stats.tiers;
+    auto store = [](const TierStats& s) {
+      return json{{"blocks", s.entries},         {"bytes", s.bytes},
+                  {"budget_bytes", s.budget_bytes}, {"hits", s.hits},
+                  {"misses", s.misses},          {"writes", s.writes},
+                  {"evictions", s.evictions},    {"quarantined", s.quarantined},
+                  {"write_failures", s.write_failures}};
+    };
+    if (t.host_enabled) by_tier["host"] = store(t.host);
+    if (t.disk_enabled) {
+      by_tier["disk"] = store(t.disk);
+      by_tier["disk"]["writes_queued"] = t.disk_writes_queued;
+      by_tier["disk"]["writes_pending"] = t.disk_writes_pending;
+      by_tier["disk"]["writes_dropped"] = t.disk_writes_dropped;
+    }
+    const PartialTailStats& p = t.partial;
+    by_tier["partial"] = json{{"entries", p.entries},
+                              {"max_entries", p.max_entries}, {"stashes", p.stashes},
+                              {"hits", p.hits},             {"evictions", p.evictions},
+                              {"tokens_saved", p.tokens_saved}};
+    j["offloaded_blocks"] = t.offloaded_blocks;
+    j["onboarded_blocks"] = t.onboarded_blocks;
+  }
+  j["by_tier"] = std::move(by_tier);
   json rates = json::object();
   for (const auto& [name, w] : {std::pair<const char*, int64_t>{"1m", 60}, {"5m", 300}, {"15m", 900}}) {
     const HitRateWindow::Rate r = window.Over(now_s, w, c.hits, c.misses);

@@ -140,6 +140,6 @@ describe('prefix cache stats, metrics and admin API', { skip: skip ?? false }, (
     assert.equal(stats.pool_free_blocks, stats.pool_total_blocks);
     const probe = await srv.admin('/admin/api/cache/probe', { prompt: story, cache_salt: salt });
     assert.equal(probe.json.resident_tokens, 0);
-    assert.equal((await srv.admin('/admin/api/cache/clear', { tier: 'disk' })).status, 400);
+    assert.equal((await srv.admin('/admin/api/cache/clear', { tier: 'nvme' })).status, 400);
   });
 });

@@ -81,7 +81,7 @@ function cases() {
                       '{"prompt": "x", "cache_salt": 5}', '{"prompt": "x", "model": 5}', '{"prompt": [-1]}']) {
     out.push({ route: '/admin/api/cache/probe', body, field: '', admin: true });
   }
-  out.push({ route: '/admin/api/cache/clear', body: '{"tier": "disk"}', field: 'tier', admin: true });
+  out.push({ route: '/admin/api/cache/clear', body: '{"tier": "nvme"}', field: 'tier', admin: true });
   out.push({ route: '/admin/api/cache/clear', body: '{"tier": 5}', field: 'tier', admin: true });
   out.push({ route: '/tokenize', body: '{"content": 5}', field: 'content' });
   out.push({ route: '/detokenize', body: '{"tokens": [-1]}', field: 'tokens[0]' });
