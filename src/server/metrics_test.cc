@@ -135,5 +135,34 @@ TEST(Metrics, StatsJson) {
   EXPECT_NE(l["reason"].get<std::string>().find("--prefix-cache off"), std::string::npos);
 }
 
+TEST(Metrics, LowerTiers) {
+  ServiceInfo info;
+  info.block_bytes = 100;
+  ServiceStats stats;
+  nlohmann::json none = PrefixCacheStatsJson(info, stats, HitRateWindow(), 0);
+  EXPECT_FALSE(none["by_tier"].contains("host"));
+  EXPECT_EQ(PrometheusText(info, stats, ServerMetrics()).find("prefixd_tier_"), std::string::npos);
+
+  TierControllerStats t;
+  t.host_enabled = true;
+  t.host.entries = 5;
+  t.host.hits = 2;
+  t.onboarded_blocks = 2;
+  t.partial.max_entries = 4;
+  t.partial.entries = 1;
+  stats.tiers = t;
+  nlohmann::json j = PrefixCacheStatsJson(info, stats, HitRateWindow(), 0);
+  EXPECT_EQ(j["by_tier"]["host"]["blocks"], 5);
+  EXPECT_FALSE(j["by_tier"].contains("disk"));
+  EXPECT_EQ(j["by_tier"]["partial"]["entries"], 1);
+  EXPECT_EQ(j["onboarded_blocks"], 2);
+  const std::string text = PrometheusText(info, stats, ServerMetrics());
+  EXPECT_NE(text.find("prefixd_tier_blocks{tier=\"host\"} 5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("prefixd_tier_hits_total{tier=\"host\"} 2\n"), std::string::npos);
+  EXPECT_EQ(text.find("tier=\"disk\""), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_tier_onboarded_blocks_total 2\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_partial_tails 1\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace prefixd
