@@ -25,7 +25,7 @@ if [ "${PREFIXD_QUICK:-0}" != "1" ]; then
   echo "== thread sanitizer build of the concurrent parts"
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
     -DPREFIXD_SANITIZE=thread -DCMAKE_CXX_FLAGS="-O1" >/dev/null
-  TSAN_TESTS="base_test engine_service_test"
+  TSAN_TESTS="base_test engine_service_test http_server_test"
   ninja -C build-tsan -j"$JOBS" $TSAN_TESTS
   for t in $TSAN_TESTS; do
     bin=$(find build-tsan -name "$t" -type f -perm -u+x | head -n 1)
