@@ -86,64 +86,35 @@ void EngineService::Cancel(SequenceId id) {
 }
 
 ProbeResult EngineService::Probe(const std::string& salt, std::vector<int32_t> tokens) {
-  auto promise = std::make_shared<std::promise<ProbeResult>>();
-  auto future = promise->get_future();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return ProbeResult{};
-    tasks_.push_back([this, promise, salt, tokens = std::move(tokens)] {
-      promise->set_value(engine_->cache().Probe(salt, tokens));
-    });
-  }
-  cv_.notify_one();
-  return future.get();
+  return RunOnEngineThread<ProbeResult>(
+      [this, salt, tokens = std::move(tokens)] { return engine_->cache().Probe(salt, tokens); },
+      ProbeResult{});
 }
 
 TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t> tokens) {
-  auto promise = std::make_shared<std::promise<TierProbe>>();
-  auto future = promise->get_future();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return TierProbe{};
-    tasks_.push_back([this, promise, salt, tokens = std::move(tokens)] {
-      promise->set_value(engine_->cache().ProbeTiers(salt, tokens));
-    });
-  }
-  cv_.notify_one();
-  return future.get();
+  return RunOnEngineThread<TierProbe>(
+      [this, salt, tokens = std::move(tokens)] { return engine_->cache().ProbeTiers(salt, tokens); },
+      TierProbe{});
 }
 
 Status EngineService::ClearCacheTier(const std::string& tier) {
-  auto promise = std::make_shared<std::promise<Status>>();
-  auto future = promise->get_future();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return absl::UnavailableError("the server is shutting down");
-    tasks_.push_back([this, promise, tier] {
-      Status st = engine_->cache().ClearTier(tier);
-      PublishGauges();
-      promise->set_value(st);
-    });
-  }
-  cv_.notify_one();
-  return future.get();
+  return RunOnEngineThread<Status>(
+      [this, tier] {
+        Status st = engine_->cache().ClearTier(tier);
+        PublishGauges();
+        return st;
+      },
+      absl::UnavailableError("the server is shutting down"));
 }
 
 int EngineService::ClearCache() {
-  auto promise = std::make_shared<std::promise<int>>();
-  auto future = promise->get_future();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return 0;
-    tasks_.push_back([this, promise] {
-      const int freed = engine_->cache().Clear();
-      PublishGauges();
-      promise->set_value(freed);
-    });
-  }
-  cv_.notify_one();
-  const int freed = future.get();
-  return freed;
+  return RunOnEngineThread<int>(
+      [this] {
+        const int freed = engine_->cache().Clear();
+        PublishGauges();
+        return freed;
+      },
+      0);
 }
 
 void EngineService::SetCacheEnabled(bool enabled) { engine_->cache().SetEnabled(enabled); }

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -138,6 +139,10 @@ class EngineService {
 
  private:
   void Loop();
+  // Runs `fn` on the engine thread between steps and returns its result; `if_stopped` when
+  // the service is shutting down. The caller waits; the engine does not.
+  template <typename T>
+  T RunOnEngineThread(std::function<T()> fn, T if_stopped);
   // Copies the engine's gauges into the atomics stats() reads (engine thread).
   void PublishGauges();
 
@@ -163,5 +168,18 @@ class EngineService {
   struct Live;
   std::unique_ptr<std::map<int64_t, Live>> live_;
 };
+
+template <typename T>
+T EngineService::RunOnEngineThread(std::function<T()> fn, T if_stopped) {
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return if_stopped;
+    tasks_.push_back([promise, fn = std::move(fn)] { promise->set_value(fn()); });
+  }
+  cv_.notify_one();
+  return future.get();
+}
 
 }  // namespace prefixd
