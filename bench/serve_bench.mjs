@@ -31,10 +31,16 @@ let seed = 12345;
 const rand = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
 const system = Array.from({ length: systemTokens }, () => 3 + rand(vocab - 3));
 
+const servers = new Set();
+// A crash of this script must not leave a server computing on the machine.
+process.on('exit', () => { for (const p of servers) p.kill('SIGKILL'); });
+
 async function startServer(cache) {
   const proc = spawn(bin, ['serve', '-m', model, '--port', '0', '--threads', threads,
     '--prefix-cache', cache ? 'on' : 'off', '--max-running', '32', '--ctx', '2048'],
     { stdio: ['ignore', 'pipe', 'pipe'] });
+  servers.add(proc);
+  proc.on('exit', () => servers.delete(proc));
   let out = '';
   proc.stdout.on('data', (d) => { out += d; });
   proc.stderr.on('data', () => {});
