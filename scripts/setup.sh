@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libxxhash-dev libpcre2-dev libhiredis-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  redis-server gnuplot-nox chromium fonts-dejavu-core
 )
 
 missing=()
