@@ -24,6 +24,7 @@ struct BenchFlags {
   int repetitions = 3;
   int block_size = 16;
   std::string kv_type = "f16";
+  std::string backend = "cpu";
   bool json = false;
 };
 
@@ -40,6 +41,7 @@ int RunBench(const BenchFlags& f) {
   auto kv = ParseKvDtype(f.kv_type);
   if (!kv.ok()) return Fail(kv.status());
   EngineOptions eo;
+  eo.backend = f.backend == "cuda" ? BackendKind::kCuda : BackendKind::kCpu;
   eo.num_threads = f.threads;
   eo.block_size = f.block_size;
   eo.kv_dtype = *kv;
@@ -92,6 +94,7 @@ int RunBench(const BenchFlags& f) {
     j["model"] = f.model;
     j["params"] = model.num_params();
     j["threads"] = f.threads;
+    j["backend"] = f.backend;
     j["prompt_tokens"] = f.prompt_tokens;
     j["gen_tokens"] = f.gen_tokens;
     j["repetitions"] = f.repetitions;
@@ -99,8 +102,8 @@ int RunBench(const BenchFlags& f) {
     j["decode_tok_s"] = tg_tok_s;
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("model %s (%.2f M params), %d threads\n", f.model.c_str(),
-                model.num_params() / 1e6, f.threads);
+    std::printf("model %s (%.2f M params), %s backend, %d threads\n", f.model.c_str(),
+                model.num_params() / 1e6, f.backend.c_str(), f.threads);
     std::printf("prefill pp%d: %.1f tok/s\ndecode  tg%d: %.1f tok/s\n", f.prompt_tokens, pp_tok_s,
                 f.gen_tokens, tg_tok_s);
   }
@@ -119,6 +122,8 @@ void AddBenchModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("-r,--repetitions", f->repetitions, "Timed runs after one warm-up")->capture_default_str();
   cmd->add_option("--block-size", f->block_size, "KV block size")->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV type f16|f32")->capture_default_str();
+  cmd->add_option("--backend", f->backend, "cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_flag("--json", f->json, "Print {\"prefill_tok_s\": ..., \"decode_tok_s\": ...}");
   cmd->callback([f, run] { *run = [f] { return RunBench(*f); }; });
 }

@@ -7,6 +7,11 @@
 namespace prefixd {
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
+  cmd->add_option("--backend", f->backend,
+                  "Where the model runs: cpu, or cuda (needs a GPU and a build with nvcc)")
+      ->envname("PREFIXD_BACKEND")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  cmd->add_option("--cuda-device", f->cuda_device, "CUDA device ordinal (--backend cuda)")
+      ->envname("PREFIXD_CUDA_DEVICE")->capture_default_str();
   cmd->add_option("-t,--threads", f->threads, "Threads (0: all cores)")
       ->envname("PREFIXD_THREADS")->capture_default_str();
   cmd->add_option("-c,--ctx", f->ctx, "Context length (0: the model's)")
@@ -48,6 +53,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
 
 StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   EngineOptions eo;
+  eo.backend = f.backend == "cuda" ? BackendKind::kCuda : BackendKind::kCpu;
+  eo.cuda_device = f.cuda_device;
   eo.num_threads = f.threads;
   eo.context_length = f.ctx;
   eo.block_size = f.block_size;

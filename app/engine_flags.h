@@ -15,6 +15,8 @@ class App;
 namespace prefixd {
 
 struct EngineFlags {
+  std::string backend = "cpu";
+  int cuda_device = 0;
   int threads = 0;
   int ctx = 0;
   int block_size = 16;

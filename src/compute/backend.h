@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -75,5 +76,22 @@ struct CpuBackendOptions {
 // ResourceExhausted when the KV pool cannot be allocated.
 StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
                                                     const CpuBackendOptions& options);
+
+struct CudaBackendOptions {
+  int device = 0;  // CUDA device ordinal
+  int num_kv_blocks = 0;
+  int block_size = 16;
+  KvDtype kv_dtype = KvDtype::kF16;
+};
+
+// The CUDA backend over `model`: weights copied to the GPU, the KV pool in device memory.
+// FailedPrecondition when prefixd was built without CUDA or no usable GPU is present;
+// Unimplemented for weight types or architectures it does not run yet; ResourceExhausted
+// when device memory is short.
+StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
+                                                     const CudaBackendOptions& options);
+
+// Whether CreateCudaBackend can work here; `why` says why not.
+bool CudaBackendAvailable(std::string* why);
 
 }  // namespace prefixd

@@ -30,12 +30,22 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
     const int per_seq = layout.BlocksFor(opts.context_length) + 1;  // +1: a copied boundary block
     opts.num_kv_blocks = per_seq * opts.max_running + max_cached_blocks;
   }
-  CpuBackendOptions backend_options;
-  backend_options.num_threads = opts.num_threads;
-  backend_options.num_kv_blocks = opts.num_kv_blocks;
-  backend_options.block_size = opts.block_size;
-  backend_options.kv_dtype = opts.kv_dtype;
-  ASSIGN_OR_RETURN(auto backend, CreateCpuBackend(model, backend_options));
+  std::unique_ptr<Backend> backend;
+  if (opts.backend == BackendKind::kCuda) {
+    CudaBackendOptions backend_options;
+    backend_options.device = opts.cuda_device;
+    backend_options.num_kv_blocks = opts.num_kv_blocks;
+    backend_options.block_size = opts.block_size;
+    backend_options.kv_dtype = opts.kv_dtype;
+    ASSIGN_OR_RETURN(backend, CreateCudaBackend(model, backend_options));
+  } else {
+    CpuBackendOptions backend_options;
+    backend_options.num_threads = opts.num_threads;
+    backend_options.num_kv_blocks = opts.num_kv_blocks;
+    backend_options.block_size = opts.block_size;
+    backend_options.kv_dtype = opts.kv_dtype;
+    ASSIGN_OR_RETURN(backend, CreateCpuBackend(model, backend_options));
+  }
   auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
   RETURN_IF_ERROR(engine->CreateCache(max_cached_blocks));
   return engine;

@@ -30,8 +30,12 @@
 
 namespace prefixd {
 
+enum class BackendKind { kCpu, kCuda };
+
 struct EngineOptions {
-  int num_threads = 0;  // 0: all hardware threads
+  BackendKind backend = BackendKind::kCpu;
+  int cuda_device = 0;
+  int num_threads = 0;  // 0: all hardware threads (CPU backend)
   int block_size = 16;
   KvDtype kv_dtype = KvDtype::kF16;
   // Pool size. 0: enough for max_running sequences of a full context plus the cache budget.

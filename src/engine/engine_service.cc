@@ -34,6 +34,9 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.model_path = model.path();
   info_.model_id = std::filesystem::path(model.path()).filename().string();
   info_.architecture = hp.arch;
+  info_.backend = engine_->backend().name();
+  info_.kv_dtype = eo.kv_dtype == KvDtype::kF16 ? "f16" : "f32";
+  info_.cache_hash = eo.cache_hash == BlockHashKind::kSha256 ? "sha256" : "xxh3";
   info_.context_length = engine_->context_length();
   info_.vocab_size = hp.vocab_size;
   info_.block_size = eo.block_size;

@@ -69,6 +69,9 @@ struct ServiceInfo {
   std::string model_id;    // file name without directory
   std::string model_path;
   std::string architecture;
+  std::string backend;   // "cpu" or "cuda"
+  std::string kv_dtype;  // "f16" or "f32"
+  std::string cache_hash;  // block key hash: "xxh3" or "sha256"
   int32_t context_length = 0;
   int32_t vocab_size = 0;
   int32_t block_size = 0;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "base/check.h"
@@ -11,6 +12,10 @@
 namespace prefixd {
 
 std::string SharedDir() {
+  // The environment wins, so test binaries run where the checkout is not beside ../shared.
+  if (const char* env = std::getenv("PREFIXD_SHARED_DIR"); env != nullptr && *env != '\0') {
+    return env;
+  }
 #ifdef PREFIXD_SHARED_DIR
   return PREFIXD_SHARED_DIR;
 #else

@@ -504,8 +504,10 @@ struct HttpServer::Impl {
                   {"architecture", i.architecture},
                   {"context_length", i.context_length},
                   {"vocab_size", i.vocab_size}};
+    j["backend"] = i.backend;
     j["chat_template"] = {{"format", chat_format.name()}, {"from_gguf", has_chat_template}};
     j["kv"] = {{"block_size", i.block_size},
+               {"dtype", i.kv_dtype},
                {"block_bytes", i.block_bytes},
                {"num_blocks", i.num_kv_blocks},
                {"free_blocks", s.pool_free_blocks}};
@@ -514,6 +516,7 @@ struct HttpServer::Impl {
     if (!i.disk_cache_dir.empty()) tiers.push_back("disk");
     if (i.partial_max_entries > 0) tiers.push_back("partial");
     j["prefix_cache"] = {{"configured", i.prefix_cache},
+                         {"hash", i.cache_hash},
                          {"enabled", CacheDisabledReason(i, s).empty()},
                          {"budget_bytes", i.cache_budget_bytes},
                          {"max_cached_blocks", s.cache.max_cached_blocks},

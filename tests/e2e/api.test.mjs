@@ -206,6 +206,9 @@ describe('OpenAI API', { skip: skip ?? false }, () => {
     const props = (await srv.request('GET', '/props')).json;
     assert.equal(props.model.id, srv.model);
     assert.equal(props.kv.block_size, 16);
+    assert.equal(props.kv.dtype, 'f16');
+    assert.equal(props.backend, 'cpu');
+    assert.equal(props.prefix_cache.hash, 'xxh3');
     assert.equal(props.chat_template.format, 'plain');
   });
 

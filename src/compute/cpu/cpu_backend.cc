@@ -11,6 +11,7 @@
 #include "compute/cpu/attention.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/kernels.h"
+#include "compute/forward_batch_check.h"
 
 namespace prefixd {
 
@@ -53,27 +54,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
       num_blocks_(num_blocks) {}
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
-  for (size_t s = 0; s < batch.sequences.size(); ++s) {
-    const ForwardSequence& seq = batch.sequences[s];
-    for (int32_t t : seq.tokens) {
-      if (t < 0 || t >= hp_.vocab_size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("token id ", t, " is outside the vocabulary [0, ", hp_.vocab_size, ")"));
-      }
-    }
-    const int64_t end = seq.start_pos + static_cast<int64_t>(seq.tokens.size());
-    if (seq.start_pos < 0 || end > int64_t{layout_.block_size} * seq.blocks.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "sequence ", s, ": positions up to ", end, " do not fit its ", seq.blocks.size(),
-          " KV blocks"));
-    }
-    for (BlockId b : seq.blocks) {
-      if (b.value() < 0 || b.value() >= num_blocks_) {
-        return absl::InvalidArgumentError(absl::StrCat("KV block id ", b.value(), " out of range"));
-      }
-    }
-  }
-  return absl::OkStatus();
+  return CheckForwardBatch(batch, hp_.vocab_size, layout_.block_size, num_blocks_);
 }
 
 void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
