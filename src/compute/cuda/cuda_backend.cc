@@ -370,6 +370,11 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
     return absl::InvalidArgumentError("the KV pool needs at least one block");
   }
   const Hparams& hp = model.hparams();
+  if (hp.arch != "llama") {
+    return absl::UnimplementedError(absl::StrCat(
+        "the CUDA backend runs the llama architecture; this model is '", hp.arch,
+        "' (use --backend cpu)"));
+  }
   KvLayout layout;
   layout.num_layers = hp.num_layers;
   layout.kv_dim = hp.kv_dim();
