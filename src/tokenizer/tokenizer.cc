@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/spm_tokenizer.h"
 
 namespace prefixd {
@@ -34,8 +35,10 @@ StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(Vocab vocab) {
       ASSIGN_OR_RETURN(std::unique_ptr<SpmTokenizer> spm, SpmTokenizer::Create(std::move(vocab)));
       return std::unique_ptr<Tokenizer>(std::move(spm));
     }
-    case Vocab::Kind::kBytePairGpt2:
-      return absl::UnimplementedError("byte-level BPE vocabularies come in a later issue");
+    case Vocab::Kind::kBytePairGpt2: {
+      ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> bpe, BpeTokenizer::Create(std::move(vocab)));
+      return std::unique_ptr<Tokenizer>(std::move(bpe));
+    }
   }
   return absl::InvalidArgumentError("unknown vocabulary kind");
 }
