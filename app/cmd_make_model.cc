@@ -1,5 +1,5 @@
 // `prefixd make-model`: writes a llama GGUF with seeded random weights in any shape, with a
-// synthetic vocabulary or another model's. Tests and benchmarks make their models with it.
+// synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's. Tests and benchmarks make their models with it.
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
@@ -49,6 +49,13 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--type", f->type, "Weight type: f32 or f16")->capture_default_str();
   cmd->add_option("--seed", f->spec.seed, "Weight seed")->capture_default_str();
   cmd->add_option("--vocab-from", f->spec.vocab_from, "Take the vocabulary of this GGUF");
+  cmd->add_option("--tokenizer-json", f->spec.tokenizer_json,
+                  "Take vocabulary, merges and special tokens from this Hugging Face tokenizer.json "
+                  "(byte-level BPE; the vocabulary size then follows it)");
+  cmd->add_option("--tokenizer-config", f->spec.tokenizer_config,
+                  "Its tokenizer_config.json: bos/eos/pad tokens, add_bos_token, chat_template");
+  cmd->add_option("--tokenizer-pre", f->spec.tokenizer_pre,
+                  "tokenizer.ggml.pre to write (default: recognised from the pre-tokenizer regex)");
   cmd->add_flag("--tie-output", f->spec.tie_output, "Tie the output matrix to the embedding");
   cmd->add_option("--rope-freq-base", f->spec.rope_freq_base, "RoPE base")->capture_default_str();
   cmd->callback([f, run] { *run = [f] { return RunMake(*f); }; });

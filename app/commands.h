@@ -13,5 +13,6 @@ void AddGenerateCommand(CLI::App& app, std::function<int()>* run);
 void AddBenchModelCommand(CLI::App& app, std::function<int()>* run);
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run);
 void AddServeCommand(CLI::App& app, std::function<int()>* run);
+void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace prefixd

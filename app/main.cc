@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   prefixd::AddBenchModelCommand(app, &run);
   prefixd::AddMakeModelCommand(app, &run);
   prefixd::AddServeCommand(app, &run);
+  prefixd::AddTokenizeCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   prefixd::SetLogLevel(log_level);
   return run ? run() : 0;

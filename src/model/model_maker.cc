@@ -11,6 +11,7 @@
 #include "base/fp16.h"
 #include "model/gguf_file.h"
 #include "model/gguf_writer.h"
+#include "model/hf_tokenizer.h"
 
 namespace prefixd {
 namespace {
@@ -264,14 +265,17 @@ Status ValidateModelSpec(const ModelSpec& s) {
   if (!(s.rope_freq_base > 0)) return Invalid("rope_freq_base must be positive");
   if (!(s.rms_eps > 0)) return Invalid("rms_eps must be positive");
   if (s.vocab < 0) return Invalid(absl::StrCat("vocab ", s.vocab, " < 0"));
-  if (s.vocab_from.empty() && s.vocab < kMinSyntheticVocab) {
+  if (!s.vocab_from.empty() && !s.tokenizer_json.empty()) {
+    return Invalid("vocab_from and tokenizer_json both name a vocabulary; give one");
+  }
+  if (s.vocab_from.empty() && s.tokenizer_json.empty() && s.vocab < kMinSyntheticVocab) {
     return Invalid(absl::StrCat("vocab ", s.vocab, " is below ", kMinSyntheticVocab,
                                 ", the smallest synthetic vocabulary (3 specials, 256 bytes, ",
                                 "8 pieces)"));
   }
   // Parameter count with a vocabulary of max(vocab, 1M) as an upper bound for vocab == 0.
   const uint64_t embd = s.embd, ff = s.ff, layers = s.num_layers;
-  const uint64_t vocab = s.vocab == 0 ? 1000000 : s.vocab;
+  const uint64_t vocab = s.vocab == 0 || !s.tokenizer_json.empty() ? 1000000 : s.vocab;
   const uint64_t hd = embd / s.num_heads, kv = hd * s.num_kv_heads;
   const uint64_t params =
       vocab * embd * 2 + embd + layers * (2 * embd + embd * embd * 2 + embd * kv * 2 + 3 * embd * ff);
@@ -304,7 +308,11 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   w.Set("llama.rope.freq_base", GgufValue::F32(spec.rope_freq_base));
   // vocab_size is filled in below, once a vocab_from source has decided it.
   w.Set("llama.vocab_size", GgufValue::U32(0));
-  if (spec.vocab_from.empty()) {
+  if (!spec.tokenizer_json.empty()) {
+    ASSIGN_OR_RETURN(vocab, SetHfTokenizerVocab({spec.tokenizer_json, spec.tokenizer_config,
+                                                 spec.tokenizer_pre},
+                                                w));
+  } else if (spec.vocab_from.empty()) {
     SetSyntheticVocab(vocab, w);
   } else {
     RETURN_IF_ERROR(CopyVocab(spec.vocab_from, &vocab, w));

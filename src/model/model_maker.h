@@ -30,6 +30,12 @@ struct ModelSpec {
   // tokens up to `vocab`), or empty for a synthetic SentencePiece vocabulary of `vocab`
   // entries (at least kMinSyntheticVocab).
   std::string vocab_from;
+  // Path of a Hugging Face tokenizer.json (byte-level BPE) whose vocabulary, merges and special
+  // tokens are written instead (model/hf_tokenizer.h); `vocab` is then ignored: the size
+  // follows the tokenizer. Exclusive with vocab_from.
+  std::string tokenizer_json;
+  std::string tokenizer_config;  // its tokenizer_config.json (optional)
+  std::string tokenizer_pre;     // tokenizer.ggml.pre to write; empty: recognised from the regex
   bool tie_output = false;  // no output.weight: the output projection reuses token_embd
   float rope_freq_base = 10000;
   float rms_eps = 1e-5f;

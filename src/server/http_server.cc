@@ -653,6 +653,13 @@ struct HttpServer::Impl {
       if (!add->is_boolean()) return SendStatus(res, InvalidArgumentFor("add_special", "'add_special' must be a boolean"));
       if (add->get<bool>()) o.add_bos.reset();  // the vocabulary's own BOS rule, as prompts
     }
+    // llama.cpp's parse_special (default true): false keeps special-token text as plain text.
+    if (auto parse = body->find("parse_special"); parse != body->end() && !parse->is_null()) {
+      if (!parse->is_boolean()) {
+        return SendStatus(res, InvalidArgumentFor("parse_special", "'parse_special' must be a boolean"));
+      }
+      o.parse_special = parse->get<bool>();
+    }
     SendJson(res, 200, json{{"tokens", tokenizer().Encode(content->get<std::string>(), o)}});
   }
 

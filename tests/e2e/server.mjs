@@ -40,8 +40,9 @@ export function withTimeout(promise, ms, what) {
 }
 
 // Starts a server. `adminKey: null` starts it without an admin key.
-export async function startServer({ adminKey = ADMIN_KEY, args = [], startTimeoutMs = 30000 } = {}) {
-  const argv = ['serve', '-m', modelPath, '--host', '127.0.0.1', '--port', '0', '--threads', '1'];
+// `model` overrides PREFIXD_TEST_MODEL (a model a test made itself).
+export async function startServer({ adminKey = ADMIN_KEY, args = [], startTimeoutMs = 30000, model = modelPath } = {}) {
+  const argv = ['serve', '-m', model, '--host', '127.0.0.1', '--port', '0', '--threads', '1'];
   if (adminKey) argv.push('--admin-key', adminKey);
   argv.push(...args);
   // The server reads PREFIXD_* variables; the test decides everything through flags.
@@ -63,7 +64,7 @@ export async function startServer({ adminKey = ADMIN_KEY, args = [], startTimeou
       reject(new Error(`prefixd exited (code ${code}, signal ${signal}) before listening:\n${output}`)));
   }), startTimeoutMs, 'prefixd start-up').catch((e) => { child.kill('SIGKILL'); throw e; });
 
-  const modelId = path.basename(modelPath);
+  const modelId = path.basename(model);
   const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
 
   return {
