@@ -47,6 +47,28 @@ const std::vector<Spec>& Specs() {
   return *specs;
 }
 
+// `\s` as Hugging Face (Rust's regex) and llama.cpp mean it: Unicode's White_Space property.
+// PCRE2's own `\s` under UCP also takes U+180E (Mongolian vowel separator, no longer a space
+// since Unicode 6.3), so both `\s` and `\S` are spelled with the property, which PCRE2's
+// Unicode tables provide (10.40+). The patterns above stay as their tokenizers write them.
+std::string WithUnicodeWhiteSpace(const std::string& pattern) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] == '\\' && i + 1 < pattern.size()) {
+      const char next = pattern[i + 1];
+      if (next == 's' || next == 'S') {
+        out += next == 's' ? "\\p{White_Space}" : "\\P{White_Space}";
+      } else {
+        out += pattern.substr(i, 2);
+      }
+      ++i;
+      continue;
+    }
+    out.push_back(pattern[i]);
+  }
+  return out;
+}
+
 }  // namespace
 
 struct PreTokenizer::Regex {
@@ -76,7 +98,8 @@ StatusOr<std::unique_ptr<PreTokenizer>> PreTokenizer::Create(std::string_view na
   }
   std::unique_ptr<PreTokenizer> pre(new PreTokenizer());
   pre->ignore_merges_ = found->ignore_merges;
-  for (const std::string& pattern : found->patterns) {
+  for (const std::string& source : found->patterns) {
+    const std::string pattern = WithUnicodeWhiteSpace(source);
     int error = 0;
     PCRE2_SIZE offset = 0;
     auto regex = std::make_unique<Regex>();

@@ -48,6 +48,15 @@ TEST(PreTokenizer, UnicodeLettersAndNumbersFollowTheirProperties) {
             (Pieces{"你好", " ", "\xD9\xA1\xD9\xA2", " \xF0\x9F\x98\x80!"}));
 }
 
+// \s is Unicode's White_Space, as in Rust's regex (Hugging Face) and llama.cpp: NEL (U+0085)
+// is a space; the byte order mark (U+FEFF) and the Mongolian vowel separator (U+180E) are not.
+// (JavaScript's \s differs on the first two; PCRE2's own \s takes U+180E.)
+TEST(PreTokenizer, WhitespaceIsUnicodeWhiteSpace) {
+  EXPECT_EQ(Split("llama-bpe", "a\xC2\x85\xC2\x85 b"), (Pieces{"a", "\xC2\x85\xC2\x85", " b"}));
+  EXPECT_EQ(Split("llama-bpe", "a \xEF\xBB\xBF" "b"), (Pieces{"a", " \xEF\xBB\xBF", "b"}));
+  EXPECT_EQ(Split("llama-bpe", "a  \xE1\xA0\x8E" "b"), (Pieces{"a", " ", " \xE1\xA0\x8E", "b"}));
+}
+
 TEST(PreTokenizer, UnknownNameIsRefusedWithTheSupportedOnes) {
   auto pre = PreTokenizer::Create("falcon");
   ASSERT_FALSE(pre.ok());
