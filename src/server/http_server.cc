@@ -16,9 +16,11 @@
 #include "server/chat_format.h"
 #include "server/completion_stream.h"
 #include "server/connection_socket.h"
+#include "server/dashboard_assets.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"
+#include "server/recent_requests.h"
 
 namespace prefixd {
 
@@ -124,12 +126,15 @@ struct Job {
   std::optional<RenderedChat> chat;
   std::vector<int64_t> message_starts;  // chat: token index where each message starts
   CompletionStream stream;
+  bool streaming = false;
   Clock::time_point received;
+  int64_t received_unix_ms = 0;
+  std::optional<Clock::time_point> first_token_at;
   std::optional<Clock::time_point> last_token_at;
   bool cancelled = false;    // Cancel was sent (stop string, client gone, shutdown)
   bool client_gone = false;
   bool sent_first = false;   // streaming: the first chunk went out
-  bool observed = false;     // the request duration was recorded
+  bool observed = false;     // the request duration was recorded, and the request in RecentRequests
   std::vector<LogprobEntry> logprob_entries;  // non-streaming: all of them
   std::atomic<int>* num_active;  // HttpServer's count of requests being answered
 };
@@ -160,6 +165,7 @@ struct HttpServer::Impl {
   Clock::time_point started;
   ServerMetrics metrics;
   HitRateWindow hit_window;
+  RecentRequests recent;
   httplib::Server server;
   std::atomic<bool> stopping{false};
   std::atomic<int> num_active_jobs{0};  // generation requests being answered
@@ -334,6 +340,7 @@ struct HttpServer::Impl {
     for (EventQueue::Timed& t : job.queue->Wait(wait)) {
       if (t.event.token >= 0 && !job.stream.stop_matched()) {
         if (!job.last_token_at) {
+          job.first_token_at = t.at;
           metrics.time_to_first_token.Observe(SecondsBetween(job.received, t.at));
         } else {
           metrics.inter_token_latency.Observe(SecondsBetween(*job.last_token_at, t.at));
@@ -354,10 +361,28 @@ struct HttpServer::Impl {
     return deltas;
   }
 
+  // Records the request's duration and adds it to the recent requests; once per request.
   void ObserveDuration(Job& job) {
     if (job.observed) return;
     job.observed = true;
-    metrics.request_duration.Observe(SecondsBetween(job.received, Clock::now()));
+    const Clock::time_point now = Clock::now();
+    metrics.request_duration.Observe(SecondsBetween(job.received, now));
+    RequestRecord r;
+    r.id = job.meta.id;
+    r.kind = job.meta.kind == ApiKind::kChat ? "chat" : "completion";
+    r.stream = job.streaming;
+    r.received_unix_ms = job.received_unix_ms;
+    if (job.first_token_at) r.ttft_ms = 1000 * SecondsBetween(job.received, *job.first_token_at);
+    r.duration_ms = 1000 * SecondsBetween(job.received, now);
+    if (job.client_gone) {
+      r.outcome = "client_gone";
+    } else if (!job.stream.error().ok()) {
+      r.outcome = "error";
+    } else {
+      r.outcome = job.stream.finished() ? job.stream.finish_reason() : "abort";
+    }
+    r.usage = UsageFor(job);
+    recent.Add(std::move(r));
   }
 
   void HandleGenerate(const httplib::Request& req, httplib::Response& res, ApiKind kind) {
@@ -399,6 +424,10 @@ struct HttpServer::Impl {
     auto job = std::make_shared<Job>(tokenizer(), r.stop, r.logprobs ? r.top_logprobs : -1,
                                      &num_active_jobs);
     job->received = received;
+    job->received_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+    job->streaming = r.stream;
     job->meta = ResponseMeta{kind, RandomId(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-"),
                              UnixSeconds(), r.model.empty() ? info().model_id : r.model};
     job->logprobs = r.logprobs;
@@ -544,6 +573,30 @@ struct HttpServer::Impl {
     SendJson(res, 200, PrefixCacheStatsJson(info(), s, hit_window, now));
   }
 
+  // The last requests, newest first, and the time-to-first-token histogram: what the
+  // dashboard shows beside the cache counters.
+  void HandleRecentRequests(const httplib::Request& req, httplib::Response& res) {
+    if (!CheckApiKey(req, res)) return;
+    json requests = json::array();
+    for (const RequestRecord& r : recent.Snapshot()) requests.push_back(RequestRecordJson(r));
+    SendJson(res, 200, json{{"capacity", recent.capacity()},
+                            {"num_recorded", recent.num_added()},
+                            {"requests", std::move(requests)},
+                            {"time_to_first_token_seconds", HistogramJson(metrics.time_to_first_token)}});
+  }
+
+  // The dashboard's files, embedded in the binary. Open like /metrics: the page holds no
+  // data; what it fetches is authorized on its own.
+  void HandleDashboard(const std::string& name, httplib::Response& res) {
+    const DashboardAsset* a = FindDashboardAsset(name);
+    if (a == nullptr) return SendError(res, MakeApiError(404, absl::StrCat("no dashboard file '", name, "'")));
+    res.status = 200;
+    res.set_header("Content-Security-Policy", std::string(kDashboardContentSecurityPolicy));
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(std::string(a->body), std::string(a->content_type));
+  }
+
   void HandleMetrics(httplib::Response& res) {
     res.status = 200;
     res.set_content(PrometheusText(info(), service->stats(), metrics),
@@ -587,6 +640,7 @@ struct HttpServer::Impl {
     if (stats.tiers && stats.tiers->host_enabled) by_tier["host"] = p.host_tokens;
     if (stats.tiers && stats.tiers->disk_enabled) by_tier["disk"] = p.disk_tokens;
     if (stats.tiers && stats.tiers->partial.max_entries > 0) by_tier["partial"] = p.partial_tokens;
+    j["ranges"] = TierRanges(by_tier, total);
     j["by_tier"] = std::move(by_tier);
     if (prompt->chat) {
       j["num_messages"] = r.messages.size();
@@ -594,8 +648,34 @@ struct HttpServer::Impl {
           resident < total
               ? json(MessageIndexOfToken(tokenizer(), *prompt->chat, prompt->tokens, resident))
               : json(nullptr);
+      json starts = json::array();
+      for (size_t i = 0; i < r.messages.size(); ++i) {
+        starts.push_back(MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, i));
+      }
+      j["message_starts"] = std::move(starts);
+      j["generation_start"] = MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, r.messages.size());
+    }
+    if (r.probe_tokens) {
+      json pieces = json::array();
+      for (int32_t t : prompt->tokens) pieces.push_back(tokenizer().Piece(t));
+      j["tokens"] = std::move(pieces);
     }
     SendJson(res, 200, j);
+  }
+
+  // The token range each tier serves, in lookup order, empty tiers left out:
+  //   by_tier {pool: 32, host: 16, disk: 0}  ->  [{pool, 0, 32}, {host, 32, 48}]
+  // The tiers hold consecutive runs of the prompt (see HandleProbe); clipped to `total`.
+  static json TierRanges(const json& by_tier, int64_t total) {
+    json ranges = json::array();
+    int64_t at = 0;
+    for (const char* tier : {"pool", "host", "disk", "partial"}) {
+      if (!by_tier.contains(tier)) continue;
+      const int64_t end = std::min(total, at + by_tier[tier].get<int64_t>());
+      if (end > at) ranges.push_back(json{{"tier", tier}, {"start", at}, {"end", end}});
+      at = std::max(at, end);
+    }
+    return ranges;
   }
 
   void HandleClear(const httplib::Request& req, httplib::Response& res) {
@@ -702,6 +782,18 @@ struct HttpServer::Impl {
     Route("POST", "/detokenize",
           [this](const httplib::Request& req, httplib::Response& res) { HandleDetokenize(req, res); });
     Route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) { HandleMetrics(res); });
+    Route("GET", "/v1/recent_requests",
+          [this](const httplib::Request& req, httplib::Response& res) { HandleRecentRequests(req, res); });
+    Route("GET", "/dashboard", [this](const httplib::Request&, httplib::Response& res) {
+      HandleDashboard("index.html", res);
+    });
+    Route("GET", "/dashboard/", [this](const httplib::Request&, httplib::Response& res) {
+      HandleDashboard("index.html", res);
+    });
+    // File names only (no '/'): nothing outside the embedded set can be named.
+    Route("GET", R"(/dashboard/([A-Za-z0-9_.-]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleDashboard(req.matches[1].str(), res);
+    });
     Route("POST", "/admin/api/cache/probe",
           [this](const httplib::Request& req, httplib::Response& res) { HandleProbe(req, res); });
     Route("POST", "/admin/api/cache/clear",

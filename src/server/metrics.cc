@@ -202,6 +202,17 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
   return out;
 }
 
+nlohmann::json HistogramJson(const Histogram& h) {
+  const Histogram::Snapshot s = h.snapshot();
+  nlohmann::json counts = nlohmann::json::array();
+  uint64_t below = 0;
+  for (uint64_t c : s.cumulative) {
+    counts.push_back(c - below);
+    below = c;
+  }
+  return nlohmann::json{{"bounds", h.bounds()}, {"counts", std::move(counts)}, {"count", s.count}, {"sum", s.sum}};
+}
+
 std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& stats) {
   if (!info.prefix_cache) return "the prefix cache is off (--prefix-cache off)";
   if (!stats.cache.enabled) {

@@ -107,6 +107,10 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
 // Why the cache does not serve requests, or "" when it does.
 std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& stats);
 
+// {"bounds": [upper bounds], "counts": [per bucket, not cumulative; the last is +Inf],
+//  "count": N, "sum": S}: a histogram for a chart (the dashboard's time to first token).
+nlohmann::json HistogramJson(const Histogram& h);
+
 // The /v1/prefix_cache_stats object (see src/server/README.md).
 nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats& stats,
                                     const HitRateWindow& window, int64_t now_s);

@@ -19,6 +19,16 @@ TEST(Histogram, BucketsAreCumulative) {
   EXPECT_DOUBLE_EQ(s.sum, 105.15);
 }
 
+TEST(Histogram, JsonCountsPerBucket) {
+  Histogram h({0.1, 1});
+  for (double v : {0.05, 0.5, 0.6, 7.0}) h.Observe(v);
+  const nlohmann::json j = HistogramJson(h);
+  EXPECT_EQ(j["bounds"], nlohmann::json({0.1, 1.0}));
+  EXPECT_EQ(j["counts"], nlohmann::json({1, 2, 1}));
+  EXPECT_EQ(j["count"], 4);
+  EXPECT_DOUBLE_EQ(j["sum"].get<double>(), 8.15);
+}
+
 TEST(Histogram, ConcurrentObserves) {
   Histogram h({1});
   std::vector<std::thread> threads;

@@ -511,6 +511,9 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
   if (const json* v = Find(j, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
+  if (const json* v = Find(j, "tokens")) {
+    ASSIGN_OR_RETURN(out.probe_tokens, ReadBool(*v, "tokens"));
+  }
   return out;
 }
 

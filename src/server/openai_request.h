@@ -88,6 +88,8 @@ struct OpenAiRequest {
 
   std::string cache_salt;
   PrefixCacheRequest prefix_cache;
+
+  bool probe_tokens = false;  // probe only: also return each prompt token's text
 };
 
 // What validation needs to know about the served model.
@@ -99,7 +101,8 @@ struct RequestLimits {
 StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits);
 StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLimits& limits);
 // The admin probe body: `messages` (read as chat) or `prompt` (read as a completion), plus
-// optional `tools`, `cache_salt`, `model`; the sampling fields are ignored.
+// optional `tools`, `cache_salt`, `model`, `tokens` (boolean: return the token texts); the
+// sampling fields are ignored.
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits);
 
 // Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed

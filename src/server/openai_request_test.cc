@@ -418,9 +418,14 @@ TEST(OpenAiRequest, ProbeBodies) {
   EXPECT_EQ(a->kind, ApiKind::kChat);
   EXPECT_EQ(a->cache_salt, "s");
   EXPECT_EQ(a->model, "x");
-  auto b = ParseProbeRequest(R"({"prompt":"hello"})", kLimits);
+  EXPECT_FALSE(a->probe_tokens);
+  auto b = ParseProbeRequest(R"({"prompt":"hello","tokens":true})", kLimits);
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->kind, ApiKind::kCompletion);
+  EXPECT_TRUE(b->probe_tokens);
+  auto bad = ParseProbeRequest(R"({"prompt":"hello","tokens":"yes"})", kLimits);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("tokens"), std::string::npos) << bad.status();
   EXPECT_FALSE(ParseProbeRequest(R"({})", kLimits).ok());
   EXPECT_FALSE(ParseProbeRequest(R"({"prompt":"a","messages":[{"role":"user","content":"b"}]})", kLimits).ok());
   EXPECT_FALSE(ParseProbeRequest(R"({"prompt":""})", kLimits).ok());
