@@ -90,7 +90,8 @@
 
   function renderHitRate(stats) {
     const lookups = stats.hits + stats.misses;
-    setText('hit-rate-total', lookups > 0 ? pct(stats.hit_rate) : '–', stats.hit_rate);
+    const configuredOff = state.props && !state.props.prefix_cache.configured;
+    setText('hit-rate-total', configuredOff ? 'N/A' : lookups > 0 ? pct(stats.hit_rate) : '–', stats.hit_rate);
     setText('hits', String(stats.hits), stats.hits);
     setText('misses', String(stats.misses), stats.misses);
     $('hit-rate-note').textContent = !stats.enabled ? `(${stats.reason})` : lookups === 0 ? '(no requests yet)' : '';
@@ -137,7 +138,9 @@
     setText('tokens-cached', String(cached), cached);
     setText('tokens-computed', String(computed), computed);
     const total = cached + computed;
-    $('tokens-share').textContent = total > 0 ? `(${pct(cached / total)} from cache)` : '(no prompts yet)';
+    const configuredOff = state.props && !state.props.prefix_cache.configured;
+    $('tokens-share').textContent = configuredOff ? '(N/A: the prefix cache is off, prompts are not looked up)'
+      : total > 0 ? `(${pct(cached / total)} from cache)` : '(no prompts yet)';
     const w = total > 0 ? (cached / total) * 300 : 0;
     $('tokens-bar').replaceChildren(
       svg('rect', { x: 0, y: 0, width: 300, height: 16, class: 'f-cold' }),
@@ -264,7 +267,7 @@
   function recentRow(r) {
     const u = r.usage;
     const pc = u.prefix_cache;
-    const tiers = Object.entries(pc.by_tier).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${n}`).join(' · ') || 'none';
+    const tiers = TIERS.filter((t) => pc.by_tier[t] > 0).map((t) => `${t} ${pc.by_tier[t]}`).join(' · ') || 'none';
     const cachedCell = el('td', {}, el('span', { text: `${pc.cached_tokens} ` }), miniBar(u.prompt_tokens, pc.by_tier));
     return el('tr', { 'data-seq': r.seq },
       el('td', { text: new Date(r.received_unix_ms).toLocaleTimeString() }),
@@ -363,7 +366,7 @@
   }
 
   function renderProbe(p, messages) {
-    const parts = Object.entries(p.by_tier).map(([t, n]) => `${t} ${n}`).join(' · ');
+    const parts = TIERS.filter((t) => t in p.by_tier).map((t) => `${t} ${p.by_tier[t]}`).join(' · ');
     let summary = `${p.resident_tokens} of ${p.total_tokens} tokens resident (${pct(p.total_tokens ? p.resident_tokens / p.total_tokens : 0)}): ` +
                   `${parts}; ${p.cold_tokens} cold`;
     if (p.num_messages !== undefined) {
@@ -421,7 +424,8 @@
     const nodes = [];
     p.tokens.forEach((piece, i) => {
       if (starts.has(i)) nodes.push(el('span', { class: 'msg-start', text: starts.get(i) }));
-      nodes.push(el('span', { class: `tok ${tiers[i]}`, title: `token ${i}: ${tiers[i]}`, text: piece }));
+      // A control token (BOS) has no text: show a mark so that it still takes room.
+      nodes.push(el('span', { class: `tok ${tiers[i]}`, title: `token ${i}: ${tiers[i]}`, text: piece || '∅' }));
     });
     box.replaceChildren(...nodes);
   }
