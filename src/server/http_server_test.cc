@@ -138,6 +138,84 @@ TEST_F(HttpServerTest, StreamingMatchesWhole) {
   EXPECT_EQ(text, expected);
 }
 
+TEST_F(HttpServerTest, DashboardFilesWithTheirPolicy) {
+  for (const char* path : {"/dashboard", "/dashboard/", "/dashboard/index.html"}) {
+    auto r = Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << path;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "text/html; charset=utf-8");
+    EXPECT_NE(r->get_header_value("Content-Security-Policy").find("connect-src 'self'"), std::string::npos);
+    EXPECT_NE(r->body.find("/dashboard/dashboard.js"), std::string::npos);
+  }
+  auto js = Get("/dashboard/dashboard.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->status, 200);
+  EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
+  for (const char* path : {"/dashboard/nope.js", "/dashboard/..%2fhttp_server.cc", "/dashboard/a/b.js"}) {
+    auto r = Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 404) << path;
+    EXPECT_TRUE(json::parse(r->body).contains("error")) << path;
+  }
+}
+
+TEST_F(HttpServerTest, RecentRequestsExplainEachRequest) {
+  auto empty = Get("/v1/recent_requests");
+  ASSERT_TRUE(empty);
+  json e = json::parse(empty->body);
+  EXPECT_EQ(e["capacity"], 50);
+  EXPECT_EQ(e["num_recorded"], 0);
+  EXPECT_TRUE(e["requests"].empty());
+  EXPECT_EQ(e["time_to_first_token_seconds"]["count"], 0);
+
+  const std::string body = R"({"messages":[{"role":"user","content":"Hi there"}],"max_tokens":3,"temperature":0})";
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(Post("/v1/chat/completions", body)->status, 200);
+  auto r = Get("/v1/recent_requests");
+  ASSERT_TRUE(r);
+  json j = json::parse(r->body);
+  ASSERT_EQ(j["requests"].size(), 2u);
+  const json& newest = j["requests"][0];
+  EXPECT_EQ(newest["seq"], 2);
+  EXPECT_EQ(newest["kind"], "chat");
+  EXPECT_EQ(newest["outcome"], "length");
+  EXPECT_GT(newest["ttft_ms"].get<double>(), 0);
+  EXPECT_GE(newest["duration_ms"].get<double>(), newest["ttft_ms"].get<double>());
+  EXPECT_GT(newest["usage"]["prefix_cache"]["cached_tokens"].get<int>(), 0);
+  EXPECT_EQ(j["requests"][1]["usage"]["prefix_cache"]["cached_tokens"], 0);
+  EXPECT_EQ(j["requests"][1]["usage"]["prefix_cache"]["diverged_in_message"], 0);
+  const json& ttft = j["time_to_first_token_seconds"];
+  EXPECT_EQ(ttft["count"], 2);
+  EXPECT_EQ(ttft["counts"].size(), ttft["bounds"].size() + 1);
+}
+
+TEST_F(HttpServerTest, ProbeRangesMessageStartsAndTokens) {
+  const std::string messages = R"("messages":[{"role":"system","content":"Be kind."},{"role":"user","content":"Tell a story"}])";
+  ASSERT_EQ(Post("/v1/chat/completions", "{" + messages + R"(,"max_tokens":2,"temperature":0})")->status, 200);
+  auto r = Post("/admin/api/cache/probe", "{" + messages + R"(,"tokens":true})", {{"Authorization", "Bearer k"}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  json p = json::parse(r->body);
+  const int64_t total = p["total_tokens"];
+  ASSERT_EQ(p["ranges"].size(), 1u) << p.dump();  // only the pool tier here
+  EXPECT_EQ(p["ranges"][0], (json{{"tier", "pool"}, {"start", 0}, {"end", p["resident_tokens"]}}));
+  ASSERT_EQ(p["message_starts"].size(), 2u);
+  EXPECT_EQ(p["message_starts"][0], 0);
+  EXPECT_LT(p["message_starts"][0].get<int64_t>(), p["message_starts"][1].get<int64_t>());
+  EXPECT_LT(p["message_starts"][1].get<int64_t>(), p["generation_start"].get<int64_t>());
+  EXPECT_LT(p["generation_start"].get<int64_t>(), total);
+  ASSERT_EQ(p["tokens"].size(), static_cast<size_t>(total));
+  std::string text;
+  for (const json& piece : p["tokens"]) text += piece.get<std::string>();
+  EXPECT_NE(text.find("Tell a story"), std::string::npos) << text;
+  // Without "tokens" the texts are left out; a prompt has no message starts.
+  auto plain = Post("/admin/api/cache/probe", R"({"prompt":"Once upon"})", {{"Authorization", "Bearer k"}});
+  ASSERT_TRUE(plain);
+  json q = json::parse(plain->body);
+  EXPECT_FALSE(q.contains("tokens"));
+  EXPECT_FALSE(q.contains("message_starts"));
+  EXPECT_TRUE(q["ranges"].is_array());
+}
+
 TEST_F(HttpServerTest, ErrorsAndAdmin) {
   auto bad = Post("/v1/completions", R"({"prompt":"x","max_tokens":-1})");
   ASSERT_TRUE(bad);
