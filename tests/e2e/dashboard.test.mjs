@@ -23,7 +23,7 @@ const T = { timeout: 30000 };
 const REFRESH_MS = 250;
 
 // A page on `srv`'s dashboard with its console errors and off-host requests collected.
-async function openDashboard(browser, srv, viewport = { width: 1280, height: 900 }) {
+async function openDashboard(browser, srv, viewport = { width: 1280, height: 900 }, { waitRefresh = true } = {}) {
   const context = await browser.newContext({ viewport });
   const seen = { errors: [], offsite: [] };
   await context.route('**/*', (route) => {
@@ -37,7 +37,7 @@ async function openDashboard(browser, srv, viewport = { width: 1280, height: 900
   page.on('pageerror', (e) => seen.errors.push(`uncaught: ${e.message}`));
   await page.goto(`${srv.url}/dashboard?refresh=${REFRESH_MS}`);
   // Two refreshes: the second one's history has a delta to chart.
-  await page.waitForFunction(() => Number(document.body.dataset.refreshes || 0) >= 2);
+  if (waitRefresh) await page.waitForFunction(() => Number(document.body.dataset.refreshes || 0) >= 2);
   return { page, context, seen };
 }
 
@@ -168,6 +168,27 @@ describe('dashboard in headless Chromium', { skip: skip ?? false }, () => {
       assertClean(seen);
     } finally {
       await context.close();
+    }
+  });
+
+  it('asks for the API key when the server has one, then shows the statistics', T, async () => {
+    const keyed = await startServer({ args: ['--api-key', 'dash-api-key'] });
+    try {
+      const { page, context, seen } = await openDashboard(browser, keyed, undefined, { waitRefresh: false });
+      try {
+        await page.waitForSelector('#api-key-form', { state: 'visible' });
+        assert.equal(await page.textContent('#hits'), '0');
+        await page.fill('#api-key', 'dash-api-key');
+        await page.click('#api-key-form button');
+        await page.waitForFunction(() => Number(document.body.dataset.refreshes || 0) >= 1);
+        assert.equal(await page.isVisible('#api-key-form'), false);
+        assert.equal(await page.textContent('#cache-state'), 'cache on');
+        assertClean(seen);
+      } finally {
+        await context.close();
+      }
+    } finally {
+      await keyed.stop();
     }
   });
 

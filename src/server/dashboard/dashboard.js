@@ -290,6 +290,12 @@
 
   async function refresh() {
     try {
+      // Ask for the key before the first request rather than after a 401 (which the browser
+      // would also log as an error).
+      if (state.props && state.props.server.api_key_required && !state.apiKey) {
+        $('api-key-form').hidden = false;
+        return;
+      }
       const [s, r] = await Promise.all([call('/v1/prefix_cache_stats', { key: state.apiKey }),
                                         call('/v1/recent_requests', { key: state.apiKey })]);
       if (s.status === 401 || r.status === 401) {
