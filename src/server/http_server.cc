@@ -573,16 +573,20 @@ struct HttpServer::Impl {
     SendJson(res, 200, PrefixCacheStatsJson(info(), s, hit_window, now));
   }
 
-  // The last requests, newest first, and the time-to-first-token histogram: what the
-  // dashboard shows beside the cache counters.
+  // The last requests, newest first, the time-to-first-token histogram and hits and misses
+  // per 10 s over 15 minutes: what the dashboard shows beside the cache counters.
   void HandleRecentRequests(const httplib::Request& req, httplib::Response& res) {
     if (!CheckApiKey(req, res)) return;
     json requests = json::array();
     for (const RequestRecord& r : recent.Snapshot()) requests.push_back(RequestRecordJson(r));
+    const ServiceStats s = service->stats();
+    const int64_t now = NowS();
+    hit_window.Record(now, s.cache.hits, s.cache.misses);
     SendJson(res, 200, json{{"capacity", recent.capacity()},
                             {"num_recorded", recent.num_added()},
                             {"requests", std::move(requests)},
-                            {"time_to_first_token_seconds", HistogramJson(metrics.time_to_first_token)}});
+                            {"time_to_first_token_seconds", HistogramJson(metrics.time_to_first_token)},
+                            {"hit_history", HitHistoryJson(hit_window, now, 10, 90, s.cache.hits, s.cache.misses)}});
   }
 
   // The dashboard's files, embedded in the binary. Open like /metrics: the page holds no

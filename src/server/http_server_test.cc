@@ -186,6 +186,16 @@ TEST_F(HttpServerTest, RecentRequestsExplainEachRequest) {
   const json& ttft = j["time_to_first_token_seconds"];
   EXPECT_EQ(ttft["count"], 2);
   EXPECT_EQ(ttft["counts"].size(), ttft["bounds"].size() + 1);
+  const json& history = j["hit_history"];
+  EXPECT_EQ(history["bucket_s"], 10);
+  ASSERT_EQ(history["hits"].size(), 90u);
+  int64_t hits = 0, misses = 0;
+  for (size_t i = 0; i < 90; ++i) {
+    if (!history["hits"][i].is_null()) hits += history["hits"][i].get<int64_t>();
+    if (!history["misses"][i].is_null()) misses += history["misses"][i].get<int64_t>();
+  }
+  EXPECT_EQ(hits, 1);  // the repeat
+  EXPECT_EQ(misses, 1);
 }
 
 TEST_F(HttpServerTest, ProbeRangesMessageStartsAndTokens) {

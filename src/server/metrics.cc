@@ -63,6 +63,33 @@ HitRateWindow::Rate HitRateWindow::Over(int64_t now_s, int64_t window_s, int64_t
   return r;
 }
 
+std::vector<std::optional<HitRateWindow::Counts>> HitRateWindow::Series(int64_t now_s, int64_t bucket_s,
+                                                                        int num_buckets, int64_t hits,
+                                                                        int64_t misses) const {
+  std::vector<std::optional<Counts>> out(std::max(0, num_buckets));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (samples_.empty()) return out;
+  // The counters at time t: the latest sample at or before t, the current ones at now_s;
+  // nullptr before the first sample.
+  auto at = [&](int64_t t) -> std::optional<Counts> {
+    if (t >= now_s) return Counts{hits, misses};
+    auto it = std::upper_bound(samples_.begin(), samples_.end(), t,
+                               [](int64_t x, const Sample& s) { return x < s.t; });
+    if (it == samples_.begin()) return std::nullopt;
+    --it;
+    return Counts{it->hits, it->misses};
+  };
+  const Counts first{samples_.front().hits, samples_.front().misses};
+  for (int k = 0; k < num_buckets; ++k) {
+    const int64_t end = now_s - static_cast<int64_t>(num_buckets - k - 1) * bucket_s;
+    const std::optional<Counts> e = at(end);
+    if (!e) continue;
+    const Counts s = at(end - bucket_s).value_or(first);
+    out[k] = Counts{std::max<int64_t>(0, e->hits - s.hits), std::max<int64_t>(0, e->misses - s.misses)};
+  }
+  return out;
+}
+
 ServerMetrics::ServerMetrics()
     : request_duration({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
       time_to_first_token({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
@@ -211,6 +238,16 @@ nlohmann::json HistogramJson(const Histogram& h) {
     below = c;
   }
   return nlohmann::json{{"bounds", h.bounds()}, {"counts", std::move(counts)}, {"count", s.count}, {"sum", s.sum}};
+}
+
+nlohmann::json HitHistoryJson(const HitRateWindow& window, int64_t now_s, int64_t bucket_s,
+                              int num_buckets, int64_t hits, int64_t misses) {
+  nlohmann::json h = nlohmann::json::array(), m = nlohmann::json::array();
+  for (const auto& c : window.Series(now_s, bucket_s, num_buckets, hits, misses)) {
+    h.push_back(c ? nlohmann::json(c->hits) : nlohmann::json(nullptr));
+    m.push_back(c ? nlohmann::json(c->misses) : nlohmann::json(nullptr));
+  }
+  return nlohmann::json{{"bucket_s", bucket_s}, {"hits", std::move(h)}, {"misses", std::move(m)}};
 }
 
 std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& stats) {

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -68,6 +69,21 @@ class HitRateWindow {
   // oldest one, when the window reaches back before the first) and (hits, misses) now.
   Rate Over(int64_t now_s, int64_t window_s, int64_t hits, int64_t misses) const;
 
+  // Hits and misses per bucket of `bucket_s` seconds, the last `num_buckets` buckets up to
+  // now_s, oldest first; (hits, misses) are the counters now. Bucket k covers
+  //
+  //   (now_s - (num_buckets - k) * bucket_s,  now_s - (num_buckets - k - 1) * bucket_s]
+  //
+  // and counts the change of the counters between the samples at or before its two ends.
+  // A bucket that ends before the first sample has no data (nullopt); one that starts before
+  // it counts from the first sample. Precondition: num_buckets * bucket_s <= the horizon.
+  struct Counts {
+    int64_t hits = 0;
+    int64_t misses = 0;
+  };
+  std::vector<std::optional<Counts>> Series(int64_t now_s, int64_t bucket_s, int num_buckets,
+                                            int64_t hits, int64_t misses) const;
+
  private:
   struct Sample {
     int64_t t;
@@ -110,6 +126,11 @@ std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& sta
 // {"bounds": [upper bounds], "counts": [per bucket, not cumulative; the last is +Inf],
 //  "count": N, "sum": S}: a histogram for a chart (the dashboard's time to first token).
 nlohmann::json HistogramJson(const Histogram& h);
+
+// {"bucket_s": B, "hits": [...], "misses": [...]}: HitRateWindow::Series, null where a bucket
+// has no data.
+nlohmann::json HitHistoryJson(const HitRateWindow& window, int64_t now_s, int64_t bucket_s,
+                              int num_buckets, int64_t hits, int64_t misses);
 
 // The /v1/prefix_cache_stats object (see src/server/README.md).
 nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats& stats,

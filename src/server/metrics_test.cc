@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -85,6 +86,71 @@ TEST(HitRateWindow, SameSecondKeepsTheFirst) {
   EXPECT_EQ(w.Over(10, 60, 5, 0).hits, 4);
   w.Record(80, 3, 0);
   EXPECT_EQ(w.Over(80, 60, 3, 0).hits, 2);
+}
+
+TEST(HitRateWindow, SeriesPerBucket) {
+  HitRateWindow w(900);
+  w.Record(100, 0, 0);
+  w.Record(105, 2, 1);
+  w.Record(112, 5, 1);
+  // Buckets (95, 105], (105, 115], (115, 125] ending at now = 125 with 7 hits, 3 misses.
+  const auto s = w.Series(125, 10, 3, 7, 3);
+  ASSERT_EQ(s.size(), 3u);
+  ASSERT_TRUE(s[0].has_value());
+  EXPECT_EQ(s[0]->hits, 2);  // from the first sample (100) to 105
+  EXPECT_EQ(s[0]->misses, 1);
+  EXPECT_EQ(s[1]->hits, 3);
+  EXPECT_EQ(s[1]->misses, 0);
+  EXPECT_EQ(s[2]->hits, 2);
+  EXPECT_EQ(s[2]->misses, 2);
+  // Buckets ending before the first sample have no data.
+  const auto longer = w.Series(125, 10, 5, 7, 3);
+  EXPECT_FALSE(longer[0].has_value());
+  EXPECT_FALSE(longer[1].has_value());
+  EXPECT_EQ(longer[2]->hits, 2);
+  for (const auto& b : HitRateWindow().Series(5, 10, 4, 1, 1)) EXPECT_FALSE(b.has_value());
+}
+
+// Random counters at random times against a list of every sample, never pruned.
+TEST(HitRateWindow, SeriesRandomizedAgainstAllSamples) {
+  struct Sample {
+    int64_t t, hits, misses;
+  };
+  std::mt19937 rng(11);
+  for (int round = 0; round < 20; ++round) {
+    const int64_t horizon = 60 + rng() % 900;
+    HitRateWindow w(horizon);
+    std::vector<Sample> all;
+    int64_t t = rng() % 50, hits = 0, misses = 0;
+    for (int op = 0; op < 200; ++op) {
+      t += rng() % 4;  // several samples in one second: the first one counts
+      hits += rng() % 3;
+      misses += rng() % 2;
+      w.Record(t, hits, misses);
+      if (all.empty() || all.back().t < t) all.push_back({t, hits, misses});
+      const int64_t bucket = 1 + rng() % 30;
+      const int n = static_cast<int>(std::max<int64_t>(1, horizon / bucket));
+      const int64_t now = t + rng() % 3;
+      const auto got = w.Series(now, bucket, n, hits, misses);
+      auto at = [&](int64_t x) -> std::optional<Sample> {
+        if (x >= now) return Sample{now, hits, misses};
+        std::optional<Sample> found;
+        for (const Sample& s : all) {
+          if (s.t <= x) found = s;
+        }
+        return found;
+      };
+      for (int k = 0; k < n; ++k) {
+        const int64_t end = now - static_cast<int64_t>(n - k - 1) * bucket;
+        const std::optional<Sample> e = at(end);
+        ASSERT_EQ(got[k].has_value(), e.has_value()) << "round " << round << " op " << op << " k " << k;
+        if (!e) continue;
+        const Sample s = at(end - bucket).value_or(all.front());
+        ASSERT_EQ(got[k]->hits, e->hits - s.hits) << "round " << round << " op " << op << " k " << k;
+        ASSERT_EQ(got[k]->misses, e->misses - s.misses);
+      }
+    }
+  }
 }
 
 TEST(Metrics, PrometheusTextHasTheCounters) {

@@ -12,10 +12,9 @@
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const TIERS = ['pool', 'host', 'disk', 'partial'];
   const TIER_NAMES = { pool: 'pool (L1)', host: 'host RAM (L2)', disk: 'disk (L3)', partial: 'partial tails' };
-  const HISTORY = 60;  // refreshes kept for the hits/misses chart
   const refreshMs = Math.max(200, Number(new URLSearchParams(location.search).get('refresh')) || 1000);
 
-  const state = { props: null, apiKey: '', adminKey: '', history: [], recentSeq: -1 };
+  const state = { props: null, apiKey: '', adminKey: '', recentSeq: -1 };
   const $ = (id) => document.getElementById(id);
 
   // ---- Small helpers
@@ -106,30 +105,27 @@
     $('rates').replaceChildren(...rows);
   }
 
-  // Stacked bars: hits (green) over misses (grey) per refresh, the newest on the right.
-  function renderHitChart(stats) {
-    const h = state.history;
-    h.push({ hits: stats.hits, misses: stats.misses });
-    if (h.length > HISTORY + 1) h.shift();
-    const deltas = [];
-    for (let i = 1; i < h.length; i++) {
-      deltas.push({ hits: Math.max(0, h[i].hits - h[i - 1].hits), misses: Math.max(0, h[i].misses - h[i - 1].misses) });
-    }
-    const chart = $('hit-chart');
-    const max = Math.max(1, ...deltas.map((d) => d.hits + d.misses));
-    const w = 300 / HISTORY;
+  // Stacked bars: hits (green) under misses (grey) per bucket of the server's history, the
+  // newest on the right; buckets from before the server started are left empty.
+  function renderHitChart(history) {
+    const n = history.hits.length;
+    const totals = history.hits.map((h, i) => (h === null ? 0 : h + history.misses[i]));
+    const max = Math.max(1, ...totals);
+    const w = 300 / n;
     const bars = [];
-    deltas.forEach((d, i) => {
-      const x = 300 - (deltas.length - i) * w;
-      const hh = (d.hits / max) * 76, mh = (d.misses / max) * 76;
-      bars.push(svg('rect', { x, y: 80 - hh, width: w * 0.8, height: hh, class: 'f-cached' }));
-      bars.push(svg('rect', { x, y: 80 - hh - mh, width: w * 0.8, height: mh, class: 'f-miss' }));
+    history.hits.forEach((h, i) => {
+      if (h === null) return;
+      const hh = (h / max) * 76, mh = (history.misses[i] / max) * 76;
+      bars.push(svg('rect', { x: i * w, y: 80 - hh, width: w * 0.85, height: hh, class: 'f-cached' }));
+      bars.push(svg('rect', { x: i * w, y: 80 - hh - mh, width: w * 0.85, height: mh, class: 'f-miss' }));
     });
-    chart.replaceChildren(...bars);
-    const total = deltas.reduce((a, d) => a + d.hits + d.misses, 0);
-    $('hit-chart-note').textContent = total === 0
-      ? 'no lookups since this page opened'
-      : `tallest bar: ${max} lookups in one ${refreshMs / 1000} s refresh; green hits, grey misses`;
+    $('hit-chart').replaceChildren(...bars);
+    const minutes = Math.round((n * history.bucket_s) / 60);
+    $('hit-chart-title').textContent = `Hits and misses per ${history.bucket_s} s, last ${minutes} minutes`;
+    const total = totals.reduce((a, b) => a + b, 0);
+    $('hit-chart-note').textContent = total === 0 ? `no lookups in the last ${minutes} minutes`
+      : `tallest bar: ${max} lookups; green hits, grey misses`;
+    $('hit-axis').replaceChildren(el('span', { text: `${minutes} min ago` }), el('span', { text: 'now' }));
   }
 
   function renderTokens(stats) {
@@ -308,11 +304,11 @@
       banner('');
       renderHeader(s.json);
       renderHitRate(s.json);
-      renderHitChart(s.json);
       renderTokens(s.json);
       renderTiers(s.json);
       if (r.status === 200) {
         renderTtft(r.json);
+        renderHitChart(r.json.hit_history);
         renderRecent(r.json);
       }
       document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
