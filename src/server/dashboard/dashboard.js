@@ -11,6 +11,10 @@
 (() => {
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const TIERS = ['pool', 'host', 'disk', 'partial'];
+  // The tiers of a by_tier object: the known ones in lookup order, then any other the server
+  // reports (a tier added later shows up with the generic columns and colour).
+  const tiersOf = (byTier) => [...TIERS, ...Object.keys(byTier || {}).filter((t) => !TIERS.includes(t)).sort()];
+  const fillOf = (tier) => `f-${TIERS.includes(tier) ? tier : 'other'}`;
   const TIER_NAMES = { pool: 'pool (L1)', host: 'host RAM (L2)', disk: 'disk (L3)', partial: 'partial tails' };
   const refreshMs = Math.max(200, Number(new URLSearchParams(location.search).get('refresh')) || 1000);
 
@@ -174,7 +178,7 @@
 
   function tierRow(tier, stats) {
     const reason = tierOffReason(tier, stats);
-    const name = el('td', { text: TIER_NAMES[tier] });
+    const name = el('td', { text: TIER_NAMES[tier] || tier });
     if (reason) {
       return el('tr', { 'data-tier': tier }, name, el('td', { text: 'N/A' }),
                 el('td', { class: 'na', colspan: 3, text: reason }));
@@ -205,7 +209,7 @@
   }
 
   function renderTiers(stats) {
-    $('tiers').tBodies[0].replaceChildren(...TIERS.map((t) => tierRow(t, stats)));
+    $('tiers').tBodies[0].replaceChildren(...tiersOf(stats.by_tier).map((t) => tierRow(t, stats)));
   }
 
   // ---- Time to first token and recent requests
@@ -243,11 +247,11 @@
     const bar = svg('svg', { class: 'mini', viewBox: '0 0 100 8', preserveAspectRatio: 'none' });
     bar.append(svg('rect', { width: 100, height: 8, class: 'f-cold' }));
     let x = 0;
-    for (const t of TIERS) {
+    for (const t of tiersOf(byTier)) {
       const n = byTier[t] || 0;
       if (n <= 0 || promptTokens <= 0) continue;
       const w = (n / promptTokens) * 100;
-      bar.append(svg('rect', { x, width: w, height: 8, class: `f-${t}` }));
+      bar.append(svg('rect', { x, width: w, height: 8, class: fillOf(t) }));
       x += w;
     }
     return bar;
@@ -263,7 +267,7 @@
   function recentRow(r) {
     const u = r.usage;
     const pc = u.prefix_cache;
-    const tiers = TIERS.filter((t) => pc.by_tier[t] > 0).map((t) => `${t} ${pc.by_tier[t]}`).join(' · ') || 'none';
+    const tiers = tiersOf(pc.by_tier).filter((t) => pc.by_tier[t] > 0).map((t) => `${t} ${pc.by_tier[t]}`).join(' · ') || 'none';
     const cachedCell = el('td', {}, el('span', { text: `${pc.cached_tokens} ` }), miniBar(u.prompt_tokens, pc.by_tier));
     return el('tr', { 'data-seq': r.seq },
       el('td', { text: new Date(r.received_unix_ms).toLocaleTimeString() }),
@@ -297,6 +301,8 @@
       if (s.status === 401 || r.status === 401) {
         $('api-key-form').hidden = false;
         banner(state.apiKey ? `the API key was refused: ${errorText(s)}` : '');
+        // Wait for another key rather than send the refused one every second.
+        if (state.props && state.props.server.api_key_required) state.apiKey = '';
         return;
       }
       if (s.status !== 200) return banner(`statistics unavailable: ${errorText(s)}`);
@@ -368,7 +374,7 @@
   }
 
   function renderProbe(p, messages) {
-    const parts = TIERS.filter((t) => t in p.by_tier).map((t) => `${t} ${p.by_tier[t]}`).join(' · ');
+    const parts = tiersOf(p.by_tier).filter((t) => t in p.by_tier).map((t) => `${t} ${p.by_tier[t]}`).join(' · ');
     let summary = `${p.resident_tokens} of ${p.total_tokens} tokens resident (${pct(p.total_tokens ? p.resident_tokens / p.total_tokens : 0)}): ` +
                   `${parts}; ${p.cold_tokens} cold`;
     if (p.num_messages !== undefined) {
@@ -404,7 +410,7 @@
     const w = 300 / n;
     const rects = [svg('rect', { x: 0, y: 12, width: 300, height: 22, class: 'f-cold' })];
     for (const r of p.ranges) {
-      const rect = svg('rect', { x: r.start * w, y: 12, width: (r.end - r.start) * w, height: 22, class: `f-${r.tier}`, 'data-tier': r.tier });
+      const rect = svg('rect', { x: r.start * w, y: 12, width: (r.end - r.start) * w, height: 22, class: fillOf(r.tier), 'data-tier': r.tier });
       rect.append(svg('title'));
       rect.firstChild.textContent = `${r.tier}: tokens ${r.start} to ${r.end - 1}`;
       rects.push(rect);
@@ -427,7 +433,8 @@
     p.tokens.forEach((piece, i) => {
       if (starts.has(i)) nodes.push(el('span', { class: 'msg-start', text: starts.get(i) }));
       // A control token (BOS) has no text: show a mark so that it still takes room.
-      nodes.push(el('span', { class: `tok ${tiers[i]}`, title: `token ${i}: ${tiers[i]}`, text: piece || '∅' }));
+      const cls = tiers[i] === 'cold' || TIERS.includes(tiers[i]) ? tiers[i] : 'other';
+      nodes.push(el('span', { class: `tok ${cls}`, title: `token ${i}: ${tiers[i]}`, text: piece || '∅' }));
     });
     box.replaceChildren(...nodes);
   }
