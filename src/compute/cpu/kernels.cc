@@ -16,14 +16,24 @@ namespace {
 constexpr int64_t kRowTile = 16;
 
 // BF16 and quantised weights without the blocked GEMM (decode, or no AVX-512): each row is
-// dequantised once into a row of F32 and reduced with the F32 dot, so every token sees the
-// same F32 weights as the prefill GEMM does, reduced in the same order.
+// dequantised once into a row of F32 and reduced with the F32 dot (or both at once by the fused
+// kernel), so every token sees the same F32 weights as the prefill GEMM does, reduced in the
+// same order.
 void MatMulDequantRows(const Weight& w, const float* x, int64_t num_tokens, float* y,
                        ThreadPool& pool) {
   const int64_t rows = w.rows, cols = w.cols;
   const DequantRowFn dequant = GetDequantRow(w.type);
   const DotF32Fn dot = GetDotF32();
   const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
+  if (const QuantDotFn fused = GetQuantDot(w.type)) {
+    // Same values and order, but the dequantised row never leaves the registers.
+    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+      for (int64_t r = begin * kRowTile; r < std::min(rows, end * kRowTile); ++r) {
+        for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = fused(w.Row(r), x + t * cols, cols);
+      }
+    });
+    return;
+  }
   pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
     thread_local std::vector<float> row;
     row.resize(cols);

@@ -147,6 +147,14 @@ DequantRowFn GetDequantRow(TensorType type) {
   return GenericPath(type);
 }
 
+QuantDotFn GetQuantDot(TensorType type) {
+  // The fused kernels reduce as DotF32Avx512 does, so they stand in for GetDotF32 only where
+  // that is the path it runs (all paths agree anyway; this keeps the dispatch obvious).
+  const CpuFeatures& f = GetCpuFeatures();
+  if (!HasAvx512Dequant() || !f.fma) return nullptr;
+  return Avx512QuantDot(type);
+}
+
 std::vector<std::pair<const char*, DequantRowFn>> RunnableDequantPaths(TensorType type) {
   std::vector<std::pair<const char*, DequantRowFn>> out;
   if (!CanDequantize(type)) return out;

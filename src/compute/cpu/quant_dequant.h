@@ -22,6 +22,14 @@ namespace prefixd::cpu {
 // Precondition: n is a multiple of the type's block size.
 using DequantRowFn = void (*)(const uint8_t* row, int64_t n, float* out);
 
+// dot(row dequantised, x) over n elements, in dot.h's canonical order, without writing the
+// row out: the same bits as GetDotF32() over the output of GetDequantRow.
+using QuantDotFn = float (*)(const uint8_t* row, const float* x, int64_t n);
+
+// The fused dot for `type` on this CPU, or null where there is none (then dequantise a row and
+// use GetDotF32). Only where GetDotF32 runs the AVX-512 path.
+QuantDotFn GetQuantDot(TensorType type);
+
 // True for the types GetDequantRow serves.
 bool CanDequantize(TensorType type);
 

@@ -11,6 +11,7 @@
 
 #include "base/fp16.h"
 #include "base/thread_pool.h"
+#include "compute/cpu/dot.h"
 #include "compute/cpu/kernels.h"
 #include "compute/cpu/quant_dequant.h"
 #include "model/quant_blocks.h"
@@ -135,6 +136,30 @@ TEST(Quant, EveryDequantisationPathMatchesThePortableOne) {
     }
     EXPECT_GE(RunnableDequantPaths(type).size(), 1u);
   }
+}
+
+// The fused dequantise-and-dot kernels give the bits of the portable F32 dot over the
+// dequantised row, for every length in whole blocks.
+TEST(Quant, FusedDotMatchesTheDotOfTheDequantisedRow) {
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int compared = 0;
+  for (TensorType type : kTypes) {
+    const QuantDotFn fused = GetQuantDot(type);
+    if (fused == nullptr) continue;  // no AVX-512 here, or a type without one (bf16)
+    ++compared;
+    for (int64_t n : {256, 512, 768, 1792}) {
+      const std::vector<float> w = TrickyData(n, static_cast<uint32_t>(n));
+      std::vector<float> x(n);
+      for (float& v : x) v = normal(rng);
+      const std::vector<uint8_t> q = Quantize(type, w);
+      const std::vector<float> deq = Dequantize(type, q, n);
+      ASSERT_EQ(Bits(fused(q.data(), x.data(), n)), Bits(DotF32Generic(deq.data(), x.data(), n)))
+          << Name(type) << " n=" << n;
+    }
+  }
+  if (compared == 0) GTEST_SKIP() << "no fused kernels on this CPU (they need AVX-512)";
+  EXPECT_EQ(compared, 5);  // q8_0, q4_0, q4_K, q5_K, q6_K
 }
 
 // Hand-built blocks decoded by the GGUF formulas, independently of the quantisers, so a layout
