@@ -164,8 +164,9 @@ TEST(Quant, FusedDotMatchesTheDotOfTheDequantisedRow) {
 
 // Hand-built blocks decoded by the GGUF formulas, independently of the quantisers, so a layout
 // mistake made the same way in quantiser and dequantiser still fails here.
-TEST(Quant, BlockLayoutsDecodeAsGgmlDefinesThem) {
-  const uint16_t kHalf = FloatToHalf(0.5f), kQuarter = FloatToHalf(0.25f);
+const uint16_t kHalf = FloatToHalf(0.5f), kQuarter = FloatToHalf(0.25f);
+
+TEST(QuantLayout, Q8_0AndQ4_0) {
   {
     BlockQ8_0 b{};
     b.d = kHalf;
@@ -185,6 +186,9 @@ TEST(Quant, BlockLayoutsDecodeAsGgmlDefinesThem) {
       EXPECT_EQ(out[j + 16], 0.5f * (7 - j)) << "q4_0 high " << j;
     }
   }
+}
+
+TEST(QuantLayout, Q4_KAndQ5_K) {
   // Q4_K / Q5_K: sub-block j gets scale j + 1 + 40 * (j >= 4) and min 2 * j + 3 * (j >= 4) * 10,
   // so the 6-bit values with high bits set exercise the packed byte layout.
   uint8_t sc[8], mn[8];
@@ -226,6 +230,9 @@ TEST(Quant, BlockLayoutsDecodeAsGgmlDefinesThem) {
       ASSERT_EQ(out[e], want) << (five ? "q5_K" : "q4_K") << " element " << e;
     }
   }
+}
+
+TEST(QuantLayout, Q6_K) {
   {
     BlockQ6_K b{};
     b.d = kQuarter;
