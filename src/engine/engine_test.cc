@@ -125,7 +125,7 @@ TEST(BatchInvariance, RandomModelInEveryWeightType) {
                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     SCOPED_TRACE(TensorTypeName(static_cast<uint32_t>(type)));
     auto model = MakeTestModel(TestModelShape::kRows256, type);
-    ASSERT_EQ(model->weights().layers[1].ffn_down.type, type);
+    ASSERT_EQ(model->weights().layers[0].ffn_down.type, type);
     CheckBatchInvariance(*model, KvDtype::kF16);
   }
 }

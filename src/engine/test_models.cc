@@ -44,7 +44,7 @@ std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint
     spec.vocab = 320;
     spec.ctx = 512;
   } else if (shape == TestModelShape::kRows256) {
-    spec.num_layers = 2;
+    spec.num_layers = 1;
     spec.embd = 256;
     spec.num_heads = 4;
     spec.num_kv_heads = 2;
