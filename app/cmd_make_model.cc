@@ -1,11 +1,15 @@
 // `prefixd make-model`: writes a llama GGUF with seeded random weights in any shape, with a
 // synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's. Tests and benchmarks make their models with it.
+#include <algorithm>
 #include <cstdio>
 
 #include <CLI/CLI.hpp>
 
 #include "app/commands.h"
 #include "app/common.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "model/gguf_file.h"
 #include "model/model_maker.h"
 
 namespace prefixd {
@@ -18,17 +22,46 @@ struct MakeFlags {
   std::string type = "f32";
 };
 
+constexpr TensorType kMakeTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
+                                     TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                                     TensorType::kQ5_K, TensorType::kQ6_K};
+
+// How many tensors of each type `path` holds, e.g. "q4_K x 2, q4_0 x 14, f32 x 5".
+std::string TypeCounts(const std::string& path) {
+  auto file = GgufFile::Open(path);
+  if (!file.ok()) return std::string(file.status().message());
+  std::vector<std::pair<std::string, int>> counts;
+  for (const auto& t : (*file)->tensors()) {
+    const std::string name = TensorTypeName(static_cast<uint32_t>(t.type));
+    auto it = std::find_if(counts.begin(), counts.end(), [&](auto& c) { return c.first == name; });
+    if (it == counts.end()) {
+      counts.emplace_back(name, 1);
+    } else {
+      ++it->second;
+    }
+  }
+  std::string s;
+  for (const auto& [name, n] : counts) absl::StrAppend(&s, s.empty() ? "" : ", ", name, " x ", n);
+  return s;
+}
+
 int RunMake(MakeFlags f) {
-  if (f.type == "f32") {
-    f.spec.type = TensorType::kF32;
-  } else if (f.type == "f16") {
-    f.spec.type = TensorType::kF16;
-  } else {
-    return Fail(absl::InvalidArgumentError("--type must be f32 or f16 (got '" + f.type + "')"));
+  bool known = false;
+  std::string names;
+  for (TensorType t : kMakeTypes) {
+    const std::string name = TensorTypeName(static_cast<uint32_t>(t));
+    absl::StrAppend(&names, names.empty() ? "" : "|", absl::AsciiStrToLower(name));
+    if (absl::EqualsIgnoreCase(name, f.type)) {
+      f.spec.type = t;
+      known = true;
+    }
+  }
+  if (!known) {
+    return Fail(absl::InvalidArgumentError("--type must be one of " + names + " (got '" + f.type + "')"));
   }
   Status st = WriteRandomModel(f.spec, f.out);
   if (!st.ok()) return Fail(st);
-  std::fprintf(stderr, "wrote %s\n", f.out.c_str());
+  std::fprintf(stderr, "wrote %s (tensors: %s)\n", f.out.c_str(), TypeCounts(f.out).c_str());
   return 0;
 }
 
@@ -46,7 +79,8 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--ff", f->spec.ff, "Feed-forward width")->capture_default_str();
   cmd->add_option("--vocab", f->spec.vocab, "Vocabulary size (0 with --vocab-from: its size)")->capture_default_str();
   cmd->add_option("--ctx", f->spec.ctx, "Context length")->capture_default_str();
-  cmd->add_option("--type", f->type, "Weight type: f32 or f16")->capture_default_str();
+  cmd->add_option("--type", f->type, "Weight type of the matrices: f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k (rows that "
+                  "a K-quant block does not divide fall back to q4_0 or q8_0)")->capture_default_str();
   cmd->add_option("--seed", f->spec.seed, "Weight seed")->capture_default_str();
   cmd->add_option("--vocab-from", f->spec.vocab_from, "Take the vocabulary of this GGUF");
   cmd->add_option("--tokenizer-json", f->spec.tokenizer_json,

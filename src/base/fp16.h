@@ -66,4 +66,12 @@ inline float Bf16ToFloat(uint16_t h) {
   return f;
 }
 
+// Round-to-nearest-even float -> bfloat16 (the top 16 bits); NaNs stay NaNs.
+inline uint16_t FloatToBf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
 }  // namespace prefixd

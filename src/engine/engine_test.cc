@@ -118,6 +118,18 @@ TEST(BatchInvariance, RandomGqaModelF32WeightsF32Kv) {
   CheckBatchInvariance(*model, KvDtype::kF32);
 }
 
+// BF16 and quantised weights: prefill dequantises tiles for the blocked GEMM, decode whole
+// rows for the dot; both must give the same bits for every token.
+TEST(BatchInvariance, RandomModelInEveryWeightType) {
+  for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                          TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    SCOPED_TRACE(TensorTypeName(static_cast<uint32_t>(type)));
+    auto model = MakeTestModel(TestModelShape::kRows256, type);
+    ASSERT_EQ(model->weights().layers[0].ffn_down.type, type);
+    CheckBatchInvariance(*model, KvDtype::kF16);
+  }
+}
+
 TEST(Engine, RejectsEmptyAndOutOfVocabularyAndOverlongPrompts) {
   auto model = MakeTestModel(TestModelShape::kTiny, TensorType::kF32);
   EngineOptions eo;

@@ -43,6 +43,14 @@ std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint
     spec.ff = 128;
     spec.vocab = 320;
     spec.ctx = 512;
+  } else if (shape == TestModelShape::kRows256) {
+    spec.num_layers = 1;
+    spec.embd = 256;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.ff = 256;
+    spec.vocab = 320;
+    spec.ctx = 512;
   } else {
     spec.num_layers = 4;
     spec.embd = 256;

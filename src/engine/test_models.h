@@ -11,6 +11,8 @@ namespace prefixd {
 enum class TestModelShape {
   kTiny,    // 2 layers, n_embd 64, 4 heads, 2 KV heads, synthetic vocab of 320
   kGqa256,  // 4 layers, n_embd 256, 8 heads, 2 KV heads, n_ff 688, synthetic vocab of 512
+  kRows256,  // 1 layer, n_embd 256, 4 heads, 2 KV heads, n_ff 256, vocab 320: every row a
+             // whole number of 256-element blocks, so each weight type applies to every matrix
 };
 
 // Loads ../shared/models/NAME, or returns nullptr when the file is absent.

@@ -10,8 +10,24 @@ namespace {
 
 constexpr const char* kArchitectures[] = {"llama"};
 
+// The matrix types the CPU backend computes with (compute/cpu/quant_dequant.h).
+constexpr TensorType kMatrixTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
+                                       TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                                       TensorType::kQ5_K, TensorType::kQ6_K};
+
 bool IsSupportedWeightType(TensorType t) {
-  return t == TensorType::kF32 || t == TensorType::kF16;
+  for (TensorType m : kMatrixTypes) {
+    if (t == m) return true;
+  }
+  return false;
+}
+
+std::string SupportedWeightTypes() {
+  std::string s;
+  for (TensorType m : kMatrixTypes) {
+    absl::StrAppend(&s, s.empty() ? "" : ", ", TensorTypeName(static_cast<uint32_t>(m)));
+  }
+  return s;
 }
 
 class Loader {
@@ -59,7 +75,16 @@ class Loader {
     if (!ok_type) {
       return Error(absl::StrCat("tensor ", name, " has weight type ",
                                 TensorTypeName(static_cast<uint32_t>(info->type)),
-                                ", which this build cannot compute with yet (supported: f32, f16)"));
+                                ", which this build cannot compute with (supported: ",
+                                matrix ? SupportedWeightTypes() : "f32, f16",
+                                matrix ? "" : " for norm weights", ")"));
+    }
+    // The reader checks this for every tensor; repeated here because the kernels rely on it.
+    const int64_t block = GetTensorTypeTraits(static_cast<uint32_t>(info->type))->block_elements;
+    if (cols % block != 0) {
+      return Error(absl::StrCat("tensor ", name, " of type ",
+                                TensorTypeName(static_cast<uint32_t>(info->type)), " has rows of ",
+                                cols, " elements, not a multiple of the type's block of ", block));
     }
     Weight w;
     w.name = name;

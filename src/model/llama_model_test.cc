@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <algorithm>
+#include <cstring>
 #include <functional>
+#include <tuple>
 
 #include "model/gguf_writer.h"
 #include "model/model_maker.h"
@@ -143,25 +146,72 @@ TEST_F(LlamaModelTest, TensorShapeThatDoesNotFitTheHyperParameters) {
               "blk.0.attn_k.weight has shape {64, 16}");
 }
 
-TEST_F(LlamaModelTest, QuantisedWeightsAreRefusedNamingTypeAndTensor) {
+TEST_F(LlamaModelTest, UnsupportedWeightTypesAreRefusedNamingTypeAndTensor) {
+  // q5_0 and iq4_nl are valid GGUF types (32-element blocks) that no kernel here computes.
+  for (auto [type, name, block_bytes] : {std::tuple{TensorType::kQ5_0, "q5_0", 22},
+                                         std::tuple{TensorType::kIQ4_NL, "iq4_nl", 18}}) {
+    ExpectError(LoadMutated([&](auto&, auto& tensors) {
+                  for (auto& t : tensors) {
+                    if (t.name == "blk.0.attn_q.weight") {
+                      t.type = type;
+                      t.data.assign(64 * 64 / 32 * block_bytes, 0);
+                    }
+                  }
+                }),
+                std::string("blk.0.attn_q.weight has weight type ") + name);
+  }
+}
+
+TEST_F(LlamaModelTest, QuantisedNormWeightsAreRefused) {
   ExpectError(LoadMutated([](auto&, auto& tensors) {
                 for (auto& t : tensors) {
-                  if (t.name == "blk.0.attn_q.weight") {
+                  if (t.name == "blk.1.ffn_norm.weight") {
                     t.type = TensorType::kQ8_0;
-                    t.data.assign(64 * 64 / 32 * 34, 0);
+                    t.data.assign(64 / 32 * 34, 0);
                   }
                 }
               }),
-              "blk.0.attn_q.weight has weight type q8_0");
+              "blk.1.ffn_norm.weight has weight type q8_0");
 }
 
-TEST_F(LlamaModelTest, Bf16WeightsAreRefusedForNow) {
-  ExpectError(LoadMutated([](auto&, auto& tensors) {
-                for (auto& t : tensors) {
-                  if (t.name == "output.weight") t.type = TensorType::kBF16;
-                }
-              }),
-              "output.weight has weight type bf16");
+TEST_F(LlamaModelTest, Bf16AndQuantisedMatricesLoad) {
+  for (auto [type, block, block_bytes] :
+       {std::tuple{TensorType::kBF16, 1, 2}, std::tuple{TensorType::kQ8_0, 32, 34},
+        std::tuple{TensorType::kQ4_0, 32, 18}}) {
+    Status st = LoadMutated([&](auto&, auto& tensors) {
+      for (auto& t : tensors) {
+        if (t.dims.size() == 2) {
+          t.type = type;
+          t.data.assign(t.dims[0] * t.dims[1] / block * block_bytes, 0);
+        }
+      }
+    });
+    EXPECT_TRUE(st.ok()) << TensorTypeName(static_cast<uint32_t>(type)) << ": " << st;
+  }
+}
+
+// A K-quant needs rows of whole 256-element super-blocks. The writer refuses to write such a
+// tensor, so the file is patched: blk.0.ffn_up.weight's type field (after its name, n_dims
+// and two dims) goes from f16 to q4_K over rows of 64.
+TEST_F(LlamaModelTest, RowsThatAreNotWholeBlocksAreRefused) {
+  ASSERT_TRUE(LoadMutated([](auto&, auto&) {}).ok());
+  std::vector<uint8_t> bytes = bytes_;
+  const std::string name = "blk.0.ffn_up.weight";
+  auto at = std::search(bytes.begin(), bytes.end(), name.begin(), name.end());
+  ASSERT_NE(at, bytes.end());
+  const size_t type_at = (at - bytes.begin()) + name.size() + 4 + 2 * 8;
+  uint32_t type;
+  std::memcpy(&type, &bytes[type_at], 4);
+  ASSERT_EQ(type, static_cast<uint32_t>(TensorType::kF16));
+  type = static_cast<uint32_t>(TensorType::kQ4_K);
+  std::memcpy(&bytes[type_at], &type, 4);
+  auto file = GgufFile::Parse(bytes, "patched.gguf");
+  Status st = file.ok() ? Model::FromGguf(std::move(*file)).status() : file.status();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(std::string(st.message()).find("'blk.0.ffn_up.weight' of type q4_K has row length 64, "
+                                           "not a multiple of the block size 256"),
+            std::string::npos)
+      << st.message();
 }
 
 TEST_F(LlamaModelTest, TiedOutputUsesTheEmbedding) {

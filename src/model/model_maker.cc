@@ -12,6 +12,7 @@
 #include "model/gguf_file.h"
 #include "model/gguf_writer.h"
 #include "model/hf_tokenizer.h"
+#include "model/quantize.h"
 
 namespace prefixd {
 namespace {
@@ -69,21 +70,30 @@ class SplitMix64 {
   uint64_t state_;
 };
 
-// Random tensor data of `n` elements in `type` (kF32 or kF16): mean + std * N(0, 1).
+// Random tensor data of `n` elements in `type`: mean + std * N(0, 1), drawn in F32 and then
+// stored (rounded to f16/bf16, or quantised) row by row; rows are whole blocks.
 std::vector<uint8_t> RandomData(uint64_t n, TensorType type, float mean, float std,
                                 uint64_t seed) {
   SplitMix64 rng(seed);
-  std::vector<uint8_t> data;
-  if (type == TensorType::kF16) {
-    data.resize(n * 2);
-    uint16_t* out = reinterpret_cast<uint16_t*>(data.data());
-    for (uint64_t k = 0; k < n; ++k) out[k] = FloatToHalf(mean + std * rng.Normal());
-  } else {
-    data.resize(n * 4);
-    float* out = reinterpret_cast<float*>(data.data());
-    for (uint64_t k = 0; k < n; ++k) out[k] = mean + std * rng.Normal();
-  }
+  std::vector<float> values(n);
+  for (uint64_t k = 0; k < n; ++k) values[k] = mean + std * rng.Normal();
+  std::vector<uint8_t> data(*TensorBytes(type, n));
+  QuantizeRow(type, values.data(), static_cast<int64_t>(n), data.data());
   return data;
+}
+
+// llama.cpp's general.file_type for a model whose matrices are mostly `type`.
+uint32_t FileType(TensorType type) {
+  switch (type) {
+    case TensorType::kF16: return 1;
+    case TensorType::kQ4_0: return 2;
+    case TensorType::kQ8_0: return 7;
+    case TensorType::kQ4_K: return 14;  // Q4_K_S: every matrix q4_K
+    case TensorType::kQ5_K: return 16;  // Q5_K_S
+    case TensorType::kQ6_K: return 18;
+    case TensorType::kBF16: return 32;
+    default: return 0;
+  }
 }
 
 // Common English words, most frequent first; the synthetic vocabulary starts with them so
@@ -258,9 +268,9 @@ Status ValidateModelSpec(const ModelSpec& s) {
     return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " does not divide num_heads ",
                                 s.num_heads));
   }
-  if (s.type != TensorType::kF32 && s.type != TensorType::kF16) {
+  if (!CanQuantizeTo(s.type)) {
     return Invalid(absl::StrCat("type ", TensorTypeName(static_cast<uint32_t>(s.type)),
-                                " (only f32 and f16)"));
+                                " (only f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K)"));
   }
   if (!(s.rope_freq_base > 0)) return Invalid("rope_freq_base must be positive");
   if (!(s.rms_eps > 0)) return Invalid("rms_eps must be positive");
@@ -286,6 +296,15 @@ Status ValidateModelSpec(const ModelSpec& s) {
   return absl::OkStatus();
 }
 
+TensorType MatrixType(TensorType wanted, uint64_t row_length) {
+  const auto fits = [&](TensorType t) {
+    return row_length % GetTensorTypeTraits(static_cast<uint32_t>(t))->block_elements == 0;
+  };
+  if (fits(wanted)) return wanted;
+  const TensorType fallback = wanted == TensorType::kQ4_K ? TensorType::kQ4_0 : TensorType::kQ8_0;
+  return fits(fallback) ? fallback : TensorType::kF16;
+}
+
 Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   RETURN_IF_ERROR(ValidateModelSpec(spec));
   GgufWriter w;
@@ -296,7 +315,7 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   w.Set("general.name", GgufValue::String(absl::StrCat(
                             "prefixd-random-", spec.arch, "-L", spec.num_layers, "-E", spec.embd,
                             "-seed", spec.seed)));
-  w.Set("general.file_type", GgufValue::U32(spec.type == TensorType::kF16 ? 1 : 0));
+  w.Set("general.file_type", GgufValue::U32(FileType(spec.type)));
   w.Set("llama.context_length", GgufValue::U32(spec.ctx));
   w.Set("llama.embedding_length", GgufValue::U32(spec.embd));
   w.Set("llama.block_count", GgufValue::U32(spec.num_layers));
@@ -329,6 +348,7 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
     const uint64_t tensor_seed = seeder();
     uint64_t n = 1;
     for (uint64_t d : dims) n *= d;
+    if (dims.size() == 2) type = MatrixType(spec.type, dims[0]);
     return w.AddTensor(name, std::move(dims), type, RandomData(n, type, mean, std, tensor_seed));
   };
   RETURN_IF_ERROR(add("token_embd.weight", {embd, v}, spec.type, 0, MatrixStd(embd)));

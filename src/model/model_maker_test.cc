@@ -202,6 +202,34 @@ TEST_F(ModelMakerTest, TiedOutputAndF32) {
   EXPECT_EQ((*file)->GetUint("general.file_type").value(), 0u);
 }
 
+// Matrices take the asked type where its block divides their rows, a 32-element fallback
+// otherwise (f16 when even 32 does not divide); norms stay F32. embd 256 and ff 96: rows of
+// 256 fit every type, ffn_down's rows of 96 only 32-element blocks.
+TEST_F(ModelMakerTest, QuantisedTypesAndTheirFallbacks) {
+  ModelSpec spec = SmallSpec();
+  spec.embd = 256;
+  spec.num_heads = 4;
+  spec.ff = 96;
+  for (auto [type, fallback] : {std::pair{TensorType::kQ4_K, TensorType::kQ4_0},
+                                std::pair{TensorType::kQ5_K, TensorType::kQ8_0},
+                                std::pair{TensorType::kQ6_K, TensorType::kQ8_0},
+                                std::pair{TensorType::kQ8_0, TensorType::kQ8_0},
+                                std::pair{TensorType::kBF16, TensorType::kBF16}}) {
+    spec.type = type;
+    ASSERT_TRUE(WriteRandomModel(spec, Path("q.gguf")).ok());
+    auto file = GgufFile::Open(Path("q.gguf"));
+    ASSERT_TRUE(file.ok()) << file.status();
+    const std::string name = TensorTypeName(static_cast<uint32_t>(type));
+    EXPECT_EQ((*file)->FindTensor("blk.0.attn_q.weight")->type, type) << name;
+    EXPECT_EQ((*file)->FindTensor("token_embd.weight")->type, type) << name;
+    EXPECT_EQ((*file)->FindTensor("blk.1.ffn_down.weight")->type, fallback) << name;
+    EXPECT_EQ((*file)->FindTensor("blk.1.ffn_norm.weight")->type, TensorType::kF32) << name;
+    EXPECT_TRUE(Model::Load(Path("q.gguf")).ok()) << name;
+  }
+  EXPECT_EQ(MatrixType(TensorType::kQ4_K, 48), TensorType::kF16);
+  EXPECT_EQ(MatrixType(TensorType::kQ8_0, 48), TensorType::kF16);
+}
+
 TEST_F(ModelMakerTest, VocabFromPadsToLargerVocab) {
   const std::string src = SharedModel("stories260K.gguf");
   if (!std::filesystem::exists(src)) GTEST_SKIP() << src << " not present";
@@ -291,8 +319,8 @@ TEST_F(ModelMakerTest, RejectsBadSpecs) {
   s.vocab = 100;
   expect_bad(s, "smallest synthetic vocabulary");
   s = SmallSpec();
-  s.type = TensorType::kQ4_0;
-  expect_bad(s, "only f32 and f16");
+  s.type = TensorType::kQ5_0;
+  expect_bad(s, "only f32, f16, bf16");
   s = SmallSpec();
   s.arch = "gpt2";
   expect_bad(s, "arch");

@@ -7,12 +7,42 @@
 #include "base/fp16.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/gemm.h"
+#include "compute/cpu/quant_dequant.h"
 
 namespace prefixd::cpu {
 
 namespace {
 // Rows per work item: a tile of weight rows stays in cache while every token uses it.
 constexpr int64_t kRowTile = 16;
+
+// BF16 and quantised weights without the blocked GEMM (decode, or no AVX-512): each row is
+// dequantised once into a row of F32 and reduced with the F32 dot (or both at once by the fused
+// kernel), so every token sees the same F32 weights as the prefill GEMM does, reduced in the
+// same order.
+void MatMulDequantRows(const Weight& w, const float* x, int64_t num_tokens, float* y,
+                       ThreadPool& pool) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const DequantRowFn dequant = GetDequantRow(w.type);
+  const DotF32Fn dot = GetDotF32();
+  const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
+  if (const QuantDotFn fused = GetQuantDot(w.type)) {
+    // Same values and order, but the dequantised row never leaves the registers.
+    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+      for (int64_t r = begin * kRowTile; r < std::min(rows, end * kRowTile); ++r) {
+        for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = fused(w.Row(r), x + t * cols, cols);
+      }
+    });
+    return;
+  }
+  pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
+    thread_local std::vector<float> row;
+    row.resize(cols);
+    for (int64_t r = begin * kRowTile; r < std::min(rows, end * kRowTile); ++r) {
+      dequant(w.Row(r), cols, row.data());
+      for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = dot(row.data(), x + t * cols, cols);
+    }
+  });
+}
 }  // namespace
 
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
@@ -32,9 +62,10 @@ void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, Threa
           if (w.type == TensorType::kF32) {
             wt = reinterpret_cast<const float*>(w.Row(r0));
           } else {
+            // F16, BF16 and quantised rows: dequantised per tile, never the whole matrix.
             converted.resize(n * cols);
-            ConvertF16ToF32(reinterpret_cast<const uint16_t*>(w.Row(r0)), converted.data(),
-                            n * cols);
+            const DequantRowFn dequant = GetDequantRow(w.type);
+            for (int64_t i = 0; i < n; ++i) dequant(w.Row(r0 + i), cols, &converted[i * cols]);
             wt = converted.data();
           }
           GemmF32Blocked(wt, n, cols, x + t0 * cols, nt, y + t0 * rows + r0, rows);
@@ -57,6 +88,8 @@ void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, Threa
         }
       }
     });
+  } else if (w.type != TensorType::kF16) {
+    MatMulDequantRows(w, x, num_tokens, y, pool);
   } else {
     const DotF16Fn dot = GetDotF16();
     const DotF16x4Fn dot4 = GetDotF16x4();
@@ -82,8 +115,7 @@ void RowToFloat(const Weight& w, int64_t row, float* out) {
     const float* src = reinterpret_cast<const float*>(w.Row(row));
     for (int64_t i = 0; i < w.cols; ++i) out[i] = src[i];
   } else {
-    const uint16_t* src = reinterpret_cast<const uint16_t*>(w.Row(row));
-    for (int64_t i = 0; i < w.cols; ++i) out[i] = HalfToFloat(src[i]);
+    GetDequantRow(w.type)(w.Row(row), w.cols, out);  // only this row, whatever the type
   }
 }
 

@@ -21,7 +21,7 @@ void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* 
 void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
           RopeStyle style);
 
-// Row `row` of an F32/F16 matrix as floats (embedding lookup).
+// Row `row` of a matrix of any supported weight type as floats (embedding lookup).
 void RowToFloat(const Weight& w, int64_t row, float* out);
 
 // SiLU(gate) * up, element-wise, into gate.
