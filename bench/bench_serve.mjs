@@ -6,7 +6,7 @@
 //        [--bin build/app/prefixd] [--threads 2] [--ctx 2048] [--out bench/results]
 //        [--name NAME] [--workloads regenerate,shared,agent,volatile,restart]
 //        [--configs off,pool,tiers] [--max-tokens 16] [--disk-prefix-cache auto:30]
-//        [--set key=value,...] [--disk-root DIR] [--no-plots] [--prefix-tokens 1500] [--reps 3]
+//        [--set key=value,...] [--disk-root DIR] [--no-plots] [--prefix-tokens 1500] [--suffix-tokens 0] [--reps 3]
 //        [--policies auto:2,auto:8,auto:30,full] [--scope-pool-tokens 1024] [--dd-mib 512]
 //
 // Suites:
@@ -130,6 +130,7 @@ async function main() {
   if (suites.includes('tiers')) {
     result.tier_ttft = await runTierTtft(base, { vocab: model.vocab_size, diskRoot: opts.diskRoot,
       prefixTokens: Number(a['prefix-tokens'] ?? (quick ? 300 : 1500)), reps: Number(a.reps ?? 3),
+      suffixTokens: Number(a['suffix-tokens'] ?? 0),
       ddMib: Number(a['dd-mib'] ?? 512) });
   }
   if (suites.includes('scope')) {

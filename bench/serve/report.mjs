@@ -1,6 +1,6 @@
 // Summaries, tables and plots of benchmark results.
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 
 export function percentile(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
@@ -72,6 +72,7 @@ export function plotTtft(pngPath, title, series, marks = []) {
     'plot ' + names.map((k, j) => `"${dataPath}" using 1:${j + 2} with linespoints pt 7 ps 0.6 title "${k}"`).join(', '),
   ].join('\n');
   const r = spawnSync('gnuplot', [], { input: script, encoding: 'utf8' });
+  rmSync(dataPath, { force: true });
   if (r.error) return `gnuplot did not run (${r.error.message}); install gnuplot-nox for the plots`;
   if (r.status !== 0) return `gnuplot failed: ${r.stderr}`;
   return null;

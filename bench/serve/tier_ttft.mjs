@@ -9,7 +9,8 @@
 //          dropped (dd iflag=nocache), so the blocks are read from the device
 //   disk-warm  after a second restart, the block files still in the page cache
 //
-// Each repetition uses a new prefix and each request a new suffix; medians over repetitions.
+// Each repetition uses a new prefix and each request a new suffix of `suffixTokens` (0, the
+// default: the same prompt is resent, a full hit); medians over repetitions.
 // The disk restore bandwidth (block bytes read / usage.prefix_cache.load_ms) is set next to
 // the sequential read bandwidth of the same file system measured by dd with O_DIRECT.
 import { spawnSync } from 'node:child_process';
@@ -47,7 +48,7 @@ async function one(url, prompt, place, maxTokens) {
     by_tier: pc.by_tier ?? {}, load_ms: pc.load_ms ?? 0 };
 }
 
-export async function runTierTtft(base, { prefixTokens = 1500, suffixTokens = 50, reps = 3, maxTokens = 4, vocab, diskRoot, ddMib = 512 }) {
+export async function runTierTtft(base, { prefixTokens = 1500, suffixTokens = 0, reps = 3, maxTokens = 4, vocab, diskRoot, ddMib = 512 }) {
   const dir = mkdtempSync(path.join(diskRoot ?? tmpdir(), 'prefixd-bench-tiers-'));
   const args = configArgs('tiers', { diskDir: dir, diskPolicy: 'full' });
   const src = tokenSource(vocab, 5150);

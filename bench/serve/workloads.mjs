@@ -17,8 +17,8 @@
 
 export const SIZES = {
   // The ~100M model: a cold 1,500-token prefill takes ~4 s on two cores.
-  full: { system: 1500, question: 20, users: 32, offUsers: 8, levels: [1, 8, 32], regenerate: 4,
-    sessions: 4, turns: 6, agentShared: 1000, agentTask: 100, toolMin: 100, toolMax: 300,
+  full: { system: 1500, question: 20, users: 32, offUsers: 4, levels: [1, 8, 32], regenerate: 4,
+    sessions: 4, turns: 5, agentShared: 1000, agentTask: 100, toolMin: 100, toolMax: 300,
     replyMin: 16, replyMax: 48, volatile: 6, stamp: 12 },
   // stories260K-sized models in about a minute; the CI smoke test shrinks it further.
   quick: { system: 300, question: 10, users: 8, offUsers: 4, levels: [1, 8], regenerate: 3,
