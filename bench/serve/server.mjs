@@ -16,6 +16,8 @@ export const ADMIN_KEY = 'bench-admin';
 
 const running = new Set();
 process.on('exit', () => { for (const p of running) p.kill('SIGKILL'); });
+// Node's default SIGINT/SIGTERM handling exits without the 'exit' event.
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
 // Flags for `config`; `opts`: { diskDir, diskPolicy, hostBytes, cacheBytes }.
 export function configArgs(config, opts = {}) {
