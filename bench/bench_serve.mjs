@@ -112,6 +112,11 @@ async function main() {
   if (suites.includes('workloads')) {
     const sizes = applySets(SIZES[quick ? 'quick' : 'full'], a.set);
     const workloads = buildWorkloads(sizes, model.vocab_size, (a.workloads ?? '').split(',').filter(Boolean));
+    const longest = Math.max(...workloads.flatMap((w) => w.phases.flat().map((r) => r.prompt.length)));
+    if (longest + opts.maxTokens > model.context_length) {
+      throw new Error(`the longest prompt has ${longest} tokens; with --max-tokens ${opts.maxTokens} it does not ` +
+        `fit the context of ${model.context_length}: pass a larger --ctx or smaller sizes with --set`);
+    }
     const configs = (a.configs ?? CONFIGS.join(',')).split(',');
     result.workload_sizes = sizes;
     result.workloads = await runWorkloads(base, workloads, configs, opts, (w, c, s) =>
