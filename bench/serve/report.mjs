@@ -67,7 +67,7 @@ export function plotTtft(pngPath, title, series, marks = []) {
     `set output "${pngPath}"`,
     `set title "${title.replace(/"/g, "'")}"`,
     'set xlabel "request"', 'set ylabel "time to first token (ms, log scale)"',
-    'set logscale y', 'set grid', 'set key top right', 'set xrange [0.5:*]',
+    'set logscale y', 'set grid', 'set key below', 'set xrange [0.5:*]',
     ...marks.map((x) => `set arrow from ${x},graph 0 to ${x},graph 1 nohead dt 2 lc rgb "gray"`),
     'plot ' + names.map((k, j) => `"${dataPath}" using 1:${j + 2} with linespoints pt 7 ps 0.6 title "${k}"`).join(', '),
   ].join('\n');
