@@ -94,6 +94,12 @@ function agentTarget(workloads) {
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   const quick = a.flags.has('quick');
+  for (const kv of (a.set ?? '').split(',').filter(Boolean)) {
+    const k = kv.split('=')[0];
+    if (!(k in SIZES.full) && !(k in TRACE_SIZES.full)) {
+      throw new Error(`--set ${k}: not a size; the sizes are ${[...new Set([...Object.keys(SIZES.full), ...Object.keys(TRACE_SIZES.full)])].join(', ')}`);
+    }
+  }
   const base = { bin: path.resolve(a.bin ?? path.join(root, 'build/app/prefixd')),
     model: path.resolve(a.model ?? (quick ? path.join(root, '../shared/models/stories260K.gguf') : '/tmp/models/llama-124m-f16.gguf')),
     threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? 2048) };
