@@ -74,9 +74,11 @@ Status PrefixCache::ClearTier(std::string_view tier) {
   if (tier == "pool") return absl::OkStatus();
   if (!tiers_) {
     if (tier == "all") return absl::OkStatus();
-    if (tier == "host" || tier == "disk" || tier == "partial") return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown cache tier '", std::string(tier), "'; use pool, host, disk, partial or all"));
+    if (tier == "host" || tier == "disk" || tier == "remote" || tier == "partial") {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(absl::StrCat("unknown cache tier '", std::string(tier),
+                                                   "'; use pool, host, disk, remote, partial or all"));
   }
   if (tier == "all") {
     RETURN_IF_ERROR(tiers_->Clear("host"));

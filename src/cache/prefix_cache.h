@@ -95,7 +95,8 @@ class PrefixCache {
   int Evict(int num_blocks);
   // Drops every unlocked entry. Returns the number of blocks freed.
   int Clear();
-  // Clears one tier: "pool", "host", "disk", "partial" or "all".
+  // Clears one tier: "pool", "host", "disk", "remote", "partial" or "all". "all" is this
+  // server's own tiers; the shared remote tier is cleared only when named.
   Status ClearTier(std::string_view tier);
 
   // A prompt's prefill completed: the lower tiers persist what its scope says (no-op without

@@ -11,6 +11,9 @@ namespace prefixd {
 
 namespace {
 using Clock = std::chrono::steady_clock;
+// Remote candidates per lookup: past this many blocks (16k tokens at 16 per block), a prompt
+// reads the rest from its own computation rather than one huge MGET.
+constexpr size_t kMaxRemoteKeys = 1024;
 }  // namespace
 
 StatusOr<std::unique_ptr<TierController>> TierController::Create(
@@ -29,9 +32,17 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
+    tc->disk_writer_ = std::make_unique<BackgroundWriter>(tc->disk_.get(), options.max_pending_writes);
   }
-  if (tc->disk_) {
-    tc->writer_ = std::thread([t = tc.get()] { t->WriterLoop(); });
+  if (options.remote) {
+    RedisStoreOptions r = *options.remote;
+    r.fingerprint = tc->fingerprint_;
+    r.chain_kind = hash;
+    ASSIGN_OR_RETURN(tc->remote_, RedisStore::Open(std::move(r)));
+    tc->remote_writer_ =
+        std::make_unique<BackgroundWriter>(tc->remote_.get(), options.max_pending_writes);
+  }
+  if (tc->disk_ || tc->remote_) {
     tc->reader_ = std::thread([t = tc.get()] { t->ReaderLoop(); });
   }
   return tc;
@@ -49,12 +60,8 @@ TierController::TierController(const TierOptions& options, std::vector<uint8_t> 
       max_pending_writes_(options.max_pending_writes) {}
 
 TierController::~TierController() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (writer_.joinable()) writer_.join();
+  disk_writer_.reset();
+  remote_writer_.reset();
   {
     std::lock_guard<std::mutex> lock(read_mu_);
     read_stop_ = true;
@@ -63,25 +70,31 @@ TierController::~TierController() {
   if (reader_.joinable()) reader_.join();
 }
 
-std::vector<BlockKey> TierController::DiskKeysToLoad(const RadixTree& tree, std::string_view salt,
-                                                     std::span<const int32_t> tokens,
-                                                     int64_t max_tokens) const {
-  std::vector<BlockKey> out;
-  if (!disk_) return out;
+SlowReads TierController::KeysToLoad(const RadixTree& tree, std::string_view salt,
+                                     std::span<const int32_t> tokens, int64_t max_tokens) const {
+  SlowReads out;
+  if (!disk_ && !remote_) return out;
   const auto l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
   const std::vector<BlockKey> keys = Keys(salt, tokens);
-  for (size_t i = l1.num_tokens / block_size_; i < keys.size(); ++i) {
+  size_t i = l1.num_tokens / block_size_;
+  for (; i < keys.size(); ++i) {
     if (host_ && host_->Contains(keys[i])) continue;
-    if (!disk_->Contains(keys[i])) break;
-    out.push_back(keys[i]);
+    if (!disk_ || !disk_->Contains(keys[i])) break;
+    out.disk.push_back(keys[i]);
+  }
+  // Only a round trip tells what Redis holds: every following block is a candidate.
+  if (remote_) {
+    for (; i < keys.size() && out.remote.size() < kMaxRemoteKeys; ++i) {
+      out.remote.push_back(keys[i]);
+    }
   }
   return out;
 }
 
-void TierController::Prefetch(int64_t ticket, std::vector<BlockKey> keys) {
+void TierController::Prefetch(int64_t ticket, SlowReads reads) {
   {
     std::lock_guard<std::mutex> lock(read_mu_);
-    read_queue_.emplace_back(ticket, std::move(keys));
+    read_queue_.emplace_back(ticket, std::move(reads));
   }
   read_cv_.notify_one();
 }
@@ -104,14 +117,47 @@ std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
   if (it == prefetched_.end()) return std::nullopt;
-  BlockRecord r = std::move(it->second);
+  BlockRecord r = std::move(it->second.record);
   prefetched_.erase(it);
   return r;
 }
 
+TierStore* TierController::PrefetchedFrom(const BlockKey& key) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  auto it = prefetched_.find(key);
+  return it == prefetched_.end() ? nullptr : it->second.from;
+}
+
+void TierController::ReadAhead(const SlowReads& reads) {
+  std::vector<Prefetched> got;
+  bool contiguous = true;  // remote blocks help only right after every disk block
+  if (!reads.disk.empty()) {
+    for (auto& r : disk_->Read(reads.disk)) {
+      if (!r.ok()) {
+        contiguous = false;
+        continue;
+      }
+      got.push_back(Prefetched{disk_.get(), std::move(*r)});
+    }
+  }
+  if (contiguous && !reads.remote.empty()) {
+    for (auto& r : remote_->Read(reads.remote)) {
+      if (!r.ok()) break;  // a prefix is contiguous: the rest would not be used
+      got.push_back(Prefetched{remote_.get(), std::move(*r)});
+    }
+  }
+  std::lock_guard<std::mutex> lock(read_mu_);
+  // Bounded: a request admitted without using its read-ahead leaves nothing for long.
+  if (prefetched_.size() > 4096) prefetched_.clear();
+  for (Prefetched& p : got) {
+    const BlockKey k = p.record.key;
+    prefetched_[k] = std::move(p);
+  }
+}
+
 void TierController::ReaderLoop() {
   while (true) {
-    std::pair<int64_t, std::vector<BlockKey>> job;
+    std::pair<int64_t, SlowReads> job;
     {
       std::unique_lock<std::mutex> lock(read_mu_);
       read_cv_.wait(lock, [&] { return read_stop_ || !read_queue_.empty(); });
@@ -119,17 +165,9 @@ void TierController::ReaderLoop() {
       job = std::move(read_queue_.front());
       read_queue_.pop_front();
     }
-    auto results = disk_->Read(job.second);
+    ReadAhead(job.second);
     {
       std::lock_guard<std::mutex> lock(read_mu_);
-      // Bounded: a request admitted without using its read-ahead leaves nothing for long.
-      if (prefetched_.size() > 4096) prefetched_.clear();
-      for (auto& r : results) {
-        if (r.ok()) {
-          BlockKey k = r->key;
-          prefetched_[k] = std::move(*r);
-        }
-      }
       read_done_.push_back(job.first);
     }
     read_done_cv_.notify_all();
@@ -166,6 +204,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     TierStore* t = nullptr;
     if (host_ && host_->Contains(keys[i])) t = host_.get();
     else if (disk_ && disk_->Contains(keys[i])) t = disk_.get();
+    else if (remote_) t = PrefetchedFrom(keys[i]);  // Redis is never asked from here
     if (t == nullptr) break;
     source.push_back(t);
   }
@@ -177,8 +216,8 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     for (size_t k = 0; k < source.size(); ++k) {
       const BlockKey& key = keys[first + k];
       std::optional<BlockRecord> rec;
-      if (source[k] == disk_.get()) rec = TakePrefetched(key);
-      if (!rec) {
+      if (source[k] != host_.get()) rec = TakePrefetched(key);
+      if (!rec && source[k] != remote_.get()) {
         auto got = source[k]->Read(std::span<const BlockKey>(&key, 1));
         if (got[0].ok()) rec = std::move(*got[0]);
       }
@@ -193,7 +232,9 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
         blocks.push_back((*fresh)[k]);
         const int64_t begin = std::max<int64_t>((first + k) * bs, l1.num_tokens);
         const int64_t n = (first + static_cast<int64_t>(k) + 1) * bs - begin;
-        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) += n;
+        (source[k] == host_.get()   ? hit.host_tokens
+         : source[k] == disk_.get() ? hit.disk_tokens
+                                    : hit.remote_tokens) += n;
       }
       covered = (first + static_cast<int64_t>(records.size())) * bs;
       tree.Insert(salt, tokens.first(covered), blocks);
@@ -293,7 +334,7 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
   const int64_t len = static_cast<int64_t>(prompt.size());
   // The tail at the prompt boundary: a prompt-only resubmission finds it.
   StashTail(salt, prompt, blocks, keys, len);
-  if (!disk_) return;
+  if (!disk_ && !remote_) return;
   const ScopeSpec spec = scope.value_or(scope_.default_spec());
   const ScopeDecision d = scope_.Decide(spec, prompt, message_starts);
   scope_.Remember(prompt);
@@ -302,10 +343,24 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
                   spec.ToString(), d.candidates, d.longest_shared, d.end, len, d.reason);
   }
   if (d.keep_tail && d.end != len) StashTail(salt, prompt, blocks, keys, d.end);
+  if (disk_writer_) disk_writer_->Enqueue(RecordsToWrite(*disk_, salt, prompt, blocks, keys, d.end));
+  if (remote_writer_) {
+    remote_writer_->Enqueue(RecordsToWrite(*remote_, salt, prompt, blocks, keys, d.end));
+  }
+}
+
+std::vector<BlockRecord> TierController::RecordsToWrite(const TierStore& store,
+                                                        std::string_view salt,
+                                                        std::span<const int32_t> prompt,
+                                                        std::span<const BlockId> blocks,
+                                                        const std::vector<BlockKey>& keys,
+                                                        int64_t end) const {
   const int bs = block_size_;
   std::vector<BlockRecord> records;
-  for (int64_t i = 0; (i + 1) * bs <= d.end && i < static_cast<int64_t>(blocks.size()); ++i) {
-    if (disk_->Contains(keys[i])) continue;
+  for (int64_t i = 0; (i + 1) * bs <= end && i < static_cast<int64_t>(blocks.size()); ++i) {
+    // Remote: Contains is the store's memory of what it wrote or read lately, so a prefix
+    // every request repeats is not re-sent each time.
+    if (store.Contains(keys[i])) continue;
     BlockRecord r;
     r.key = keys[i];
     r.parent = i == 0 ? RootKey(salt) : keys[i - 1];
@@ -314,46 +369,15 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
     io_->ReadBlock(blocks[i], r.kv);
     records.push_back(std::move(r));
   }
-  if (records.empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& r : records) {
-    if (static_cast<int>(queue_.size()) >= max_pending_writes_) {
-      dropped_.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    queue_.push_back(std::move(r));
-    queued_.fetch_add(1, std::memory_order_relaxed);
-  }
-  pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
-  cv_.notify_one();
-}
-
-void TierController::WriterLoop() {
-  while (true) {
-    std::vector<BlockRecord> batch;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty() && stop_) return;
-      while (!queue_.empty() && batch.size() < 16) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      writing_ = true;
-    }
-    disk_->Write(std::move(batch));
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      writing_ = false;
-      pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
-    }
-    idle_cv_.notify_all();
-  }
+  return records;
 }
 
 void TierController::FlushDiskWrites() {
-  std::unique_lock<std::mutex> lock(mu_);
-  idle_cv_.wait(lock, [&] { return queue_.empty() && !writing_; });
+  if (disk_writer_) disk_writer_->Flush();
+}
+
+void TierController::FlushRemoteWrites() {
+  if (remote_writer_) remote_writer_->Flush();
 }
 
 TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
@@ -383,6 +407,21 @@ TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
   return p;
 }
 
+void TierController::ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
+                                 TierProbe* probe) const {
+  if (!remote_) return;
+  const int bs = block_size_;
+  const int64_t covered = probe->pool_tokens + probe->host_tokens + probe->disk_tokens;
+  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  const size_t first = static_cast<size_t>(covered / bs);
+  if (first >= keys.size()) return;
+  const size_t n = std::min(keys.size() - first, kMaxRemoteKeys);
+  StatusOr<int> found = remote_->LookupPrefix(std::span(keys).subspan(first, n));
+  if (!found.ok() || *found == 0) return;  // Redis down reads as "not there", like a miss
+  probe->remote_tokens = static_cast<int64_t>(first + *found) * bs - covered;
+  probe->partial_tokens = 0;
+}
+
 Status TierController::Clear(std::string_view tier) {
   if (tier == "host") return host_ ? host_->Clear() : absl::OkStatus();
   if (tier == "partial") {
@@ -396,22 +435,39 @@ Status TierController::Clear(std::string_view tier) {
     tails_.Clear();
     return disk_ ? disk_->Clear() : absl::OkStatus();
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown cache tier '", std::string(tier), "'; use pool, host, disk, partial or all"));
+  if (tier == "remote") {
+    FlushRemoteWrites();
+    tails_.Clear();  // as for disk: a tail's parent may have lived in Redis only
+    return remote_ ? remote_->Clear() : absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown cache tier '", std::string(tier), "'; use pool, host, disk, remote, partial or all"));
 }
 
 TierControllerStats TierController::stats() const {
   TierControllerStats s;
   s.host_enabled = host_ != nullptr;
   s.disk_enabled = disk_ != nullptr;
+  s.remote_enabled = remote_ != nullptr;
   if (host_) s.host = host_->Stats();
   if (disk_) s.disk = disk_->Stats();
+  if (remote_) {
+    s.remote = remote_->Stats();
+    s.remote_health = remote_->Health();
+  }
   s.partial = tails_.stats();
   s.offloaded_blocks = offloaded_.load(std::memory_order_relaxed);
   s.onboarded_blocks = onboarded_.load(std::memory_order_relaxed);
-  s.disk_writes_queued = queued_.load(std::memory_order_relaxed);
-  s.disk_writes_dropped = dropped_.load(std::memory_order_relaxed);
-  s.disk_writes_pending = pending_.load(std::memory_order_relaxed);
+  if (disk_writer_) {
+    s.disk_writes_queued = disk_writer_->queued();
+    s.disk_writes_dropped = disk_writer_->dropped();
+    s.disk_writes_pending = disk_writer_->pending();
+  }
+  if (remote_writer_) {
+    s.remote_writes_queued = remote_writer_->queued();
+    s.remote_writes_dropped = remote_writer_->dropped();
+    s.remote_writes_pending = remote_writer_->pending();
+  }
   return s;
 }
 

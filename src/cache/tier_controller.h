@@ -2,15 +2,22 @@
 // the partial tails (ARCHITECTURE.md, "The cache, tier by tier").
 //
 //   pool eviction  --Offload-->  host RAM (L2)            (blocks the tree drops)
-//   prefill done   --write-through, in scope-->  disk (L3) (background thread)
-//   admission      <--Onboard--  host, then disk, then the partial-tail store
+//   prefill done   --write-through, in scope-->  disk (L3), remote (L4)
+//                                                (one background writer thread per tier)
+//   admission      <--Onboard--  host, then disk, then remote, then the partial-tail store
 //
-// A lookup walks the blocks after the pool's match through host RAM, then disk, in order,
-// and stops at the first block no tier holds (a prefix is contiguous). Found blocks are copied
-// into fresh pool blocks and inserted into the tree, so the ordinary match then finds them.
+// A lookup walks the blocks after the pool's match through host RAM, disk and remote, in
+// order, and stops at the first block no tier holds (a prefix is contiguous). Found blocks are
+// copied into fresh pool blocks and inserted into the tree, so the ordinary match then finds
+// them.
 //
-// Thread safety: engine thread only, except stats(). Disk writes run on the controller's own
-// writer thread; the disk store serializes them with the engine thread's reads.
+// The slow tiers (disk, remote) are read ahead off the engine thread: KeysToLoad names the
+// blocks to fetch (disk: those its index holds; remote: every block after that, since only a
+// round trip can tell), Prefetch reads them on the reader thread (remote: one MGET), and
+// Onboard takes the records from there. The engine thread never waits on Redis.
+//
+// Thread safety: engine thread only, except stats() and ProbeRemote(). Slow-tier writes run on
+// writer threads, reads ahead on the reader thread; the stores serialize their own I/O.
 #pragma once
 
 #include <atomic>
@@ -29,12 +36,14 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "base/status.h"
+#include "cache/background_writer.h"
 #include "cache/scope_policy.h"
 #include "kv/block_io.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "prefix/partial_tail_store.h"
 #include "prefix/radix_tree.h"
+#include "tier/redis_store.h"
 #include "tier/tier_store.h"
 
 namespace prefixd {
@@ -46,7 +55,9 @@ struct TierOptions {
   int partial_max_entries = 4;  // 0 disables partial tails
   ScopeSpec scope;              // what the disk tier persists (--disk-prefix-cache)
   int64_t min_tokens = 0;       // --kv-cache-min-tokens
-  int max_pending_writes = 1024;  // records queued for disk; beyond, writes are dropped
+  // Shared remote tier (--remote-cache); absent: none. Written with the disk tier's scope.
+  std::optional<RedisStoreOptions> remote;
+  int max_pending_writes = 1024;  // records queued per slow tier; beyond, writes are dropped
   // Start-up scan progress of the disk tier (files done, total).
   std::function<void(int64_t, int64_t)> scan_progress;
 };
@@ -55,6 +66,7 @@ struct TierOptions {
 struct TierHit {
   int64_t host_tokens = 0;
   int64_t disk_tokens = 0;
+  int64_t remote_tokens = 0;
   int64_t partial_tokens = 0;
   double load_ms = 0;
 };
@@ -64,42 +76,59 @@ struct TierProbe {
   int64_t pool_tokens = 0;
   int64_t host_tokens = 0;
   int64_t disk_tokens = 0;
+  int64_t remote_tokens = 0;  // filled by ProbeRemote, off the engine thread
   int64_t partial_tokens = 0;
+};
+
+// The blocks of one request to read ahead from the slow tiers, in prompt order: `disk`, then
+// `remote` (candidates: the reader keeps the leading ones Redis returns).
+struct SlowReads {
+  std::vector<BlockKey> disk;
+  std::vector<BlockKey> remote;
+  bool empty() const { return disk.empty() && remote.empty(); }
 };
 
 struct TierControllerStats {
   bool host_enabled = false;
   bool disk_enabled = false;
+  bool remote_enabled = false;
   TierStats host;
   TierStats disk;
+  TierStats remote;
+  RedisHealth remote_health;
   PartialTailStats partial;
   int64_t offloaded_blocks = 0;     // pool -> host
-  int64_t onboarded_blocks = 0;     // host/disk -> pool
+  int64_t onboarded_blocks = 0;     // host/disk/remote -> pool
   int64_t disk_writes_queued = 0;
   int64_t disk_writes_dropped = 0;  // queue full
   int64_t disk_writes_pending = 0;
+  int64_t remote_writes_queued = 0;
+  int64_t remote_writes_dropped = 0;  // queue full (Redis slow or down)
+  int64_t remote_writes_pending = 0;
 };
 
 class TierController {
  public:
   // Opens the tiers `options` asks for. `io` (the backend) and `pool` must outlive it.
-  // Fails when the disk folder cannot be opened (with the path and cause).
+  // Fails when the disk folder cannot be opened (with the path and cause) or the remote
+  // options are invalid; an unreachable Redis is not a failure (it reads as misses).
   static StatusOr<std::unique_ptr<TierController>> Create(const TierOptions& options,
                                                           std::vector<uint8_t> fingerprint,
                                                           BlockHashKind hash, int block_size,
                                                           BlockIo* io, BlockPool* pool);
-  ~TierController();  // finishes queued disk writes
+  ~TierController();  // finishes queued slow-tier writes
 
   // Extends `tree` (under `salt`) with the blocks of `tokens` that lower tiers hold after the
   // pool's match, then the partial tail, up to `max_tokens`. Evicts from the tree for room.
   TierHit Onboard(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
                   int64_t max_tokens);
-  // Disk reads run off the engine thread: before admitting a request, the engine asks which
-  // of its blocks only the disk holds, has them read on the controller's reader thread, and
-  // admits the request once they are in memory. Onboard then takes them from there.
-  std::vector<BlockKey> DiskKeysToLoad(const RadixTree& tree, std::string_view salt,
-                                       std::span<const int32_t> tokens, int64_t max_tokens) const;
-  void Prefetch(int64_t ticket, std::vector<BlockKey> keys);
+  // Slow-tier reads run off the engine thread: before admitting a request, the engine asks
+  // which of its blocks only the slow tiers may hold, has them read on the controller's
+  // reader thread, and admits the request once they are in memory (or known absent). Onboard
+  // then takes them from there.
+  SlowReads KeysToLoad(const RadixTree& tree, std::string_view salt,
+                       std::span<const int32_t> tokens, int64_t max_tokens) const;
+  void Prefetch(int64_t ticket, SlowReads reads);
   // True once the reads of `ticket` are done (then forgets the ticket).
   bool PrefetchDone(int64_t ticket);
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
@@ -107,18 +136,26 @@ class TierController {
 
   // Offloads the full blocks of a node the tree is removing to host RAM.
   void Offload(const RadixTree& tree, const RemovedNode& removed);
-  // A prompt's prefill completed: writes the blocks inside its scope to disk (in the
-  // background) and keeps its partial tails. `blocks` is its block table.
+  // A prompt's prefill completed: writes the blocks inside its scope to disk and remote (in
+  // the background) and keeps its partial tails. `blocks` is its block table.
   void OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
                          std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
                          const std::optional<ScopeSpec>& scope);
 
+  // Pool, host, disk and partial residency (no I/O; engine thread).
   TierProbe Probe(const RadixTree& tree, std::string_view salt,
                   std::span<const int32_t> tokens) const;
-  // Clears "host", "disk" or "partial". Clearing disk also drops the partial tails.
+  // Completes `probe` with the remote blocks that follow what it found: one round trip to
+  // Redis, so call it off the engine thread (any thread). Remote blocks found end the
+  // partial-tail part (partial_tokens = 0): a tail is found only after onboarding.
+  void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
+                   TierProbe* probe) const;
+  // Clears "host", "disk", "remote" or "partial". Clearing disk or remote also drops the
+  // partial tails. Remote: this model's keys in this namespace (SCAN + UNLINK).
   Status Clear(std::string_view tier);
-  // Blocks until the queued disk writes are done (tests, shutdown).
+  // Blocks until the queued disk (or remote) writes are done (tests, shutdown).
   void FlushDiskWrites();
+  void FlushRemoteWrites();
 
   const ScopeSpec& default_scope() const { return scope_.default_spec(); }
   TierControllerStats stats() const;
@@ -135,10 +172,18 @@ class TierController {
                      const std::vector<BlockKey>& keys, int64_t p, int64_t max_tokens);
   void StashTail(std::string_view salt, std::span<const int32_t> prompt,
                  std::span<const BlockId> blocks, const std::vector<BlockKey>& keys, int64_t end);
-  void WriterLoop();
   void ReaderLoop();
+  // Reads `reads` from the slow tiers into prefetched_ (reader thread).
+  void ReadAhead(const SlowReads& reads);
+  // The slow tier a record was read ahead from for `key`, or nullptr (no I/O).
+  TierStore* PrefetchedFrom(const BlockKey& key);
   // A record read ahead by the reader thread, or nullopt.
   std::optional<BlockRecord> TakePrefetched(const BlockKey& key);
+  // The records of blocks [0, end) of `prompt` that `store` does not hold, KV copied out.
+  std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::string_view salt,
+                                          std::span<const int32_t> prompt,
+                                          std::span<const BlockId> blocks,
+                                          const std::vector<BlockKey>& keys, int64_t end) const;
 
   const std::vector<uint8_t> fingerprint_;
   const BlockHashKind hash_;
@@ -147,28 +192,28 @@ class TierController {
   BlockPool* pool_;
   std::unique_ptr<TierStore> host_;
   std::unique_ptr<TierStore> disk_;
+  std::unique_ptr<RedisStore> remote_;
   PartialTailStore tails_;
   ScopePolicy scope_;
   const int max_pending_writes_;
 
-  std::atomic<int64_t> offloaded_{0}, onboarded_{0}, queued_{0}, dropped_{0}, pending_{0};
+  std::atomic<int64_t> offloaded_{0}, onboarded_{0};
 
-  // Disk write-through queue, drained by writer_.
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::condition_variable idle_cv_;
-  std::deque<BlockRecord> queue_;
-  bool writing_ = false;
-  bool stop_ = false;
-  std::thread writer_;
+  // Write-through queues of the slow tiers (null when the tier is off).
+  std::unique_ptr<BackgroundWriter> disk_writer_;
+  std::unique_ptr<BackgroundWriter> remote_writer_;
 
-  // Read-ahead of disk blocks, filled by reader_.
+  // Read-ahead of slow-tier blocks, filled by reader_.
+  struct Prefetched {
+    TierStore* from = nullptr;  // disk_ or remote_
+    BlockRecord record;
+  };
   std::mutex read_mu_;
   std::condition_variable read_cv_;
   std::condition_variable read_done_cv_;
-  std::deque<std::pair<int64_t, std::vector<BlockKey>>> read_queue_;
+  std::deque<std::pair<int64_t, SlowReads>> read_queue_;
   std::vector<int64_t> read_done_;
-  absl::flat_hash_map<BlockKey, BlockRecord> prefetched_;
+  absl::flat_hash_map<BlockKey, Prefetched> prefetched_;
   bool read_stop_ = false;
   std::thread reader_;
 };

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "kv/block_table.h"
+#include "tier/redis_test_server.h"
 
 namespace prefixd {
 namespace {
@@ -138,6 +139,103 @@ TEST(TierController, EvictedBlocksAreOffloadedAndOnboardedWithTheirBytes) {
   }
   const TierProbe p = tc->Probe(tree, "", c.prompt);
   EXPECT_EQ(p.pool_tokens, 8);
+}
+
+// ---- The remote tier (L4), against a real redis-server on loopback.
+
+std::unique_ptr<TierController> MakeRemoteController(FakeBlockIo* io, BlockPool* pool,
+                                                     const RedisTestServer& redis,
+                                                     const std::string& ns = "tc") {
+  TierOptions o;
+  o.partial_max_entries = 0;
+  o.scope = *ParseScopeSpec("full");
+  RedisStoreOptions r;
+  r.url = *ParseRedisUrl(redis.url());
+  r.key_namespace = ns;
+  r.io_timeout_ms = 300;
+  r.connect_timeout_ms = 300;
+  o.remote = r;
+  auto tc = TierController::Create(o, {1, 2, 3}, BlockHashKind::kXxh3, kBs, io, pool);
+  EXPECT_TRUE(tc.ok()) << tc.status();
+  return std::move(*tc);
+}
+
+// Reads ahead as the engine does before admission, then onboards.
+TierHit LoadAndOnboard(TierController& tc, RadixTree& tree, std::span<const int32_t> prompt,
+                       int64_t ticket) {
+  SlowReads reads = tc.KeysToLoad(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+  if (!reads.empty()) {
+    tc.Prefetch(ticket, std::move(reads));
+    while (!tc.PrefetchDone(ticket)) tc.WaitForPrefetch(10);
+  }
+  return tc.Onboard(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+}
+
+TEST(TierController, ReplicasShareBlocksThroughRemote) {
+  RedisTestServer redis;
+  if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
+  BlockPool pool_a(16), pool_b(16);
+  FakeBlockIo io_a, io_b;
+  auto a = MakeRemoteController(&io_a, &pool_a, redis);
+  auto b = MakeRemoteController(&io_b, &pool_b, redis);
+  Computed c = Prefill(io_a, pool_a, *a);
+  a->FlushRemoteWrites();
+  EXPECT_EQ(a->stats().remote.writes, 2);
+  c.table.Release(pool_a);
+
+  RadixTree tree(&pool_b, kBs);
+  TierProbe p = b->Probe(tree, "", c.prompt);
+  b->ProbeRemote("", c.prompt, &p);
+  EXPECT_EQ(p.remote_tokens, 8);
+  const TierHit hit = LoadAndOnboard(*b, tree, c.prompt, 1);
+  EXPECT_EQ(hit.remote_tokens, 8);
+  const MatchResult m = tree.Peek("", c.prompt);
+  ASSERT_EQ(m.num_tokens, 8);
+  std::vector<uint8_t> got(kBlockBytes);
+  for (int i = 0; i < 2; ++i) {
+    io_b.ReadBlock(m.blocks[i], got);
+    EXPECT_EQ(got, std::vector<uint8_t>(kBlockBytes, 10 + i)) << "block " << i;
+  }
+  EXPECT_EQ(b->stats().remote.hits, 2);
+  tree.CheckInvariants();
+
+  // Another namespace sees nothing; clearing it leaves ours alone.
+  auto other = MakeRemoteController(&io_b, &pool_b, redis, "other");
+  RadixTree tree2(&pool_b, kBs);
+  EXPECT_EQ(LoadAndOnboard(*other, tree2, c.prompt, 2).remote_tokens, 0);
+  ASSERT_TRUE(other->Clear("remote").ok());
+  TierProbe q = a->Probe(tree2, "", c.prompt);
+  a->ProbeRemote("", c.prompt, &q);
+  EXPECT_EQ(q.remote_tokens, 8);
+  ASSERT_TRUE(a->Clear("remote").ok());
+  q = a->Probe(tree2, "", c.prompt);
+  a->ProbeRemote("", c.prompt, &q);
+  EXPECT_EQ(q.remote_tokens, 0);
+}
+
+TEST(TierController, RedisDownMeansMissesNotErrors) {
+  RedisTestServer redis;
+  if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
+  BlockPool pool(16);
+  FakeBlockIo io;
+  auto tc = MakeRemoteController(&io, &pool, redis);
+  Computed c = Prefill(io, pool, *tc);
+  tc->FlushRemoteWrites();
+  c.table.Release(pool);
+  redis.Kill();
+  RadixTree tree(&pool, kBs);
+  const TierHit hit = LoadAndOnboard(*tc, tree, c.prompt, 1);
+  EXPECT_EQ(hit.remote_tokens, 0);
+  EXPECT_EQ(tree.Peek("", c.prompt).num_tokens, 0);
+  const TierControllerStats s = tc->stats();
+  EXPECT_FALSE(s.remote_health.up);
+  EXPECT_EQ(s.remote_health.outages, 1);
+  // Writes while down fail in the background, counted; nothing blocks.
+  Computed d = Prefill(io, pool, *tc);
+  tc->FlushRemoteWrites();
+  EXPECT_GE(tc->stats().remote.write_failures, 2);
+  d.table.Release(pool);
+  pool.CheckInvariants();
 }
 
 }  // namespace

@@ -81,7 +81,7 @@ Status Engine::CreateCache(int max_cached_blocks) {
   std::unique_ptr<TierController> tiers;
   const TierOptions& to = options.tiers;
   if (options.prefix_cache &&
-      (to.host_bytes > 0 || !to.disk_dir.empty() || to.partial_max_entries > 0)) {
+      (to.host_bytes > 0 || !to.disk_dir.empty() || to.remote || to.partial_max_entries > 0)) {
     ASSIGN_OR_RETURN(tiers, TierController::Create(to, co.fingerprint, co.hash, options.block_size,
                                                    backend_.get(), &pool_));
   }
@@ -210,10 +210,10 @@ bool Engine::WaitsForDiskReads(Sequence& seq) {
   if (tiers == nullptr || !cache_->enabled()) return false;
   if (!seq.prefetch_started) {
     seq.prefetch_started = true;
-    auto keys = tiers->DiskKeysToLoad(cache_->tree(), seq.request.cache_salt, seq.tokens,
-                                      static_cast<int64_t>(seq.tokens.size()) - 1);
-    if (keys.empty()) return false;
-    tiers->Prefetch(seq.id.value(), std::move(keys));
+    SlowReads reads = tiers->KeysToLoad(cache_->tree(), seq.request.cache_salt, seq.tokens,
+                                        static_cast<int64_t>(seq.tokens.size()) - 1);
+    if (reads.empty()) return false;
+    tiers->Prefetch(seq.id.value(), std::move(reads));
     seq.prefetch_pending = true;
   }
   if (seq.prefetch_pending && tiers->PrefetchDone(seq.id.value())) seq.prefetch_pending = false;

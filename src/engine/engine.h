@@ -116,8 +116,9 @@ class Engine {
   // True when `seq` should wait for a running prefill that will put more of its prompt in
   // the cache than the cache holds now (so that identical prompts share blocks).
   bool ShouldWaitForSharedPrefill(const Sequence& seq) const;
-  // True while `seq`'s disk-only blocks are being read ahead (starting the reads the first
-  // time): admission waits for them so that the engine thread never waits on the disk.
+  // True while `seq`'s slow-tier blocks (disk, remote) are being read ahead (starting the
+  // reads the first time): admission waits for them so that the engine thread never waits on
+  // the disk or on Redis.
   bool WaitsForDiskReads(Sequence& seq);
   // Makes room in the pool for `seq` to write tokens [num_computed, num_computed + len):
   // evicts cached entries, then preempts newer sequences not in `protect`.
