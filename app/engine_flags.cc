@@ -2,7 +2,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
+#include <optional>
+
 #include "app/common.h"
+#include "tier/redis_url.h"
 
 namespace prefixd {
 
@@ -49,7 +53,39 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--mru-partial-max-entries", f->mru_partial_max_entries,
                   "Partial block tails kept for resubmitted prompts (0: off)")
       ->envname("PREFIXD_MRU_PARTIAL_MAX_ENTRIES")->capture_default_str();
+  cmd->add_option("--remote-cache", f->remote_cache,
+                  "Shared remote tier: redis://[[user]:password@]host[:port][/db] (empty: none). "
+                  "The password may instead come from PREFIXD_REMOTE_CACHE_PASSWORD")
+      ->envname("PREFIXD_REMOTE_CACHE");
+  cmd->add_option("--remote-cache-namespace", f->remote_cache_namespace,
+                  "Key prefix in Redis, so several models or fleets share one Redis")
+      ->envname("PREFIXD_REMOTE_CACHE_NAMESPACE")->capture_default_str();
+  cmd->add_option("--remote-cache-ttl", f->remote_cache_ttl,
+                  "Seconds a block lives in Redis after its last write (Redis evicts it then)")
+      ->envname("PREFIXD_REMOTE_CACHE_TTL")->capture_default_str();
+  cmd->add_option("--remote-cache-timeout-ms", f->remote_cache_timeout_ms,
+                  "Connect and per-read/write timeout for Redis; slower means a miss")
+      ->envname("PREFIXD_REMOTE_CACHE_TIMEOUT_MS")->capture_default_str();
 }
+
+namespace {
+
+StatusOr<std::optional<RedisStoreOptions>> ToRemoteOptions(const EngineFlags& f) {
+  if (f.remote_cache.empty()) return std::optional<RedisStoreOptions>();
+  RedisStoreOptions r;
+  ASSIGN_OR_RETURN(r.url, ParseRedisUrl(f.remote_cache));
+  if (r.url.password.empty()) {
+    // From the environment, so the password stays out of `ps` and shell history.
+    if (const char* p = std::getenv("PREFIXD_REMOTE_CACHE_PASSWORD"); p != nullptr) r.url.password = p;
+  }
+  r.key_namespace = f.remote_cache_namespace;
+  r.ttl_seconds = f.remote_cache_ttl;
+  r.connect_timeout_ms = f.remote_cache_timeout_ms;
+  r.io_timeout_ms = f.remote_cache_timeout_ms;
+  return std::optional<RedisStoreOptions>(std::move(r));
+}
+
+}  // namespace
 
 StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   EngineOptions eo;
@@ -74,6 +110,7 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
     return absl::InvalidArgumentError("--mru-partial-max-entries must be >= 0");
   }
   eo.tiers.partial_max_entries = f.mru_partial_max_entries;
+  ASSIGN_OR_RETURN(eo.tiers.remote, ToRemoteOptions(f));
   return eo;
 }
 

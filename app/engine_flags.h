@@ -33,6 +33,11 @@ struct EngineFlags {
   std::string disk_prefix_cache = "auto:30";
   int64_t kv_cache_min_tokens = 0;
   int mru_partial_max_entries = 4;
+  // Shared remote tier (L4) on Redis; empty URL: none.
+  std::string remote_cache;
+  std::string remote_cache_namespace = "prefixd";
+  int64_t remote_cache_ttl = 86400;
+  int remote_cache_timeout_ms = 500;
 };
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);

@@ -55,6 +55,10 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
     info_.disk_cache_bytes = ts.disk_enabled ? to.disk_bytes : 0;
     info_.disk_prefix_cache = t->default_scope().ToString();
     info_.partial_max_entries = ts.partial.max_entries;
+    if (ts.remote_enabled) {
+      info_.remote_cache = to.remote->url.Redacted();
+      info_.remote_cache_namespace = to.remote->key_namespace;
+    }
   }
   pool_free_blocks_ = engine_->block_pool().num_free();
   thread_ = std::thread([this] { Loop(); });
@@ -95,9 +99,11 @@ ProbeResult EngineService::Probe(const std::string& salt, std::vector<int32_t> t
 }
 
 TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t> tokens) {
-  return RunOnEngineThread<TierProbe>(
-      [this, salt, tokens = std::move(tokens)] { return engine_->cache().ProbeTiers(salt, tokens); },
-      TierProbe{});
+  TierProbe p = RunOnEngineThread<TierProbe>(
+      [this, salt, &tokens] { return engine_->cache().ProbeTiers(salt, tokens); }, TierProbe{});
+  // The remote part is a round trip to Redis: here, on the caller's thread, not the engine's.
+  if (const TierController* t = engine_->cache().tiers()) t->ProbeRemote(salt, tokens, &p);
+  return p;
 }
 
 Status EngineService::ClearCacheTier(const std::string& tier) {
@@ -154,10 +160,11 @@ RequestUsage UsageOf(const Sequence& seq, double ttft_ms) {
   u.completion_tokens = std::max(0, seq.num_generated());
   u.cached_tokens = std::max<int64_t>(0, seq.cached_tokens);
   const TierHit& t = seq.tier_hit;
-  const int64_t below = t.host_tokens + t.disk_tokens + t.partial_tokens;
+  const int64_t below = t.host_tokens + t.disk_tokens + t.remote_tokens + t.partial_tokens;
   u.cached_tokens_by_tier = {{"pool", std::max<int64_t>(0, u.cached_tokens - below)},
                              {"host", t.host_tokens},
                              {"disk", t.disk_tokens},
+                             {"remote", t.remote_tokens},
                              {"partial", t.partial_tokens}};
   u.cache_load_ms = t.load_ms;
   // The last prompt token is always computed, so a full hit leaves exactly one.

@@ -35,7 +35,7 @@ struct RequestUsage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;
   int64_t cached_tokens = 0;  // prompt tokens whose KV came from the cache (any tier)
-  // Cached tokens per tier, in lookup order: pool, host, disk, partial.
+  // Cached tokens per tier, in lookup order: pool, host, disk, remote, partial.
   std::vector<std::pair<std::string, int64_t>> cached_tokens_by_tier;
   double cache_load_ms = 0;  // time spent bringing cached blocks in from lower tiers
   // First prompt token not served from cache (== cached_tokens), or -1 on a full hit.
@@ -88,6 +88,8 @@ struct ServiceInfo {
   int64_t disk_cache_bytes = 0;
   std::string disk_prefix_cache;  // the default scope policy, e.g. "auto:30"
   int32_t partial_max_entries = 0;
+  std::string remote_cache;            // redis URL without the password; empty: no remote tier
+  std::string remote_cache_namespace;
 };
 
 // Engine-wide counters beside the cache's, readable without blocking.

@@ -543,6 +543,7 @@ struct HttpServer::Impl {
     json tiers = json::array({"pool"});
     if (i.host_cache_bytes > 0) tiers.push_back("host");
     if (!i.disk_cache_dir.empty()) tiers.push_back("disk");
+    if (!i.remote_cache.empty()) tiers.push_back("remote");
     if (i.partial_max_entries > 0) tiers.push_back("partial");
     j["prefix_cache"] = {{"configured", i.prefix_cache},
                          {"hash", i.cache_hash},
@@ -554,6 +555,8 @@ struct HttpServer::Impl {
                          {"disk_cache_dir", i.disk_cache_dir},
                          {"disk_cache_bytes", i.disk_cache_bytes},
                          {"disk_policy", i.disk_cache_dir.empty() ? std::string("none") : i.disk_prefix_cache},
+                         {"remote_cache", i.remote_cache},
+                         {"remote_cache_namespace", i.remote_cache_namespace},
                          {"partial_max_entries", i.partial_max_entries}};
     j["scheduler"] = {{"max_running", i.max_running},
                       {"max_batch_tokens", i.max_batch_tokens},
@@ -630,7 +633,8 @@ struct HttpServer::Impl {
     // resident prefix is their sum.
     const TierProbe p = service->ProbeTiers(r.cache_salt, prompt->tokens);
     const ServiceStats stats = service->stats();
-    const int64_t resident = std::min(total, p.pool_tokens + p.host_tokens + p.disk_tokens + p.partial_tokens);
+    const int64_t resident = std::min(
+        total, p.pool_tokens + p.host_tokens + p.disk_tokens + p.remote_tokens + p.partial_tokens);
     const int64_t bs = std::max(1, info().block_size);
     j["model_loaded"] = true;
     j["cache_enabled"] = CacheDisabledReason(info(), stats).empty();
@@ -643,6 +647,7 @@ struct HttpServer::Impl {
     json by_tier{{"pool", p.pool_tokens}};
     if (stats.tiers && stats.tiers->host_enabled) by_tier["host"] = p.host_tokens;
     if (stats.tiers && stats.tiers->disk_enabled) by_tier["disk"] = p.disk_tokens;
+    if (stats.tiers && stats.tiers->remote_enabled) by_tier["remote"] = p.remote_tokens;
     if (stats.tiers && stats.tiers->partial.max_entries > 0) by_tier["partial"] = p.partial_tokens;
     j["ranges"] = TierRanges(by_tier, total);
     j["by_tier"] = std::move(by_tier);
@@ -693,9 +698,10 @@ struct HttpServer::Impl {
         tier = it->get<std::string>();
       }
     }
-    if (tier != "all" && tier != "pool" && tier != "host" && tier != "disk" && tier != "partial") {
+    if (tier != "all" && tier != "pool" && tier != "host" && tier != "disk" && tier != "remote" &&
+        tier != "partial") {
       return SendStatus(res, InvalidArgumentFor("tier", absl::StrCat("'tier' is '", tier,
-                                                                      "'; it must be pool, host, disk, partial or all")));
+                                                                      "'; it must be pool, host, disk, remote, partial or all")));
     }
     int freed = 0;
     if (tier == "pool" || tier == "all") freed = service->ClearCache();

@@ -132,6 +132,7 @@ void TierMetric(std::string& out, const char* name, const char* type, const char
   absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
   if (t.host_enabled) absl::StrAppend(&out, name, "{tier=\"host\"} ", t.host.*field, "\n");
   if (t.disk_enabled) absl::StrAppend(&out, name, "{tier=\"disk\"} ", t.disk.*field, "\n");
+  if (t.remote_enabled) absl::StrAppend(&out, name, "{tier=\"remote\"} ", t.remote.*field, "\n");
 }
 
 void TierMetrics(std::string& out, const TierControllerStats& t) {
@@ -152,9 +153,23 @@ void TierMetrics(std::string& out, const TierControllerStats& t) {
   Metric(out, "prefixd_tier_offloaded_blocks_total", "counter", "Blocks moved from the pool to host RAM.",
          t.offloaded_blocks);
   Metric(out, "prefixd_tier_onboarded_blocks_total", "counter",
-         "Blocks brought into the pool from host RAM or disk.", t.onboarded_blocks);
+         "Blocks brought into the pool from host RAM, disk or remote.", t.onboarded_blocks);
   Metric(out, "prefixd_tier_disk_writes_dropped_total", "counter",
          "Disk writes dropped because the write queue was full.", t.disk_writes_dropped);
+  if (t.remote_enabled) {
+    const RedisHealth& h = t.remote_health;
+    Metric(out, "prefixd_tier_remote_writes_dropped_total", "counter",
+           "Remote writes dropped because the write queue was full (Redis slow or down).",
+           t.remote_writes_dropped);
+    Metric(out, "prefixd_tier_remote_up", "gauge", "1 while the last call to Redis succeeded.",
+           h.up ? 1 : 0);
+    Metric(out, "prefixd_tier_remote_outages_total", "counter", "Times Redis became unreachable.",
+           h.outages);
+    Metric(out, "prefixd_tier_remote_errors_total", "counter",
+           "Calls to Redis that failed (refused, timed out, or skipped while down).", h.errors);
+    Metric(out, "prefixd_tier_remote_timeouts_total", "counter", "Calls to Redis that timed out.",
+           h.timeouts);
+  }
   Metric(out, "prefixd_partial_tails", "gauge", "Partial tails held.", t.partial.entries);
   Metric(out, "prefixd_partial_tail_hits_total", "counter", "Partial tails spliced into a prompt.",
          t.partial.hits);
@@ -306,6 +321,19 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
       by_tier["disk"]["writes_queued"] = t.disk_writes_queued;
       by_tier["disk"]["writes_pending"] = t.disk_writes_pending;
       by_tier["disk"]["writes_dropped"] = t.disk_writes_dropped;
+    }
+    if (t.remote_enabled) {
+      json& r = by_tier["remote"] = store(t.remote);
+      r["writes_queued"] = t.remote_writes_queued;
+      r["writes_pending"] = t.remote_writes_pending;
+      r["writes_dropped"] = t.remote_writes_dropped;
+      r["state"] = t.remote_health.up ? "up" : "down";
+      r["outages"] = t.remote_health.outages;
+      r["errors"] = t.remote_health.errors;
+      r["timeouts"] = t.remote_health.timeouts;
+      r["reconnects"] = t.remote_health.reconnects;
+      r["address"] = info.remote_cache;
+      r["namespace"] = info.remote_cache_namespace;
     }
     const PartialTailStats& p = t.partial;
     by_tier["partial"] = json{{"entries", p.entries},
