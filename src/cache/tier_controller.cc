@@ -422,6 +422,12 @@ void TierController::ProbeRemote(std::string_view salt, std::span<const int32_t>
   probe->partial_tokens = 0;
 }
 
+Status TierController::ClearRemote() {
+  if (!remote_) return absl::OkStatus();
+  FlushRemoteWrites();
+  return remote_->Clear();
+}
+
 Status TierController::Clear(std::string_view tier) {
   if (tier == "host") return host_ ? host_->Clear() : absl::OkStatus();
   if (tier == "partial") {
@@ -436,9 +442,8 @@ Status TierController::Clear(std::string_view tier) {
     return disk_ ? disk_->Clear() : absl::OkStatus();
   }
   if (tier == "remote") {
-    FlushRemoteWrites();
     tails_.Clear();  // as for disk: a tail's parent may have lived in Redis only
-    return remote_ ? remote_->Clear() : absl::OkStatus();
+    return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown cache tier '", std::string(tier), "'; use pool, host, disk, remote, partial or all"));

@@ -151,8 +151,12 @@ class TierController {
   void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
                    TierProbe* probe) const;
   // Clears "host", "disk", "remote" or "partial". Clearing disk or remote also drops the
-  // partial tails. Remote: this model's keys in this namespace (SCAN + UNLINK).
+  // partial tails. "remote" here drops only the tails (engine thread); ClearRemote does the
+  // rest.
   Status Clear(std::string_view tier);
+  // Waits for the queued remote writes, then deletes this model's keys in this namespace
+  // (SCAN + UNLINK): round trips, so any thread but the engine's. OK when there is no remote.
+  Status ClearRemote();
   // Blocks until the queued disk (or remote) writes are done (tests, shutdown).
   void FlushDiskWrites();
   void FlushRemoteWrites();

@@ -204,10 +204,11 @@ TEST(TierController, ReplicasShareBlocksThroughRemote) {
   RadixTree tree2(&pool_b, kBs);
   EXPECT_EQ(LoadAndOnboard(*other, tree2, c.prompt, 2).remote_tokens, 0);
   ASSERT_TRUE(other->Clear("remote").ok());
+  ASSERT_TRUE(other->ClearRemote().ok());
   TierProbe q = a->Probe(tree2, "", c.prompt);
   a->ProbeRemote("", c.prompt, &q);
   EXPECT_EQ(q.remote_tokens, 8);
-  ASSERT_TRUE(a->Clear("remote").ok());
+  ASSERT_TRUE(a->ClearRemote().ok());
   q = a->Probe(tree2, "", c.prompt);
   a->ProbeRemote("", c.prompt, &q);
   EXPECT_EQ(q.remote_tokens, 0);

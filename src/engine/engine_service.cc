@@ -107,13 +107,18 @@ TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t
 }
 
 Status EngineService::ClearCacheTier(const std::string& tier) {
-  return RunOnEngineThread<Status>(
+  Status st = RunOnEngineThread<Status>(
       [this, tier] {
         Status st = engine_->cache().ClearTier(tier);
         PublishGauges();
         return st;
       },
       absl::UnavailableError("the server is shutting down"));
+  // SCAN + UNLINK in Redis takes round trips: here, on the caller's thread, not the engine's.
+  if (st.ok() && tier == "remote") {
+    if (TierController* t = engine_->cache().mutable_tiers()) st = t->ClearRemote();
+  }
+  return st;
 }
 
 int EngineService::ClearCache() {

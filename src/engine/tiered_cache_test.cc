@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "engine/test_models.h"
+#include "tier/redis_test_server.h"
 
 namespace prefixd {
 namespace {
@@ -63,7 +64,7 @@ class TieredCacheTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::unique_ptr<Engine> Make(bool cache, int64_t host_bytes, bool disk, int tails = 4,
-                               int64_t cache_blocks = 1000) {
+                               int64_t cache_blocks = 1000, const std::string& redis_url = "") {
     EngineOptions eo;
     eo.prefix_cache = cache;
     eo.block_size = kBs;
@@ -77,6 +78,12 @@ class TieredCacheTest : public ::testing::Test {
     if (disk) eo.tiers.disk_dir = dir_.string();
     eo.tiers.partial_max_entries = tails;
     eo.tiers.scope = *ParseScopeSpec("full");
+    if (!redis_url.empty()) {
+      RedisStoreOptions r;
+      r.url = *ParseRedisUrl(redis_url);
+      r.io_timeout_ms = 300;
+      eo.tiers.remote = r;
+    }
     auto e = Engine::Create(*model_, -1, eo);
     EXPECT_TRUE(e.ok()) << e.status();
     return std::move(*e);
@@ -194,6 +201,29 @@ TEST_F(TieredCacheTest, ProbeReportsEachTierWithoutChangingAnything) {
   EXPECT_EQ(before.host.hits, after.host.hits);
   EXPECT_EQ(before.partial.hits, after.partial.hits);
   EXPECT_EQ(before.onboarded_blocks, after.onboarded_blocks);
+}
+
+// Two engines share one Redis, as two replicas would: what A computed, B onboards from the
+// remote tier, and B's logits are bit-identical to a run without any cache.
+TEST_F(TieredCacheTest, RemoteBlocksFromAnotherEngineAreBitIdentical) {
+  RedisTestServer redis;
+  if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
+  auto a = Make(true, 0, false, /*tails=*/0, 1000, redis.url());
+  RunOne(*a, prompt_);
+  a->cache().mutable_tiers()->FlushRemoteWrites();
+  EXPECT_EQ(a->cache().tiers()->stats().remote.writes, 12);
+  auto b = Make(true, 0, false, /*tails=*/0, 1000, redis.url());
+  const RunResult warm = RunOne(*b, prompt_);
+  EXPECT_EQ(warm.tier.remote_tokens, 192);
+  EXPECT_EQ(warm.cached, 192);
+  ExpectSameAsCold(warm, Cold(prompt_), vocab_);
+
+  // Redis gone: the same request on a third engine is a cold run, not an error.
+  redis.Kill();
+  auto c = Make(true, 0, false, /*tails=*/0, 1000, redis.url());
+  const RunResult down = RunOne(*c, prompt_);
+  EXPECT_EQ(down.cached, 0);
+  ExpectSameAsCold(down, Cold(prompt_), vocab_);
 }
 
 }  // namespace
