@@ -299,5 +299,32 @@ TEST_F(RedisStoreTest, RandomizedAgainstReferenceModel) {
   EXPECT_EQ(store->Stats().quarantined, quarantined);
 }
 
+// A writer thread and a reader thread share the store (as the controller's writer and reader
+// threads do): every record read is the one written, and every write lands.
+TEST_F(RedisStoreTest, ConcurrentWritesAndReadsAreSafe) {
+  auto store = Open();
+  const std::vector<BlockRecord> chain = MakeChain(64, 8);
+  std::thread writer([&] {
+    for (size_t i = 0; i < chain.size(); i += 4) {
+      std::vector<BlockRecord> batch(chain.begin() + i, chain.begin() + i + 4);
+      for (const Status& s : store->Write(std::move(batch))) EXPECT_TRUE(s.ok()) << s;
+    }
+  });
+  int64_t hits = 0;
+  for (int round = 0; round < 20; ++round) {
+    auto r = store->Read(KeysOf(chain));
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (!r[i].ok()) continue;
+      EXPECT_EQ(*r[i], chain[i]);
+      ++hits;
+    }
+    (void)store->CountPresentPrefix(KeysOf(chain));
+  }
+  writer.join();
+  EXPECT_EQ(*store->LookupPrefix(KeysOf(chain)), 64);
+  EXPECT_EQ(store->Stats().writes, 64);
+  EXPECT_EQ(store->Stats().hits, hits);
+}
+
 }  // namespace
 }  // namespace prefixd
