@@ -678,7 +678,7 @@ struct HttpServer::Impl {
   static json TierRanges(const json& by_tier, int64_t total) {
     json ranges = json::array();
     int64_t at = 0;
-    for (const char* tier : {"pool", "host", "disk", "partial"}) {
+    for (const char* tier : {"pool", "host", "disk", "remote", "partial"}) {
       if (!by_tier.contains(tier)) continue;
       const int64_t end = std::min(total, at + by_tier[tier].get<int64_t>());
       if (end > at) ranges.push_back(json{{"tier", tier}, {"start", at}, {"end", end}});
