@@ -26,6 +26,7 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     d.fingerprint = std::move(fingerprint);
     d.chain_kind = hash;
     d.progress = options.scan_progress;
+    d.fs = options.disk_fs;
     ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
@@ -191,9 +192,14 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
       for (size_t k = 0; k < records.size(); ++k) {
         io_->WriteBlock((*fresh)[k], records[k].kv);
         blocks.push_back((*fresh)[k]);
-        const int64_t begin = std::max<int64_t>((first + k) * bs, l1.num_tokens);
-        const int64_t n = (first + static_cast<int64_t>(k) + 1) * bs - begin;
-        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) += n;
+        // Counted up to max_tokens only: the block holding the last prompt token is onboarded
+        // too, but that token is recomputed, so usage's per-tier counts add up to
+        // cached_tokens.
+        const int64_t index = first + static_cast<int64_t>(k);
+        const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
+        const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
+        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) +=
+            std::max<int64_t>(0, end - begin);
       }
       covered = (first + static_cast<int64_t>(records.size())) * bs;
       tree.Insert(salt, tokens.first(covered), blocks);
@@ -324,7 +330,7 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
     queue_.push_back(std::move(r));
     queued_.fetch_add(1, std::memory_order_relaxed);
   }
-  pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+  pending_.store(static_cast<int64_t>(queue_.size()) + in_flight_, std::memory_order_relaxed);
   cv_.notify_one();
 }
 
@@ -340,11 +346,13 @@ void TierController::WriterLoop() {
         queue_.pop_front();
       }
       writing_ = true;
+      in_flight_ = static_cast<int64_t>(batch.size());
     }
     disk_->Write(std::move(batch));
     {
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
+      in_flight_ = 0;
       pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
     }
     idle_cv_.notify_all();

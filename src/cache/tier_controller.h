@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "base/file_system.h"
 #include "base/status.h"
 #include "cache/scope_policy.h"
 #include "kv/block_io.h"
@@ -47,6 +48,9 @@ struct TierOptions {
   ScopeSpec scope;              // what the disk tier persists (--disk-prefix-cache)
   int64_t min_tokens = 0;       // --kv-cache-min-tokens
   int max_pending_writes = 1024;  // records queued for disk; beyond, writes are dropped
+  // The disk tier's file system; nullptr: the real one. Tests inject slow or faulty ones
+  // (base/fault_file_system.h). Must outlive the controller.
+  FileSystem* disk_fs = nullptr;
   // Start-up scan progress of the disk tier (files done, total).
   std::function<void(int64_t, int64_t)> scan_progress;
 };
@@ -77,6 +81,9 @@ struct TierControllerStats {
   int64_t onboarded_blocks = 0;     // host/disk -> pool
   int64_t disk_writes_queued = 0;
   int64_t disk_writes_dropped = 0;  // queue full
+  // Queued or being written right now: 0 once every queued record has reached the disk (or
+  // failed), so a client that saw writes_queued grow can wait for this to reach 0 before it
+  // kills the server (tests/e2e).
   int64_t disk_writes_pending = 0;
 };
 
@@ -159,6 +166,7 @@ class TierController {
   std::condition_variable idle_cv_;
   std::deque<BlockRecord> queue_;
   bool writing_ = false;
+  int64_t in_flight_ = 0;  // records of the batch the writer is writing
   bool stop_ = false;
   std::thread writer_;
 
