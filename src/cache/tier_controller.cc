@@ -101,12 +101,22 @@ void TierController::WaitForPrefetch(int timeout_ms) {
                          [&] { return !read_done_.empty() || read_stop_; });
 }
 
+void TierController::EndPrefetch(int64_t ticket) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  std::erase_if(read_queue_, [&](const auto& job) { return job.first == ticket; });
+  if (reading_ticket_ == ticket) ended_.insert(ticket);
+  std::erase(read_done_, ticket);
+  absl::erase_if(prefetched_, [&](const auto& entry) { return entry.second.ticket == ticket; });
+  num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
+}
+
 std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
   if (it == prefetched_.end()) return std::nullopt;
-  BlockRecord r = std::move(it->second);
+  BlockRecord r = std::move(it->second.record);
   prefetched_.erase(it);
+  num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
   return r;
 }
 
@@ -119,19 +129,29 @@ void TierController::ReaderLoop() {
       if (read_stop_) return;
       job = std::move(read_queue_.front());
       read_queue_.pop_front();
+      reading_ticket_ = job.first;
     }
-    auto results = disk_->Read(job.second);
+    // One key at a time, stopping at the first that fails (a damaged file, say): a prefix is
+    // contiguous, so Onboard would never take the blocks after it.
+    std::vector<BlockRecord> got;
+    for (const BlockKey& key : job.second) {
+      auto r = disk_->Read(std::span<const BlockKey>(&key, 1));
+      if (!r[0].ok()) break;
+      got.push_back(std::move(*r[0]));
+    }
     {
       std::lock_guard<std::mutex> lock(read_mu_);
-      // Bounded: a request admitted without using its read-ahead leaves nothing for long.
-      if (prefetched_.size() > 4096) prefetched_.clear();
-      for (auto& r : results) {
-        if (r.ok()) {
-          BlockKey k = r->key;
-          prefetched_[k] = std::move(*r);
+      reading_ticket_ = -1;
+      if (ended_.erase(job.first) == 0) {
+        // A backstop: EndPrefetch normally leaves nothing behind.
+        if (prefetched_.size() > 4096) prefetched_.clear();
+        for (BlockRecord& r : got) {
+          const BlockKey k = r.key;
+          prefetched_[k] = Prefetched{std::move(r), job.first};
         }
+        read_done_.push_back(job.first);
       }
-      read_done_.push_back(job.first);
+      num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
     }
     read_done_cv_.notify_all();
   }
@@ -420,6 +440,7 @@ TierControllerStats TierController::stats() const {
   s.disk_writes_queued = queued_.load(std::memory_order_relaxed);
   s.disk_writes_dropped = dropped_.load(std::memory_order_relaxed);
   s.disk_writes_pending = pending_.load(std::memory_order_relaxed);
+  s.prefetched_blocks = num_prefetched_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -201,11 +201,6 @@ TEST_F(TieredCacheTest, ProbeReportsEachTierWithoutChangingAnything) {
   EXPECT_EQ(before.onboarded_blocks, after.onboarded_blocks);
 }
 
-}  // namespace
-}  // namespace prefixd
-
-namespace prefixd {
-namespace {
 
 TEST_F(TieredCacheTest, PerTierCountsAddUpToCachedTokensWhenThePromptEndsOnABlockBoundary) {
   prompt_.resize(192);  // 12 full blocks: the last one holds the last token, always computed
@@ -379,6 +374,73 @@ TEST_F(TieredCacheTest, OnboardingFromASlowDiskDoesNotStallOtherDecodes) {
                     loaded->tier_hit},
                    Cold(prompt_), vocab_);
   EXPECT_EQ(e->TakeFinished(decoder)->tokens, RunOne(*Make(false, 0, false), other, 40).tokens);
+}
+
+
+// Blocks read ahead for a waiting request must not outlive it: past a damaged block the
+// reader stops (the prefix ends there), and what a request's reads brought in but Onboard
+// did not take (a twin request onboarded it first) is dropped when it is admitted.
+TEST_F(TieredCacheTest, ReadAheadLeavesNothingBehind) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  auto e = Make(true, 0, true);
+  GenerateRequest r;
+  r.prompt = prompt_;
+  r.max_tokens = 2;
+  r.ignore_eos = true;
+  const SequenceId a = *e->Add(r);
+  const SequenceId b = *e->Add(r);  // the same prompt: both read the same 12 blocks ahead
+  while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+  EXPECT_EQ(e->TakeFinished(a)->tier_hit.disk_tokens, 192);
+  EXPECT_EQ(e->TakeFinished(b)->cached_tokens, 199);
+  EXPECT_EQ(e->cache().tiers()->stats().prefetched_blocks, 0);
+
+  // A request cancelled while its reads run (held back by a gated disk) leaves nothing
+  // either. The reader runs jobs in order, so once a later request that reads only the first
+  // 6 blocks is done, the cancelled one's reads are over; had they been kept, blocks 6..11
+  // would still be there.
+  e.reset();
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockReads);
+  e = Make(true, 0, true, 4, 1000, &disk);
+  const SequenceId c = *e->Add(r);
+  ASSERT_TRUE(e->Step().ok());  // starts the reads, which wait at the gate
+  ASSERT_EQ(e->num_waiting(), 1);
+  ASSERT_TRUE(e->Cancel(c));
+  disk.Open();
+  std::vector<int32_t> half(prompt_.begin(), prompt_.begin() + 100);
+  EXPECT_EQ(RunOne(*e, half, 2).tier.disk_tokens, 96);
+  EXPECT_EQ(e->cache().tiers()->stats().prefetched_blocks, 0);
+}
+
+
+TEST_F(TieredCacheTest, ReadAheadStopsAtTheFirstDamagedBlock) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  // Damage the third block of the chain: find it by its parent, the second block's key.
+  const auto keys = Make(false, 0, false)->cache().BlockKeys("", prompt_);
+  bool damaged = false;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir_)) {
+    if (f.path().filename() != ToHex(keys[2]) + ".blk") continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(std::filesystem::file_size(f.path()) - 20));
+    io.put('\x5a');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+  auto e = Make(true, 0, true);
+  const RunResult again = RunOne(*e, prompt_);
+  EXPECT_EQ(again.tier.disk_tokens, 32);
+  ExpectSameAsCold(again, Cold(prompt_), vocab_);
+  const TierControllerStats s = e->cache().tiers()->stats();
+  EXPECT_EQ(s.disk.quarantined, 1);
+  EXPECT_EQ(s.disk.hits, 2) << "blocks after the damaged one are not read";
+  EXPECT_EQ(s.prefetched_blocks, 0);
 }
 
 }  // namespace
