@@ -3,7 +3,7 @@
 // fingerprint into this model's folder. The restarted server quarantines the damaged files (at
 // the start-up scan or on first read; counted in the stats and /metrics, moved to
 // quarantine/), leaves the foreign ones where they are, recomputes, and answers exactly as the
-// first, cold run did.
+// first, cold run did. Then clearing the disk tier leaves the probe nothing to report.
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, renameSync,
   rmSync, statSync, truncateSync, writeSync, closeSync } from 'node:fs';
@@ -111,6 +111,28 @@ describe('damaged block files on disk', { skip: skip ?? false }, () => {
       // Recomputed blocks are written again: each chain is whole on disk once more.
       await waitForDiskWrites(srv3);
       for (const chain of chains) for (const f of chain) assert.ok(existsSync(f), `${f} rewritten`);
+
+      // Clearing the disk drops the partial tails that may hang off its blocks, and the probe
+      // reports nothing that is gone (pool and host RAM cleared too: nothing is resident).
+      const probe = async () => (await srv3.admin('/admin/api/cache/probe',
+        { prompt: prompts[0], cache_salt: 'corrupt' })).json;
+      assert.equal((await srv3.admin('/admin/api/cache/clear', { tier: 'pool' })).status, 200);
+      const n0 = cold[0].usage.prompt_tokens;
+      assert.notEqual(n0 % BS, 0, 'the prompt ends inside a block, so it has a partial tail');
+      let p = await probe();
+      assert.equal(p.by_tier.host + p.by_tier.disk, Math.floor(n0 / BS) * BS, JSON.stringify(p));
+      assert.equal(p.by_tier.partial, n0 % BS, `the prompt's tail: ${JSON.stringify(p)}`);
+      assert.equal((await srv3.admin('/admin/api/cache/clear', { tier: 'disk' })).status, 200);
+      p = await probe();
+      assert.equal(p.by_tier.disk, 0, JSON.stringify(p));
+      assert.equal(p.by_tier.partial, 0, JSON.stringify(p));
+      assert.equal((await srv3.stats()).by_tier.partial.entries, 0);
+      assert.equal((await srv3.admin('/admin/api/cache/clear', { tier: 'host' })).status, 200);
+      p = await probe();
+      assert.equal(p.resident_tokens, 0, JSON.stringify(p));
+      const fresh = await complete(srv3, prompts[0]);
+      assert.equal(fresh.usage.prompt_tokens_details.cached_tokens, 0, 'the probe said nothing was resident');
+      assert.deepEqual(fresh.choices[0].logprobs, cold[0].choices[0].logprobs);
     } finally {
       assert.equal((await srv3.stop()).code, 0);
     }
