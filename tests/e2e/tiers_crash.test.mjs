@@ -15,7 +15,7 @@ import { missingPrerequisite, startServer } from './server.mjs';
 const skip = missingPrerequisite();
 const dir = mkdtempSync(path.join(tmpdir(), 'prefixd-e2e-crash-'));
 const RUNS = 50;
-// Block size 4: a 250-token prompt is ~60 block files, each written temp -> fsync -> rename. A
+// Block size 4: a 270-token prompt is ~66 block files, each written temp -> fsync -> rename. A
 // small budget keeps the folder (and the scan) small and adds evictions to the writing.
 const args = ['--disk-cache-dir', dir, '--disk-prefix-cache', 'full', '--block-size', '4',
   '--disk-cache-bytes', String(4 << 20)];
@@ -76,7 +76,7 @@ describe('kill -9 during heavy disk writing', { skip: skip ?? false }, () => {
         assert.deepEqual(r.choices[0].logprobs, cold[i].choices[0].logprobs, `run ${run}: logprobs`);
         cachedFromDisk += r.usage.prefix_cache.by_tier.disk ?? 0;
 
-        // Heavy writing: four fresh 250-token prompts at once (~250 block files), then kill -9 at
+        // Heavy writing: four fresh ~270-token prompts at once (~260 block files), then kill -9 at
         // a random moment: mostly once their writes are queued (a random number of stats polls,
         // a few ms each, after the first write is queued), sometimes blindly, during prefill.
         const queuedBefore = (await srv.stats()).by_tier.disk.writes_queued;
