@@ -198,8 +198,12 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     for (size_t k = 0; k < source.size(); ++k) {
       const BlockKey& key = keys[first + k];
       std::optional<BlockRecord> rec;
-      if (source[k] == disk_.get()) rec = TakePrefetched(key);
-      if (!rec) {
+      if (source[k] == disk_.get()) {
+        // Disk blocks come only from the read-ahead, so the engine thread never waits for the
+        // disk. One not read ahead (the pool dropped it while the request waited for the
+        // others) ends the prefix here, and the rest is recomputed.
+        rec = TakePrefetched(key);
+      } else {
         auto got = source[k]->Read(std::span<const BlockKey>(&key, 1));
         if (got[0].ok()) rec = std::move(*got[0]);
       }

@@ -377,6 +377,29 @@ TEST_F(TieredCacheTest, OnboardingFromASlowDiskDoesNotStallOtherDecodes) {
 }
 
 
+// Onboard takes disk blocks only from the read-ahead: asked for a prompt whose blocks were not
+// read ahead, it serves none of them rather than read the disk on the engine thread.
+TEST_F(TieredCacheTest, OnboardNeverReadsTheDiskItself) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockReads);  // closed: a read would hang 30 s
+  auto e = Make(true, 0, true, 4, 1000, &disk);
+  const auto t0 = std::chrono::steady_clock::now();
+  CacheHit hit = e->cache().Acquire("", prompt_, static_cast<int64_t>(prompt_.size()) - 1);
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(ms, 5000);
+  EXPECT_EQ(hit.tier.disk_tokens, 0);
+  EXPECT_EQ(hit.num_tokens, 0);
+  EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id()));
+  EXPECT_EQ(e->cache().tiers()->stats().disk.entries, 12) << "the blocks stay on disk";
+  e->cache().Release(hit);
+  disk.Open();
+}
+
 // Blocks read ahead for a waiting request must not outlive it: past a damaged block the
 // reader stops (the prefix ends there), and what a request's reads brought in but Onboard
 // did not take (a twin request onboarded it first) is dropped when it is admitted.
@@ -395,7 +418,8 @@ TEST_F(TieredCacheTest, ReadAheadLeavesNothingBehind) {
   const SequenceId b = *e->Add(r);  // the same prompt: both read the same 12 blocks ahead
   while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
   EXPECT_EQ(e->TakeFinished(a)->tier_hit.disk_tokens, 192);
-  EXPECT_EQ(e->TakeFinished(b)->cached_tokens, 199);
+  // 192 when admitted in the same step as its twin, 199 (with the twin's tail) after it.
+  EXPECT_GE(e->TakeFinished(b)->cached_tokens, 192);
   EXPECT_EQ(e->cache().tiers()->stats().prefetched_blocks, 0);
 
   // A request cancelled while its reads run (held back by a gated disk) leaves nothing
