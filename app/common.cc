@@ -8,16 +8,24 @@
 
 namespace prefixd {
 
+std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, const char* unit) {
+  if (::isatty(STDERR_FILENO) == 0) return nullptr;
+  return [what, unit](int64_t done, int64_t total) {
+    if (total <= 0) return;  // nothing to show (an empty disk cache)
+    const int width = 30;
+    const int filled = static_cast<int>(width * done / total);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld %s", what, filled,
+                 "##############################", width - filled, "",
+                 static_cast<long long>(done), static_cast<long long>(total), unit);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+}
+
 StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path) {
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
   Model::ProgressFn progress;
-  if (tty) {
-    progress = [](size_t done, size_t total) {
-      const int width = 30;
-      const int filled = total ? static_cast<int>(width * done / total) : width;
-      std::fprintf(stderr, "\rloading model [%.*s%*s] %zu/%zu tensors", filled,
-                   "##############################", width - filled, "", done, total);
-      if (done == total) std::fprintf(stderr, "\n");
+  if (auto bar = TerminalProgressBar("loading model", "tensors")) {
+    progress = [bar](size_t done, size_t total) {
+      bar(static_cast<int64_t>(done), static_cast<int64_t>(total));
     };
   }
   LoadedModel out;

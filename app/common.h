@@ -2,6 +2,8 @@
 // and the default model path.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,6 +18,10 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
 };
+
+// A progress bar on stderr ("what [####    ] done/total unit") when stderr is a terminal,
+// else nullptr (logs and pipes get no carriage returns).
+std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, const char* unit);
 
 // Loads the model at `path` (progress on stderr when it is a terminal) and its tokenizer.
 StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path);

@@ -26,6 +26,7 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     d.fingerprint = std::move(fingerprint);
     d.chain_kind = hash;
     d.progress = options.scan_progress;
+    d.fs = options.disk_fs;
     ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
@@ -100,12 +101,22 @@ void TierController::WaitForPrefetch(int timeout_ms) {
                          [&] { return !read_done_.empty() || read_stop_; });
 }
 
+void TierController::EndPrefetch(int64_t ticket) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  std::erase_if(read_queue_, [&](const auto& job) { return job.first == ticket; });
+  if (reading_ticket_ == ticket) ended_.insert(ticket);
+  std::erase(read_done_, ticket);
+  absl::erase_if(prefetched_, [&](const auto& entry) { return entry.second.ticket == ticket; });
+  num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
+}
+
 std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
   if (it == prefetched_.end()) return std::nullopt;
-  BlockRecord r = std::move(it->second);
+  BlockRecord r = std::move(it->second.record);
   prefetched_.erase(it);
+  num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
   return r;
 }
 
@@ -118,19 +129,29 @@ void TierController::ReaderLoop() {
       if (read_stop_) return;
       job = std::move(read_queue_.front());
       read_queue_.pop_front();
+      reading_ticket_ = job.first;
     }
-    auto results = disk_->Read(job.second);
+    // One key at a time, stopping at the first that fails (a damaged file, say): a prefix is
+    // contiguous, so Onboard would never take the blocks after it.
+    std::vector<BlockRecord> got;
+    for (const BlockKey& key : job.second) {
+      auto r = disk_->Read(std::span<const BlockKey>(&key, 1));
+      if (!r[0].ok()) break;
+      got.push_back(std::move(*r[0]));
+    }
     {
       std::lock_guard<std::mutex> lock(read_mu_);
-      // Bounded: a request admitted without using its read-ahead leaves nothing for long.
-      if (prefetched_.size() > 4096) prefetched_.clear();
-      for (auto& r : results) {
-        if (r.ok()) {
-          BlockKey k = r->key;
-          prefetched_[k] = std::move(*r);
+      reading_ticket_ = -1;
+      if (ended_.erase(job.first) == 0) {
+        // A backstop: EndPrefetch normally leaves nothing behind.
+        if (prefetched_.size() > 4096) prefetched_.clear();
+        for (BlockRecord& r : got) {
+          const BlockKey k = r.key;
+          prefetched_[k] = Prefetched{std::move(r), job.first};
         }
+        read_done_.push_back(job.first);
       }
-      read_done_.push_back(job.first);
+      num_prefetched_.store(static_cast<int64_t>(prefetched_.size()), std::memory_order_relaxed);
     }
     read_done_cv_.notify_all();
   }
@@ -177,8 +198,12 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     for (size_t k = 0; k < source.size(); ++k) {
       const BlockKey& key = keys[first + k];
       std::optional<BlockRecord> rec;
-      if (source[k] == disk_.get()) rec = TakePrefetched(key);
-      if (!rec) {
+      if (source[k] == disk_.get()) {
+        // Disk blocks come only from the read-ahead, so the engine thread never waits for the
+        // disk. One not read ahead (the pool dropped it while the request waited for the
+        // others) ends the prefix here, and the rest is recomputed.
+        rec = TakePrefetched(key);
+      } else {
         auto got = source[k]->Read(std::span<const BlockKey>(&key, 1));
         if (got[0].ok()) rec = std::move(*got[0]);
       }
@@ -191,9 +216,14 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
       for (size_t k = 0; k < records.size(); ++k) {
         io_->WriteBlock((*fresh)[k], records[k].kv);
         blocks.push_back((*fresh)[k]);
-        const int64_t begin = std::max<int64_t>((first + k) * bs, l1.num_tokens);
-        const int64_t n = (first + static_cast<int64_t>(k) + 1) * bs - begin;
-        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) += n;
+        // Counted up to max_tokens only: the block holding the last prompt token is onboarded
+        // too, but that token is recomputed, so usage's per-tier counts add up to
+        // cached_tokens.
+        const int64_t index = first + static_cast<int64_t>(k);
+        const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
+        const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
+        (source[k] == host_.get() ? hit.host_tokens : hit.disk_tokens) +=
+            std::max<int64_t>(0, end - begin);
       }
       covered = (first + static_cast<int64_t>(records.size())) * bs;
       tree.Insert(salt, tokens.first(covered), blocks);
@@ -324,7 +354,7 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
     queue_.push_back(std::move(r));
     queued_.fetch_add(1, std::memory_order_relaxed);
   }
-  pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+  pending_.store(static_cast<int64_t>(queue_.size()) + in_flight_, std::memory_order_relaxed);
   cv_.notify_one();
 }
 
@@ -340,11 +370,13 @@ void TierController::WriterLoop() {
         queue_.pop_front();
       }
       writing_ = true;
+      in_flight_ = static_cast<int64_t>(batch.size());
     }
     disk_->Write(std::move(batch));
     {
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
+      in_flight_ = 0;
       pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
     }
     idle_cv_.notify_all();
@@ -412,6 +444,7 @@ TierControllerStats TierController::stats() const {
   s.disk_writes_queued = queued_.load(std::memory_order_relaxed);
   s.disk_writes_dropped = dropped_.load(std::memory_order_relaxed);
   s.disk_writes_pending = pending_.load(std::memory_order_relaxed);
+  s.prefetched_blocks = num_prefetched_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -28,6 +28,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "base/file_system.h"
 #include "base/status.h"
 #include "cache/scope_policy.h"
 #include "kv/block_io.h"
@@ -47,6 +49,9 @@ struct TierOptions {
   ScopeSpec scope;              // what the disk tier persists (--disk-prefix-cache)
   int64_t min_tokens = 0;       // --kv-cache-min-tokens
   int max_pending_writes = 1024;  // records queued for disk; beyond, writes are dropped
+  // The disk tier's file system; nullptr: the real one. Tests inject slow or faulty ones
+  // (base/fault_file_system.h). Must outlive the controller.
+  FileSystem* disk_fs = nullptr;
   // Start-up scan progress of the disk tier (files done, total).
   std::function<void(int64_t, int64_t)> scan_progress;
 };
@@ -77,7 +82,11 @@ struct TierControllerStats {
   int64_t onboarded_blocks = 0;     // host/disk -> pool
   int64_t disk_writes_queued = 0;
   int64_t disk_writes_dropped = 0;  // queue full
+  // Queued or being written right now: 0 once every queued record has reached the disk (or
+  // failed), so a client that saw writes_queued grow can wait for this to reach 0 before it
+  // kills the server (tests/e2e).
   int64_t disk_writes_pending = 0;
+  int64_t prefetched_blocks = 0;  // read ahead from disk for waiting requests, not yet onboarded
 };
 
 class TierController {
@@ -102,6 +111,10 @@ class TierController {
   void Prefetch(int64_t ticket, std::vector<BlockKey> keys);
   // True once the reads of `ticket` are done (then forgets the ticket).
   bool PrefetchDone(int64_t ticket);
+  // Drops what the reads of `ticket` brought in that Onboard did not take (call it once the
+  // request is admitted, or cancelled while it waited), and skips its reads still queued or
+  // running, so read-ahead never outlives its request. No-op for an unknown ticket.
+  void EndPrefetch(int64_t ticket);
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
   void WaitForPrefetch(int timeout_ms);
 
@@ -159,6 +172,7 @@ class TierController {
   std::condition_variable idle_cv_;
   std::deque<BlockRecord> queue_;
   bool writing_ = false;
+  int64_t in_flight_ = 0;  // records of the batch the writer is writing
   bool stop_ = false;
   std::thread writer_;
 
@@ -168,7 +182,14 @@ class TierController {
   std::condition_variable read_done_cv_;
   std::deque<std::pair<int64_t, std::vector<BlockKey>>> read_queue_;
   std::vector<int64_t> read_done_;
-  absl::flat_hash_map<BlockKey, BlockRecord> prefetched_;
+  struct Prefetched {
+    BlockRecord record;
+    int64_t ticket = 0;  // the request whose reads brought it in
+  };
+  absl::flat_hash_map<BlockKey, Prefetched> prefetched_;
+  int64_t reading_ticket_ = -1;              // the job the reader is on (-1: none)
+  absl::flat_hash_set<int64_t> ended_;       // tickets ended while the reader was on them
+  std::atomic<int64_t> num_prefetched_{0};   // prefetched_.size(), for stats()
   bool read_stop_ = false;
   std::thread reader_;
 };

@@ -155,6 +155,14 @@ void TierMetrics(std::string& out, const TierControllerStats& t) {
          "Blocks brought into the pool from host RAM or disk.", t.onboarded_blocks);
   Metric(out, "prefixd_tier_disk_writes_dropped_total", "counter",
          "Disk writes dropped because the write queue was full.", t.disk_writes_dropped);
+  if (t.disk_enabled) {
+    Metric(out, "prefixd_tier_disk_writes_pending", "gauge",
+           "Blocks queued for disk or being written (0: everything queued is on disk).",
+           t.disk_writes_pending);
+    Metric(out, "prefixd_tier_disk_prefetched_blocks", "gauge",
+           "Blocks read ahead from disk for waiting requests, not yet onboarded.",
+           t.prefetched_blocks);
+  }
   Metric(out, "prefixd_partial_tails", "gauge", "Partial tails held.", t.partial.entries);
   Metric(out, "prefixd_partial_tail_hits_total", "counter", "Partial tails spliced into a prompt.",
          t.partial.hits);
@@ -306,6 +314,7 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
       by_tier["disk"]["writes_queued"] = t.disk_writes_queued;
       by_tier["disk"]["writes_pending"] = t.disk_writes_pending;
       by_tier["disk"]["writes_dropped"] = t.disk_writes_dropped;
+      by_tier["disk"]["prefetched_blocks"] = t.prefetched_blocks;
     }
     const PartialTailStats& p = t.partial;
     by_tier["partial"] = json{{"entries", p.entries},

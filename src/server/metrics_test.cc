@@ -238,6 +238,22 @@ TEST(Metrics, LowerTiers) {
   EXPECT_EQ(text.find("tier=\"disk\""), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_tier_onboarded_blocks_total 2\n"), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_partial_tails 1\n"), std::string::npos);
+  EXPECT_EQ(text.find("prefixd_tier_disk_writes_pending"), std::string::npos) << "no disk tier";
+
+  t.disk_enabled = true;
+  t.disk.quarantined = 3;
+  t.disk_writes_queued = 10;
+  t.disk_writes_pending = 4;
+  t.prefetched_blocks = 2;
+  stats.tiers = t;
+  nlohmann::json d = PrefixCacheStatsJson(info, stats, HitRateWindow(), 0);
+  EXPECT_EQ(d["by_tier"]["disk"]["quarantined"], 3);
+  EXPECT_EQ(d["by_tier"]["disk"]["writes_pending"], 4);
+  EXPECT_EQ(d["by_tier"]["disk"]["prefetched_blocks"], 2);
+  const std::string disk_text = PrometheusText(info, stats, ServerMetrics());
+  EXPECT_NE(disk_text.find("prefixd_tier_quarantined_total{tier=\"disk\"} 3\n"), std::string::npos);
+  EXPECT_NE(disk_text.find("\nprefixd_tier_disk_writes_pending 4\n"), std::string::npos);
+  EXPECT_NE(disk_text.find("\nprefixd_tier_disk_prefetched_blocks 2\n"), std::string::npos);
 }
 
 }  // namespace
