@@ -844,6 +844,13 @@ HttpServer::HttpServer(EngineService* service, HttpServerOptions options)
   m.server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   m.server.set_payload_max_length(m.options.max_body_bytes);
   m.server.set_tcp_nodelay(true);
+  // SO_REUSEADDR (restart while old connections linger) but not cpp-httplib's default
+  // SO_REUSEPORT, with which a second server on a port in use starts silently and the two
+  // split the requests between them.
+  m.server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+  });
   m.Routes();
 }
 
