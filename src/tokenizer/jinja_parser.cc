@@ -56,6 +56,7 @@ class Parser {
   // Parses statements until `{% NAME` with NAME in `stops` (left unconsumed after the name,
   // returned in *stop) or the end of input (an error when `stops` is not empty).
   Body ParseBody(const std::vector<std::string>& stops, std::string* stop, int open_line = 0) {
+    DepthGuard guard = Enter("blocks");
     Body body;
     while (true) {
       const Token& t = Peek();
@@ -270,6 +271,7 @@ class Parser {
   }
   ExprPtr ParseNot() {
     if (IsName("not")) {
+      DepthGuard guard = Enter("expressions");
       const int line = Next().line;
       ExprPtr e = Make(ExprKind::kUnary, line);
       e->name = "not";
@@ -332,6 +334,7 @@ class Parser {
   }
   ExprPtr ParseUnary() {
     if (IsOp("-") || IsOp("+")) {
+      DepthGuard guard = Enter("expressions");
       const Token& t = Next();
       ExprPtr e = Make(ExprKind::kUnary, t.line);
       e->name = t.text;
@@ -435,6 +438,7 @@ class Parser {
   }
 
   ExprPtr ParsePrimary() {
+    DepthGuard guard = Enter("expressions");
     const Token& t = Next();
     ExprPtr e = Make(ExprKind::kLiteral, t.line);
     switch (t.kind) {
@@ -496,8 +500,23 @@ class Parser {
     Fail(absl::StrCat("unexpected '", t.text, "' in an expression"), t.line);
   }
 
+  // Nesting (blocks, parentheses, lists, calls, unary operators) recurses; a hostile template
+  // must fail to parse, not overflow the stack.
+  static constexpr int kMaxDepth = 200;
+  struct DepthGuard {
+    int* d;
+    ~DepthGuard() { --*d; }
+  };
+  DepthGuard Enter(const char* what) {
+    if (++depth_ > kMaxDepth) {
+      --depth_;
+      Fail(absl::StrCat(what, " nest deeper than ", kMaxDepth), Peek().line);
+    }
+    return DepthGuard{&depth_};
+  }
   std::vector<Token> t_;
   size_t i_ = 0;
+  int depth_ = 0;  // blocks and primary expressions being parsed, nested
 };
 
 }  // namespace

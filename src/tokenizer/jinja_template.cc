@@ -404,6 +404,9 @@ class Evaluator {
       else frame[name] = Value::Undefined();
     }
     for (const auto& [k, v] : kwargs) frame[k] = v;
+    // A macro that calls itself without end must fail, not overflow the stack.
+    if (macro_depth_ >= kMaxMacroDepth) Fail(m.line, absl::StrCat("macro '", m.text, "' recurses deeper than ", kMaxMacroDepth));
+    ++macro_depth_;
     scopes_.push_back(std::move(frame));
     std::string buf;
     std::string* saved = capture_;
@@ -411,6 +414,7 @@ class Evaluator {
     Exec(m.bodies[0]);
     capture_ = saved;
     scopes_.pop_back();
+    --macro_depth_;
     return Value{buf};
   }
 
@@ -497,6 +501,8 @@ class Evaluator {
   std::string out_;
   std::string* capture_ = nullptr;  // set while a macro or `{% set %}` block renders into a string
   int current_ = -1;                // traced item whose iteration is running, -1 for none
+  static constexpr int kMaxMacroDepth = 64;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

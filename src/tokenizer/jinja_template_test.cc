@@ -88,6 +88,9 @@ TEST(JinjaTemplate, ParseErrorsNameTheProblemAndLine) {
   EXPECT_EQ(Render("{{ a"), "PARSE ERROR: chat template line 1: a tag opened here is never closed (missing '%}' or '}}')");
   EXPECT_EQ(Render("{# x"), "PARSE ERROR: chat template line 1: a comment '{#' is never closed with '#}'");
   EXPECT_EQ(Render("{{ a b }}"), "PARSE ERROR: chat template line 1: expected '}}' but found 'b'");
+  EXPECT_EQ(Render("{{ " + std::string(1000, '(') + "1" + std::string(1000, ')') + " }}"),
+            "PARSE ERROR: chat template line 1: expressions nest deeper than 200");
+  EXPECT_EQ(Render("{{ " + std::string(100000, '-') + "1 }}"), "PARSE ERROR: chat template line 1: expressions nest deeper than 200");
 }
 
 TEST(JinjaTemplate, RenderErrors) {
@@ -101,6 +104,8 @@ TEST(JinjaTemplate, RenderErrors) {
   EXPECT_EQ(Render("{{ 'a'.zfill(3) }}"), "RENDER ERROR: chat template line 1: unknown string method 'zfill'");
   EXPECT_EQ(Render("{{ nope() }}"), "RENDER ERROR: chat template line 1: unknown function 'nope'");
   EXPECT_EQ(Render("{{ 1 // 0 }}"), "RENDER ERROR: chat template line 1: division by zero");
+  EXPECT_EQ(Render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"),
+            "RENDER ERROR: chat template line 1: macro 'f' recurses deeper than 64");
 }
 
 TEST(JinjaTemplate, TraceAttributesOutputToTheIteratedItem) {
