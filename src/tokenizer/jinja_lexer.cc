@@ -1,7 +1,6 @@
 #include "tokenizer/jinja_lexer.h"
 
 #include <cctype>
-#include <regex>
 
 namespace prefixd::jinja {
 
@@ -13,13 +12,33 @@ bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
 // a block or comment tag at the start of a line go, and so does the newline right after a
 // block or comment tag. One trailing newline of the source goes too (keep_trailing_newline off).
 std::string Preprocess(std::string_view source) {
-  std::string s(source);
-  if (!s.empty() && s.back() == '\n') s.pop_back();
-  static const std::regex kLstrip("(^|\n)[ \t]*(\\{[#%-])");
-  s = std::regex_replace(s, kLstrip, "$1$2");
-  static const std::regex kTrim("([#%-]\\})\n");
-  s = std::regex_replace(s, kTrim, "$1");
-  return s;
+  if (!source.empty() && source.back() == '\n') source.remove_suffix(1);
+  auto opens_block = [&](size_t i) {
+    return i + 1 < source.size() && source[i] == '{' &&
+           (source[i + 1] == '#' || source[i + 1] == '%' || source[i + 1] == '-');
+  };
+  // lstrip_blocks: drop spaces and tabs between a line start and a block or comment tag.
+  std::string stripped;
+  stripped.reserve(source.size());
+  for (size_t i = 0; i < source.size();) {
+    if (i == 0 || source[i - 1] == '\n') {
+      size_t j = i;
+      while (j < source.size() && (source[j] == ' ' || source[j] == '\t')) ++j;
+      if (opens_block(j)) i = j;
+    }
+    stripped += source[i++];
+  }
+  // trim_blocks: drop the newline right after a block or comment tag.
+  std::string out;
+  out.reserve(stripped.size());
+  for (size_t i = 0; i < stripped.size(); ++i) {
+    if (stripped[i] == '\n' && i >= 2 && stripped[i - 1] == '}' &&
+        (stripped[i - 2] == '#' || stripped[i - 2] == '%' || stripped[i - 2] == '-')) {
+      continue;
+    }
+    out += stripped[i];
+  }
+  return out;
 }
 
 class Lexer {
