@@ -2,7 +2,12 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "engine/vocab_loader.h"
 
@@ -44,6 +49,20 @@ StatusOr<KvDtype> ParseKvDtype(const std::string& name) {
   if (name == "f16") return KvDtype::kF16;
   if (name == "f32") return KvDtype::kF32;
   return absl::InvalidArgumentError(absl::StrCat("KV type '", name, "' is not f16 or f32"));
+}
+
+StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in;
+  std::istream* is = &std::cin;
+  if (path != "-") {
+    in.open(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+    is = &in;
+  }
+  std::ostringstream ss;
+  ss << is->rdbuf();
+  if (is->bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
+  return ss.str();
 }
 
 int Fail(const Status& status) {

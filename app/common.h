@@ -29,6 +29,9 @@ StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path);
 // Parses "f16" / "f32".
 StatusOr<KvDtype> ParseKvDtype(const std::string& name);
 
+// The whole file at `path` ("-": standard input). NotFound / the I/O error when unreadable.
+StatusOr<std::string> ReadTextFile(const std::string& path);
+
 // Prints `status` as "prefixd: error: ..." on stderr and returns the exit code 1.
 int Fail(const Status& status);
 
