@@ -18,6 +18,7 @@ namespace {
 
 struct MakeFlags {
   ModelSpec spec;
+  std::string chat_template_file;
   std::string out;
   std::string type = "f32";
 };
@@ -59,6 +60,11 @@ int RunMake(MakeFlags f) {
   if (!known) {
     return Fail(absl::InvalidArgumentError("--type must be one of " + names + " (got '" + f.type + "')"));
   }
+  if (!f.chat_template_file.empty()) {
+    auto text = ReadTextFile(f.chat_template_file);
+    if (!text.ok()) return Fail(text.status());
+    f.spec.chat_template = *std::move(text);
+  }
   Status st = WriteRandomModel(f.spec, f.out);
   if (!st.ok()) return Fail(st);
   std::fprintf(stderr, "wrote %s (tensors: %s)\n", f.out.c_str(), TypeCounts(f.out).c_str());
@@ -90,6 +96,8 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
                   "Its tokenizer_config.json: bos/eos/pad tokens, add_bos_token, chat_template");
   cmd->add_option("--tokenizer-pre", f->spec.tokenizer_pre,
                   "tokenizer.ggml.pre to write (default: recognised from the pre-tokenizer regex)");
+  cmd->add_option("--chat-template", f->chat_template_file,
+                  "Write this file's text as tokenizer.chat_template (a Jinja chat template)");
   cmd->add_flag("--tie-output", f->spec.tie_output, "Tie the output matrix to the embedding");
   cmd->add_option("--rope-freq-base", f->spec.rope_freq_base, "RoPE base")->capture_default_str();
   cmd->callback([f, run] { *run = [f] { return RunMake(*f); }; });

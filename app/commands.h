@@ -14,5 +14,6 @@ void AddBenchModelCommand(CLI::App& app, std::function<int()>* run);
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run);
 void AddServeCommand(CLI::App& app, std::function<int()>* run);
 void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
+void AddRenderChatCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace prefixd

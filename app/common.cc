@@ -2,22 +2,35 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 
 #include "engine/vocab_loader.h"
 
 namespace prefixd {
 
+std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, const char* unit) {
+  if (::isatty(STDERR_FILENO) == 0) return nullptr;
+  return [what, unit](int64_t done, int64_t total) {
+    if (total <= 0) return;  // nothing to show (an empty disk cache)
+    const int width = 30;
+    const int filled = static_cast<int>(width * done / total);
+    std::fprintf(stderr, "\r%s [%.*s%*s] %lld/%lld %s", what, filled,
+                 "##############################", width - filled, "",
+                 static_cast<long long>(done), static_cast<long long>(total), unit);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+}
+
 StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path) {
-  const bool tty = ::isatty(STDERR_FILENO) != 0;
   Model::ProgressFn progress;
-  if (tty) {
-    progress = [](size_t done, size_t total) {
-      const int width = 30;
-      const int filled = total ? static_cast<int>(width * done / total) : width;
-      std::fprintf(stderr, "\rloading model [%.*s%*s] %zu/%zu tensors", filled,
-                   "##############################", width - filled, "", done, total);
-      if (done == total) std::fprintf(stderr, "\n");
+  if (auto bar = TerminalProgressBar("loading model", "tensors")) {
+    progress = [bar](size_t done, size_t total) {
+      bar(static_cast<int64_t>(done), static_cast<int64_t>(total));
     };
   }
   LoadedModel out;
@@ -36,6 +49,20 @@ StatusOr<KvDtype> ParseKvDtype(const std::string& name) {
   if (name == "f16") return KvDtype::kF16;
   if (name == "f32") return KvDtype::kF32;
   return absl::InvalidArgumentError(absl::StrCat("KV type '", name, "' is not f16 or f32"));
+}
+
+StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::ifstream in;
+  std::istream* is = &std::cin;
+  if (path != "-") {
+    in.open(path, std::ios::binary);
+    if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", path, "': ", std::strerror(errno)));
+    is = &in;
+  }
+  std::ostringstream ss;
+  ss << is->rdbuf();
+  if (is->bad()) return absl::DataLossError(absl::StrCat("cannot read '", path, "'"));
+  return ss.str();
 }
 
 int Fail(const Status& status) {

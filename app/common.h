@@ -2,6 +2,8 @@
 // and the default model path.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,11 +19,18 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
+// A progress bar on stderr ("what [####    ] done/total unit") when stderr is a terminal,
+// else nullptr (logs and pipes get no carriage returns).
+std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, const char* unit);
+
 // Loads the model at `path` (progress on stderr when it is a terminal) and its tokenizer.
 StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path);
 
 // Parses "f16" / "f32".
 StatusOr<KvDtype> ParseKvDtype(const std::string& name);
+
+// The whole file at `path` ("-": standard input). NotFound / the I/O error when unreadable.
+StatusOr<std::string> ReadTextFile(const std::string& path);
 
 // Prints `status` as "prefixd: error: ..." on stderr and returns the exit code 1.
 int Fail(const Status& status);

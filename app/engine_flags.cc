@@ -106,6 +106,8 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   eo.tiers.disk_bytes = f.disk_cache_bytes;
   ASSIGN_OR_RETURN(eo.tiers.scope, ParseScopeSpec(f.disk_prefix_cache));
   eo.tiers.min_tokens = f.kv_cache_min_tokens;
+  // The start-up scan of a large disk cache takes a while; its log line follows the bar.
+  eo.tiers.scan_progress = TerminalProgressBar("scanning disk cache", "block files");
   if (f.mru_partial_max_entries < 0) {
     return absl::InvalidArgumentError("--mru-partial-max-entries must be >= 0");
   }

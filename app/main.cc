@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   prefixd::AddMakeModelCommand(app, &run);
   prefixd::AddServeCommand(app, &run);
   prefixd::AddTokenizeCommand(app, &run);
+  prefixd::AddRenderChatCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   prefixd::SetLogLevel(log_level);
   return run ? run() : 0;

@@ -31,7 +31,7 @@ void BackgroundWriter::Enqueue(std::vector<BlockRecord> records) {
       queue_.push_back(std::move(r));
       queued_.fetch_add(1, std::memory_order_relaxed);
     }
-    pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
+    pending_.store(static_cast<int64_t>(queue_.size()) + in_flight_, std::memory_order_relaxed);
   }
   cv_.notify_one();
 }
@@ -48,11 +48,13 @@ void BackgroundWriter::Loop() {
         queue_.pop_front();
       }
       writing_ = true;
+      in_flight_ = static_cast<int64_t>(batch.size());
     }
     store_->Write(std::move(batch));
     {
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
+      in_flight_ = 0;
       pending_.store(static_cast<int64_t>(queue_.size()), std::memory_order_relaxed);
     }
     idle_cv_.notify_all();

@@ -30,6 +30,8 @@ class BackgroundWriter {
 
   int64_t queued() const { return queued_.load(std::memory_order_relaxed); }
   int64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  // Queued or being written right now: 0 once every queued record has reached the store (or
+  // failed).
   int64_t pending() const { return pending_.load(std::memory_order_relaxed); }
 
  private:
@@ -43,6 +45,7 @@ class BackgroundWriter {
   std::condition_variable idle_cv_;
   std::deque<BlockRecord> queue_;  // guarded by mu_
   bool writing_ = false;           // guarded by mu_; a batch is being written
+  int64_t in_flight_ = 0;          // guarded by mu_; records of the batch being written
   bool stop_ = false;              // guarded by mu_
   std::thread thread_;
 };

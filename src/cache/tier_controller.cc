@@ -29,6 +29,7 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     d.fingerprint = std::move(fingerprint);
     d.chain_kind = hash;
     d.progress = options.scan_progress;
+    d.fs = options.disk_fs;
     ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
@@ -113,12 +114,33 @@ void TierController::WaitForPrefetch(int timeout_ms) {
                          [&] { return !read_done_.empty() || read_stop_; });
 }
 
+void TierController::EndPrefetch(int64_t ticket) {
+  std::lock_guard<std::mutex> lock(read_mu_);
+  std::erase_if(read_queue_, [&](const auto& job) { return job.first == ticket; });
+  if (reading_ticket_ == ticket) ended_.insert(ticket);
+  std::erase(read_done_, ticket);
+  absl::erase_if(prefetched_, [&](const auto& entry) {
+    if (entry.second.ticket != ticket) return false;
+    if (entry.second.from == remote_.get()) --remote_prefetched_;
+    return true;
+  });
+  CountPrefetched();
+}
+
+void TierController::CountPrefetched() {
+  const int64_t total = static_cast<int64_t>(prefetched_.size());
+  num_prefetched_.store(total - remote_prefetched_, std::memory_order_relaxed);
+  num_remote_prefetched_.store(remote_prefetched_, std::memory_order_relaxed);
+}
+
 std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
   if (it == prefetched_.end()) return std::nullopt;
   BlockRecord r = std::move(it->second.record);
+  if (it->second.from == remote_.get()) --remote_prefetched_;
   prefetched_.erase(it);
+  CountPrefetched();
   return r;
 }
 
@@ -128,31 +150,27 @@ TierStore* TierController::PrefetchedFrom(const BlockKey& key) {
   return it == prefetched_.end() ? nullptr : it->second.from;
 }
 
-void TierController::ReadAhead(const SlowReads& reads) {
+std::vector<TierController::Prefetched> TierController::ReadAhead(int64_t ticket,
+                                                                  const SlowReads& reads) {
   std::vector<Prefetched> got;
-  bool contiguous = true;  // remote blocks help only right after every disk block
-  if (!reads.disk.empty()) {
-    for (auto& r : disk_->Read(reads.disk)) {
-      if (!r.ok()) {
-        contiguous = false;
-        continue;
-      }
-      got.push_back(Prefetched{disk_.get(), std::move(*r)});
-    }
+  // Disk: one key at a time, stopping at the first that fails (a damaged file, say): a prefix
+  // is contiguous, so Onboard would never take the blocks after it, nor the remote ones.
+  for (const BlockKey& key : reads.disk) {
+    auto r = disk_->Read(std::span<const BlockKey>(&key, 1));
+    if (!r[0].ok()) return got;
+    got.push_back(Prefetched{disk_.get(), std::move(*r[0]), ticket});
   }
-  if (contiguous && !reads.remote.empty()) {
-    for (auto& r : remote_->Read(reads.remote)) {
-      if (!r.ok()) break;  // a prefix is contiguous: the rest would not be used
-      got.push_back(Prefetched{remote_.get(), std::move(*r)});
-    }
+  if (reads.remote.empty()) return got;
+  {
+    // Ended while its disk blocks were read: no round trip for blocks nobody will take.
+    std::lock_guard<std::mutex> lock(read_mu_);
+    if (ended_.contains(ticket)) return got;
   }
-  std::lock_guard<std::mutex> lock(read_mu_);
-  // Bounded: a request admitted without using its read-ahead leaves nothing for long.
-  if (prefetched_.size() > 4096) prefetched_.clear();
-  for (Prefetched& p : got) {
-    const BlockKey k = p.record.key;
-    prefetched_[k] = std::move(p);
+  for (auto& r : remote_->Read(reads.remote)) {  // one MGET
+    if (!r.ok()) break;  // as for disk: the rest would not be used
+    got.push_back(Prefetched{remote_.get(), std::move(*r), ticket});
   }
+  return got;
 }
 
 void TierController::ReaderLoop() {
@@ -164,11 +182,27 @@ void TierController::ReaderLoop() {
       if (read_stop_) return;
       job = std::move(read_queue_.front());
       read_queue_.pop_front();
+      reading_ticket_ = job.first;
     }
-    ReadAhead(job.second);
+    std::vector<Prefetched> got = ReadAhead(job.first, job.second);
     {
       std::lock_guard<std::mutex> lock(read_mu_);
-      read_done_.push_back(job.first);
+      reading_ticket_ = -1;
+      if (ended_.erase(job.first) == 0) {
+        // A backstop: EndPrefetch normally leaves nothing behind.
+        if (prefetched_.size() > 4096) {
+          prefetched_.clear();
+          remote_prefetched_ = 0;
+        }
+        for (Prefetched& p : got) {
+          if (p.from == remote_.get()) ++remote_prefetched_;
+          auto [it, inserted] = prefetched_.try_emplace(p.record.key);
+          if (!inserted && it->second.from == remote_.get()) --remote_prefetched_;
+          it->second = std::move(p);
+        }
+        read_done_.push_back(job.first);
+      }
+      CountPrefetched();
     }
     read_done_cv_.notify_all();
   }
@@ -198,13 +232,15 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
   const std::vector<BlockKey> keys = Keys(salt, tokens);
   const int64_t first = l1.num_tokens / bs;  // first block index the pool cannot serve whole
 
-  // Which tier holds each following block, stopping at the first that none holds.
+  // Which tier holds each following block, stopping at the first that none holds. Slow-tier
+  // blocks (disk, remote) come only from the read-ahead, so the engine thread never waits for
+  // the disk or Redis: one not read ahead (the pool dropped it while the request waited for
+  // the others) ends the prefix here, and the rest is recomputed.
   std::vector<TierStore*> source;
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
     if (host_ && host_->Contains(keys[i])) t = host_.get();
-    else if (disk_ && disk_->Contains(keys[i])) t = disk_.get();
-    else if (remote_) t = PrefetchedFrom(keys[i]);  // Redis is never asked from here
+    else t = PrefetchedFrom(keys[i]);
     if (t == nullptr) break;
     source.push_back(t);
   }
@@ -216,10 +252,11 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     for (size_t k = 0; k < source.size(); ++k) {
       const BlockKey& key = keys[first + k];
       std::optional<BlockRecord> rec;
-      if (source[k] != host_.get()) rec = TakePrefetched(key);
-      if (!rec && source[k] != remote_.get()) {
-        auto got = source[k]->Read(std::span<const BlockKey>(&key, 1));
+      if (source[k] == host_.get()) {
+        auto got = host_->Read(std::span<const BlockKey>(&key, 1));
         if (got[0].ok()) rec = std::move(*got[0]);
+      } else {
+        rec = TakePrefetched(key);
       }
       if (!rec || static_cast<int64_t>(rec->kv.size()) != io_->block_bytes()) break;
       records.push_back(std::move(*rec));
@@ -230,11 +267,15 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
       for (size_t k = 0; k < records.size(); ++k) {
         io_->WriteBlock((*fresh)[k], records[k].kv);
         blocks.push_back((*fresh)[k]);
-        const int64_t begin = std::max<int64_t>((first + k) * bs, l1.num_tokens);
-        const int64_t n = (first + static_cast<int64_t>(k) + 1) * bs - begin;
+        // Counted up to max_tokens only: the block holding the last prompt token is onboarded
+        // too, but that token is recomputed, so usage's per-tier counts add up to
+        // cached_tokens.
+        const int64_t index = first + static_cast<int64_t>(k);
+        const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
+        const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
         (source[k] == host_.get()   ? hit.host_tokens
          : source[k] == disk_.get() ? hit.disk_tokens
-                                    : hit.remote_tokens) += n;
+                                    : hit.remote_tokens) += std::max<int64_t>(0, end - begin);
       }
       covered = (first + static_cast<int64_t>(records.size())) * bs;
       tree.Insert(salt, tokens.first(covered), blocks);
@@ -473,6 +514,8 @@ TierControllerStats TierController::stats() const {
     s.remote_writes_dropped = remote_writer_->dropped();
     s.remote_writes_pending = remote_writer_->pending();
   }
+  s.prefetched_blocks = num_prefetched_.load(std::memory_order_relaxed);
+  s.remote_prefetched_blocks = num_remote_prefetched_.load(std::memory_order_relaxed);
   return s;
 }
 

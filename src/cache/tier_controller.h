@@ -35,6 +35,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "base/file_system.h"
 #include "base/status.h"
 #include "cache/background_writer.h"
 #include "cache/scope_policy.h"
@@ -58,6 +60,9 @@ struct TierOptions {
   // Shared remote tier (--remote-cache); absent: none. Written with the disk tier's scope.
   std::optional<RedisStoreOptions> remote;
   int max_pending_writes = 1024;  // records queued per slow tier; beyond, writes are dropped
+  // The disk tier's file system; nullptr: the real one. Tests inject slow or faulty ones
+  // (base/fault_file_system.h). Must outlive the controller.
+  FileSystem* disk_fs = nullptr;
   // Start-up scan progress of the disk tier (files done, total).
   std::function<void(int64_t, int64_t)> scan_progress;
 };
@@ -101,10 +106,16 @@ struct TierControllerStats {
   int64_t onboarded_blocks = 0;     // host/disk/remote -> pool
   int64_t disk_writes_queued = 0;
   int64_t disk_writes_dropped = 0;  // queue full
+  // Queued or being written right now: 0 once every queued record has reached the disk (or
+  // failed), so a client that saw writes_queued grow can wait for this to reach 0 before it
+  // kills the server (tests/e2e).
   int64_t disk_writes_pending = 0;
   int64_t remote_writes_queued = 0;
   int64_t remote_writes_dropped = 0;  // queue full (Redis slow or down)
-  int64_t remote_writes_pending = 0;
+  int64_t remote_writes_pending = 0;  // as disk_writes_pending, for Redis
+  // Read ahead for waiting requests, not yet onboarded: from disk, from remote.
+  int64_t prefetched_blocks = 0;
+  int64_t remote_prefetched_blocks = 0;
 };
 
 class TierController {
@@ -131,6 +142,10 @@ class TierController {
   void Prefetch(int64_t ticket, SlowReads reads);
   // True once the reads of `ticket` are done (then forgets the ticket).
   bool PrefetchDone(int64_t ticket);
+  // Drops what the reads of `ticket` brought in that Onboard did not take (call it once the
+  // request is admitted, or cancelled while it waited), and skips its reads still queued or
+  // running, so read-ahead never outlives its request. No-op for an unknown ticket.
+  void EndPrefetch(int64_t ticket);
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
   void WaitForPrefetch(int timeout_ms);
 
@@ -177,12 +192,16 @@ class TierController {
   void StashTail(std::string_view salt, std::span<const int32_t> prompt,
                  std::span<const BlockId> blocks, const std::vector<BlockKey>& keys, int64_t end);
   void ReaderLoop();
-  // Reads `reads` from the slow tiers into prefetched_ (reader thread).
-  void ReadAhead(const SlowReads& reads);
+  struct Prefetched;
+  // Reads the blocks of `ticket`'s `reads` (reader thread, read_mu_ not held): disk, then one
+  // MGET for the remote ones, up to the first block that fails.
+  std::vector<Prefetched> ReadAhead(int64_t ticket, const SlowReads& reads);
   // The slow tier a record was read ahead from for `key`, or nullptr (no I/O).
   TierStore* PrefetchedFrom(const BlockKey& key);
   // A record read ahead by the reader thread, or nullopt.
   std::optional<BlockRecord> TakePrefetched(const BlockKey& key);
+  // Publishes the sizes of prefetched_ for stats() (read_mu_ held).
+  void CountPrefetched();
   // The records of blocks [0, end) of `prompt` that `store` does not hold, KV copied out.
   std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::string_view salt,
                                           std::span<const int32_t> prompt,
@@ -211,6 +230,7 @@ class TierController {
   struct Prefetched {
     TierStore* from = nullptr;  // disk_ or remote_
     BlockRecord record;
+    int64_t ticket = 0;  // the request whose reads brought it in
   };
   std::mutex read_mu_;
   std::condition_variable read_cv_;
@@ -218,6 +238,11 @@ class TierController {
   std::deque<std::pair<int64_t, SlowReads>> read_queue_;
   std::vector<int64_t> read_done_;
   absl::flat_hash_map<BlockKey, Prefetched> prefetched_;
+  int64_t reading_ticket_ = -1;              // the job the reader is on (-1: none)
+  absl::flat_hash_set<int64_t> ended_;       // tickets ended while the reader was on them
+  int64_t remote_prefetched_ = 0;            // entries of prefetched_ from remote_
+  // Entries of prefetched_ from disk_ and from remote_, for stats().
+  std::atomic<int64_t> num_prefetched_{0}, num_remote_prefetched_{0};
   bool read_stop_ = false;
   std::thread reader_;
 };

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <map>
+#include <thread>
 
 #include "kv/block_table.h"
 #include "tier/redis_test_server.h"
@@ -145,14 +147,15 @@ TEST(TierController, EvictedBlocksAreOffloadedAndOnboardedWithTheirBytes) {
 
 std::unique_ptr<TierController> MakeRemoteController(FakeBlockIo* io, BlockPool* pool,
                                                      const RedisTestServer& redis,
-                                                     const std::string& ns = "tc") {
+                                                     const std::string& ns = "tc",
+                                                     int io_timeout_ms = 300) {
   TierOptions o;
   o.partial_max_entries = 0;
   o.scope = *ParseScopeSpec("full");
   RedisStoreOptions r;
   r.url = *ParseRedisUrl(redis.url());
   r.key_namespace = ns;
-  r.io_timeout_ms = 300;
+  r.io_timeout_ms = io_timeout_ms;
   r.connect_timeout_ms = 300;
   o.remote = r;
   auto tc = TierController::Create(o, {1, 2, 3}, BlockHashKind::kXxh3, kBs, io, pool);
@@ -160,7 +163,7 @@ std::unique_ptr<TierController> MakeRemoteController(FakeBlockIo* io, BlockPool*
   return std::move(*tc);
 }
 
-// Reads ahead as the engine does before admission, then onboards.
+// Reads ahead as the engine does before admission, then onboards and ends the read-ahead.
 TierHit LoadAndOnboard(TierController& tc, RadixTree& tree, std::span<const int32_t> prompt,
                        int64_t ticket) {
   SlowReads reads = tc.KeysToLoad(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
@@ -168,20 +171,33 @@ TierHit LoadAndOnboard(TierController& tc, RadixTree& tree, std::span<const int3
     tc.Prefetch(ticket, std::move(reads));
     while (!tc.PrefetchDone(ticket)) tc.WaitForPrefetch(10);
   }
-  return tc.Onboard(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const TierHit hit = tc.Onboard(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+  tc.EndPrefetch(ticket);
+  return hit;
 }
+
+// Two replicas sharing one Redis: A has computed the prompt and written it there, B has not
+// seen it.
+struct TwoReplicas {
+  explicit TwoReplicas(const RedisTestServer& redis)
+      : a(MakeRemoteController(&io_a, &pool_a, redis)),
+        b(MakeRemoteController(&io_b, &pool_b, redis)),
+        c(Prefill(io_a, pool_a, *a)) {
+    a->FlushRemoteWrites();
+    EXPECT_EQ(a->stats().remote.writes, 2);
+    c.table.Release(pool_a);
+  }
+  BlockPool pool_a{16}, pool_b{16};
+  FakeBlockIo io_a, io_b;
+  std::unique_ptr<TierController> a, b;
+  Computed c;
+};
 
 TEST(TierController, ReplicasShareBlocksThroughRemote) {
   RedisTestServer redis;
   if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
-  BlockPool pool_a(16), pool_b(16);
-  FakeBlockIo io_a, io_b;
-  auto a = MakeRemoteController(&io_a, &pool_a, redis);
-  auto b = MakeRemoteController(&io_b, &pool_b, redis);
-  Computed c = Prefill(io_a, pool_a, *a);
-  a->FlushRemoteWrites();
-  EXPECT_EQ(a->stats().remote.writes, 2);
-  c.table.Release(pool_a);
+  TwoReplicas r(redis);
+  auto& [pool_a, pool_b, io_a, io_b, a, b, c] = r;
 
   RadixTree tree(&pool_b, kBs);
   TierProbe p = b->Probe(tree, "", c.prompt);
@@ -197,6 +213,7 @@ TEST(TierController, ReplicasShareBlocksThroughRemote) {
     EXPECT_EQ(got, std::vector<uint8_t>(kBlockBytes, 10 + i)) << "block " << i;
   }
   EXPECT_EQ(b->stats().remote.hits, 2);
+  EXPECT_EQ(b->stats().remote_prefetched_blocks, 0);
   tree.CheckInvariants();
 
   // Another namespace sees nothing; clearing it leaves ours alone.
@@ -237,6 +254,58 @@ TEST(TierController, RedisDownMeansMissesNotErrors) {
   EXPECT_GE(tc->stats().remote.write_failures, 2);
   d.table.Release(pool);
   pool.CheckInvariants();
+}
+
+// Blocks read ahead from Redis for a request belong to it: counted while they wait, dropped
+// when it ends without Onboard taking them (admitted with the pool already holding them, or
+// cancelled), never left in memory.
+TEST(TierController, RemoteReadAheadIsDroppedWhenItsRequestEnds) {
+  RedisTestServer redis;
+  if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
+  TwoReplicas r(redis);
+  TierController& b = *r.b;
+  const Computed& c = r.c;
+  RadixTree tree(&r.pool_b, kBs);
+  const int64_t max_tokens = static_cast<int64_t>(c.prompt.size()) - 1;
+  SlowReads reads = b.KeysToLoad(tree, "", c.prompt, max_tokens);
+  EXPECT_TRUE(reads.disk.empty());
+  ASSERT_EQ(reads.remote.size(), 2u);
+  b.Prefetch(7, std::move(reads));
+  while (!b.PrefetchDone(7)) b.WaitForPrefetch(10);
+  EXPECT_EQ(b.stats().remote_prefetched_blocks, 2);
+  EXPECT_EQ(b.stats().prefetched_blocks, 0) << "nothing came from disk";
+  b.EndPrefetch(7);
+  EXPECT_EQ(b.stats().remote_prefetched_blocks, 0);
+  // Onboard does not ask Redis itself: with the read-ahead gone, nothing is onboarded.
+  const TierHit hit = b.Onboard(tree, "", c.prompt, max_tokens);
+  EXPECT_EQ(hit.remote_tokens, 0);
+  EXPECT_EQ(tree.Peek("", c.prompt).num_tokens, 0);
+  EXPECT_EQ(b.stats().remote.hits, 2) << "only the read-ahead's MGET reached Redis";
+}
+
+// remote_writes_pending counts the batch being written, not only the queue (as for disk):
+// while a paused Redis holds the first batch, a second prompt's blocks queue behind it.
+TEST(TierController, PendingRemoteWritesIncludeTheBatchBeingWritten) {
+  RedisTestServer redis;
+  if (!redis.Start()) GTEST_SKIP() << redis.skip_reason();
+  BlockPool pool(16);
+  FakeBlockIo io;
+  auto tc = MakeRemoteController(&io, &pool, redis, "tc", /*io_timeout_ms=*/3000);
+  redis.Pause();
+  Computed c = Prefill(io, pool, *tc);
+  // The writer takes the 2 blocks as one batch and waits for Redis (up to 3 s).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Computed d;
+  d.prompt = {21, 22, 23, 24, 25, 26, 27, 28, 29};
+  ASSERT_TRUE(d.table.PrepareWrite(pool, kBs, 0, static_cast<int64_t>(d.prompt.size())));
+  tc->OnPrefillComplete("", d.prompt, d.table.blocks(), {}, std::nullopt);
+  EXPECT_EQ(tc->stats().remote_writes_queued, 4);
+  EXPECT_EQ(tc->stats().remote_writes_pending, 4) << "2 in flight and 2 queued";
+  redis.Resume();
+  tc->FlushRemoteWrites();
+  EXPECT_EQ(tc->stats().remote_writes_pending, 0);
+  c.table.Release(pool);
+  d.table.Release(pool);
 }
 
 }  // namespace

@@ -133,6 +133,7 @@ StatusOr<SequenceId> Engine::Add(GenerateRequest request, std::optional<Sequence
 bool Engine::Cancel(SequenceId id) {
   for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
     if ((*it)->id == id) {
+      EndDiskReads(**it);
       Finish(**it, FinishReason::kCancelled);
       finished_[id] = std::move(*it);
       waiting_.erase(it);
@@ -194,6 +195,7 @@ void Engine::Admit() {
     // At least the last known token is always computed: its logits are needed to sample.
     seq.hit = cache_->Acquire(seq.request.cache_salt, seq.tokens,
                               static_cast<int64_t>(seq.tokens.size()) - 1);
+    EndDiskReads(seq);
     seq.table.Adopt(seq.hit.blocks);
     seq.num_computed = seq.hit.num_tokens;
     if (seq.cached_tokens < 0) {
@@ -218,6 +220,12 @@ bool Engine::WaitsForDiskReads(Sequence& seq) {
   }
   if (seq.prefetch_pending && tiers->PrefetchDone(seq.id.value())) seq.prefetch_pending = false;
   return seq.prefetch_pending;
+}
+
+void Engine::EndDiskReads(Sequence& seq) {
+  if (!seq.prefetch_started || cache_->mutable_tiers() == nullptr) return;
+  cache_->mutable_tiers()->EndPrefetch(seq.id.value());
+  seq.prefetch_pending = false;
 }
 
 void Engine::IndexComputed(Sequence& seq) {

@@ -120,6 +120,8 @@ class Engine {
   // reads the first time): admission waits for them so that the engine thread never waits on
   // the disk or on Redis.
   bool WaitsForDiskReads(Sequence& seq);
+  // Drops what was read ahead for `seq` and not used (after admission, or on cancel).
+  void EndDiskReads(Sequence& seq);
   // Makes room in the pool for `seq` to write tokens [num_computed, num_computed + len):
   // evicts cached entries, then preempts newer sequences not in `protect`.
   std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,

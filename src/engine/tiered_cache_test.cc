@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "engine/engine.h"
 #include "engine/test_models.h"
@@ -64,7 +68,8 @@ class TieredCacheTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::unique_ptr<Engine> Make(bool cache, int64_t host_bytes, bool disk, int tails = 4,
-                               int64_t cache_blocks = 1000, const std::string& redis_url = "") {
+                               int64_t cache_blocks = 1000, const std::string& redis_url = "",
+                               FileSystem* disk_fs = nullptr) {
     EngineOptions eo;
     eo.prefix_cache = cache;
     eo.block_size = kBs;
@@ -84,6 +89,7 @@ class TieredCacheTest : public ::testing::Test {
       r.io_timeout_ms = 300;
       eo.tiers.remote = r;
     }
+    eo.tiers.disk_fs = disk_fs;
     auto e = Engine::Create(*model_, -1, eo);
     EXPECT_TRUE(e.ok()) << e.status();
     return std::move(*e);
@@ -224,6 +230,271 @@ TEST_F(TieredCacheTest, RemoteBlocksFromAnotherEngineAreBitIdentical) {
   const RunResult down = RunOne(*c, prompt_);
   EXPECT_EQ(down.cached, 0);
   ExpectSameAsCold(down, Cold(prompt_), vocab_);
+}
+
+TEST_F(TieredCacheTest, PerTierCountsAddUpToCachedTokensWhenThePromptEndsOnABlockBoundary) {
+  prompt_.resize(192);  // 12 full blocks: the last one holds the last token, always computed
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  auto e = Make(true, 0, true);
+  const RunResult again = RunOne(*e, prompt_);
+  EXPECT_EQ(again.cached, 191);
+  EXPECT_EQ(again.tier.disk_tokens, 191) << "not 192: usage's per-tier counts must add up";
+  ExpectSameAsCold(again, Cold(prompt_), vocab_);
+}
+
+TEST_F(TieredCacheTest, ClearingTheDiskDropsItsTailsAndTheProbeSeesNothingAfter) {
+  auto e = Make(true, 0, true, /*tails=*/4);
+  RunOne(*e, prompt_);
+  e->cache().mutable_tiers()->FlushDiskWrites();
+  ASSERT_TRUE(e->cache().ClearTier("pool").ok());
+  TierProbe p = e->cache().ProbeTiers("", prompt_);
+  ASSERT_EQ(p.disk_tokens, 192);
+  ASSERT_EQ(p.partial_tokens, 8) << "the prompt's tail, whose parent block is on disk";
+  ASSERT_TRUE(e->cache().ClearTier("disk").ok());
+  p = e->cache().ProbeTiers("", prompt_);
+  EXPECT_EQ(p.pool_tokens + p.host_tokens + p.disk_tokens + p.partial_tokens, 0);
+  EXPECT_EQ(e->cache().tiers()->stats().partial.entries, 0);
+  EXPECT_EQ(e->cache().tiers()->stats().disk.entries, 0);
+  const RunResult again = RunOne(*e, prompt_);
+  EXPECT_EQ(again.cached, 0) << "the probe said nothing was resident";
+  ExpectSameAsCold(again, Cold(prompt_), vocab_);
+}
+
+// The real file system, except that the gated operation (reading a whole file: a block read,
+// as the start-up scan reads headers only; or creating a file: a block write) waits until the
+// test opens the gate, and records which thread asked.
+class GatedFileSystem final : public FileSystem {
+ public:
+  enum class Gate { kBlockReads, kBlockWrites };
+  // A gated call waits at most `limit`, so that a broken engine fails the test instead of
+  // hanging it.
+  explicit GatedFileSystem(Gate gate, std::chrono::milliseconds limit = std::chrono::seconds(30))
+      : gate_(gate), limit_(limit) {}
+
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  int num_waiting() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return waiting_;
+  }
+  bool CalledOn(std::thread::id id) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::find(callers_.begin(), callers_.end(), id) != callers_.end();
+  }
+
+  StatusOr<std::vector<uint8_t>> ReadFile(const std::string& path) override {
+    if (gate_ == Gate::kBlockReads) Wait();
+    return base_->ReadFile(path);
+  }
+  StatusOr<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path) override {
+    if (gate_ == Gate::kBlockWrites) Wait();
+    return base_->NewWritableFile(path);
+  }
+  StatusOr<std::vector<uint8_t>> ReadFilePrefix(const std::string& path, size_t n) override {
+    return base_->ReadFilePrefix(path, n);
+  }
+  StatusOr<FileInfo> Stat(const std::string& path) override { return base_->Stat(path); }
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    return base_->RenameFile(from, to);
+  }
+  Status RemoveFile(const std::string& path) override { return base_->RemoveFile(path); }
+  Status CreateDirs(const std::string& path) override { return base_->CreateDirs(path); }
+  Status SyncDir(const std::string& path) override { return base_->SyncDir(path); }
+  StatusOr<std::vector<DirEntry>> ListDir(const std::string& path) override {
+    return base_->ListDir(path);
+  }
+  StatusOr<std::unique_ptr<FileLock>> LockFile(const std::string& path) override {
+    return base_->LockFile(path);
+  }
+
+ private:
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    callers_.push_back(std::this_thread::get_id());
+    ++waiting_;
+    cv_.wait_for(lock, limit_, [&] { return open_; });
+    --waiting_;
+  }
+
+  const Gate gate_;
+  const std::chrono::milliseconds limit_;
+  FileSystem* const base_ = FileSystem::Default();
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int waiting_ = 0;
+  std::vector<std::thread::id> callers_;
+};
+
+// writes_pending counts the batch being written, not only the queue: a client waiting for it
+// to reach 0 before killing the server (tests/e2e/tiers_restart) finds every block on disk.
+TEST_F(TieredCacheTest, PendingDiskWritesIncludeTheBatchBeingWritten) {
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockWrites);
+  auto e = Make(true, 0, true, 4, 1000, "", &disk);
+  RunOne(*e, prompt_);
+  const TierController& tiers = *e->cache().tiers();
+  for (int i = 0; i < 3000 && disk.num_waiting() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(disk.num_waiting(), 1) << "the writer is inside its first batch";
+  // A second prompt queues 12 more blocks behind the 12 being written.
+  RunOne(*e, std::vector<int32_t>(prompt_.rbegin(), prompt_.rend()));
+  EXPECT_EQ(tiers.stats().disk_writes_queued, 24);
+  EXPECT_EQ(tiers.stats().disk_writes_pending, 24) << "12 in flight and 12 queued";
+  EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id())) << "the engine thread wrote the disk";
+  disk.Open();
+  e->cache().mutable_tiers()->FlushDiskWrites();
+  EXPECT_EQ(tiers.stats().disk_writes_pending, 0);
+  EXPECT_EQ(tiers.stats().disk.writes, 24);
+}
+
+// ARCHITECTURE.md, L3: onboarding one request from disk does not stall the decode of the
+// others. While the disk holds back every block read, a running request still gets a token in
+// every engine step, and the step never waits for the disk.
+TEST_F(TieredCacheTest, OnboardingFromASlowDiskDoesNotStallOtherDecodes) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  std::vector<int32_t> other(prompt_.rbegin(), prompt_.rend());  // nothing of it on disk
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockReads);
+  auto e = Make(true, 0, true, 4, 1000, "", &disk);
+  GenerateRequest decoding;
+  decoding.prompt = other;
+  decoding.max_tokens = 40;
+  decoding.ignore_eos = true;
+  const SequenceId decoder = *e->Add(decoding);
+  while (e->Find(decoder)->num_generated() == 0) ASSERT_TRUE(e->Step().ok());
+
+  GenerateRequest onboarding;
+  onboarding.prompt = prompt_;
+  onboarding.max_tokens = 6;
+  onboarding.ignore_eos = true;
+  onboarding.record_logits = true;
+  const SequenceId loader = *e->Add(onboarding);
+  constexpr int kSteps = 20;
+  for (int i = 0; i < kSteps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto events = e->Step();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(events.ok());
+    // One token per step for the decoder: zero steps without progress in between.
+    ASSERT_EQ(events->size(), 1u) << "step " << i;
+    EXPECT_EQ((*events)[0].id, decoder);
+    EXPECT_TRUE((*events)[0].token.has_value());
+    EXPECT_LT(ms, 5000) << "a step waited (the gate holds reads for 30 s)";
+    EXPECT_EQ(e->num_waiting(), 1) << "the loader waits for its disk reads, off the engine";
+  }
+  EXPECT_EQ(disk.num_waiting(), 1) << "the reader thread is stuck on the first block";
+  EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id())) << "the engine thread read the disk";
+
+  disk.Open();
+  while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+  EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id())) << "the engine thread read the disk";
+  auto loaded = e->TakeFinished(loader);
+  ASSERT_NE(loaded, nullptr);
+  EXPECT_EQ(loaded->tier_hit.disk_tokens, 192);
+  ExpectSameAsCold({loaded->tokens, loaded->logits, loaded->logits_start, loaded->cached_tokens,
+                    loaded->tier_hit},
+                   Cold(prompt_), vocab_);
+  EXPECT_EQ(e->TakeFinished(decoder)->tokens, RunOne(*Make(false, 0, false), other, 40).tokens);
+}
+
+
+// Onboard takes disk blocks only from the read-ahead: asked for a prompt whose blocks were not
+// read ahead, it serves none of them rather than read the disk on the engine thread.
+TEST_F(TieredCacheTest, OnboardNeverReadsTheDiskItself) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  // Closed: a read waits 1 s (12 blocks: 12 s) before it goes through.
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockReads, std::chrono::seconds(1));
+  auto e = Make(true, 0, true, 4, 1000, "", &disk);
+  CacheHit hit = e->cache().Acquire("", prompt_, static_cast<int64_t>(prompt_.size()) - 1);
+  EXPECT_EQ(hit.tier.disk_tokens, 0);
+  EXPECT_EQ(hit.num_tokens, 0);
+  EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id()));
+  EXPECT_EQ(e->cache().tiers()->stats().disk.entries, 12) << "the blocks stay on disk";
+  e->cache().Release(hit);
+  disk.Open();
+}
+
+// Blocks read ahead for a waiting request must not outlive it: past a damaged block the
+// reader stops (the prefix ends there), and what a request's reads brought in but Onboard
+// did not take (a twin request onboarded it first) is dropped when it is admitted.
+TEST_F(TieredCacheTest, ReadAheadLeavesNothingBehind) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  auto e = Make(true, 0, true);
+  GenerateRequest r;
+  r.prompt = prompt_;
+  r.max_tokens = 2;
+  r.ignore_eos = true;
+  const SequenceId a = *e->Add(r);
+  const SequenceId b = *e->Add(r);  // the same prompt: both read the same 12 blocks ahead
+  while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+  EXPECT_EQ(e->TakeFinished(a)->tier_hit.disk_tokens, 192);
+  // 192 when admitted in the same step as its twin, 199 (with the twin's tail) after it.
+  EXPECT_GE(e->TakeFinished(b)->cached_tokens, 192);
+  EXPECT_EQ(e->cache().tiers()->stats().prefetched_blocks, 0);
+
+  // A request cancelled while its reads run (held back by a gated disk) leaves nothing
+  // either. The reader runs jobs in order, so once a later request that reads only the first
+  // 6 blocks is done, the cancelled one's reads are over; had they been kept, blocks 6..11
+  // would still be there.
+  e.reset();
+  GatedFileSystem disk(GatedFileSystem::Gate::kBlockReads);
+  e = Make(true, 0, true, 4, 1000, "", &disk);
+  const SequenceId c = *e->Add(r);
+  ASSERT_TRUE(e->Step().ok());  // starts the reads, which wait at the gate
+  ASSERT_EQ(e->num_waiting(), 1);
+  ASSERT_TRUE(e->Cancel(c));
+  disk.Open();
+  std::vector<int32_t> half(prompt_.begin(), prompt_.begin() + 100);
+  EXPECT_EQ(RunOne(*e, half, 2).tier.disk_tokens, 96);
+  EXPECT_EQ(e->cache().tiers()->stats().prefetched_blocks, 0);
+}
+
+
+TEST_F(TieredCacheTest, ReadAheadStopsAtTheFirstDamagedBlock) {
+  {
+    auto e = Make(true, 0, true);
+    RunOne(*e, prompt_);
+    e->cache().mutable_tiers()->FlushDiskWrites();
+  }
+  // Damage the third block of the chain: find it by its parent, the second block's key.
+  const auto keys = Make(false, 0, false)->cache().BlockKeys("", prompt_);
+  bool damaged = false;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir_)) {
+    if (f.path().filename() != ToHex(keys[2]) + ".blk") continue;
+    std::fstream io(f.path(), std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(std::filesystem::file_size(f.path()) - 20));
+    io.put('\x5a');
+    damaged = true;
+  }
+  ASSERT_TRUE(damaged);
+  auto e = Make(true, 0, true);
+  const RunResult again = RunOne(*e, prompt_);
+  EXPECT_EQ(again.tier.disk_tokens, 32);
+  ExpectSameAsCold(again, Cold(prompt_), vocab_);
+  const TierControllerStats s = e->cache().tiers()->stats();
+  EXPECT_EQ(s.disk.quarantined, 1);
+  EXPECT_EQ(s.disk.hits, 2) << "blocks after the damaged one are not read";
+  EXPECT_EQ(s.prefetched_blocks, 0);
 }
 
 }  // namespace

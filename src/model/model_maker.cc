@@ -336,6 +336,8 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   } else {
     RETURN_IF_ERROR(CopyVocab(spec.vocab_from, &vocab, w));
   }
+  // Set after the vocabulary, so that it replaces a template vocab_from or tokenizer_config carried.
+  if (spec.chat_template) w.Set("tokenizer.chat_template", GgufValue::String(*spec.chat_template));
   w.Set("llama.vocab_size", GgufValue::U32(vocab));
 
   // One seed per tensor, drawn in a fixed order from the spec's seed, so each tensor's values

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "base/status.h"
@@ -38,6 +39,9 @@ struct ModelSpec {
   std::string tokenizer_json;
   std::string tokenizer_config;  // its tokenizer_config.json (optional)
   std::string tokenizer_pre;     // tokenizer.ggml.pre to write; empty: recognised from the regex
+  // Written as tokenizer.chat_template (replacing one from vocab_from or tokenizer_config);
+  // nullopt: theirs, if any.
+  std::optional<std::string> chat_template;
   bool tie_output = false;  // no output.weight: the output projection reuses token_embd
   float rope_freq_base = 10000;
   float rms_eps = 1e-5f;

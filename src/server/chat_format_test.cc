@@ -15,49 +15,85 @@ std::vector<ChatMessage> Messages() {
           {"user", "Tell me a story.", "", nullptr, ""}};
 }
 
-TEST(ChatFormat, DetectsTemplates) {
-  EXPECT_EQ(ChatFormat::FromTemplate("").kind(), ChatTemplateKind::kPlain);
-  EXPECT_EQ(ChatFormat::FromTemplate("{% for m in messages %}<|im_start|>{{ m.role }}").kind(),
-            ChatTemplateKind::kChatMl);
-  EXPECT_EQ(ChatFormat::FromTemplate("{{ bos_token }}<|start_header_id|>").kind(),
-            ChatTemplateKind::kLlama3);
-  EXPECT_EQ(ChatFormat::FromTemplate("{{ bos_token + '[INST] ' }}").kind(), ChatTemplateKind::kLlama2);
-  EXPECT_EQ(ChatFormat::FromTemplate("{{ something else }}").kind(), ChatTemplateKind::kPlain);
+Vocab TestVocab() {
+  Vocab v;
+  v.tokens = {"<unk>", "<s>", "</s>"};
+  v.scores = {0, 0, 0};
+  v.token_types = {TokenType::kUnknown, TokenType::kControl, TokenType::kControl};
+  v.bos_id = 1;
+  v.eos_id = 2;
+  return v;
 }
 
-TEST(ChatFormat, PlainFallback) {
-  RenderedChat r = ChatFormat(ChatTemplateKind::kPlain).Render(Messages());
-  EXPECT_EQ(r.text,
+nlohmann::ordered_json NoJson() { return nullptr; }
+
+TEST(ChatFormat, NoTemplateIsPlain) {
+  ChatFormat f("", TestVocab());
+  EXPECT_STREQ(f.name(), "plain");
+  auto r = f.Render(Messages(), NoJson(), NoJson());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text,
             "System: Be brief.\nUser: Hi\nAssistant: Hello!\nUser: Tell me a story.\nAssistant:");
-  EXPECT_EQ(r.message_offsets, (std::vector<size_t>{0, 18, 27, 45}));
-  EXPECT_EQ(r.generation_offset, r.text.size() - std::string("Assistant:").size());
+  EXPECT_EQ(r->message_offsets, (std::vector<size_t>{0, 18, 27, 45}));
+  EXPECT_EQ(r->generation_offset, r->text.size() - std::string("Assistant:").size());
 }
 
-TEST(ChatFormat, ChatMl) {
-  RenderedChat r = ChatFormat(ChatTemplateKind::kChatMl).Render(Messages());
-  EXPECT_EQ(r.text,
+TEST(ChatFormat, RunsTheModelsTemplateWithToolsAndKwargs) {
+  ChatFormat f(
+      "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}"
+      "{% if m.tool_calls %}{{ m.tool_calls | tojson }}{% endif %}{% endfor %}"
+      "{% if tools %}<tools>{{ tools | tojson }}{% endif %}{% if flag %}<flag>{% endif %}"
+      "{% if add_generation_prompt %}[assistant]{% endif %}",
+      TestVocab());
+  EXPECT_STREQ(f.name(), "jinja");
+  std::vector<ChatMessage> m = {{"user", "Hi", "", nullptr, ""}, {"assistant", "", "", nullptr, ""}};
+  m[1].tool_calls = nlohmann::ordered_json::parse(R"([{"id": "c1", "function": {"name": "f", "arguments": "{}"}}])");
+  auto tools = nlohmann::ordered_json::parse(R"([{"type": "function", "function": {"name": "f"}}])");
+  auto r = f.Render(m, tools, {{"flag", true}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text,
+            "<s>[user]Hi[assistant][{\"id\": \"c1\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]"
+            "<tools>[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]<flag>[assistant]");
+  EXPECT_TRUE(r->starts_with_bos);
+  EXPECT_EQ(r->message_offsets, (std::vector<size_t>{0, 11}));
+  EXPECT_FALSE(ChatEncodeOptions(*r).add_bos.value_or(true));
+}
+
+TEST(ChatFormat, TemplateRefusalIsAnError) {
+  ChatFormat f("{{ raise_exception('no system messages') }}", TestVocab());
+  auto r = f.Render(Messages(), NoJson(), NoJson());
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status()));
+  EXPECT_NE(r.status().message().find("no system messages"), std::string::npos);
+}
+
+TEST(ChatFormat, UnsupportedTemplateFallsBackToChatMl) {
+  ChatFormat f("{{ messages | frobnicate }}", TestVocab());
+  EXPECT_STREQ(f.name(), "chatml");
+  EXPECT_NE(f.chat_template().fallback_reason().find("unknown filter 'frobnicate'"), std::string::npos);
+  auto r = f.Render(Messages(), NoJson(), NoJson());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
             "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nTell me a story.<|im_end|>\n"
             "<|im_start|>assistant\n");
-  ASSERT_EQ(r.message_offsets.size(), 4u);
-  EXPECT_EQ(r.text.substr(r.message_offsets[1], 16), "<|im_start|>user");
-  EXPECT_EQ(r.text.substr(r.generation_offset), "<|im_start|>assistant\n");
+  EXPECT_EQ(r->text.substr(r->message_offsets[1], 16), "<|im_start|>user");
+  EXPECT_EQ(r->text.substr(r->generation_offset), "<|im_start|>assistant\n");
 }
 
-TEST(ChatFormat, Llama3TrimsContent) {
-  std::vector<ChatMessage> m = {{"user", "  Hi \n", "", nullptr, ""}};
-  RenderedChat r = ChatFormat(ChatTemplateKind::kLlama3).Render(m);
-  EXPECT_EQ(r.text,
-            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+TEST(ChatFormat, TemplateFailingAtRenderTimeFallsBackToChatMl) {
+  // Parses, but calls a method this subset lacks.
+  ChatFormat f("{% for m in messages %}{{ m.content.zfill(3) }}{% endfor %}", TestVocab());
+  EXPECT_STREQ(f.name(), "jinja");
+  auto r = f.Render(Messages(), NoJson(), NoJson());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->used_fallback);
+  EXPECT_TRUE(r->text.starts_with("<|im_start|>system\nBe brief.<|im_end|>\n"));
 }
 
-TEST(ChatFormat, Llama2) {
-  RenderedChat r = ChatFormat(ChatTemplateKind::kLlama2).Render(Messages());
-  EXPECT_EQ(r.text,
-            "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]Hello!</s>[INST] Tell me a story. [/INST]");
-  EXPECT_EQ(r.text.substr(r.message_offsets[3], 7), "[INST] ");
-  EXPECT_EQ(r.generation_offset, r.text.size());
+TEST(ChatFormat, MessageJson) {
+  ChatMessage m{"tool", "42", "calc", nullptr, "call_1"};
+  EXPECT_EQ(MessageJson(m).dump(), R"({"role":"tool","content":"42","name":"calc","tool_call_id":"call_1"})");
 }
 
 class ChatTokensTest : public ::testing::Test {
@@ -76,7 +112,7 @@ class ChatTokensTest : public ::testing::Test {
 
 TEST_F(ChatTokensTest, MessageStartsAreMonotoneAndMatchPrefixes) {
   const std::vector<ChatMessage> msgs = Messages();
-  RenderedChat r = ChatFormat(ChatTemplateKind::kPlain).Render(msgs);
+  RenderedChat r = *ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
   const std::vector<int32_t> tokens = tokenizer_->Encode(r.text, PromptEncodeOptions());
   ASSERT_FALSE(tokens.empty());
   EXPECT_EQ(tokens[0], tokenizer_->bos_id());
@@ -99,7 +135,7 @@ TEST_F(ChatTokensTest, MessageStartsAreMonotoneAndMatchPrefixes) {
 
 TEST_F(ChatTokensTest, MessageIndexOfToken) {
   const std::vector<ChatMessage> msgs = Messages();
-  RenderedChat r = ChatFormat(ChatTemplateKind::kPlain).Render(msgs);
+  RenderedChat r = *ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
   const std::vector<int32_t> tokens = tokenizer_->Encode(r.text, PromptEncodeOptions());
   std::vector<int64_t> starts;
   for (size_t i = 0; i <= msgs.size(); ++i) starts.push_back(MessageTokenStart(*tokenizer_, r, tokens, i));
@@ -122,8 +158,8 @@ TEST_F(ChatTokensTest, SharedHistoryGivesSharedTokens) {
   std::vector<ChatMessage> b = a;
   b.push_back({"assistant", "Once upon a time.", "", nullptr, ""});
   b.push_back({"user", "More.", "", nullptr, ""});
-  ChatFormat f(ChatTemplateKind::kPlain);
-  const RenderedChat ra = f.Render(a), rb = f.Render(b);
+  ChatFormat f("", tokenizer_->vocab());
+  const RenderedChat ra = *f.Render(a, NoJson(), NoJson()), rb = *f.Render(b, NoJson(), NoJson());
   const auto ta = tokenizer_->Encode(ra.text, PromptEncodeOptions());
   const auto tb = tokenizer_->Encode(rb.text, PromptEncodeOptions());
   const int64_t start = std::min(MessageTokenStart(*tokenizer_, rb, tb, a.size()),

@@ -147,7 +147,7 @@ struct HttpServer::Impl {
   Impl(EngineService* s, HttpServerOptions o)
       : service(s),
         options(std::move(o)),
-        chat_format(ChatFormat::FromTemplate(ChatTemplateSource(*s))),
+        chat_format(ChatTemplateSource(*s), s->tokenizer().vocab()),
         has_chat_template(!ChatTemplateSource(*s).empty()),
         started_unix(UnixSeconds()),
         started(Clock::now()) {}
@@ -266,8 +266,10 @@ struct HttpServer::Impl {
   StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r) const {
     Prompt p;
     if (r.kind == ApiKind::kChat) {
-      p.chat = chat_format.Render(r.messages);
-      p.tokens = tokenizer().Encode(p.chat->text, PromptEncodeOptions());
+      auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs);
+      if (!chat.ok()) return InvalidArgumentFor("messages", std::string(chat.status().message()));
+      p.chat = *std::move(chat);
+      p.tokens = tokenizer().Encode(p.chat->text, ChatEncodeOptions(*p.chat));
     } else if (r.prompt_tokens) {
       p.tokens = *r.prompt_tokens;
     } else {
@@ -416,9 +418,7 @@ struct HttpServer::Impl {
     if (prompt->chat) {
       // The scope policy aligns what the lower tiers keep to message boundaries. One prefix
       // encoding per message: linear in the number of messages times the prompt length.
-      for (size_t i = 0; i < r.messages.size(); ++i) {
-        gr.message_starts.push_back(MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, i));
-      }
+      gr.message_starts = MessageTokenStarts(tokenizer(), *prompt->chat, prompt->tokens);
     }
 
     auto job = std::make_shared<Job>(tokenizer(), r.stop, r.logprobs ? r.top_logprobs : -1,
@@ -534,7 +534,12 @@ struct HttpServer::Impl {
                   {"context_length", i.context_length},
                   {"vocab_size", i.vocab_size}};
     j["backend"] = i.backend;
-    j["chat_template"] = {{"format", chat_format.name()}, {"from_gguf", has_chat_template}};
+    j["chat_template"] = {{"format", chat_format.name()},
+                          {"from_gguf", has_chat_template},
+                          {"template", chat_format.chat_template().source()}};
+    if (!chat_format.chat_template().fallback_reason().empty()) {
+      j["chat_template"]["fallback_reason"] = chat_format.chat_template().fallback_reason();
+    }
     j["kv"] = {{"block_size", i.block_size},
                {"dtype", i.kv_dtype},
                {"block_bytes", i.block_bytes},
@@ -850,6 +855,13 @@ HttpServer::HttpServer(EngineService* service, HttpServerOptions options)
   m.server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   m.server.set_payload_max_length(m.options.max_body_bytes);
   m.server.set_tcp_nodelay(true);
+  // SO_REUSEADDR (restart while old connections linger) but not cpp-httplib's default
+  // SO_REUSEPORT, with which a second server on a port in use starts silently and the two
+  // split the requests between them.
+  m.server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+  });
   m.Routes();
 }
 

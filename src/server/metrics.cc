@@ -135,6 +135,23 @@ void TierMetric(std::string& out, const char* name, const char* type, const char
   if (t.remote_enabled) absl::StrAppend(&out, name, "{tier=\"remote\"} ", t.remote.*field, "\n");
 }
 
+// prefixd_tier_<tier>_{writes_pending,prefetched_blocks} of a slow tier (disk, remote).
+void SlowTierGauges(std::string& out, const char* tier, int64_t writes_pending,
+                    int64_t prefetched) {
+  const std::string pending = absl::StrCat("prefixd_tier_", tier, "_writes_pending");
+  const std::string ahead = absl::StrCat("prefixd_tier_", tier, "_prefetched_blocks");
+  Metric(out, pending.c_str(), "gauge",
+         absl::StrCat("Blocks queued for the ", tier,
+                      " tier or being written (0: every queued block was written or failed).")
+             .c_str(),
+         writes_pending);
+  Metric(out, ahead.c_str(), "gauge",
+         absl::StrCat("Blocks read ahead from the ", tier,
+                      " tier for waiting requests, not yet onboarded.")
+             .c_str(),
+         prefetched);
+}
+
 void TierMetrics(std::string& out, const TierControllerStats& t) {
   TierMetric(out, "prefixd_tier_blocks", "gauge", "Blocks a lower cache tier holds.", t, &TierStats::entries);
   TierMetric(out, "prefixd_tier_bytes", "gauge", "Bytes a lower cache tier holds.", t, &TierStats::bytes);
@@ -156,6 +173,7 @@ void TierMetrics(std::string& out, const TierControllerStats& t) {
          "Blocks brought into the pool from host RAM, disk or remote.", t.onboarded_blocks);
   Metric(out, "prefixd_tier_disk_writes_dropped_total", "counter",
          "Disk writes dropped because the write queue was full.", t.disk_writes_dropped);
+  if (t.disk_enabled) SlowTierGauges(out, "disk", t.disk_writes_pending, t.prefetched_blocks);
   if (t.remote_enabled) {
     const RedisHealth& h = t.remote_health;
     Metric(out, "prefixd_tier_remote_writes_dropped_total", "counter",
@@ -169,6 +187,7 @@ void TierMetrics(std::string& out, const TierControllerStats& t) {
            "Calls to Redis that failed (refused, timed out, or skipped while down).", h.errors);
     Metric(out, "prefixd_tier_remote_timeouts_total", "counter", "Calls to Redis that timed out.",
            h.timeouts);
+    SlowTierGauges(out, "remote", t.remote_writes_pending, t.remote_prefetched_blocks);
   }
   Metric(out, "prefixd_partial_tails", "gauge", "Partial tails held.", t.partial.entries);
   Metric(out, "prefixd_partial_tail_hits_total", "counter", "Partial tails spliced into a prompt.",
@@ -321,12 +340,14 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
       by_tier["disk"]["writes_queued"] = t.disk_writes_queued;
       by_tier["disk"]["writes_pending"] = t.disk_writes_pending;
       by_tier["disk"]["writes_dropped"] = t.disk_writes_dropped;
+      by_tier["disk"]["prefetched_blocks"] = t.prefetched_blocks;
     }
     if (t.remote_enabled) {
       json& r = by_tier["remote"] = store(t.remote);
       r["writes_queued"] = t.remote_writes_queued;
       r["writes_pending"] = t.remote_writes_pending;
       r["writes_dropped"] = t.remote_writes_dropped;
+      r["prefetched_blocks"] = t.remote_prefetched_blocks;
       r["state"] = t.remote_health.up ? "up" : "down";
       r["outages"] = t.remote_health.outages;
       r["errors"] = t.remote_health.errors;

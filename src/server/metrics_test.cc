@@ -238,6 +238,38 @@ TEST(Metrics, LowerTiers) {
   EXPECT_EQ(text.find("tier=\"disk\""), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_tier_onboarded_blocks_total 2\n"), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_partial_tails 1\n"), std::string::npos);
+  EXPECT_EQ(text.find("prefixd_tier_disk_writes_pending"), std::string::npos) << "no disk tier";
+
+  t.disk_enabled = true;
+  t.disk.quarantined = 3;
+  t.disk_writes_queued = 10;
+  t.disk_writes_pending = 4;
+  t.prefetched_blocks = 2;
+  stats.tiers = t;
+  nlohmann::json d = PrefixCacheStatsJson(info, stats, HitRateWindow(), 0);
+  EXPECT_EQ(d["by_tier"]["disk"]["quarantined"], 3);
+  EXPECT_EQ(d["by_tier"]["disk"]["writes_pending"], 4);
+  EXPECT_EQ(d["by_tier"]["disk"]["prefetched_blocks"], 2);
+  const std::string disk_text = PrometheusText(info, stats, ServerMetrics());
+  EXPECT_NE(disk_text.find("prefixd_tier_quarantined_total{tier=\"disk\"} 3\n"), std::string::npos);
+  EXPECT_NE(disk_text.find("\nprefixd_tier_disk_writes_pending 4\n"), std::string::npos);
+  EXPECT_NE(disk_text.find("\nprefixd_tier_disk_prefetched_blocks 2\n"), std::string::npos);
+  EXPECT_EQ(disk_text.find("prefixd_tier_remote_"), std::string::npos) << "no remote tier";
+
+  t.remote_enabled = true;
+  t.remote_writes_queued = 9;
+  t.remote_writes_pending = 3;
+  t.remote_prefetched_blocks = 5;
+  t.remote_health.up = true;
+  stats.tiers = t;
+  nlohmann::json r = PrefixCacheStatsJson(info, stats, HitRateWindow(), 0);
+  EXPECT_EQ(r["by_tier"]["remote"]["writes_pending"], 3);
+  EXPECT_EQ(r["by_tier"]["remote"]["prefetched_blocks"], 5);
+  EXPECT_EQ(r["by_tier"]["disk"]["prefetched_blocks"], 2) << "each tier its own read-ahead";
+  const std::string remote_text = PrometheusText(info, stats, ServerMetrics());
+  EXPECT_NE(remote_text.find("\nprefixd_tier_remote_writes_pending 3\n"), std::string::npos);
+  EXPECT_NE(remote_text.find("\nprefixd_tier_remote_prefetched_blocks 5\n"), std::string::npos);
+  EXPECT_NE(remote_text.find("\nprefixd_tier_disk_prefetched_blocks 2\n"), std::string::npos);
 }
 
 }  // namespace

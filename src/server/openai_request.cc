@@ -468,6 +468,30 @@ StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const Requ
   return out;
 }
 
+namespace {
+
+// The chat template prints tools and tool calls with tojson, in the order the client wrote
+// their keys (as Python's dicts keep it); `json` sorts keys, so read those parts again with
+// an order-keeping parse. Only requests that carry them pay for the second parse.
+void KeepKeyOrder(std::string_view body, OpenAiRequest& out) {
+  bool any = !out.tools.is_null() || !out.chat_template_kwargs.is_null();
+  for (const ChatMessage& m : out.messages) any = any || !m.tool_calls.is_null();
+  if (!any) return;
+  nlohmann::ordered_json j;
+  try {
+    j = nlohmann::ordered_json::parse(body.begin(), body.end());
+  } catch (const std::exception&) {
+    return;  // cannot happen: the same body parsed already; keep the sorted copies
+  }
+  if (!out.tools.is_null()) out.tools = j["tools"];
+  if (!out.chat_template_kwargs.is_null()) out.chat_template_kwargs = j["chat_template_kwargs"];
+  for (size_t i = 0; i < out.messages.size(); ++i) {
+    if (!out.messages[i].tool_calls.is_null()) out.messages[i].tool_calls = j["messages"][i]["tool_calls"];
+  }
+}
+
+}  // namespace
+
 StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLimits& limits) {
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
   OpenAiRequest out;
@@ -475,6 +499,7 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
   RETURN_IF_ERROR(ReadMessages(j, out));
   RETURN_IF_ERROR(ReadCommon(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
+  KeepKeyOrder(body, out);
   if (const json* v = Find(j, "logprobs")) {
     ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
   }
@@ -501,6 +526,7 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
     out.kind = ApiKind::kChat;
     RETURN_IF_ERROR(ReadMessages(j, out));
     RETURN_IF_ERROR(ReadChatExtras(j, out));
+    KeepKeyOrder(body, out);
   } else {
     out.kind = ApiKind::kCompletion;
     RETURN_IF_ERROR(ReadPrompt(j, limits, out));

@@ -46,7 +46,7 @@ struct ChatMessage {
   std::string role;  // system, user, assistant or tool ("developer" is read as system)
   std::string content;  // the text parts joined; "" for an assistant turn with only tool calls
   std::string name;
-  nlohmann::json tool_calls;  // passed through; null when absent
+  nlohmann::ordered_json tool_calls;  // passed to the chat template as given (key order kept); null when absent
   std::string tool_call_id;
 };
 
@@ -67,8 +67,9 @@ struct OpenAiRequest {
   std::optional<std::vector<int32_t>> prompt_tokens;
   // kChat: at least one message.
   std::vector<ChatMessage> messages;
-  nlohmann::json tools;                 // null when absent
-  nlohmann::json chat_template_kwargs;  // null when absent
+  // Passed to the chat template in the request's key order (tojson prints them): null when absent.
+  nlohmann::ordered_json tools;
+  nlohmann::ordered_json chat_template_kwargs;
 
   // nullopt: the default (completions 16 as OpenAI's; chat: the rest of the context).
   std::optional<int32_t> max_tokens;

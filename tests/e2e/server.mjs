@@ -101,6 +101,11 @@ export async function startServer({ adminKey = ADMIN_KEY, args = [], startTimeou
       const m = /VmRSS:\s+(\d+) kB/.exec(status);
       return m ? Number(m[1]) * 1024 : 0;
     },
+    // Sends `signal` at once (SIGKILL: a crash) and resolves with the exit.
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
     // SIGTERM, then SIGKILL if it has not exited after `ms`. Resolves with the exit.
     async stop(ms = 10000) {
       if (child.exitCode !== null || child.signalCode !== null) return exited;

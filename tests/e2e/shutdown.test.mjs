@@ -1,8 +1,9 @@
 // Client disconnects cancel requests (streaming and not); SIGTERM ends running requests with
 // a final answer and exits 0.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { metricValue, missingPrerequisite, startServer } from './server.mjs';
+import { binary, metricValue, missingPrerequisite, modelPath, startServer } from './server.mjs';
 
 const skip = missingPrerequisite();
 
@@ -16,6 +17,21 @@ async function waitIdle(srv) {
 }
 
 describe('disconnects and shutdown', { skip: skip ?? false }, () => {
+  it('refuses to start on a port another server holds', { timeout: 60000 }, async () => {
+    const srv = await startServer();
+    try {
+      const port = new URL(srv.url).port;
+      const second = spawnSync(binary, ['serve', '-m', modelPath, '--host', '127.0.0.1', '--port', port],
+        { encoding: 'utf8', timeout: 30000 });
+      assert.notEqual(second.status, 0, 'a second server started on a port in use');
+      assert.match(second.stderr + second.stdout, /cannot listen on 127\.0\.0\.1:\d+/);
+      const r = await srv.client.completions.create({ model: srv.model, prompt: 'Once', max_tokens: 2 });
+      assert.equal(r.choices.length, 1);
+    } finally {
+      await srv.stop();
+    }
+  });
+
   it('cancels a non-streaming request whose client went away', { timeout: 60000 }, async () => {
     const srv = await startServer();
     try {

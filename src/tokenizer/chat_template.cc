@@ -1,0 +1,176 @@
+#include "tokenizer/chat_template.h"
+
+#include <algorithm>
+
+#include "base/log.h"
+
+namespace prefixd {
+
+namespace {
+
+// ChatML as llama.cpp and most ChatML models render it; content null (a tool-call-only turn)
+// prints as empty.
+constexpr std::string_view kChatMl =
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' ~ message.role ~ '\\n' ~ (message.content or '') ~ '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
+
+// For models without a template (tiny test models): one line per message.
+constexpr std::string_view kPlain =
+    "{%- for message in messages %}"
+    "{%- set role = 'System' if message.role in ['system', 'developer'] else message.role %}"
+    "{{- role[0] | upper ~ role[1:] ~ ': ' ~ (message.content or '') ~ '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'Assistant:' }}{%- endif %}";
+
+std::string TokenText(const Vocab& vocab, int32_t id) {
+  if (id < 0 || id >= static_cast<int32_t>(vocab.tokens.size())) return "";
+  return vocab.tokens[static_cast<size_t>(id)];
+}
+
+jinja::Template MustParse(std::string_view source) {
+  auto t = jinja::Template::Parse(source);
+  if (!t.ok()) {
+    SPDLOG_CRITICAL("built-in chat template does not parse: {}", t.status().ToString());
+    std::abort();
+  }
+  return *std::move(t);
+}
+
+}  // namespace
+
+ChatTemplate::ChatTemplate(Kind kind, std::string source, jinja::Template tmpl, const Vocab& vocab)
+    : kind_(kind),
+      source_(std::move(source)),
+      template_(std::move(tmpl)),
+      bos_token_(TokenText(vocab, vocab.bos_id)),
+      eos_token_(TokenText(vocab, vocab.eos_id)) {}
+
+ChatTemplate ChatTemplate::FromSource(std::string_view source, const Vocab& vocab) {
+  if (source.empty()) return ChatTemplate(Kind::kPlain, std::string(kPlain), MustParse(kPlain), vocab);
+  auto parsed = jinja::Template::Parse(source);
+  if (parsed.ok()) {
+    ChatTemplate t(Kind::kJinja, std::string(source), *std::move(parsed), vocab);
+    t.chatml_ = std::make_shared<const ChatTemplate>(ChatMl(vocab));
+    t.warned_ = std::make_shared<std::atomic<bool>>(false);
+    return t;
+  }
+  SPDLOG_WARN("the model's chat template is not supported ({}); chat requests use ChatML instead",
+              std::string(parsed.status().message()));
+  ChatTemplate t = ChatMl(vocab);
+  t.fallback_reason_ = std::string(parsed.status().message());
+  return t;
+}
+
+ChatTemplate ChatTemplate::ChatMl(const Vocab& vocab) {
+  return ChatTemplate(Kind::kChatMlFallback, std::string(kChatMl), MustParse(kChatMl), vocab);
+}
+
+const char* ChatTemplate::name() const {
+  switch (kind_) {
+    case Kind::kJinja: return "jinja";
+    case Kind::kChatMlFallback: return "chatml";
+    case Kind::kPlain: return "plain";
+  }
+  return "plain";
+}
+
+StatusOr<RenderedChat> ChatTemplate::Render(const ChatRenderInput& input) const {
+  StatusOr<RenderedChat> out = RenderOnce(input);
+  if (out.ok() || kind_ != Kind::kJinja || !absl::IsFailedPrecondition(out.status())) return out;
+  if (!warned_->exchange(true)) {
+    SPDLOG_WARN("the model's chat template failed ({}); such requests use ChatML instead",
+                std::string(out.status().message()));
+  }
+  out = chatml_->RenderOnce(input);
+  if (out.ok()) out->used_fallback = true;
+  return out;
+}
+
+StatusOr<RenderedChat> ChatTemplate::RenderOnce(const ChatRenderInput& input) const {
+  jinja::Json context = jinja::Json::object();
+  if (input.kwargs.is_object()) context = input.kwargs;
+  context["messages"] = input.messages;
+  if (!input.tools.is_null()) context["tools"] = input.tools;
+  context["add_generation_prompt"] = input.add_generation_prompt;
+  context["bos_token"] = bos_token_;
+  context["eos_token"] = eos_token_;
+
+  jinja::RenderTrace trace;
+  trace.items = &input.messages;
+  RenderedChat out;
+  ASSIGN_OR_RETURN(out.text, template_.Render(context, &trace));
+
+  const size_t n = input.messages.size();
+  // The generation prompt follows the last output of a message's iteration. Without any (a
+  // template that does not loop over the messages themselves), it is taken as empty.
+  const bool traced = std::any_of(trace.first_output.begin(), trace.first_output.end(),
+                                  [](size_t o) { return o != std::string::npos; });
+  out.generation_offset = out.text.size();
+  if (input.add_generation_prompt && (traced || n == 0)) out.generation_offset = trace.last_output_end;
+  out.message_offsets.assign(n, 0);
+  // Messages printed nothing for start where the next printed one does.
+  size_t next = out.generation_offset;
+  for (size_t i = n; i-- > 0;) {
+    if (trace.first_output[i] != std::string::npos) next = trace.first_output[i];
+    out.message_offsets[i] = next;
+  }
+  if (n > 0) out.message_offsets[0] = 0;
+  for (size_t i = 1; i < n; ++i) out.message_offsets[i] = std::max(out.message_offsets[i], out.message_offsets[i - 1]);
+  if (n > 0) out.generation_offset = std::max(out.generation_offset, out.message_offsets.back());
+  out.starts_with_bos = !bos_token_.empty() && out.text.starts_with(bos_token_);
+  return out;
+}
+
+EncodeOptions PromptEncodeOptions() {
+  EncodeOptions o;
+  o.add_eos = false;
+  o.parse_special = true;
+  return o;
+}
+
+EncodeOptions ChatEncodeOptions(const RenderedChat& chat) {
+  EncodeOptions o = PromptEncodeOptions();
+  if (chat.starts_with_bos) o.add_bos = false;
+  return o;
+}
+
+int64_t MessageTokenStart(const Tokenizer& tokenizer, const RenderedChat& chat,
+                          std::span<const int32_t> tokens, size_t i) {
+  if (i == 0) return 0;
+  const size_t offset = i < chat.message_offsets.size() ? chat.message_offsets[i] : chat.generation_offset;
+  const std::vector<int32_t> head =
+      tokenizer.Encode(std::string_view(chat.text).substr(0, offset), ChatEncodeOptions(chat));
+  const size_t n = std::min(head.size(), tokens.size());
+  size_t lcp = 0;
+  while (lcp < n && head[lcp] == tokens[lcp]) ++lcp;
+  return static_cast<int64_t>(lcp);
+}
+
+std::vector<int64_t> MessageTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
+                                        std::span<const int32_t> tokens) {
+  std::vector<int64_t> starts;
+  for (size_t i = 0; i < chat.message_offsets.size(); ++i) {
+    starts.push_back(MessageTokenStart(tokenizer, chat, tokens, i));
+  }
+  return starts;
+}
+
+int64_t MessageIndexOfToken(const Tokenizer& tokenizer, const RenderedChat& chat,
+                            std::span<const int32_t> tokens, int64_t token_index) {
+  // The last i in [0, n] whose start is <= token_index (start 0 is always <= it).
+  int64_t lo = 0;
+  int64_t hi = static_cast<int64_t>(chat.message_offsets.size());
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (MessageTokenStart(tokenizer, chat, tokens, static_cast<size_t>(mid)) <= token_index) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+}  // namespace prefixd
