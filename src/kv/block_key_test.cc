@@ -70,7 +70,9 @@ TEST_P(BlockKeyTest, DifferentSaltOrFingerprintGivesDifferentRoots) {
   mutate([](ModelFingerprint& m) { m.rope_freq_base = 500000.0f; });
   mutate([](ModelFingerprint& m) { m.rope_freq_scale = 0.5f; });
   mutate([](ModelFingerprint& m) { m.head_dim = 128; });
-  EXPECT_EQ(roots.size(), 13u);  // 5 salt/fingerprint variants + 8 field mutations
+  mutate([](ModelFingerprint& m) { m.rope_dims = 32; });
+  mutate([](ModelFingerprint& m) { m.rms_eps = 1e-6f; });
+  EXPECT_EQ(roots.size(), 15u);  // 5 salt/fingerprint variants + 10 field mutations
 }
 
 TEST_P(BlockKeyTest, DifferentTokensGiveDifferentKeys) {
