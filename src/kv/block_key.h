@@ -34,7 +34,7 @@
 namespace prefixd {
 
 // Version of the byte encoding hashed into every key (bumped when the encoding changes).
-inline constexpr uint32_t kBlockKeyFormatVersion = 1;
+inline constexpr uint32_t kBlockKeyFormatVersion = 2;
 
 struct BlockKey {
   uint64_t hi = 0;
