@@ -84,8 +84,8 @@ class Reference {
     layers_ = Uint("block_count");
     heads_ = Uint("attention.head_count");
     kv_heads_ = Uint("attention.head_count_kv");
-    head_dim_ = f.Find(arch_ + ".attention.key_length") ? Uint("attention.key_length")
-                                                         : embd_ / heads_;
+    head_dim_ =
+        f.Find(arch_ + ".attention.key_length") ? Uint("attention.key_length") : embd_ / heads_;
     rope_dims_ = Uint("rope.dimension_count");
     base_ = *f.GetFloat(arch_ + ".rope.freq_base");
     eps_ = *f.GetFloat(arch_ + ".attention.layer_norm_rms_epsilon");
@@ -152,11 +152,15 @@ class Reference {
         for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += bv.v[i];
       }
       for (int hh = 0; hh < heads_; ++hh) {
-        if (qn.present && drop != Drop::kQkNorms) RmsNorm(q[t], hh * head_dim_, head_dim_, qn, eps_);
+        if (qn.present && drop != Drop::kQkNorms) {
+          RmsNorm(q[t], hh * head_dim_, head_dim_, qn, eps_);
+        }
         Rope(&q[t][hh * head_dim_], static_cast<int64_t>(t), drop);
       }
       for (int hh = 0; hh < kv_heads_; ++hh) {
-        if (kn.present && drop != Drop::kQkNorms) RmsNorm(k[t], hh * head_dim_, head_dim_, kn, eps_);
+        if (kn.present && drop != Drop::kQkNorms) {
+          RmsNorm(k[t], hh * head_dim_, head_dim_, kn, eps_);
+        }
         Rope(&k[t][hh * head_dim_], static_cast<int64_t>(t), drop);
       }
     }
@@ -170,7 +174,9 @@ class Reference {
         double max_s = -1e300, sum = 0;
         for (size_t j = 0; j <= t; ++j) {
           double s = 0;
-          for (int d = 0; d < head_dim_; ++d) s += q[t][hh * head_dim_ + d] * k[j][kvh * head_dim_ + d];
+          for (int d = 0; d < head_dim_; ++d) {
+            s += q[t][hh * head_dim_ + d] * k[j][kvh * head_dim_ + d];
+          }
           p[j] = s / std::sqrt(static_cast<double>(head_dim_));
           max_s = std::max(max_s, p[j]);
         }

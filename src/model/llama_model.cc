@@ -174,9 +174,11 @@ StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const 
   ASSIGN_OR_RETURN(hp.context_length, l.Int("context_length", 2048));
   // The head size is n_embd / n_head unless the file says otherwise (qwen3: 128 with n_embd
   // 1024 and 16 heads), so only a file without key_length needs the division to be exact.
-  const bool has_key_length = file.Find(absl::StrCat(arch.name, ".attention.key_length")) != nullptr;
+  const bool has_key_length =
+      file.Find(absl::StrCat(arch.name, ".attention.key_length")) != nullptr;
   if (!has_key_length && hp.embd % hp.num_heads != 0) {
-    return l.Error("embedding_length is not a multiple of head_count and attention.key_length is absent");
+    return l.Error(
+        "embedding_length is not a multiple of head_count and attention.key_length is absent");
   }
   ASSIGN_OR_RETURN(hp.head_dim, l.Int("attention.key_length", hp.embd / std::max(1, hp.num_heads)));
   ASSIGN_OR_RETURN(int32_t value_len, l.Int("attention.value_length", hp.head_dim));
@@ -227,7 +229,8 @@ StatusOr<LayerWeights> LoadLayer(const GgufFile& file, const ArchSpec& arch, con
   const bool has_bias = file.FindTensor(p + "attn_q.bias") != nullptr;
   if (i == 0) hp->qkv_bias = has_bias;
   if (has_bias && !arch.qkv_bias_allowed) {
-    return l.Error(absl::StrCat("tensor ", p, "attn_q.bias is not part of architecture ", arch.name));
+    return l.Error(
+        absl::StrCat("tensor ", p, "attn_q.bias is not part of architecture ", arch.name));
   }
   if (arch.qkv_bias_required || h.qkv_bias) {
     ASSIGN_OR_RETURN(lw.bq, l.Tensor(p + "attn_q.bias", h.q_dim(), 0, false));

@@ -71,8 +71,8 @@ struct Weight {
 
 struct LayerWeights {
   Weight attn_norm, wq, wk, wv, wo;
-  Weight bq, bk, bv;          // Hparams::qkv_bias only: F32 vectors of q_dim, kv_dim, kv_dim
-  Weight q_norm, k_norm;      // Hparams::qk_norm only: vectors of head_dim
+  Weight bq, bk, bv;      // Hparams::qkv_bias only: F32 vectors of q_dim, kv_dim, kv_dim
+  Weight q_norm, k_norm;  // Hparams::qk_norm only: vectors of head_dim
   Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
 

@@ -1,7 +1,8 @@
-// Writes llama-family (llama, qwen2, qwen3) GGUF models with seeded random weights, for tests, benchmarks and
-// `prefixd make-model`. The output is a function of the spec alone: the same ModelSpec gives
-// the same bytes on every machine (the generator uses integer arithmetic and exactly rounded
-// float operations only, no libm).
+// Writes llama-family (llama, qwen2, qwen3) GGUF models with seeded random weights, for tests,
+// benchmarks and `prefixd make-model`. The output is a function of the spec alone: the same
+// ModelSpec gives the same bytes on every machine (the generator uses integer arithmetic and
+// exactly rounded float operations only; the one libm call, pow for Llama 3 RoPE divisors, is
+// correctly rounded in glibc).
 //
 // Thread safety: WriteRandomModel is reentrant; it shares no state between calls.
 #pragma once

@@ -1,5 +1,5 @@
-// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3) on the CPU, over weights used in place from the model's
-// memory map and a KV pool in RAM.
+// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3) on the CPU, over weights
+// used in place from the model's memory map and a KV pool in RAM.
 //
 // Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
 #pragma once
