@@ -60,22 +60,9 @@ std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint
     spec.vocab = 512;
     spec.ctx = 1024;
   }
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("prefixd-test-models-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / ("m" + std::to_string(static_cast<int>(shape)) + "_" +
-                                   std::to_string(static_cast<int>(type)) + "_" +
-                                   std::to_string(seed) + ".gguf"))
-                               .string();
-  if (!std::filesystem::exists(path)) {
-    Status st = WriteRandomModel(spec, path);
-    if (!st.ok()) std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
-    PREFIXD_CHECK(st.ok(), "writing a test model failed");
-  }
-  auto model = Model::Load(path);
-  if (!model.ok()) std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
-  PREFIXD_CHECK(model.ok(), "a test model failed to load");
-  return std::move(*model);
+  return MakeTestModel(spec, "m" + std::to_string(static_cast<int>(shape)) + "_" +
+                                 std::to_string(static_cast<int>(type)) + "_" +
+                                 std::to_string(seed));
 }
 
 std::unique_ptr<Model> MakeTestModel(const ModelSpec& spec, const std::string& name) {
