@@ -1,5 +1,6 @@
-// `prefixd make-model`: writes a llama GGUF with seeded random weights in any shape, with a
-// synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's. Tests and benchmarks make their models with it.
+// `prefixd make-model`: writes a llama, qwen2 or qwen3 GGUF with seeded random weights in any
+// shape, with a synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's.
+// Tests and benchmarks make their models with it.
 #include <algorithm>
 #include <cstdio>
 
@@ -75,9 +76,12 @@ int RunMake(MakeFlags f) {
 
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<MakeFlags>();
-  CLI::App* cmd = app.add_subcommand("make-model", "Write a llama GGUF with seeded random weights");
+  CLI::App* cmd = app.add_subcommand(
+      "make-model", "Write a llama, qwen2 or qwen3 GGUF with seeded random weights");
   cmd->add_option("--out", f->out, "Output GGUF path")->required();
-  cmd->add_option("--arch", f->spec.arch, "Architecture")->capture_default_str();
+  cmd->add_option("--arch", f->spec.arch,
+                  "Architecture: llama, qwen2 (Q/K/V biases) or qwen3 (Q/K norms)")
+      ->capture_default_str();
   cmd->add_option("--layers", f->spec.num_layers, "Layers")->capture_default_str();
   cmd->add_option("--embd", f->spec.embd, "Embedding width")->capture_default_str();
   cmd->add_option("--heads", f->spec.num_heads, "Attention heads")->capture_default_str();
@@ -99,7 +103,22 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--chat-template", f->chat_template_file,
                   "Write this file's text as tokenizer.chat_template (a Jinja chat template)");
   cmd->add_flag("--tie-output", f->spec.tie_output, "Tie the output matrix to the embedding");
-  cmd->add_option("--rope-freq-base", f->spec.rope_freq_base, "RoPE base")->capture_default_str();
+  cmd->add_option("--rope-base,--rope-freq-base", f->spec.rope_freq_base, "RoPE frequency base")
+      ->capture_default_str();
+  cmd->add_option("--head-dim", f->spec.head_dim,
+                  "Head size, written as attention.key_length (0: embd / heads)")
+      ->capture_default_str();
+  cmd->add_option("--rms-eps", f->spec.rms_eps, "RMS norm epsilon")->capture_default_str();
+  cmd->add_option("--rope-scaling", f->spec.rope_scaling,
+                  "RoPE scaling: llama3 (Llama 3.1 frequency divisors, rope_freqs.weight)");
+  cmd->add_option("--rope-scaling-factor", f->spec.rope_scaling_factor, "llama3 scaling factor")
+      ->capture_default_str();
+  cmd->add_option("--rope-low-freq-factor", f->spec.rope_low_freq_factor,
+                  "llama3 low_freq_factor")->capture_default_str();
+  cmd->add_option("--rope-high-freq-factor", f->spec.rope_high_freq_factor,
+                  "llama3 high_freq_factor")->capture_default_str();
+  cmd->add_option("--rope-original-ctx", f->spec.rope_original_ctx,
+                  "llama3 original_max_position_embeddings")->capture_default_str();
   cmd->callback([f, run] { *run = [f] { return RunMake(*f); }; });
 }
 

@@ -75,6 +75,8 @@ Status Engine::CreateCache(int max_cached_blocks) {
   fp.rope_freq_base = hp.rope_freq_base;
   fp.rope_freq_scale = hp.rope_freq_scale;
   fp.head_dim = hp.head_dim;
+  fp.rope_dims = hp.rope_dims;
+  fp.rms_eps = hp.rms_eps;
   co.fingerprint = fp.Serialize();
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);

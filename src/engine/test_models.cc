@@ -60,13 +60,16 @@ std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint
     spec.vocab = 512;
     spec.ctx = 1024;
   }
+  return MakeTestModel(spec, "m" + std::to_string(static_cast<int>(shape)) + "_" +
+                                 std::to_string(static_cast<int>(type)) + "_" +
+                                 std::to_string(seed));
+}
+
+std::unique_ptr<Model> MakeTestModel(const ModelSpec& spec, const std::string& name) {
   const auto dir = std::filesystem::temp_directory_path() /
                    ("prefixd-test-models-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
-  const std::string path = (dir / ("m" + std::to_string(static_cast<int>(shape)) + "_" +
-                                   std::to_string(static_cast<int>(type)) + "_" +
-                                   std::to_string(seed) + ".gguf"))
-                               .string();
+  const std::string path = (dir / (name + ".gguf")).string();
   if (!std::filesystem::exists(path)) {
     Status st = WriteRandomModel(spec, path);
     if (!st.ok()) std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
@@ -76,6 +79,34 @@ std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint
   if (!model.ok()) std::fprintf(stderr, "%s\n", std::string(model.status().message()).c_str());
   PREFIXD_CHECK(model.ok(), "a test model failed to load");
   return std::move(*model);
+}
+
+ModelSpec SmallArchSpec(const std::string& arch) {
+  ModelSpec spec;
+  spec.arch = arch == "llama3" ? "llama" : arch;
+  spec.num_layers = 2;
+  spec.embd = 64;
+  spec.num_heads = 4;
+  spec.num_kv_heads = 2;
+  spec.ff = 128;
+  spec.vocab = 320;
+  spec.ctx = 512;
+  spec.type = TensorType::kF32;
+  spec.seed = 7;
+  if (arch == "qwen2") {
+    spec.tie_output = true;
+    spec.rope_freq_base = 1000000;
+  } else if (arch == "qwen3") {
+    spec.head_dim = 32;
+    spec.rope_freq_base = 1000000;
+  } else if (arch == "llama3") {
+    spec.rope_freq_base = 500000;
+    spec.rope_scaling = "llama3";
+    // Short enough that some of the 8 frequencies are blended and some divided within the
+    // few hundred positions tests use.
+    spec.rope_original_ctx = 256;
+  }
+  return spec;
 }
 
 }  // namespace prefixd

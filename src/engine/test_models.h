@@ -5,6 +5,7 @@
 #include <string>
 
 #include "model/llama_model.h"
+#include "model/model_maker.h"
 
 namespace prefixd {
 
@@ -20,6 +21,16 @@ std::unique_ptr<Model> LoadSharedModel(const std::string& name);
 
 // Writes (once per process, in a temp dir) and loads a random-weight model of `shape`.
 std::unique_ptr<Model> MakeTestModel(TestModelShape shape, TensorType type, uint64_t seed = 1);
+
+// Writes (once per process, in a temp dir, as NAME.gguf) and loads the model `spec` describes;
+// for architecture tests, whose shapes vary more than TestModelShape's.
+std::unique_ptr<Model> MakeTestModel(const ModelSpec& spec, const std::string& name);
+
+// A small random model of `arch` ("llama", "qwen2", "qwen3" or "llama3", a llama with Llama 3.1
+// RoPE scaling): 2 layers, n_embd 64, 4 heads, 2 KV heads, F32 weights, synthetic vocab of 320.
+// qwen2 ties its output (as the small Qwen2 models do) and uses RoPE base 1e6; qwen3 has a
+// head size of 32 (n_head * head size = 128 != n_embd).
+ModelSpec SmallArchSpec(const std::string& arch);
 
 // The absolute path of the shared folder (../shared beside the project).
 std::string SharedDir();

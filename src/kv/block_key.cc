@@ -129,6 +129,8 @@ std::vector<uint8_t> ModelFingerprint::Serialize() const {
   AppendU32(out, std::bit_cast<uint32_t>(rope_freq_base));
   AppendU32(out, std::bit_cast<uint32_t>(rope_freq_scale));
   AppendU32(out, static_cast<uint32_t>(head_dim));
+  AppendU32(out, static_cast<uint32_t>(rope_dims));
+  AppendU32(out, std::bit_cast<uint32_t>(rms_eps));
   return out;
 }
 

@@ -34,7 +34,7 @@
 namespace prefixd {
 
 // Version of the byte encoding hashed into every key (bumped when the encoding changes).
-inline constexpr uint32_t kBlockKeyFormatVersion = 1;
+inline constexpr uint32_t kBlockKeyFormatVersion = 2;
 
 struct BlockKey {
   uint64_t hi = 0;
@@ -64,6 +64,11 @@ struct ModelFingerprint {
   float rope_freq_base = 0.0f;
   float rope_freq_scale = 0.0f;
   int32_t head_dim = 0;
+  // Metadata that changes K/V without changing any tensor. Everything else that does is a
+  // tensor and so in the weights digest (Q/K/V biases, Q/K norms, Llama 3 RoPE frequency
+  // factors), or follows from `architecture` (RoPE style, which optional pieces exist).
+  int32_t rope_dims = 0;
+  float rms_eps = 0.0f;
 
   std::vector<uint8_t> Serialize() const;
 };

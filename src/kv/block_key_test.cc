@@ -70,7 +70,9 @@ TEST_P(BlockKeyTest, DifferentSaltOrFingerprintGivesDifferentRoots) {
   mutate([](ModelFingerprint& m) { m.rope_freq_base = 500000.0f; });
   mutate([](ModelFingerprint& m) { m.rope_freq_scale = 0.5f; });
   mutate([](ModelFingerprint& m) { m.head_dim = 128; });
-  EXPECT_EQ(roots.size(), 13u);  // 5 salt/fingerprint variants + 8 field mutations
+  mutate([](ModelFingerprint& m) { m.rope_dims = 32; });
+  mutate([](ModelFingerprint& m) { m.rms_eps = 1e-6f; });
+  EXPECT_EQ(roots.size(), 15u);  // 5 salt/fingerprint variants + 10 field mutations
 }
 
 TEST_P(BlockKeyTest, DifferentTokensGiveDifferentKeys) {
@@ -134,16 +136,16 @@ TEST(BlockKey, KindsDiffer) {
 // in Python, hashed with hashlib.sha256 (first 16 bytes) and with one-shot XXH3_128bits.
 TEST(BlockKey, EncodingIsPinned) {
   const auto fp = TestFingerprint().Serialize();
-  EXPECT_EQ(fp.size(), 25u + 4 + 8 + 5 + 16 + 4 * 5);
+  EXPECT_EQ(fp.size(), 25u + 4 + 8 + 5 + 16 + 4 * 7);
   const BlockKey x = RootKey(BlockHashKind::kXxh3, fp, "salt");
   const BlockKey s = RootKey(BlockHashKind::kSha256, fp, "salt");
   const auto t = Iota(16);
   const BlockKey xc = ChainKey(BlockHashKind::kXxh3, x, t);
   const BlockKey sc = ChainKey(BlockHashKind::kSha256, s, t);
-  EXPECT_EQ(ToHex(x), "71e19e00f0ac8fc6e0f4537d18ad389d");
-  EXPECT_EQ(ToHex(s), "1bfb1dce6dab334037ebd0cead956625");
-  EXPECT_EQ(ToHex(xc), "b04a708241cd09f52a99802a4fad983f");
-  EXPECT_EQ(ToHex(sc), "53a15187c857273e7a4cf12a9c551794");
+  EXPECT_EQ(ToHex(x), "45092b0d649eed0623f5182c74f95c85");
+  EXPECT_EQ(ToHex(s), "536771b90ce54022e010a42c3b761d90");
+  EXPECT_EQ(ToHex(xc), "786ff1b2168664f47dcfbf78fbee9466");
+  EXPECT_EQ(ToHex(sc), "cd05318010ee009121d3450dc663367e");
 }
 
 TEST(BlockKey, ToHex) {

@@ -1,5 +1,6 @@
 #include "model/llama_model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <xxhash.h>
@@ -8,7 +9,27 @@ namespace prefixd {
 
 namespace {
 
-constexpr const char* kArchitectures[] = {"llama"};
+// What each supported architecture adds to the llama forward pass (see llama_model.h).
+struct ArchSpec {
+  const char* name;
+  RopeStyle rope_style;
+  bool qkv_bias_required;  // qwen2 always has them
+  bool qkv_bias_allowed;   // llama may have them (some fine-tunes), qwen3 never
+  bool qk_norm;
+};
+
+constexpr ArchSpec kArchitectures[] = {
+    {"llama", RopeStyle::kNormal, false, true, false},
+    {"qwen2", RopeStyle::kNeox, true, true, false},
+    {"qwen3", RopeStyle::kNeox, false, false, true},
+};
+
+const ArchSpec* FindArch(const std::string& name) {
+  for (const ArchSpec& a : kArchitectures) {
+    if (name == a.name) return &a;
+  }
+  return nullptr;
+}
 
 // The matrix types the CPU backend computes with (compute/cpu/quant_dequant.h).
 constexpr TensorType kMatrixTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
@@ -106,11 +127,155 @@ class Loader {
   std::string arch_;
 };
 
+
+// RoPE frequency scaling from `{arch}.rope.scaling.*`, read the way llama.cpp reads it: the
+// factor (or the older rope.scale_linear) divides every frequency; a missing or zero factor
+// means none. YaRN and LongRoPE also change the attention scale and per-dimension mixing,
+// which this build does not implement, so they are refused rather than run wrongly.
+Status ReadRopeScaling(const GgufFile& file, const std::string& arch, const Loader& l,
+                       Hparams* hp) {
+  const std::string type_key = arch + ".rope.scaling.type";
+  auto type = file.GetString(type_key);
+  if (type.ok() && *type != "none" && *type != "linear") {
+    return l.Error(absl::StrCat(type_key, " = '", *type,
+                                "' is not supported; supported: none, linear, and Llama 3 ",
+                                "frequency factors (rope_freqs.weight)"));
+  }
+  if (!type.ok() && !absl::IsNotFound(type.status())) {
+    return l.Error(std::string(type.status().message()));
+  }
+  if (type.ok() && *type == "none") return absl::OkStatus();
+  double factor = 0;
+  for (const char* key : {".rope.scaling.factor", ".rope.scale_linear"}) {
+    auto v = file.GetFloat(arch + key);
+    if (v.ok()) {
+      factor = *v;
+      if (!std::isfinite(factor) || factor < 0) {
+        return l.Error(absl::StrCat(arch, key, " = ", factor, " is out of range"));
+      }
+      break;
+    }
+    if (!absl::IsNotFound(v.status())) return l.Error(std::string(v.status().message()));
+  }
+  hp->rope_freq_scale = factor == 0 ? 1.0f : static_cast<float>(1.0 / factor);
+  return absl::OkStatus();
+}
+
+StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const Loader& l) {
+  Hparams hp;
+  hp.arch = arch.name;
+  hp.rope_style = arch.rope_style;
+  hp.qk_norm = arch.qk_norm;
+  ASSIGN_OR_RETURN(hp.embd, l.Int("embedding_length"));
+  ASSIGN_OR_RETURN(hp.num_layers, l.Int("block_count"));
+  ASSIGN_OR_RETURN(hp.num_heads, l.Int("attention.head_count"));
+  ASSIGN_OR_RETURN(hp.num_kv_heads, l.Int("attention.head_count_kv", hp.num_heads));
+  ASSIGN_OR_RETURN(hp.ff, l.Int("feed_forward_length"));
+  ASSIGN_OR_RETURN(hp.context_length, l.Int("context_length", 2048));
+  // The head size is n_embd / n_head unless the file says otherwise (qwen3: 128 with n_embd
+  // 1024 and 16 heads), so only a file without key_length needs the division to be exact.
+  const bool has_key_length =
+      file.Find(absl::StrCat(arch.name, ".attention.key_length")) != nullptr;
+  if (!has_key_length && hp.embd % hp.num_heads != 0) {
+    return l.Error(
+        "embedding_length is not a multiple of head_count and attention.key_length is absent");
+  }
+  ASSIGN_OR_RETURN(hp.head_dim, l.Int("attention.key_length", hp.embd / std::max(1, hp.num_heads)));
+  ASSIGN_OR_RETURN(int32_t value_len, l.Int("attention.value_length", hp.head_dim));
+  if (value_len != hp.head_dim) return l.Error("attention.value_length differs from key_length");
+  if (hp.num_heads % hp.num_kv_heads != 0) return l.Error("head_count is not a multiple of head_count_kv");
+  ASSIGN_OR_RETURN(hp.rope_dims, l.Int("rope.dimension_count", hp.head_dim));
+  if (hp.rope_dims > hp.head_dim || hp.rope_dims % 2 != 0) {
+    return l.Error("rope.dimension_count must be even and at most the head dimension");
+  }
+  ASSIGN_OR_RETURN(hp.rope_freq_base, l.Float("rope.freq_base", 10000.0f));
+  RETURN_IF_ERROR(ReadRopeScaling(file, arch.name, l, &hp));
+  ASSIGN_OR_RETURN(hp.rms_eps, l.Float("attention.layer_norm_rms_epsilon", 1e-5f));
+  return hp;
+}
+
+// Llama 3.1+ files carry RoPE scaling as rope_freqs.weight: one divisor per frequency,
+// computed by the converter from rope_scaling (factor, low/high_freq_factor,
+// original_max_position_embeddings); no metadata key describes it.
+Status LoadRopeFreqs(const GgufFile& file, const Loader& l, Hparams* hp, ModelWeights* w) {
+  if (file.FindTensor("rope_freqs.weight") == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(w->rope_freqs, l.Tensor("rope_freqs.weight", hp->rope_dims / 2, 0, false));
+  if (w->rope_freqs.type != TensorType::kF32) {
+    return l.Error("rope_freqs.weight must be f32");
+  }
+  const float* f = reinterpret_cast<const float*>(w->rope_freqs.data);
+  for (int i = 0; i < hp->rope_dims / 2; ++i) {
+    if (!std::isfinite(f[i]) || !(f[i] > 0)) {
+      return l.Error(absl::StrCat("rope_freqs.weight[", i, "] = ", f[i],
+                                  " is not a positive frequency divisor"));
+    }
+  }
+  hp->rope_freq_factors = true;
+  return absl::OkStatus();
+}
+
+StatusOr<LayerWeights> LoadLayer(const GgufFile& file, const ArchSpec& arch, const Loader& l,
+                                 int i, Hparams* hp) {
+  const Hparams& h = *hp;
+  LayerWeights lw;
+  const std::string p = absl::StrCat("blk.", i, ".");
+  ASSIGN_OR_RETURN(lw.attn_norm, l.Tensor(p + "attn_norm.weight", h.embd, 0, false));
+  ASSIGN_OR_RETURN(lw.wq, l.Tensor(p + "attn_q.weight", h.embd, h.q_dim(), true));
+  ASSIGN_OR_RETURN(lw.wk, l.Tensor(p + "attn_k.weight", h.embd, h.kv_dim(), true));
+  ASSIGN_OR_RETURN(lw.wv, l.Tensor(p + "attn_v.weight", h.embd, h.kv_dim(), true));
+  ASSIGN_OR_RETURN(lw.wo, l.Tensor(p + "attn_output.weight", h.q_dim(), h.embd, true));
+  // Biases come as a set: the first layer decides whether the model has them, every other
+  // layer must agree (a half-biased model would be silently wrong).
+  const bool has_bias = file.FindTensor(p + "attn_q.bias") != nullptr;
+  if (i == 0) hp->qkv_bias = has_bias;
+  if (has_bias && !arch.qkv_bias_allowed) {
+    return l.Error(
+        absl::StrCat("tensor ", p, "attn_q.bias is not part of architecture ", arch.name));
+  }
+  if (arch.qkv_bias_required || h.qkv_bias) {
+    ASSIGN_OR_RETURN(lw.bq, l.Tensor(p + "attn_q.bias", h.q_dim(), 0, false));
+    ASSIGN_OR_RETURN(lw.bk, l.Tensor(p + "attn_k.bias", h.kv_dim(), 0, false));
+    ASSIGN_OR_RETURN(lw.bv, l.Tensor(p + "attn_v.bias", h.kv_dim(), 0, false));
+  } else if (has_bias) {
+    return l.Error(absl::StrCat("tensor ", p, "attn_q.bias is present but blk.0 has no biases"));
+  }
+  if (h.qk_norm) {
+    ASSIGN_OR_RETURN(lw.q_norm, l.Tensor(p + "attn_q_norm.weight", h.head_dim, 0, false));
+    ASSIGN_OR_RETURN(lw.k_norm, l.Tensor(p + "attn_k_norm.weight", h.head_dim, 0, false));
+  }
+  ASSIGN_OR_RETURN(lw.ffn_norm, l.Tensor(p + "ffn_norm.weight", h.embd, 0, false));
+  ASSIGN_OR_RETURN(lw.ffn_gate, l.Tensor(p + "ffn_gate.weight", h.embd, h.ff, true));
+  ASSIGN_OR_RETURN(lw.ffn_up, l.Tensor(p + "ffn_up.weight", h.embd, h.ff, true));
+  ASSIGN_OR_RETURN(lw.ffn_down, l.Tensor(p + "ffn_down.weight", h.ff, h.embd, true));
+  return lw;
+}
+
+// XXH3-128 over every tensor's name and bytes. Reading every tensor once also pages the
+// weights in, so the progress bar shows the real cost of loading.
+std::array<uint64_t, 2> DigestTensors(const GgufFile& file, const Model::ProgressFn& progress,
+                                      int64_t* num_params) {
+  int64_t params = 0;
+  size_t done = 0;
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_128bits_reset(state);
+  for (const auto& t : file.tensors()) {
+    params += static_cast<int64_t>(t.num_elements);
+    XXH3_128bits_update(state, t.name.data(), t.name.size());
+    auto bytes = file.TensorData(t);
+    XXH3_128bits_update(state, bytes.data(), bytes.size());
+    if (progress) progress(++done, file.tensors().size());
+  }
+  const XXH128_hash_t digest = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  *num_params = params;
+  return {digest.low64, digest.high64};
+}
+
 }  // namespace
 
 std::string SupportedArchitectures() {
   std::string s;
-  for (const char* a : kArchitectures) absl::StrAppend(&s, s.empty() ? "" : ", ", a);
+  for (const ArchSpec& a : kArchitectures) absl::StrAppend(&s, s.empty() ? "" : ", ", a.name);
   return s;
 }
 
@@ -121,41 +286,20 @@ StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const Prog
 
 StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile> file,
                                                  const ProgressFn& progress) {
-  auto arch = file->GetString("general.architecture");
-  if (!arch.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model '", file->name(), "': no general.architecture string: ", arch.status().message()));
+  auto arch_name = file->GetString("general.architecture");
+  if (!arch_name.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("model '", file->name(),
+                                                   "': no general.architecture string: ",
+                                                   arch_name.status().message()));
   }
-  bool known = false;
-  for (const char* a : kArchitectures) known |= (*arch == a);
-  if (!known) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model '", file->name(), "': architecture '", *arch,
-                     "' is not supported; supported: ", SupportedArchitectures()));
+  const ArchSpec* arch = FindArch(*arch_name);
+  if (arch == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unsupported architecture '", *arch_name,
+                                                   "' in ", file->name(),
+                                                   "; supported: ", SupportedArchitectures()));
   }
-  Loader l(*file, *arch);
-  Hparams hp;
-  hp.arch = *arch;
-  ASSIGN_OR_RETURN(hp.embd, l.Int("embedding_length"));
-  ASSIGN_OR_RETURN(hp.num_layers, l.Int("block_count"));
-  ASSIGN_OR_RETURN(hp.num_heads, l.Int("attention.head_count"));
-  ASSIGN_OR_RETURN(hp.num_kv_heads, l.Int("attention.head_count_kv", hp.num_heads));
-  ASSIGN_OR_RETURN(hp.ff, l.Int("feed_forward_length"));
-  ASSIGN_OR_RETURN(hp.context_length, l.Int("context_length", 2048));
-  if (hp.embd % hp.num_heads != 0) return l.Error("embedding_length is not a multiple of head_count");
-  ASSIGN_OR_RETURN(hp.head_dim, l.Int("attention.key_length", hp.embd / hp.num_heads));
-  ASSIGN_OR_RETURN(int32_t value_len, l.Int("attention.value_length", hp.head_dim));
-  if (value_len != hp.head_dim) return l.Error("attention.value_length differs from key_length");
-  if (hp.num_heads % hp.num_kv_heads != 0) return l.Error("head_count is not a multiple of head_count_kv");
-  ASSIGN_OR_RETURN(hp.rope_dims, l.Int("rope.dimension_count", hp.head_dim));
-  if (hp.rope_dims > hp.head_dim || hp.rope_dims % 2 != 0) {
-    return l.Error("rope.dimension_count must be even and at most the head dimension");
-  }
-  ASSIGN_OR_RETURN(hp.rope_freq_base, l.Float("rope.freq_base", 10000.0f));
-  ASSIGN_OR_RETURN(float rope_scale, l.Float("rope.scale_linear", 1.0f));
-  hp.rope_freq_scale = 1.0f / rope_scale;
-  ASSIGN_OR_RETURN(hp.rms_eps, l.Float("attention.layer_norm_rms_epsilon", 1e-5f));
-  hp.rope_style = RopeStyle::kNormal;  // llama
+  Loader l(*file, *arch_name);
+  ASSIGN_OR_RETURN(Hparams hp, ReadHparams(*file, *arch, l));
 
   const GgufTensorInfo* embd_info = file->FindTensor("token_embd.weight");
   if (embd_info == nullptr) return l.Error("missing tensor token_embd.weight");
@@ -172,37 +316,12 @@ StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile> file,
     w.output = w.token_embd;
     w.output_tied = true;
   }
+  RETURN_IF_ERROR(LoadRopeFreqs(*file, l, &hp, &w));
   for (int i = 0; i < hp.num_layers; ++i) {
-    LayerWeights lw;
-    const std::string p = absl::StrCat("blk.", i, ".");
-    ASSIGN_OR_RETURN(lw.attn_norm, l.Tensor(p + "attn_norm.weight", hp.embd, 0, false));
-    ASSIGN_OR_RETURN(lw.wq, l.Tensor(p + "attn_q.weight", hp.embd, hp.q_dim(), true));
-    ASSIGN_OR_RETURN(lw.wk, l.Tensor(p + "attn_k.weight", hp.embd, hp.kv_dim(), true));
-    ASSIGN_OR_RETURN(lw.wv, l.Tensor(p + "attn_v.weight", hp.embd, hp.kv_dim(), true));
-    ASSIGN_OR_RETURN(lw.wo, l.Tensor(p + "attn_output.weight", hp.q_dim(), hp.embd, true));
-    ASSIGN_OR_RETURN(lw.ffn_norm, l.Tensor(p + "ffn_norm.weight", hp.embd, 0, false));
-    ASSIGN_OR_RETURN(lw.ffn_gate, l.Tensor(p + "ffn_gate.weight", hp.embd, hp.ff, true));
-    ASSIGN_OR_RETURN(lw.ffn_up, l.Tensor(p + "ffn_up.weight", hp.embd, hp.ff, true));
-    ASSIGN_OR_RETURN(lw.ffn_down, l.Tensor(p + "ffn_down.weight", hp.ff, hp.embd, true));
+    ASSIGN_OR_RETURN(LayerWeights lw, LoadLayer(*file, *arch, l, i, &hp));
     w.layers.push_back(std::move(lw));
   }
-  // Reading every tensor once to hash it also pages the weights in, so the progress bar
-  // shows the real cost of loading.
-  int64_t params = 0;
-  size_t done = 0;
-  XXH3_state_t* state = XXH3_createState();
-  XXH3_128bits_reset(state);
-  for (const auto& t : file->tensors()) {
-    params += static_cast<int64_t>(t.num_elements);
-    XXH3_128bits_update(state, t.name.data(), t.name.size());
-    auto bytes = file->TensorData(t);
-    XXH3_128bits_update(state, bytes.data(), bytes.size());
-    if (progress) progress(++done, file->tensors().size());
-  }
-  const XXH128_hash_t digest = XXH3_128bits_digest(state);
-  XXH3_freeState(state);
-  model->weights_digest_ = {digest.low64, digest.high64};
-  model->num_params_ = params;
+  model->weights_digest_ = DigestTensors(*file, progress, &model->num_params_);
   model->hparams_ = hp;
   model->gguf_ = std::move(file);
   return model;

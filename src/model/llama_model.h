@@ -2,6 +2,14 @@
 // only) and views of its weights, used in place from the file's memory map. The forward pass
 // that uses them lives in compute/.
 //
+// One forward pass serves every supported architecture; the architecture only decides the
+// optional pieces:
+//
+//   arch   RoPE style  Q/K/V biases  Q/K RMS norms  typical extras
+//   llama  normal      optional      no             rope_freqs.weight (Llama 3.1+ scaling)
+//   qwen2  NeoX        required      no             tied output, rope.freq_base 1e6
+//   qwen3  NeoX        no            required       head_dim * n_head != n_embd
+//
 // Thread safety: immutable after Load; safe to read from any thread.
 #pragma once
 
@@ -35,9 +43,14 @@ struct Hparams {
   int32_t ff = 0;
   int32_t rope_dims = 0;  // leading dims of each head that RoPE rotates
   float rope_freq_base = 10000.0f;
-  float rope_freq_scale = 1.0f;
+  float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling, else 1
   RopeStyle rope_style = RopeStyle::kNormal;
+  // Llama 3.1+ RoPE scaling: the model has a rope_freqs.weight tensor of rope_dims / 2
+  // divisors, one per frequency (ModelWeights::rope_freqs).
+  bool rope_freq_factors = false;
   float rms_eps = 1e-5f;
+  bool qkv_bias = false;  // blk.N.attn_{q,k,v}.bias are added after the projections
+  bool qk_norm = false;   // blk.N.attn_{q,k}_norm.weight: per-head RMS norm before RoPE
 
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
@@ -58,6 +71,8 @@ struct Weight {
 
 struct LayerWeights {
   Weight attn_norm, wq, wk, wv, wo;
+  Weight bq, bk, bv;      // Hparams::qkv_bias only: F32 vectors of q_dim, kv_dim, kv_dim
+  Weight q_norm, k_norm;  // Hparams::qk_norm only: vectors of head_dim
   Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
 };
 
@@ -66,6 +81,7 @@ struct ModelWeights {
   Weight output_norm;
   Weight output;  // the token embedding itself when the model ties them
   bool output_tied = false;
+  Weight rope_freqs;  // Hparams::rope_freq_factors only: F32 vector of rope_dims / 2
   std::vector<LayerWeights> layers;
 };
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <algorithm>
 #include <cstring>
@@ -105,7 +106,84 @@ TEST_F(LlamaModelTest, UnknownArchitectureListsTheSupportedOnes) {
   ExpectError(LoadMutated([](auto& meta, auto&) {
                 SetKey(meta, "general.architecture", GgufValue::String("mamba"));
               }),
-              "supported: llama");
+              "unsupported architecture 'mamba' in mutated.gguf; supported: llama, qwen2, qwen3");
+}
+
+// Makes the llama fixture claim `arch`: general.architecture and every llama.* key renamed.
+void RenameArch(std::vector<std::pair<std::string, GgufValue>>& meta, const std::string& arch) {
+  for (auto& [k, v] : meta) {
+    if (k.starts_with("llama.")) k = arch + k.substr(5);
+  }
+  for (auto& [k, v] : meta) {
+    if (k == "general.architecture") v = GgufValue::String(arch);
+  }
+}
+
+TEST_F(LlamaModelTest, Qwen2WithoutBiasesIsRefused) {
+  ExpectError(LoadMutated([](auto& meta, auto&) { RenameArch(meta, "qwen2"); }),
+              "missing tensor blk.0.attn_q.bias");
+}
+
+TEST_F(LlamaModelTest, Qwen3WithoutQkNormsIsRefused) {
+  ExpectError(LoadMutated([](auto& meta, auto&) { RenameArch(meta, "qwen3"); }),
+              "missing tensor blk.0.attn_q_norm.weight");
+}
+
+TEST_F(LlamaModelTest, HyperParametersAreReadUnderTheArchitecturePrefix) {
+  // A llama.* key left behind in a qwen3 file is not read: qwen3.block_count is missing.
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                RenameArch(meta, "qwen3");
+                for (auto& [k, v] : meta) {
+                  if (k == "qwen3.block_count") k = "llama.block_count";
+                }
+              }),
+              "missing metadata key qwen3.block_count");
+}
+
+TEST_F(LlamaModelTest, BiasesOnSomeLayersOnlyAreRefused) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                for (const char* n : {"attn_q", "attn_k", "attn_v"}) {
+                  const uint64_t len = std::string(n) == "attn_q" ? 64 : 32;
+                  tensors.push_back({std::string("blk.1.") + n + ".bias", {len}, TensorType::kF32,
+                                     std::vector<uint8_t>(len * 4, 0)});
+                }
+              }),
+              "blk.1.attn_q.bias is present but blk.0 has no biases");
+}
+
+TEST_F(LlamaModelTest, LinearRopeScalingDividesFrequencies) {
+  ASSERT_TRUE(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "llama.rope.scaling.type", GgufValue::String("linear"));
+                SetKey(meta, "llama.rope.scaling.factor", GgufValue::F32(4));
+              }).ok());
+  auto file = GgufFile::Parse(bytes_, "mutated.gguf");
+  ASSERT_TRUE(file.ok());
+  auto model = Model::FromGguf(std::move(*file));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->hparams().rope_freq_scale, 0.25f);
+}
+
+TEST_F(LlamaModelTest, YarnRopeScalingIsRefusedNamingWhatIsSupported) {
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "llama.rope.scaling.type", GgufValue::String("yarn"));
+                SetKey(meta, "llama.rope.scaling.factor", GgufValue::F32(4));
+              }),
+              "llama.rope.scaling.type = 'yarn' is not supported");
+}
+
+TEST_F(LlamaModelTest, RopeFrequencyFactorsOfTheWrongLengthOrValueAreRefused) {
+  auto with_factors = [](std::vector<float> f) {
+    return [f](auto&, auto& tensors) {
+      std::vector<uint8_t> bytes(f.size() * 4);
+      std::memcpy(bytes.data(), f.data(), bytes.size());
+      tensors.push_back({"rope_freqs.weight", {f.size()}, TensorType::kF32, bytes});
+    };
+  };
+  // Head size 16: 8 frequencies.
+  EXPECT_TRUE(LoadMutated(with_factors({1, 1, 1, 2, 4, 8, 8, 8})).ok());
+  ExpectError(LoadMutated(with_factors({1, 1, 1, 8})), "rope_freqs.weight has shape {4}");
+  ExpectError(LoadMutated(with_factors({1, 1, 1, 2, 0, 8, 8, 8})),
+              "rope_freqs.weight[4] = 0 is not a positive frequency divisor");
 }
 
 TEST_F(LlamaModelTest, MissingHyperParameter) {

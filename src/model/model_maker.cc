@@ -40,6 +40,9 @@ constexpr uint64_t kMaxModelBytes = uint64_t{32} << 30;
 // correctly rounded, so the scale is the same everywhere.
 float MatrixStd(uint64_t row_length) { return 1.0f / std::sqrt(static_cast<float>(row_length)); }
 constexpr float kNormStd = 0.02f;  // norm weights are 1 + N(0, kNormStd)
+// Q/K/V biases (qwen2): real Qwen2 K biases reach several units; 0.5 moves every attention
+// score visibly, so a forward pass that dropped a bias fails the reference test.
+constexpr float kBiasStd = 0.5f;
 
 // SplitMix64: a fast, well-mixed 64-bit generator. Bulk weights use it rather than
 // std::normal_distribution over mt19937_64, which is ~20x slower and whose output is
@@ -247,23 +250,70 @@ Status Invalid(absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("invalid model spec: ", what));
 }
 
+Status ValidateRopeScaling(const ModelSpec& s) {
+  if (s.rope_scaling.empty()) return absl::OkStatus();
+  if (s.rope_scaling != "llama3") {
+    return Invalid(absl::StrCat("rope_scaling '", s.rope_scaling, "'; supported: llama3"));
+  }
+  if (!(s.rope_scaling_factor >= 1)) return Invalid("rope scaling factor must be at least 1");
+  if (!(s.rope_low_freq_factor > 0) || !(s.rope_high_freq_factor > s.rope_low_freq_factor)) {
+    return Invalid("rope low/high frequency factors need 0 < low < high");
+  }
+  if (s.rope_original_ctx < 1) return Invalid("rope original context length must be positive");
+  return absl::OkStatus();
+}
+
+// Llama 3.1+ frequency divisors, as llama.cpp's HF converter computes them: wavelengths
+// shorter than original_ctx / high_freq_factor keep their frequency, longer than
+// original_ctx / low_freq_factor are divided by `factor`, and those between blend smoothly.
+// Computed in double; the only libm calls are pow (for the base frequencies), which glibc
+// rounds correctly, so the bytes are the same on every machine this project builds on.
+std::vector<float> Llama3RopeFactors(const ModelSpec& s) {
+  const int dim = s.HeadDim();
+  const double low_wavelen = s.rope_original_ctx / static_cast<double>(s.rope_low_freq_factor);
+  const double high_wavelen = s.rope_original_ctx / static_cast<double>(s.rope_high_freq_factor);
+  std::vector<float> factors;
+  for (int i = 0; i < dim; i += 2) {
+    const double freq = 1.0 / std::pow(static_cast<double>(s.rope_freq_base),
+                                       static_cast<double>(i) / dim);
+    const double wavelen = 2 * M_PI / freq;
+    double f;
+    if (wavelen < high_wavelen) {
+      f = 1;
+    } else if (wavelen > low_wavelen) {
+      f = s.rope_scaling_factor;
+    } else {
+      const double smooth = (s.rope_original_ctx / wavelen - s.rope_low_freq_factor) /
+                            (s.rope_high_freq_factor - s.rope_low_freq_factor);
+      f = 1 / ((1 - smooth) / s.rope_scaling_factor + smooth);
+    }
+    factors.push_back(static_cast<float>(f));
+  }
+  return factors;
+}
+
 }  // namespace
 
 Status ValidateModelSpec(const ModelSpec& s) {
-  if (s.arch != "llama") return Invalid(absl::StrCat("arch '", s.arch, "' (only llama)"));
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3") {
+    return Invalid(absl::StrCat("arch '", s.arch, "'; supported: llama, qwen2, qwen3"));
+  }
   if (s.num_layers < 1) return Invalid(absl::StrCat("num_layers ", s.num_layers, " < 1"));
   if (s.embd < 1) return Invalid(absl::StrCat("embd ", s.embd, " < 1"));
   if (s.num_heads < 1) return Invalid(absl::StrCat("num_heads ", s.num_heads, " < 1"));
   if (s.num_kv_heads < 1) return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " < 1"));
   if (s.ff < 1) return Invalid(absl::StrCat("ff ", s.ff, " < 1"));
   if (s.ctx < 1) return Invalid(absl::StrCat("ctx ", s.ctx, " < 1"));
-  if (s.embd % s.num_heads != 0) {
-    return Invalid(absl::StrCat("num_heads ", s.num_heads, " does not divide embd ", s.embd));
+  if (s.head_dim < 0) return Invalid(absl::StrCat("head_dim ", s.head_dim, " < 0"));
+  if (s.head_dim == 0 && s.embd % s.num_heads != 0) {
+    return Invalid(absl::StrCat("num_heads ", s.num_heads, " does not divide embd ", s.embd,
+                                "; give head_dim"));
   }
-  if ((s.embd / s.num_heads) % 2 != 0) {
-    return Invalid(absl::StrCat("head size ", s.embd / s.num_heads, " (embd / num_heads) is odd; ",
+  if (s.HeadDim() % 2 != 0) {
+    return Invalid(absl::StrCat("head size ", s.HeadDim(), " is odd; ",
                                 "RoPE rotates pairs of dimensions"));
   }
+  RETURN_IF_ERROR(ValidateRopeScaling(s));
   if (s.num_heads % s.num_kv_heads != 0) {
     return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " does not divide num_heads ",
                                 s.num_heads));
@@ -286,9 +336,9 @@ Status ValidateModelSpec(const ModelSpec& s) {
   // Parameter count with a vocabulary of max(vocab, 1M) as an upper bound for vocab == 0.
   const uint64_t embd = s.embd, ff = s.ff, layers = s.num_layers;
   const uint64_t vocab = s.vocab == 0 || !s.tokenizer_json.empty() ? 1000000 : s.vocab;
-  const uint64_t hd = embd / s.num_heads, kv = hd * s.num_kv_heads;
-  const uint64_t params =
-      vocab * embd * 2 + embd + layers * (2 * embd + embd * embd * 2 + embd * kv * 2 + 3 * embd * ff);
+  const uint64_t hd = s.HeadDim(), q = hd * s.num_heads, kv = hd * s.num_kv_heads;
+  const uint64_t params = vocab * embd * 2 + embd +
+                          layers * (2 * embd + embd * q * 2 + embd * kv * 2 + 3 * embd * ff);
   if (params * 4 > kMaxModelBytes) {
     return Invalid(absl::StrCat("~", params, " parameters do not fit the in-memory writer (",
                                 kMaxModelBytes >> 30, " GiB)"));
@@ -305,28 +355,43 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length) {
   return fits(fallback) ? fallback : TensorType::kF16;
 }
 
-Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
-  RETURN_IF_ERROR(ValidateModelSpec(spec));
-  GgufWriter w;
-  int vocab = spec.vocab;
-  const uint32_t head_dim = static_cast<uint32_t>(spec.embd / spec.num_heads);
+namespace {
 
+// Hyper-parameters under `{arch}.`, as llama.cpp's converter writes them. vocab_size is set
+// to 0 here and filled in once a vocab_from source has decided it.
+void SetHparams(const ModelSpec& spec, GgufWriter& w) {
+  const std::string a = spec.arch + ".";
+  const uint32_t head_dim = static_cast<uint32_t>(spec.HeadDim());
   w.Set("general.architecture", GgufValue::String(spec.arch));
   w.Set("general.name", GgufValue::String(absl::StrCat(
                             "prefixd-random-", spec.arch, "-L", spec.num_layers, "-E", spec.embd,
                             "-seed", spec.seed)));
   w.Set("general.file_type", GgufValue::U32(FileType(spec.type)));
-  w.Set("llama.context_length", GgufValue::U32(spec.ctx));
-  w.Set("llama.embedding_length", GgufValue::U32(spec.embd));
-  w.Set("llama.block_count", GgufValue::U32(spec.num_layers));
-  w.Set("llama.feed_forward_length", GgufValue::U32(spec.ff));
-  w.Set("llama.attention.head_count", GgufValue::U32(spec.num_heads));
-  w.Set("llama.attention.head_count_kv", GgufValue::U32(spec.num_kv_heads));
-  w.Set("llama.attention.layer_norm_rms_epsilon", GgufValue::F32(spec.rms_eps));
-  w.Set("llama.rope.dimension_count", GgufValue::U32(head_dim));
-  w.Set("llama.rope.freq_base", GgufValue::F32(spec.rope_freq_base));
-  // vocab_size is filled in below, once a vocab_from source has decided it.
-  w.Set("llama.vocab_size", GgufValue::U32(0));
+  w.Set(a + "context_length", GgufValue::U32(spec.ctx));
+  w.Set(a + "embedding_length", GgufValue::U32(spec.embd));
+  w.Set(a + "block_count", GgufValue::U32(spec.num_layers));
+  w.Set(a + "feed_forward_length", GgufValue::U32(spec.ff));
+  w.Set(a + "attention.head_count", GgufValue::U32(spec.num_heads));
+  w.Set(a + "attention.head_count_kv", GgufValue::U32(spec.num_kv_heads));
+  w.Set(a + "attention.layer_norm_rms_epsilon", GgufValue::F32(spec.rms_eps));
+  if (spec.head_dim > 0) {
+    w.Set(a + "attention.key_length", GgufValue::U32(head_dim));
+    w.Set(a + "attention.value_length", GgufValue::U32(head_dim));
+  }
+  w.Set(a + "rope.dimension_count", GgufValue::U32(head_dim));
+  w.Set(a + "rope.freq_base", GgufValue::F32(spec.rope_freq_base));
+  w.Set(a + "vocab_size", GgufValue::U32(0));
+}
+
+}  // namespace
+
+Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
+  RETURN_IF_ERROR(ValidateModelSpec(spec));
+  GgufWriter w;
+  int vocab = spec.vocab;
+  const uint32_t head_dim = static_cast<uint32_t>(spec.HeadDim());
+
+  SetHparams(spec, w);
   if (!spec.tokenizer_json.empty()) {
     ASSIGN_OR_RETURN(vocab, SetHfTokenizerVocab({spec.tokenizer_json, spec.tokenizer_config,
                                                  spec.tokenizer_pre},
@@ -338,7 +403,7 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   }
   // Set after the vocabulary, so that it replaces a template vocab_from or tokenizer_config carried.
   if (spec.chat_template) w.Set("tokenizer.chat_template", GgufValue::String(*spec.chat_template));
-  w.Set("llama.vocab_size", GgufValue::U32(vocab));
+  w.Set(spec.arch + ".vocab_size", GgufValue::U32(vocab));
 
   // One seed per tensor, drawn in a fixed order from the spec's seed, so each tensor's values
   // do not depend on the sizes of the tensors before it.
@@ -358,12 +423,28 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   if (!spec.tie_output) {
     RETURN_IF_ERROR(add("output.weight", {embd, v}, spec.type, 0, MatrixStd(embd)));
   }
+  if (spec.rope_scaling == "llama3") {
+    // Computed, not random: it draws no seed, so the other tensors keep their values.
+    const std::vector<float> f = Llama3RopeFactors(spec);
+    std::vector<uint8_t> bytes(f.size() * sizeof(float));
+    std::memcpy(bytes.data(), f.data(), bytes.size());
+    RETURN_IF_ERROR(w.AddTensor("rope_freqs.weight", {f.size()}, TensorType::kF32, bytes));
+  }
   for (int i = 0; i < spec.num_layers; ++i) {
     const std::string blk = absl::StrCat("blk.", i, ".");
     RETURN_IF_ERROR(add(blk + "attn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
     RETURN_IF_ERROR(add(blk + "attn_q.weight", {embd, q_dim}, spec.type, 0, MatrixStd(embd)));
     RETURN_IF_ERROR(add(blk + "attn_k.weight", {embd, kv_dim}, spec.type, 0, MatrixStd(embd)));
     RETURN_IF_ERROR(add(blk + "attn_v.weight", {embd, kv_dim}, spec.type, 0, MatrixStd(embd)));
+    if (spec.arch == "qwen2") {
+      RETURN_IF_ERROR(add(blk + "attn_q.bias", {q_dim}, TensorType::kF32, 0, kBiasStd));
+      RETURN_IF_ERROR(add(blk + "attn_k.bias", {kv_dim}, TensorType::kF32, 0, kBiasStd));
+      RETURN_IF_ERROR(add(blk + "attn_v.bias", {kv_dim}, TensorType::kF32, 0, kBiasStd));
+    }
+    if (spec.arch == "qwen3") {
+      RETURN_IF_ERROR(add(blk + "attn_q_norm.weight", {head_dim}, TensorType::kF32, 1, kNormStd));
+      RETURN_IF_ERROR(add(blk + "attn_k_norm.weight", {head_dim}, TensorType::kF32, 1, kNormStd));
+    }
     RETURN_IF_ERROR(add(blk + "attn_output.weight", {q_dim, embd}, spec.type, 0, MatrixStd(q_dim)));
     RETURN_IF_ERROR(add(blk + "ffn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
     RETURN_IF_ERROR(add(blk + "ffn_gate.weight", {embd, ff}, spec.type, 0, MatrixStd(embd)));

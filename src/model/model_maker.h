@@ -1,7 +1,8 @@
-// Writes llama-architecture GGUF models with seeded random weights, for tests, benchmarks and
-// `prefixd make-model`. The output is a function of the spec alone: the same ModelSpec gives
-// the same bytes on every machine (the generator uses integer arithmetic and exactly rounded
-// float operations only, no libm).
+// Writes llama-family (llama, qwen2, qwen3) GGUF models with seeded random weights, for tests,
+// benchmarks and `prefixd make-model`. The output is a function of the spec alone: the same
+// ModelSpec gives the same bytes on every machine (the generator uses integer arithmetic and
+// exactly rounded float operations only; the one libm call, pow for Llama 3 RoPE divisors, is
+// correctly rounded in glibc).
 //
 // Thread safety: WriteRandomModel is reentrant; it shares no state between calls.
 #pragma once
@@ -16,7 +17,9 @@
 namespace prefixd {
 
 struct ModelSpec {
-  std::string arch = "llama";  // only "llama" is supported
+  // "llama", "qwen2" (adds Q/K/V biases) or "qwen3" (adds per-head Q/K RMS norms). Metadata
+  // keys take the architecture as prefix (qwen2.embedding_length, ...).
+  std::string arch = "llama";
   int num_layers = 2;
   int embd = 64;
   int num_heads = 4;
@@ -45,13 +48,27 @@ struct ModelSpec {
   bool tie_output = false;  // no output.weight: the output projection reuses token_embd
   float rope_freq_base = 10000;
   float rms_eps = 1e-5f;
+  // Head size; 0 means embd / num_heads. Any other value is written as
+  // {arch}.attention.key_length / value_length (qwen3: 128 with embd 1024 and 16 heads).
+  int head_dim = 0;
+  // "" for none, or "llama3": Llama 3.1+ RoPE scaling written as a rope_freqs.weight tensor
+  // of per-frequency divisors, computed from the four values below the way llama.cpp's
+  // HF converter computes it from config.json's rope_scaling.
+  std::string rope_scaling;
+  float rope_scaling_factor = 8.0f;
+  float rope_low_freq_factor = 1.0f;
+  float rope_high_freq_factor = 4.0f;
+  int rope_original_ctx = 8192;
+
+  int HeadDim() const { return head_dim > 0 ? head_dim : embd / num_heads; }
 };
 
 // The smallest synthetic vocabulary: <unk>, <s>, </s>, 256 byte tokens and a few pieces.
 inline constexpr int kMinSyntheticVocab = 259 + 8;
 
-// Checks `spec`: positive sizes, num_heads divides embd into an even head size, num_kv_heads
-// divides num_heads, a supported type and architecture, a large enough synthetic vocabulary.
+// Checks `spec`: positive sizes, an even head size (num_heads divides embd unless head_dim is
+// given), num_kv_heads divides num_heads, a supported type, architecture and RoPE scaling, a
+// large enough synthetic vocabulary.
 // InvalidArgument naming the offending field otherwise.
 Status ValidateModelSpec(const ModelSpec& spec);
 
@@ -79,10 +96,14 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length);
 //   blk.i.ffn_gate.weight    {embd, ff}             type
 //   blk.i.ffn_up.weight      {embd, ff}             type
 //   blk.i.ffn_down.weight    {ff, embd}             type
+//   rope_freqs.weight        {hd/2}                 F32    (rope_scaling "llama3" only)
+//   blk.i.attn_q.bias        {heads*hd}             F32    (qwen2 only; also k, v)
+//   blk.i.attn_q_norm.weight {hd}                   F32    (qwen3 only; also k)
 //
 // Weights are approximately normal (sums of uniforms, bounded at 3.46 std): every matrix
 // N(0, 1 / row length), so each projection keeps its input's scale and the logits have std ~1;
-// norm weights 1 + N(0, 0.02). Each tensor has its own seed, drawn from `seed` in file order.
+// norm weights 1 + N(0, 0.02); biases N(0, 0.5), large enough to matter. Each tensor has its
+// own seed, drawn from `seed` in file order.
 //
 // Errors: InvalidArgument for a bad spec (see ValidateModelSpec) or a vocab_from file whose
 // vocabulary is larger than `vocab` or lacks tokenizer.ggml.tokens; the reader's error when

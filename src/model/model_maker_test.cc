@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <cstring>
@@ -177,6 +178,92 @@ TEST_F(ModelMakerTest, ModelLoadAcceptsWrittenModels) {
   }
 }
 
+// qwen2 adds Q/K/V biases under qwen2.* keys; the loader reads them back.
+TEST_F(ModelMakerTest, Qwen2HasBiasesAndItsOwnKeyPrefix) {
+  ModelSpec spec = SmallSpec();
+  spec.arch = "qwen2";
+  spec.rope_freq_base = 1000000;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("q2.gguf")).ok());
+  auto file = GgufFile::Open(Path("q2.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->GetUint("qwen2.embedding_length").value(), 32u);
+  EXPECT_FLOAT_EQ((*file)->GetFloat("qwen2.rope.freq_base").value(), 1e6f);
+  EXPECT_EQ((*file)->Find("llama.embedding_length"), nullptr);
+  const GgufTensorInfo* bq = (*file)->FindTensor("blk.1.attn_q.bias");
+  const GgufTensorInfo* bk = (*file)->FindTensor("blk.1.attn_k.bias");
+  ASSERT_NE(bq, nullptr);
+  ASSERT_NE(bk, nullptr);
+  EXPECT_EQ(bq->dims, std::vector<uint64_t>{32});
+  EXPECT_EQ(bk->dims, std::vector<uint64_t>{16});
+  EXPECT_EQ((*file)->FindTensor("blk.0.attn_q_norm.weight"), nullptr);
+  auto model = Model::Load(Path("q2.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Hparams& h = (*model)->hparams();
+  EXPECT_TRUE(h.qkv_bias);
+  EXPECT_FALSE(h.qk_norm);
+  EXPECT_EQ(h.rope_style, RopeStyle::kNeox);
+  EXPECT_EQ(h.rope_freq_base, 1e6f);
+}
+
+// qwen3: per-head Q/K norms and a head size that is not embd / heads.
+TEST_F(ModelMakerTest, Qwen3HasQkNormsAndAnIndependentHeadSize) {
+  ModelSpec spec = SmallSpec();
+  spec.arch = "qwen3";
+  spec.head_dim = 16;  // 4 heads * 16 = 64 != embd 32
+  ASSERT_TRUE(WriteRandomModel(spec, Path("q3.gguf")).ok());
+  auto file = GgufFile::Open(Path("q3.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->GetUint("qwen3.attention.key_length").value(), 16u);
+  EXPECT_EQ((*file)->GetUint("qwen3.attention.value_length").value(), 16u);
+  EXPECT_EQ((*file)->FindTensor("blk.0.attn_q.weight")->dims, (std::vector<uint64_t>{32, 64}));
+  EXPECT_EQ((*file)->FindTensor("blk.0.attn_output.weight")->dims, (std::vector<uint64_t>{64, 32}));
+  EXPECT_EQ((*file)->FindTensor("blk.1.attn_k_norm.weight")->dims, std::vector<uint64_t>{16});
+  EXPECT_EQ((*file)->FindTensor("blk.0.attn_q.bias"), nullptr);
+  auto model = Model::Load(Path("q3.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Hparams& h = (*model)->hparams();
+  EXPECT_EQ(h.head_dim, 16);
+  EXPECT_EQ(h.q_dim(), 64);
+  EXPECT_EQ(h.kv_dim(), 32);
+  EXPECT_TRUE(h.qk_norm);
+  EXPECT_FALSE(h.qkv_bias);
+}
+
+// Llama 3.1 scaling: short wavelengths keep their frequency (divisor 1), wavelengths past
+// original_ctx / low_freq_factor are divided by the factor, those between blend.
+TEST_F(ModelMakerTest, Llama3RopeScalingWritesFrequencyDivisors) {
+  ModelSpec spec = SmallSpec();  // head size 8: wavelengths 2pi * 10000^(i/8), i = 0, 2, 4, 6
+  spec.rope_scaling = "llama3";
+  spec.rope_original_ctx = 64;  // high wavelength 16, low wavelength 64
+  ASSERT_TRUE(WriteRandomModel(spec, Path("l3.gguf")).ok());
+  auto file = GgufFile::Open(Path("l3.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufTensorInfo* info = (*file)->FindTensor("rope_freqs.weight");
+  ASSERT_NE(info, nullptr);
+  ASSERT_EQ(info->dims, std::vector<uint64_t>{4});
+  ASSERT_EQ(info->type, TensorType::kF32);
+  float f[4];
+  std::memcpy(f, (*file)->TensorData(*info).data(), sizeof(f));
+  EXPECT_EQ(f[0], 1.0f);  // wavelength 6.3
+  EXPECT_GT(f[1], 1.0f);  // wavelength 62.8: between, blended
+  EXPECT_LT(f[1], 8.0f);
+  EXPECT_EQ(f[2], 8.0f);  // wavelength 628
+  EXPECT_EQ(f[3], 8.0f);
+  auto model = Model::Load(Path("l3.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_TRUE((*model)->hparams().rope_freq_factors);
+  // Scaling is computed, not drawn: every other tensor keeps the bytes of the unscaled model.
+  ASSERT_TRUE(WriteRandomModel(SmallSpec(), Path("plain.gguf")).ok());
+  auto plain = GgufFile::Open(Path("plain.gguf"));
+  ASSERT_TRUE(plain.ok());
+  for (const auto& t : (*plain)->tensors()) {
+    const GgufTensorInfo* other = (*file)->FindTensor(t.name);
+    ASSERT_NE(other, nullptr) << t.name;
+    auto a = (*plain)->TensorData(t), b = (*file)->TensorData(*other);
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << t.name;
+  }
+}
+
 TEST_F(ModelMakerTest, SameSeedSameBytesDifferentSeedDifferentBytes) {
   ModelSpec spec = SmallSpec();
   ASSERT_TRUE(WriteRandomModel(spec, Path("a.gguf")).ok());
@@ -323,7 +410,17 @@ TEST_F(ModelMakerTest, RejectsBadSpecs) {
   expect_bad(s, "only f32, f16, bf16");
   s = SmallSpec();
   s.arch = "gpt2";
-  expect_bad(s, "arch");
+  expect_bad(s, "supported: llama, qwen2, qwen3");
+  s = SmallSpec();
+  s.head_dim = 7;
+  expect_bad(s, "is odd");
+  s = SmallSpec();
+  s.rope_scaling = "yarn";
+  expect_bad(s, "supported: llama3");
+  s = SmallSpec();
+  s.rope_scaling = "llama3";
+  s.rope_high_freq_factor = 0.5f;
+  expect_bad(s, "low < high");
   s = SmallSpec();
   s.embd = 1 << 20;
   s.num_heads = 1 << 10;

@@ -51,7 +51,12 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
       layout_(layout),
       pool_(options.num_threads),
       kv_(std::move(kv)),
-      num_blocks_(num_blocks) {}
+      num_blocks_(num_blocks) {
+  if (hp_.rope_freq_factors) {
+    rope_factors_.resize(hp_.rope_dims / 2);
+    cpu::RowToFloat(model.weights().rope_freqs, 0, rope_factors_.data());
+  }
+}
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
   return CheckForwardBatch(batch, hp_.vocab_size, layout_.block_size, num_blocks_);
@@ -108,6 +113,39 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
   });
 }
 
+// Q, K, V of every token from the normed activations h_, with what the architecture adds:
+// biases (qwen2), per-head RMS norms of Q and K (qwen3), then RoPE (with Llama 3 frequency
+// factors when the model has them). Every step is per token, so batch invariance holds.
+void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
+  const int64_t q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim();
+  const int hd = hp_.head_dim;
+  cpu::MatMul(lw.wq, h_.data(), n, q_.data(), pool_);
+  cpu::MatMul(lw.wk, h_.data(), n, k_.data(), pool_);
+  cpu::MatMul(lw.wv, h_.data(), n, v_.data(), pool_);
+  if (hp_.qkv_bias) {
+    cpu::AddBias(lw.bq, n, q_.data());
+    cpu::AddBias(lw.bk, n, k_.data());
+    cpu::AddBias(lw.bv, n, v_.data());
+  }
+  const float* factors = rope_factors_.empty() ? nullptr : rope_factors_.data();
+  pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t g = b; g < e; ++g) {
+      for (int hh = 0; hh < hp_.num_heads; ++hh) {
+        float* head = &q_[g * q_dim + hh * hd];
+        if (hp_.qk_norm) cpu::RmsNorm(head, lw.q_norm, hd, hp_.rms_eps, head);
+        cpu::Rope(head, hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
+                  hp_.rope_style, factors);
+      }
+      for (int hh = 0; hh < hp_.num_kv_heads; ++hh) {
+        float* head = &k_[g * kv_dim + hh * hd];
+        if (hp_.qk_norm) cpu::RmsNorm(head, lw.k_norm, hd, hp_.rms_eps, head);
+        cpu::Rope(head, hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
+                  hp_.rope_style, factors);
+      }
+    }
+  });
+}
+
 Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   RETURN_IF_ERROR(Validate(batch));
   const ModelWeights& w = model_.weights();
@@ -140,21 +178,7 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.attn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    cpu::MatMul(lw.wq, h_.data(), n, q_.data(), pool_);
-    cpu::MatMul(lw.wk, h_.data(), n, k_.data(), pool_);
-    cpu::MatMul(lw.wv, h_.data(), n, v_.data(), pool_);
-    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
-      for (int64_t g = b; g < e; ++g) {
-        for (int hh = 0; hh < hp_.num_heads; ++hh) {
-          cpu::Rope(&q_[g * q_dim + hh * hp_.head_dim], hp_.rope_dims, slots_[g].pos,
-                    hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope_style);
-        }
-        for (int hh = 0; hh < hp_.num_kv_heads; ++hh) {
-          cpu::Rope(&k_[g * kv_dim + hh * hp_.head_dim], hp_.rope_dims, slots_[g].pos,
-                    hp_.rope_freq_base, hp_.rope_freq_scale, hp_.rope_style);
-        }
-      }
-    });
+    ProjectQkv(lw, n);
     StoreKv(layer, batch);
     Attention(layer, batch);
     cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_);

@@ -1,5 +1,5 @@
-// CpuBackend: the llama forward pass on the CPU, over weights used in place from the model's
-// memory map and a KV pool in RAM.
+// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3) on the CPU, over weights
+// used in place from the model's memory map and a KV pool in RAM.
 //
 // Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
 #pragma once
@@ -40,6 +40,7 @@ class CpuBackend : public Backend {
   };
   Status Validate(const ForwardBatch& batch) const;
   uint8_t* BlockData(BlockId b) const { return kv_.get() + b.value() * layout_.BlockBytes(); }
+  void ProjectQkv(const LayerWeights& lw, int64_t n);
   void StoreKv(int layer, const ForwardBatch& batch);
   void Attention(int layer, const ForwardBatch& batch);
 
@@ -49,6 +50,7 @@ class CpuBackend : public Backend {
   ThreadPool pool_;
   KvBuffer kv_;  // num_blocks_ blocks of layout_.BlockBytes()
   int num_blocks_;
+  std::vector<float> rope_factors_;  // Llama 3 RoPE frequency divisors; empty when none
 
   // Scratch, sized per step: activations of every token of the batch.
   std::vector<TokenSlot> slots_;

@@ -134,14 +134,16 @@ void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* 
 }
 
 void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
-          RopeStyle style) {
+          RopeStyle style, const float* freq_factors) {
   // theta_i = pos * base^(-2i/d), built by repeated multiplication in float as ggml does, so
   // that positions agree with llama.cpp to the last bit where possible.
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rope_dims));
   float theta = static_cast<float>(pos);
   const int half = rope_dims / 2;
   for (int i = 0; i < half; ++i) {
-    const float angle = theta * freq_scale;
+    // Divide, then scale, in ggml's order; dividing by 1 is exact, so a model without
+    // factors gets the same bits as before they existed.
+    const float angle = (freq_factors ? theta / freq_factors[i] : theta) * freq_scale;
     const float c = std::cos(angle), s = std::sin(angle);
     const int a = style == RopeStyle::kNormal ? 2 * i : i;
     const int b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
@@ -149,6 +151,21 @@ void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_s
     head[a] = x0 * c - x1 * s;
     head[b] = x0 * s + x1 * c;
     theta *= theta_scale;
+  }
+}
+
+void AddBias(const Weight& bias, int64_t num_tokens, float* y) {
+  const int64_t n = bias.cols;
+  if (bias.type == TensorType::kF32) {
+    const float* b = reinterpret_cast<const float*>(bias.data);
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      for (int64_t r = 0; r < n; ++r) y[t * n + r] += b[r];
+    }
+  } else {
+    const uint16_t* b = reinterpret_cast<const uint16_t*>(bias.data);
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      for (int64_t r = 0; r < n; ++r) y[t * n + r] += HalfToFloat(b[r]);
+    }
   }
 }
 

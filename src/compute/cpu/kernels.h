@@ -17,9 +17,14 @@ void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, Threa
 // double, in order, as ggml does.
 void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* out);
 
-// Rotates the first `rope_dims` dims of one head vector in place for position `pos`.
+// Rotates the first `rope_dims` dims of one head vector in place for position `pos`. The
+// angle of pair i is freq_scale * pos * freq_base^(-2i / rope_dims) / freq_factors[i];
+// `freq_factors` (rope_dims / 2 divisors, Llama 3.1+ scaling) may be null, meaning all 1.
 void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
-          RopeStyle style);
+          RopeStyle style, const float* freq_factors = nullptr);
+
+// y[t * bias.cols + r] += bias[r] for t < num_tokens (the Q/K/V biases of qwen2).
+void AddBias(const Weight& bias, int64_t num_tokens, float* y);
 
 // Row `row` of a matrix of any supported weight type as floats (embedding lookup).
 void RowToFloat(const Weight& w, int64_t row, float* out);

@@ -375,6 +375,14 @@ StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const Model& model,
         "the CUDA backend runs the llama architecture; this model is '", hp.arch,
         "' (use --backend cpu)"));
   }
+  // Its kernels have no Q/K/V bias add and no RoPE frequency divisors yet: running such a
+  // llama model would be silently wrong, so it is refused.
+  if (hp.qkv_bias || hp.qk_norm || hp.rope_freq_factors) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the CUDA backend does not yet run llama models with ",
+        hp.qkv_bias ? "Q/K/V biases" : hp.qk_norm ? "Q/K norms" : "Llama 3 RoPE scaling",
+        " (use --backend cpu)"));
+  }
   KvLayout layout;
   layout.num_layers = hp.num_layers;
   layout.kv_dim = hp.kv_dim();

@@ -1,0 +1,72 @@
+// The per-token kernels the architectures switch on: RoPE with Llama 3 frequency divisors and
+// the Q/K/V bias add.
+#include "compute/cpu/kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace prefixd::cpu {
+namespace {
+
+std::vector<float> RandomHead(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// A model without rope_freqs.weight must keep the exact bits it had before divisors existed.
+TEST(Rope, UnitFrequencyFactorsChangeNoBit) {
+  const std::vector<float> ones(32, 1.0f);
+  for (RopeStyle style : {RopeStyle::kNormal, RopeStyle::kNeox}) {
+    for (int64_t pos : {0, 1, 17, 1000, 100000}) {
+      std::vector<float> a = RandomHead(64, 3), b = a;
+      Rope(a.data(), 64, pos, 500000.0f, 1.0f, style, nullptr);
+      Rope(b.data(), 64, pos, 500000.0f, 1.0f, style, ones.data());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << pos;
+    }
+  }
+}
+
+// Divisors act per frequency pair: dividing every one by 4 is linear scaling by 1/4, and a
+// divisor touches only its own pair (NeoX pairs i and i + d/2).
+TEST(Rope, FrequencyFactorsDivideTheirOwnPairsAngle) {
+  const std::vector<float> fours(8, 4.0f);
+  std::vector<float> a = RandomHead(16, 5), b = a;
+  Rope(a.data(), 16, 321, 10000.0f, 1.0f, RopeStyle::kNeox, fours.data());
+  Rope(b.data(), 16, 321, 10000.0f, 0.25f, RopeStyle::kNeox, nullptr);
+  for (int i = 0; i < 16; ++i) EXPECT_NEAR(a[i], b[i], 1e-5) << i;
+
+  std::vector<float> one_changed(8, 1.0f);
+  one_changed[3] = 8.0f;
+  std::vector<float> c = RandomHead(16, 6), d = c;
+  Rope(c.data(), 16, 99, 10000.0f, 1.0f, RopeStyle::kNeox, one_changed.data());
+  Rope(d.data(), 16, 99, 10000.0f, 1.0f, RopeStyle::kNeox, nullptr);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 3 || i == 11) {
+      EXPECT_NE(c[i], d[i]) << i;
+    } else {
+      EXPECT_EQ(c[i], d[i]) << i;
+    }
+  }
+}
+
+TEST(AddBias, AddsTheSameVectorToEveryToken) {
+  const std::vector<float> bias = {0.5f, -1.0f, 2.0f};
+  Weight w;
+  w.type = TensorType::kF32;
+  w.cols = 3;
+  w.rows = 1;
+  w.data = reinterpret_cast<const uint8_t*>(bias.data());
+  std::vector<float> y = {1, 1, 1, 10, 20, 30};
+  AddBias(w, 2, y.data());
+  EXPECT_EQ(y, (std::vector<float>{1.5f, 0.0f, 3.0f, 10.5f, 19.0f, 32.0f}));
+}
+
+}  // namespace
+}  // namespace prefixd::cpu

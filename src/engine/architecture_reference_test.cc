@@ -1,0 +1,290 @@
+// The engine's logits against an independent, straightforward forward pass: double
+// precision, plain loops, no paging, no SIMD, hyper-parameters and weights read from the GGUF
+// with the reader alone (not through Model). It pins what each architecture adds to llama:
+// qwen2's Q/K/V biases and NeoX RoPE, qwen3's per-head Q/K norms and independent head size,
+// Llama 3.1's RoPE frequency divisors.
+//
+// Metric, per position: max_j |engine_j - ref_j| / max_j |ref_j| over the vocabulary, at most
+// 1e-4. F32 weights and F32 KV, so the only differences are float-vs-double rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/fp16.h"
+#include "engine/engine.h"
+#include "engine/test_models.h"
+#include "model/gguf_file.h"
+
+namespace prefixd {
+namespace {
+
+using Vec = std::vector<double>;
+
+// What the reference may leave out, for the negative controls.
+enum class Drop { kNothing, kBiases, kQkNorms, kRopeFactors };
+
+// A matrix or vector of the GGUF as doubles, row-major: rows() rows of cols() each.
+struct Tensor {
+  std::vector<double> v;
+  int64_t cols = 0;
+  bool present = false;
+  int64_t rows() const { return cols ? static_cast<int64_t>(v.size()) / cols : 0; }
+  const double* Row(int64_t r) const { return v.data() + r * cols; }
+};
+
+Tensor Read(const GgufFile& f, const std::string& name) {
+  Tensor t;
+  const GgufTensorInfo* info = f.FindTensor(name);
+  if (info == nullptr) return t;
+  t.present = true;
+  t.cols = static_cast<int64_t>(info->dims[0]);
+  auto bytes = f.TensorData(*info);
+  const size_t n = info->num_elements;
+  t.v.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (info->type == TensorType::kF32) {
+      float x;
+      std::memcpy(&x, bytes.data() + 4 * i, 4);
+      t.v[i] = x;
+    } else {
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 2 * i, 2);
+      t.v[i] = HalfToFloat(h);
+    }
+  }
+  return t;
+}
+
+Vec MatVec(const Tensor& w, const Vec& x) {
+  Vec y(w.rows(), 0.0);
+  for (int64_t r = 0; r < w.rows(); ++r) {
+    for (int64_t c = 0; c < w.cols; ++c) y[r] += w.Row(r)[c] * x[c];
+  }
+  return y;
+}
+
+// RMS norm of x[off, off + n) in place, times weight.
+void RmsNorm(Vec& x, size_t off, size_t n, const Tensor& weight, double eps) {
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += x[off + i] * x[off + i];
+  const double scale = 1.0 / std::sqrt(ss / n + eps);
+  for (size_t i = 0; i < n; ++i) x[off + i] = x[off + i] * scale * weight.v[i];
+}
+
+class Reference {
+ public:
+  explicit Reference(const GgufFile& f) : f_(f) {
+    arch_ = *f.GetString("general.architecture");
+    embd_ = Uint("embedding_length");
+    layers_ = Uint("block_count");
+    heads_ = Uint("attention.head_count");
+    kv_heads_ = Uint("attention.head_count_kv");
+    head_dim_ =
+        f.Find(arch_ + ".attention.key_length") ? Uint("attention.key_length") : embd_ / heads_;
+    rope_dims_ = Uint("rope.dimension_count");
+    base_ = *f.GetFloat(arch_ + ".rope.freq_base");
+    eps_ = *f.GetFloat(arch_ + ".attention.layer_norm_rms_epsilon");
+    neox_ = arch_ != "llama";
+    rope_freqs_ = Read(f, "rope_freqs.weight");
+  }
+
+  // Logits of every position of `tokens`, computed from scratch, leaving out `drop` (the
+  // negative controls showing that the metric notices a missing piece).
+  std::vector<Vec> Logits(const std::vector<int32_t>& tokens, Drop drop = Drop::kNothing) const {
+    const Tensor embd = Read(f_, "token_embd.weight");
+    const size_t n = tokens.size();
+    std::vector<Vec> x(n);
+    for (size_t t = 0; t < n; ++t) x[t].assign(embd.Row(tokens[t]), embd.Row(tokens[t]) + embd_);
+    for (int l = 0; l < layers_; ++l) Layer(l, drop, x);
+    const Tensor norm = Read(f_, "output_norm.weight");
+    Tensor out = Read(f_, "output.weight");
+    if (!out.present) out = embd;
+    std::vector<Vec> logits;
+    for (size_t t = 0; t < n; ++t) {
+      Vec h = x[t];
+      RmsNorm(h, 0, embd_, norm, eps_);
+      logits.push_back(MatVec(out, h));
+    }
+    return logits;
+  }
+
+ private:
+  int Uint(const std::string& key) const {
+    return static_cast<int>(*f_.GetUint(arch_ + "." + key));
+  }
+  Tensor Blk(int l, const std::string& name) const {
+    return Read(f_, "blk." + std::to_string(l) + "." + name);
+  }
+
+  void Rope(double* head, int64_t pos, Drop drop) const {
+    const int half = rope_dims_ / 2;
+    for (int i = 0; i < half; ++i) {
+      double theta = pos * std::pow(base_, -2.0 * i / rope_dims_);
+      if (rope_freqs_.present && drop != Drop::kRopeFactors) theta /= rope_freqs_.v[i];
+      const int a = neox_ ? i : 2 * i, b = neox_ ? i + half : 2 * i + 1;
+      const double x0 = head[a], x1 = head[b];
+      head[a] = x0 * std::cos(theta) - x1 * std::sin(theta);
+      head[b] = x0 * std::sin(theta) + x1 * std::cos(theta);
+    }
+  }
+
+  void Layer(int l, Drop drop, std::vector<Vec>& x) const {
+    const size_t n = x.size();
+    const Tensor wq = Blk(l, "attn_q.weight"), wk = Blk(l, "attn_k.weight"),
+                 wv = Blk(l, "attn_v.weight"), wo = Blk(l, "attn_output.weight");
+    const Tensor bq = Blk(l, "attn_q.bias"), bk = Blk(l, "attn_k.bias"), bv = Blk(l, "attn_v.bias");
+    const Tensor qn = Blk(l, "attn_q_norm.weight"), kn = Blk(l, "attn_k_norm.weight");
+    std::vector<Vec> q(n), k(n), v(n);
+    for (size_t t = 0; t < n; ++t) {
+      Vec h = x[t];
+      RmsNorm(h, 0, embd_, Blk(l, "attn_norm.weight"), eps_);
+      q[t] = MatVec(wq, h);
+      k[t] = MatVec(wk, h);
+      v[t] = MatVec(wv, h);
+      if (bq.present && drop != Drop::kBiases) {
+        for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq.v[i];
+        for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += bk.v[i];
+        for (size_t i = 0; i < v[t].size(); ++i) v[t][i] += bv.v[i];
+      }
+      for (int hh = 0; hh < heads_; ++hh) {
+        if (qn.present && drop != Drop::kQkNorms) {
+          RmsNorm(q[t], hh * head_dim_, head_dim_, qn, eps_);
+        }
+        Rope(&q[t][hh * head_dim_], static_cast<int64_t>(t), drop);
+      }
+      for (int hh = 0; hh < kv_heads_; ++hh) {
+        if (kn.present && drop != Drop::kQkNorms) {
+          RmsNorm(k[t], hh * head_dim_, head_dim_, kn, eps_);
+        }
+        Rope(&k[t][hh * head_dim_], static_cast<int64_t>(t), drop);
+      }
+    }
+    const Tensor gate = Blk(l, "ffn_gate.weight"), up = Blk(l, "ffn_up.weight"),
+                 down = Blk(l, "ffn_down.weight");
+    for (size_t t = 0; t < n; ++t) {
+      Vec attn(heads_ * head_dim_, 0.0);
+      for (int hh = 0; hh < heads_; ++hh) {
+        const int kvh = hh / (heads_ / kv_heads_);
+        std::vector<double> p(t + 1);
+        double max_s = -1e300, sum = 0;
+        for (size_t j = 0; j <= t; ++j) {
+          double s = 0;
+          for (int d = 0; d < head_dim_; ++d) {
+            s += q[t][hh * head_dim_ + d] * k[j][kvh * head_dim_ + d];
+          }
+          p[j] = s / std::sqrt(static_cast<double>(head_dim_));
+          max_s = std::max(max_s, p[j]);
+        }
+        for (double& s : p) sum += (s = std::exp(s - max_s));
+        for (size_t j = 0; j <= t; ++j) {
+          for (int d = 0; d < head_dim_; ++d) {
+            attn[hh * head_dim_ + d] += p[j] / sum * v[j][kvh * head_dim_ + d];
+          }
+        }
+      }
+      const Vec o = MatVec(wo, attn);
+      for (int i = 0; i < embd_; ++i) x[t][i] += o[i];
+      Vec h = x[t];
+      RmsNorm(h, 0, embd_, Blk(l, "ffn_norm.weight"), eps_);
+      Vec g = MatVec(gate, h);
+      const Vec u = MatVec(up, h);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+      const Vec d = MatVec(down, g);
+      for (int i = 0; i < embd_; ++i) x[t][i] += d[i];
+    }
+  }
+
+  const GgufFile& f_;
+  std::string arch_;
+  int embd_, layers_, heads_, kv_heads_, head_dim_, rope_dims_;
+  double base_, eps_;
+  bool neox_;
+  Tensor rope_freqs_;
+};
+
+// Logits of every prompt position from the engine (F32 KV, prefill chunks of 16).
+std::vector<float> EngineLogits(const Model& model, const std::vector<int32_t>& tokens) {
+  EngineOptions eo;
+  eo.kv_dtype = KvDtype::kF32;
+  eo.max_chunk_tokens = 16;
+  eo.context_length = 128;
+  auto engine = Engine::Create(model, -1, eo);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  GenerateRequest req;
+  req.prompt = tokens;
+  req.max_tokens = 1;
+  req.record_logits = true;
+  auto id = (*engine)->Add(req);
+  EXPECT_TRUE(id.ok()) << id.status();
+  while ((*engine)->HasWork()) EXPECT_TRUE((*engine)->Step().ok());
+  auto seq = (*engine)->TakeFinished(*id);
+  EXPECT_NE(seq, nullptr);
+  return seq->logits;
+}
+
+// The largest per-position error, max_j |a_j - ref_j| / max_j |ref_j|.
+double MaxRelativeError(const std::vector<float>& engine, const std::vector<Vec>& ref) {
+  double worst = 0;
+  const size_t vocab = ref[0].size();
+  for (size_t t = 0; t < ref.size(); ++t) {
+    double diff = 0, scale = 0;
+    for (size_t j = 0; j < vocab; ++j) {
+      diff = std::max(diff, std::abs(engine[t * vocab + j] - ref[t][j]));
+      scale = std::max(scale, std::abs(ref[t][j]));
+    }
+    worst = std::max(worst, diff / scale);
+  }
+  return worst;
+}
+
+ModelSpec ReferenceSpec(const std::string& arch) {
+  ModelSpec spec = SmallArchSpec(arch);
+  spec.embd = 128;  // 4 heads of 32 (qwen3: of 64), 2 KV heads
+  spec.ff = 256;
+  if (arch == "qwen3") spec.head_dim = 64;
+  if (arch == "llama3") spec.rope_original_ctx = 32;  // divisors matter within 40 positions
+  return spec;
+}
+
+std::vector<int32_t> Prompt() {
+  std::mt19937 rng(5);
+  std::vector<int32_t> tokens(40);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 320);
+  return tokens;
+}
+
+class ArchitectureReference : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ArchitectureReference, EngineLogitsMatchADoublePrecisionForwardPass) {
+  const std::string arch = GetParam();
+  auto model = MakeTestModel(ReferenceSpec(arch), "ref-" + arch);
+  const std::vector<int32_t> tokens = Prompt();
+  const std::vector<float> got = EngineLogits(*model, tokens);
+  ASSERT_EQ(got.size(), tokens.size() * 320);
+  const Reference ref(model->gguf());
+  const double err = MaxRelativeError(got, ref.Logits(tokens));
+  EXPECT_LE(err, 1e-4) << arch;
+  std::printf("%s: max relative error %.3g\n", arch.c_str(), err);
+  // Negative control: without the architecture's own piece the reference is far off, so the
+  // bound above would catch a forward pass that ignored it.
+  const Drop piece = arch == "qwen2"    ? Drop::kBiases
+                     : arch == "qwen3"  ? Drop::kQkNorms
+                     : arch == "llama3" ? Drop::kRopeFactors
+                                        : Drop::kNothing;
+  if (piece != Drop::kNothing) {
+    const double without = MaxRelativeError(got, ref.Logits(tokens, piece));
+    std::printf("%s: without its own piece %.3g\n", arch.c_str(), without);
+    EXPECT_GT(without, 1e-2) << arch;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, ArchitectureReference,
+                         ::testing::Values("qwen2", "qwen3", "llama3", "llama"));
+
+}  // namespace
+}  // namespace prefixd
