@@ -56,9 +56,15 @@ TierController::TierController(const TierOptions& options, std::vector<uint8_t> 
       block_size_(block_size),
       io_(io),
       pool_(pool),
-      tails_(options.partial_max_entries),
+      tails_(options.partial_supported ? options.partial_max_entries : 0),
+      partial_supported_(options.partial_supported),
       scope_(options.scope, options.min_tokens),
-      max_pending_writes_(options.max_pending_writes) {}
+      max_pending_writes_(options.max_pending_writes) {
+  if (!options.partial_supported && options.partial_max_entries > 0) {
+    spdlog::warn("partial tails are off: this model's KV cache cannot be sliced per token "
+                 "(sliding-window or recurrent layers); --mru-partial-max-entries is ignored");
+  }
+}
 
 TierController::~TierController() {
   disk_writer_.reset();
@@ -502,6 +508,7 @@ TierControllerStats TierController::stats() const {
     s.remote_health = remote_->Health();
   }
   s.partial = tails_.stats();
+  s.partial.supported = partial_supported_;
   s.offloaded_blocks = offloaded_.load(std::memory_order_relaxed);
   s.onboarded_blocks = onboarded_.load(std::memory_order_relaxed);
   if (disk_writer_) {

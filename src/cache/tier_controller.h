@@ -55,6 +55,9 @@ struct TierOptions {
   std::string disk_dir;    // empty: no disk tier
   int64_t disk_bytes = int64_t{10} << 30;
   int partial_max_entries = 4;  // 0 disables partial tails
+  // False for models whose KV cache cannot be sliced per token (sliding-window or recurrent
+  // layers): tails are refused, said once in the log, and stats report supported: false.
+  bool partial_supported = true;
   ScopeSpec scope;              // what the disk tier persists (--disk-prefix-cache)
   int64_t min_tokens = 0;       // --kv-cache-min-tokens
   // Shared remote tier (--remote-cache); absent: none. Written with the disk tier's scope.
@@ -217,6 +220,7 @@ class TierController {
   std::unique_ptr<TierStore> disk_;
   std::unique_ptr<RedisStore> remote_;
   PartialTailStore tails_;
+  const bool partial_supported_;
   ScopePolicy scope_;
   const int max_pending_writes_;
 

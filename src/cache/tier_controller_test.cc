@@ -103,6 +103,29 @@ TEST(TierController, FailedSpliceLeavesEverythingUntouched) {
   c.table.Release(pool);
 }
 
+// A model whose cache cannot be sliced per token keeps no tails and says so in its stats.
+TEST(TierController, UnsupportedModelRefusesTails) {
+  BlockPool pool(16);
+  FakeBlockIo io;
+  TierOptions o;
+  o.host_bytes = 1 << 20;
+  o.partial_max_entries = 4;
+  o.partial_supported = false;
+  auto tc = TierController::Create(o, {1, 2, 3}, BlockHashKind::kXxh3, kBs, &io, &pool);
+  ASSERT_TRUE(tc.ok()) << tc.status();
+  RadixTree tree(&pool, kBs);
+  Computed c = Prefill(io, pool, **tc);
+  tree.Insert("", std::span<const int32_t>(c.prompt).first(8), c.table.blocks());
+  c.table.Release(pool);
+  EXPECT_EQ((*tc)->Onboard(tree, "", c.prompt, 10).partial_tokens, 0);
+  const PartialTailStats p = (*tc)->stats().partial;
+  EXPECT_FALSE(p.supported);
+  EXPECT_EQ(p.max_entries, 0);
+  EXPECT_EQ(p.entries, 0);
+  EXPECT_EQ(p.stashes, 0);
+  EXPECT_TRUE(MakeController(&io, &pool)->stats().partial.supported);
+}
+
 TEST(TierController, MismatchingTailIsEvictedAndNothingSpliced) {
   BlockPool pool(16);
   FakeBlockIo io;

@@ -81,7 +81,8 @@ Status Engine::CreateCache(int max_cached_blocks) {
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);
   std::unique_ptr<TierController> tiers;
-  const TierOptions& to = options.tiers;
+  TierOptions to = options.tiers;
+  to.partial_supported = hp.kv_slices_per_token;
   if (options.prefix_cache &&
       (to.host_bytes > 0 || !to.disk_dir.empty() || to.remote || to.partial_max_entries > 0)) {
     ASSIGN_OR_RETURN(tiers, TierController::Create(to, co.fingerprint, co.hash, options.block_size,

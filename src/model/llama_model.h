@@ -50,7 +50,11 @@ struct Hparams {
   bool rope_freq_factors = false;
   float rms_eps = 1e-5f;
   bool qkv_bias = false;  // blk.N.attn_{q,k,v}.bias are added after the projections
-  bool qk_norm = false;   // blk.N.attn_{q,k}_norm.weight: per-head RMS norm before RoPE
+  bool qk_norm = false;
+  // Whether a prefix of any token length is a valid KV state (full attention in every layer:
+  // true for every architecture loaded today). Sliding-window or recurrent layers would make
+  // it false, and the cache then keeps no partial tails.
+  bool kv_slices_per_token = true;   // blk.N.attn_{q,k}_norm.weight: per-head RMS norm before RoPE
 
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }

@@ -40,6 +40,7 @@ struct PartialTailStats {
   int64_t tokens_saved = 0;
   int64_t entries = 0;
   int64_t max_entries = 0;
+  bool supported = true;  // false: the model's cache cannot be sliced per token
 };
 
 class PartialTailStore {

@@ -360,7 +360,8 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
     by_tier["partial"] = json{{"entries", p.entries},
                               {"max_entries", p.max_entries}, {"stashes", p.stashes},
                               {"hits", p.hits},             {"evictions", p.evictions},
-                              {"tokens_saved", p.tokens_saved}};
+                              {"tokens_saved", p.tokens_saved},
+                              {"supported", p.supported}};
     j["offloaded_blocks"] = t.offloaded_blocks;
     j["onboarded_blocks"] = t.onboarded_blocks;
   }

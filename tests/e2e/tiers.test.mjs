@@ -41,6 +41,7 @@ describe('lower cache tiers', { skip: skip ?? false }, () => {
       const stats = await srv.stats();
       assert.ok(stats.by_tier.host, 'host tier stats');
       assert.ok(stats.by_tier.disk, 'disk tier stats');
+      assert.equal(stats.by_tier.partial.supported, true, 'a llama model can slice its KV per token');
       assert.ok(stats.onboarded_blocks > 0);
       const metrics = (await srv.request('GET', '/metrics')).text;
       assert.equal(metricValue(metrics, 'prefixd_tier_onboarded_blocks_total'), stats.onboarded_blocks);
