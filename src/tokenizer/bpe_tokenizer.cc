@@ -1,4 +1,5 @@
 #include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <queue>
@@ -14,35 +15,6 @@ bool IsAddedType(TokenType type) {
          type == TokenType::kUnknown;
 }
 
-Status CheckVocab(const Vocab& vocab) {
-  const size_t n = vocab.tokens.size();
-  if (n == 0) return absl::InvalidArgumentError("byte-level BPE vocabulary has no tokens");
-  if (n > static_cast<size_t>(INT32_MAX)) {
-    return absl::InvalidArgumentError(absl::StrCat("vocabulary of ", n, " tokens is too large"));
-  }
-  if (vocab.token_types.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat("vocabulary has ", n, " tokens but ",
-                                                   vocab.token_types.size(), " token types"));
-  }
-  const std::pair<const char*, int32_t> ids[] = {{"bos", vocab.bos_id},
-                                                 {"eos", vocab.eos_id},
-                                                 {"eot", vocab.eot_id},
-                                                 {"unknown", vocab.unk_id},
-                                                 {"padding", vocab.pad_id}};
-  for (const auto& [what, id] : ids) {
-    if (id < -1 || id >= static_cast<int64_t>(n)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " token id ", id, " is out of range for a vocabulary of ", n, " tokens"));
-    }
-  }
-  if (vocab.add_bos && vocab.bos_id < 0) {
-    return absl::InvalidArgumentError("vocabulary asks to add BOS but has no BOS token id");
-  }
-  if (vocab.add_eos && vocab.eos_id < 0) {
-    return absl::InvalidArgumentError("vocabulary asks to add EOS but has no EOS token id");
-  }
-  return absl::OkStatus();
-}
 
 // A symbol of a word being merged: a token covering a run of the word's bytes, linked to its
 // neighbours. A symbol merged into its left neighbour is dead (id -1).
@@ -72,7 +44,7 @@ struct CandidateAfter {
 }  // namespace
 
 StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(Vocab vocab) {
-  RETURN_IF_ERROR(CheckVocab(vocab));
+  RETURN_IF_ERROR(CheckVocabBasics(vocab, "byte-level BPE"));
   ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre, PreTokenizer::Create(vocab.pre));
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer(std::move(vocab)));
   t->pre_ = std::move(pre);

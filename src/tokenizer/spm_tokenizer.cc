@@ -1,4 +1,5 @@
 #include "tokenizer/spm_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <queue>
@@ -107,35 +108,11 @@ struct BigramLess {
 
 StatusOr<std::unique_ptr<SpmTokenizer>> SpmTokenizer::Create(Vocab vocab) {
   const size_t n = vocab.tokens.size();
-  if (n == 0) return absl::InvalidArgumentError("SentencePiece vocabulary has no tokens");
-  if (n > static_cast<size_t>(INT32_MAX)) {
-    return absl::InvalidArgumentError(absl::StrCat("vocabulary of ", n, " tokens is too large"));
-  }
-  if (vocab.scores.size() != n) {
+  if (n > 0 && vocab.scores.size() != n) {
     return absl::InvalidArgumentError(
         absl::StrCat("vocabulary has ", n, " tokens but ", vocab.scores.size(), " scores"));
   }
-  if (vocab.token_types.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat("vocabulary has ", n, " tokens but ",
-                                                   vocab.token_types.size(), " token types"));
-  }
-  const std::pair<const char*, int32_t> ids[] = {{"bos", vocab.bos_id},
-                                                 {"eos", vocab.eos_id},
-                                                 {"eot", vocab.eot_id},
-                                                 {"unknown", vocab.unk_id},
-                                                 {"padding", vocab.pad_id}};
-  for (const auto& [what, id] : ids) {
-    if (id < -1 || id >= static_cast<int64_t>(n)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " token id ", id, " is out of range for a vocabulary of ", n, " tokens"));
-    }
-  }
-  if (vocab.add_bos && vocab.bos_id < 0) {
-    return absl::InvalidArgumentError("vocabulary asks to add BOS but has no BOS token id");
-  }
-  if (vocab.add_eos && vocab.eos_id < 0) {
-    return absl::InvalidArgumentError("vocabulary asks to add EOS but has no EOS token id");
-  }
+  RETURN_IF_ERROR(CheckVocabBasics(vocab, "SentencePiece"));
   for (size_t i = 0; i < n; ++i) {
     if (vocab.tokens[i].empty()) vocab.tokens[i] = absl::StrCat("[EMPTY_", i, "]");
   }

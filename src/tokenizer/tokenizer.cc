@@ -1,5 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/spm_tokenizer.h"
 
@@ -28,6 +30,36 @@ size_t IncompleteTail(const std::string& text) {
 }
 
 }  // namespace
+
+Status CheckVocabBasics(const Vocab& vocab, std::string_view kind) {
+  const size_t n = vocab.tokens.size();
+  if (n == 0) return absl::InvalidArgumentError(absl::StrCat(std::string(kind), " vocabulary has no tokens"));
+  if (n > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat("vocabulary of ", n, " tokens is too large"));
+  }
+  if (vocab.token_types.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat("vocabulary has ", n, " tokens but ",
+                                                   vocab.token_types.size(), " token types"));
+  }
+  const std::pair<const char*, int32_t> ids[] = {{"bos", vocab.bos_id},
+                                                 {"eos", vocab.eos_id},
+                                                 {"eot", vocab.eot_id},
+                                                 {"unknown", vocab.unk_id},
+                                                 {"padding", vocab.pad_id}};
+  for (const auto& [what, id] : ids) {
+    if (id < -1 || id >= static_cast<int64_t>(n)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " token id ", id, " is out of range for a vocabulary of ", n, " tokens"));
+    }
+  }
+  if (vocab.add_bos && vocab.bos_id < 0) {
+    return absl::InvalidArgumentError("vocabulary asks to add BOS but has no BOS token id");
+  }
+  if (vocab.add_eos && vocab.eos_id < 0) {
+    return absl::InvalidArgumentError("vocabulary asks to add EOS but has no EOS token id");
+  }
+  return absl::OkStatus();
+}
 
 StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(Vocab vocab) {
   switch (vocab.kind) {

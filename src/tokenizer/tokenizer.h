@@ -21,6 +21,11 @@ struct EncodeOptions {
   bool parse_special = true;    // text like "<s>" becomes the control token
 };
 
+// The checks every vocabulary kind makes: a token type per token, special ids in range (or -1),
+// BOS/EOS present when the vocabulary asks to add them. `kind` names it in the empty-vocabulary
+// error ("SentencePiece", "byte-level BPE").
+Status CheckVocabBasics(const Vocab& vocab, std::string_view kind);
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
