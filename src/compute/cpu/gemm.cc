@@ -2,115 +2,128 @@
 
 #include <immintrin.h>
 
+#include <array>
+#include <cstring>
+#include <utility>
+
 #include "base/cpu_features.h"
-#include "compute/cpu/dot.h"
 
 namespace prefixd::cpu {
 
 namespace {
 
-constexpr int kRows = 4;    // weight rows per micro-tile
-constexpr int kTokens = 2;  // tokens per micro-tile
+constexpr int kFoldDepth = 6;  // a binary counter over 32 leaves holds at most 5 partial tiles
 
-__attribute__((target("avx512f,avx2,fma"))) inline float Fold(__m512 a, __m512 b) {
-  // Same fold as dot.cc: [0,16)+[16,32), then [0,8)+[8,16), [0,4)+[4,8), [0,2)+[2,4), 0+1.
-  const __m512 m = _mm512_add_ps(a, b);
-  const __m256 n = _mm256_add_ps(_mm512_castps512_ps256(m),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(m), 1)));
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(n), _mm256_extractf128_ps(n, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// Leaf order of the fold: the canonical tree pairs lanes j and j + 16 first, then j and j + 8,
+// ... so with j = reverse of p's five bits, leaves p and p + 1 are siblings, and so on up.
+constexpr int kBitReversed[kGemmLanes] = {0, 16, 8, 24, 4, 20, 12, 28, 2, 18, 10, 26, 6, 22, 14, 30,
+                                          1, 17, 9, 25, 5, 21, 13, 29, 3, 19, 11, 27, 7, 23, 15, 31};
+
+// Lane j of a 32-row x NR-token tile, then folded into the partial tiles waiting on `stack`
+// (each 32 x NR floats, token-major: [t][32 rows]). NR is a template argument so that the 2 x NR
+// accumulators are named registers after unrolling, never an array in memory.
+template <int NR>
+__attribute__((target("avx512f,fma"), always_inline)) inline void LaneTile(
+    const float* wj, const float* xj, int64_t steps, float* stack, int* levels, int& depth) {
+  __m512 a0[NR], a1[NR];
+#pragma GCC unroll 12
+  for (int t = 0; t < NR; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
+  for (int64_t m = 0; m < steps; ++m) {
+    const __m512 w0 = _mm512_loadu_ps(wj + m * kGemmPanelRows);
+    const __m512 w1 = _mm512_loadu_ps(wj + m * kGemmPanelRows + 16);
+    const float* xm = xj + m * kGemmBlockTokens;
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; ++t) {
+      const __m512 b = _mm512_set1_ps(xm[t]);
+      a0[t] = _mm512_fmadd_ps(w0, b, a0[t]);
+      a1[t] = _mm512_fmadd_ps(w1, b, a1[t]);
+    }
+  }
+  // Merge with every finished sibling subtree: (left subtree) + (this one), as the fold adds.
+  int level = 0;
+  while (depth > 0 && levels[depth - 1] == level) {
+    const float* s = stack + (depth - 1) * kGemmPanelRows * NR;
+#pragma GCC unroll 12
+    for (int t = 0; t < NR; ++t) {
+      a0[t] = _mm512_add_ps(_mm512_loadu_ps(s + t * kGemmPanelRows), a0[t]);
+      a1[t] = _mm512_add_ps(_mm512_loadu_ps(s + t * kGemmPanelRows + 16), a1[t]);
+    }
+    --depth;
+    ++level;
+  }
+  float* s = stack + depth * kGemmPanelRows * NR;
+#pragma GCC unroll 12
+  for (int t = 0; t < NR; ++t) {
+    _mm512_storeu_ps(s + t * kGemmPanelRows, a0[t]);
+    _mm512_storeu_ps(s + t * kGemmPanelRows + 16, a1[t]);
+  }
+  levels[depth++] = level;
 }
 
-// One k-step of the tile for weight row R: both halves of 32 lanes, both tokens.
-#define PREFIXD_TILE_ROW(R, LOAD_W)                         \
-  {                                                         \
-    const __m512 w0 = LOAD_W(m0, w + R * cols + k);         \
-    const __m512 w1 = LOAD_W(m1, w + R * cols + k + 16);    \
-    a##R##0l = _mm512_fmadd_ps(w0, x0l, a##R##0l);          \
-    a##R##0h = _mm512_fmadd_ps(w1, x0h, a##R##0h);          \
-    a##R##1l = _mm512_fmadd_ps(w0, x1l, a##R##1l);          \
-    a##R##1h = _mm512_fmadd_ps(w1, x1h, a##R##1h);          \
+template <int NR>
+__attribute__((target("avx512f,fma"))) void PanelBlock(const float* panel, const float* block,
+                                                       int64_t steps, int num_rows, float* y,
+                                                       int64_t y_stride) {
+  alignas(64) float stack[kFoldDepth * kGemmPanelRows * NR];
+  int levels[kFoldDepth];
+  int depth = 0;
+  for (int p = 0; p < kGemmLanes; ++p) {
+    const int j = kBitReversed[p];
+    LaneTile<NR>(panel + j * steps * kGemmPanelRows, block + j * steps * kGemmBlockTokens, steps,
+                 stack, levels, depth);
   }
-#define PREFIXD_FULL_LOAD(mask, p) _mm512_loadu_ps(p)
-#define PREFIXD_MASK_LOAD(mask, p) _mm512_maskz_loadu_ps(mask, p)
-
-// A kRows x kTokens tile: two 16-lane accumulators per output (lanes [0,16) and [16,32)),
-// exactly as DotF32Avx512 keeps them. Written out by hand so that all 16 accumulators stay in
-// registers (arrays of vectors in loops end up in memory).
-__attribute__((target("avx512f,avx2,fma"))) void MicroTile(const float* w, int64_t cols,
-                                                           const float* x, float* y,
-                                                           int64_t y_stride) {
-  static_assert(kRows == 4 && kTokens == 2, "MicroTile is written out for 4 rows x 2 tokens");
-  __m512 a00l = _mm512_setzero_ps(), a00h = a00l, a01l = a00l, a01h = a00l;
-  __m512 a10l = a00l, a10h = a00l, a11l = a00l, a11h = a00l;
-  __m512 a20l = a00l, a20h = a00l, a21l = a00l, a21h = a00l;
-  __m512 a30l = a00l, a30h = a00l, a31l = a00l, a31h = a00l;
-  const float* x0 = x;
-  const float* x1 = x + cols;
-  int64_t k = 0;
-  const __mmask16 full = 0xffff;
-  for (; k + 32 <= cols; k += 32) {
-    const __mmask16 m0 = full, m1 = full;
-    (void)m0;
-    (void)m1;
-    const __m512 x0l = _mm512_loadu_ps(x0 + k), x0h = _mm512_loadu_ps(x0 + k + 16);
-    const __m512 x1l = _mm512_loadu_ps(x1 + k), x1h = _mm512_loadu_ps(x1 + k + 16);
-    PREFIXD_TILE_ROW(0, PREFIXD_FULL_LOAD)
-    PREFIXD_TILE_ROW(1, PREFIXD_FULL_LOAD)
-    PREFIXD_TILE_ROW(2, PREFIXD_FULL_LOAD)
-    PREFIXD_TILE_ROW(3, PREFIXD_FULL_LOAD)
+  // One tile is left, at level 5: the folded dots, [t][row].
+  for (int t = 0; t < NR; ++t) {
+    std::memcpy(y + t * y_stride, stack + t * kGemmPanelRows, sizeof(float) * num_rows);
   }
-  if (k < cols) {
-    const int64_t rem = cols - k;
-    const __mmask16 m0 = static_cast<__mmask16>(rem >= 16 ? 0xffff : (1u << rem) - 1);
-    const __mmask16 m1 = static_cast<__mmask16>(rem <= 16 ? 0 : (1u << (rem - 16)) - 1);
-    const __m512 x0l = _mm512_maskz_loadu_ps(m0, x0 + k);
-    const __m512 x0h = _mm512_maskz_loadu_ps(m1, x0 + k + 16);
-    const __m512 x1l = _mm512_maskz_loadu_ps(m0, x1 + k);
-    const __m512 x1h = _mm512_maskz_loadu_ps(m1, x1 + k + 16);
-    PREFIXD_TILE_ROW(0, PREFIXD_MASK_LOAD)
-    PREFIXD_TILE_ROW(1, PREFIXD_MASK_LOAD)
-    PREFIXD_TILE_ROW(2, PREFIXD_MASK_LOAD)
-    PREFIXD_TILE_ROW(3, PREFIXD_MASK_LOAD)
-  }
-  y[0] = Fold(a00l, a00h);
-  y[1] = Fold(a10l, a10h);
-  y[2] = Fold(a20l, a20h);
-  y[3] = Fold(a30l, a30h);
-  y[y_stride + 0] = Fold(a01l, a01h);
-  y[y_stride + 1] = Fold(a11l, a11h);
-  y[y_stride + 2] = Fold(a21l, a21h);
-  y[y_stride + 3] = Fold(a31l, a31h);
 }
-#undef PREFIXD_TILE_ROW
-#undef PREFIXD_FULL_LOAD
-#undef PREFIXD_MASK_LOAD
+
+using PanelBlockFn = void (*)(const float*, const float*, int64_t, int, float*, int64_t);
+
+template <int... N>
+constexpr auto MakePanelBlockTable(std::integer_sequence<int, N...>) {
+  return std::array<PanelBlockFn, sizeof...(N)>{&PanelBlock<N + 1>...};
+}
 
 }  // namespace
 
 bool HasBlockedGemm() {
   const CpuFeatures& f = GetCpuFeatures();
-  return f.avx512f && f.avx2 && f.fma;
+  return f.avx512f && f.fma;
 }
 
-void GemmF32Blocked(const float* w, int64_t num_rows, int64_t cols, const float* x,
-                    int64_t num_tokens, float* y, int64_t y_stride) {
-  const DotF32Fn dot = GetDotF32();
-  int64_t t = 0;
-  for (; t + kTokens <= num_tokens; t += kTokens) {
-    int64_t r = 0;
-    for (; r + kRows <= num_rows; r += kRows) {
-      MicroTile(w + r * cols, cols, x + t * cols, y + t * y_stride + r, y_stride);
-    }
-    for (; r < num_rows; ++r) {
-      for (int64_t u = t; u < t + kTokens; ++u) y[u * y_stride + r] = dot(w + r * cols, x + u * cols, cols);
+void ZeroPanel(int64_t cols, float* panel) {
+  std::memset(panel, 0, sizeof(float) * GemmPanelFloats(cols));
+}
+
+void PackPanelRow(const float* row, int64_t cols, int i, float* panel) {
+  const int64_t steps = GemmLaneSteps(cols);
+  for (int j = 0; j < kGemmLanes; ++j) {
+    float* out = panel + j * steps * kGemmPanelRows + i;
+    for (int64_t m = 0; m < steps; ++m) {
+      const int64_t k = j + m * kGemmLanes;
+      out[m * kGemmPanelRows] = k < cols ? row[k] : 0.0f;
     }
   }
-  for (; t < num_tokens; ++t) {
-    for (int64_t r = 0; r < num_rows; ++r) y[t * y_stride + r] = dot(w + r * cols, x + t * cols, cols);
+}
+
+void PackTokenBlock(const float* x, int64_t cols, int nt, float* block) {
+  const int64_t steps = GemmLaneSteps(cols);
+  std::memset(block, 0, sizeof(float) * GemmBlockFloats(cols));
+  for (int t = 0; t < nt; ++t) {
+    const float* row = x + t * cols;
+    for (int64_t k = 0; k < cols; ++k) {
+      const int64_t j = k % kGemmLanes, m = k / kGemmLanes;
+      block[(j * steps + m) * kGemmBlockTokens + t] = row[k];
+    }
   }
+}
+
+void GemmPanelBlock(const float* panel, const float* block, int64_t cols, int num_rows, int nt,
+                    float* y, int64_t y_stride) {
+  static constexpr auto kTable =
+      MakePanelBlockTable(std::make_integer_sequence<int, kGemmBlockTokens>());
+  kTable[nt - 1](panel, block, GemmLaneSteps(cols), num_rows, y, y_stride);
 }
 
 }  // namespace prefixd::cpu

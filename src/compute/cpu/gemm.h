@@ -1,20 +1,53 @@
-// Register-blocked matrix products for prefill: many tokens against the same weight rows.
+// Matrix products for prefill: many tokens against the same weight rows, at close to the
+// FMA units' peak.
 //
-// Each output element is reduced exactly as the dot products of dot.h reduce it (32 lanes,
-// the same fold), so a token's result is the same bits whether it went through this kernel
-// (prefill, several tokens) or through a single dot (decode, one token).
+// Each output element is reduced exactly as the dot products of dot.h reduce it (lane j of
+// 32 sums elements j, j + 32, j + 64, ... by FMA; the 32 lanes are folded pairwise), so a
+// token's result is the same bits whether it went through this kernel (prefill, several
+// tokens) or through a single dot (decode, one token).
+//
+// The trick that lets a BLIS-style kernel keep that order: lane j of every output is itself a
+// small matrix product over k = j + 32 m. Weights are packed lane-major (for each lane j and
+// step m, 32 consecutive rows), tokens the same way, and one register tile computes lane j of
+// 32 rows x 12 tokens with the rows in vector lanes and each token broadcast, the way BLIS
+// does. The 32 lane tiles are then folded in the canonical tree, leaf order bit-reversed so
+// that siblings finish one after the other and at most five partial tiles wait in L1.
 #pragma once
 
 #include <cstdint>
 
 namespace prefixd::cpu {
 
-// True when this CPU runs the blocked kernel (AVX-512F).
+inline constexpr int kGemmPanelRows = 32;    // weight rows per packed panel
+inline constexpr int kGemmBlockTokens = 12;  // tokens per packed block
+inline constexpr int kGemmLanes = 32;        // the canonical reduction's lanes
+
+// True when this CPU runs the packed kernel (AVX-512F).
 bool HasBlockedGemm();
 
-// y[t * y_stride + r] = dot(w + r * cols, x + t * cols) for r < num_rows, t < num_tokens,
-// with F32 weight rows. Precondition: HasBlockedGemm().
-void GemmF32Blocked(const float* w, int64_t num_rows, int64_t cols, const float* x,
-                    int64_t num_tokens, float* y, int64_t y_stride);
+// Steps m per lane for rows of `cols` elements: ceil(cols / 32).
+inline int64_t GemmLaneSteps(int64_t cols) { return (cols + kGemmLanes - 1) / kGemmLanes; }
+
+// Floats in one packed panel / one packed token block of rows `cols` long.
+inline int64_t GemmPanelFloats(int64_t cols) {
+  return int64_t{kGemmLanes} * GemmLaneSteps(cols) * kGemmPanelRows;
+}
+inline int64_t GemmBlockFloats(int64_t cols) {
+  return int64_t{kGemmLanes} * GemmLaneSteps(cols) * kGemmBlockTokens;
+}
+
+// Writes row `i` (< kGemmPanelRows) of a panel: panel[(j * steps + m) * 32 + i] = row[j + 32 m],
+// zero past `cols`. Rows never written must be zeroed by ZeroPanel (their outputs are dropped).
+void PackPanelRow(const float* row, int64_t cols, int i, float* panel);
+void ZeroPanel(int64_t cols, float* panel);
+
+// Packs tokens x[0 .. nt) (nt <= kGemmBlockTokens, each `cols` floats) as
+// block[(j * steps + m) * 12 + t] = x[t][j + 32 m], zero past `cols`.
+void PackTokenBlock(const float* x, int64_t cols, int nt, float* block);
+
+// y[t * y_stride + i] = dot(row i, token t) for i < num_rows (<= 32), t < nt, from a packed
+// panel and block. Precondition: HasBlockedGemm().
+void GemmPanelBlock(const float* panel, const float* block, int64_t cols, int num_rows, int nt,
+                    float* y, int64_t y_stride);
 
 }  // namespace prefixd::cpu

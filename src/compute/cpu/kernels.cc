@@ -43,35 +43,57 @@ void MatMulDequantRows(const Weight& w, const float* x, int64_t num_tokens, floa
     }
   });
 }
+
+// Prefill: tokens are packed lane-major once (in parallel), then each thread takes whole
+// panels of 32 weight rows, packs one (dequantised from F16, BF16 or a quantised type on the
+// way) into L2 and runs every token block past it (see gemm.h).
+void MatMulPacked(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t block_floats = GemmBlockFloats(cols);
+  const int64_t num_blocks = (num_tokens + kGemmBlockTokens - 1) / kGemmBlockTokens;
+  thread_local std::vector<float> packed_tokens;
+  packed_tokens.resize(num_blocks * block_floats);
+  float* blocks = packed_tokens.data();
+  auto block_tokens = [&](int64_t b) {
+    return static_cast<int>(std::min<int64_t>(kGemmBlockTokens, num_tokens - b * kGemmBlockTokens));
+  };
+  pool.ParallelFor(num_blocks, [&](int64_t begin, int64_t end, int) {
+    for (int64_t b = begin; b < end; ++b) {
+      PackTokenBlock(x + b * kGemmBlockTokens * cols, cols, block_tokens(b), blocks + b * block_floats);
+    }
+  });
+  const int64_t num_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
+  pool.ParallelFor(num_panels, [&](int64_t begin, int64_t end, int) {
+    thread_local std::vector<float> panel, row;
+    panel.resize(GemmPanelFloats(cols));
+    row.resize(cols);
+    const DequantRowFn dequant = w.type == TensorType::kF32 ? nullptr : GetDequantRow(w.type);
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t r0 = p * kGemmPanelRows;
+      const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
+      if (n < kGemmPanelRows) ZeroPanel(cols, panel.data());
+      for (int i = 0; i < n; ++i) {
+        const float* src = reinterpret_cast<const float*>(w.Row(r0 + i));
+        if (dequant != nullptr) {
+          dequant(w.Row(r0 + i), cols, row.data());
+          src = row.data();
+        }
+        PackPanelRow(src, cols, i, panel.data());
+      }
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        GemmPanelBlock(panel.data(), blocks + b * block_floats, cols, n, block_tokens(b),
+                       y + b * kGemmBlockTokens * rows + r0, rows);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
   const int64_t rows = w.rows, cols = w.cols;
   if (num_tokens >= 2 && HasBlockedGemm()) {
-    // Prefill: a small tile of weight rows (converted to F32 once when stored as F16) stays in
-    // L1 while blocks of tokens (in L2) stream past it through the register-blocked kernel.
-    constexpr int64_t kGemmRows = 8, kGemmTokens = 128;
-    const int64_t num_tiles = (rows + kGemmRows - 1) / kGemmRows;
-    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
-      thread_local std::vector<float> converted;
-      for (int64_t t0 = 0; t0 < num_tokens; t0 += kGemmTokens) {
-        const int64_t nt = std::min(kGemmTokens, num_tokens - t0);
-        for (int64_t tile = begin; tile < end; ++tile) {
-          const int64_t r0 = tile * kGemmRows, n = std::min(rows - r0, kGemmRows);
-          const float* wt;
-          if (w.type == TensorType::kF32) {
-            wt = reinterpret_cast<const float*>(w.Row(r0));
-          } else {
-            // F16, BF16 and quantised rows: dequantised per tile, never the whole matrix.
-            converted.resize(n * cols);
-            const DequantRowFn dequant = GetDequantRow(w.type);
-            for (int64_t i = 0; i < n; ++i) dequant(w.Row(r0 + i), cols, &converted[i * cols]);
-            wt = converted.data();
-          }
-          GemmF32Blocked(wt, n, cols, x + t0 * cols, nt, y + t0 * rows + r0, rows);
-        }
-      }
-    });
+    MatMulPacked(w, x, num_tokens, y, pool);
     return;
   }
   const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
