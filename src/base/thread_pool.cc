@@ -65,6 +65,18 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   }
 }
 
+void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk,
+                                    const std::function<void(int64_t, int64_t, int)>& fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(1, chunk);
+  std::atomic<int64_t> next{0};
+  ParallelFor(num_threads_, [&](int64_t, int64_t, int thread) {
+    for (int64_t i = next.fetch_add(chunk); i < n; i = next.fetch_add(chunk)) {
+      fn(i, std::min(n, i + chunk), thread);
+    }
+  });
+}
+
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   while (true) {

@@ -34,6 +34,12 @@ class ThreadPool {
   // Runs fn(begin, end, thread_index) over a partition of [0, n). Blocks until done.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn);
 
+  // Like ParallelFor, but threads take `chunk` items at a time from a shared counter until
+  // none are left: for loops whose items differ in cost (causal attention, where a later
+  // token attends to more positions), which equal slices would leave one thread waiting on.
+  void ParallelForDynamic(int64_t n, int64_t chunk,
+                          const std::function<void(int64_t, int64_t, int)>& fn);
+
   // The number of hardware threads, at least 1.
   static int HardwareThreads();
 

@@ -52,6 +52,12 @@ class Backend : public BlockIo {
   ~Backend() override = default;
 
   virtual const char* name() const = 0;
+  // Names the arithmetic that turns tokens into K/V: the backend's kernels and their version.
+  // It is part of ModelFingerprint, so blocks one arithmetic made are never served where
+  // another would have computed different bits (a CPU replica reading a GPU's disk or Redis
+  // blocks, or a newer build reading an older one's). Bump it whenever a kernel change alters
+  // any bit of any K/V.
+  virtual const char* numerics() const = 0;
   virtual const KvLayout& kv_layout() const = 0;
   virtual int num_kv_blocks() const = 0;
 

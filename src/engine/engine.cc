@@ -77,6 +77,7 @@ Status Engine::CreateCache(int max_cached_blocks) {
   fp.head_dim = hp.head_dim;
   fp.rope_dims = hp.rope_dims;
   fp.rms_eps = hp.rms_eps;
+  fp.numerics = backend_->numerics();
   co.fingerprint = fp.Serialize();
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);

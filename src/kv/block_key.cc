@@ -131,6 +131,8 @@ std::vector<uint8_t> ModelFingerprint::Serialize() const {
   AppendU32(out, static_cast<uint32_t>(head_dim));
   AppendU32(out, static_cast<uint32_t>(rope_dims));
   AppendU32(out, std::bit_cast<uint32_t>(rms_eps));
+  AppendU64(out, numerics.size());
+  AppendBytes(out, numerics.data(), numerics.size());
   return out;
 }
 

@@ -34,7 +34,7 @@
 namespace prefixd {
 
 // Version of the byte encoding hashed into every key (bumped when the encoding changes).
-inline constexpr uint32_t kBlockKeyFormatVersion = 2;
+inline constexpr uint32_t kBlockKeyFormatVersion = 3;
 
 struct BlockKey {
   uint64_t hi = 0;
@@ -69,6 +69,9 @@ struct ModelFingerprint {
   // factors), or follows from `architecture` (RoPE style, which optional pieces exist).
   int32_t rope_dims = 0;
   float rms_eps = 0.0f;
+  // The arithmetic that computed the K/V (Backend::numerics(), e.g. "cpu-2"): the same model
+  // on other kernels gives other bits.
+  std::string numerics;
 
   std::vector<uint8_t> Serialize() const;
 };

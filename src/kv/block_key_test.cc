@@ -22,6 +22,7 @@ ModelFingerprint TestFingerprint() {
   fp.rope_freq_base = 10000.0f;
   fp.rope_freq_scale = 1.0f;
   fp.head_dim = 64;
+  fp.numerics = "cpu-2";
   return fp;
 }
 
@@ -72,7 +73,8 @@ TEST_P(BlockKeyTest, DifferentSaltOrFingerprintGivesDifferentRoots) {
   mutate([](ModelFingerprint& m) { m.head_dim = 128; });
   mutate([](ModelFingerprint& m) { m.rope_dims = 32; });
   mutate([](ModelFingerprint& m) { m.rms_eps = 1e-6f; });
-  EXPECT_EQ(roots.size(), 15u);  // 5 salt/fingerprint variants + 10 field mutations
+  mutate([](ModelFingerprint& m) { m.numerics = "cuda-1"; });
+  EXPECT_EQ(roots.size(), 16u);  // 5 salt/fingerprint variants + 11 field mutations
 }
 
 TEST_P(BlockKeyTest, DifferentTokensGiveDifferentKeys) {
@@ -136,16 +138,16 @@ TEST(BlockKey, KindsDiffer) {
 // in Python, hashed with hashlib.sha256 (first 16 bytes) and with one-shot XXH3_128bits.
 TEST(BlockKey, EncodingIsPinned) {
   const auto fp = TestFingerprint().Serialize();
-  EXPECT_EQ(fp.size(), 25u + 4 + 8 + 5 + 16 + 4 * 7);
+  EXPECT_EQ(fp.size(), 25u + 4 + 8 + 5 + 16 + 4 * 7 + 8 + 5);
   const BlockKey x = RootKey(BlockHashKind::kXxh3, fp, "salt");
   const BlockKey s = RootKey(BlockHashKind::kSha256, fp, "salt");
   const auto t = Iota(16);
   const BlockKey xc = ChainKey(BlockHashKind::kXxh3, x, t);
   const BlockKey sc = ChainKey(BlockHashKind::kSha256, s, t);
-  EXPECT_EQ(ToHex(x), "45092b0d649eed0623f5182c74f95c85");
-  EXPECT_EQ(ToHex(s), "536771b90ce54022e010a42c3b761d90");
-  EXPECT_EQ(ToHex(xc), "786ff1b2168664f47dcfbf78fbee9466");
-  EXPECT_EQ(ToHex(sc), "cd05318010ee009121d3450dc663367e");
+  EXPECT_EQ(ToHex(x), "329279ca93c2d34d21ea398eaffb6342");
+  EXPECT_EQ(ToHex(s), "effb9fa5d056fc70604cb492b41d67db");
+  EXPECT_EQ(ToHex(xc), "c756d9993c2d4e2fe50c16b800eabf28");
+  EXPECT_EQ(ToHex(sc), "15e17d5b1262ba6ec3f5834214c90fab");
 }
 
 TEST(BlockKey, ToHex) {

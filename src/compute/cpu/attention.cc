@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -14,95 +15,177 @@ namespace prefixd::cpu {
 
 namespace {
 
-// acc[d] = acc[d] * c, element-wise.
-void ScaleRow(float* acc, float c, int n) {
-  for (int d = 0; d < n; ++d) acc[d] = acc[d] * c;
-}
-// acc[d] = acc[d] + p * v[d], element-wise: multiply, round, add, round.
-void AddScaledRow(float* acc, float p, const float* v, int n) {
-  for (int d = 0; d < n; ++d) acc[d] = acc[d] + p * v[d];
+// exp(x) for the softmax, whose arguments are never positive (score - running max), as one
+// fixed sequence of IEEE operations that the portable and AVX-512 paths both perform, so they
+// agree bit for bit: n = round(x log2 e), r = x - n ln 2 (Cody-Waite, two parts), a degree-7
+// Taylor polynomial by FMA, times 2^n. Below -87 (and for -inf or NaN) the result is 0; the
+// true value there is under FLT_MIN and next to the max's 1 it never counts. Error <= 2 ulp.
+constexpr float kExpLowest = -87.0f;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f,
+                kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
+
+float ExpNonPositive(float x) {
+  if (!(x >= kExpLowest)) return 0.0f;
+  const float n = std::nearbyint(x * kLog2e);
+  float r = std::fma(n, -kLn2Hi, x);
+  r = std::fma(n, -kLn2Lo, r);
+  float p = std::fma(kC7, r, kC6);
+  p = std::fma(p, r, kC5);
+  p = std::fma(p, r, kC4);
+  p = std::fma(p, r, kC3);
+  p = std::fma(p, r, kC2);
+  p = std::fma(p, r, 1.0f);
+  p = std::fma(p, r, 1.0f);
+  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
 }
 
-__attribute__((target("avx512f"))) void ScaleRowAvx512(float* acc, float c, int n) {
-  const __m512 cv = _mm512_set1_ps(c);
-  int d = 0;
-  for (; d + 16 <= n; d += 16) _mm512_storeu_ps(acc + d, _mm512_mul_ps(_mm512_loadu_ps(acc + d), cv));
-  for (; d < n; ++d) acc[d] = acc[d] * c;
+__attribute__((target("avx512f,fma"))) __m512 ExpNonPositiveAvx512(__m512 x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpLowest), _CMP_GE_OQ);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kC7), r, _mm512_set1_ps(kC6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC5));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(
+      _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_maskz_mov_ps(live, n)), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(e));
 }
 
-__attribute__((target("avx512f"))) void AddScaledRowAvx512(float* acc, float p, const float* v,
-                                                           int n) {
-  const __m512 pv = _mm512_set1_ps(p);
-  int d = 0;
-  for (; d + 16 <= n; d += 16) {
-    const __m512 prod = _mm512_mul_ps(pv, _mm512_loadu_ps(v + d));
-    _mm512_storeu_ps(acc + d, _mm512_add_ps(_mm512_loadu_ps(acc + d), prod));
+// p[i] = exp(s[i] - max) in place for i < n.
+void ExpTile(float* s, float max, int n) {
+  for (int i = 0; i < n; ++i) s[i] = ExpNonPositive(s[i] - max);
+}
+__attribute__((target("avx512f,fma"))) void ExpTileAvx512(float* s, float max, int n) {
+  const __m512 m = _mm512_set1_ps(max);
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 k = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m);
+    _mm512_mask_storeu_ps(s + i, k, ExpNonPositiveAvx512(x));
   }
-  for (; d < n; ++d) acc[d] = acc[d] + p * v[d];
 }
 
-using ScaleFn = void (*)(float*, float, int);
-using AddScaledFn = void (*)(float*, float, const float*, int);
+// acc = acc * correction, then acc = acc + p[i] * v[i] for each of the tile's n value rows
+// (row i at values + i * hd): multiply, round, add, round, element by element, never fused.
+void Accumulate(float* acc, float correction, const float* p, const float* values, int n, int hd) {
+  for (int d = 0; d < hd; ++d) acc[d] = acc[d] * correction;
+  for (int i = 0; i < n; ++i) {
+    for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p[i] * values[int64_t{i} * hd + d];
+  }
+}
+
+// The same, with the accumulator row in NC registers for the whole tile (NC = ceil(hd / 16)).
+template <int NC>
+__attribute__((target("avx512f"))) void AccumulateAvx512(float* acc, float correction,
+                                                         const float* p, const float* values,
+                                                         int n, int hd) {
+  const int tail = hd - 16 * (NC - 1);
+  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+  auto mask = [&](int c) { return c == NC - 1 ? last : static_cast<__mmask16>(0xffff); };
+  __m512 a[NC];
+  const __m512 cv = _mm512_set1_ps(correction);
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) a[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(c), acc + 16 * c), cv);
+  for (int i = 0; i < n; ++i) {
+    const __m512 pv = _mm512_set1_ps(p[i]);
+    const float* v = values + int64_t{i} * hd;
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) {
+      a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(pv, _mm512_maskz_loadu_ps(mask(c), v + 16 * c)));
+    }
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) _mm512_mask_storeu_ps(acc + 16 * c, mask(c), a[c]);
+}
+
+using ExpTileFn = void (*)(float*, float, int);
+using AccumulateFn = void (*)(float*, float, const float*, const float*, int, int);
+
+AccumulateFn PickAccumulate(int hd) {
+  if (!GetCpuFeatures().avx512f) return &Accumulate;
+  switch ((hd + 15) / 16) {
+    case 1: return &AccumulateAvx512<1>;
+    case 2: return &AccumulateAvx512<2>;
+    case 3: return &AccumulateAvx512<3>;
+    case 4: return &AccumulateAvx512<4>;
+    case 5: return &AccumulateAvx512<5>;
+    case 6: return &AccumulateAvx512<6>;
+    case 7: return &AccumulateAvx512<7>;
+    case 8: return &AccumulateAvx512<8>;
+    default: return &Accumulate;  // heads over 128 dims: the portable loop, same bits
+  }
+}
 
 }  // namespace
 
+std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
+  std::vector<std::pair<const char*, SoftmaxExpFn>> out = {{"generic", &ExpTile}};
+  if (GetCpuFeatures().avx512f) out.emplace_back("avx512", &ExpTileAvx512);
+  return out;
+}
+
 void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
   static const bool avx512 = GetCpuFeatures().avx512f;
-  const ScaleFn scale_row = avx512 ? &ScaleRowAvx512 : &ScaleRow;
-  const AddScaledFn add_row = avx512 ? &AddScaledRowAvx512 : &AddScaledRow;
-  const DotF16Fn dot16 = GetDotF16();
-  const DotF32Fn dot32 = GetDotF32();
+  const ExpTileFn exp_tile = avx512 ? &ExpTileAvx512 : &ExpTile;
+  const AccumulateFn accumulate = PickAccumulate(a.head_dim);
+  const DotF32Fn dot = GetDotF32();
   const KvLayout& layout = *a.layout;
   const int hd = a.head_dim, group = a.group;
   const bool f16 = layout.dtype == KvDtype::kF16;
   const int64_t head_offset = int64_t{a.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
   scratch->values.resize(int64_t{kAttentionTile} * hd);
+  scratch->key.resize(hd);
   scratch->acc.assign(int64_t{group} * hd, 0.0f);
-
   scratch->scores.resize(int64_t{group} * kAttentionTile);
   scratch->running_max.assign(group, -std::numeric_limits<float>::infinity());
   scratch->sum.assign(group, 0.0f);
   float* running_max = scratch->running_max.data();
   float* sum = scratch->sum.data();
+  float* key = scratch->key.data();
+  float* values = scratch->values.data();
   auto scores = [&](int g) { return scratch->scores.data() + int64_t{g} * kAttentionTile; };
-  const float* vrows[kAttentionTile];
   for (int64_t j0 = 0; j0 <= a.pos; j0 += kAttentionTile) {
     const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
     for (int i = 0; i < n; ++i) {
       const int64_t j = j0 + i;
-      const uint8_t* block =
-          a.kv_base + a.blocks[j / layout.block_size].value() * block_bytes;
+      const uint8_t* block = a.kv_base + a.blocks[j / layout.block_size].value() * block_bytes;
       const int slot = static_cast<int>(j % layout.block_size);
       const uint8_t* krow = block + layout.RowOffset(a.layer, 0, slot) + head_offset;
       const uint8_t* vrow = block + layout.RowOffset(a.layer, 1, slot) + head_offset;
-      for (int g = 0; g < group; ++g) {
-        const float* q = a.q + int64_t{g} * hd;
-        scores(g)[i] = (f16 ? dot16(reinterpret_cast<const uint16_t*>(krow), q, hd)
-                            : dot32(reinterpret_cast<const float*>(krow), q, hd)) *
-                       a.scale;
-      }
+      // K and V rows as floats once for all the group's heads (exact: every half is a float).
       if (f16) {
-        float* dst = scratch->values.data() + int64_t{i} * hd;
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), dst, hd);
-        vrows[i] = dst;
+        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(krow), key, hd);
+        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), values + int64_t{i} * hd, hd);
       } else {
-        vrows[i] = reinterpret_cast<const float*>(vrow);
+        std::memcpy(key, krow, sizeof(float) * hd);
+        std::memcpy(values + int64_t{i} * hd, vrow, sizeof(float) * hd);
       }
+      for (int g = 0; g < group; ++g) scores(g)[i] = dot(key, a.q + int64_t{g} * hd, hd) * a.scale;
     }
     for (int g = 0; g < group; ++g) {
       float tile_max = scores(g)[0];
       for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores(g)[i]);
       const float new_max = std::max(running_max[g], tile_max);
-      const float correction = std::exp(running_max[g] - new_max);  // 0 on the first tile
-      float* acc = scratch->acc.data() + int64_t{g} * hd;
-      sum[g] = sum[g] * correction;
-      scale_row(acc, correction, hd);
-      for (int i = 0; i < n; ++i) {
-        const float p = std::exp(scores(g)[i] - new_max);
-        sum[g] = sum[g] + p;
-        add_row(acc, p, vrows[i], hd);
+      float correction = 0.0f;  // the first tile: nothing accumulated yet
+      if (j0 > 0) {
+        correction = running_max[g] - new_max;
+        exp_tile(&correction, 0.0f, 1);
       }
+      exp_tile(scores(g), new_max, n);
+      sum[g] = sum[g] * correction;
+      for (int i = 0; i < n; ++i) sum[g] = sum[g] + scores(g)[i];
+      accumulate(scratch->acc.data() + int64_t{g} * hd, correction, scores(g), values, n, hd);
       running_max[g] = new_max;
     }
   }

@@ -5,12 +5,14 @@
 // One pass over positions 0..pos with a running max and sum (the online softmax), in tiles of
 // kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
 // token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
-// 1). Scores use the canonical dot products of dot.h; the value accumulation is element-wise
-// (multiply, then add, never fused), so the vector and portable paths give the same bits.
+// 1). Scores use the canonical dot products of dot.h, exp one polynomial written twice with the
+// same operations, and the value accumulation is element-wise (multiply, then add, never
+// fused), so the vector and portable paths give the same bits.
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "kv/block_pool.h"
@@ -37,11 +39,17 @@ struct AttentionArgs {
 // Scratch sized for one call; reuse it across calls on the same thread.
 struct AttentionScratch {
   std::vector<float> values;  // kAttentionTile * head_dim converted V rows
+  std::vector<float> key;     // head_dim: the K row being scored
   std::vector<float> acc;     // group * head_dim
   std::vector<float> scores;  // group * kAttentionTile
   std::vector<float> running_max, sum;  // group each
 };
 
 void Attend(const AttentionArgs& args, AttentionScratch* scratch);
+
+// s[i] = exp(s[i] - max) for i < n, as the softmax computes it (arguments <= 0; below -87, 0).
+using SoftmaxExpFn = void (*)(float* s, float max, int n);
+// Every path this CPU can run, named, for tests that compare them with the portable one.
+std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths();
 
 }  // namespace prefixd::cpu

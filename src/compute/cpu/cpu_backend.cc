@@ -90,7 +90,8 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_dim = hp_.q_dim();
   const int64_t work = static_cast<int64_t>(slots_.size()) * hp_.num_kv_heads;
-  pool_.ParallelFor(work, [&](int64_t begin, int64_t end, int) {
+  // Later tokens attend to more positions: dynamic chunks keep both threads busy to the end.
+  pool_.ParallelForDynamic(work, /*chunk=*/4, [&](int64_t begin, int64_t end, int) {
     thread_local cpu::AttentionScratch scratch;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t g = item / hp_.num_kv_heads;

@@ -24,6 +24,8 @@ class CpuBackend : public Backend {
              KvBuffer kv, int num_blocks);
 
   const char* name() const override { return "cpu"; }
+  // 2: attention's exp became one polynomial shared by every path (was libm's expf).
+  const char* numerics() const override { return "cpu-2"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;

@@ -83,6 +83,7 @@ class CudaBackend : public Backend {
 
   Status Init();
   const char* name() const override { return "cuda"; }
+  const char* numerics() const override { return "cuda-1"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return options_.num_kv_blocks; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;

@@ -1,0 +1,74 @@
+#include "compute/cpu/attention.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+namespace prefixd::cpu {
+namespace {
+
+uint32_t Bits(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// Softmax arguments: uniform over the range that matters, the edges, and the values that must
+// come out exactly (0 -> 1) or as 0 (-inf, NaN, far below the max).
+std::vector<float> Arguments() {
+  std::vector<float> xs = {0.0f, -0.0f, -1e-30f, -1e-7f, -0.5f, -0.6931472f, -1.0f, -10.0f,
+                           -86.99f, -87.0f, -87.01f, -100.0f, -1e30f,
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN()};
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> wide(-90.0f, 0.0f), narrow(-1.0f, 0.0f);
+  for (int i = 0; i < 20000; ++i) xs.push_back(i % 2 ? wide(rng) : narrow(rng));
+  return xs;
+}
+
+TEST(SoftmaxExp, EveryPathGivesThePortableBits) {
+  const std::vector<float> xs = Arguments();
+  std::vector<float> want = xs;
+  RunnableSoftmaxExpPaths()[0].second(want.data(), 0.0f, static_cast<int>(want.size()));
+  for (auto [name, fn] : RunnableSoftmaxExpPaths()) {
+    // Odd lengths and offsets exercise the vector path's masked tail.
+    for (int n : {1, 7, 16, 17, 33, static_cast<int>(xs.size())}) {
+      std::vector<float> got(xs.begin(), xs.begin() + n);
+      fn(got.data(), 0.0f, n);
+      for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(Bits(got[i]), Bits(want[i])) << name << " x=" << xs[i] << " n=" << n;
+      }
+    }
+  }
+}
+
+TEST(SoftmaxExp, WithinTwoUlpOfLibmAndExactAtZero) {
+  const std::vector<float> xs = Arguments();
+  std::vector<float> got = xs;
+  RunnableSoftmaxExpPaths()[0].second(got.data(), 0.0f, static_cast<int>(got.size()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float x = xs[i];
+    if (!(x >= -87.0f)) {
+      EXPECT_EQ(got[i], 0.0f) << "x=" << x;
+      continue;
+    }
+    const double exact = std::exp(static_cast<double>(x));
+    const float ulp = std::nextafter(static_cast<float>(exact), 1e30f) - static_cast<float>(exact);
+    EXPECT_LE(std::fabs(got[i] - exact), 2.0 * ulp) << "x=" << x;
+  }
+  float one = 0.0f;
+  RunnableSoftmaxExpPaths()[0].second(&one, 0.0f, 1);
+  EXPECT_EQ(one, 1.0f);
+  // The max subtracted inside: exp(s - max).
+  float s[2] = {3.0f, 2.0f};
+  RunnableSoftmaxExpPaths().back().second(s, 3.0f, 2);
+  EXPECT_EQ(s[0], 1.0f);
+  EXPECT_NEAR(s[1], std::exp(-1.0), 1e-7);
+}
+
+}  // namespace
+}  // namespace prefixd::cpu
