@@ -25,6 +25,7 @@ struct BenchFlags {
   int block_size = 16;
   std::string kv_type = "f16";
   std::string backend = "cpu";
+  std::string weights = "auto";
   bool json = false;
 };
 
@@ -35,7 +36,9 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
 }
 
 int RunBench(const BenchFlags& f) {
-  auto loaded = Model::Load(f.model);
+  auto residence = ChooseWeightResidence(f.weights, f.model);
+  if (!residence.ok()) return Fail(residence.status());
+  auto loaded = Model::Load(f.model, nullptr, *residence);
   if (!loaded.ok()) return Fail(loaded.status());
   const Model& model = **loaded;
   auto kv = ParseKvDtype(f.kv_type);
@@ -117,6 +120,7 @@ void AddBenchModelCommand(CLI::App& app, std::function<int()>* run) {
   CLI::App* cmd = app.add_subcommand("bench-model", "Prefill and decode tokens/s of a model");
   cmd->add_option("-m,--model", f->model, "GGUF model file")->required();
   cmd->add_option("-t,--threads", f->threads, "Threads")->capture_default_str();
+  cmd->add_option("--weights", f->weights, kWeightsFlagHelp)->capture_default_str();
   cmd->add_option("--prompt-tokens", f->prompt_tokens, "Prompt length (pp)")->capture_default_str();
   cmd->add_option("--gen-tokens", f->gen_tokens, "Tokens generated (tg)")->capture_default_str();
   cmd->add_option("-r,--repetitions", f->repetitions, "Timed runs after one warm-up")->capture_default_str();

@@ -27,7 +27,9 @@ struct GenerateFlags {
 };
 
 int RunGenerate(const GenerateFlags& f) {
-  auto loaded = LoadModelAndTokenizer(f.model);
+  auto residence = ChooseWeightResidence(f.engine.weights, f.model);
+  if (!residence.ok()) return Fail(residence.status());
+  auto loaded = LoadModelAndTokenizer(f.model, *residence);
   if (!loaded.ok()) return Fail(loaded.status());
   std::vector<std::string> prompts = f.prompts;
   if (!f.prompts_file.empty()) {

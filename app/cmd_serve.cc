@@ -42,7 +42,9 @@ int RunServe(const ServeFlags& f) {
   // A client that disconnects makes a write fail with EPIPE instead of killing the process.
   signal(SIGPIPE, SIG_IGN);
 
-  auto loaded = LoadModelAndTokenizer(f.model);
+  auto residence = ChooseWeightResidence(f.engine.weights, f.model);
+  if (!residence.ok()) return Fail(residence.status());
+  auto loaded = LoadModelAndTokenizer(f.model, *residence);
   if (!loaded.ok()) return Fail(loaded.status());
   auto eo = ToEngineOptions(f.engine);
   if (!eo.ok()) return Fail(eo.status());

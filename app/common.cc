@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <limits>
 #include <iostream>
 #include <sstream>
 
@@ -26,7 +28,27 @@ std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, cons
   };
 }
 
-StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path) {
+StatusOr<Residence> ChooseWeightResidence(const std::string& flag, const std::string& path) {
+  if (flag == "ram") return Residence::kRam;
+  if (flag == "mmap") return Residence::kMapped;
+  if (flag != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--weights must be auto, ram or mmap, not '", flag, "'"));
+  }
+  std::error_code ec;
+  const uintmax_t file_bytes = std::filesystem::file_size(path, ec);
+  if (ec) return Residence::kMapped;  // let the load report the missing or unreadable file
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uintmax_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemAvailable:") return file_bytes <= kib * 1024 / 2 ? Residence::kRam : Residence::kMapped;
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return Residence::kMapped;
+}
+
+StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path, Residence residence) {
   Model::ProgressFn progress;
   if (auto bar = TerminalProgressBar("loading model", "tensors")) {
     progress = [bar](size_t done, size_t total) {
@@ -34,7 +56,7 @@ StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path) {
     };
   }
   LoadedModel out;
-  ASSIGN_OR_RETURN(out.model, Model::Load(path, progress));
+  ASSIGN_OR_RETURN(out.model, Model::Load(path, progress, residence));
   ASSIGN_OR_RETURN(Vocab vocab, LoadVocab(out.model->gguf()));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::Create(std::move(vocab)));
   if (out.tokenizer->vocab_size() != out.model->hparams().vocab_size) {

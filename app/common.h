@@ -24,7 +24,16 @@ struct LoadedModel {
 std::function<void(int64_t, int64_t)> TerminalProgressBar(const char* what, const char* unit);
 
 // Loads the model at `path` (progress on stderr when it is a terminal) and its tokenizer.
-StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path);
+StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path,
+                                            Residence residence = Residence::kMapped);
+
+// The --weights flag: "ram" copies the weights onto huge pages (decode reads them faster),
+// "mmap" uses the file in place, "auto" is ram when the file takes at most half of the memory
+// the kernel reports available, else mmap. InvalidArgument for any other value.
+StatusOr<Residence> ChooseWeightResidence(const std::string& flag, const std::string& path);
+inline constexpr const char* kWeightsFlagHelp =
+    "Weights: ram (copied onto huge pages: faster decode), mmap (the file in place), auto "
+    "(ram when the file takes at most half of the available memory)";
 
 // Parses "f16" / "f32".
 StatusOr<KvDtype> ParseKvDtype(const std::string& name);

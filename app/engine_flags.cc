@@ -11,6 +11,8 @@
 namespace prefixd {
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
+  cmd->add_option("--weights", f->weights, kWeightsFlagHelp)
+      ->envname("PREFIXD_WEIGHTS")->capture_default_str();
   cmd->add_option("--backend", f->backend,
                   "Where the model runs: cpu, or cuda (needs a GPU and a build with nvcc)")
       ->envname("PREFIXD_BACKEND")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

@@ -15,6 +15,7 @@ class App;
 namespace prefixd {
 
 struct EngineFlags {
+  std::string weights = "auto";  // see ChooseWeightResidence (app/common.h)
   std::string backend = "cpu";
   int cuda_device = 0;
   int threads = 0;

@@ -352,8 +352,9 @@ GgufValue GgufValue::I32Array(const std::vector<int32_t>& v) {
   return Array(GgufType::kInt32, std::move(elems));
 }
 
-StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> map, MappedFile::Open(path));
+StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path,
+                                                   Residence residence) {
+  ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> map, MappedFile::Open(path, residence));
   ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, Parse(map->bytes(), path));
   file->map_ = std::move(map);
   return file;

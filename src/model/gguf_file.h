@@ -97,7 +97,8 @@ struct GgufTensorInfo {
 class GgufFile {
  public:
   // Maps and parses the file at `path`.
-  static StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path);
+  static StatusOr<std::unique_ptr<GgufFile>> Open(const std::string& path,
+                                                  Residence residence = Residence::kMapped);
   // Parses bytes already in memory (not copied: they must outlive the result). `name` is used
   // in error messages. For tests and the fuzzer.
   static StatusOr<std::unique_ptr<GgufFile>> Parse(std::span<const uint8_t> bytes,

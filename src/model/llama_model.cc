@@ -279,8 +279,9 @@ std::string SupportedArchitectures() {
   return s;
 }
 
-StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ProgressFn& progress) {
-  ASSIGN_OR_RETURN(auto file, GgufFile::Open(path));
+StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, const ProgressFn& progress,
+                                             Residence residence) {
+  ASSIGN_OR_RETURN(auto file, GgufFile::Open(path, residence));
   return FromGguf(std::move(file), progress);
 }
 

@@ -98,8 +98,11 @@ class Model {
   // architecture not supported (listing the supported ones), missing or inconsistent
   // hyper-parameters, a missing tensor, a tensor whose shape does not fit the
   // hyper-parameters, a weight type not supported (naming type and tensor).
+  // `residence`: the weights used in place from the file's map, or copied into RAM on huge
+  // pages (faster decode; see base/mapped_file.h).
   static StatusOr<std::unique_ptr<Model>> Load(const std::string& path,
-                                               const ProgressFn& progress = nullptr);
+                                               const ProgressFn& progress = nullptr,
+                                               Residence residence = Residence::kMapped);
   // Same, over a file already parsed.
   static StatusOr<std::unique_ptr<Model>> FromGguf(std::unique_ptr<GgufFile> file,
                                                    const ProgressFn& progress = nullptr);
