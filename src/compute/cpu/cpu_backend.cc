@@ -63,22 +63,26 @@ Status CpuBackend::Validate(const ForwardBatch& batch) const {
 }
 
 void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
+  // Every token writes its own slot: the threads never touch the same bytes.
+  pool_.ParallelFor(static_cast<int64_t>(slots_.size()), [&](int64_t begin, int64_t end, int) {
+    for (int64_t g = begin; g < end; ++g) StoreTokenKv(layer, batch, g);
+  });
+}
+
+void CpuBackend::StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g) {
   const int kv_dim = hp_.kv_dim();
-  for (size_t g = 0; g < slots_.size(); ++g) {
-    const TokenSlot& ts = slots_[g];
-    const ForwardSequence& seq = batch.sequences[ts.seq];
-    const BlockId b = seq.blocks[ts.pos / layout_.block_size];
-    const int slot = static_cast<int>(ts.pos % layout_.block_size);
-    uint8_t* block = BlockData(b);
-    for (int v = 0; v < 2; ++v) {
-      const float* src = (v == 0 ? k_.data() : v_.data()) + g * kv_dim;
-      uint8_t* dst = block + layout_.RowOffset(layer, v, slot);
-      if (layout_.dtype == KvDtype::kF16) {
-        uint16_t* d = reinterpret_cast<uint16_t*>(dst);
-        for (int i = 0; i < kv_dim; ++i) d[i] = FloatToHalf(src[i]);  // not hot: once per token
-      } else {
-        std::memcpy(dst, src, kv_dim * sizeof(float));
-      }
+  const TokenSlot& ts = slots_[g];
+  const ForwardSequence& seq = batch.sequences[ts.seq];
+  const BlockId b = seq.blocks[ts.pos / layout_.block_size];
+  const int slot = static_cast<int>(ts.pos % layout_.block_size);
+  uint8_t* block = BlockData(b);
+  for (int v = 0; v < 2; ++v) {
+    const float* src = (v == 0 ? k_.data() : v_.data()) + g * kv_dim;
+    uint8_t* dst = block + layout_.RowOffset(layer, v, slot);
+    if (layout_.dtype == KvDtype::kF16) {
+      cpu::ConvertF32ToF16(src, reinterpret_cast<uint16_t*>(dst), kv_dim);
+    } else {
+      std::memcpy(dst, src, kv_dim * sizeof(float));
     }
   }
 }

@@ -44,6 +44,7 @@ class CpuBackend : public Backend {
   uint8_t* BlockData(BlockId b) const { return kv_.get() + b.value() * layout_.BlockBytes(); }
   void ProjectQkv(const LayerWeights& lw, int64_t n);
   void StoreKv(int layer, const ForwardBatch& batch);
+  void StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g);
   void Attention(int layer, const ForwardBatch& batch);
 
   const Model& model_;

@@ -163,6 +163,16 @@ __attribute__((target("avx2,f16c"))) void ConvertF16ToF32F16c(const uint16_t* in
   for (; i < n; ++i) out[i] = HalfToFloat(in[i]);
 }
 
+__attribute__((target("avx2,f16c"))) void ConvertF32ToF16F16c(const float* in, uint16_t* out,
+                                                             int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+  for (; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) inline __m512 half(
     const uint16_t* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -247,6 +257,15 @@ void ConvertF16ToF32(const uint16_t* in, float* out, int64_t n) {
     ConvertF16ToF32F16c(in, out, n);
   } else {
     for (int64_t i = 0; i < n; ++i) out[i] = HalfToFloat(in[i]);
+  }
+}
+
+void ConvertF32ToF16(const float* in, uint16_t* out, int64_t n) {
+  static const bool f16c = GetCpuFeatures().f16c;
+  if (f16c) {
+    ConvertF32ToF16F16c(in, out, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
   }
 }
 

@@ -34,6 +34,9 @@ float DotF16Generic(const uint16_t* w, const float* x, int64_t n);
 
 // out[i] = half-to-float(in[i]) for i < n (exact: every half is a float).
 void ConvertF16ToF32(const uint16_t* in, float* out, int64_t n);
+// out[i] = FloatToHalf(in[i]) for i < n (round to nearest even), by F16C where present: the
+// same bits either way.
+void ConvertF32ToF16(const float* in, uint16_t* out, int64_t n);
 
 // Every path this CPU can run, named, for tests that compare them all with the portable one.
 std::vector<std::pair<const char*, DotF32Fn>> RunnableDotF32Paths();

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -53,6 +54,35 @@ TEST(Dot, FourRowsAtOnceMatchSingleRows) {
     GetDotF16x4()(&w[0], &w[n], &w[2 * n], &w[3 * n], x.data(), n, out);
     for (int r = 0; r < 4; ++r) {
       ASSERT_EQ(Bits(out[r]), Bits(GetDotF16()(&w[r * n], x.data(), n))) << "n=" << n << " row " << r;
+    }
+  }
+}
+
+// KV is stored through this conversion: the F16C path must give FloatToHalf's bits for every
+// kind of float (normal, subnormal in half, overflow, infinities, NaN payloads), with lengths
+// that leave a scalar tail.
+TEST(Convert, FloatToHalfPathsAgreeBitForBit) {
+  std::mt19937 rng(8);
+  std::vector<float> in;
+  for (uint32_t bits : {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00001u,
+                        0x7f800001u, 0xffc12345u, 0x477ff000u, 0x477fefffu, 0x38800000u,
+                        0x387fffffu, 0x33000000u, 0x33000001u, 0x32ffffffu, 0x3f800000u}) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    in.push_back(f);
+  }
+  for (int i = 0; i < 200000; ++i) {
+    const uint32_t bits = rng();
+    float f;
+    std::memcpy(&f, &bits, 4);
+    in.push_back(f);
+    in.push_back(std::ldexp(static_cast<float>(bits % 4096) - 2048.0f, static_cast<int>(bits >> 28) - 30));
+  }
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, static_cast<int64_t>(in.size())}) {
+    std::vector<uint16_t> out(n);
+    ConvertF32ToF16(in.data(), out.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(out[i], FloatToHalf(in[i])) << "bits " << std::hex << Bits(in[i]);
     }
   }
 }
