@@ -108,6 +108,101 @@ __attribute__((target("avx512f"))) void AccumulateAvx512(float* acc, float corre
   for (int c = 0; c < NC; ++c) _mm512_mask_storeu_ps(acc + 16 * c, mask(c), a[c]);
 }
 
+// Attention scores: s = scale * dot(k, q) over head_dim, in an order of its own (not dot.h's),
+// chosen so that 16 scores reduce together: lane l (of 16) sums elements l, l + 16, ... by FMA
+// (zeros past head_dim), then the lanes fold pairwise: [0,8)+[8,16), [0,4)+[4,8), [0,2)+[2,4),
+// 0+1. Written once for one score (portable) and once for 16 (AVX-512, the fold transposed).
+void ScoreKeys(const float* keys, int n, const float* q, int hd, float scale, float* out) {
+  const int chunks = (hd + 15) / 16;
+  for (int i = 0; i < n; ++i) {
+    const float* k = keys + int64_t{i} * hd;
+    float lane[16];
+    for (int l = 0; l < 16; ++l) {
+      float acc = 0.0f;
+      for (int c = 0; c < chunks; ++c) {
+        const int d = 16 * c + l;
+        acc = std::fma(d < hd ? k[d] : 0.0f, d < hd ? q[d] : 0.0f, acc);
+      }
+      lane[l] = acc;
+    }
+    for (int width = 8; width >= 1; width /= 2) {
+      for (int l = 0; l < width; ++l) lane[l] = lane[l] + lane[l + width];
+    }
+    out[i] = lane[0] * scale;
+  }
+}
+
+// Folds 16 lane vectors a[p] (one score each) into one vector of 16 scores, in score order,
+// with exactly the portable fold's additions: each step adds the same lane pairs, two, four or
+// eight scores per instruction.
+__attribute__((target("avx512f"))) inline __m512 FoldSixteen(const __m512* a) {
+  __m512 b[8], c[4], d[2];
+  for (int k = 0; k < 8; ++k) {  // [0,8)+[8,16): scores 2k, 2k+1 -> halves of b[k]
+    b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  for (int m = 0; m < 4; ++m) {  // [0,4)+[4,8): scores 4m..4m+3 -> the four 128-bit blocks
+    c[m] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * m], b[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(b[2 * m], b[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  for (int n = 0; n < 2; ++n) {  // [0,2)+[2,4) within each block
+    d[n] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * n], c[2 * n + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(c[2 * n], c[2 * n + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  }
+  // 0+1: block j of e holds scores j, 4 + j, 8 + j, 12 + j.
+  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_ps(order, e);
+}
+
+template <int NC>
+__attribute__((target("avx512f,fma"))) void ScoreKeysAvx512(const float* keys, int n,
+                                                            const float* q, int hd, float scale,
+                                                            float* out) {
+  const int tail = hd - 16 * (NC - 1);
+  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
+  auto mask = [&](int c) { return c == NC - 1 ? last : static_cast<__mmask16>(0xffff); };
+  __m512 qv[NC];
+#pragma GCC unroll 8
+  for (int c = 0; c < NC; ++c) qv[c] = _mm512_maskz_loadu_ps(mask(c), q + 16 * c);
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int i0 = 0; i0 < n; i0 += 16) {
+    const int m = std::min(16, n - i0);
+    __m512 a[16];
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) {
+      a[p] = _mm512_setzero_ps();
+      if (p < m) {
+        const float* k = keys + int64_t{i0 + p} * hd;
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) {
+          a[p] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask(c), k + 16 * c), qv[c], a[p]);
+        }
+      }
+    }
+    const __mmask16 live = static_cast<__mmask16>(m >= 16 ? 0xffff : (1u << m) - 1);
+    _mm512_mask_storeu_ps(out + i0, live, _mm512_mul_ps(FoldSixteen(a), sv));
+  }
+}
+
+using ScoreFn = void (*)(const float*, int, const float*, int, float, float*);
+
+ScoreFn PickScore(int hd) {
+  if (!GetCpuFeatures().avx512f) return &ScoreKeys;
+  switch ((hd + 15) / 16) {
+    case 1: return &ScoreKeysAvx512<1>;
+    case 2: return &ScoreKeysAvx512<2>;
+    case 3: return &ScoreKeysAvx512<3>;
+    case 4: return &ScoreKeysAvx512<4>;
+    case 5: return &ScoreKeysAvx512<5>;
+    case 6: return &ScoreKeysAvx512<6>;
+    case 7: return &ScoreKeysAvx512<7>;
+    case 8: return &ScoreKeysAvx512<8>;
+    default: return &ScoreKeys;  // heads over 128 dims: the portable loop, same bits
+  }
+}
+
 using ExpTileFn = void (*)(float*, float, int);
 using AccumulateFn = void (*)(float*, float, const float*, const float*, int, int);
 
@@ -128,6 +223,12 @@ AccumulateFn PickAccumulate(int hd) {
 
 }  // namespace
 
+std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim) {
+  std::vector<std::pair<const char*, AttentionScoreFn>> out = {{"generic", &ScoreKeys}};
+  if (GetCpuFeatures().avx512f) out.emplace_back("avx512", PickScore(head_dim));
+  return out;
+}
+
 std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
   std::vector<std::pair<const char*, SoftmaxExpFn>> out = {{"generic", &ExpTile}};
   if (GetCpuFeatures().avx512f) out.emplace_back("avx512", &ExpTileAvx512);
@@ -138,21 +239,21 @@ void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
   static const bool avx512 = GetCpuFeatures().avx512f;
   const ExpTileFn exp_tile = avx512 ? &ExpTileAvx512 : &ExpTile;
   const AccumulateFn accumulate = PickAccumulate(a.head_dim);
-  const DotF32Fn dot = GetDotF32();
+  const ScoreFn score = PickScore(a.head_dim);
   const KvLayout& layout = *a.layout;
   const int hd = a.head_dim, group = a.group;
   const bool f16 = layout.dtype == KvDtype::kF16;
   const int64_t head_offset = int64_t{a.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
   scratch->values.resize(int64_t{kAttentionTile} * hd);
-  scratch->key.resize(hd);
+  scratch->keys.resize(int64_t{kAttentionTile} * hd);
   scratch->acc.assign(int64_t{group} * hd, 0.0f);
   scratch->scores.resize(int64_t{group} * kAttentionTile);
   scratch->running_max.assign(group, -std::numeric_limits<float>::infinity());
   scratch->sum.assign(group, 0.0f);
   float* running_max = scratch->running_max.data();
   float* sum = scratch->sum.data();
-  float* key = scratch->key.data();
+  float* keys = scratch->keys.data();
   float* values = scratch->values.data();
   auto scores = [&](int g) { return scratch->scores.data() + int64_t{g} * kAttentionTile; };
   for (int64_t j0 = 0; j0 <= a.pos; j0 += kAttentionTile) {
@@ -165,14 +266,14 @@ void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
       const uint8_t* vrow = block + layout.RowOffset(a.layer, 1, slot) + head_offset;
       // K and V rows as floats once for all the group's heads (exact: every half is a float).
       if (f16) {
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(krow), key, hd);
+        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(krow), keys + int64_t{i} * hd, hd);
         ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), values + int64_t{i} * hd, hd);
       } else {
-        std::memcpy(key, krow, sizeof(float) * hd);
+        std::memcpy(keys + int64_t{i} * hd, krow, sizeof(float) * hd);
         std::memcpy(values + int64_t{i} * hd, vrow, sizeof(float) * hd);
       }
-      for (int g = 0; g < group; ++g) scores(g)[i] = dot(key, a.q + int64_t{g} * hd, hd) * a.scale;
     }
+    for (int g = 0; g < group; ++g) score(keys, n, a.q + int64_t{g} * hd, hd, a.scale, scores(g));
     for (int g = 0; g < group; ++g) {
       float tile_max = scores(g)[0];
       for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores(g)[i]);

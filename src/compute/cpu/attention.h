@@ -5,8 +5,8 @@
 // One pass over positions 0..pos with a running max and sum (the online softmax), in tiles of
 // kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
 // token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
-// 1). Scores use the canonical dot products of dot.h, exp one polynomial written twice with the
-// same operations, and the value accumulation is element-wise (multiply, then add, never
+// 1). Scores use one fixed reduction order (16 FMA lanes, then a pairwise fold), exp one
+// polynomial, each written twice with the same operations, and the value accumulation is element-wise (multiply, then add, never
 // fused), so the vector and portable paths give the same bits.
 #pragma once
 
@@ -39,13 +39,19 @@ struct AttentionArgs {
 // Scratch sized for one call; reuse it across calls on the same thread.
 struct AttentionScratch {
   std::vector<float> values;  // kAttentionTile * head_dim converted V rows
-  std::vector<float> key;     // head_dim: the K row being scored
+  std::vector<float> keys;    // kAttentionTile * head_dim converted K rows
   std::vector<float> acc;     // group * head_dim
   std::vector<float> scores;  // group * kAttentionTile
   std::vector<float> running_max, sum;  // group each
 };
 
 void Attend(const AttentionArgs& args, AttentionScratch* scratch);
+
+// out[i] = scale * dot(key i, q) for n keys of head_dim floats (row i at keys + i * head_dim),
+// in attention's own reduction order (attention.cc), for tests: every path, named.
+using AttentionScoreFn = void (*)(const float* keys, int n, const float* q, int head_dim,
+                                  float scale, float* out);
+std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim);
 
 // s[i] = exp(s[i] - max) for i < n, as the softmax computes it (arguments <= 0; below -87, 0).
 using SoftmaxExpFn = void (*)(float* s, float max, int n);

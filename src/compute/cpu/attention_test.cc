@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -28,6 +29,47 @@ std::vector<float> Arguments() {
   std::uniform_real_distribution<float> wide(-90.0f, 0.0f), narrow(-1.0f, 0.0f);
   for (int i = 0; i < 20000; ++i) xs.push_back(i % 2 ? wide(rng) : narrow(rng));
   return xs;
+}
+
+// Scores: every head size (with ragged 16-lane tails) and tile length (with a partial group of
+// 16), values with signed zeros and mixed magnitudes: the vector path's transposed fold must
+// give the portable fold's bits, and the value must be close to the exact dot.
+TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> kind(0, 7);
+  auto draw = [&] {
+    switch (kind(rng)) {
+      case 0: return -0.0f;
+      case 1: return 0.0f;
+      case 2: return normal(rng) * 1000.0f;
+      default: return normal(rng);
+    }
+  };
+  for (int hd : {1, 8, 15, 16, 17, 32, 48, 64, 80, 100, 128, 160}) {
+    for (int n : {1, 5, 16, 17, 31, 32}) {
+      std::vector<float> keys(n * hd), q(hd), want(n), got(n);
+      for (auto& v : keys) v = draw();
+      for (auto& v : q) v = draw();
+      const auto paths = RunnableAttentionScorePaths(hd);
+      paths[0].second(keys.data(), n, q.data(), hd, 0.125f, want.data());
+      for (int i = 0; i < n; ++i) {
+        double exact = 0, magnitude = 0;
+        for (int d = 0; d < hd; ++d) {
+          exact += static_cast<double>(keys[i * hd + d]) * q[d];
+          magnitude += std::fabs(static_cast<double>(keys[i * hd + d]) * q[d]);
+        }
+        ASSERT_NEAR(want[i], 0.125 * exact, 1e-5 * magnitude + 1e-30) << "hd=" << hd << " i=" << i;
+      }
+      for (auto [name, fn] : paths) {
+        std::fill(got.begin(), got.end(), 12345.0f);
+        fn(keys.data(), n, q.data(), hd, 0.125f, got.data());
+        for (int i = 0; i < n; ++i) {
+          ASSERT_EQ(Bits(got[i]), Bits(want[i])) << name << " hd=" << hd << " n=" << n << " i=" << i;
+        }
+      }
+    }
+  }
 }
 
 TEST(SoftmaxExp, EveryPathGivesThePortableBits) {

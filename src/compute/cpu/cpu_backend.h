@@ -25,7 +25,8 @@ class CpuBackend : public Backend {
 
   const char* name() const override { return "cpu"; }
   // 2: attention's exp became one polynomial shared by every path (was libm's expf).
-  const char* numerics() const override { return "cpu-2"; }
+  // 3: attention scores in their own order (16 lanes, folded 16 scores at a time).
+  const char* numerics() const override { return "cpu-3"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
