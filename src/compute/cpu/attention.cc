@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/cpu_features.h"
+#include "base/fp16.h"
 #include "compute/cpu/dot.h"
 
 namespace prefixd::cpu {
@@ -75,20 +76,33 @@ __attribute__((target("avx512f,fma"))) void ExpTileAvx512(float* s, float max, i
   }
 }
 
-// acc = acc * correction, then acc = acc + p[i] * v[i] for each of the tile's n value rows
-// (row i at values + i * hd): multiply, round, add, round, element by element, never fused.
-void Accumulate(float* acc, float correction, const float* p, const float* values, int n, int hd) {
+// K and V rows are read where they lie in the pool (row i of a tile at rows[i]), as F16 or F32.
+inline float ToFloat(float v) { return v; }
+inline float ToFloat(uint16_t h) { return HalfToFloat(h); }
+
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) inline __m512 LoadRow(const float* p,
+                                                                             __mmask16 m) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) inline __m512 LoadRow(const uint16_t* p,
+                                                                             __mmask16 m) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));  // exact: every half is a float
+}
+
+// acc = acc * correction, then acc = acc + p[i] * v_i for each of the tile's n value rows:
+// multiply, round, add, round, element by element, never fused.
+template <typename T>
+void Accumulate(float* acc, float correction, const float* p, const T* const* rows, int n, int hd) {
   for (int d = 0; d < hd; ++d) acc[d] = acc[d] * correction;
   for (int i = 0; i < n; ++i) {
-    for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p[i] * values[int64_t{i} * hd + d];
+    for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p[i] * ToFloat(rows[i][d]);
   }
 }
 
 // The same, with the accumulator row in NC registers for the whole tile (NC = ceil(hd / 16)).
-template <int NC>
-__attribute__((target("avx512f"))) void AccumulateAvx512(float* acc, float correction,
-                                                         const float* p, const float* values,
-                                                         int n, int hd) {
+template <int NC, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void AccumulateAvx512(
+    float* acc, float correction, const float* p, const T* const* rows, int n, int hd) {
   const int tail = hd - 16 * (NC - 1);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
   auto mask = [&](int c) { return c == NC - 1 ? last : static_cast<__mmask16>(0xffff); };
@@ -98,10 +112,9 @@ __attribute__((target("avx512f"))) void AccumulateAvx512(float* acc, float corre
   for (int c = 0; c < NC; ++c) a[c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(c), acc + 16 * c), cv);
   for (int i = 0; i < n; ++i) {
     const __m512 pv = _mm512_set1_ps(p[i]);
-    const float* v = values + int64_t{i} * hd;
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) {
-      a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(pv, _mm512_maskz_loadu_ps(mask(c), v + 16 * c)));
+      a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(pv, LoadRow(rows[i] + 16 * c, mask(c))));
     }
   }
 #pragma GCC unroll 8
@@ -112,16 +125,17 @@ __attribute__((target("avx512f"))) void AccumulateAvx512(float* acc, float corre
 // chosen so that 16 scores reduce together: lane l (of 16) sums elements l, l + 16, ... by FMA
 // (zeros past head_dim), then the lanes fold pairwise: [0,8)+[8,16), [0,4)+[4,8), [0,2)+[2,4),
 // 0+1. Written once for one score (portable) and once for 16 (AVX-512, the fold transposed).
-void ScoreKeys(const float* keys, int n, const float* q, int hd, float scale, float* out) {
+template <typename T>
+void ScoreKeys(const T* const* rows, int n, const float* q, int hd, float scale, float* out) {
   const int chunks = (hd + 15) / 16;
   for (int i = 0; i < n; ++i) {
-    const float* k = keys + int64_t{i} * hd;
+    const T* k = rows[i];
     float lane[16];
     for (int l = 0; l < 16; ++l) {
       float acc = 0.0f;
       for (int c = 0; c < chunks; ++c) {
         const int d = 16 * c + l;
-        acc = std::fma(d < hd ? k[d] : 0.0f, d < hd ? q[d] : 0.0f, acc);
+        acc = std::fma(d < hd ? ToFloat(k[d]) : 0.0f, d < hd ? q[d] : 0.0f, acc);
       }
       lane[l] = acc;
     }
@@ -156,10 +170,9 @@ __attribute__((target("avx512f"))) inline __m512 FoldSixteen(const __m512* a) {
   return _mm512_permutexvar_ps(order, e);
 }
 
-template <int NC>
-__attribute__((target("avx512f,fma"))) void ScoreKeysAvx512(const float* keys, int n,
-                                                            const float* q, int hd, float scale,
-                                                            float* out) {
+template <int NC, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void ScoreKeysAvx512(
+    const T* const* rows, int n, const float* q, int hd, float scale, float* out) {
   const int tail = hd - 16 * (NC - 1);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
   auto mask = [&](int c) { return c == NC - 1 ? last : static_cast<__mmask16>(0xffff); };
@@ -174,11 +187,9 @@ __attribute__((target("avx512f,fma"))) void ScoreKeysAvx512(const float* keys, i
     for (int p = 0; p < 16; ++p) {
       a[p] = _mm512_setzero_ps();
       if (p < m) {
-        const float* k = keys + int64_t{i0 + p} * hd;
+        const T* k = rows[i0 + p];
 #pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) {
-          a[p] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask(c), k + 16 * c), qv[c], a[p]);
-        }
+        for (int c = 0; c < NC; ++c) a[p] = _mm512_fmadd_ps(LoadRow(k + 16 * c, mask(c)), qv[c], a[p]);
       }
     }
     const __mmask16 live = static_cast<__mmask16>(m >= 16 ? 0xffff : (1u << m) - 1);
@@ -186,46 +197,71 @@ __attribute__((target("avx512f,fma"))) void ScoreKeysAvx512(const float* keys, i
   }
 }
 
-using ScoreFn = void (*)(const float*, int, const float*, int, float, float*);
+template <typename T>
+using ScoreFn = void (*)(const T* const*, int, const float*, int, float, float*);
+template <typename T>
+using AccumulateFn = void (*)(float*, float, const float*, const T* const*, int, int);
 
-ScoreFn PickScore(int hd) {
-  if (!GetCpuFeatures().avx512f) return &ScoreKeys;
+bool HasAvx512Attention() {
+  const CpuFeatures& f = GetCpuFeatures();
+  return f.avx512f && f.avx512bw && f.avx512vl && f.f16c && f.fma;
+}
+
+// The AVX-512 kernels come in head sizes up to 128 (NC <= 8); larger heads take the portable
+// loops, which give the same bits.
+template <typename T>
+ScoreFn<T> PickScore(int hd) {
+  if (!HasAvx512Attention()) return &ScoreKeys<T>;
   switch ((hd + 15) / 16) {
-    case 1: return &ScoreKeysAvx512<1>;
-    case 2: return &ScoreKeysAvx512<2>;
-    case 3: return &ScoreKeysAvx512<3>;
-    case 4: return &ScoreKeysAvx512<4>;
-    case 5: return &ScoreKeysAvx512<5>;
-    case 6: return &ScoreKeysAvx512<6>;
-    case 7: return &ScoreKeysAvx512<7>;
-    case 8: return &ScoreKeysAvx512<8>;
-    default: return &ScoreKeys;  // heads over 128 dims: the portable loop, same bits
+    case 1: return &ScoreKeysAvx512<1, T>;
+    case 2: return &ScoreKeysAvx512<2, T>;
+    case 3: return &ScoreKeysAvx512<3, T>;
+    case 4: return &ScoreKeysAvx512<4, T>;
+    case 5: return &ScoreKeysAvx512<5, T>;
+    case 6: return &ScoreKeysAvx512<6, T>;
+    case 7: return &ScoreKeysAvx512<7, T>;
+    case 8: return &ScoreKeysAvx512<8, T>;
+    default: return &ScoreKeys<T>;
+  }
+}
+
+template <typename T>
+AccumulateFn<T> PickAccumulate(int hd) {
+  if (!HasAvx512Attention()) return &Accumulate<T>;
+  switch ((hd + 15) / 16) {
+    case 1: return &AccumulateAvx512<1, T>;
+    case 2: return &AccumulateAvx512<2, T>;
+    case 3: return &AccumulateAvx512<3, T>;
+    case 4: return &AccumulateAvx512<4, T>;
+    case 5: return &AccumulateAvx512<5, T>;
+    case 6: return &AccumulateAvx512<6, T>;
+    case 7: return &AccumulateAvx512<7, T>;
+    case 8: return &AccumulateAvx512<8, T>;
+    default: return &Accumulate<T>;
   }
 }
 
 using ExpTileFn = void (*)(float*, float, int);
-using AccumulateFn = void (*)(float*, float, const float*, const float*, int, int);
-
-AccumulateFn PickAccumulate(int hd) {
-  if (!GetCpuFeatures().avx512f) return &Accumulate;
-  switch ((hd + 15) / 16) {
-    case 1: return &AccumulateAvx512<1>;
-    case 2: return &AccumulateAvx512<2>;
-    case 3: return &AccumulateAvx512<3>;
-    case 4: return &AccumulateAvx512<4>;
-    case 5: return &AccumulateAvx512<5>;
-    case 6: return &AccumulateAvx512<6>;
-    case 7: return &AccumulateAvx512<7>;
-    case 8: return &AccumulateAvx512<8>;
-    default: return &Accumulate;  // heads over 128 dims: the portable loop, same bits
-  }
-}
 
 }  // namespace
 
-std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim) {
-  std::vector<std::pair<const char*, AttentionScoreFn>> out = {{"generic", &ScoreKeys}};
-  if (GetCpuFeatures().avx512f) out.emplace_back("avx512", PickScore(head_dim));
+namespace {
+// Tests hand over contiguous rows (floats or halves); the kernels take a pointer per row.
+template <typename T, bool kVector>
+void ScoreContiguous(const void* keys, int n, const float* q, int hd, float scale, float* out) {
+  std::vector<const T*> rows(n);
+  for (int i = 0; i < n; ++i) rows[i] = static_cast<const T*>(keys) + int64_t{i} * hd;
+  (kVector ? PickScore<T>(hd) : &ScoreKeys<T>)(rows.data(), n, q, hd, scale, out);
+}
+}  // namespace
+
+std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim,
+                                                                                  bool f16) {
+  std::vector<std::pair<const char*, AttentionScoreFn>> out = {
+      {"generic", f16 ? &ScoreContiguous<uint16_t, false> : &ScoreContiguous<float, false>}};
+  if (HasAvx512Attention() && head_dim <= 128) {
+    out.emplace_back("avx512", f16 ? &ScoreContiguous<uint16_t, true> : &ScoreContiguous<float, true>);
+  }
   return out;
 }
 
@@ -235,45 +271,39 @@ std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
   return out;
 }
 
-void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
+namespace {
+
+// The online softmax over tiles of kAttentionTile positions, with K/V rows of type T read in
+// place.
+template <typename T>
+void AttendRows(const AttentionArgs& a, AttentionScratch* scratch) {
   static const bool avx512 = GetCpuFeatures().avx512f;
   const ExpTileFn exp_tile = avx512 ? &ExpTileAvx512 : &ExpTile;
-  const AccumulateFn accumulate = PickAccumulate(a.head_dim);
-  const ScoreFn score = PickScore(a.head_dim);
+  const AccumulateFn<T> accumulate = PickAccumulate<T>(a.head_dim);
+  const ScoreFn<T> score = PickScore<T>(a.head_dim);
   const KvLayout& layout = *a.layout;
   const int hd = a.head_dim, group = a.group;
-  const bool f16 = layout.dtype == KvDtype::kF16;
   const int64_t head_offset = int64_t{a.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
-  scratch->values.resize(int64_t{kAttentionTile} * hd);
-  scratch->keys.resize(int64_t{kAttentionTile} * hd);
   scratch->acc.assign(int64_t{group} * hd, 0.0f);
   scratch->scores.resize(int64_t{group} * kAttentionTile);
   scratch->running_max.assign(group, -std::numeric_limits<float>::infinity());
   scratch->sum.assign(group, 0.0f);
   float* running_max = scratch->running_max.data();
   float* sum = scratch->sum.data();
-  float* keys = scratch->keys.data();
-  float* values = scratch->values.data();
   auto scores = [&](int g) { return scratch->scores.data() + int64_t{g} * kAttentionTile; };
+  const T* krows[kAttentionTile];
+  const T* vrows[kAttentionTile];
   for (int64_t j0 = 0; j0 <= a.pos; j0 += kAttentionTile) {
     const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
     for (int i = 0; i < n; ++i) {
       const int64_t j = j0 + i;
       const uint8_t* block = a.kv_base + a.blocks[j / layout.block_size].value() * block_bytes;
       const int slot = static_cast<int>(j % layout.block_size);
-      const uint8_t* krow = block + layout.RowOffset(a.layer, 0, slot) + head_offset;
-      const uint8_t* vrow = block + layout.RowOffset(a.layer, 1, slot) + head_offset;
-      // K and V rows as floats once for all the group's heads (exact: every half is a float).
-      if (f16) {
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(krow), keys + int64_t{i} * hd, hd);
-        ConvertF16ToF32(reinterpret_cast<const uint16_t*>(vrow), values + int64_t{i} * hd, hd);
-      } else {
-        std::memcpy(keys + int64_t{i} * hd, krow, sizeof(float) * hd);
-        std::memcpy(values + int64_t{i} * hd, vrow, sizeof(float) * hd);
-      }
+      krows[i] = reinterpret_cast<const T*>(block + layout.RowOffset(a.layer, 0, slot) + head_offset);
+      vrows[i] = reinterpret_cast<const T*>(block + layout.RowOffset(a.layer, 1, slot) + head_offset);
     }
-    for (int g = 0; g < group; ++g) score(keys, n, a.q + int64_t{g} * hd, hd, a.scale, scores(g));
+    for (int g = 0; g < group; ++g) score(krows, n, a.q + int64_t{g} * hd, hd, a.scale, scores(g));
     for (int g = 0; g < group; ++g) {
       float tile_max = scores(g)[0];
       for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores(g)[i]);
@@ -286,7 +316,7 @@ void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
       exp_tile(scores(g), new_max, n);
       sum[g] = sum[g] * correction;
       for (int i = 0; i < n; ++i) sum[g] = sum[g] + scores(g)[i];
-      accumulate(scratch->acc.data() + int64_t{g} * hd, correction, scores(g), values, n, hd);
+      accumulate(scratch->acc.data() + int64_t{g} * hd, correction, scores(g), vrows, n, hd);
       running_max[g] = new_max;
     }
   }
@@ -295,6 +325,16 @@ void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
     const float* acc = scratch->acc.data() + int64_t{g} * hd;
     float* out = a.out + int64_t{g} * hd;
     for (int d = 0; d < hd; ++d) out[d] = acc[d] * inv;
+  }
+}
+
+}  // namespace
+
+void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
+  if (a.layout->dtype == KvDtype::kF16) {
+    AttendRows<uint16_t>(a, scratch);
+  } else {
+    AttendRows<float>(a, scratch);
   }
 }
 

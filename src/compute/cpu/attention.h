@@ -38,8 +38,6 @@ struct AttentionArgs {
 
 // Scratch sized for one call; reuse it across calls on the same thread.
 struct AttentionScratch {
-  std::vector<float> values;  // kAttentionTile * head_dim converted V rows
-  std::vector<float> keys;    // kAttentionTile * head_dim converted K rows
   std::vector<float> acc;     // group * head_dim
   std::vector<float> scores;  // group * kAttentionTile
   std::vector<float> running_max, sum;  // group each
@@ -47,11 +45,13 @@ struct AttentionScratch {
 
 void Attend(const AttentionArgs& args, AttentionScratch* scratch);
 
-// out[i] = scale * dot(key i, q) for n keys of head_dim floats (row i at keys + i * head_dim),
-// in attention's own reduction order (attention.cc), for tests: every path, named.
-using AttentionScoreFn = void (*)(const float* keys, int n, const float* q, int head_dim,
+// out[i] = scale * dot(key i, q) for n keys of head_dim elements (row i at keys + i * head_dim;
+// floats, or halves when `f16`), in attention's own reduction order (attention.cc), for tests:
+// every path, named.
+using AttentionScoreFn = void (*)(const void* keys, int n, const float* q, int head_dim,
                                   float scale, float* out);
-std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim);
+std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim,
+                                                                                  bool f16);
 
 // s[i] = exp(s[i] - max) for i < n, as the softmax computes it (arguments <= 0; below -87, 0).
 using SoftmaxExpFn = void (*)(float* s, float max, int n);

@@ -9,6 +9,8 @@
 #include <random>
 #include <vector>
 
+#include "base/fp16.h"
+
 namespace prefixd::cpu {
 namespace {
 
@@ -51,7 +53,7 @@ TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
       std::vector<float> keys(n * hd), q(hd), want(n), got(n);
       for (auto& v : keys) v = draw();
       for (auto& v : q) v = draw();
-      const auto paths = RunnableAttentionScorePaths(hd);
+      const auto paths = RunnableAttentionScorePaths(hd, /*f16=*/false);
       paths[0].second(keys.data(), n, q.data(), hd, 0.125f, want.data());
       for (int i = 0; i < n; ++i) {
         double exact = 0, magnitude = 0;
@@ -66,6 +68,21 @@ TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
         fn(keys.data(), n, q.data(), hd, 0.125f, got.data());
         for (int i = 0; i < n; ++i) {
           ASSERT_EQ(Bits(got[i]), Bits(want[i])) << name << " hd=" << hd << " n=" << n << " i=" << i;
+        }
+      }
+      // F16 keys (the default KV type) read in place: the same bits as their floats.
+      std::vector<uint16_t> halves(n * hd);
+      std::vector<float> rounded(n * hd);
+      for (int i = 0; i < n * hd; ++i) {
+        halves[i] = FloatToHalf(keys[i] / 1000.0f);
+        rounded[i] = HalfToFloat(halves[i]);
+      }
+      paths[0].second(rounded.data(), n, q.data(), hd, 0.125f, want.data());
+      for (auto [name, fn] : RunnableAttentionScorePaths(hd, /*f16=*/true)) {
+        std::fill(got.begin(), got.end(), 12345.0f);
+        fn(halves.data(), n, q.data(), hd, 0.125f, got.data());
+        for (int i = 0; i < n; ++i) {
+          ASSERT_EQ(Bits(got[i]), Bits(want[i])) << name << " f16 hd=" << hd << " n=" << n << " i=" << i;
         }
       }
     }
