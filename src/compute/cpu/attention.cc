@@ -294,14 +294,22 @@ void AttendRows(const AttentionArgs& a, AttentionScratch* scratch) {
   auto scores = [&](int g) { return scratch->scores.data() + int64_t{g} * kAttentionTile; };
   const T* krows[kAttentionTile];
   const T* vrows[kAttentionTile];
+  // Position j lies in block j / block_size at slot j % block_size: walked, not divided.
+  const int64_t k_offset = layout.RowOffset(a.layer, 0, 0) + head_offset;
+  const int64_t v_offset = layout.RowOffset(a.layer, 1, 0) + head_offset;
+  const int64_t row_bytes = layout.RowBytes();
+  int64_t block_index = 0;
+  int slot = 0;
   for (int64_t j0 = 0; j0 <= a.pos; j0 += kAttentionTile) {
     const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
     for (int i = 0; i < n; ++i) {
-      const int64_t j = j0 + i;
-      const uint8_t* block = a.kv_base + a.blocks[j / layout.block_size].value() * block_bytes;
-      const int slot = static_cast<int>(j % layout.block_size);
-      krows[i] = reinterpret_cast<const T*>(block + layout.RowOffset(a.layer, 0, slot) + head_offset);
-      vrows[i] = reinterpret_cast<const T*>(block + layout.RowOffset(a.layer, 1, slot) + head_offset);
+      const uint8_t* row = a.kv_base + a.blocks[block_index].value() * block_bytes + slot * row_bytes;
+      krows[i] = reinterpret_cast<const T*>(row + k_offset);
+      vrows[i] = reinterpret_cast<const T*>(row + v_offset);
+      if (++slot == layout.block_size) {
+        slot = 0;
+        ++block_index;
+      }
     }
     for (int g = 0; g < group; ++g) score(krows, n, a.q + int64_t{g} * hd, hd, a.scale, scores(g));
     for (int g = 0; g < group; ++g) {
