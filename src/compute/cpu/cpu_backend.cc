@@ -124,9 +124,8 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
 void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
   const int64_t q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim();
   const int hd = hp_.head_dim;
-  cpu::MatMul(lw.wq, h_.data(), n, q_.data(), pool_);
-  cpu::MatMul(lw.wk, h_.data(), n, k_.data(), pool_);
-  cpu::MatMul(lw.wv, h_.data(), n, v_.data(), pool_);
+  const cpu::MatMulProduct qkv[] = {{&lw.wq, q_.data()}, {&lw.wk, k_.data()}, {&lw.wv, v_.data()}};
+  cpu::MatMulShared(qkv, h_.data(), n, pool_);
   if (hp_.qkv_bias) {
     cpu::AddBias(lw.bq, n, q_.data());
     cpu::AddBias(lw.bk, n, k_.data());
@@ -194,8 +193,8 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.ffn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    cpu::MatMul(lw.ffn_gate, h_.data(), n, gate_.data(), pool_);
-    cpu::MatMul(lw.ffn_up, h_.data(), n, up_.data(), pool_);
+    const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data()}, {&lw.ffn_up, up_.data()}};
+    cpu::MatMulShared(gate_up, h_.data(), n, pool_);
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
       cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
     });

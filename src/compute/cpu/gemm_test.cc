@@ -90,5 +90,43 @@ TEST(Gemm, MatMulOfManyTokensEqualsOneTokenAtATime) {
   }
 }
 
+// Products sharing an input in one loop (Q/K/V, gate/up) give each product's own bits, for one
+// token (row tiles) and many (packed panels), with row counts that split tiles unevenly.
+TEST(Gemm, SharedInputProductsEqualSeparateProducts) {
+  std::mt19937 rng(13);
+  ThreadPool pool(2);
+  const int cols = 80;
+  const int rows[] = {48, 17, 33};
+  std::vector<std::vector<float>> w(3);
+  std::vector<Weight> weights(3);
+  for (int i = 0; i < 3; ++i) {
+    w[i].resize(rows[i] * cols);
+    for (auto& v : w[i]) v = Draw(rng);
+    weights[i].type = TensorType::kF32;
+    weights[i].rows = rows[i];
+    weights[i].cols = cols;
+    weights[i].row_bytes = cols * 4;
+    weights[i].data = reinterpret_cast<const uint8_t*>(w[i].data());
+  }
+  for (int tokens : {1, 2, 25}) {
+    std::vector<float> x(tokens * cols);
+    for (auto& v : x) v = Draw(rng);
+    std::vector<std::vector<float>> shared(3), alone(3);
+    std::vector<MatMulProduct> products;
+    for (int i = 0; i < 3; ++i) {
+      shared[i].assign(tokens * rows[i], 0.0f);
+      alone[i].assign(tokens * rows[i], 0.0f);
+      products.push_back({&weights[i], shared[i].data()});
+      MatMul(weights[i], x.data(), tokens, alone[i].data(), pool);
+    }
+    MatMulShared(products, x.data(), tokens, pool);
+    for (int i = 0; i < 3; ++i) {
+      for (size_t k = 0; k < alone[i].size(); ++k) {
+        ASSERT_EQ(Bits(shared[i][k]), Bits(alone[i][k])) << "product " << i << " tokens " << tokens;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace prefixd::cpu

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/check.h"
 #include "base/fp16.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/gemm.h"
@@ -15,121 +16,133 @@ namespace {
 // Rows per work item: a tile of weight rows stays in cache while every token uses it.
 constexpr int64_t kRowTile = 16;
 
-// BF16 and quantised weights without the blocked GEMM (decode, or no AVX-512): each row is
-// dequantised once into a row of F32 and reduced with the F32 dot (or both at once by the fused
-// kernel), so every token sees the same F32 weights as the prefill GEMM does, reduced in the
-// same order.
-void MatMulDequantRows(const Weight& w, const float* x, int64_t num_tokens, float* y,
-                       ThreadPool& pool) {
+// Rows [r0, r1) of y for every token, one dot per output (decode, or prefill without
+// AVX-512). BF16 and quantised rows are dequantised once into F32 and reduced with the F32 dot
+// (or both at once by the fused kernel), so every token sees the same F32 weights as the
+// prefill GEMM does, reduced in the same order.
+void RowTile(const Weight& w, const float* x, int64_t num_tokens, float* y, int64_t r0,
+             int64_t r1, std::vector<float>& scratch) {
   const int64_t rows = w.rows, cols = w.cols;
-  const DequantRowFn dequant = GetDequantRow(w.type);
-  const DotF32Fn dot = GetDotF32();
-  const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
-  if (const QuantDotFn fused = GetQuantDot(w.type)) {
+  if (w.type == TensorType::kF32) {
+    const DotF32Fn dot = GetDotF32();
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      for (int64_t r = r0; r < r1; ++r) {
+        y[t * rows + r] = dot(reinterpret_cast<const float*>(w.Row(r)), x + t * cols, cols);
+      }
+    }
+  } else if (w.type == TensorType::kF16) {
+    const DotF16Fn dot = GetDotF16();
+    const DotF16x4Fn dot4 = GetDotF16x4();
+    auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.Row(r)); };
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const float* xt = x + t * cols;
+      int64_t r = r0;
+      for (; r + 4 <= r1; r += 4) dot4(row(r), row(r + 1), row(r + 2), row(r + 3), xt, cols, &y[t * rows + r]);
+      for (; r < r1; ++r) y[t * rows + r] = dot(row(r), xt, cols);
+    }
+  } else if (const QuantDotFn fused = GetQuantDot(w.type)) {
     // Same values and order, but the dequantised row never leaves the registers.
-    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
-      for (int64_t r = begin * kRowTile; r < std::min(rows, end * kRowTile); ++r) {
-        for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = fused(w.Row(r), x + t * cols, cols);
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = fused(w.Row(r), x + t * cols, cols);
+    }
+  } else {
+    const DequantRowFn dequant = GetDequantRow(w.type);
+    const DotF32Fn dot = GetDotF32();
+    scratch.resize(cols);
+    for (int64_t r = r0; r < r1; ++r) {
+      dequant(w.Row(r), cols, scratch.data());
+      for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = dot(scratch.data(), x + t * cols, cols);
+    }
+  }
+}
+
+// Panel p (kGemmPanelRows rows) of y for every token block of the packed path: the panel is
+// packed (dequantised from F16, BF16 or a quantised type on the way) into L2 once and every
+// token block runs past it (see gemm.h).
+void PackedPanel(const Weight& w, int64_t p, const float* blocks, int64_t num_tokens, float* y,
+                 std::vector<float>& panel, std::vector<float>& row) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const int64_t block_floats = GemmBlockFloats(cols);
+  const int64_t num_blocks = (num_tokens + kGemmBlockTokens - 1) / kGemmBlockTokens;
+  panel.resize(GemmPanelFloats(cols));
+  row.resize(cols);
+  const DequantRowFn dequant = w.type == TensorType::kF32 ? nullptr : GetDequantRow(w.type);
+  const int64_t r0 = p * kGemmPanelRows;
+  const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
+  if (n < kGemmPanelRows) ZeroPanel(cols, panel.data());
+  for (int i = 0; i < n; ++i) {
+    const float* src = reinterpret_cast<const float*>(w.Row(r0 + i));
+    if (dequant != nullptr) {
+      dequant(w.Row(r0 + i), cols, row.data());
+      src = row.data();
+    }
+    PackPanelRow(src, cols, i, panel.data());
+  }
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    const int nt = static_cast<int>(std::min<int64_t>(kGemmBlockTokens, num_tokens - b * kGemmBlockTokens));
+    GemmPanelBlock(panel.data(), blocks + b * block_floats, cols, n, nt,
+                   y + b * kGemmBlockTokens * rows + r0, rows);
+  }
+}
+
+}  // namespace
+
+void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool) {
+  if (products.empty() || num_tokens <= 0) return;
+  const int64_t cols = products[0].w->cols;
+  for (const MatMulProduct& p : products) {
+    PREFIXD_CHECK(p.w->cols == cols, "MatMulShared: products of different input widths");
+  }
+  const bool packed = num_tokens >= 2 && HasBlockedGemm();
+  // Work items: the products' row tiles (or panels) end to end, so the threads split them all
+  // in one loop and meet once.
+  const int64_t per_item = packed ? kGemmPanelRows : kRowTile;
+  std::vector<int64_t> first_item(products.size() + 1, 0);
+  for (size_t i = 0; i < products.size(); ++i) {
+    first_item[i + 1] = first_item[i] + (products[i].w->rows + per_item - 1) / per_item;
+  }
+  auto locate = [&](int64_t item) {
+    size_t i = 0;
+    while (item >= first_item[i + 1]) ++i;
+    return std::pair<size_t, int64_t>{i, item - first_item[i]};
+  };
+  if (!packed) {
+    pool.ParallelFor(first_item.back(), [&](int64_t begin, int64_t end, int) {
+      thread_local std::vector<float> scratch;
+      for (int64_t item = begin; item < end; ++item) {
+        const auto [i, tile] = locate(item);
+        const Weight& w = *products[i].w;
+        RowTile(w, x, num_tokens, products[i].y, tile * kRowTile,
+                std::min(w.rows, (tile + 1) * kRowTile), scratch);
       }
     });
     return;
   }
-  pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
-    thread_local std::vector<float> row;
-    row.resize(cols);
-    for (int64_t r = begin * kRowTile; r < std::min(rows, end * kRowTile); ++r) {
-      dequant(w.Row(r), cols, row.data());
-      for (int64_t t = 0; t < num_tokens; ++t) y[t * rows + r] = dot(row.data(), x + t * cols, cols);
-    }
-  });
-}
-
-// Prefill: tokens are packed lane-major once (in parallel), then each thread takes whole
-// panels of 32 weight rows, packs one (dequantised from F16, BF16 or a quantised type on the
-// way) into L2 and runs every token block past it (see gemm.h).
-void MatMulPacked(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
-  const int64_t rows = w.rows, cols = w.cols;
+  // Prefill: tokens are packed lane-major once (in parallel), for every product.
   const int64_t block_floats = GemmBlockFloats(cols);
   const int64_t num_blocks = (num_tokens + kGemmBlockTokens - 1) / kGemmBlockTokens;
   thread_local std::vector<float> packed_tokens;
   packed_tokens.resize(num_blocks * block_floats);
   float* blocks = packed_tokens.data();
-  auto block_tokens = [&](int64_t b) {
-    return static_cast<int>(std::min<int64_t>(kGemmBlockTokens, num_tokens - b * kGemmBlockTokens));
-  };
   pool.ParallelFor(num_blocks, [&](int64_t begin, int64_t end, int) {
     for (int64_t b = begin; b < end; ++b) {
-      PackTokenBlock(x + b * kGemmBlockTokens * cols, cols, block_tokens(b), blocks + b * block_floats);
+      const int nt = static_cast<int>(std::min<int64_t>(kGemmBlockTokens, num_tokens - b * kGemmBlockTokens));
+      PackTokenBlock(x + b * kGemmBlockTokens * cols, cols, nt, blocks + b * block_floats);
     }
   });
-  const int64_t num_panels = (rows + kGemmPanelRows - 1) / kGemmPanelRows;
-  pool.ParallelFor(num_panels, [&](int64_t begin, int64_t end, int) {
+  pool.ParallelFor(first_item.back(), [&](int64_t begin, int64_t end, int) {
     thread_local std::vector<float> panel, row;
-    panel.resize(GemmPanelFloats(cols));
-    row.resize(cols);
-    const DequantRowFn dequant = w.type == TensorType::kF32 ? nullptr : GetDequantRow(w.type);
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t r0 = p * kGemmPanelRows;
-      const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
-      if (n < kGemmPanelRows) ZeroPanel(cols, panel.data());
-      for (int i = 0; i < n; ++i) {
-        const float* src = reinterpret_cast<const float*>(w.Row(r0 + i));
-        if (dequant != nullptr) {
-          dequant(w.Row(r0 + i), cols, row.data());
-          src = row.data();
-        }
-        PackPanelRow(src, cols, i, panel.data());
-      }
-      for (int64_t b = 0; b < num_blocks; ++b) {
-        GemmPanelBlock(panel.data(), blocks + b * block_floats, cols, n, block_tokens(b),
-                       y + b * kGemmBlockTokens * rows + r0, rows);
-      }
+    for (int64_t item = begin; item < end; ++item) {
+      const auto [i, p] = locate(item);
+      PackedPanel(*products[i].w, p, blocks, num_tokens, products[i].y, panel, row);
     }
   });
 }
 
-}  // namespace
-
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
-  const int64_t rows = w.rows, cols = w.cols;
-  if (num_tokens >= 2 && HasBlockedGemm()) {
-    MatMulPacked(w, x, num_tokens, y, pool);
-    return;
-  }
-  const int64_t num_tiles = (rows + kRowTile - 1) / kRowTile;
-  if (w.type == TensorType::kF32) {
-    const DotF32Fn dot = GetDotF32();
-    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
-      for (int64_t tile = begin; tile < end; ++tile) {
-        const int64_t r0 = tile * kRowTile, r1 = std::min(rows, r0 + kRowTile);
-        for (int64_t t = 0; t < num_tokens; ++t) {
-          const float* xt = x + t * cols;
-          for (int64_t r = r0; r < r1; ++r) {
-            y[t * rows + r] = dot(reinterpret_cast<const float*>(w.Row(r)), xt, cols);
-          }
-        }
-      }
-    });
-  } else if (w.type != TensorType::kF16) {
-    MatMulDequantRows(w, x, num_tokens, y, pool);
-  } else {
-    const DotF16Fn dot = GetDotF16();
-    const DotF16x4Fn dot4 = GetDotF16x4();
-    pool.ParallelFor(num_tiles, [&](int64_t begin, int64_t end, int) {
-      auto row = [&](int64_t r) { return reinterpret_cast<const uint16_t*>(w.Row(r)); };
-      for (int64_t tile = begin; tile < end; ++tile) {
-        const int64_t r0 = tile * kRowTile, r1 = std::min(rows, r0 + kRowTile);
-        for (int64_t t = 0; t < num_tokens; ++t) {
-          const float* xt = x + t * cols;
-          int64_t r = r0;
-          for (; r + 4 <= r1; r += 4) {
-            dot4(row(r), row(r + 1), row(r + 2), row(r + 3), xt, cols, &y[t * rows + r]);
-          }
-          for (; r < r1; ++r) y[t * rows + r] = dot(row(r), xt, cols);
-        }
-      }
-    });
-  }
+  const MatMulProduct one{&w, y};
+  MatMulShared({&one, 1}, x, num_tokens, pool);
 }
 
 void RowToFloat(const Weight& w, int64_t row, float* out) {

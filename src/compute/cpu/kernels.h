@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "base/thread_pool.h"
 #include "model/llama_model.h"
@@ -12,6 +13,16 @@ namespace prefixd::cpu {
 
 // y[t * w.rows + r] = dot(row r of w, x + t * w.cols) for t < num_tokens, r < w.rows.
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool);
+
+// Several products of the same input (Q, K and V; gate and up), each exactly as MatMul gives
+// it, in one parallel loop: the threads split the union of their rows and meet once, and
+// prefill packs the tokens once. Every weight must have x's width.
+struct MatMulProduct {
+  const Weight* w;
+  float* y;
+};
+void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
+                  ThreadPool& pool);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, over n elements. The sum of squares is taken in
 // double, in order, as ggml does.
