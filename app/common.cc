@@ -42,7 +42,7 @@ StatusOr<Residence> ChooseWeightResidence(const std::string& flag, const std::st
   std::string key;
   uintmax_t kib = 0;
   while (meminfo >> key >> kib) {
-    if (key == "MemAvailable:") return file_bytes <= kib * 1024 / 2 ? Residence::kRam : Residence::kMapped;
+    if (key == "MemAvailable:") return file_bytes <= kib * 1024 / 4 ? Residence::kRam : Residence::kMapped;
     meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
   }
   return Residence::kMapped;

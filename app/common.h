@@ -28,12 +28,13 @@ StatusOr<LoadedModel> LoadModelAndTokenizer(const std::string& path,
                                             Residence residence = Residence::kMapped);
 
 // The --weights flag: "ram" copies the weights onto huge pages (decode reads them faster),
-// "mmap" uses the file in place, "auto" is ram when the file takes at most half of the memory
-// the kernel reports available, else mmap. InvalidArgument for any other value.
+// "mmap" uses the file in place, "auto" is ram when the file takes at most a quarter of the
+// memory the kernel reports available (the CPU backend also keeps a packed copy of F16
+// matrices), else mmap. InvalidArgument for any other value.
 StatusOr<Residence> ChooseWeightResidence(const std::string& flag, const std::string& path);
 inline constexpr const char* kWeightsFlagHelp =
     "Weights: ram (copied onto huge pages: faster decode), mmap (the file in place), auto "
-    "(ram when the file takes at most half of the available memory)";
+    "(ram when the file takes at most a quarter of the available memory)";
 
 // Parses "f16" / "f32".
 StatusOr<KvDtype> ParseKvDtype(const std::string& name);

@@ -1,6 +1,9 @@
 #include "compute/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -8,8 +11,10 @@
 
 #include "base/check.h"
 #include "base/fp16.h"
+#include "base/log.h"
 #include "compute/cpu/attention.h"
 #include "compute/cpu/dot.h"
+#include "compute/cpu/gemm.h"
 #include "compute/cpu/kernels.h"
 #include "compute/forward_batch_check.h"
 
@@ -56,6 +61,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
     rope_factors_.resize(hp_.rope_dims / 2);
     cpu::RowToFloat(model.weights().rope_freqs, 0, rope_factors_.data());
   }
+  PackF16Weights();
 }
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
@@ -85,6 +91,51 @@ void CpuBackend::StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g) {
       std::memcpy(dst, src, kv_dim * sizeof(float));
     }
   }
+}
+
+void CpuBackend::PackF16Weights() {
+  if (!cpu::HasBlockedGemm()) return;  // the packed kernels are AVX-512 only
+  const ModelWeights& mw = model_.weights();
+  std::vector<const Weight*> matrices;
+  for (const LayerWeights& lw : mw.layers) {
+    for (const Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_gate, &lw.ffn_up, &lw.ffn_down}) {
+      matrices.push_back(w);
+    }
+  }
+  matrices.push_back(&mw.output);
+  std::erase_if(matrices, [](const Weight* w) { return w->type != TensorType::kF16; });
+  if (matrices.empty()) return;
+  // Offsets in halves, and the (matrix, panel) work items end to end.
+  std::vector<int64_t> offset(matrices.size() + 1, 0), first_panel(matrices.size() + 1, 0);
+  for (size_t i = 0; i < matrices.size(); ++i) {
+    offset[i + 1] = offset[i] + cpu::PackedF16Halves(matrices[i]->rows, matrices[i]->cols);
+    first_panel[i + 1] = first_panel[i] + (matrices[i]->rows + cpu::kGemmPanelRows - 1) / cpu::kGemmPanelRows;
+  }
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t bytes = (offset.back() * sizeof(uint16_t) + kHugePage - 1) / kHugePage * kHugePage;
+  packed_buffer_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, bytes)));
+  if (!packed_buffer_) {
+    spdlog::warn("no memory for the {} MiB of packed F16 weights: decode reads them row by row",
+                 bytes >> 20);
+    return;
+  }
+  ::madvise(packed_buffer_.get(), bytes, MADV_HUGEPAGE);  // a hint; works without THP too
+  uint16_t* base = reinterpret_cast<uint16_t*>(packed_buffer_.get());
+  const auto start = std::chrono::steady_clock::now();
+  pool_.ParallelFor(first_panel.back(), [&](int64_t begin, int64_t end, int) {
+    size_t i = 0;
+    for (int64_t item = begin; item < end; ++item) {
+      while (item >= first_panel[i + 1]) ++i;
+      const Weight& w = *matrices[i];
+      const int64_t p = item - first_panel[i];
+      cpu::PackF16Panel(reinterpret_cast<const uint16_t*>(w.data), w.row_bytes / 2, w.rows, w.cols,
+                        p, base + offset[i] + p * cpu::GemmPanelFloats(w.cols));
+    }
+  });
+  for (size_t i = 0; i < matrices.size(); ++i) packed_[matrices[i]] = base + offset[i];
+  spdlog::info("packed {} F16 matrices for the CPU kernels: {} MiB in {:.2f} s", matrices.size(),
+               bytes >> 20,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 // Causal attention for every token of the batch, one work item per (token, KV head group).
@@ -124,7 +175,9 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
 void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
   const int64_t q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim();
   const int hd = hp_.head_dim;
-  const cpu::MatMulProduct qkv[] = {{&lw.wq, q_.data()}, {&lw.wk, k_.data()}, {&lw.wv, v_.data()}};
+  const cpu::MatMulProduct qkv[] = {{&lw.wq, q_.data(), Packed(lw.wq)},
+                                     {&lw.wk, k_.data(), Packed(lw.wk)},
+                                     {&lw.wv, v_.data(), Packed(lw.wv)}};
   cpu::MatMulShared(qkv, h_.data(), n, pool_);
   if (hp_.qkv_bias) {
     cpu::AddBias(lw.bq, n, q_.data());
@@ -185,7 +238,7 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     ProjectQkv(lw, n);
     StoreKv(layer, batch);
     Attention(layer, batch);
-    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_);
+    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_, Packed(lw.wo));
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
 
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
@@ -193,12 +246,13 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.ffn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data()}, {&lw.ffn_up, up_.data()}};
+    const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
+                                          {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
     cpu::MatMulShared(gate_up, h_.data(), n, pool_);
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
       cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
     });
-    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_);
+    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down));
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
   }
 
@@ -222,7 +276,7 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     cpu::RmsNorm(&x_[rows[r] * embd], w.output_norm, embd, hp_.rms_eps, &normed[r * embd]);
   }
   out->logits.resize(num_rows * hp_.vocab_size);
-  cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_);
+  cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_, Packed(w.output));
   return absl::OkStatus();
 }
 

@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+
 #include "base/thread_pool.h"
 #include "compute/backend.h"
 
@@ -47,6 +49,13 @@ class CpuBackend : public Backend {
   void StoreKv(int layer, const ForwardBatch& batch);
   void StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g);
   void Attention(int layer, const ForwardBatch& batch);
+  // Packs every F16 matrix product's weight for the panel kernels (gemm.h): once, at start-up.
+  void PackF16Weights();
+  // The packed copy of `w`, or null (not F16, or no AVX-512).
+  const uint16_t* Packed(const Weight& w) const {
+    auto it = packed_.find(&w);
+    return it == packed_.end() ? nullptr : it->second;
+  }
 
   const Model& model_;
   const Hparams& hp_;
@@ -55,6 +64,8 @@ class CpuBackend : public Backend {
   KvBuffer kv_;  // num_blocks_ blocks of layout_.BlockBytes()
   int num_blocks_;
   std::vector<float> rope_factors_;  // Llama 3 RoPE frequency divisors; empty when none
+  KvBuffer packed_buffer_;           // the packed F16 matrices, on huge pages where possible
+  absl::flat_hash_map<const Weight*, const uint16_t*> packed_;
 
   // Scratch, sized per step: activations of every token of the batch.
   std::vector<TokenSlot> slots_;

@@ -195,7 +195,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c"))) void DotF16x4
   // Decode streams every weight once from memory: fetch the next four rows' lines (the rows
   // of a matrix lie end to end, so they start 4 * n halves on) one group ahead, which hides
   // memory latency that the hardware prefetcher leaves exposed at short row lengths.
-  const int64_t ahead = 8 * n;
+  const int64_t ahead = 4 * n;
   for (; k + kLanes <= n; k += kLanes) {
     _mm_prefetch(reinterpret_cast<const char*>(w0 + ahead + k), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(w1 + ahead + k), _MM_HINT_T0);

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <utility>
@@ -68,8 +69,8 @@ __attribute__((target("avx512f,fma"))) void PanelBlock(const float* panel, const
   int levels[kFoldDepth];
   int depth = 0;
   for (int p = 0; p < kGemmLanes; ++p) {
-    const int j = kBitReversed[p];
-    LaneTile<NR>(panel + j * steps * kGemmPanelRows, block + j * steps * kGemmBlockTokens, steps,
+    // Lane kBitReversed[p]'s data lies at leaf position p (gemm.h): one forward stream.
+    LaneTile<NR>(panel + p * steps * kGemmPanelRows, block + p * steps * kGemmBlockTokens, steps,
                  stack, levels, depth);
   }
   // One tile is left, at level 5: the folded dots, [t][row].
@@ -89,7 +90,65 @@ constexpr auto MakePanelBlockTable(std::integer_sequence<int, N...>) {
 
 bool HasBlockedGemm() {
   const CpuFeatures& f = GetCpuFeatures();
-  return f.avx512f && f.fma;
+  return f.avx512f && f.avx512bw && f.avx512vl && f.f16c && f.fma;
+}
+
+void PackF16Panel(const uint16_t* rows_data, int64_t stride, int64_t rows, int64_t cols, int64_t p,
+                  uint16_t* out) {
+  const int64_t steps = GemmLaneSteps(cols);
+  std::memset(out, 0, sizeof(uint16_t) * GemmPanelFloats(cols));
+  const int64_t r0 = p * kGemmPanelRows;
+  const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
+  for (int i = 0; i < n; ++i) {
+    const uint16_t* row = rows_data + (r0 + i) * stride;
+    for (int64_t k = 0; k < cols; ++k) {
+      out[(kBitReversed[k % kGemmLanes] * steps + k / kGemmLanes) * kGemmPanelRows + i] = row[k];
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void UnpackF16Panel(
+    const uint16_t* packed, int64_t cols, float* panel) {
+  const int64_t n = GemmPanelFloats(cols);  // a multiple of 32
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm512_storeu_ps(panel + i, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                    reinterpret_cast<const __m256i*>(packed + i))));
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void GemvPackedF16Panel(
+    const uint16_t* packed, const float* x, int64_t cols, int num_rows, float* y) {
+  const int64_t steps = GemmLaneSteps(cols);
+  alignas(64) float stack[kFoldDepth * kGemmPanelRows];
+  int levels[kFoldDepth];
+  int depth = 0;
+  for (int p = 0; p < kGemmLanes; ++p) {
+    const int j = kBitReversed[p];
+    const uint16_t* wj = packed + p * steps * kGemmPanelRows;  // leaf order: one forward stream
+    // The last step reads x only where the row has an element; past it both factors are 0,
+    // as the canonical dot counts them.
+    const int64_t live = j + (steps - 1) * kGemmLanes < cols ? steps : steps - 1;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    for (int64_t m = 0; m < steps; ++m) {
+      if ((m & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(wj + m * kGemmPanelRows + 4096), _MM_HINT_T0);
+      const __m512 b = _mm512_set1_ps(m < live ? x[j + m * kGemmLanes] : 0.0f);
+      const __m256i* w = reinterpret_cast<const __m256i*>(wj + m * kGemmPanelRows);
+      a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w)), b, a0);
+      a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w + 1)), b, a1);
+    }
+    int level = 0;
+    while (depth > 0 && levels[depth - 1] == level) {
+      const float* s = stack + (depth - 1) * kGemmPanelRows;
+      a0 = _mm512_add_ps(_mm512_loadu_ps(s), a0);
+      a1 = _mm512_add_ps(_mm512_loadu_ps(s + 16), a1);
+      --depth;
+      ++level;
+    }
+    _mm512_storeu_ps(stack + depth * kGemmPanelRows, a0);
+    _mm512_storeu_ps(stack + depth * kGemmPanelRows + 16, a1);
+    levels[depth++] = level;
+  }
+  std::memcpy(y, stack, sizeof(float) * num_rows);
 }
 
 void ZeroPanel(int64_t cols, float* panel) {
@@ -99,7 +158,7 @@ void ZeroPanel(int64_t cols, float* panel) {
 void PackPanelRow(const float* row, int64_t cols, int i, float* panel) {
   const int64_t steps = GemmLaneSteps(cols);
   for (int j = 0; j < kGemmLanes; ++j) {
-    float* out = panel + j * steps * kGemmPanelRows + i;
+    float* out = panel + kBitReversed[j] * steps * kGemmPanelRows + i;
     for (int64_t m = 0; m < steps; ++m) {
       const int64_t k = j + m * kGemmLanes;
       out[m * kGemmPanelRows] = k < cols ? row[k] : 0.0f;
@@ -114,7 +173,7 @@ void PackTokenBlock(const float* x, int64_t cols, int nt, float* block) {
     const float* row = x + t * cols;
     for (int64_t k = 0; k < cols; ++k) {
       const int64_t j = k % kGemmLanes, m = k / kGemmLanes;
-      block[(j * steps + m) * kGemmBlockTokens + t] = row[k];
+      block[(kBitReversed[j] * steps + m) * kGemmBlockTokens + t] = row[k];
     }
   }
 }

@@ -36,18 +36,40 @@ inline int64_t GemmBlockFloats(int64_t cols) {
   return int64_t{kGemmLanes} * GemmLaneSteps(cols) * kGemmBlockTokens;
 }
 
-// Writes row `i` (< kGemmPanelRows) of a panel: panel[(j * steps + m) * 32 + i] = row[j + 32 m],
-// zero past `cols`. Rows never written must be zeroed by ZeroPanel (their outputs are dropped).
+// Lanes are stored in the fold's leaf order, so the kernels read a panel front to back: lane j
+// at position L(j) = j's five bits reversed (0, 16, 8, 24, ... are leaves 0, 1, 2, 3, ...).
+//
+// Writes row `i` (< kGemmPanelRows) of a panel: panel[(L(j) * steps + m) * 32 + i] =
+// row[j + 32 m], zero past `cols`. Rows never written must be zeroed by ZeroPanel (their outputs are dropped).
 void PackPanelRow(const float* row, int64_t cols, int i, float* panel);
 void ZeroPanel(int64_t cols, float* panel);
 
 // Packs tokens x[0 .. nt) (nt <= kGemmBlockTokens, each `cols` floats) as
-// block[(j * steps + m) * 12 + t] = x[t][j + 32 m], zero past `cols`.
+// block[(L(j) * steps + m) * 12 + t] = x[t][j + 32 m], zero past `cols`.
 void PackTokenBlock(const float* x, int64_t cols, int nt, float* block);
 
 // y[t * y_stride + i] = dot(row i, token t) for i < num_rows (<= 32), t < nt, from a packed
 // panel and block. Precondition: HasBlockedGemm().
 void GemmPanelBlock(const float* panel, const float* block, int64_t cols, int num_rows, int nt,
                     float* y, int64_t y_stride);
+
+// F16 weights packed once, at start-up, in the panel layout above but kept in halves: panel p
+// holds rows [32 p, 32 p + 32) as packed[(L(j) * steps + m) * 32 + i] = row_i[j + 32 m], zeros
+// past the matrix. Decode then reads each panel as one contiguous stream (25-31 GB/s on the two
+// cores against 16-18 for four interleaved rows), and prefill unpacks a panel with a plain
+// conversion instead of a transposition.
+inline int64_t PackedF16Halves(int64_t rows, int64_t cols) {
+  return (rows + kGemmPanelRows - 1) / kGemmPanelRows * GemmPanelFloats(cols);
+}
+// Packs panel `p` of a row-major F16 matrix (`rows` x `cols`, row r at rows_data + r * stride
+// halves) into `out` (GemmPanelFloats(cols) halves).
+void PackF16Panel(const uint16_t* rows_data, int64_t stride, int64_t rows, int64_t cols, int64_t p,
+                  uint16_t* out);
+// A packed F16 panel as the floats GemmPanelBlock takes (exact: every half is a float).
+void UnpackF16Panel(const uint16_t* packed, int64_t cols, float* panel);
+// y[i] = dot(row i, x) for i < num_rows (<= 32) of one packed F16 panel, exactly as dot.h's
+// canonical dot (decode). Precondition: HasBlockedGemm().
+void GemvPackedF16Panel(const uint16_t* packed, const float* x, int64_t cols, int num_rows,
+                        float* y);
 
 }  // namespace prefixd::cpu

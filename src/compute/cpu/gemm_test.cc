@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "base/fp16.h"
 #include "base/thread_pool.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/kernels.h"
@@ -123,6 +124,42 @@ TEST(Gemm, SharedInputProductsEqualSeparateProducts) {
     for (int i = 0; i < 3; ++i) {
       for (size_t k = 0; k < alone[i].size(); ++k) {
         ASSERT_EQ(Bits(shared[i][k]), Bits(alone[i][k])) << "product " << i << " tokens " << tokens;
+      }
+    }
+  }
+}
+
+// F16 matrices packed at start-up: decode (one token, GemvPackedF16Panel) and prefill (panels
+// unpacked into the GEMM) give the canonical dot's bits, the same as the row-major F16 path.
+TEST(Gemm, PackedF16MatchesRowMajorF16BitForBit) {
+  if (!HasBlockedGemm()) GTEST_SKIP() << "this CPU has no AVX-512: F16 weights are never packed";
+  std::mt19937 rng(14);
+  ThreadPool pool(2);
+  for (auto [rows, cols] : {std::pair<int, int>{70, 96}, {33, 45}, {64, 768}, {5, 300}}) {
+    std::vector<uint16_t> w16(rows * cols);
+    for (auto& v : w16) v = FloatToHalf(Draw(rng) / 1000.0f);
+    Weight weight;
+    weight.type = TensorType::kF16;
+    weight.rows = rows;
+    weight.cols = cols;
+    weight.row_bytes = cols * 2;
+    weight.data = reinterpret_cast<const uint8_t*>(w16.data());
+    std::vector<uint16_t> packed(PackedF16Halves(rows, cols));
+    for (int64_t p = 0; p * kGemmPanelRows < rows; ++p) {
+      PackF16Panel(w16.data(), cols, rows, cols, p, packed.data() + p * GemmPanelFloats(cols));
+    }
+    for (int tokens : {1, 3, 30}) {
+      std::vector<float> x(tokens * cols);
+      for (auto& v : x) v = Draw(rng);
+      std::vector<float> with(tokens * rows), without(tokens * rows);
+      MatMul(weight, x.data(), tokens, with.data(), pool, packed.data());
+      MatMul(weight, x.data(), tokens, without.data(), pool);
+      for (int t = 0; t < tokens; ++t) {
+        for (int r = 0; r < rows; ++r) {
+          const float want = DotF16Generic(&w16[r * cols], &x[t * cols], cols);
+          ASSERT_EQ(Bits(with[t * rows + r]), Bits(want)) << rows << "x" << cols << " t=" << t << " r=" << r;
+          ASSERT_EQ(Bits(without[t * rows + r]), Bits(want)) << rows << "x" << cols << " t=" << t;
+        }
       }
     }
   }

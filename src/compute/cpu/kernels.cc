@@ -59,8 +59,8 @@ void RowTile(const Weight& w, const float* x, int64_t num_tokens, float* y, int6
 // Panel p (kGemmPanelRows rows) of y for every token block of the packed path: the panel is
 // packed (dequantised from F16, BF16 or a quantised type on the way) into L2 once and every
 // token block runs past it (see gemm.h).
-void PackedPanel(const Weight& w, int64_t p, const float* blocks, int64_t num_tokens, float* y,
-                 std::vector<float>& panel, std::vector<float>& row) {
+void PackedPanel(const Weight& w, const uint16_t* packed, int64_t p, const float* blocks,
+                 int64_t num_tokens, float* y, std::vector<float>& panel, std::vector<float>& row) {
   const int64_t rows = w.rows, cols = w.cols;
   const int64_t block_floats = GemmBlockFloats(cols);
   const int64_t num_blocks = (num_tokens + kGemmBlockTokens - 1) / kGemmBlockTokens;
@@ -69,8 +69,12 @@ void PackedPanel(const Weight& w, int64_t p, const float* blocks, int64_t num_to
   const DequantRowFn dequant = w.type == TensorType::kF32 ? nullptr : GetDequantRow(w.type);
   const int64_t r0 = p * kGemmPanelRows;
   const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, rows - r0));
-  if (n < kGemmPanelRows) ZeroPanel(cols, panel.data());
-  for (int i = 0; i < n; ++i) {
+  if (packed != nullptr) {
+    UnpackF16Panel(packed + p * GemmPanelFloats(cols), cols, panel.data());
+  } else if (n < kGemmPanelRows) {
+    ZeroPanel(cols, panel.data());
+  }
+  for (int i = 0; i < n && packed == nullptr; ++i) {
     const float* src = reinterpret_cast<const float*>(w.Row(r0 + i));
     if (dequant != nullptr) {
       dequant(w.Row(r0 + i), cols, row.data());
@@ -94,25 +98,38 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
   for (const MatMulProduct& p : products) {
     PREFIXD_CHECK(p.w->cols == cols, "MatMulShared: products of different input widths");
   }
-  const bool packed = num_tokens >= 2 && HasBlockedGemm();
+  const bool gemm = num_tokens >= 2 && HasBlockedGemm();
   // Work items: the products' row tiles (or panels) end to end, so the threads split them all
   // in one loop and meet once.
-  const int64_t per_item = packed ? kGemmPanelRows : kRowTile;
+  auto per_item = [&](const MatMulProduct& p) {
+    return gemm || p.packed != nullptr ? int64_t{kGemmPanelRows} : kRowTile;
+  };
   std::vector<int64_t> first_item(products.size() + 1, 0);
   for (size_t i = 0; i < products.size(); ++i) {
-    first_item[i + 1] = first_item[i] + (products[i].w->rows + per_item - 1) / per_item;
+    const int64_t n = per_item(products[i]);
+    first_item[i + 1] = first_item[i] + (products[i].w->rows + n - 1) / n;
   }
   auto locate = [&](int64_t item) {
     size_t i = 0;
     while (item >= first_item[i + 1]) ++i;
     return std::pair<size_t, int64_t>{i, item - first_item[i]};
   };
-  if (!packed) {
+  if (!gemm) {
     pool.ParallelFor(first_item.back(), [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> scratch;
       for (int64_t item = begin; item < end; ++item) {
         const auto [i, tile] = locate(item);
         const Weight& w = *products[i].w;
+        if (products[i].packed != nullptr) {
+          // Decode from packed panels: one contiguous stream per panel.
+          const int64_t r0 = tile * kGemmPanelRows;
+          const int n = static_cast<int>(std::min<int64_t>(kGemmPanelRows, w.rows - r0));
+          for (int64_t t = 0; t < num_tokens; ++t) {
+            GemvPackedF16Panel(products[i].packed + tile * GemmPanelFloats(w.cols), x + t * cols,
+                               cols, n, products[i].y + t * w.rows + r0);
+          }
+          continue;
+        }
         RowTile(w, x, num_tokens, products[i].y, tile * kRowTile,
                 std::min(w.rows, (tile + 1) * kRowTile), scratch);
       }
@@ -135,13 +152,15 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
     thread_local std::vector<float> panel, row;
     for (int64_t item = begin; item < end; ++item) {
       const auto [i, p] = locate(item);
-      PackedPanel(*products[i].w, p, blocks, num_tokens, products[i].y, panel, row);
+      PackedPanel(*products[i].w, products[i].packed, p, blocks, num_tokens, products[i].y, panel,
+                  row);
     }
   });
 }
 
-void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool) {
-  const MatMulProduct one{&w, y};
+void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
+            const uint16_t* packed) {
+  const MatMulProduct one{&w, y, packed};
   MatMulShared({&one, 1}, x, num_tokens, pool);
 }
 

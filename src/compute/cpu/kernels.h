@@ -12,7 +12,9 @@
 namespace prefixd::cpu {
 
 // y[t * w.rows + r] = dot(row r of w, x + t * w.cols) for t < num_tokens, r < w.rows.
-void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool);
+// `packed`: the weight's F16 rows packed by PackF16Panel (gemm.h), or null.
+void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
+            const uint16_t* packed = nullptr);
 
 // Several products of the same input (Q, K and V; gate and up), each exactly as MatMul gives
 // it, in one parallel loop: the threads split the union of their rows and meet once, and
@@ -20,6 +22,7 @@ void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, Threa
 struct MatMulProduct {
   const Weight* w;
   float* y;
+  const uint16_t* packed = nullptr;  // as MatMul's
 };
 void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
                   ThreadPool& pool);
