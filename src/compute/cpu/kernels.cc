@@ -115,7 +115,9 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
     return std::pair<size_t, int64_t>{i, item - first_item[i]};
   };
   if (!gemm) {
-    pool.ParallelFor(first_item.back(), [&](int64_t begin, int64_t end, int) {
+    // Decode streams weights from memory, whose speed differs between the two threads from
+    // moment to moment: small dynamic chunks let the faster one take more.
+    pool.ParallelForDynamic(first_item.back(), /*chunk=*/4, [&](int64_t begin, int64_t end, int) {
       thread_local std::vector<float> scratch;
       for (int64_t item = begin; item < end; ++item) {
         const auto [i, tile] = locate(item);
