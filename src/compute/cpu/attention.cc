@@ -6,6 +6,7 @@
 #include <cstring>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "base/cpu_features.h"
@@ -273,37 +274,74 @@ std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
 
 namespace {
 
-// The online softmax over tiles of kAttentionTile positions, with K/V rows of type T read in
-// place.
+// K/V rows of a tile as floats (exact), so that the queries of a block read them from L1
+// instead of converting them again for every query head.
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void ConvertRowsAvx512(
+    const uint16_t* const* rows, int n, int hd, float* out) {
+  for (int i = 0; i < n; ++i) {
+    const uint16_t* r = rows[i];
+    float* o = out + int64_t{i} * hd;
+    int d = 0;
+    for (; d + 16 <= hd; d += 16) {
+      _mm512_storeu_ps(o + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + d))));
+    }
+    if (d < hd) {
+      const __mmask16 m = static_cast<__mmask16>((1u << (hd - d)) - 1);
+      _mm512_mask_storeu_ps(o + d, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, r + d)));
+    }
+  }
+}
+void ConvertRows(const uint16_t* const* rows, int n, int hd, float* out) {
+  for (int i = 0; i < n; ++i) {
+    for (int d = 0; d < hd; ++d) out[int64_t{i} * hd + d] = HalfToFloat(rows[i][d]);
+  }
+}
+
+// The online softmax over tiles of kAttentionTile positions for a block of queries: tokens of
+// one sequence at increasing positions, one KV head, every query head of its group. Each tile's
+// K/V rows are gathered (and converted from F16) once for the whole block; each query then runs
+// exactly the operations it would run alone (the same tiles, kernels and order), so its result
+// does not depend on the block it was computed in.
 template <typename T>
-void AttendRows(const AttentionArgs& a, AttentionScratch* scratch) {
+void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch) {
+  const AttentionArgs& a0 = args[0];
   static const bool avx512 = GetCpuFeatures().avx512f;
   const ExpTileFn exp_tile = avx512 ? &ExpTileAvx512 : &ExpTile;
-  const AccumulateFn<T> accumulate = PickAccumulate<T>(a.head_dim);
-  const ScoreFn<T> score = PickScore<T>(a.head_dim);
-  const KvLayout& layout = *a.layout;
-  const int hd = a.head_dim, group = a.group;
-  const int64_t head_offset = int64_t{a.kv_head} * hd * layout.ElementBytes();
+  const KvLayout& layout = *a0.layout;
+  const int hd = a0.head_dim, group = a0.group;
+  const int heads = count * group;  // query vectors in the block
+  // F16 rows are converted to floats once per tile when several query vectors share them.
+  const bool convert = std::is_same_v<T, uint16_t> && heads > 1;
+  const AccumulateFn<T> accumulate_in_place = PickAccumulate<T>(hd);
+  const ScoreFn<T> score_in_place = PickScore<T>(hd);
+  const AccumulateFn<float> accumulate_floats = PickAccumulate<float>(hd);
+  const ScoreFn<float> score_floats = PickScore<float>(hd);
+  const int64_t head_offset = int64_t{a0.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
-  scratch->acc.assign(int64_t{group} * hd, 0.0f);
-  scratch->scores.resize(int64_t{group} * kAttentionTile);
-  scratch->running_max.assign(group, -std::numeric_limits<float>::infinity());
-  scratch->sum.assign(group, 0.0f);
-  float* running_max = scratch->running_max.data();
-  float* sum = scratch->sum.data();
-  auto scores = [&](int g) { return scratch->scores.data() + int64_t{g} * kAttentionTile; };
+  scratch->acc.assign(int64_t{heads} * hd, 0.0f);
+  scratch->scores.resize(kAttentionTile);
+  scratch->running_max.assign(heads, -std::numeric_limits<float>::infinity());
+  scratch->sum.assign(heads, 0.0f);
+  if (convert) {
+    scratch->keys.resize(int64_t{kAttentionTile} * hd);
+    scratch->values.resize(int64_t{kAttentionTile} * hd);
+  }
+  float* scores = scratch->scores.data();
   const T* krows[kAttentionTile];
   const T* vrows[kAttentionTile];
+  const float* kfloats[kAttentionTile];
+  const float* vfloats[kAttentionTile];
   // Position j lies in block j / block_size at slot j % block_size: walked, not divided.
-  const int64_t k_offset = layout.RowOffset(a.layer, 0, 0) + head_offset;
-  const int64_t v_offset = layout.RowOffset(a.layer, 1, 0) + head_offset;
+  const int64_t k_offset = layout.RowOffset(a0.layer, 0, 0) + head_offset;
+  const int64_t v_offset = layout.RowOffset(a0.layer, 1, 0) + head_offset;
   const int64_t row_bytes = layout.RowBytes();
   int64_t block_index = 0;
   int slot = 0;
-  for (int64_t j0 = 0; j0 <= a.pos; j0 += kAttentionTile) {
-    const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
-    for (int i = 0; i < n; ++i) {
-      const uint8_t* row = a.kv_base + a.blocks[block_index].value() * block_bytes + slot * row_bytes;
+  const int64_t last_pos = args[count - 1].pos;
+  for (int64_t j0 = 0; j0 <= last_pos; j0 += kAttentionTile) {
+    const int n_tile = static_cast<int>(std::min<int64_t>(kAttentionTile, last_pos + 1 - j0));
+    for (int i = 0; i < n_tile; ++i) {
+      const uint8_t* row = a0.kv_base + a0.blocks[block_index].value() * block_bytes + slot * row_bytes;
       krows[i] = reinterpret_cast<const T*>(row + k_offset);
       vrows[i] = reinterpret_cast<const T*>(row + v_offset);
       if (++slot == layout.block_size) {
@@ -311,38 +349,72 @@ void AttendRows(const AttentionArgs& a, AttentionScratch* scratch) {
         ++block_index;
       }
     }
-    for (int g = 0; g < group; ++g) score(krows, n, a.q + int64_t{g} * hd, hd, a.scale, scores(g));
-    for (int g = 0; g < group; ++g) {
-      float tile_max = scores(g)[0];
-      for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores(g)[i]);
-      const float new_max = std::max(running_max[g], tile_max);
-      float correction = 0.0f;  // the first tile: nothing accumulated yet
-      if (j0 > 0) {
-        correction = running_max[g] - new_max;
-        exp_tile(&correction, 0.0f, 1);
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (convert) {
+        const auto convert_rows = HasAvx512Attention() ? &ConvertRowsAvx512 : &ConvertRows;
+        convert_rows(krows, n_tile, hd, scratch->keys.data());
+        convert_rows(vrows, n_tile, hd, scratch->values.data());
+        for (int i = 0; i < n_tile; ++i) {
+          kfloats[i] = scratch->keys.data() + int64_t{i} * hd;
+          vfloats[i] = scratch->values.data() + int64_t{i} * hd;
+        }
       }
-      exp_tile(scores(g), new_max, n);
-      sum[g] = sum[g] * correction;
-      for (int i = 0; i < n; ++i) sum[g] = sum[g] + scores(g)[i];
-      accumulate(scratch->acc.data() + int64_t{g} * hd, correction, scores(g), vrows, n, hd);
-      running_max[g] = new_max;
+    }
+    for (int q = 0; q < count; ++q) {
+      const AttentionArgs& a = args[q];
+      if (a.pos < j0) continue;  // this query's positions ended in an earlier tile
+      const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
+      for (int g = 0; g < group; ++g) {
+        const int h = q * group + g;
+        const float* qv = a.q + int64_t{g} * hd;
+        float* acc = scratch->acc.data() + int64_t{h} * hd;
+        if (convert) {
+          score_floats(kfloats, n, qv, hd, a.scale, scores);
+        } else {
+          score_in_place(krows, n, qv, hd, a.scale, scores);
+        }
+        float tile_max = scores[0];
+        for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores[i]);
+        const float new_max = std::max(scratch->running_max[h], tile_max);
+        float correction = 0.0f;  // the first tile: nothing accumulated yet
+        if (j0 > 0) {
+          correction = scratch->running_max[h] - new_max;
+          exp_tile(&correction, 0.0f, 1);
+        }
+        exp_tile(scores, new_max, n);
+        float sum = scratch->sum[h] * correction;
+        for (int i = 0; i < n; ++i) sum = sum + scores[i];
+        scratch->sum[h] = sum;
+        if (convert) {
+          accumulate_floats(acc, correction, scores, vfloats, n, hd);
+        } else {
+          accumulate_in_place(acc, correction, scores, vrows, n, hd);
+        }
+        scratch->running_max[h] = new_max;
+      }
     }
   }
-  for (int g = 0; g < group; ++g) {
-    const float inv = 1.0f / sum[g];
-    const float* acc = scratch->acc.data() + int64_t{g} * hd;
-    float* out = a.out + int64_t{g} * hd;
-    for (int d = 0; d < hd; ++d) out[d] = acc[d] * inv;
+  for (int q = 0; q < count; ++q) {
+    for (int g = 0; g < group; ++g) {
+      const int h = q * group + g;
+      const float inv = 1.0f / scratch->sum[h];
+      const float* acc = scratch->acc.data() + int64_t{h} * hd;
+      float* out = args[q].out + int64_t{g} * hd;
+      for (int d = 0; d < hd; ++d) out[d] = acc[d] * inv;
+    }
   }
 }
 
 }  // namespace
 
-void Attend(const AttentionArgs& a, AttentionScratch* scratch) {
-  if (a.layout->dtype == KvDtype::kF16) {
-    AttendRows<uint16_t>(a, scratch);
+void Attend(const AttentionArgs& a, AttentionScratch* scratch) { AttendQueries(&a, 1, scratch); }
+
+void AttendQueries(const AttentionArgs* args, int count, AttentionScratch* scratch) {
+  if (count <= 0) return;
+  if (args[0].layout->dtype == KvDtype::kF16) {
+    AttendBlock<uint16_t>(args, count, scratch);
   } else {
-    AttendRows<float>(a, scratch);
+    AttendBlock<float>(args, count, scratch);
   }
 }
 

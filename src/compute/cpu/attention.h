@@ -38,12 +38,18 @@ struct AttentionArgs {
 
 // Scratch sized for one call; reuse it across calls on the same thread.
 struct AttentionScratch {
-  std::vector<float> acc;     // group * head_dim
-  std::vector<float> scores;  // group * kAttentionTile
-  std::vector<float> running_max, sum;  // group each
+  std::vector<float> acc;               // query heads * head_dim
+  std::vector<float> scores;            // kAttentionTile
+  std::vector<float> running_max, sum;  // query heads each
+  std::vector<float> keys, values;      // kAttentionTile * head_dim, converted F16 rows
 };
 
 void Attend(const AttentionArgs& args, AttentionScratch* scratch);
+
+// Several queries at once: `count` tokens of one sequence at increasing positions, all for the
+// same layer and KV head. Each gets exactly what Attend would give it alone (same operations in
+// the same order); the block only shares the gathering and conversion of K/V rows.
+void AttendQueries(const AttentionArgs* args, int count, AttentionScratch* scratch);
 
 // out[i] = scale * dot(key i, q) for n keys of head_dim elements (row i at keys + i * head_dim;
 // floats, or halves when `f16`), in attention's own reduction order (attention.cc), for tests:

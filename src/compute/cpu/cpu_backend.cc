@@ -138,33 +138,50 @@ void CpuBackend::PackF16Weights() {
                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
-// Causal attention for every token of the batch, one work item per (token, KV head group).
+// Causal attention for every token of the batch. A work item is a run of up to
+// kQueryBlock consecutive tokens of one sequence and one KV head: the run gathers each tile
+// of K/V once for all its queries (AttendQueries gives each query the bits it would get alone).
 void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
+  constexpr int kQueryBlock = 4;
   const int hd = hp_.head_dim;
   const int group = hp_.num_heads / hp_.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t q_dim = hp_.q_dim();
-  const int64_t work = static_cast<int64_t>(slots_.size()) * hp_.num_kv_heads;
+  query_blocks_.clear();
+  for (int64_t g = 0; g < static_cast<int64_t>(slots_.size());) {
+    int64_t end = g + 1;
+    while (end < static_cast<int64_t>(slots_.size()) && end - g < kQueryBlock &&
+           slots_[end].seq == slots_[g].seq && slots_[end].pos > slots_[end - 1].pos) {
+      ++end;
+    }
+    query_blocks_.push_back({g, static_cast<int>(end - g)});
+    g = end;
+  }
+  const int64_t work = static_cast<int64_t>(query_blocks_.size()) * hp_.num_kv_heads;
   // Later tokens attend to more positions: dynamic chunks keep both threads busy to the end.
-  pool_.ParallelForDynamic(work, /*chunk=*/4, [&](int64_t begin, int64_t end, int) {
+  pool_.ParallelForDynamic(work, /*chunk=*/1, [&](int64_t begin, int64_t end, int) {
     thread_local cpu::AttentionScratch scratch;
+    cpu::AttentionArgs args[kQueryBlock];
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / hp_.num_kv_heads;
+      const auto [first, count] = query_blocks_[item / hp_.num_kv_heads];
       const int kv_head = static_cast<int>(item % hp_.num_kv_heads);
-      const TokenSlot& ts = slots_[g];
-      cpu::AttentionArgs args;
-      args.layout = &layout_;
-      args.kv_base = kv_.get();
-      args.blocks = batch.sequences[ts.seq].blocks;
-      args.layer = layer;
-      args.kv_head = kv_head;
-      args.head_dim = hd;
-      args.group = group;
-      args.pos = ts.pos;
-      args.scale = scale;
-      args.q = q_.data() + g * q_dim + int64_t{kv_head} * group * hd;
-      args.out = attn_.data() + g * q_dim + int64_t{kv_head} * group * hd;
-      cpu::Attend(args, &scratch);
+      for (int i = 0; i < count; ++i) {
+        const int64_t g = first + i;
+        const TokenSlot& ts = slots_[g];
+        cpu::AttentionArgs& a = args[i];
+        a.layout = &layout_;
+        a.kv_base = kv_.get();
+        a.blocks = batch.sequences[ts.seq].blocks;
+        a.layer = layer;
+        a.kv_head = kv_head;
+        a.head_dim = hd;
+        a.group = group;
+        a.pos = ts.pos;
+        a.scale = scale;
+        a.q = q_.data() + g * q_dim + int64_t{kv_head} * group * hd;
+        a.out = attn_.data() + g * q_dim + int64_t{kv_head} * group * hd;
+      }
+      cpu::AttendQueries(args, count, &scratch);
     }
   });
 }

@@ -69,6 +69,11 @@ class CpuBackend : public Backend {
 
   // Scratch, sized per step: activations of every token of the batch.
   std::vector<TokenSlot> slots_;
+  struct QueryBlock {
+    int64_t first;  // index into slots_
+    int count;
+  };
+  std::vector<QueryBlock> query_blocks_;  // attention's work items (Attention)
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
 };
 
