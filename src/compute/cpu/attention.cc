@@ -122,84 +122,122 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void AccumulateAvx512(
   for (int c = 0; c < NC; ++c) _mm512_mask_storeu_ps(acc + 16 * c, mask(c), a[c]);
 }
 
-// Attention scores: s = scale * dot(k, q) over head_dim, in an order of its own (not dot.h's),
-// chosen so that 16 scores reduce together: lane l (of 16) sums elements l, l + 16, ... by FMA
-// (zeros past head_dim), then the lanes fold pairwise: [0,8)+[8,16), [0,4)+[4,8), [0,2)+[2,4),
-// 0+1. Written once for one score (portable) and once for 16 (AVX-512, the fold transposed).
+// Attention scores: s = scale * dot(k, q), summed over head dims in order (one FMA chain per
+// score, d = 0, 1, ...). The keys of a tile are transposed into `kt` (kt[d * 32 + i] = key i's
+// dim d, zeros past the tile's keys), so 16 scores are one vector chain with the query's dims
+// broadcast: no horizontal reduction at all. Written once portably, once for AVX-512.
+constexpr int kTileStride = kAttentionTile;  // floats per transposed row
+
 template <typename T>
-void ScoreKeys(const T* const* rows, int n, const float* q, int hd, float scale, float* out) {
-  const int chunks = (hd + 15) / 16;
-  for (int i = 0; i < n; ++i) {
-    const T* k = rows[i];
-    float lane[16];
-    for (int l = 0; l < 16; ++l) {
+void TransposeKeys(const T* const* rows, int n, int hd, float* kt) {
+  for (int d = 0; d < hd; ++d) {
+    for (int i = 0; i < kTileStride; ++i) kt[d * kTileStride + i] = i < n ? ToFloat(rows[i][d]) : 0.0f;
+  }
+}
+
+// 16 x 16 transpose of r[0..16) in registers (row i, lane j) -> (row j, lane i).
+__attribute__((target("avx512f"), always_inline)) inline void Transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+  // r[4b + k] now holds, in each 128-bit block c, rows 4c'.. of column 4(block)+k: finish with
+  // two rounds of 128-bit block shuffles across groups of four registers.
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], _MM_SHUFFLE(2, 0, 2, 0));
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], _MM_SHUFFLE(3, 1, 3, 1));
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], _MM_SHUFFLE(2, 0, 2, 0));
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], _MM_SHUFFLE(2, 0, 2, 0));
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], _MM_SHUFFLE(3, 1, 3, 1));
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], _MM_SHUFFLE(2, 0, 2, 0));
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void TransposeKeysAvx512(
+    const T* const* rows, int n, int hd, float* kt) {
+  for (int i0 = 0; i0 < kTileStride; i0 += 16) {
+    for (int d0 = 0; d0 < hd; d0 += 16) {
+      const __mmask16 m = static_cast<__mmask16>(hd - d0 >= 16 ? 0xffff : (1u << (hd - d0)) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = i0 + i < n ? LoadRow(rows[i0 + i] + d0, m) : _mm512_setzero_ps();
+      }
+      Transpose16(r);
+      for (int d = 0; d < 16 && d0 + d < hd; ++d) _mm512_storeu_ps(kt + (d0 + d) * kTileStride + i0, r[d]);
+    }
+  }
+}
+
+template <typename T>
+using TransposeFn = void (*)(const T* const*, int, int, float*);
+
+// out[h][i] = scale * sum over d of kt[d][i] * q_h[d] for `heads` query vectors.
+void ScoreTile(const float* kt, int n, int hd, const float* const* qs, int heads, float scale,
+               float* const* outs) {
+  for (int h = 0; h < heads; ++h) {
+    for (int i = 0; i < n; ++i) {
       float acc = 0.0f;
-      for (int c = 0; c < chunks; ++c) {
-        const int d = 16 * c + l;
-        acc = std::fma(d < hd ? ToFloat(k[d]) : 0.0f, d < hd ? q[d] : 0.0f, acc);
-      }
-      lane[l] = acc;
+      for (int d = 0; d < hd; ++d) acc = std::fma(kt[d * kTileStride + i], qs[h][d], acc);
+      outs[h][i] = acc * scale;
     }
-    for (int width = 8; width >= 1; width /= 2) {
-      for (int l = 0; l < width; ++l) lane[l] = lane[l] + lane[l + width];
-    }
-    out[i] = lane[0] * scale;
   }
 }
 
-// Folds 16 lane vectors a[p] (one score each) into one vector of 16 scores, in score order,
-// with exactly the portable fold's additions: each step adds the same lane pairs, two, four or
-// eight scores per instruction.
-__attribute__((target("avx512f"))) inline __m512 FoldSixteen(const __m512* a) {
-  __m512 b[8], c[4], d[2];
-  for (int k = 0; k < 8; ++k) {  // [0,8)+[8,16): scores 2k, 2k+1 -> halves of b[k]
-    b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+// NH query vectors x 32 keys: 2 NH independent chains, enough to hide the FMA latency.
+template <int NH>
+__attribute__((target("avx512f,fma"))) void ScoreHeadsAvx512(const float* kt, int n, int hd,
+                                                             const float* const* qs, float scale,
+                                                             float* const* outs) {
+  __m512 a[NH][2];
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) a[h][0] = a[h][1] = _mm512_setzero_ps();
+  for (int d = 0; d < hd; ++d) {
+    const __m512 k0 = _mm512_loadu_ps(kt + d * kTileStride);
+    const __m512 k1 = _mm512_loadu_ps(kt + d * kTileStride + 16);
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) {
+      const __m512 b = _mm512_set1_ps(qs[h][d]);
+      a[h][0] = _mm512_fmadd_ps(k0, b, a[h][0]);
+      a[h][1] = _mm512_fmadd_ps(k1, b, a[h][1]);
+    }
   }
-  for (int m = 0; m < 4; ++m) {  // [0,4)+[4,8): scores 4m..4m+3 -> the four 128-bit blocks
-    c[m] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * m], b[2 * m + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(b[2 * m], b[2 * m + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-  for (int n = 0; n < 2; ++n) {  // [0,2)+[2,4) within each block
-    d[n] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * n], c[2 * n + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(c[2 * n], c[2 * n + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  }
-  // 0+1: block j of e holds scores j, 4 + j, 8 + j, 12 + j.
-  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                                 _mm512_shuffle_ps(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
-  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-  return _mm512_permutexvar_ps(order, e);
-}
-
-template <int NC, typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void ScoreKeysAvx512(
-    const T* const* rows, int n, const float* q, int hd, float scale, float* out) {
-  const int tail = hd - 16 * (NC - 1);
-  const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
-  auto mask = [&](int c) { return c == NC - 1 ? last : static_cast<__mmask16>(0xffff); };
-  __m512 qv[NC];
-#pragma GCC unroll 8
-  for (int c = 0; c < NC; ++c) qv[c] = _mm512_maskz_loadu_ps(mask(c), q + 16 * c);
   const __m512 sv = _mm512_set1_ps(scale);
-  for (int i0 = 0; i0 < n; i0 += 16) {
-    const int m = std::min(16, n - i0);
-    __m512 a[16];
-#pragma GCC unroll 16
-    for (int p = 0; p < 16; ++p) {
-      a[p] = _mm512_setzero_ps();
-      if (p < m) {
-        const T* k = rows[i0 + p];
-#pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) a[p] = _mm512_fmadd_ps(LoadRow(k + 16 * c, mask(c)), qv[c], a[p]);
-      }
-    }
-    const __mmask16 live = static_cast<__mmask16>(m >= 16 ? 0xffff : (1u << m) - 1);
-    _mm512_mask_storeu_ps(out + i0, live, _mm512_mul_ps(FoldSixteen(a), sv));
+  const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>(n >= 32 ? 0xffff : n <= 16 ? 0 : (1u << (n - 16)) - 1);
+#pragma GCC unroll 4
+  for (int h = 0; h < NH; ++h) {
+    _mm512_mask_storeu_ps(outs[h], m0, _mm512_mul_ps(a[h][0], sv));
+    _mm512_mask_storeu_ps(outs[h] + 16, m1, _mm512_mul_ps(a[h][1], sv));
   }
 }
 
-template <typename T>
-using ScoreFn = void (*)(const T* const*, int, const float*, int, float, float*);
+__attribute__((target("avx512f,fma"))) void ScoreTileAvx512(const float* kt, int n, int hd,
+                                                            const float* const* qs, int heads,
+                                                            float scale, float* const* outs) {
+  int h = 0;
+  for (; h + 4 <= heads; h += 4) ScoreHeadsAvx512<4>(kt, n, hd, qs + h, scale, outs + h);
+  switch (heads - h) {
+    case 3: ScoreHeadsAvx512<3>(kt, n, hd, qs + h, scale, outs + h); break;
+    case 2: ScoreHeadsAvx512<2>(kt, n, hd, qs + h, scale, outs + h); break;
+    case 1: ScoreHeadsAvx512<1>(kt, n, hd, qs + h, scale, outs + h); break;
+    default: break;
+  }
+}
+
+using ScoreTileFn = void (*)(const float*, int, int, const float* const*, int, float, float* const*);
+
 template <typename T>
 using AccumulateFn = void (*)(float*, float, const float*, const T* const*, int, int);
 
@@ -208,23 +246,11 @@ bool HasAvx512Attention() {
   return f.avx512f && f.avx512bw && f.avx512vl && f.f16c && f.fma;
 }
 
-// The AVX-512 kernels come in head sizes up to 128 (NC <= 8); larger heads take the portable
-// loops, which give the same bits.
 template <typename T>
-ScoreFn<T> PickScore(int hd) {
-  if (!HasAvx512Attention()) return &ScoreKeys<T>;
-  switch ((hd + 15) / 16) {
-    case 1: return &ScoreKeysAvx512<1, T>;
-    case 2: return &ScoreKeysAvx512<2, T>;
-    case 3: return &ScoreKeysAvx512<3, T>;
-    case 4: return &ScoreKeysAvx512<4, T>;
-    case 5: return &ScoreKeysAvx512<5, T>;
-    case 6: return &ScoreKeysAvx512<6, T>;
-    case 7: return &ScoreKeysAvx512<7, T>;
-    case 8: return &ScoreKeysAvx512<8, T>;
-    default: return &ScoreKeys<T>;
-  }
+TransposeFn<T> PickTranspose() {
+  return HasAvx512Attention() ? &TransposeKeysAvx512<T> : &TransposeKeys<T>;
 }
+ScoreTileFn PickScoreTile() { return HasAvx512Attention() ? &ScoreTileAvx512 : &ScoreTile; }
 
 template <typename T>
 AccumulateFn<T> PickAccumulate(int hd) {
@@ -247,20 +273,26 @@ using ExpTileFn = void (*)(float*, float, int);
 }  // namespace
 
 namespace {
-// Tests hand over contiguous rows (floats or halves); the kernels take a pointer per row.
+// Tests hand over contiguous rows (floats or halves, n <= kAttentionTile); the kernels take a
+// tile transposed from a pointer per row.
 template <typename T, bool kVector>
 void ScoreContiguous(const void* keys, int n, const float* q, int hd, float scale, float* out) {
   std::vector<const T*> rows(n);
   for (int i = 0; i < n; ++i) rows[i] = static_cast<const T*>(keys) + int64_t{i} * hd;
-  (kVector ? PickScore<T>(hd) : &ScoreKeys<T>)(rows.data(), n, q, hd, scale, out);
+  std::vector<float> kt(int64_t{hd} * kTileStride);
+  (kVector ? PickTranspose<T>() : &TransposeKeys<T>)(rows.data(), n, hd, kt.data());
+  const float* qs[1] = {q};
+  float* outs[1] = {out};
+  (kVector ? PickScoreTile() : &ScoreTile)(kt.data(), n, hd, qs, 1, scale, outs);
 }
 }  // namespace
 
 std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim,
                                                                                   bool f16) {
+  (void)head_dim;  // every head size has a vector path
   std::vector<std::pair<const char*, AttentionScoreFn>> out = {
       {"generic", f16 ? &ScoreContiguous<uint16_t, false> : &ScoreContiguous<float, false>}};
-  if (HasAvx512Attention() && head_dim <= 128) {
+  if (HasAvx512Attention()) {
     out.emplace_back("avx512", f16 ? &ScoreContiguous<uint16_t, true> : &ScoreContiguous<float, true>);
   }
   return out;
@@ -274,63 +306,60 @@ std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
 
 namespace {
 
-// K/V rows of a tile as floats (exact), so that the queries of a block read them from L1
-// instead of converting them again for every query head.
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void ConvertRowsAvx512(
-    const uint16_t* const* rows, int n, int hd, float* out) {
+// V rows of a tile as contiguous floats (exact), read from L1 by every query of the block.
+template <typename T>
+void GatherValues(const T* const* rows, int n, int hd, float* out) {
   for (int i = 0; i < n; ++i) {
-    const uint16_t* r = rows[i];
-    float* o = out + int64_t{i} * hd;
-    int d = 0;
-    for (; d + 16 <= hd; d += 16) {
-      _mm512_storeu_ps(o + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(r + d))));
-    }
-    if (d < hd) {
-      const __mmask16 m = static_cast<__mmask16>((1u << (hd - d)) - 1);
-      _mm512_mask_storeu_ps(o + d, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, r + d)));
-    }
+    for (int d = 0; d < hd; ++d) out[int64_t{i} * hd + d] = ToFloat(rows[i][d]);
   }
 }
-void ConvertRows(const uint16_t* const* rows, int n, int hd, float* out) {
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void GatherValuesAvx512(
+    const T* const* rows, int n, int hd, float* out) {
   for (int i = 0; i < n; ++i) {
-    for (int d = 0; d < hd; ++d) out[int64_t{i} * hd + d] = HalfToFloat(rows[i][d]);
+    float* o = out + int64_t{i} * hd;
+    for (int d = 0; d < hd; d += 16) {
+      const __mmask16 m = static_cast<__mmask16>(hd - d >= 16 ? 0xffff : (1u << (hd - d)) - 1);
+      _mm512_mask_storeu_ps(o + d, m, LoadRow(rows[i] + d, m));
+    }
   }
 }
 
 // The online softmax over tiles of kAttentionTile positions for a block of queries: tokens of
 // one sequence at increasing positions, one KV head, every query head of its group. Each tile's
-// K/V rows are gathered (and converted from F16) once for the whole block; each query then runs
-// exactly the operations it would run alone (the same tiles, kernels and order), so its result
-// does not depend on the block it was computed in.
+// K rows are gathered and transposed, its V rows gathered, once for the whole block; each query
+// then runs exactly the operations it would run alone (the same tiles, kernels and order), so
+// its result does not depend on the block it was computed in.
 template <typename T>
 void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch) {
   const AttentionArgs& a0 = args[0];
-  static const bool avx512 = GetCpuFeatures().avx512f;
+  const bool avx512 = HasAvx512Attention();
   const ExpTileFn exp_tile = avx512 ? &ExpTileAvx512 : &ExpTile;
+  const TransposeFn<T> transpose = PickTranspose<T>();
+  const auto gather = avx512 ? &GatherValuesAvx512<T> : &GatherValues<T>;
+  const ScoreTileFn score = PickScoreTile();
+  const AccumulateFn<float> accumulate = PickAccumulate<float>(a0.head_dim);
   const KvLayout& layout = *a0.layout;
   const int hd = a0.head_dim, group = a0.group;
-  const int heads = count * group;  // query vectors in the block
-  // F16 rows are converted to floats once per tile when several query vectors share them.
-  const bool convert = std::is_same_v<T, uint16_t> && heads > 1;
-  const AccumulateFn<T> accumulate_in_place = PickAccumulate<T>(hd);
-  const ScoreFn<T> score_in_place = PickScore<T>(hd);
-  const AccumulateFn<float> accumulate_floats = PickAccumulate<float>(hd);
-  const ScoreFn<float> score_floats = PickScore<float>(hd);
+  const int heads = count * group;  // query vectors in the block, query-major
   const int64_t head_offset = int64_t{a0.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
   scratch->acc.assign(int64_t{heads} * hd, 0.0f);
-  scratch->scores.resize(kAttentionTile);
+  scratch->scores.resize(int64_t{heads} * kAttentionTile);
   scratch->running_max.assign(heads, -std::numeric_limits<float>::infinity());
   scratch->sum.assign(heads, 0.0f);
-  if (convert) {
-    scratch->keys.resize(int64_t{kAttentionTile} * hd);
-    scratch->values.resize(int64_t{kAttentionTile} * hd);
+  scratch->keys.resize(int64_t{hd} * kTileStride);
+  scratch->values.resize(int64_t{kAttentionTile} * hd);
+  scratch->q_ptrs.resize(heads);
+  scratch->score_ptrs.resize(heads);
+  for (int h = 0; h < heads; ++h) {
+    scratch->q_ptrs[h] = args[h / group].q + int64_t{h % group} * hd;
+    scratch->score_ptrs[h] = scratch->scores.data() + int64_t{h} * kAttentionTile;
   }
-  float* scores = scratch->scores.data();
   const T* krows[kAttentionTile];
   const T* vrows[kAttentionTile];
-  const float* kfloats[kAttentionTile];
   const float* vfloats[kAttentionTile];
+  for (int i = 0; i < kAttentionTile; ++i) vfloats[i] = scratch->values.data() + int64_t{i} * hd;
   // Position j lies in block j / block_size at slot j % block_size: walked, not divided.
   const int64_t k_offset = layout.RowOffset(a0.layer, 0, 0) + head_offset;
   const int64_t v_offset = layout.RowOffset(a0.layer, 1, 0) + head_offset;
@@ -349,30 +378,19 @@ void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch
         ++block_index;
       }
     }
-    if constexpr (std::is_same_v<T, uint16_t>) {
-      if (convert) {
-        const auto convert_rows = HasAvx512Attention() ? &ConvertRowsAvx512 : &ConvertRows;
-        convert_rows(krows, n_tile, hd, scratch->keys.data());
-        convert_rows(vrows, n_tile, hd, scratch->values.data());
-        for (int i = 0; i < n_tile; ++i) {
-          kfloats[i] = scratch->keys.data() + int64_t{i} * hd;
-          vfloats[i] = scratch->values.data() + int64_t{i} * hd;
-        }
-      }
-    }
-    for (int q = 0; q < count; ++q) {
-      const AttentionArgs& a = args[q];
-      if (a.pos < j0) continue;  // this query's positions ended in an earlier tile
-      const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, a.pos + 1 - j0));
+    transpose(krows, n_tile, hd, scratch->keys.data());
+    gather(vrows, n_tile, hd, scratch->values.data());
+    // Queries whose positions end before this tile are done; the rest are a suffix of the
+    // block (positions increase), each scoring its own first n keys of the tile.
+    int q0 = 0;
+    while (args[q0].pos < j0) ++q0;
+    for (int q = q0; q < count; ++q) {
+      const int n = static_cast<int>(std::min<int64_t>(kAttentionTile, args[q].pos + 1 - j0));
+      score(scratch->keys.data(), n, hd, scratch->q_ptrs.data() + q * group, group, args[q].scale,
+            scratch->score_ptrs.data() + q * group);
       for (int g = 0; g < group; ++g) {
         const int h = q * group + g;
-        const float* qv = a.q + int64_t{g} * hd;
-        float* acc = scratch->acc.data() + int64_t{h} * hd;
-        if (convert) {
-          score_floats(kfloats, n, qv, hd, a.scale, scores);
-        } else {
-          score_in_place(krows, n, qv, hd, a.scale, scores);
-        }
+        float* scores = scratch->score_ptrs[h];
         float tile_max = scores[0];
         for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores[i]);
         const float new_max = std::max(scratch->running_max[h], tile_max);
@@ -385,11 +403,7 @@ void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch
         float sum = scratch->sum[h] * correction;
         for (int i = 0; i < n; ++i) sum = sum + scores[i];
         scratch->sum[h] = sum;
-        if (convert) {
-          accumulate_floats(acc, correction, scores, vfloats, n, hd);
-        } else {
-          accumulate_in_place(acc, correction, scores, vrows, n, hd);
-        }
+        accumulate(scratch->acc.data() + int64_t{h} * hd, correction, scores, vfloats, n, hd);
         scratch->running_max[h] = new_max;
       }
     }

@@ -5,7 +5,7 @@
 // One pass over positions 0..pos with a running max and sum (the online softmax), in tiles of
 // kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
 // token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
-// 1). Scores use one fixed reduction order (16 FMA lanes, then a pairwise fold), exp one
+// 1). Scores sum head dims in order (keys transposed into vector lanes), exp is one
 // polynomial, each written twice with the same operations, and the value accumulation is element-wise (multiply, then add, never
 // fused), so the vector and portable paths give the same bits.
 #pragma once
@@ -41,7 +41,10 @@ struct AttentionScratch {
   std::vector<float> acc;               // query heads * head_dim
   std::vector<float> scores;            // kAttentionTile
   std::vector<float> running_max, sum;  // query heads each
-  std::vector<float> keys, values;      // kAttentionTile * head_dim, converted F16 rows
+  std::vector<float> keys;              // head_dim x kAttentionTile, the tile's K transposed
+  std::vector<float> values;            // kAttentionTile * head_dim, the tile's V as floats
+  std::vector<const float*> q_ptrs;     // per query head
+  std::vector<float*> score_ptrs;       // per query head
 };
 
 void Attend(const AttentionArgs& args, AttentionScratch* scratch);
@@ -51,9 +54,9 @@ void Attend(const AttentionArgs& args, AttentionScratch* scratch);
 // the same order); the block only shares the gathering and conversion of K/V rows.
 void AttendQueries(const AttentionArgs* args, int count, AttentionScratch* scratch);
 
-// out[i] = scale * dot(key i, q) for n keys of head_dim elements (row i at keys + i * head_dim;
-// floats, or halves when `f16`), in attention's own reduction order (attention.cc), for tests:
-// every path, named.
+// out[i] = scale * dot(key i, q) for n <= kAttentionTile keys of head_dim elements (row i at
+// keys + i * head_dim; floats, or halves when `f16`), in attention's own reduction order
+// (attention.cc), for tests: every path, named.
 using AttentionScoreFn = void (*)(const void* keys, int n, const float* q, int head_dim,
                                   float scale, float* out);
 std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim,

@@ -142,7 +142,7 @@ void CpuBackend::PackF16Weights() {
 // kQueryBlock consecutive tokens of one sequence and one KV head: the run gathers each tile
 // of K/V once for all its queries (AttendQueries gives each query the bits it would get alone).
 void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
-  constexpr int kQueryBlock = 4;
+  constexpr int kQueryBlock = 16;
   const int hd = hp_.head_dim;
   const int group = hp_.num_heads / hp_.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));

@@ -28,7 +28,8 @@ class CpuBackend : public Backend {
   const char* name() const override { return "cpu"; }
   // 2: attention's exp became one polynomial shared by every path (was libm's expf).
   // 3: attention scores in their own order (16 lanes, folded 16 scores at a time).
-  const char* numerics() const override { return "cpu-3"; }
+  // 4: attention scores summed over head dims in order (keys transposed per tile).
+  const char* numerics() const override { return "cpu-4"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
