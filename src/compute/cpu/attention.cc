@@ -90,19 +90,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) inline __m512 LoadRow(
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));  // exact: every half is a float
 }
 
-// acc = acc * correction, then acc = acc + p[i] * v_i for each of the tile's n value rows:
-// multiply, round, add, round, element by element, never fused.
+// acc = acc * correction, then acc = fma(p[i], v_i, acc) for each of the tile's n value rows,
+// element by element (one rounding per step, the same on every path).
 template <typename T>
 void Accumulate(float* acc, float correction, const float* p, const T* const* rows, int n, int hd) {
   for (int d = 0; d < hd; ++d) acc[d] = acc[d] * correction;
   for (int i = 0; i < n; ++i) {
-    for (int d = 0; d < hd; ++d) acc[d] = acc[d] + p[i] * ToFloat(rows[i][d]);
+    for (int d = 0; d < hd; ++d) acc[d] = std::fma(p[i], ToFloat(rows[i][d]), acc[d]);
   }
 }
 
 // The same, with the accumulator row in NC registers for the whole tile (NC = ceil(hd / 16)).
 template <int NC, typename T>
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void AccumulateAvx512(
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void AccumulateAvx512(
     float* acc, float correction, const float* p, const T* const* rows, int n, int hd) {
   const int tail = hd - 16 * (NC - 1);
   const __mmask16 last = static_cast<__mmask16>(tail >= 16 ? 0xffff : (1u << tail) - 1);
@@ -115,7 +115,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void AccumulateAvx512(
     const __m512 pv = _mm512_set1_ps(p[i]);
 #pragma GCC unroll 8
     for (int c = 0; c < NC; ++c) {
-      a[c] = _mm512_add_ps(a[c], _mm512_mul_ps(pv, LoadRow(rows[i] + 16 * c, mask(c))));
+      a[c] = _mm512_fmadd_ps(pv, LoadRow(rows[i] + 16 * c, mask(c)), a[c]);
     }
   }
 #pragma GCC unroll 8
@@ -295,6 +295,24 @@ std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePath
   if (HasAvx512Attention()) {
     out.emplace_back("avx512", f16 ? &ScoreContiguous<uint16_t, true> : &ScoreContiguous<float, true>);
   }
+  return out;
+}
+
+namespace {
+template <bool kVector>
+void AccumulateContiguous(float* acc, float correction, const float* p, const float* values, int n,
+                          int hd) {
+  std::vector<const float*> rows(n);
+  for (int i = 0; i < n; ++i) rows[i] = values + int64_t{i} * hd;
+  (kVector ? PickAccumulate<float>(hd) : &Accumulate<float>)(acc, correction, p, rows.data(), n, hd);
+}
+}  // namespace
+
+std::vector<std::pair<const char*, AttentionAccumulateFn>> RunnableAttentionAccumulatePaths(
+    int head_dim) {
+  std::vector<std::pair<const char*, AttentionAccumulateFn>> out = {
+      {"generic", &AccumulateContiguous<false>}};
+  if (HasAvx512Attention() && head_dim <= 128) out.emplace_back("avx512", &AccumulateContiguous<true>);
   return out;
 }
 

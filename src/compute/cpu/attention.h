@@ -6,8 +6,8 @@
 // kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
 // token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
 // 1). Scores sum head dims in order (keys transposed into vector lanes), exp is one
-// polynomial, each written twice with the same operations, and the value accumulation is element-wise (multiply, then add, never
-// fused), so the vector and portable paths give the same bits.
+// polynomial, and the value accumulation element-wise FMAs, each written twice with the same
+// operations, so the vector and portable paths give the same bits.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +61,13 @@ using AttentionScoreFn = void (*)(const void* keys, int n, const float* q, int h
                                   float scale, float* out);
 std::vector<std::pair<const char*, AttentionScoreFn>> RunnableAttentionScorePaths(int head_dim,
                                                                                   bool f16);
+
+// acc = acc * correction, then acc = fma(p[i], row i, acc) for i < n over head_dim floats (rows
+// contiguous at values + i * head_dim): attention's value accumulation, every path, named.
+using AttentionAccumulateFn = void (*)(float* acc, float correction, const float* p,
+                                       const float* values, int n, int head_dim);
+std::vector<std::pair<const char*, AttentionAccumulateFn>> RunnableAttentionAccumulatePaths(
+    int head_dim);
 
 // s[i] = exp(s[i] - max) for i < n, as the softmax computes it (arguments <= 0; below -87, 0).
 using SoftmaxExpFn = void (*)(float* s, float max, int n);

@@ -89,6 +89,34 @@ TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
   }
 }
 
+// Value accumulation: every head size, tile length and correction, with signed zeros in the
+// values: the vector path's FMAs give the portable path's bits.
+TEST(AttentionAccumulate, EveryPathGivesThePortableBits) {
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> prob(0.0f, 1.0f);
+  for (int hd : {1, 8, 15, 16, 17, 64, 100, 128}) {
+    for (int n : {1, 7, 16, 32}) {
+      for (float correction : {0.0f, 1.0f, 0.37f}) {
+        std::vector<float> values(n * hd), p(n), acc0(hd);
+        for (int i = 0; i < n * hd; ++i) values[i] = i % 11 == 0 ? -0.0f : normal(rng);
+        for (auto& v : p) v = prob(rng);
+        for (auto& v : acc0) v = normal(rng);
+        const auto paths = RunnableAttentionAccumulatePaths(hd);
+        std::vector<float> want = acc0;
+        paths[0].second(want.data(), correction, p.data(), values.data(), n, hd);
+        for (auto [name, fn] : paths) {
+          std::vector<float> got = acc0;
+          fn(got.data(), correction, p.data(), values.data(), n, hd);
+          for (int d = 0; d < hd; ++d) {
+            ASSERT_EQ(Bits(got[d]), Bits(want[d])) << name << " hd=" << hd << " n=" << n << " d=" << d;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(SoftmaxExp, EveryPathGivesThePortableBits) {
   const std::vector<float> xs = Arguments();
   std::vector<float> want = xs;
