@@ -77,6 +77,45 @@ __attribute__((target("avx512f,fma"))) void ExpTileAvx512(float* s, float max, i
   }
 }
 
+// The max and the sum of a tile's (up to 32) scores, as one fixed tree on every path: lanes
+// [0,16) against [16,32) (missing scores are -inf for the max, 0 for the sum), then halves
+// 8, 4, 2, 1. Max(a, b) is `a > b ? a : b`, which is what vmaxps computes, NaN and signed zeros
+// included.
+inline float Max(float a, float b) { return a > b ? a : b; }
+
+template <bool kSum>
+float TileFold(const float* s, int n) {
+  float lane[16];
+  const float none = kSum ? 0.0f : -std::numeric_limits<float>::infinity();
+  for (int l = 0; l < 16; ++l) {
+    const float lo = l < n ? s[l] : none, hi = l + 16 < n ? s[l + 16] : none;
+    lane[l] = kSum ? lo + hi : Max(lo, hi);
+  }
+  for (int width = 8; width >= 1; width /= 2) {
+    for (int l = 0; l < width; ++l) lane[l] = kSum ? lane[l] + lane[l + width] : Max(lane[l], lane[l + width]);
+  }
+  return lane[0];
+}
+
+template <bool kSum>
+__attribute__((target("avx512f"))) float TileFoldAvx512(const float* s, int n) {
+  const __m512 none = _mm512_set1_ps(kSum ? 0.0f : -std::numeric_limits<float>::infinity());
+  const __mmask16 m0 = static_cast<__mmask16>(n >= 16 ? 0xffff : (1u << n) - 1);
+  const __mmask16 m1 = static_cast<__mmask16>(n >= 32 ? 0xffff : n <= 16 ? 0 : (1u << (n - 16)) - 1);
+  const __m512 lo = _mm512_mask_loadu_ps(none, m0, s), hi = _mm512_mask_loadu_ps(none, m1, s + 16);
+  const __m512 v = kSum ? _mm512_add_ps(lo, hi) : _mm512_max_ps(lo, hi);
+  const __m256 v8lo = _mm512_castps512_ps256(v);
+  const __m256 v8hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+  const __m256 w = kSum ? _mm256_add_ps(v8lo, v8hi) : _mm256_max_ps(v8lo, v8hi);
+  const __m128 x4lo = _mm256_castps256_ps128(w), x4hi = _mm256_extractf128_ps(w, 1);
+  __m128 x = kSum ? _mm_add_ps(x4lo, x4hi) : _mm_max_ps(x4lo, x4hi);
+  x = kSum ? _mm_add_ps(x, _mm_movehl_ps(x, x)) : _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = kSum ? _mm_add_ss(x, _mm_movehdup_ps(x)) : _mm_max_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+using TileFoldFn = float (*)(const float*, int);
+
 // K and V rows are read where they lie in the pool (row i of a tile at rows[i]), as F16 or F32.
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(uint16_t h) { return HalfToFloat(h); }
@@ -316,6 +355,17 @@ std::vector<std::pair<const char*, AttentionAccumulateFn>> RunnableAttentionAccu
   return out;
 }
 
+std::vector<std::pair<const char*, AttentionTileFoldFn>> RunnableTileMaxPaths() {
+  std::vector<std::pair<const char*, AttentionTileFoldFn>> out = {{"generic", &TileFold<false>}};
+  if (HasAvx512Attention()) out.emplace_back("avx512", &TileFoldAvx512<false>);
+  return out;
+}
+std::vector<std::pair<const char*, AttentionTileFoldFn>> RunnableTileSumPaths() {
+  std::vector<std::pair<const char*, AttentionTileFoldFn>> out = {{"generic", &TileFold<true>}};
+  if (HasAvx512Attention()) out.emplace_back("avx512", &TileFoldAvx512<true>);
+  return out;
+}
+
 std::vector<std::pair<const char*, SoftmaxExpFn>> RunnableSoftmaxExpPaths() {
   std::vector<std::pair<const char*, SoftmaxExpFn>> out = {{"generic", &ExpTile}};
   if (GetCpuFeatures().avx512f) out.emplace_back("avx512", &ExpTileAvx512);
@@ -356,6 +406,8 @@ void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch
   const TransposeFn<T> transpose = PickTranspose<T>();
   const auto gather = avx512 ? &GatherValuesAvx512<T> : &GatherValues<T>;
   const ScoreTileFn score = PickScoreTile();
+  const TileFoldFn tile_max_fn = avx512 ? &TileFoldAvx512<false> : &TileFold<false>;
+  const TileFoldFn tile_sum_fn = avx512 ? &TileFoldAvx512<true> : &TileFold<true>;
   const AccumulateFn<float> accumulate = PickAccumulate<float>(a0.head_dim);
   const KvLayout& layout = *a0.layout;
   const int hd = a0.head_dim, group = a0.group;
@@ -409,18 +461,15 @@ void AttendBlock(const AttentionArgs* args, int count, AttentionScratch* scratch
       for (int g = 0; g < group; ++g) {
         const int h = q * group + g;
         float* scores = scratch->score_ptrs[h];
-        float tile_max = scores[0];
-        for (int i = 1; i < n; ++i) tile_max = std::max(tile_max, scores[i]);
-        const float new_max = std::max(scratch->running_max[h], tile_max);
+        const float tile_max = tile_max_fn(scores, n);
+        const float new_max = Max(scratch->running_max[h], tile_max);
         float correction = 0.0f;  // the first tile: nothing accumulated yet
         if (j0 > 0) {
           correction = scratch->running_max[h] - new_max;
           exp_tile(&correction, 0.0f, 1);
         }
         exp_tile(scores, new_max, n);
-        float sum = scratch->sum[h] * correction;
-        for (int i = 0; i < n; ++i) sum = sum + scores[i];
-        scratch->sum[h] = sum;
+        scratch->sum[h] = scratch->sum[h] * correction + tile_sum_fn(scores, n);
         accumulate(scratch->acc.data() + int64_t{h} * hd, correction, scores, vfloats, n, hd);
         scratch->running_max[h] = new_max;
       }

@@ -69,6 +69,12 @@ using AttentionAccumulateFn = void (*)(float* acc, float correction, const float
 std::vector<std::pair<const char*, AttentionAccumulateFn>> RunnableAttentionAccumulatePaths(
     int head_dim);
 
+// The max / the sum of a tile's n <= kAttentionTile scores in attention's fixed tree, every
+// path, named.
+using AttentionTileFoldFn = float (*)(const float* s, int n);
+std::vector<std::pair<const char*, AttentionTileFoldFn>> RunnableTileMaxPaths();
+std::vector<std::pair<const char*, AttentionTileFoldFn>> RunnableTileSumPaths();
+
 // s[i] = exp(s[i] - max) for i < n, as the softmax computes it (arguments <= 0; below -87, 0).
 using SoftmaxExpFn = void (*)(float* s, float max, int n);
 // Every path this CPU can run, named, for tests that compare them with the portable one.

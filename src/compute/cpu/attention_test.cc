@@ -117,6 +117,36 @@ TEST(AttentionAccumulate, EveryPathGivesThePortableBits) {
   }
 }
 
+// Tile max and sum: every length, with NaN, infinities and signed zeros among the scores.
+TEST(AttentionTileFolds, EveryPathGivesThePortableBits) {
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::uniform_int_distribution<int> kind(0, 19);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int n = 1 + trial % kAttentionTile;
+    std::vector<float> s(n);
+    for (auto& v : s) {
+      switch (kind(rng)) {
+        case 0: v = -0.0f; break;
+        case 1: v = 0.0f; break;
+        case 2: v = std::numeric_limits<float>::quiet_NaN(); break;
+        case 3: v = -std::numeric_limits<float>::infinity(); break;
+        default: v = normal(rng);
+      }
+    }
+    for (const auto& paths : {RunnableTileMaxPaths(), RunnableTileSumPaths()}) {
+      const float want = paths[0].second(s.data(), n);
+      for (auto [name, fn] : paths) {
+        ASSERT_EQ(Bits(fn(s.data(), n)), Bits(want)) << name << " n=" << n << " trial " << trial;
+      }
+    }
+  }
+  // The values themselves.
+  const float xs[] = {1.0f, -2.0f, 3.5f};
+  EXPECT_EQ(RunnableTileMaxPaths().back().second(xs, 3), 3.5f);
+  EXPECT_EQ(RunnableTileSumPaths().back().second(xs, 3), 2.5f);
+}
+
 TEST(SoftmaxExp, EveryPathGivesThePortableBits) {
   const std::vector<float> xs = Arguments();
   std::vector<float> want = xs;

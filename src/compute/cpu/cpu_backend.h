@@ -30,7 +30,8 @@ class CpuBackend : public Backend {
   // 3: attention scores in their own order (16 lanes, folded 16 scores at a time).
   // 4: attention scores summed over head dims in order (keys transposed per tile).
   // 5: attention's value accumulation fused (fma(p, v, acc)).
-  const char* numerics() const override { return "cpu-5"; }
+  // 6: a tile's softmax sum in a fixed tree (was sequential).
+  const char* numerics() const override { return "cpu-6"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
