@@ -13,7 +13,9 @@ inline float HalfToFloat(uint16_t h) {
   uint32_t mant = h & 0x3ffu;
   uint32_t bits;
   if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);  // inf / nan
+    // inf / nan; a signaling NaN comes out quiet, as vcvtph2ps makes it, so that kernels
+    // converting by F16C and portable code agree on every half.
+    bits = sign | 0x7f800000u | ((mant != 0 ? mant | 0x200u : 0u) << 13);
   } else if (exp != 0) {
     bits = sign | ((exp + 112) << 23) | (mant << 13);
   } else if (mant == 0) {

@@ -37,5 +37,24 @@ TEST(Fp16, MatchesF16cOnRandomFloats) {
   }
 }
 
+__attribute__((target("f16c"))) uint32_t HardwareHalfToFloatBits(uint16_t h) {
+  const float f = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+  uint32_t b;
+  std::memcpy(&b, &f, 4);
+  return b;
+}
+
+// Kernels convert F16 (weights, KV, quantised blocks' scales) with vcvtph2ps while portable
+// code uses HalfToFloat: every half, NaNs included, must give the same float bits.
+TEST(Fp16, HalfToFloatMatchesF16cOnEveryHalf) {
+  if (!GetCpuFeatures().f16c) GTEST_SKIP() << "this CPU has no F16C instructions to compare with";
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = HalfToFloat(static_cast<uint16_t>(h));
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    ASSERT_EQ(b, HardwareHalfToFloatBits(static_cast<uint16_t>(h))) << "half bits " << h;
+  }
+}
+
 }  // namespace
 }  // namespace prefixd
