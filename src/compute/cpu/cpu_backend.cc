@@ -201,20 +201,20 @@ void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
     cpu::AddBias(lw.bk, n, k_.data());
     cpu::AddBias(lw.bv, n, v_.data());
   }
-  const float* factors = rope_factors_.empty() ? nullptr : rope_factors_.data();
+  const int64_t half = hp_.rope_dims / 2;
   pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
     for (int64_t g = b; g < e; ++g) {
+      const float* c = &rope_cos_[g * half];
+      const float* s = &rope_sin_[g * half];
       for (int hh = 0; hh < hp_.num_heads; ++hh) {
         float* head = &q_[g * q_dim + hh * hd];
         if (hp_.qk_norm) cpu::RmsNorm(head, lw.q_norm, hd, hp_.rms_eps, head);
-        cpu::Rope(head, hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
-                  hp_.rope_style, factors);
+        cpu::ApplyRope(head, hp_.rope_dims, hp_.rope_style, c, s);
       }
       for (int hh = 0; hh < hp_.num_kv_heads; ++hh) {
         float* head = &k_[g * kv_dim + hh * hd];
         if (hp_.qk_norm) cpu::RmsNorm(head, lw.k_norm, hd, hp_.rms_eps, head);
-        cpu::Rope(head, hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
-                  hp_.rope_style, factors);
+        cpu::ApplyRope(head, hp_.rope_dims, hp_.rope_style, c, s);
       }
     }
   });
@@ -244,6 +244,17 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   up_.resize(n * ff);
 
   for (int64_t g = 0; g < n; ++g) cpu::RowToFloat(w.token_embd, slots_[g].token, &x_[g * embd]);
+  // RoPE angles depend on the position only: once per token for every head and layer.
+  const int64_t half = hp_.rope_dims / 2;
+  rope_cos_.resize(n * half);
+  rope_sin_.resize(n * half);
+  const float* factors = rope_factors_.empty() ? nullptr : rope_factors_.data();
+  pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t g = b; g < e; ++g) {
+      cpu::RopeAngles(hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
+                      factors, &rope_cos_[g * half], &rope_sin_[g * half]);
+    }
+  });
 
   for (int layer = 0; layer < hp_.num_layers; ++layer) {
     const LayerWeights& lw = w.layers[layer];

@@ -77,6 +77,7 @@ class CpuBackend : public Backend {
     int count;
   };
   std::vector<QueryBlock> query_blocks_;  // attention's work items (Attention)
+  std::vector<float> rope_cos_, rope_sin_;  // per token, rope_dims / 2 each (Forward)
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
 };
 

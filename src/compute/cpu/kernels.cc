@@ -189,8 +189,8 @@ void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* 
   }
 }
 
-void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
-          RopeStyle style, const float* freq_factors) {
+void RopeAngles(int rope_dims, int64_t pos, float freq_base, float freq_scale,
+                const float* freq_factors, float* cos_out, float* sin_out) {
   // theta_i = pos * base^(-2i/d), built by repeated multiplication in float as ggml does, so
   // that positions agree with llama.cpp to the last bit where possible.
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(rope_dims));
@@ -200,14 +200,30 @@ void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_s
     // Divide, then scale, in ggml's order; dividing by 1 is exact, so a model without
     // factors gets the same bits as before they existed.
     const float angle = (freq_factors ? theta / freq_factors[i] : theta) * freq_scale;
-    const float c = std::cos(angle), s = std::sin(angle);
+    cos_out[i] = std::cos(angle);
+    sin_out[i] = std::sin(angle);
+    theta *= theta_scale;
+  }
+}
+
+void ApplyRope(float* head, int rope_dims, RopeStyle style, const float* cos_in,
+               const float* sin_in) {
+  const int half = rope_dims / 2;
+  for (int i = 0; i < half; ++i) {
+    const float c = cos_in[i], s = sin_in[i];
     const int a = style == RopeStyle::kNormal ? 2 * i : i;
     const int b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
     const float x0 = head[a], x1 = head[b];
     head[a] = x0 * c - x1 * s;
     head[b] = x0 * s + x1 * c;
-    theta *= theta_scale;
   }
+}
+
+void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
+          RopeStyle style, const float* freq_factors) {
+  std::vector<float> cos_v(rope_dims / 2), sin_v(rope_dims / 2);
+  RopeAngles(rope_dims, pos, freq_base, freq_scale, freq_factors, cos_v.data(), sin_v.data());
+  ApplyRope(head, rope_dims, style, cos_v.data(), sin_v.data());
 }
 
 void AddBias(const Weight& bias, int64_t num_tokens, float* y) {

@@ -36,6 +36,13 @@ void RmsNorm(const float* x, const Weight& weight, int64_t n, float eps, float* 
 // `freq_factors` (rope_dims / 2 divisors, Llama 3.1+ scaling) may be null, meaning all 1.
 void Rope(float* head, int rope_dims, int64_t pos, float freq_base, float freq_scale,
           RopeStyle style, const float* freq_factors = nullptr);
+// The same in two steps, so that a token's angles (the same for every head and layer) are
+// computed once: the rope_dims / 2 cosines and sines of position `pos`, then their rotation of
+// one head. Rope == RopeAngles + ApplyRope, bit for bit.
+void RopeAngles(int rope_dims, int64_t pos, float freq_base, float freq_scale,
+                const float* freq_factors, float* cos_out, float* sin_out);
+void ApplyRope(float* head, int rope_dims, RopeStyle style, const float* cos_in,
+               const float* sin_in);
 
 // y[t * bias.cols + r] += bias[r] for t < num_tokens (the Q/K/V biases of qwen2).
 void AddBias(const Weight& bias, int64_t num_tokens, float* y);
