@@ -12,56 +12,16 @@
 #include "base/cpu_features.h"
 #include "base/fp16.h"
 #include "compute/cpu/dot.h"
+#include "compute/cpu/exp_poly.h"
 
 namespace prefixd::cpu {
 
 namespace {
 
-// exp(x) for the softmax, whose arguments are never positive (score - running max), as one
-// fixed sequence of IEEE operations that the portable and AVX-512 paths both perform, so they
-// agree bit for bit: n = round(x log2 e), r = x - n ln 2 (Cody-Waite, two parts), a degree-7
-// Taylor polynomial by FMA, times 2^n. Below -87 (and for -inf or NaN) the result is 0; the
-// true value there is under FLT_MIN and next to the max's 1 it never counts. Error <= 2 ulp.
-constexpr float kExpLowest = -87.0f;
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-constexpr float kC7 = 1.98412698e-4f, kC6 = 1.38888889e-3f, kC5 = 8.33333333e-3f,
-                kC4 = 4.16666667e-2f, kC3 = 1.66666667e-1f, kC2 = 0.5f;
-
-float ExpNonPositive(float x) {
-  if (!(x >= kExpLowest)) return 0.0f;
-  const float n = std::nearbyint(x * kLog2e);
-  float r = std::fma(n, -kLn2Hi, x);
-  r = std::fma(n, -kLn2Lo, r);
-  float p = std::fma(kC7, r, kC6);
-  p = std::fma(p, r, kC5);
-  p = std::fma(p, r, kC4);
-  p = std::fma(p, r, kC3);
-  p = std::fma(p, r, kC2);
-  p = std::fma(p, r, 1.0f);
-  p = std::fma(p, r, 1.0f);
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-__attribute__((target("avx512f,fma"))) __m512 ExpNonPositiveAvx512(__m512 x) {
-  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpLowest), _CMP_GE_OQ);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Hi), x);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(-kLn2Lo), r);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kC7), r, _mm512_set1_ps(kC6));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC5));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC4));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC3));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kC2));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(
-      _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_maskz_mov_ps(live, n)), _mm512_set1_epi32(127)), 23);
-  return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(e));
+// exp for the softmax (exp_poly.h): its arguments, score - running max, are never positive.
+inline float ExpNonPositive(float x) { return ExpPoly(x); }
+__attribute__((target("avx512f,fma"))) inline __m512 ExpNonPositiveAvx512(__m512 x) {
+  return ExpPolyAvx512(x);
 }
 
 // p[i] = exp(s[i] - max) in place for i < n.

@@ -31,7 +31,8 @@ class CpuBackend : public Backend {
   // 4: attention scores summed over head dims in order (keys transposed per tile).
   // 5: attention's value accumulation fused (fma(p, v, acc)).
   // 6: a tile's softmax sum in a fixed tree (was sequential).
-  const char* numerics() const override { return "cpu-6"; }
+  // 7: SwiGLU's exp from exp_poly.h (was libm's expf).
+  const char* numerics() const override { return "cpu-7"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;

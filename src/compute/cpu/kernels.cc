@@ -6,7 +6,9 @@
 
 #include "base/check.h"
 #include "base/fp16.h"
+#include "base/cpu_features.h"
 #include "compute/cpu/dot.h"
+#include "compute/cpu/exp_poly.h"
 #include "compute/cpu/gemm.h"
 #include "compute/cpu/quant_dequant.h"
 
@@ -241,11 +243,35 @@ void AddBias(const Weight& bias, int64_t num_tokens, float* y) {
   }
 }
 
-void SwiGlu(float* gate, const float* up, int64_t n) {
+namespace {
+void SwiGluPortable(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    gate[i] = (g / (1.0f + std::exp(-g))) * up[i];
+    gate[i] = (g / (1.0f + ExpPoly(-g))) * up[i];
   }
+}
+
+__attribute__((target("avx512f,fma"))) void SwiGluAvx512(float* gate, const float* up, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+    const __m512 e = ExpPolyAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+    _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+  }
+}
+}  // namespace
+
+void SwiGlu(float* gate, const float* up, int64_t n) {
+  static const bool avx512 = GetCpuFeatures().avx512f && GetCpuFeatures().fma;
+  (avx512 ? &SwiGluAvx512 : &SwiGluPortable)(gate, up, n);
+}
+
+std::vector<std::pair<const char*, SwiGluFn>> RunnableSwiGluPaths() {
+  std::vector<std::pair<const char*, SwiGluFn>> out = {{"generic", &SwiGluPortable}};
+  if (GetCpuFeatures().avx512f && GetCpuFeatures().fma) out.emplace_back("avx512", &SwiGluAvx512);
+  return out;
 }
 
 }  // namespace prefixd::cpu

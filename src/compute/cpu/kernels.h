@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
+#include <vector>
 
 #include "base/thread_pool.h"
 #include "model/llama_model.h"
@@ -50,7 +52,11 @@ void AddBias(const Weight& bias, int64_t num_tokens, float* y);
 // Row `row` of a matrix of any supported weight type as floats (embedding lookup).
 void RowToFloat(const Weight& w, int64_t row, float* out);
 
-// SiLU(gate) * up, element-wise, into gate.
+// SiLU(gate) * up, element-wise, into gate: gate / (1 + exp(-gate)) * up with exp_poly.h's
+// exp, so the vector and portable paths agree bit for bit.
 void SwiGlu(float* gate, const float* up, int64_t n);
+using SwiGluFn = void (*)(float* gate, const float* up, int64_t n);
+// Every path this CPU can run, named, for tests.
+std::vector<std::pair<const char*, SwiGluFn>> RunnableSwiGluPaths();
 
 }  // namespace prefixd::cpu

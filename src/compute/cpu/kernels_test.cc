@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -66,6 +68,44 @@ TEST(AddBias, AddsTheSameVectorToEveryToken) {
   std::vector<float> y = {1, 1, 1, 10, 20, 30};
   AddBias(w, 2, y.data());
   EXPECT_EQ(y, (std::vector<float>{1.5f, 0.0f, 3.0f, 10.5f, 19.0f, 32.0f}));
+}
+
+// SwiGLU: the vector path gives the portable bits (ragged lengths, extreme and special gates),
+// and both are close to SiLU computed in double.
+TEST(SwiGlu, EveryPathGivesThePortableBitsAndTheFunction) {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 4.0f);
+  std::vector<float> gate, up;
+  for (float g : {0.0f, -0.0f, 1e-30f, -1e-30f, 87.5f, -87.5f, 88.5f, -88.5f, 100.0f, -100.0f,
+                  1e30f, -1e30f, std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity()}) {
+    gate.push_back(g);
+    up.push_back(1.5f);
+  }
+  for (int i = 0; i < 5000; ++i) {
+    gate.push_back(normal(rng));
+    up.push_back(normal(rng));
+  }
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{17}, static_cast<int64_t>(gate.size())}) {
+    std::vector<float> want(gate.begin(), gate.begin() + n);
+    RunnableSwiGluPaths()[0].second(want.data(), up.data(), n);
+    for (auto [name, fn] : RunnableSwiGluPaths()) {
+      std::vector<float> got(gate.begin(), gate.begin() + n);
+      fn(got.data(), up.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t a, b;
+        std::memcpy(&a, &got[i], 4);
+        std::memcpy(&b, &want[i], 4);
+        ASSERT_EQ(a, b) << name << " gate " << gate[i] << " n=" << n;
+      }
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const double g = gate[i];
+      if (!std::isfinite(g)) continue;
+      const double exact = g / (1.0 + std::exp(-g)) * up[i];
+      EXPECT_NEAR(want[i], exact, 1e-6 * std::fabs(exact) + 1e-30) << "gate " << g;
+    }
+  }
 }
 
 }  // namespace
