@@ -94,7 +94,7 @@ void CpuBackend::StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g) {
 }
 
 void CpuBackend::PackF16Weights() {
-  if (!cpu::HasBlockedGemm()) return;  // the packed kernels are AVX-512 only
+  if (!cpu::HasBlockedGemm()) return;  // no packed kernels for this CPU (neither AVX-512 nor AVX2)
   const ModelWeights& mw = model_.weights();
   std::vector<const Weight*> matrices;
   for (const LayerWeights& lw : mw.layers) {

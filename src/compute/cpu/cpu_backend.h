@@ -55,7 +55,7 @@ class CpuBackend : public Backend {
   void Attention(int layer, const ForwardBatch& batch);
   // Packs every F16 matrix product's weight for the panel kernels (gemm.h): once, at start-up.
   void PackF16Weights();
-  // The packed copy of `w`, or null (not F16, or no AVX-512).
+  // The packed copy of `w`, or null (not F16, or no packed kernels: neither AVX-512 nor AVX2).
   const uint16_t* Packed(const Weight& w) const {
     auto it = packed_.find(&w);
     return it == packed_.end() ? nullptr : it->second;

@@ -1,96 +1,46 @@
+// Packing (portable) and the choice of kernels: gemm_avx512.cc where the CPU has
+// avx512f/bw/vl, else gemm_avx2.cc where it has avx2/fma/f16c, else none (HasBlockedGemm() is
+// false and callers reduce one dot at a time).
 #include "compute/cpu/gemm.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
-#include <array>
 #include <cstring>
-#include <utility>
 
 #include "base/cpu_features.h"
+#include "compute/cpu/gemm_kernels.h"
 
 namespace prefixd::cpu {
 
+using gemm_internal::kBitReversed;
+
 namespace {
 
-constexpr int kFoldDepth = 6;  // a binary counter over 32 leaves holds at most 5 partial tiles
-
-// Leaf order of the fold: the canonical tree pairs lanes j and j + 16 first, then j and j + 8,
-// ... so with j = reverse of p's five bits, leaves p and p + 1 are siblings, and so on up.
-constexpr int kBitReversed[kGemmLanes] = {0, 16, 8, 24, 4, 20, 12, 28, 2, 18, 10, 26, 6, 22, 14, 30,
-                                          1, 17, 9, 25, 5, 21, 13, 29, 3, 19, 11, 27, 7, 23, 15, 31};
-
-// Lane j of a 32-row x NR-token tile, then folded into the partial tiles waiting on `stack`
-// (each 32 x NR floats, token-major: [t][32 rows]). NR is a template argument so that the 2 x NR
-// accumulators are named registers after unrolling, never an array in memory.
-template <int NR>
-__attribute__((target("avx512f,fma"), always_inline)) inline void LaneTile(
-    const float* wj, const float* xj, int64_t steps, float* stack, int* levels, int& depth) {
-  __m512 a0[NR], a1[NR];
-#pragma GCC unroll 12
-  for (int t = 0; t < NR; ++t) a0[t] = a1[t] = _mm512_setzero_ps();
-  for (int64_t m = 0; m < steps; ++m) {
-    const __m512 w0 = _mm512_loadu_ps(wj + m * kGemmPanelRows);
-    const __m512 w1 = _mm512_loadu_ps(wj + m * kGemmPanelRows + 16);
-    const float* xm = xj + m * kGemmBlockTokens;
-#pragma GCC unroll 12
-    for (int t = 0; t < NR; ++t) {
-      const __m512 b = _mm512_set1_ps(xm[t]);
-      a0[t] = _mm512_fmadd_ps(w0, b, a0[t]);
-      a1[t] = _mm512_fmadd_ps(w1, b, a1[t]);
-    }
-  }
-  // Merge with every finished sibling subtree: (left subtree) + (this one), as the fold adds.
-  int level = 0;
-  while (depth > 0 && levels[depth - 1] == level) {
-    const float* s = stack + (depth - 1) * kGemmPanelRows * NR;
-#pragma GCC unroll 12
-    for (int t = 0; t < NR; ++t) {
-      a0[t] = _mm512_add_ps(_mm512_loadu_ps(s + t * kGemmPanelRows), a0[t]);
-      a1[t] = _mm512_add_ps(_mm512_loadu_ps(s + t * kGemmPanelRows + 16), a1[t]);
-    }
-    --depth;
-    ++level;
-  }
-  float* s = stack + depth * kGemmPanelRows * NR;
-#pragma GCC unroll 12
-  for (int t = 0; t < NR; ++t) {
-    _mm512_storeu_ps(s + t * kGemmPanelRows, a0[t]);
-    _mm512_storeu_ps(s + t * kGemmPanelRows + 16, a1[t]);
-  }
-  levels[depth++] = level;
+bool HasAvx512Gemm(const CpuFeatures& f) {
+  return f.avx512f && f.avx512bw && f.avx512vl && f.f16c && f.fma;
 }
+bool HasAvx2Gemm(const CpuFeatures& f) { return f.avx2 && f.fma && f.f16c; }
 
-template <int NR>
-__attribute__((target("avx512f,fma"))) void PanelBlock(const float* panel, const float* block,
-                                                       int64_t steps, int num_rows, float* y,
-                                                       int64_t y_stride) {
-  alignas(64) float stack[kFoldDepth * kGemmPanelRows * NR];
-  int levels[kFoldDepth];
-  int depth = 0;
-  for (int p = 0; p < kGemmLanes; ++p) {
-    // Lane kBitReversed[p]'s data lies at leaf position p (gemm.h): one forward stream.
-    LaneTile<NR>(panel + p * steps * kGemmPanelRows, block + p * steps * kGemmBlockTokens, steps,
-                 stack, levels, depth);
-  }
-  // One tile is left, at level 5: the folded dots, [t][row].
-  for (int t = 0; t < NR; ++t) {
-    std::memcpy(y + t * y_stride, stack + t * kGemmPanelRows, sizeof(float) * num_rows);
-  }
-}
-
-using PanelBlockFn = void (*)(const float*, const float*, int64_t, int, float*, int64_t);
-
-template <int... N>
-constexpr auto MakePanelBlockTable(std::integer_sequence<int, N...>) {
-  return std::array<PanelBlockFn, sizeof...(N)>{&PanelBlock<N + 1>...};
+// The fastest kernels this CPU runs (chosen once); null entries where it runs none.
+const GemmKernels& Active() {
+  static const GemmKernels kernels = [] {
+    const CpuFeatures& f = GetCpuFeatures();
+    if (HasAvx512Gemm(f)) return gemm_internal::Avx512Kernels();
+    if (HasAvx2Gemm(f)) return gemm_internal::Avx2Kernels();
+    return GemmKernels{"none", nullptr, nullptr, nullptr};
+  }();
+  return kernels;
 }
 
 }  // namespace
 
-bool HasBlockedGemm() {
+bool HasBlockedGemm() { return Active().panel_block != nullptr; }
+
+std::vector<GemmKernels> RunnableGemmPaths() {
   const CpuFeatures& f = GetCpuFeatures();
-  return f.avx512f && f.avx512bw && f.avx512vl && f.f16c && f.fma;
+  std::vector<GemmKernels> out;
+  if (HasAvx2Gemm(f)) out.push_back(gemm_internal::Avx2Kernels());
+  if (HasAvx512Gemm(f)) out.push_back(gemm_internal::Avx512Kernels());
+  return out;
 }
 
 void PackF16Panel(const uint16_t* rows_data, int64_t stride, int64_t rows, int64_t cols, int64_t p,
@@ -107,48 +57,13 @@ void PackF16Panel(const uint16_t* rows_data, int64_t stride, int64_t rows, int64
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void UnpackF16Panel(
-    const uint16_t* packed, int64_t cols, float* panel) {
-  const int64_t n = GemmPanelFloats(cols);  // a multiple of 32
-  for (int64_t i = 0; i < n; i += 16) {
-    _mm512_storeu_ps(panel + i, _mm512_cvtph_ps(_mm256_loadu_si256(
-                                    reinterpret_cast<const __m256i*>(packed + i))));
-  }
+void UnpackF16Panel(const uint16_t* packed, int64_t cols, float* panel) {
+  Active().unpack_f16(packed, cols, panel);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void GemvPackedF16Panel(
-    const uint16_t* packed, const float* x, int64_t cols, int num_rows, float* y) {
-  const int64_t steps = GemmLaneSteps(cols);
-  alignas(64) float stack[kFoldDepth * kGemmPanelRows];
-  int levels[kFoldDepth];
-  int depth = 0;
-  for (int p = 0; p < kGemmLanes; ++p) {
-    const int j = kBitReversed[p];
-    const uint16_t* wj = packed + p * steps * kGemmPanelRows;  // leaf order: one forward stream
-    // The last step reads x only where the row has an element; past it both factors are 0,
-    // as the canonical dot counts them.
-    const int64_t live = j + (steps - 1) * kGemmLanes < cols ? steps : steps - 1;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-    for (int64_t m = 0; m < steps; ++m) {
-      if ((m & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(wj + m * kGemmPanelRows + 4096), _MM_HINT_T0);
-      const __m512 b = _mm512_set1_ps(m < live ? x[j + m * kGemmLanes] : 0.0f);
-      const __m256i* w = reinterpret_cast<const __m256i*>(wj + m * kGemmPanelRows);
-      a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w)), b, a0);
-      a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w + 1)), b, a1);
-    }
-    int level = 0;
-    while (depth > 0 && levels[depth - 1] == level) {
-      const float* s = stack + (depth - 1) * kGemmPanelRows;
-      a0 = _mm512_add_ps(_mm512_loadu_ps(s), a0);
-      a1 = _mm512_add_ps(_mm512_loadu_ps(s + 16), a1);
-      --depth;
-      ++level;
-    }
-    _mm512_storeu_ps(stack + depth * kGemmPanelRows, a0);
-    _mm512_storeu_ps(stack + depth * kGemmPanelRows + 16, a1);
-    levels[depth++] = level;
-  }
-  std::memcpy(y, stack, sizeof(float) * num_rows);
+void GemvPackedF16Panel(const uint16_t* packed, const float* x, int64_t cols, int num_rows,
+                        float* y) {
+  Active().gemv_f16(packed, x, cols, num_rows, y);
 }
 
 void ZeroPanel(int64_t cols, float* panel) {
@@ -180,9 +95,7 @@ void PackTokenBlock(const float* x, int64_t cols, int nt, float* block) {
 
 void GemmPanelBlock(const float* panel, const float* block, int64_t cols, int num_rows, int nt,
                     float* y, int64_t y_stride) {
-  static constexpr auto kTable =
-      MakePanelBlockTable(std::make_integer_sequence<int, kGemmBlockTokens>());
-  kTable[nt - 1](panel, block, GemmLaneSteps(cols), num_rows, y, y_stride);
+  Active().panel_block(panel, block, cols, num_rows, nt, y, y_stride);
 }
 
 }  // namespace prefixd::cpu

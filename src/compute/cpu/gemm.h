@@ -12,9 +12,13 @@
 // 32 rows x 12 tokens with the rows in vector lanes and each token broadcast, the way BLIS
 // does. The 32 lane tiles are then folded in the canonical tree, leaf order bit-reversed so
 // that siblings finish one after the other and at most five partial tiles wait in L1.
+//
+// Kernels exist for AVX-512 (gemm_avx512.cc: a 32 x 12 register tile) and AVX2 + FMA + F16C
+// (gemm_avx2.cc: 16 x 6 tiles, four per lane); both give the canonical dot's bits.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace prefixd::cpu {
 
@@ -22,7 +26,7 @@ inline constexpr int kGemmPanelRows = 32;    // weight rows per packed panel
 inline constexpr int kGemmBlockTokens = 12;  // tokens per packed block
 inline constexpr int kGemmLanes = 32;        // the canonical reduction's lanes
 
-// True when this CPU runs the packed kernel (AVX-512F).
+// True when this CPU runs the packed kernels (AVX-512F/BW/VL, or AVX2 + FMA + F16C).
 bool HasBlockedGemm();
 
 // Steps m per lane for rows of `cols` elements: ceil(cols / 32).
@@ -71,5 +75,18 @@ void UnpackF16Panel(const uint16_t* packed, int64_t cols, float* panel);
 // canonical dot (decode). Precondition: HasBlockedGemm().
 void GemvPackedF16Panel(const uint16_t* packed, const float* x, int64_t cols, int num_rows,
                         float* y);
+
+// One instruction-set path's versions of GemmPanelBlock, UnpackF16Panel and
+// GemvPackedF16Panel (same contracts). The functions above run the fastest path this CPU has.
+struct GemmKernels {
+  const char* name;
+  void (*panel_block)(const float* panel, const float* block, int64_t cols, int num_rows, int nt,
+                      float* y, int64_t y_stride);
+  void (*unpack_f16)(const uint16_t* packed, int64_t cols, float* panel);
+  void (*gemv_f16)(const uint16_t* packed, const float* x, int64_t cols, int num_rows, float* y);
+};
+// Every path this CPU can run ("avx2", "avx512"), for tests that compare each with the
+// portable dot.
+std::vector<GemmKernels> RunnableGemmPaths();
 
 }  // namespace prefixd::cpu

@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -21,48 +23,154 @@ uint32_t Bits(float f) {
   return b;
 }
 
-// Values that stress the fold: mixed magnitudes, exact cancellations and signed zeros (a lane
-// that sums to -0 must stay -0 exactly as the portable dot leaves it).
+// Values that stress the fold: mixed magnitudes, exact cancellations and signed zeros. Tiny
+// products underflow to -0, so a lane can hold -0, which the portable dot keeps through
+// -0 + -0 and turns to +0 at -0 + +0 (padding FMAs included): every path must do the same.
 float Draw(std::mt19937& rng) {
-  std::uniform_int_distribution<int> kind(0, 9);
+  std::uniform_int_distribution<int> kind(0, 11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   switch (kind(rng)) {
     case 0: return -0.0f;
     case 1: return 0.0f;
     case 2: return normal(rng) * 1e6f;
     case 3: return normal(rng) * 1e-6f;
+    case 4: return normal(rng) * 1e-30f;
     default: return normal(rng);
+  }
+}
+
+// The kernels of one instruction-set path ("avx2", "avx512"), or a skip where this CPU lacks it.
+class GemmPath : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    for (const GemmKernels& k : RunnableGemmPaths()) {
+      if (std::strcmp(k.name, GetParam()) == 0) kernels_ = k;
+    }
+    if (kernels_.name == nullptr) {
+      GTEST_SKIP() << "this CPU lacks " << GetParam()
+                   << (std::strcmp(GetParam(), "avx512") == 0 ? " (avx512f/bw/vl)" : " (avx2/fma/f16c)")
+                   << ": those kernels never run here";
+    }
+  }
+  GemmKernels kernels_{};
+};
+
+// One panel x block through the path's kernel, every output against the portable dot, and
+// nothing written past the rows.
+void CheckPanelBlock(const GemmKernels& k, std::mt19937& rng, int64_t cols, int rows, int nt,
+                     float (*draw_w)(std::mt19937&), float (*draw_x)(std::mt19937&),
+                     int* negative_zeros) {
+  std::vector<float> w(rows * cols), x(nt * cols);
+  for (auto& v : w) v = draw_w(rng);
+  for (auto& v : x) v = draw_x(rng);
+  std::vector<float> panel(GemmPanelFloats(cols)), block(GemmBlockFloats(cols));
+  ZeroPanel(cols, panel.data());
+  for (int i = 0; i < rows; ++i) PackPanelRow(&w[i * cols], cols, i, panel.data());
+  PackTokenBlock(x.data(), cols, nt, block.data());
+  const int64_t stride = rows + 3;
+  std::vector<float> y(nt * stride, 7.0f);
+  k.panel_block(panel.data(), block.data(), cols, rows, nt, y.data(), stride);
+  for (int t = 0; t < nt; ++t) {
+    for (int i = 0; i < rows; ++i) {
+      const float want = DotF32Generic(&w[i * cols], &x[t * cols], cols);
+      ASSERT_EQ(Bits(y[t * stride + i]), Bits(want))
+          << k.name << " cols=" << cols << " rows=" << rows << " nt=" << nt << " t=" << t << " i=" << i;
+      if (Bits(want) == 0x80000000u) ++*negative_zeros;
+    }
+    for (int i = rows; i < stride; ++i) ASSERT_EQ(y[t * stride + i], 7.0f) << "wrote past the rows";
   }
 }
 
 // The packed kernel against the portable dot, one output at a time, for random shapes: rows and
 // tokens that fill a panel or block partly, lengths with ragged 32-lane tails.
-TEST(Gemm, PackedPanelMatchesPortableDotBitForBit) {
-  if (!HasBlockedGemm()) GTEST_SKIP() << "this CPU has no AVX-512F: the packed kernel never runs";
+TEST_P(GemmPath, PackedPanelMatchesPortableDotBitForBit) {
   std::mt19937 rng(11);
+  int negative_zeros = 0;
   for (int trial = 0; trial < 300; ++trial) {
     const int64_t cols = std::uniform_int_distribution<int>(1, 300)(rng);
     const int rows = std::uniform_int_distribution<int>(1, kGemmPanelRows)(rng);
     const int nt = std::uniform_int_distribution<int>(1, kGemmBlockTokens)(rng);
-    std::vector<float> w(rows * cols), x(nt * cols);
-    for (auto& v : w) v = Draw(rng);
-    for (auto& v : x) v = Draw(rng);
-    std::vector<float> panel(GemmPanelFloats(cols)), block(GemmBlockFloats(cols));
-    ZeroPanel(cols, panel.data());
-    for (int i = 0; i < rows; ++i) PackPanelRow(&w[i * cols], cols, i, panel.data());
-    PackTokenBlock(x.data(), cols, nt, block.data());
-    const int64_t stride = rows + 3;
-    std::vector<float> y(nt * stride, 7.0f);
-    GemmPanelBlock(panel.data(), block.data(), cols, rows, nt, y.data(), stride);
-    for (int t = 0; t < nt; ++t) {
-      for (int i = 0; i < rows; ++i) {
-        ASSERT_EQ(Bits(y[t * stride + i]), Bits(DotF32Generic(&w[i * cols], &x[t * cols], cols)))
-            << "cols=" << cols << " rows=" << rows << " nt=" << nt << " t=" << t << " i=" << i;
+    CheckPanelBlock(kernels_, rng, cols, rows, nt, &Draw, &Draw, &negative_zeros);
+  }
+  // Every token count (each its own template) with row counts around the 16-row tiles.
+  for (int nt = 1; nt <= kGemmBlockTokens; ++nt) {
+    for (int rows : {1, 15, 16, 17, 31, 32}) {
+      for (int64_t cols : {1, 31, 32, 33, 96, 257}) {
+        CheckPanelBlock(kernels_, rng, cols, rows, nt, &Draw, &Draw, &negative_zeros);
       }
-      for (int i = rows; i < stride; ++i) ASSERT_EQ(y[t * stride + i], 7.0f) << "wrote past the rows";
     }
   }
+  if (HasFatalFailure()) return;
+  // Tiny values whose products underflow to -0 (or, now and then, +0): a lane ends as the sign
+  // of its last product, so many outputs are -0, which any reordering or stray +0 would turn
+  // into +0. Lengths 64 and 32 fill every lane; 50 pads some with +0.
+  auto tiny_w = [](std::mt19937&) { return -1e-30f; };
+  auto tiny_x = [](std::mt19937& r) {
+    return std::uniform_int_distribution<int>(0, 32)(r) == 0 ? -1e-30f : 1e-30f;
+  };
+  int tiny_zeros = 0;
+  for (int nt = 1; nt <= kGemmBlockTokens; ++nt) {
+    for (int64_t cols : {32, 50, 64}) {
+      CheckPanelBlock(kernels_, rng, cols, 32, nt, +tiny_w, +tiny_x, &tiny_zeros);
+    }
+  }
+  EXPECT_GT(tiny_zeros, 0) << "the test never produced a -0";
 }
+
+// F16 panels: unpacked into the GEMM (prefill) and streamed by the GEMV (decode), against the
+// portable F16 dot, for partial panels and ragged lengths.
+TEST_P(GemmPath, PackedF16PanelMatchesPortableDotBitForBit) {
+  std::mt19937 rng(15);
+  int negative_zeros = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t cols = trial < 4 ? 32 * (trial + 1) : std::uniform_int_distribution<int>(1, 300)(rng);
+    const int rows = std::uniform_int_distribution<int>(1, 2 * kGemmPanelRows)(rng);
+    const int nt = std::uniform_int_distribution<int>(1, kGemmBlockTokens)(rng);
+    // One trial in four: products that underflow to -0 (halves of -0.01 times denormals), as
+    // in the F32 test; the others draw mixed values.
+    const bool tiny = trial % 4 == 0;
+    std::vector<uint16_t> w16(rows * cols);
+    for (auto& v : w16) v = FloatToHalf(tiny ? -0.01f : Draw(rng) / 1000.0f);
+    std::vector<float> x(nt * cols);
+    for (auto& v : x) {
+      v = !tiny ? Draw(rng) : std::uniform_int_distribution<int>(0, 32)(rng) == 0 ? -1e-44f : 1e-44f;
+    }
+    std::vector<float> block(GemmBlockFloats(cols)), panel(GemmPanelFloats(cols));
+    PackTokenBlock(x.data(), cols, nt, block.data());
+    std::vector<uint16_t> packed(GemmPanelFloats(cols));
+    for (int64_t p = 0; p * kGemmPanelRows < rows; ++p) {
+      PackF16Panel(w16.data(), cols, rows, cols, p, packed.data());
+      const int n = std::min<int>(kGemmPanelRows, rows - p * kGemmPanelRows);
+      auto want = [&](int t, int i) {
+        const uint32_t b = Bits(DotF16Generic(&w16[(p * kGemmPanelRows + i) * cols], &x[t * cols], cols));
+        negative_zeros += b == 0x80000000u;
+        return b;
+      };
+      std::vector<float> y(n + 1, 7.0f);
+      for (int t = 0; t < nt; ++t) {
+        kernels_.gemv_f16(packed.data(), &x[t * cols], cols, n, y.data());
+        for (int i = 0; i < n; ++i) {
+          ASSERT_EQ(Bits(y[i]), want(t, i)) << "gemv cols=" << cols << " rows=" << rows << " t=" << t << " i=" << i;
+        }
+        ASSERT_EQ(y[n], 7.0f) << "gemv wrote past the rows";
+      }
+      kernels_.unpack_f16(packed.data(), cols, panel.data());
+      std::vector<float> yb(nt * n);
+      kernels_.panel_block(panel.data(), block.data(), cols, n, nt, yb.data(), n);
+      for (int t = 0; t < nt; ++t) {
+        for (int i = 0; i < n; ++i) {
+          ASSERT_EQ(Bits(yb[t * n + i]), want(t, i)) << "gemm cols=" << cols << " rows=" << rows << " t=" << t << " i=" << i;
+        }
+      }
+    }
+  }
+  EXPECT_GT(negative_zeros, 0) << "the test never produced a -0";
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, GemmPath, ::testing::Values("avx2", "avx512"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.param);
+                         });
 
 // MatMul over many tokens (the packed path) gives every token the bits of MatMul over that
 // token alone (the decode path), for row counts that leave partial panels and blocks.
@@ -132,7 +240,7 @@ TEST(Gemm, SharedInputProductsEqualSeparateProducts) {
 // F16 matrices packed at start-up: decode (one token, GemvPackedF16Panel) and prefill (panels
 // unpacked into the GEMM) give the canonical dot's bits, the same as the row-major F16 path.
 TEST(Gemm, PackedF16MatchesRowMajorF16BitForBit) {
-  if (!HasBlockedGemm()) GTEST_SKIP() << "this CPU has no AVX-512: F16 weights are never packed";
+  if (!HasBlockedGemm()) GTEST_SKIP() << "this CPU has neither AVX2+FMA+F16C nor AVX-512: F16 weights are never packed";
   std::mt19937 rng(14);
   ThreadPool pool(2);
   for (auto [rows, cols] : {std::pair<int, int>{70, 96}, {33, 45}, {64, 768}, {5, 300}}) {

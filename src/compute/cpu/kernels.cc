@@ -18,8 +18,8 @@ namespace {
 // Rows per work item: a tile of weight rows stays in cache while every token uses it.
 constexpr int64_t kRowTile = 16;
 
-// Rows [r0, r1) of y for every token, one dot per output (decode, or prefill without
-// AVX-512). BF16 and quantised rows are dequantised once into F32 and reduced with the F32 dot
+// Rows [r0, r1) of y for every token, one dot per output (decode of unpacked weights, or
+// prefill on a CPU with neither AVX-512 nor AVX2 + FMA + F16C). BF16 and quantised rows are dequantised once into F32 and reduced with the F32 dot
 // (or both at once by the fused kernel), so every token sees the same F32 weights as the
 // prefill GEMM does, reduced in the same order.
 void RowTile(const Weight& w, const float* x, int64_t num_tokens, float* y, int64_t r0,
