@@ -690,21 +690,25 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
     }
     // Each head's correction exp(old max - new max), for all heads in one exp call.
     const int h0 = q0 * group;
-    for (int h = h0; h < heads; ++h) {
-      const float tile_max = tile_max_fn(scratch->score_ptrs[h], keys_seen(h / group));
-      scratch->new_max[h] = Max(scratch->running_max[h], tile_max);
-      // The first tile: nothing accumulated yet.
-      scratch->correction[h] = j0 > 0 ? scratch->running_max[h] - scratch->new_max[h] : 0.0f;
+    for (int q = q0; q < count; ++q) {
+      for (int h = q * group; h < (q + 1) * group; ++h) {
+        const float tile_max = tile_max_fn(scratch->score_ptrs[h], keys_seen(q));
+        scratch->new_max[h] = Max(scratch->running_max[h], tile_max);
+        // The first tile: nothing accumulated yet.
+        scratch->correction[h] = j0 > 0 ? scratch->running_max[h] - scratch->new_max[h] : 0.0f;
+      }
     }
     if (j0 > 0) exp_tile(scratch->correction.data() + h0, 0.0f, heads - h0);
-    for (int h = h0; h < heads; ++h) {
-      const int n = keys_seen(h / group);
-      const float correction = scratch->correction[h];
-      float* scores = scratch->score_ptrs[h];
-      exp_tile(scores, scratch->new_max[h], n);
-      scratch->sum[h] = scratch->sum[h] * correction + tile_sum_fn(scores, n);
-      accumulate(scratch->acc.data() + int64_t{h} * hd, correction, scores, vfloats, n, hd);
-      scratch->running_max[h] = scratch->new_max[h];
+    for (int q = q0; q < count; ++q) {
+      const int n = keys_seen(q);
+      for (int h = q * group; h < (q + 1) * group; ++h) {
+        const float correction = scratch->correction[h];
+        float* scores = scratch->score_ptrs[h];
+        exp_tile(scores, scratch->new_max[h], n);
+        scratch->sum[h] = scratch->sum[h] * correction + tile_sum_fn(scores, n);
+        accumulate(scratch->acc.data() + int64_t{h} * hd, correction, scores, vfloats, n, hd);
+        scratch->running_max[h] = scratch->new_max[h];
+      }
     }
   }
   for (int q = 0; q < count; ++q) {
