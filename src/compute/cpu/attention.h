@@ -6,8 +6,9 @@
 // kAttentionTile positions fixed by position, not by KV block size or prefill chunk, so a
 // token's result depends only on its own query and the stored K/V (ARCHITECTURE.md invariant
 // 1). Scores sum head dims in order (keys transposed into vector lanes), exp is one
-// polynomial, and the value accumulation element-wise FMAs, each written twice with the same
-// operations, so the vector and portable paths give the same bits.
+// polynomial, and the value accumulation element-wise FMAs, each written portably and once per
+// vector instruction set (AVX-512, AVX2) with the same operations, so every path gives the same
+// bits.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +42,7 @@ struct AttentionScratch {
   std::vector<float> acc;               // query heads * head_dim
   std::vector<float> scores;            // kAttentionTile
   std::vector<float> running_max, sum;  // query heads each
+  std::vector<float> new_max, correction;  // query heads each, for the current tile
   std::vector<float> keys;              // head_dim x kAttentionTile, the tile's K transposed
   std::vector<float> values;            // kAttentionTile * head_dim, the tile's V as floats
   std::vector<const float*> q_ptrs;     // per query head
@@ -53,6 +55,11 @@ void Attend(const AttentionArgs& args, AttentionScratch* scratch);
 // same layer and KV head. Each gets exactly what Attend would give it alone (same operations in
 // the same order); the block only shares the gathering and conversion of K/V rows.
 void AttendQueries(const AttentionArgs* args, int count, AttentionScratch* scratch);
+
+// AttendQueries on every instruction-set path this CPU can run, named (the portable one
+// first), for tests that compare whole attention results, gathering and tails included.
+using AttendQueriesFn = void (*)(const AttentionArgs* args, int count, AttentionScratch* scratch);
+std::vector<std::pair<const char*, AttendQueriesFn>> RunnableAttendPaths();
 
 // out[i] = scale * dot(key i, q) for n <= kAttentionTile keys of head_dim elements (row i at
 // keys + i * head_dim; floats, or halves when `f16`), in attention's own reduction order

@@ -33,7 +33,7 @@ std::vector<float> Arguments() {
   return xs;
 }
 
-// Scores: every head size (with ragged 16-lane tails) and tile length (with a partial group of
+// Scores: every head size (with ragged 16- and 8-lane tails) and tile length (with a partial group of
 // 16), values with signed zeros and mixed magnitudes: the vector path's transposed fold must
 // give the portable fold's bits, and the value must be close to the exact dot.
 TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
@@ -48,8 +48,8 @@ TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
       default: return normal(rng);
     }
   };
-  for (int hd : {1, 8, 15, 16, 17, 32, 48, 64, 80, 100, 128, 160}) {
-    for (int n : {1, 5, 16, 17, 31, 32}) {
+  for (int hd : {1, 7, 8, 9, 15, 16, 17, 24, 32, 48, 64, 72, 80, 100, 128, 160}) {
+    for (int n : {1, 5, 8, 9, 16, 17, 24, 31, 32}) {
       std::vector<float> keys(n * hd), q(hd), want(n), got(n);
       for (auto& v : keys) v = draw();
       for (auto& v : q) v = draw();
@@ -89,14 +89,15 @@ TEST(AttentionScores, EveryPathGivesThePortableBitsAndTheDot) {
   }
 }
 
-// Value accumulation: every head size, tile length and correction, with signed zeros in the
-// values: the vector path's FMAs give the portable path's bits.
+// Value accumulation: every head size (past 64, the AVX2 path's passes of 8 registers; past
+// 128, beyond the AVX-512 path's registers), tile length and correction, with signed zeros in
+// the values: the vector paths' FMAs give the portable path's bits.
 TEST(AttentionAccumulate, EveryPathGivesThePortableBits) {
   std::mt19937 rng(31);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> prob(0.0f, 1.0f);
-  for (int hd : {1, 8, 15, 16, 17, 64, 100, 128}) {
-    for (int n : {1, 7, 16, 32}) {
+  for (int hd : {1, 7, 8, 9, 15, 16, 17, 24, 64, 65, 72, 100, 128, 136, 200, 256}) {
+    for (int n : {1, 7, 8, 16, 32}) {
       for (float correction : {0.0f, 1.0f, 0.37f}) {
         std::vector<float> values(n * hd), p(n), acc0(hd);
         for (int i = 0; i < n * hd; ++i) values[i] = i % 11 == 0 ? -0.0f : normal(rng);
@@ -185,6 +186,86 @@ TEST(SoftmaxExp, WithinTwoUlpOfLibmAndExactAtZero) {
   RunnableSoftmaxExpPaths().back().second(s, 3.0f, 2);
   EXPECT_EQ(s[0], 1.0f);
   EXPECT_NEAR(s[1], std::exp(-1.0), 1e-7);
+}
+
+// Whole attention through the pool, as the backend calls it: K/V rows read in place from
+// scattered blocks (F16 and F32), head sizes with 8- and 16-lane tails, grouped query heads,
+// ragged last tiles and a block of queries: every path gives the portable path's bits, and a
+// query in a block gets what it gets alone.
+TEST(AttendQueries, EveryPathGivesThePortableBits) {
+  std::mt19937 rng(51);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int kLayers = 2, kKvHeads = 2, kBlockSize = 5;
+  const std::vector<int64_t> positions = {0, 7, 31, 32, 45, 63, 64, 69, 70, 71};
+  const int count = static_cast<int>(positions.size());
+  const int num_blocks = static_cast<int>(positions.back() / kBlockSize) + 1;
+  for (KvDtype dtype : {KvDtype::kF16, KvDtype::kF32}) {
+    for (int hd : {4, 12, 20, 64, 100}) {
+      for (int group : {1, 3}) {
+        KvLayout layout;
+        layout.num_layers = kLayers;
+        layout.kv_dim = kKvHeads * hd;
+        layout.block_size = kBlockSize;
+        layout.dtype = dtype;
+        // Blocks in reverse order in the pool, so the table is not the identity.
+        std::vector<BlockId> table;
+        for (int b = 0; b < num_blocks; ++b) table.push_back(BlockId(num_blocks - 1 - b));
+        std::vector<uint8_t> pool(num_blocks * layout.BlockBytes());
+        const int64_t elements = static_cast<int64_t>(pool.size()) / layout.ElementBytes();
+        for (int64_t e = 0; e < elements; ++e) {
+          const float v = e % 13 == 0 ? -0.0f : normal(rng);
+          if (dtype == KvDtype::kF16) {
+            reinterpret_cast<uint16_t*>(pool.data())[e] = FloatToHalf(v);
+          } else {
+            reinterpret_cast<float*>(pool.data())[e] = v;
+          }
+        }
+        // Queries of mixed magnitude, so some tiles' scores underflow exp entirely.
+        std::vector<float> q(count * group * hd);
+        for (int64_t i = 0; i < static_cast<int64_t>(q.size()); ++i) {
+          q[i] = normal(rng) * (i % 5 == 0 ? 30.0f : 1.0f);
+        }
+        const auto paths = RunnableAttendPaths();
+        std::vector<std::vector<float>> outs(paths.size(),
+                                             std::vector<float>(count * group * hd));
+        std::vector<float> solo(group * hd);
+        for (size_t k = 0; k < paths.size(); ++k) {
+          std::vector<AttentionArgs> args(count);
+          for (int t = 0; t < count; ++t) {
+            AttentionArgs& a = args[t];
+            a.layout = &layout;
+            a.kv_base = pool.data();
+            a.blocks = table;
+            a.layer = 1;
+            a.kv_head = 1;
+            a.head_dim = hd;
+            a.group = group;
+            a.pos = positions[t];
+            a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+            a.q = q.data() + int64_t{t} * group * hd;
+            a.out = outs[k].data() + int64_t{t} * group * hd;
+          }
+          AttentionScratch scratch;
+          paths[k].second(args.data(), count, &scratch);
+          // Alone, the last query gets the same bits.
+          AttentionArgs last = args.back();
+          last.out = solo.data();
+          paths[k].second(&last, 1, &scratch);
+          for (int i = 0; i < group * hd; ++i) {
+            ASSERT_EQ(Bits(solo[i]), Bits(args.back().out[i])) << paths[k].first << " solo i=" << i;
+          }
+        }
+        for (size_t k = 1; k < paths.size(); ++k) {
+          for (size_t i = 0; i < outs[0].size(); ++i) {
+            ASSERT_TRUE(std::isfinite(outs[0][i]));
+            ASSERT_EQ(Bits(outs[k][i]), Bits(outs[0][i]))
+                << paths[k].first << (dtype == KvDtype::kF16 ? " f16" : " f32") << " hd=" << hd
+                << " group=" << group << " i=" << i;
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

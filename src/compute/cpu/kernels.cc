@@ -261,16 +261,36 @@ __attribute__((target("avx512f,fma"))) void SwiGluAvx512(float* gate, const floa
     _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
   }
 }
+
+// The same per lane in 8-lane registers (the tail through masked loads and stores).
+__attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t i = 0; i < n; i += 8) {
+    const int left = static_cast<int>(std::min<int64_t>(n - i, 8));
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes);
+    const __m256 g = _mm256_maskload_ps(gate + i, m);
+    const __m256 e = ExpPolyAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+    _mm256_maskstore_ps(gate + i, m, _mm256_mul_ps(silu, _mm256_maskload_ps(up + i, m)));
+  }
+}
+
+bool HasAvx512SwiGlu() { return GetCpuFeatures().avx512f && GetCpuFeatures().fma; }
+bool HasAvx2SwiGlu() { return GetCpuFeatures().avx2 && GetCpuFeatures().fma; }
 }  // namespace
 
 void SwiGlu(float* gate, const float* up, int64_t n) {
-  static const bool avx512 = GetCpuFeatures().avx512f && GetCpuFeatures().fma;
-  (avx512 ? &SwiGluAvx512 : &SwiGluPortable)(gate, up, n);
+  static const SwiGluFn fn = HasAvx512SwiGlu() ? &SwiGluAvx512
+                             : HasAvx2SwiGlu() ? &SwiGluAvx2
+                                               : &SwiGluPortable;
+  fn(gate, up, n);
 }
 
 std::vector<std::pair<const char*, SwiGluFn>> RunnableSwiGluPaths() {
   std::vector<std::pair<const char*, SwiGluFn>> out = {{"generic", &SwiGluPortable}};
-  if (GetCpuFeatures().avx512f && GetCpuFeatures().fma) out.emplace_back("avx512", &SwiGluAvx512);
+  if (HasAvx2SwiGlu()) out.emplace_back("avx2", &SwiGluAvx2);
+  if (HasAvx512SwiGlu()) out.emplace_back("avx512", &SwiGluAvx512);
   return out;
 }
 

@@ -86,7 +86,8 @@ TEST(SwiGlu, EveryPathGivesThePortableBitsAndTheFunction) {
     gate.push_back(normal(rng));
     up.push_back(normal(rng));
   }
-  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{17}, static_cast<int64_t>(gate.size())}) {
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{9}, int64_t{15}, int64_t{17},
+                    static_cast<int64_t>(gate.size())}) {
     std::vector<float> want(gate.begin(), gate.begin() + n);
     RunnableSwiGluPaths()[0].second(want.data(), up.data(), n);
     for (auto [name, fn] : RunnableSwiGluPaths()) {
