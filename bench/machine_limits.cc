@@ -1,5 +1,6 @@
 // What this machine's cores can do at most, the ceilings the kernels are judged against:
-// F32 FMA and BF16 dot-product throughput (AVX-512, 12 independent chains per thread) and the
+// F32 FMA (AVX-512, or AVX2 without it) and BF16 dot-product throughput (12 independent
+// chains per thread) and the
 // read bandwidth of a buffer far larger than the caches, on 4 KiB and on 2 MiB pages.
 //
 //   build/bench/machine_limits [threads=2]
@@ -46,6 +47,22 @@ __attribute__((target("avx512f,fma"))) void FmaChains(int64_t iters) {
   g_sink = _mm512_reduce_add_ps(s);
 }
 
+// The same on AVX2 (8 lanes, 12 chains: Zen 3's two FMA pipes need 8 in flight).
+__attribute__((target("avx2,fma"))) void FmaChainsAvx2(int64_t iters) {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(static_cast<float>(i));
+  const __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; ++k) a[k] = _mm256_fmadd_ps(a[k], b, c);
+  }
+  __m256 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, s);
+  g_sink = lanes[0] + lanes[7];
+}
+
 __attribute__((target("avx512f,avx512bf16"))) void Bf16Chains(int64_t iters) {
   __m512 a[12];
   for (int i = 0; i < 12; ++i) a[i] = _mm512_set1_ps(static_cast<float>(i));
@@ -57,6 +74,19 @@ __attribute__((target("avx512f,avx512bf16"))) void Bf16Chains(int64_t iters) {
   __m512 s = a[0];
   for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, a[i]);
   g_sink = _mm512_reduce_add_ps(s);
+}
+
+__attribute__((target("avx2"))) float SumFloatsAvx2(const float* p, size_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < n; i += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
+    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
+    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
+    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  return lanes[0] + lanes[7];
 }
 
 __attribute__((target("avx512f"))) float SumFloats(const float* p, size_t n) {
@@ -87,7 +117,8 @@ void ReadBandwidth(int threads, bool huge) {
     const double s = TimeThreads(threads, [&](int t) {
       float sum = 0;
       for (int pass = 0; pass < 2; ++pass) {
-        sum += SumFloats(p + t * per, per);
+        sum += prefixd::GetCpuFeatures().avx512f ? SumFloats(p + t * per, per)
+                                                 : SumFloatsAvx2(p + t * per, per);
         // The compiler may not merge the passes into one call: memory may have changed.
         asm volatile("" ::: "memory");
       }
@@ -109,8 +140,12 @@ int main(int argc, char** argv) {
     const double s = TimeThreads(threads, [&](int) { FmaChains(iters); });
     std::printf("F32 FMA (vfmadd231ps zmm), %d threads: %.1f GFLOP/s\n", threads,
                 threads * iters * 12.0 * 32 / s / 1e9);
+  } else if (f.avx2 && f.fma) {
+    const double s = TimeThreads(threads, [&](int) { FmaChainsAvx2(iters); });
+    std::printf("F32 FMA (vfmadd231ps ymm), %d threads: %.1f GFLOP/s\n", threads,
+                threads * iters * 12.0 * 16 / s / 1e9);
   } else {
-    std::printf("F32 FMA: skipped (no AVX-512F/FMA)\n");
+    std::printf("F32 FMA: skipped (no AVX-512F or AVX2/FMA)\n");
   }
   if (f.avx512f && f.avx512bf16) {
     const double s = TimeThreads(threads, [&](int) { Bf16Chains(iters); });
@@ -119,7 +154,7 @@ int main(int argc, char** argv) {
   } else {
     std::printf("BF16 dot: skipped (no AVX512_BF16)\n");
   }
-  if (f.avx512f) {
+  if (f.avx512f || f.avx2) {
     ReadBandwidth(threads, /*huge=*/false);
     ReadBandwidth(threads, /*huge=*/true);
   }
