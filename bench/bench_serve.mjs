@@ -3,7 +3,7 @@
 // Markdown summary. Usually run through scripts/bench-serve.sh.
 //
 //   node bench/bench_serve.mjs [--suite workloads,tiers,scope] [--quick] [--model GGUF]
-//        [--bin build/app/prefixd] [--threads 2] [--ctx 2048] [--out bench/results]
+//        [--bin build/app/prefixd] [--threads 2] [--ctx 4096 (2048 with --quick)] [--out bench/results]
 //        [--name NAME] [--workloads regenerate,shared,agent,volatile,restart]
 //        [--configs off,pool,tiers] [--max-tokens 16] [--disk-prefix-cache auto:30]
 //        [--set key=value,...] [--disk-root DIR] [--no-plots] [--prefix-tokens 1500] [--suffix-tokens 0] [--reps 3]
@@ -101,8 +101,8 @@ async function main() {
     }
   }
   const base = { bin: path.resolve(a.bin ?? path.join(root, 'build/app/prefixd')),
-    model: path.resolve(a.model ?? (quick ? path.join(root, '../shared/models/stories260K.gguf') : '/tmp/models/llama-124m-f16.gguf')),
-    threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? 2048) };
+    model: path.resolve(a.model ?? (quick ? path.join(root, '../shared/models/stories260K.gguf') : '/tmp/models/llama-124m-f16-ctx4096.gguf')),
+    threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? (quick ? 2048 : 4096)) };
   const suites = (a.suite ?? 'workloads,tiers,scope').split(',');
   const outDir = path.resolve(a.out ?? path.join(root, 'bench/results'));
   const name = a.name ?? `bench-serve${quick ? '-quick' : ''}`;

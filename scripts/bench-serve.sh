@@ -9,11 +9,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
-MODEL=/tmp/models/llama-124m-f16.gguf
+MODEL=/tmp/models/llama-124m-f16-ctx4096.gguf
 if [[ " $* " != *" --quick "* && " $* " != *" --model "* && ! -f "$MODEL" ]]; then
   mkdir -p "$(dirname "$MODEL")"
-  echo "bench-serve: writing the ~100M random-weight model to $MODEL" >&2
+  echo "bench-serve: writing the ~100M random-weight model (context 4,096) to $MODEL" >&2
   build/app/prefixd make-model --out "$MODEL" --layers 12 --embd 768 --heads 12 --kv-heads 4 \
-    --ff 2048 --vocab 32000 --ctx 2048 --type f16 --vocab-from ../shared/models/llama-2-tiny-random.gguf
+    --ff 2048 --vocab 32000 --ctx 4096 --type f16 --vocab-from ../shared/models/llama-2-tiny-random.gguf
 fi
 exec node bench/bench_serve.mjs "$@"
