@@ -9,6 +9,7 @@
 #include "base/cpu_features.h"
 #include "base/fp16.h"
 #include "compute/cpu/dot.h"
+#include "compute/cpu/quant_dequant_avx2.h"
 #include "compute/cpu/quant_dequant_avx512.h"
 #include "model/quant_blocks.h"
 
@@ -134,6 +135,8 @@ bool HasAvx512Dequant() {
   return f.avx512f && f.avx512bw && f.avx512vl && f.avx2;
 }
 
+bool HasAvx2Dequant() { return GetCpuFeatures().avx2; }
+
 }  // namespace
 
 bool CanDequantize(TensorType type) { return GenericPath(type) != nullptr; }
@@ -143,6 +146,9 @@ DequantRowFn GetDequantRow(TensorType type) {
   if (type == TensorType::kF16) return &DequantF16;  // F16C when present, same bits
   if (HasAvx512Dequant()) {
     if (DequantRowFn fn = Avx512DequantPath(type)) return fn;
+  }
+  if (HasAvx2Dequant()) {
+    if (DequantRowFn fn = Avx2DequantPath(type)) return fn;
   }
   return GenericPath(type);
 }
@@ -160,6 +166,9 @@ std::vector<std::pair<const char*, DequantRowFn>> RunnableDequantPaths(TensorTyp
   if (!CanDequantize(type)) return out;
   out.emplace_back("generic", GenericPath(type));
   if (type == TensorType::kF16) out.emplace_back("f16c", &DequantF16);
+  if (HasAvx2Dequant()) {
+    if (DequantRowFn fn = Avx2DequantPath(type)) out.emplace_back("avx2", fn);
+  }
   if (HasAvx512Dequant()) {
     if (DequantRowFn fn = Avx512DequantPath(type)) out.emplace_back("avx512", fn);
   }

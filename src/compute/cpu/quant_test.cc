@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "base/fp16.h"
@@ -116,6 +117,31 @@ TEST(Quant, RoundTripIsWithinOneStepAndRmsWithinHalfAStep) {
     }
     if (type != TensorType::kBF16) {
       EXPECT_LE(std::sqrt(sq_err / n), 0.5 * std::sqrt(sq_step / n)) << Name(type);
+    }
+  }
+}
+
+// Rows of random bytes (every scale bit pattern, NaN and infinite scales included, every
+// quant value) dequantise to the same bits on every path, and cores with AVX2 run one.
+TEST(Quant, EveryDequantisationPathMatchesThePortableOneOnRandomBytes) {
+  std::mt19937 rng(7);
+  for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0}) {
+    const int64_t n = 32 * 40;
+    std::vector<uint8_t> q(n * 4);  // more bytes than any of these types' rows take
+    for (uint8_t& b : q) b = static_cast<uint8_t>(rng());
+    const auto paths = RunnableDequantPaths(type);
+    std::vector<float> ref(n), out(n);
+    paths.front().second(q.data(), n, ref.data());
+    for (auto [path, fn] : paths) {
+      fn(q.data(), n, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        ASSERT_EQ(Bits(out[i]), Bits(ref[i])) << Name(type) << " " << path << " element " << i;
+      }
+    }
+    if (__builtin_cpu_supports("avx2")) {
+      bool has_avx2 = false;
+      for (auto [path, fn] : paths) has_avx2 |= std::string(path) == "avx2";
+      EXPECT_TRUE(has_avx2) << Name(type) << ": this CPU has AVX2 but no avx2 path ran";
     }
   }
 }
