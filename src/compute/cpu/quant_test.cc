@@ -125,8 +125,8 @@ TEST(Quant, RoundTripIsWithinOneStepAndRmsWithinHalfAStep) {
 // quant value) dequantise to the same bits on every path, and cores with AVX2 run one.
 TEST(Quant, EveryDequantisationPathMatchesThePortableOneOnRandomBytes) {
   std::mt19937 rng(7);
-  for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0}) {
-    const int64_t n = 32 * 40;
+  for (TensorType type : kTypes) {
+    const int64_t n = 256 * 5;
     std::vector<uint8_t> q(n * 4);  // more bytes than any of these types' rows take
     for (uint8_t& b : q) b = static_cast<uint8_t>(rng());
     const auto paths = RunnableDequantPaths(type);
