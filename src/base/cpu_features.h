@@ -15,7 +15,8 @@ struct CpuFeatures {
 };
 
 // Detected on first call; PREFIXD_CPU=generic in the environment forces the portable paths
-// (for tests that compare them with the vector ones).
+// (for tests that compare them with the vector ones), PREFIXD_CPU=avx2 hides AVX-512 (what an
+// AVX2-only core such as Zen 3 runs, measured on a CPU that has more).
 const CpuFeatures& GetCpuFeatures();
 
 }  // namespace prefixd
