@@ -128,29 +128,32 @@ bool HasAvx2() {
 
 bool HasAvx512() {
   const CpuFeatures& f = GetCpuFeatures();
-  return HasAvx2() && f.avx512f && f.avx512bw && f.avx512vl;
+  return HasAvx2() && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
 }
 
 std::vector<std::pair<const char*, IntTileFn>> Paths(IntTileFn generic, IntTileFn avx2,
                                                      IntTileFn avx512) {
   std::vector<std::pair<const char*, IntTileFn>> paths = {{"generic", generic}};
   if (HasAvx2()) paths.emplace_back("avx2", avx2);
-  if (HasAvx512() && avx512 != nullptr) paths.emplace_back("avx512", avx512);
+  if (HasAvx512()) paths.emplace_back("avx512vnni", avx512);
   return paths;
 }
 
 }  // namespace
 
 std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ4K() {
-  return Paths(&Q4KTileGeneric, &kquant_internal::Q4KTileAvx2, nullptr);
+  return Paths(&Q4KTileGeneric, &kquant_internal::Q4KTileAvx2,
+               &kquant_internal::Q4KTileAvx512);
 }
 
 std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ5K() {
-  return Paths(&Q5KTileGeneric, &kquant_internal::Q5KTileAvx2, nullptr);
+  return Paths(&Q5KTileGeneric, &kquant_internal::Q5KTileAvx2,
+               &kquant_internal::Q5KTileAvx512);
 }
 
 std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ6K() {
-  return Paths(&Q6KTileGeneric, &kquant_internal::Q6KTileAvx2, nullptr);
+  return Paths(&Q6KTileGeneric, &kquant_internal::Q6KTileAvx2,
+               &kquant_internal::Q6KTileAvx512);
 }
 
 void QuantizeQ8x256Portable(const float* x, int64_t n, Q8x256Block* out) {

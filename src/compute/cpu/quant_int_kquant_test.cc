@@ -288,10 +288,10 @@ TEST_P(KQuantIntTest, EveryPathGivesGenericBits) {
     EXPECT_EQ(q_seen.size(), kind == Kind::kQ4K ? 16u : 32u);
   }
   const bool has_avx2 = f.avx2 && f.fma && f.f16c;
-  const bool has_avx512 = has_avx2 && f.avx512f && f.avx512bw && f.avx512vl;
+  const bool has_avx512 = has_avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
   EXPECT_EQ(paths.size(), 1u + has_avx2 + has_avx512) << "a path this CPU runs is missing";
   if (!has_avx2) GTEST_SKIP() << "AVX2 and AVX-512 paths not compared: this CPU (or PREFIXD_CPU) lacks avx2/fma/f16c";
-  if (!has_avx512) GTEST_SKIP() << "AVX-512 path not compared: this CPU (or PREFIXD_CPU) lacks avx512f/bw/vl (AVX2 compared over " << compared << " cases)";
+  if (!has_avx512) GTEST_SKIP() << "AVX-512 path not compared: this CPU (or PREFIXD_CPU) lacks avx512f/bw/vl/vnni (AVX2 compared over " << compared << " cases)";
 }
 
 // The test's own decoder agrees with the dequantisers (and so with llama.cpp's layouts).

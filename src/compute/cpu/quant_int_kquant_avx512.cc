@@ -1,0 +1,256 @@
+// AVX-512 VNNI tile kernels for Q4_K, Q5_K and Q6_K over Q8x256 activations. One zmm holds 64
+// weights: Q4_K/Q5_K group g's 32 bytes give sub-block 2g (low nibbles) in the low half and
+// 2g + 1 (high nibbles) in the high half, matching the activations' 64 contiguous bytes; Q6_K's
+// 64 ql bytes of a half give chunks 0-1 (low nibbles) and 2-3 (high). vpdpbusd (unsigned
+// weight bytes x signed activation bytes, four products per int32 lane) gives per-lane sums of
+// one sub-block (group of 16 for Q6_K), scaled by vpmulld with each lane's scale. The exact
+// integer S1/S2 (or S) then go through the generic path's scalar float steps: the same bits.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "compute/cpu/quant_int_kquant.h"
+#include "model/quant_blocks.h"
+
+#define PREFIXD_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace prefixd::cpu::kquant_internal {
+
+namespace {
+
+using MicroFn = void (*)(const uint8_t* w, int64_t row_bytes, const uint8_t* xq, int64_t xq_stride,
+                         int64_t nb, float* y, int64_t ldy);
+
+PREFIXD_AVX512 inline float HalfScale(uint16_t h) {
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+PREFIXD_AVX512 inline __m512i Load64(const void* p) {
+  return _mm512_loadu_si512(p);
+}
+
+PREFIXD_AVX512 inline __m512i Broadcast32(const void* p) {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+PREFIXD_AVX512 inline int32_t HSum256(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+PREFIXD_AVX512 inline __m256i Fold512(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+PREFIXD_AVX512 inline void PrefetchBlock(const uint8_t* p, int bytes) {
+  for (int o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// ---- Q4_K / Q5_K ------------------------------------------------------------------------------
+
+template <bool kHighBits, int R, int T>
+PREFIXD_AVX512 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* xq,
+                                 int64_t xq_stride, int64_t nb, float* y, int64_t ldy) {
+  constexpr int kBlockBytes = kHighBits ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  constexpr int kQsOffset = kHighBits ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i sixteen = _mm512_set1_epi8(16);
+  const __m256i one16 = _mm256_set1_epi16(1);
+  // Lane i of group g's scales: sub-block 2g + i / 8, i.e. byte 2g + (i >= 8) of the scales.
+  const __m512i scale_idx0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+  float acc[R][T] = {};
+  for (int64_t i = 0; i < nb; ++i) {
+    const uint8_t* blk[R];
+    __m512i sc32[R];
+    __m128i mnv[R];
+    __m512i qhv[R];
+    for (int r = 0; r < R; ++r) {
+      blk[r] = w + r * row_bytes + i * kBlockBytes;
+      if (T == 1) PrefetchBlock(blk[r] + R * row_bytes, kBlockBytes);
+      uint64_t sc64, m64;
+      UnpackScalesK4(blk[r] + 4, &sc64, &m64);
+      sc32[r] = _mm512_cvtepu8_epi32(_mm_cvtsi64_si128(sc64));  // lanes 0..7 = sc_0..sc_7
+      mnv[r] = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(m64));
+      if (kHighBits) qhv[r] = Broadcast32(blk[r] + offsetof(BlockQ5_K, qh));
+    }
+    const Q8x256Block* x[T];
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
+    __m512i isum[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) isum[r][t] = _mm512_setzero_si512();
+    for (int g = 0; g < 4; ++g) {
+      __m512i xv[T];
+      for (int t = 0; t < T; ++t) xv[t] = Load64(x[t]->q + 64 * g);
+      const __m512i idx = _mm512_add_epi32(scale_idx0, _mm512_set1_epi32(2 * g));
+      // The fifth bit of the low (high) half: bit 2g (2g + 1) of qh.
+      const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * g))),
+                                             _mm256_set1_epi8(static_cast<char>(2 << (2 * g))), 1);
+      for (int r = 0; r < R; ++r) {
+        const __m512i raw = Broadcast32(blk[r] + kQsOffset + 32 * g);
+        // High half shifted right by 4 (its 16 words), then the nibble.
+        __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(raw, 0xFFFF0000u, raw, 4), low4);
+        if (kHighBits) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qhv[r], bit), q, sixteen);
+        const __m512i sc = _mm512_permutexvar_epi32(idx, sc32[r]);
+        for (int t = 0; t < T; ++t) {
+          const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv[t]);
+          isum[r][t] = _mm512_add_epi32(isum[r][t], _mm512_mullo_epi32(p, sc));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m256i pairs32 = _mm256_madd_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums)), one16);
+      const __m128i pairs = _mm_packs_epi32(_mm256_castsi256_si128(pairs32),
+                                            _mm256_extracti128_si256(pairs32, 1));
+      const float dx = x[t]->d;
+      for (int r = 0; r < R; ++r) {
+        const int32_t s1 = HSum256(Fold512(isum[r][t]));
+        __m128i s2v = _mm_madd_epi16(mnv[r], pairs);
+        s2v = _mm_add_epi32(s2v, _mm_shuffle_epi32(s2v, 0x4E));
+        s2v = _mm_add_epi32(s2v, _mm_shuffle_epi32(s2v, 0xB1));
+        const int32_t s2 = _mm_cvtsi128_si32(s2v);
+        uint16_t d16, dmin16;
+        std::memcpy(&d16, blk[r], 2);
+        std::memcpy(&dmin16, blk[r] + 2, 2);
+        const float t_b = (dx * HalfScale(d16)) * static_cast<float>(s1) -
+                          (dx * HalfScale(dmin16)) * static_cast<float>(s2);
+        acc[r][t] += t_b;
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
+}
+
+// ---- Q6_K -------------------------------------------------------------------------------------
+
+template <int R, int T>
+PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* xq,
+                             int64_t xq_stride, int64_t nb, float* y, int64_t ldy) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  // Per 16-bit word of the broadcast qh: chunks 0 | 1 take bits 0-1 | 2-3 to bits 4-5 (left
+  // 4 | 2), chunks 2 | 3 take bits 4-5 | 6-7 (right 0 | 2).
+  const __m512i shl01 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+  const __m512i shr23 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+  // vpdpbusd lane i covers elements 4i .. 4i + 3 of the 64, so group (16 elements) i / 4.
+  const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  float acc[R][T] = {};
+  for (int64_t i = 0; i < nb; ++i) {
+    const BlockQ6_K* blk[R];
+    __m512i sc32[R];
+    __m256i sc16[R];
+    for (int r = 0; r < R; ++r) {
+      blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * row_bytes) + i;
+      if (T == 1) PrefetchBlock(reinterpret_cast<const uint8_t*>(blk[r]) + R * row_bytes, sizeof(BlockQ6_K));
+      const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r]->scales));
+      sc32[r] = _mm512_cvtepi8_epi32(s8);
+      sc16[r] = _mm256_cvtepi8_epi16(s8);
+    }
+    const Q8x256Block* x[T];
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
+    __m512i isum[R][T];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < T; ++t) isum[r][t] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      __m512i x01[T], x23[T];
+      for (int t = 0; t < T; ++t) {
+        x01[t] = Load64(x[t]->q + 128 * h);
+        x23[t] = Load64(x[t]->q + 128 * h + 64);
+      }
+      const __m512i idx01 = _mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h));
+      const __m512i idx23 = _mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4));
+      for (int r = 0; r < R; ++r) {
+        const __m512i ql = Load64(blk[r]->ql + 64 * h);
+        const __m512i qh = Broadcast32(blk[r]->qh + 32 * h);
+        const __m512i q01 = _mm512_or_si512(_mm512_and_si512(ql, low4),
+                                            _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30));
+        const __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4),
+                                            _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30));
+        const __m512i s01 = _mm512_permutexvar_epi32(idx01, sc32[r]);
+        const __m512i s23 = _mm512_permutexvar_epi32(idx23, sc32[r]);
+        for (int t = 0; t < T; ++t) {
+          const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q01, x01[t]);
+          const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q23, x23[t]);
+          isum[r][t] = _mm512_add_epi32(isum[r][t], _mm512_add_epi32(_mm512_mullo_epi32(p01, s01),
+                                                                     _mm512_mullo_epi32(p23, s23)));
+        }
+      }
+    }
+    for (int t = 0; t < T; ++t) {
+      const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums));
+      const float dx = x[t]->d;
+      for (int r = 0; r < R; ++r) {
+        // sum sc_j * sum (q - 32) q_x = sum sc_j * sum q q_x - 32 * sum sc_j * bsums[j].
+        const __m256i v = _mm256_sub_epi32(Fold512(isum[r][t]),
+                                           _mm256_slli_epi32(_mm256_madd_epi16(sc16[r], bsums), 5));
+        const float t_b = (dx * HalfScale(blk[r]->d)) * static_cast<float>(HSum256(v));
+        acc[r][t] += t_b;
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
+}
+
+// ---- Drivers ----------------------------------------------------------------------------------
+
+constexpr int kMaxR = 4, kMaxT = 4;
+
+template <template <int, int> class K>
+struct Table {
+  MicroFn fn[kMaxR + 1][kMaxT + 1] = {};
+  Table() { Fill<1, 1>(); }
+  template <int R, int T>
+  void Fill() {
+    fn[R][T] = K<R, T>::Run;
+    if constexpr (T < kMaxT) Fill<R, T + 1>();
+    else if constexpr (R < kMaxR) Fill<R + 1, 1>();
+  }
+};
+
+template <int R, int T>
+struct Q4K { static constexpr MicroFn Run = &AffineKMicro<false, R, T>; };
+template <int R, int T>
+struct Q5K { static constexpr MicroFn Run = &AffineKMicro<true, R, T>; };
+template <int R, int T>
+struct Q6K { static constexpr MicroFn Run = &Q6KMicro<R, T>; };
+
+// Decode (one token) runs four rows at a time sharing the activation loads; prefill runs tiles
+// of 2 rows x 4 tokens, each unpacked weight register used by four tokens.
+template <template <int, int> class K>
+void RunTiles(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+              int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  static const Table<K> table;
+  const int max_r = num_tokens == 1 ? 4 : 2, max_t = num_tokens == 1 ? 1 : kMaxT;
+  const int64_t nb = n / kQkK;
+  for (int r0 = 0; r0 < num_rows; r0 += max_r) {
+    const int nr = std::min(max_r, num_rows - r0);
+    for (int t0 = 0; t0 < num_tokens; t0 += max_t) {
+      const int nt = std::min(max_t, num_tokens - t0);
+      table.fn[nr][nt](w + r0 * row_bytes, row_bytes, xq + t0 * xq_stride, xq_stride, nb,
+                       y + t0 * ldy + r0, ldy);
+    }
+  }
+}
+
+}  // namespace
+
+void Q4KTileAvx512(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                   int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  RunTiles<Q4K>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void Q5KTileAvx512(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                   int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  RunTiles<Q5K>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void Q6KTileAvx512(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                   int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  RunTiles<Q6K>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+}  // namespace prefixd::cpu::kquant_internal
