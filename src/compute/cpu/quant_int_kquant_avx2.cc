@@ -13,6 +13,10 @@
 
 #define PREFIXD_AVX2 __attribute__((target("avx2,fma,f16c")))
 
+// The micro-tile loops (rows, tokens, groups) are unrolled so that their arrays live in
+// registers; at -O2 GCC keeps them on the stack otherwise.
+#define PREFIXD_UNROLL _Pragma("GCC unroll 16")
+
 namespace prefixd::cpu::kquant_internal {
 
 namespace {
@@ -68,6 +72,7 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
     __m256i scv[R];
     __m128i mnv[R];
     __m256i qhv[R];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) {
       blk[r] = w + r * row_bytes + i * kBlockBytes;
       if (T == 1) PrefetchBlock(blk[r] + R * row_bytes, kBlockBytes);
@@ -78,17 +83,23 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
       if (kHighBits) qhv[r] = Load32(blk[r] + offsetof(BlockQ5_K, qh));
     }
     const Q8x256Block* x[T];
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
     __m256i isum[R][T];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r)
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) isum[r][t] = _mm256_setzero_si256();
+    PREFIXD_UNROLL
     for (int g = 0; g < 4; ++g) {
       __m256i xlo[T], xhi[T];
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) {
         xlo[t] = Load32(x[t]->q + 64 * g);
         xhi[t] = Load32(x[t]->q + 64 * g + 32);
       }
       const __m256i mask_lo = WordBroadcastMask(2 * g), mask_hi = WordBroadcastMask(2 * g + 1);
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m256i raw = Load32(blk[r] + kQsOffset + 32 * g);
         __m256i lo = _mm256_and_si256(raw, low4);
@@ -102,6 +113,7 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
         }
         const __m256i s_lo = _mm256_shuffle_epi8(scv[r], mask_lo);
         const __m256i s_hi = _mm256_shuffle_epi8(scv[r], mask_hi);
+        PREFIXD_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m256i p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xlo[t]), s_lo);
           const __m256i p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xhi[t]), s_hi);
@@ -109,12 +121,14 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
         }
       }
     }
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) {
       // bsums[2j] + bsums[2j + 1] for j = 0..7 as int16 (|value| <= 2 * 16 * 127).
       const __m256i pairs32 = _mm256_madd_epi16(Load32(x[t]->bsums), one16);
       const __m128i pairs = _mm_packs_epi32(_mm256_castsi256_si128(pairs32),
                                             _mm256_extracti128_si256(pairs32, 1));
       const float dx = x[t]->d;
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const int32_t s1 = HSum(isum[r][t]);
         const int32_t s2 = HSum128(_mm_madd_epi16(mnv[r], pairs));
@@ -127,7 +141,9 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
       }
     }
   }
+  PREFIXD_UNROLL
   for (int t = 0; t < T; ++t)
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
 }
 
@@ -142,6 +158,7 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
   // Chunk k (32 elements) of a half uses scale 2k for its first 16 and 2k + 1 for the rest:
   // words 2k and 2k + 1 of the half's eight, broadcast in the low and high lanes.
   __m256i mask[4];
+  PREFIXD_UNROLL
   for (int k = 0; k < 4; ++k)
     mask[k] = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(((4 * k + 3) << 8) | (4 * k + 2))),
                                _mm_set1_epi16(static_cast<int16_t>(((4 * k + 1) << 8) | (4 * k))));
@@ -149,20 +166,28 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
   for (int64_t i = 0; i < nb; ++i) {
     const BlockQ6_K* blk[R];
     __m256i sc16[R];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) {
       blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * row_bytes) + i;
       if (T == 1) PrefetchBlock(reinterpret_cast<const uint8_t*>(blk[r]) + R * row_bytes, sizeof(BlockQ6_K));
       sc16[r] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[r]->scales)));
     }
     const Q8x256Block* x[T];
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
     __m256i isum[R][T];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r)
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) isum[r][t] = _mm256_setzero_si256();
+    PREFIXD_UNROLL
     for (int h = 0; h < 2; ++h) {
       __m256i xv[T][4];
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t)
+        PREFIXD_UNROLL
         for (int k = 0; k < 4; ++k) xv[t][k] = Load32(x[t]->q + 128 * h + 32 * k);
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m256i ql0 = Load32(blk[r]->ql + 64 * h), ql1 = Load32(blk[r]->ql + 64 * h + 32);
         const __m256i qh = Load32(blk[r]->qh + 32 * h);
@@ -175,16 +200,20 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
         const __m256i sch = h == 0 ? _mm256_permute2x128_si256(sc16[r], sc16[r], 0x00)
                                    : _mm256_permute2x128_si256(sc16[r], sc16[r], 0x11);
+        PREFIXD_UNROLL
         for (int k = 0; k < 4; ++k) {
           const __m256i s = _mm256_shuffle_epi8(sch, mask[k]);
+          PREFIXD_UNROLL
           for (int t = 0; t < T; ++t)
             isum[r][t] = _mm256_add_epi32(isum[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], xv[t][k]), s));
         }
       }
     }
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) {
       const __m256i bsums = Load32(x[t]->bsums);
       const float dx = x[t]->d;
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         // sum sc_j * sum (q - 32) q_x = sum sc_j * sum q q_x - 32 * sum sc_j * bsums[j].
         const int32_t s = HSum(isum[r][t]) - 32 * HSum(_mm256_madd_epi16(sc16[r], bsums));
@@ -193,7 +222,9 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
       }
     }
   }
+  PREFIXD_UNROLL
   for (int t = 0; t < T; ++t)
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
 }
 

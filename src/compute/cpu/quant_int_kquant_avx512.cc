@@ -15,6 +15,10 @@
 #define PREFIXD_AVX512 \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
+// The micro-tile loops (rows, tokens, groups) are unrolled so that their arrays live in
+// registers; at -O2 GCC keeps them on the stack otherwise.
+#define PREFIXD_UNROLL _Pragma("GCC unroll 16")
+
 namespace prefixd::cpu::kquant_internal {
 
 namespace {
@@ -67,6 +71,7 @@ PREFIXD_AVX512 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint
     __m512i sc32[R];
     __m128i mnv[R];
     __m512i qhv[R];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) {
       blk[r] = w + r * row_bytes + i * kBlockBytes;
       if (T == 1) PrefetchBlock(blk[r] + R * row_bytes, kBlockBytes);
@@ -77,35 +82,44 @@ PREFIXD_AVX512 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint
       if (kHighBits) qhv[r] = Broadcast32(blk[r] + offsetof(BlockQ5_K, qh));
     }
     const Q8x256Block* x[T];
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
     __m512i isum[R][T];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r)
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) isum[r][t] = _mm512_setzero_si512();
+    PREFIXD_UNROLL
     for (int g = 0; g < 4; ++g) {
       __m512i xv[T];
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) xv[t] = Load64(x[t]->q + 64 * g);
       const __m512i idx = _mm512_add_epi32(scale_idx0, _mm512_set1_epi32(2 * g));
       // The fifth bit of the low (high) half: bit 2g (2g + 1) of qh.
       const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * g))),
                                              _mm256_set1_epi8(static_cast<char>(2 << (2 * g))), 1);
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m512i raw = Broadcast32(blk[r] + kQsOffset + 32 * g);
         // High half shifted right by 4 (its 16 words), then the nibble.
         __m512i q = _mm512_and_si512(_mm512_mask_srli_epi16(raw, 0xFFFF0000u, raw, 4), low4);
         if (kHighBits) q = _mm512_mask_add_epi8(q, _mm512_test_epi8_mask(qhv[r], bit), q, sixteen);
         const __m512i sc = _mm512_permutexvar_epi32(idx, sc32[r]);
+        PREFIXD_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv[t]);
           isum[r][t] = _mm512_add_epi32(isum[r][t], _mm512_mullo_epi32(p, sc));
         }
       }
     }
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) {
       const __m256i pairs32 = _mm256_madd_epi16(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums)), one16);
       const __m128i pairs = _mm_packs_epi32(_mm256_castsi256_si128(pairs32),
                                             _mm256_extracti128_si256(pairs32, 1));
       const float dx = x[t]->d;
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const int32_t s1 = HSum256(Fold512(isum[r][t]));
         __m128i s2v = _mm_madd_epi16(mnv[r], pairs);
@@ -121,7 +135,9 @@ PREFIXD_AVX512 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint
       }
     }
   }
+  PREFIXD_UNROLL
   for (int t = 0; t < T; ++t)
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
 }
 
@@ -142,6 +158,7 @@ PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t*
     const BlockQ6_K* blk[R];
     __m512i sc32[R];
     __m256i sc16[R];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) {
       blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * row_bytes) + i;
       if (T == 1) PrefetchBlock(reinterpret_cast<const uint8_t*>(blk[r]) + R * row_bytes, sizeof(BlockQ6_K));
@@ -150,18 +167,24 @@ PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t*
       sc16[r] = _mm256_cvtepi8_epi16(s8);
     }
     const Q8x256Block* x[T];
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const Q8x256Block*>(xq + t * xq_stride) + i;
     __m512i isum[R][T];
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r)
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) isum[r][t] = _mm512_setzero_si512();
+    PREFIXD_UNROLL
     for (int h = 0; h < 2; ++h) {
       __m512i x01[T], x23[T];
+      PREFIXD_UNROLL
       for (int t = 0; t < T; ++t) {
         x01[t] = Load64(x[t]->q + 128 * h);
         x23[t] = Load64(x[t]->q + 128 * h + 64);
       }
       const __m512i idx01 = _mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h));
       const __m512i idx23 = _mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4));
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         const __m512i ql = Load64(blk[r]->ql + 64 * h);
         const __m512i qh = Broadcast32(blk[r]->qh + 32 * h);
@@ -171,6 +194,7 @@ PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t*
                                             _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30));
         const __m512i s01 = _mm512_permutexvar_epi32(idx01, sc32[r]);
         const __m512i s23 = _mm512_permutexvar_epi32(idx23, sc32[r]);
+        PREFIXD_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512i p01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q01, x01[t]);
           const __m512i p23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q23, x23[t]);
@@ -179,9 +203,11 @@ PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t*
         }
       }
     }
+    PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) {
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums));
       const float dx = x[t]->d;
+      PREFIXD_UNROLL
       for (int r = 0; r < R; ++r) {
         // sum sc_j * sum (q - 32) q_x = sum sc_j * sum q q_x - 32 * sum sc_j * bsums[j].
         const __m256i v = _mm256_sub_epi32(Fold512(isum[r][t]),
@@ -191,7 +217,9 @@ PREFIXD_AVX512 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t*
       }
     }
   }
+  PREFIXD_UNROLL
   for (int t = 0; t < T; ++t)
+    PREFIXD_UNROLL
     for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
 }
 
