@@ -51,6 +51,39 @@ PREFIXD_AVX2 inline void PrefetchBlock(const uint8_t* p, int bytes) {
   for (int o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
+// [sum of a, sum of b, sum of c, sum of d] for four vectors of 32-bit lanes (exact integers, so
+// the order is free): two in-lane transposes, then the two 128-bit lanes.
+PREFIXD_AVX2 inline __m128i HSum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+  const __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+  const __m256i s = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+PREFIXD_AVX2 inline __m128i HSum4(__m128i a, __m128i b, __m128i c, __m128i d) {
+  const __m128i ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+  const __m128i cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+  return _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd));
+}
+
+// The float steps of a micro-tile run on its (row, token) pairs p = r * T + t four at a time,
+// one pair per lane: each lane does exactly the generic path's IEEE operations, so the bits
+// are the same; lanes past R * T hold zeros and are never stored.
+template <int R, int T>
+struct PairLanes {
+  static constexpr int kNum = R * T;
+  static constexpr int kVecs = (kNum + 3) / 4;
+};
+
+template <int R, int T>
+PREFIXD_AVX2 inline void StorePairs(const __m128* acc, float* y, int64_t ldy) {
+  float out[4 * PairLanes<R, T>::kVecs];
+  PREFIXD_UNROLL
+  for (int v = 0; v < PairLanes<R, T>::kVecs; ++v) _mm_storeu_ps(out + 4 * v, acc[v]);
+  PREFIXD_UNROLL
+  for (int p = 0; p < R * T; ++p) y[(p % T) * ldy + p / T] = out[p];
+}
+
 // ---- Q4_K / Q5_K ------------------------------------------------------------------------------
 
 // vpshufb masks broadcasting int16 word j of each 128-bit lane.
@@ -65,8 +98,9 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
   constexpr int kQsOffset = kHighBits ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs);
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i one8 = _mm256_set1_epi8(1);
-  const __m256i one16 = _mm256_set1_epi16(1);
-  float acc[R][T] = {};
+  __m128 acc[PairLanes<R, T>::kVecs];
+  PREFIXD_UNROLL
+  for (int v = 0; v < PairLanes<R, T>::kVecs; ++v) acc[v] = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const uint8_t* blk[R];
     __m256i scv[R];
@@ -121,30 +155,48 @@ PREFIXD_AVX2 void AffineKMicro(const uint8_t* w, int64_t row_bytes, const uint8_
         }
       }
     }
+    __m128i pairs[T];
     PREFIXD_UNROLL
     for (int t = 0; t < T; ++t) {
       // bsums[2j] + bsums[2j + 1] for j = 0..7 as int16 (|value| <= 2 * 16 * 127).
-      const __m256i pairs32 = _mm256_madd_epi16(Load32(x[t]->bsums), one16);
-      const __m128i pairs = _mm_packs_epi32(_mm256_castsi256_si128(pairs32),
-                                            _mm256_extracti128_si256(pairs32, 1));
-      const float dx = x[t]->d;
+      const __m256i pairs32 = _mm256_madd_epi16(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums)), _mm256_set1_epi16(1));
+      pairs[t] = _mm_packs_epi32(_mm256_castsi256_si128(pairs32), _mm256_extracti128_si256(pairs32, 1));
+    }
+    PREFIXD_UNROLL
+    for (int v = 0; v < PairLanes<R, T>::kVecs; ++v) {
+      __m256i s1[4];
+      __m128i s2[4];
+      uint32_t dd[4];  // f16 d | f16 dmin << 16
+      float dx[4];
       PREFIXD_UNROLL
-      for (int r = 0; r < R; ++r) {
-        const int32_t s1 = HSum(isum[r][t]);
-        const int32_t s2 = HSum128(_mm_madd_epi16(mnv[r], pairs));
-        uint16_t d16, dmin16;
-        std::memcpy(&d16, blk[r], 2);
-        std::memcpy(&dmin16, blk[r] + 2, 2);
-        const float t_b = (dx * HalfScale(d16)) * static_cast<float>(s1) -
-                          (dx * HalfScale(dmin16)) * static_cast<float>(s2);
-        acc[r][t] += t_b;
+      for (int l = 0; l < 4; ++l) {
+        const int p = 4 * v + l, r = p / T, t = p % T;
+        if (p < R * T) {
+          s1[l] = isum[r][t];
+          s2[l] = _mm_madd_epi16(mnv[r], pairs[t]);
+          std::memcpy(&dd[l], blk[r], 4);
+          dx[l] = x[t]->d;
+        } else {
+          s1[l] = _mm256_setzero_si256();
+          s2[l] = _mm_setzero_si128();
+          dd[l] = 0;
+          dx[l] = 0.0f;
+        }
       }
+      const __m256 dm = _mm256_cvtph_ps(_mm_setr_epi32(dd[0], dd[1], dd[2], dd[3]));
+      const __m128 lo = _mm256_castps256_ps128(dm), hi = _mm256_extractf128_ps(dm, 1);
+      const __m128 d = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m128 dmin = _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+      const __m128 dxv = _mm_setr_ps(dx[0], dx[1], dx[2], dx[3]);
+      const __m128 f1 = _mm_cvtepi32_ps(HSum4(s1[0], s1[1], s1[2], s1[3]));
+      const __m128 f2 = _mm_cvtepi32_ps(HSum4(s2[0], s2[1], s2[2], s2[3]));
+      // (d_x * d) * float(S1) - (d_x * dmin) * float(S2): two products, then one subtraction.
+      const __m128 t_b = _mm_sub_ps(_mm_mul_ps(_mm_mul_ps(dxv, d), f1), _mm_mul_ps(_mm_mul_ps(dxv, dmin), f2));
+      acc[v] = _mm_add_ps(acc[v], t_b);
     }
   }
-  PREFIXD_UNROLL
-  for (int t = 0; t < T; ++t)
-    PREFIXD_UNROLL
-    for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
+  StorePairs<R, T>(acc, y, ldy);
 }
 
 // ---- Q6_K -------------------------------------------------------------------------------------
@@ -162,7 +214,9 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
   for (int k = 0; k < 4; ++k)
     mask[k] = _mm256_set_m128i(_mm_set1_epi16(static_cast<int16_t>(((4 * k + 3) << 8) | (4 * k + 2))),
                                _mm_set1_epi16(static_cast<int16_t>(((4 * k + 1) << 8) | (4 * k))));
-  float acc[R][T] = {};
+  __m128 acc[PairLanes<R, T>::kVecs];
+  PREFIXD_UNROLL
+  for (int v = 0; v < PairLanes<R, T>::kVecs; ++v) acc[v] = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     const BlockQ6_K* blk[R];
     __m256i sc16[R];
@@ -210,22 +264,33 @@ PREFIXD_AVX2 void Q6KMicro(const uint8_t* w, int64_t row_bytes, const uint8_t* x
       }
     }
     PREFIXD_UNROLL
-    for (int t = 0; t < T; ++t) {
-      const __m256i bsums = Load32(x[t]->bsums);
-      const float dx = x[t]->d;
+    for (int v = 0; v < PairLanes<R, T>::kVecs; ++v) {
+      __m256i s[4], c[4];
+      uint16_t dh[4];
+      float dx[4];
       PREFIXD_UNROLL
-      for (int r = 0; r < R; ++r) {
-        // sum sc_j * sum (q - 32) q_x = sum sc_j * sum q q_x - 32 * sum sc_j * bsums[j].
-        const int32_t s = HSum(isum[r][t]) - 32 * HSum(_mm256_madd_epi16(sc16[r], bsums));
-        const float t_b = (dx * HalfScale(blk[r]->d)) * static_cast<float>(s);
-        acc[r][t] += t_b;
+      for (int l = 0; l < 4; ++l) {
+        const int p = 4 * v + l, r = p / T, t = p % T;
+        if (p < R * T) {
+          s[l] = isum[r][t];
+          c[l] = _mm256_madd_epi16(sc16[r], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t]->bsums)));
+          dh[l] = blk[r]->d;
+          dx[l] = x[t]->d;
+        } else {
+          s[l] = c[l] = _mm256_setzero_si256();
+          dh[l] = 0;
+          dx[l] = 0.0f;
+        }
       }
+      // sum sc_j * sum (q - 32) q_x = sum sc_j * sum q q_x - 32 * sum sc_j * bsums[j].
+      const __m128i sum = _mm_sub_epi32(HSum4(s[0], s[1], s[2], s[3]),
+                                        _mm_slli_epi32(HSum4(c[0], c[1], c[2], c[3]), 5));
+      const __m128 d = _mm_cvtph_ps(_mm_setr_epi16(dh[0], dh[1], dh[2], dh[3], 0, 0, 0, 0));
+      const __m128 dxv = _mm_setr_ps(dx[0], dx[1], dx[2], dx[3]);
+      acc[v] = _mm_add_ps(acc[v], _mm_mul_ps(_mm_mul_ps(dxv, d), _mm_cvtepi32_ps(sum)));
     }
   }
-  PREFIXD_UNROLL
-  for (int t = 0; t < T; ++t)
-    PREFIXD_UNROLL
-    for (int r = 0; r < R; ++r) y[t * ldy + r] = acc[r][t];
+  StorePairs<R, T>(acc, y, ldy);
 }
 
 // ---- Drivers ----------------------------------------------------------------------------------
