@@ -156,5 +156,51 @@ BENCHMARK(BM_KQuantDecode)
     ->ArgsProduct({{0, 1, 2}, {0, 1}, {0, 1}})
     ->ComputeStatistics("min", [](const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); });
 
+// Prefill over K-quant weights, one thread, 2048 rows x 768: the integer tile (fastest path)
+// against MatMul (dequantised panels into the packed F32 GEMM). Activation quantisation for the
+// integer tile is outside the timed loop. args: type (0 q4_K, 2 q6_K), tokens, method (0
+// integer tile, 1 MatMul)
+void BM_KQuantPrefill(benchmark::State& state) {
+  constexpr TensorType kKTypes[] = {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+  const TensorType type = kKTypes[state.range(0)];
+  const int64_t rows = 2048, cols = 768, tokens = state.range(1);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> d(0, 0.02f);
+  std::vector<float> values(rows * cols);
+  for (auto& v : values) v = d(rng);
+  const int64_t row_bytes = static_cast<int64_t>(*TensorBytes(type, cols));
+  std::vector<uint8_t> bytes(rows * row_bytes);
+  QuantizeRow(type, values.data(), rows * cols, bytes.data());
+  std::vector<float> x(tokens * cols), y(tokens * rows);
+  for (auto& v : x) v = d(rng) * 50;
+  const int64_t nb = cols / 256;
+  std::vector<cpu::Q8x256Block> xq(tokens * nb);
+  for (int64_t t = 0; t < tokens; ++t) cpu::QuantizeQ8x256Portable(x.data() + t * cols, cols, xq.data() + t * nb);
+  const auto paths = state.range(0) == 0 ? cpu::IntTilePathsQ4K() : cpu::IntTilePathsQ6K();
+  Weight w;
+  w.type = type;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = bytes.data();
+  w.row_bytes = row_bytes;
+  ThreadPool pool(1);
+  for (auto _ : state) {
+    if (state.range(2) == 0) {
+      paths.back().second(bytes.data(), row_bytes, static_cast<int>(rows),
+                          reinterpret_cast<const uint8_t*>(xq.data()),
+                          static_cast<int64_t>(nb * sizeof(cpu::Q8x256Block)), static_cast<int>(tokens),
+                          cols, y.data(), rows);
+    } else {
+      cpu::MatMul(w, x.data(), tokens, y.data(), pool);
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetLabel(std::string(TensorTypeName(static_cast<uint32_t>(type))) + " " +
+                 (state.range(2) == 0 ? std::string("int ") + paths.back().first : "MatMul"));
+  state.counters["GOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * state.iterations(),
+                                               benchmark::Counter::kIsRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_KQuantPrefill)->ArgsProduct({{0, 2}, {64}, {0, 1}});
+
 }  // namespace
 }  // namespace prefixd

@@ -1,7 +1,7 @@
 // Integer tile kernels for the K-quant weight types (Q4_K, Q5_K, Q6_K) over Q8x256 activations
 // (issue 15). quant_int.h fixes the activation format and the canonical reduction; this file
 // lists the paths that implement it: a portable one ("generic"), AVX2 (avx2, fma, f16c) and
-// AVX-512 (avx512f/bw/vl, with VNNI's vpdpbusd where avx512vnni exists). Every path gives the
+// AVX-512 with VNNI (avx512f/bw/vl/vnni; vpdpwssd). Every path gives the
 // generic one's bits: the integer super-block sums are exact, and the float steps per super-block
 // are the same IEEE operations in the same order (quant_int_kquant_test.cc).
 //
