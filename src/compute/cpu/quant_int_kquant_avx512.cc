@@ -11,6 +11,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstddef>
 
 #include "compute/cpu/quant_int_kquant.h"
 #include "model/quant_blocks.h"
@@ -29,23 +30,12 @@ namespace {
 using MicroFn = void (*)(const uint8_t* w, int64_t row_bytes, const uint8_t* xq, int64_t xq_stride,
                          int64_t nb, float* y, int64_t ldy);
 
-PREFIXD_AVX512 inline float HalfScale(uint16_t h) {
-  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
-}
-
 PREFIXD_AVX512 inline __m512i Load64(const void* p) {
   return _mm512_loadu_si512(p);
 }
 
 PREFIXD_AVX512 inline __m512i Broadcast32(const void* p) {
   return _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-}
-
-PREFIXD_AVX512 inline int32_t HSum256(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
 }
 
 PREFIXD_AVX512 inline __m256i Fold512(__m512i v) {
