@@ -91,7 +91,8 @@ function tallyCtest(suite, junit, gtestDir, results) {
     } else if (cases.length === 0 && status === 'run') {
       record(results, suite, name, 'pass');
     } else if (cases.length === 0 && (status === 'notrun' || status === 'disabled')) {
-      record(results, suite, name, 'skip', 'ctest did not run it');
+      record(results, suite, name, 'skip', b.skipped === 'SKIP_RETURN_CODE=77'
+        ? 'exit 77: every test in it skipped' : `ctest did not run it (${b.skipped ?? status})`);
     }
   }
 }

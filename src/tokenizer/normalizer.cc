@@ -32,7 +32,7 @@ StatusOr<Normalizer> ParseNormalizer(std::string_view name) {
   if (name.empty()) return Normalizer::kNone;
   if (name == "nfc") return Normalizer::kNfc;
   return absl::InvalidArgumentError(
-      absl::StrCat("normalizer '", name, "' is not supported (supported: nfc, or none)"));
+      absl::StrCat("normalizer '", std::string(name), "' is not supported (supported: nfc, or none)"));
 }
 
 std::string NormalizeNfc(std::string_view text) {
