@@ -145,6 +145,7 @@ TEST(VocabLoader, NormalizerFromTheKeyOrQwenPre) {
     f.writer.Set("tokenizer.ggml.pre", GgufValue::String(pre));
     f.writer.Set("tokenizer.ggml.tokens", GgufValue::StringArray({"a", "b", "ab"}));
     f.writer.Set("tokenizer.ggml.merges", GgufValue::StringArray({"a b"}));
+    f.writer.Set("tokenizer.ggml.add_bos_token", GgufValue::Bool(false));
     if (key != nullptr) f.writer.Set("tokenizer.ggml.normalizer", GgufValue::String(key));
     auto vocab = LoadVocab(f.Parse());
     EXPECT_TRUE(vocab.ok()) << vocab.status();
