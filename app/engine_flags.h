@@ -22,6 +22,7 @@ struct EngineFlags {
   int ctx = 0;
   int block_size = 16;
   std::string kv_type = "f16";
+  std::string quant_dot = "int8";
   std::string prefix_cache = "on";
   int64_t cache_bytes = int64_t{256} << 20;
   std::string cache_hash = "xxh3";
