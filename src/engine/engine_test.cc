@@ -131,6 +131,9 @@ TEST(BatchInvariance, RandomModelInEveryWeightType) {
   for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     for (QuantDot quant_dot : {QuantDot::kF32, QuantDot::kInt8}) {
+      // Types without an integer tile run the same arithmetic either way: once is enough.
+      const bool has_int_tile = type == TensorType::kQ8_0 || type == TensorType::kQ4_0;
+      if (quant_dot == QuantDot::kInt8 && !has_int_tile) continue;
       SCOPED_TRACE(std::string(TensorTypeName(static_cast<uint32_t>(type))) +
                    (quant_dot == QuantDot::kF32 ? " f32 dot" : " int8 dot"));
       auto model = MakeTestModel(TestModelShape::kRows256, type);
@@ -162,7 +165,7 @@ TEST(BatchInvariance, Int8DotDiffersFromF32DotByLittle) {
       max_abs = std::max(max_abs, static_cast<double>(std::fabs(a[i])));
     }
     std::printf("%s: largest |logit(int8) - logit(f32)| = %g (largest |logit| %g) over %zu logits\n",
-                TensorTypeName(static_cast<uint32_t>(type)), max_diff, max_abs, a.size());
+                TensorTypeName(static_cast<uint32_t>(type)).c_str(), max_diff, max_abs, a.size());
     EXPECT_GT(max_diff, 0.0) << "the int8 path did not run";
     EXPECT_LT(max_diff, 0.05 * max_abs + 0.05) << "the int8 path strays too far from the f32 one";
   }
