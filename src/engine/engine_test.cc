@@ -9,6 +9,7 @@
 #include <fstream>
 #include <random>
 
+#include "compute/cpu/quant_int.h"
 #include "engine/test_models.h"
 
 namespace prefixd {
@@ -130,10 +131,9 @@ TEST(BatchInvariance, RandomGqaModelF32WeightsF32Kv) {
 TEST(BatchInvariance, RandomModelInEveryWeightType) {
   for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
-    for (QuantDot quant_dot : {QuantDot::kF32, QuantDot::kInt8}) {
+    for (QuantDot quant_dot : {QuantDot::kInt8, QuantDot::kF32}) {
       // Types without an integer tile run the same arithmetic either way: once is enough.
-      const bool has_int_tile = type == TensorType::kQ8_0 || type == TensorType::kQ4_0;
-      if (quant_dot == QuantDot::kInt8 && !has_int_tile) continue;
+      if (quant_dot == QuantDot::kF32 && cpu::GetIntTile(type) == nullptr) continue;
       SCOPED_TRACE(std::string(TensorTypeName(static_cast<uint32_t>(type))) +
                    (quant_dot == QuantDot::kF32 ? " f32 dot" : " int8 dot"));
       auto model = MakeTestModel(TestModelShape::kRows256, type);
