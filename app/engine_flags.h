@@ -44,6 +44,11 @@ struct EngineFlags {
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
 
+// --quant-dot int8|f32 (PREFIXD_QUANT_DOT), for commands that take only some engine flags
+// (bench-model); AddEngineFlags adds it too. The value is checked by CLI11.
+void AddQuantDotFlag(CLI::App* cmd, std::string* quant_dot);
+QuantDot ParseQuantDot(const std::string& quant_dot);
+
 // Validates the flags and turns them into engine options.
 StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& flags);
 
