@@ -11,6 +11,7 @@
 
 #include "app/commands.h"
 #include "app/common.h"
+#include "app/engine_flags.h"
 
 namespace prefixd {
 
@@ -24,6 +25,7 @@ struct BenchFlags {
   int repetitions = 3;
   int block_size = 16;
   std::string kv_type = "f16";
+  std::string quant_dot = "int8";
   std::string backend = "cpu";
   std::string weights = "auto";
   bool json = false;
@@ -48,6 +50,7 @@ int RunBench(const BenchFlags& f) {
   eo.num_threads = f.threads;
   eo.block_size = f.block_size;
   eo.kv_dtype = *kv;
+  eo.quant_dot = ParseQuantDot(f.quant_dot);
   eo.max_running = 1;
   eo.max_batch_tokens = std::max(f.prompt_tokens, 1);
   eo.max_chunk_tokens = eo.max_batch_tokens;
@@ -126,6 +129,7 @@ void AddBenchModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("-r,--repetitions", f->repetitions, "Timed runs after one warm-up")->capture_default_str();
   cmd->add_option("--block-size", f->block_size, "KV block size")->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV type f16|f32")->capture_default_str();
+  AddQuantDotFlag(cmd, &f->quant_dot);
   cmd->add_option("--backend", f->backend, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_flag("--json", f->json, "Print {\"prefill_tok_s\": ..., \"decode_tok_s\": ...}");

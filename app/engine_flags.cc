@@ -10,6 +10,18 @@
 
 namespace prefixd {
 
+void AddQuantDotFlag(CLI::App* cmd, std::string* quant_dot) {
+  cmd->add_option("--quant-dot", *quant_dot,
+                  "Quantised weights (q8_0, q4_0) on the CPU: int8 (activations quantised to 8 bits, "
+                  "integer dot products) or f32 (weights dequantised, the F32 reference); the two "
+                  "give different logits and never share KV blocks")
+      ->envname("PREFIXD_QUANT_DOT")->check(CLI::IsMember({"int8", "f32"}))->capture_default_str();
+}
+
+QuantDot ParseQuantDot(const std::string& quant_dot) {
+  return quant_dot == "f32" ? QuantDot::kF32 : QuantDot::kInt8;
+}
+
 void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--weights", f->weights, kWeightsFlagHelp)
       ->envname("PREFIXD_WEIGHTS")->capture_default_str();
@@ -26,6 +38,7 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
       ->envname("PREFIXD_BLOCK_SIZE")->capture_default_str();
   cmd->add_option("--kv-type", f->kv_type, "KV cache type: f16 or f32")
       ->envname("PREFIXD_KV_TYPE")->capture_default_str();
+  AddQuantDotFlag(cmd, &f->quant_dot);
   cmd->add_option("--prefix-cache", f->prefix_cache, "Prefix cache: on or off")
       ->envname("PREFIXD_PREFIX_CACHE")->check(CLI::IsMember({"on", "off"}))->capture_default_str();
   cmd->add_option("--cache-bytes", f->cache_bytes, "KV bytes the prefix cache may keep in the pool")
@@ -97,6 +110,7 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   eo.context_length = f.ctx;
   eo.block_size = f.block_size;
   ASSIGN_OR_RETURN(eo.kv_dtype, ParseKvDtype(f.kv_type));
+  eo.quant_dot = ParseQuantDot(f.quant_dot);
   eo.prefix_cache = f.prefix_cache == "on";
   eo.cache_bytes = f.cache_bytes;
   eo.cache_hash = f.cache_hash == "sha256" ? BlockHashKind::kSha256 : BlockHashKind::kXxh3;

@@ -22,6 +22,7 @@ struct EngineFlags {
   int ctx = 0;
   int block_size = 16;
   std::string kv_type = "f16";
+  std::string quant_dot = "int8";
   std::string prefix_cache = "on";
   int64_t cache_bytes = int64_t{256} << 20;
   std::string cache_hash = "xxh3";
@@ -42,6 +43,11 @@ struct EngineFlags {
 };
 
 void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+
+// --quant-dot int8|f32 (PREFIXD_QUANT_DOT), for commands that take only some engine flags
+// (bench-model); AddEngineFlags adds it too. The value is checked by CLI11.
+void AddQuantDotFlag(CLI::App* cmd, std::string* quant_dot);
+QuantDot ParseQuantDot(const std::string& quant_dot);
 
 // Validates the flags and turns them into engine options.
 StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& flags);

@@ -71,11 +71,18 @@ class Backend : public BlockIo {
   int64_t block_bytes() const override { return kv_layout().BlockBytes(); }
 };
 
+// How the CPU backend multiplies quantised weights (Q8_0, Q4_0; K-quants once their tiles
+// exist): kInt8 quantises each token's activations to 8 bits and sums in integers
+// (compute/cpu/quant_int.h), kF32 dequantises weights and runs the F32 dot (the reference).
+// The two give different logits, so they have different Backend::numerics().
+enum class QuantDot { kInt8, kF32 };
+
 struct CpuBackendOptions {
   int num_threads = 0;  // 0: every hardware thread
   int num_kv_blocks = 0;
   int block_size = 16;
   KvDtype kv_dtype = KvDtype::kF16;
+  QuantDot quant_dot = QuantDot::kInt8;
 };
 
 // The CPU backend over `model` (which must outlive it). InvalidArgument for bad options;

@@ -44,6 +44,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
     backend_options.num_kv_blocks = opts.num_kv_blocks;
     backend_options.block_size = opts.block_size;
     backend_options.kv_dtype = opts.kv_dtype;
+    backend_options.quant_dot = opts.quant_dot;
     ASSIGN_OR_RETURN(backend, CreateCpuBackend(model, backend_options));
   }
   auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));

@@ -38,6 +38,7 @@ struct EngineOptions {
   int num_threads = 0;  // 0: all hardware threads (CPU backend)
   int block_size = 16;
   KvDtype kv_dtype = KvDtype::kF16;
+  QuantDot quant_dot = QuantDot::kInt8;  // CPU backend: integer or F32 dots of quantised weights
   // Pool size. 0: enough for max_running sequences of a full context plus the cache budget.
   int num_kv_blocks = 0;
   int context_length = 0;      // 0: the model's trained context

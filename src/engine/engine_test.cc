@@ -2,11 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
+#include "compute/cpu/quant_int.h"
 #include "engine/test_models.h"
 
 namespace prefixd {
@@ -18,6 +21,7 @@ struct RunConfig {
   bool with_neighbours = false;  // two other sequences share every step
   KvDtype kv = KvDtype::kF16;
   int block_size = 16;
+  QuantDot quant_dot = QuantDot::kInt8;
 };
 
 // Prefills `tokens` under `config` and returns the logits of every token.
@@ -30,6 +34,7 @@ std::vector<float> PrefillLogits(const Model& model, const std::vector<int32_t>&
   eo.max_running = 3;
   eo.kv_dtype = config.kv;
   eo.block_size = config.block_size;
+  eo.quant_dot = config.quant_dot;
   eo.context_length = static_cast<int>(tokens.size()) + 64;
   auto engine = Engine::Create(model, -1, eo);
   EXPECT_TRUE(engine.ok()) << engine.status();
@@ -75,12 +80,13 @@ void ExpectBitIdentical(const std::vector<float>& a, const std::vector<float>& b
   }
 }
 
-void CheckBatchInvariance(const Model& model, KvDtype kv) {
+void CheckBatchInvariance(const Model& model, KvDtype kv, QuantDot quant_dot = QuantDot::kInt8) {
   std::mt19937 rng(9);
   std::vector<int32_t> tokens(300);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % model.hparams().vocab_size);
   RunConfig base;
   base.kv = kv;
+  base.quant_dot = quant_dot;
   const std::vector<float> reference = PrefillLogits(model, tokens, base);
   const int vocab = model.hparams().vocab_size;
   for (int chunk : {1, 7, 16}) {
@@ -119,14 +125,62 @@ TEST(BatchInvariance, RandomGqaModelF32WeightsF32Kv) {
 }
 
 // BF16 and quantised weights: prefill dequantises tiles for the blocked GEMM, decode whole
-// rows for the dot; both must give the same bits for every token.
+// rows for the dot; both must give the same bits for every token. Quantised weights run both
+// ways: the F32 dot of dequantised weights, and the integer dot over 8-bit activations
+// (quant_int.h), whose tiles serve decode and prefill alike.
 TEST(BatchInvariance, RandomModelInEveryWeightType) {
   for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+    for (QuantDot quant_dot : {QuantDot::kInt8, QuantDot::kF32}) {
+      // Types without an integer tile run the same arithmetic either way: once is enough.
+      if (quant_dot == QuantDot::kF32 && cpu::GetIntTile(type) == nullptr) continue;
+      SCOPED_TRACE(std::string(TensorTypeName(static_cast<uint32_t>(type))) +
+                   (quant_dot == QuantDot::kF32 ? " f32 dot" : " int8 dot"));
+      auto model = MakeTestModel(TestModelShape::kRows256, type);
+      ASSERT_EQ(model->weights().layers[0].ffn_down.type, type);
+      CheckBatchInvariance(*model, KvDtype::kF16, quant_dot);
+    }
+  }
+}
+
+// The two quantised-dot paths are different arithmetic: different numerics ids (so KV blocks
+// of one are never served to the other), logits that differ but stay close. A model with no
+// integer-path weights keeps the F32 path's id.
+TEST(BatchInvariance, Int8DotDiffersFromF32DotByLittle) {
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
     SCOPED_TRACE(TensorTypeName(static_cast<uint32_t>(type)));
     auto model = MakeTestModel(TestModelShape::kRows256, type);
-    ASSERT_EQ(model->weights().layers[0].ffn_down.type, type);
-    CheckBatchInvariance(*model, KvDtype::kF16);
+    std::mt19937 rng(21);
+    std::vector<int32_t> tokens(40);
+    for (auto& t : tokens) t = static_cast<int32_t>(rng() % model->hparams().vocab_size);
+    RunConfig f32, i8;
+    f32.quant_dot = QuantDot::kF32;
+    i8.quant_dot = QuantDot::kInt8;
+    const std::vector<float> a = PrefillLogits(*model, tokens, f32);
+    const std::vector<float> b = PrefillLogits(*model, tokens, i8);
+    ASSERT_EQ(a.size(), b.size());
+    double max_diff = 0, max_abs = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - b[i])));
+      max_abs = std::max(max_abs, static_cast<double>(std::fabs(a[i])));
+    }
+    std::printf("%s: largest |logit(int8) - logit(f32)| = %g (largest |logit| %g) over %zu logits\n",
+                TensorTypeName(static_cast<uint32_t>(type)).c_str(), max_diff, max_abs, a.size());
+    EXPECT_GT(max_diff, 0.0) << "the int8 path did not run";
+    EXPECT_LT(max_diff, 0.05 * max_abs + 0.05) << "the int8 path strays too far from the f32 one";
+  }
+  for (TensorType type : {TensorType::kF16, TensorType::kQ8_0}) {
+    auto model = MakeTestModel(TestModelShape::kRows256, type);
+    for (QuantDot q : {QuantDot::kF32, QuantDot::kInt8}) {
+      CpuBackendOptions o;
+      o.num_kv_blocks = 4;
+      o.num_threads = 1;
+      o.quant_dot = q;
+      auto backend = CreateCpuBackend(*model, o);
+      ASSERT_TRUE(backend.ok());
+      const bool int_path = type == TensorType::kQ8_0 && q == QuantDot::kInt8;
+      EXPECT_STREQ((*backend)->numerics(), int_path ? "cpu-7-i8" : "cpu-7");
+    }
   }
 }
 

@@ -62,6 +62,15 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
     cpu::RowToFloat(model.weights().rope_freqs, 0, rope_factors_.data());
   }
   PackF16Weights();
+  if (options.quant_dot == QuantDot::kInt8) {
+    const ModelWeights& mw = model.weights();
+    int_dot_ = cpu::UsesIntDot(mw.output);
+    for (const LayerWeights& lw : mw.layers) {
+      for (const Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_gate, &lw.ffn_up, &lw.ffn_down}) {
+        int_dot_ = int_dot_ || cpu::UsesIntDot(*w);
+      }
+    }
+  }
 }
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
@@ -195,7 +204,7 @@ void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
   const cpu::MatMulProduct qkv[] = {{&lw.wq, q_.data(), Packed(lw.wq)},
                                      {&lw.wk, k_.data(), Packed(lw.wk)},
                                      {&lw.wv, v_.data(), Packed(lw.wv)}};
-  cpu::MatMulShared(qkv, h_.data(), n, pool_);
+  cpu::MatMulShared(qkv, h_.data(), n, pool_, int_dot_);
   if (hp_.qkv_bias) {
     cpu::AddBias(lw.bq, n, q_.data());
     cpu::AddBias(lw.bk, n, k_.data());
@@ -266,7 +275,7 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     ProjectQkv(lw, n);
     StoreKv(layer, batch);
     Attention(layer, batch);
-    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_, Packed(lw.wo));
+    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_, Packed(lw.wo), int_dot_);
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
 
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
@@ -276,11 +285,11 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     });
     const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
                                           {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
-    cpu::MatMulShared(gate_up, h_.data(), n, pool_);
+    cpu::MatMulShared(gate_up, h_.data(), n, pool_, int_dot_);
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
       cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
     });
-    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down));
+    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down), int_dot_);
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
   }
 
@@ -304,7 +313,7 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
     cpu::RmsNorm(&x_[rows[r] * embd], w.output_norm, embd, hp_.rms_eps, &normed[r * embd]);
   }
   out->logits.resize(num_rows * hp_.vocab_size);
-  cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_, Packed(w.output));
+  cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_, Packed(w.output), int_dot_);
   return absl::OkStatus();
 }
 

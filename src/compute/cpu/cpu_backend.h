@@ -32,7 +32,9 @@ class CpuBackend : public Backend {
   // 5: attention's value accumulation fused (fma(p, v, acc)).
   // 6: a tile's softmax sum in a fixed tree (was sequential).
   // 7: SwiGLU's exp from exp_poly.h (was libm's expf).
-  const char* numerics() const override { return "cpu-7"; }
+  // "cpu-7-i8": the same with the integer dot products of quant_int.h for the model's
+  // quantised matrices (QuantDot::kInt8 and at least one such matrix; otherwise "cpu-7").
+  const char* numerics() const override { return int_dot_ ? "cpu-7-i8" : "cpu-7"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
@@ -63,6 +65,8 @@ class CpuBackend : public Backend {
 
   const Model& model_;
   const Hparams& hp_;
+  // QuantDot::kInt8 asked for and some matrix product of the model takes the integer path.
+  bool int_dot_ = false;
   KvLayout layout_;
   ThreadPool pool_;
   KvBuffer kv_;  // num_blocks_ blocks of layout_.BlockBytes()

@@ -11,6 +11,7 @@
 #include "compute/cpu/exp_poly.h"
 #include "compute/cpu/gemm.h"
 #include "compute/cpu/quant_dequant.h"
+#include "compute/cpu/quant_int.h"
 
 namespace prefixd::cpu {
 
@@ -91,14 +92,85 @@ void PackedPanel(const Weight& w, const uint16_t* packed, int64_t p, const float
   }
 }
 
+// Tokens per prefill work item of the integer path: a row tile's weights stay in L1 while
+// each token of the block runs past them, and the block's quantised rows stay in L2.
+constexpr int64_t kIntTokenBlock = 32;
+
+// The integer path (quant_int.h) for products whose weights all have a tile kernel: each
+// token's row is quantised once per format (in parallel over tokens), then the threads split
+// (row tile x token block) items. A tile's output for a token never depends on the others in
+// its tile, so decode and prefill, any chunking and any thread count give the same bits.
+void MatMulInt(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
+               ThreadPool& pool) {
+  const int64_t cols = products[0].w->cols;
+  // One buffer per format in use; Q8x256 rows exist only where cols is a multiple of 256.
+  constexpr QuantActivation kFormats[] = {QuantActivation::kQ8x32, QuantActivation::kQ8x256};
+  thread_local std::vector<uint8_t> xq_buffers[2];
+  int64_t strides[2] = {0, 0};
+  for (const MatMulProduct& p : products) {
+    const QuantActivation f = IntDotActivation(p.w->type);
+    for (int k = 0; k < 2; ++k) {
+      if (f == kFormats[k]) strides[k] = QuantActivationBytes(f, cols);
+    }
+  }
+  for (int k = 0; k < 2; ++k) xq_buffers[k].resize(strides[k] * num_tokens);
+  std::vector<uint8_t>* buffers = xq_buffers;  // thread_local: name it for the workers
+  pool.ParallelFor(num_tokens, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) {
+      for (int k = 0; k < 2; ++k) {
+        if (strides[k] == 0) continue;
+        QuantizeActivation(kFormats[k], x + t * cols, cols, buffers[k].data() + t * strides[k]);
+      }
+    }
+  });
+  const int64_t num_token_blocks = (num_tokens + kIntTokenBlock - 1) / kIntTokenBlock;
+  std::vector<int64_t> first_item(products.size() + 1, 0);
+  for (size_t i = 0; i < products.size(); ++i) {
+    first_item[i + 1] =
+        first_item[i] + (products[i].w->rows + kRowTile - 1) / kRowTile * num_token_blocks;
+  }
+  pool.ParallelForDynamic(first_item.back(), /*chunk=*/num_tokens == 1 ? 4 : 1,
+                          [&](int64_t begin, int64_t end, int) {
+    size_t i = 0;
+    for (int64_t item = begin; item < end; ++item) {
+      while (item >= first_item[i + 1]) ++i;
+      const Weight& w = *products[i].w;
+      const int k = IntDotActivation(w.type) == kFormats[0] ? 0 : 1;
+      const int64_t local = item - first_item[i];
+      const int64_t r0 = local / num_token_blocks * kRowTile;
+      const int64_t t0 = local % num_token_blocks * kIntTokenBlock;
+      const int num_rows = static_cast<int>(std::min(kRowTile, w.rows - r0));
+      const int nt = static_cast<int>(std::min(kIntTokenBlock, num_tokens - t0));
+      GetIntTile(w.type)(w.Row(r0), w.row_bytes, num_rows, buffers[k].data() + t0 * strides[k],
+                         strides[k], nt, cols, products[i].y + t0 * w.rows + r0, w.rows);
+    }
+  });
+}
+
 }  // namespace
 
+bool UsesIntDot(const Weight& w) {
+  return GetIntTile(w.type) != nullptr &&
+         w.cols % (IntDotActivation(w.type) == QuantActivation::kQ8x256 ? 256 : 32) == 0;
+}
+
 void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
-                  ThreadPool& pool) {
+                  ThreadPool& pool, bool int_dot) {
   if (products.empty() || num_tokens <= 0) return;
   const int64_t cols = products[0].w->cols;
   for (const MatMulProduct& p : products) {
     PREFIXD_CHECK(p.w->cols == cols, "MatMulShared: products of different input widths");
+  }
+  if (int_dot) {
+    // Products with a tile kernel go the integer way, the rest (if any) the F32 way.
+    std::vector<MatMulProduct> ints, floats;
+    for (const MatMulProduct& p : products) (UsesIntDot(*p.w) ? ints : floats).push_back(p);
+    if (!ints.empty()) {
+      MatMulInt(ints, x, num_tokens, pool);
+      if (floats.empty()) return;
+      MatMulShared(floats, x, num_tokens, pool, /*int_dot=*/false);
+      return;
+    }
   }
   const bool gemm = num_tokens >= 2 && HasBlockedGemm();
   // Work items: the products' row tiles (or panels) end to end, so the threads split them all
@@ -163,9 +235,9 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
 }
 
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
-            const uint16_t* packed) {
+            const uint16_t* packed, bool int_dot) {
   const MatMulProduct one{&w, y, packed};
-  MatMulShared({&one, 1}, x, num_tokens, pool);
+  MatMulShared({&one, 1}, x, num_tokens, pool, int_dot);
 }
 
 void RowToFloat(const Weight& w, int64_t row, float* out) {

@@ -15,8 +15,14 @@ namespace prefixd::cpu {
 
 // y[t * w.rows + r] = dot(row r of w, x + t * w.cols) for t < num_tokens, r < w.rows.
 // `packed`: the weight's F16 rows packed by PackF16Panel (gemm.h), or null.
+// `int_dot`: weights with an integer tile kernel (UsesIntDot) take x quantised to 8 bits and
+// the integer dot of quant_int.h; otherwise (and for every other weight) the F32 reduction of
+// the dequantised weights. Either way a token's outputs never depend on the batch.
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
-            const uint16_t* packed = nullptr);
+            const uint16_t* packed = nullptr, bool int_dot = false);
+
+// True where MatMul(..., int_dot = true) takes the integer path for `w`.
+bool UsesIntDot(const Weight& w);
 
 // Several products of the same input (Q, K and V; gate and up), each exactly as MatMul gives
 // it, in one parallel loop: the threads split the union of their rows and meet once, and
@@ -27,7 +33,7 @@ struct MatMulProduct {
   const uint16_t* packed = nullptr;  // as MatMul's
 };
 void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
-                  ThreadPool& pool);
+                  ThreadPool& pool, bool int_dot = false);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, over n elements. The sum of squares is taken in
 // double, in order, as ggml does.

@@ -1,0 +1,242 @@
+// AVX2 paths of quant_int.h: the activation quantiser and the Q8_0 / Q4_0 tiles.
+//
+// A block's integer sum: weights made signed bytes w, then |w| * (x with w's sign) by
+// vpmaddubsw (pairs stay within int16: 2 * 128 * 127 < 32768) and vpmaddwd into eight int32
+// partials. Eight blocks' partials fold into one vector of their eight sums (vphaddd tree,
+// exact), so lane i of the float accumulator takes blocks b = i (mod 8) in order, exactly as
+// the canonical acc[b % 8] does.
+#include <immintrin.h>
+
+#include "compute/cpu/quant_int_internal.h"
+#include "model/quant_blocks.h"
+
+#define PREFIXD_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+namespace prefixd::cpu {
+namespace {
+
+// --- Activations -------------------------------------------------------------------------
+
+PREFIXD_AVX2 inline __m256 Abs(__m256 v) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+PREFIXD_AVX2 inline float HorizontalMax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// Eight floats times `inv`, clamped in float and rounded to nearest even: eight int32.
+PREFIXD_AVX2 inline __m256i Quantize8(const float* x, __m256 inv) {
+  __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x), inv);
+  v = _mm256_max_ps(v, _mm256_set1_ps(-127.0f));
+  v = _mm256_min_ps(v, _mm256_set1_ps(127.0f));
+  return _mm256_cvtps_epi32(v);
+}
+
+// 32 floats of one scale into 32 int8 (in order) at q; returns their int32 sums by 16s.
+PREFIXD_AVX2 inline void Quantize32(const float* x, __m256 inv, int8_t* q, int32_t* sum16) {
+  const __m256i a = Quantize8(x, inv), b = Quantize8(x + 8, inv);
+  const __m256i c = Quantize8(x + 16, inv), d = Quantize8(x + 24, inv);
+  // packs works within 128-bit lanes: [a0 b0 a1 b1] then [ab0 cd0 ab1 cd1]; permute fixes it.
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  const __m256i abcd = _mm256_packs_epi16(ab, cd);
+  const __m256i ordered = _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), ordered);
+  const __m256i s0 = _mm256_add_epi32(a, b), s1 = _mm256_add_epi32(c, d);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i s = h == 0 ? s0 : s1;
+    __m128i m = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+    sum16[h] = _mm_cvtsi128_si32(m);
+  }
+}
+
+PREFIXD_AVX2 inline float BlockAmax(const float* x, int n) {
+  __m256 m = _mm256_setzero_ps();
+  for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, Abs(_mm256_loadu_ps(x + i)));
+  return HorizontalMax(m);
+}
+
+// --- Tiles -------------------------------------------------------------------------------
+
+// Eight int32 partials of the dot of 32 signed weight bytes with 32 activation bytes.
+PREFIXD_AVX2 inline __m256i DotSigned(__m256i w, __m256i x) {
+  const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+
+struct Q8_0Weights {
+  using Block = BlockQ8_0;
+  PREFIXD_AVX2 static inline __m256i Signed(const Block& b) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  }
+};
+
+struct Q4_0Weights {
+  using Block = BlockQ4_0;
+  PREFIXD_AVX2 static inline __m256i Signed(const Block& b) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+  }
+};
+
+// The eight blocks' sums [s0 .. s7] from their partial vectors (exact integer adds).
+PREFIXD_AVX2 inline __m256i SumsOf8(const __m256i* v) {
+  const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+  // s0123 = [0 1 2 3 | 0 1 2 3] (low and high halves' partials), likewise s4567.
+  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+// acc plus the terms of the k (<= 8) blocks at wb, xb: block j into lane j.
+template <typename W>
+PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, const Q8x32Block* xb,
+                                     int k) {
+  __m256i v[8];
+  alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int j = 0; j < 8; ++j) {
+    if (j < k) {
+      v[j] = DotSigned(W::Signed(wb[j]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
+      dw[j] = wb[j].d;
+      dx[j] = xb[j].d;
+    } else {
+      v[j] = _mm256_setzero_si256();  // a missing block adds (0 * 0) * 0 = +0 to its lane
+    }
+  }
+  const __m256 isum = _mm256_cvtepi32_ps(SumsOf8(v));
+  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
+                                  _mm256_load_ps(dx));
+  return _mm256_add_ps(acc, _mm256_mul_ps(dd, isum));
+}
+
+// One weight row with one token: the canonical eight accumulators, folded.
+template <typename W>
+PREFIXD_AVX2 inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
+                                 bool prefetch) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t g = 0; g < nb; g += 8) {
+    if (prefetch) {
+      // Rows lie end to end and decode reads each once: fetch ~2 KiB ahead, into the next rows.
+      const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
+      for (int l = 0; l < static_cast<int>(8 * sizeof(typename W::Block)); l += 64) {
+        _mm_prefetch(p + l, _MM_HINT_T0);
+      }
+    }
+    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
+  }
+  alignas(32) float a[8];
+  _mm256_store_ps(a, acc);
+  return FoldAcc8(a);
+}
+
+// RowDot for kT tokens at once: each weight block is decoded once for all of them (prefill).
+// Full groups of eight blocks only; the ragged last group goes through GroupTerm per token,
+// which computes the same lanes the same way.
+template <typename W, int kT>
+PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      int64_t nb, float* out) {
+  __m256 acc[kT];
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
+    __m256i pair[kT][4];
+    for (int j = 0; j < 8; j += 2) {
+      const __m256i w0 = W::Signed(wb[g + j]), w1 = W::Signed(wb[g + j + 1]);
+      const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+      for (int t = 0; t < kT; ++t) {
+        const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q));
+        const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q));
+        const __m256i v0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones);
+        const __m256i v1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones);
+        pair[t][j / 2] = _mm256_hadd_epi32(v0, v1);
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
+        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    for (int t = 0; t < kT; ++t) {
+      const Q8x32Block* x = xb[t] + g;
+      const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
+      const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
+      const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
+      const __m256 dx = _mm256_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d);
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+    }
+  }
+  for (int t = 0; t < kT; ++t) {
+    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    alignas(32) float a[8];
+    _mm256_store_ps(a, acc[t]);
+    out[t] = FoldAcc8(a);
+  }
+}
+
+template <typename W>
+PREFIXD_AVX2 void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                       int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  const int64_t nb = n / 32;
+  constexpr int kT = 2;
+  auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
+  for (int r = 0; r < num_rows; ++r) {
+    const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
+    int t = 0;
+    for (; t + kT <= num_tokens; t += kT) {
+      const Q8x32Block* xb[kT];
+      float out[kT];
+      for (int i = 0; i < kT; ++i) xb[i] = token(t + i);
+      RowDotTokens<W, kT>(wb, xb, nb, out);
+      for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
+    }
+    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+  }
+}
+
+}  // namespace
+
+PREFIXD_AVX2 void QuantizeActivationAvx2(QuantActivation format, const float* x, int64_t n,
+                                         void* out) {
+  const int size = format == QuantActivation::kQ8x32 ? 32 : 256;
+  for (int64_t b = 0; b < n / size; ++b) {
+    const float* xb = x + b * size;
+    const float d = BlockAmax(xb, size) / 127.0f;
+    const __m256 inv = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    if (format == QuantActivation::kQ8x32) {
+      Q8x32Block& blk = static_cast<Q8x32Block*>(out)[b];
+      int32_t sums[2];
+      Quantize32(xb, inv, blk.q, sums);
+      blk.d = d;
+      blk.sum = sums[0] + sums[1];
+    } else {
+      Q8x256Block& blk = static_cast<Q8x256Block*>(out)[b];
+      for (int c = 0; c < 8; ++c) {
+        int32_t sums[2];
+        Quantize32(xb + 32 * c, inv, blk.q + 32 * c, sums);
+        blk.bsums[2 * c] = static_cast<int16_t>(sums[0]);
+        blk.bsums[2 * c + 1] = static_cast<int16_t>(sums[1]);
+      }
+      blk.d = d;
+    }
+  }
+}
+
+void IntTileQ8_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q8_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void IntTileQ4_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q4_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+}  // namespace prefixd::cpu

@@ -1,0 +1,210 @@
+// AVX-512 paths of quant_int.h: the activation quantiser (F/BW/VL) and the Q8_0 / Q4_0 tiles
+// (AVX512-VNNI).
+//
+// vpdpbusd multiplies unsigned by signed bytes, so weights go in as unsigned u = w + c
+// (c = 128 for Q8_0 by flipping the sign bit, c = 8 for Q4_0 whose nibbles already are
+// w + 8), and a block's sum is sum(u * x) - c * sum(x), sum(x) from the activation block.
+// Everything is exact in int32, so the block sums equal the AVX2 and portable ones, and the
+// float steps are the same (see quant_int_avx2.cc for the accumulator layout).
+#include <immintrin.h>
+
+#include "compute/cpu/quant_int_internal.h"
+#include "model/quant_blocks.h"
+
+#define PREFIXD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define PREFIXD_VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+namespace prefixd::cpu {
+namespace {
+
+// 16 floats times `inv`, clamped in float, rounded to nearest even, stored as 16 int8;
+// returns the 16 int32 values.
+PREFIXD_AVX512 inline __m512i Quantize16(const float* x, __m512 inv, int8_t* q) {
+  __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x), inv);
+  v = _mm512_max_ps(v, _mm512_set1_ps(-127.0f));
+  v = _mm512_min_ps(v, _mm512_set1_ps(127.0f));
+  const __m512i i = _mm512_cvtps_epi32(v);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtepi32_epi8(i));
+  return i;
+}
+
+PREFIXD_AVX512 inline float BlockAmax(const float* x, int n) {
+  __m512 m = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + i)));
+  return _mm512_reduce_max_ps(m);
+}
+
+struct Q8_0Weights {
+  using Block = BlockQ8_0;
+  static constexpr int kOffset = 128;
+  PREFIXD_VNNI static inline __m256i Unsigned(const Block& b) {
+    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
+                            _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
+};
+
+struct Q4_0Weights {
+  using Block = BlockQ4_0;
+  static constexpr int kOffset = 8;
+  PREFIXD_VNNI static inline __m256i Unsigned(const Block& b) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+    return _mm256_set_m128i(hi, lo);
+  }
+};
+
+PREFIXD_VNNI inline __m256i SumsOf8(const __m256i* v) {
+  const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i s45 = _mm256_hadd_epi32(v[4], v[5]), s67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+// acc plus the terms of the k (<= 8) blocks at wb, xb: block j into lane j.
+template <typename W>
+PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, const Q8x32Block* xb,
+                                     int k) {
+  __m256i v[8];
+  alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(32) int32_t sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int j = 0; j < 8; ++j) {
+    if (j < k) {
+      v[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), W::Unsigned(wb[j]),
+                                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
+      dw[j] = wb[j].d;
+      dx[j] = xb[j].d;
+      sx[j] = xb[j].sum;
+    } else {
+      v[j] = _mm256_setzero_si256();  // a missing block adds (0 * 0) * 0 = +0 to its lane
+    }
+  }
+  const __m256i sums = _mm256_sub_epi32(
+      SumsOf8(v), _mm256_mullo_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(sx)),
+                                     _mm256_set1_epi32(W::kOffset)));
+  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
+                                  _mm256_load_ps(dx));
+  return _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sums)));
+}
+
+template <typename W>
+PREFIXD_VNNI inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
+                                 bool prefetch) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t g = 0; g < nb; g += 8) {
+    if (prefetch) {
+      const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
+      for (int l = 0; l < static_cast<int>(8 * sizeof(typename W::Block)); l += 64) {
+        _mm_prefetch(p + l, _MM_HINT_T0);
+      }
+    }
+    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
+  }
+  alignas(32) float a[8];
+  _mm256_store_ps(a, acc);
+  return FoldAcc8(a);
+}
+
+// RowDot for kT tokens at once: each weight block is loaded and made unsigned once for all
+// of them (prefill). Full groups of eight blocks only; the ragged last group goes through
+// RowDot's code per token, which computes the same lanes the same way.
+template <typename W, int kT>
+PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      int64_t nb, float* out) {
+  __m256 acc[kT];
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
+    __m256i pair[kT][4];
+    for (int j = 0; j < 8; j += 2) {
+      const __m256i u0 = W::Unsigned(wb[g + j]), u1 = W::Unsigned(wb[g + j + 1]);
+      for (int t = 0; t < kT; ++t) {
+        const __m256i v0 = _mm256_dpbusd_epi32(
+            _mm256_setzero_si256(), u0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q)));
+        const __m256i v1 = _mm256_dpbusd_epi32(
+            _mm256_setzero_si256(), u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q)));
+        pair[t][j / 2] = _mm256_hadd_epi32(v0, v1);
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
+        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    for (int t = 0; t < kT; ++t) {
+      const Q8x32Block* x = xb[t] + g;
+      const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
+      const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
+      const __m256i raw = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                                           _mm256_permute2x128_si256(s0123, s4567, 0x31));
+      const __m256i sx = _mm256_setr_epi32(x[0].sum, x[1].sum, x[2].sum, x[3].sum, x[4].sum,
+                                           x[5].sum, x[6].sum, x[7].sum);
+      const __m256i sums = _mm256_sub_epi32(raw, _mm256_mullo_epi32(sx, _mm256_set1_epi32(W::kOffset)));
+      const __m256 dx = _mm256_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d);
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+    }
+  }
+  for (int t = 0; t < kT; ++t) {
+    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    alignas(32) float a[8];
+    _mm256_store_ps(a, acc[t]);
+    out[t] = FoldAcc8(a);
+  }
+}
+
+template <typename W>
+PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                       int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  const int64_t nb = n / 32;
+  constexpr int kT = 4;
+  auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
+  for (int r = 0; r < num_rows; ++r) {
+    const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
+    int t = 0;
+    for (; t + kT <= num_tokens; t += kT) {
+      const Q8x32Block* xb[kT];
+      float out[kT];
+      for (int i = 0; i < kT; ++i) xb[i] = token(t + i);
+      RowDotTokens<W, kT>(wb, xb, nb, out);
+      for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
+    }
+    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+  }
+}
+
+}  // namespace
+
+PREFIXD_AVX512 void QuantizeActivationAvx512(QuantActivation format, const float* x, int64_t n,
+                                             void* out) {
+  const int size = format == QuantActivation::kQ8x32 ? 32 : 256;
+  for (int64_t b = 0; b < n / size; ++b) {
+    const float* xb = x + b * size;
+    const float d = BlockAmax(xb, size) / 127.0f;
+    const __m512 inv = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    if (format == QuantActivation::kQ8x32) {
+      Q8x32Block& blk = static_cast<Q8x32Block*>(out)[b];
+      const __m512i a = Quantize16(xb, inv, blk.q);
+      const __m512i c = Quantize16(xb + 16, inv, blk.q + 16);
+      blk.d = d;
+      blk.sum = _mm512_reduce_add_epi32(_mm512_add_epi32(a, c));
+    } else {
+      Q8x256Block& blk = static_cast<Q8x256Block*>(out)[b];
+      for (int g = 0; g < 16; ++g) {
+        blk.bsums[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(Quantize16(xb + 16 * g, inv, blk.q + 16 * g)));
+      }
+      blk.d = d;
+    }
+  }
+}
+
+void IntTileQ8_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q8_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void IntTileQ4_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q4_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+}  // namespace prefixd::cpu
