@@ -17,6 +17,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 JOBS=$(nproc)
+# ccache (CMakeLists.txt uses it when installed): paths relative to the checkout, so a fresh
+# clone elsewhere (CI's) hits what an earlier build of the same sources left in the cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 LOGS=$(mktemp -d -t prefixd-test.XXXXXX)
 RESULTS="$LOGS/results.jsonl"
 : >"$RESULTS"
