@@ -15,9 +15,11 @@
 #   PREFIXD_CRASH_RUNS=10      kill -9 rounds of tests/e2e/tiers_crash (scripts/soak.sh: 50)
 #   PREFIXD_TEST_BENCH=OFF     ON also builds the micro-benchmarks (bench/) in build/
 set -uo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$(pwd)
+cd "$(dirname "$0")/.." || exit 1
 JOBS=$(nproc)
+# ccache (CMakeLists.txt uses it when installed): paths relative to the checkout, so a fresh
+# clone elsewhere (CI's) hits what an earlier build of the same sources left in the cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 LOGS=$(mktemp -d -t prefixd-test.XXXXXX)
 RESULTS="$LOGS/results.jsonl"
 : >"$RESULTS"
@@ -40,7 +42,8 @@ finish() {
 die() {  # a stage that everything after it needs failed: report what ran, then stop
   echo "test.sh: $*" >&2
   timings
-  echo "0 passed, 1 failed, 0 skipped (stopped: $*)"
+  echo "== stopped: $*"
+  echo "0 passed, 1 failed, 0 skipped"
   exit 1
 }
 
