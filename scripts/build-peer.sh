@@ -24,7 +24,8 @@ JOBS="${PEER_JOBS:-2}"
 # commit its gitRelease.bundle holds. Bump both together.
 NLC_VERSION="$(node -e 'console.log(require(process.argv[1]).dependencies["node-llama-cpp"])' "$ROOT/bench/peer/package.json")"
 PEER_COMMIT="de3ff815ea7d559ee917f063901b8986f038abc6"
-TARGETS=(llama-bench llama-batched-bench llama-server llama-quantize)
+# In build order: the benchmark tools first (usable while llama-server still compiles).
+TARGETS=(llama-quantize llama-bench llama-batched-bench llama-server)
 CMAKE_FLAGS=(
   -DCMAKE_BUILD_TYPE=Release
   -DGGML_NATIVE=ON
@@ -108,7 +109,10 @@ fi
 # 3. Configure and build only the four tools.
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S "$SRC" -B "$BUILD" "${gen[@]}" "${CMAKE_FLAGS[@]}"
-cmake --build "$BUILD" -j "$JOBS" --target "${TARGETS[@]}"
+for t in "${TARGETS[@]}"; do
+  cmake --build "$BUILD" -j "$JOBS" --target "$t"
+  echo "peer: $BIN/$t built ($(( $(date +%s) - start )) s)"
+done
 for t in "${TARGETS[@]}"; do [[ -x "$BIN/$t" ]] || { echo "peer: $BIN/$t missing after build" >&2; exit 1; }; done
 echo "$STAMP_TEXT" > "$STAMP"
 echo "peer: built llama.cpp $PEER_COMMIT in $(( $(date +%s) - start )) s"
