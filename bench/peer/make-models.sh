@@ -4,7 +4,7 @@
 # loaded once by llama.cpp (`llama-bench`, 8 tokens) to check that the peer accepts it.
 # Files go to DIR (default /tmp/models) and are never committed (*.gguf is ignored).
 #
-#   bench/peer/make-models.sh [--dir DIR] [--prefixd build/app/prefixd] [SHAPE...]
+#   bench/peer/make-models.sh [--dir DIR] [--prefixd build/app/prefixd] [--f16-only] [SHAPE...]
 #
 # SHAPE: llama-124m (default first), qwen3-0.6b, llama3.2-1b; none given: all three.
 # Needs the peer: scripts/build-peer.sh. Existing files are kept (delete them to remake).
@@ -14,16 +14,18 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DIR=/tmp/models
 PREFIXD="$ROOT/build/app/prefixd"
 shapes=()
+F16_ONLY=0
 while (($#)); do
   case "$1" in
     --dir) DIR="$2"; shift 2 ;;
     --prefixd) PREFIXD="$2"; shift 2 ;;
+    --f16-only) F16_ONLY=1; shift ;;  # only the F16 files (no peer needed yet)
     -h|--help) sed -n 2,10p "$0"; exit 0 ;;
     *) shapes+=("$1"); shift ;;
   esac
 done
 ((${#shapes[@]})) || shapes=(llama-124m qwen3-0.6b llama3.2-1b)
-PEER_BIN="$("$ROOT/scripts/build-peer.sh" --print)" || {
+PEER_BIN="$("$ROOT/scripts/build-peer.sh" --print)" || ((F16_ONLY)) || {
   echo "make-models: the native peer is not built; run scripts/build-peer.sh" >&2; exit 1; }
 [[ -x "$PREFIXD" ]] || { echo "make-models: no prefixd at $PREFIXD" >&2; exit 1; }
 mkdir -p "$DIR"
@@ -57,6 +59,7 @@ for shape in "${shapes[@]}"; do
     "$PREFIXD" make-model --out "$f16.tmp" $flags --type f16
     mv "$f16.tmp" "$f16"
   fi
+  ((F16_ONLY)) && continue
   for q in Q8_0 Q4_K_M; do
     out="$DIR/$shape-${q,,}.gguf"
     if [[ ! -s "$out" ]]; then
