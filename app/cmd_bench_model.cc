@@ -76,6 +76,9 @@ Status BatchRound(Engine& engine, int n, int prompt_tokens, int gen_tokens, std:
   }
   const auto t2 = Clock::now();
   for (SequenceId id : ids) engine.TakeFinished(id);
+  if (later != int64_t{n} * gen_tokens) {
+    return absl::InternalError(absl::StrCat("decode gave ", later, " tokens, not ", n, " x ", gen_tokens));
+  }
   *prefill_s += Seconds(t0, t1);
   *decode_s += Seconds(t1, t2);
   *decoded += later;
