@@ -25,7 +25,7 @@ while (($#)); do
   esac
 done
 ((${#shapes[@]})) || shapes=(llama-124m qwen3-0.6b llama3.2-1b)
-PEER_BIN="$("$ROOT/scripts/build-peer.sh" --print)" || ((F16_ONLY)) || {
+PEER_BIN="${PEER_BIN:-$("$ROOT/scripts/build-peer.sh" --print)}" || ((F16_ONLY)) || {
   echo "make-models: the native peer is not built; run scripts/build-peer.sh" >&2; exit 1; }
 [[ -x "$PREFIXD" ]] || { echo "make-models: no prefixd at $PREFIXD" >&2; exit 1; }
 mkdir -p "$DIR"
