@@ -13,26 +13,26 @@ for (const file of process.argv.slice(2)) {
     const time = row.started.slice(11, 16);
     if (row.peer) {
       const th = Object.keys(row.peer).sort();
-      const peer = (k) => th.map((t) => fmt(row.peer[t][k])).join(" / ");
+      const peer = (k) => th.map((t) => `${fmt(row.peer[t][k])} (t${t})`).join(" / ");
       single.push(`| ${name} | ${peer("prefill")} | ${peer("decode")} | ${fmt(row.prefixd.prefill)} | ` +
         `${fmt(row.prefixd.decode)} | ${row.ratio.prefill.toFixed(2)} | ${row.ratio.decode.toFixed(2)} | ${time}, ${load} |`);
     }
     for (const [n, b] of Object.entries(row.batch ?? {})) {
       const th = Object.keys(b.peer).sort();
-      const peer = (k) => th.map((t) => fmt(b.peer[t][k])).join(" / ");
+      const peer = (k) => th.map((t) => `${fmt(b.peer[t][k])} (t${t})`).join(" / ");
       batched.push(`| ${name} | ${n} | ${peer("prefill")} | ${peer("decode")} | ${fmt(b.prefixd.prefill)} | ` +
         `${fmt(b.prefixd.decode)} | ${b.ratio.prefill.toFixed(2)} | ${b.ratio.decode.toFixed(2)} | ${time}, ${load} |`);
     }
   }
 }
 if (single.length) {
-  console.log("| model | llama.cpp pp512 (-t 1 / -t 2) | llama.cpp tg128 (-t 1 / -t 2) | prefixd pp512 (-t 2) | " +
+  console.log("| model | llama.cpp pp512 (threads) | llama.cpp tg128 (threads) | prefixd pp512 (-t 2) | " +
     "prefixd tg128 (-t 2) | ratio prefill | ratio decode | UTC, load 1/5/15 min |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   console.log(single.join("\n"));
 }
 if (batched.length) {
-  console.log("\n| model | sequences | llama.cpp S_PP (-t 1 / -t 2) | llama.cpp S_TG (-t 1 / -t 2) | prefixd prefill | " +
+  console.log("\n| model | sequences | llama.cpp S_PP (threads) | llama.cpp S_TG (threads) | prefixd prefill | " +
     "prefixd decode | ratio prefill | ratio decode | UTC, load 1/5/15 min |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   console.log(batched.join("\n"));
