@@ -2,7 +2,8 @@
 # The long runs that CI (scripts/test.sh) leaves out or shortens, for a nightly run and before
 # the figures in BENCHMARKS.md are refreshed:
 #   - tests/e2e/tiers_crash.test.mjs with 50 kill -9 rounds (CI: 10, PREFIXD_CRASH_RUNS)
-#   - tests/e2e/peer_bench.test.mjs, llama.cpp beside prefixd (CI names it skipped)
+#   - tests/e2e/peer_bench.test.mjs, the native llama.cpp beside prefixd (CI names it skipped;
+#     it needs the peer built by scripts/build-peer.sh and skips, saying so, without it)
 #   - the full workload benchmark, scripts/bench-serve.sh (CI runs its --quick smoke test)
 #   scripts/soak.sh [--no-bench]
 # Expects build/ built (scripts/build.sh) and Node.js 20+ (scripts/setup.sh).

@@ -1,18 +1,28 @@
-// llama.cpp and prefixd side by side on one GGUF file: prefill pp N and decode tg N, shaped like
-// llama-bench (and `prefixd bench-model`): a prompt of random token ids evaluated in one batch
-// from an empty context, then tokens generated one at a time from an empty context. The two
-// engines alternate round by round, so both see the same minutes of a noisy machine.
+// llama.cpp and prefixd side by side on one GGUF file: prefill pp N and decode tg N as
+// llama-bench measures them (a prompt of random token ids evaluated in one batch from an empty
+// context; tokens generated one at a time), and optionally whole-batch prefill and decode at
+// several parallel sequences as llama-batched-bench measures them. The two engines alternate
+// round by round (and which goes first alternates too), so both see the same minutes of a noisy
+// machine.
 //
-// llama.cpp is node-llama-cpp's prebuilt CPU build (npm package @node-llama-cpp/linux-x64,
-// pinned in package-lock.json; its ggml picks the CPU variant for this processor at load time).
-// It is the peer measured here, not a dependency of prefixd.
+// The peer is a native llama.cpp built on this machine by scripts/build-peer.sh (the source is
+// the gitRelease.bundle of the pinned npm package node-llama-cpp, built with GGML_NATIVE=ON):
+// `llama-bench` and `llama-batched-bench`. It is the peer measured here, not a dependency of
+// prefixd. (Until issue 15 this script ran node-llama-cpp's prebuilt CPU binary, whose generic
+// x86 build is slower than a native one; figures from it flatter prefixd.)
 //
 //   node bench/peer/peer_bench.mjs --model M.gguf [--prefixd build/app/prefixd] [--threads 2]
-//        [--prompt-tokens 512] [--gen-tokens 128] [--rounds 3] [--flash-attention auto|on|off]
-//        [--peer-threads 1] [--json FILE]
+//        [--prompt-tokens 512] [--gen-tokens 128] [--rounds 3] [--reps 2]
+//        [--flash-attention auto|on|off] [--peer-threads 1] [--peer-bin DIR]
+//        [--batch 8,32] [--batch-prompt-tokens 128] [--batch-gen-tokens 32]
+//        [--prefixd-args "--quant-dot int8"] [--no-single] [--json FILE]
 //
-// Each round prints both engines' tok/s and prefixd's ratio to the peer; the peer's figures are
-// llama.cpp's own graph timers (its wall clock beside them).
+// Per round: `llama-bench -t T -p PP -n TG -r REPS -o json` for T in {--threads, --peer-threads}
+// and `prefixd bench-model --threads T -r REPS --prompt-tokens PP --gen-tokens TG --json`; with
+// --batch, `llama-batched-bench -npp BP -ntg BG -npl N1,N2 --output-format jsonl` at the same
+// thread counts and `prefixd bench-model --batch N --prompt-tokens BP --gen-tokens BG -r 1`
+// for each N. Each ratio is prefixd / the peer's best thread count of the round. The load
+// average (1, 5, 15 min) is recorded at the start of each round.
 import { execFileSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -21,16 +31,24 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
 const { values: opt } = parseArgs({
   options: {
     model: { type: "string" },
-    prefixd: { type: "string", default: resolve(here, "../../build/app/prefixd") },
+    prefixd: { type: "string", default: resolve(root, "build/app/prefixd") },
     threads: { type: "string", default: "2" },
     "prompt-tokens": { type: "string", default: "512" },
     "gen-tokens": { type: "string", default: "128" },
     rounds: { type: "string", default: "3" },
+    reps: { type: "string", default: "2" },
     "flash-attention": { type: "string", default: "auto" },
     "peer-threads": { type: "string", default: "1" },
+    "peer-bin": { type: "string" },
+    batch: { type: "string", default: "" },
+    "batch-prompt-tokens": { type: "string", default: "128" },
+    "batch-gen-tokens": { type: "string", default: "32" },
+    "prefixd-args": { type: "string", default: "" },
+    "no-single": { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
@@ -38,121 +56,140 @@ if (!opt.model) {
   console.error("usage: node bench/peer/peer_bench.mjs --model FILE.gguf [options]; see the header");
   process.exit(2);
 }
-const threads = Number(opt.threads), pp = Number(opt["prompt-tokens"]), tg = Number(opt["gen-tokens"]);
-const rounds = Number(opt.rounds);
-const flash = { auto: "auto", on: true, off: false }[opt["flash-attention"]];
-if (flash === undefined) {
+const num = (k) => Number(opt[k]);
+const threads = num("threads"), pp = num("prompt-tokens"), tg = num("gen-tokens");
+const rounds = num("rounds"), reps = num("reps");
+const bpp = num("batch-prompt-tokens"), btg = num("batch-gen-tokens");
+const batches = opt.batch.split(",").filter(Boolean).map(Number);
+if (!["auto", "on", "off"].includes(opt["flash-attention"])) {
   console.error("--flash-attention takes auto, on or off");
   process.exit(2);
 }
-if (!existsSync(resolve(here, "node_modules/node-llama-cpp"))) {
-  console.error("peer: installing node-llama-cpp's prebuilt CPU build (npm, once)");
-  execFileSync("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts",
-    "--omit=optional"], { cwd: here, stdio: "inherit", env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: "true" } });
-}
-const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+const prefixdArgs = opt["prefixd-args"].split(/\s+/).filter(Boolean);
 
-// A seeded generator, so every round of both engines sees prompts of the same shape.
-let seed = 1;
-const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / (1 << 24);
-
-// llama.cpp's own timers (llama_perf_context_print, cumulative) are read from its log: they
-// time the graph alone, without node-llama-cpp's per-call overhead, the figure llama-bench's
-// timing is closest to. `perf` holds the latest totals.
-const perf = { promptMs: 0, promptTokens: 0, evalMs: 0, evalRuns: 0 };
-const logger = (level, message) => {
-  let m = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(message);
-  if (m) [perf.promptMs, perf.promptTokens] = [Number(m[1]), Number(m[2])];
-  m = /\beval time =\s*([\d.]+) ms \/\s*(\d+) runs/.exec(message);
-  if (m && !/prompt/.test(message)) [perf.evalMs, perf.evalRuns] = [Number(m[1]), Number(m[2])];
-  if (level === "error" || level === "fatal") console.error(message);
-};
-const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.info, logger });
-const model = await llama.loadModel({ modelPath: resolve(opt.model), gpuLayers: 0 });
-const vocab = model.fileInfo.metadata.tokenizer.ggml.tokens.length;
-const randomTokens = (n) => Array.from({ length: n }, () => Math.floor(rand() * vocab));
-
-// One context per peer thread count. The comparison is at --threads; the peer also runs at
-// the counts of --peer-threads, and each ratio is taken against its best figure of the round,
-// so that a slow thread hand-off on this machine (seen here: ggml's 2 threads take ~10 ms per
-// single-token graph in this VM, 1 thread does not) is not counted against llama.cpp.
-const peerThreads = [...new Set([threads, ...opt["peer-threads"].split(",").filter(Boolean).map(Number)])];
-const contexts = new Map();
-for (const th of peerThreads) {
-  contexts.set(th, await model.createContext({
-    contextSize: Math.max(pp, tg) + 16, batchSize: pp, threads: { ideal: th, min: th },
-    sequences: 1, flashAttention: flash, performanceTracking: true,
-  }));
-}
-
-async function timers(context) {
-  await context.printTimings();
-  return { ...perf };
-}
-
-async function peerRound(context) {
-  const seq = context.getSequence();
-  await seq.clearHistory();
-  const p0 = await timers(context);
-  const t0 = performance.now();
-  await seq.evaluateWithoutGeneratingNewTokens(randomTokens(pp));
-  const t1 = performance.now();
-  const p1 = await timers(context);
-  await seq.clearHistory();
-  // One token at a time, each from the last one's logits (greedy), as llama-bench's tg does.
-  let n = 0;
-  const t2 = performance.now();
-  for await (const _ of seq.evaluate(randomTokens(1), { temperature: 0 })) {
-    if (++n >= tg) break;
+// The native peer: --peer-bin, or what scripts/build-peer.sh built (it prints the folder).
+function peerBin() {
+  if (opt["peer-bin"]) return resolve(opt["peer-bin"]);
+  try {
+    return execFileSync(resolve(root, "scripts/build-peer.sh"), ["--print"], { encoding: "utf8" }).trim();
+  } catch {
+    return null;
   }
-  const t3 = performance.now();
-  const p2 = await timers(context);
-  seq.dispose();
-  return {
-    // Wall clock seen by the caller, and llama.cpp's own graph time (the figure compared).
-    wall: { prefill: (pp * 1000) / (t1 - t0), decode: (tg * 1000) / (t3 - t2) },
-    prefill: ((p1.promptTokens - p0.promptTokens) * 1000) / (p1.promptMs - p0.promptMs),
-    decode: ((p2.evalRuns - p1.evalRuns) * 1000) / (p2.evalMs - p1.evalMs),
-  };
+}
+const bin = peerBin();
+if (!bin || !existsSync(resolve(bin, "llama-bench"))) {
+  console.error("peer: the native llama.cpp is not built; run scripts/build-peer.sh (or pass --peer-bin DIR)");
+  process.exit(3);
+}
+const model = resolve(opt.model);
+const peerThreads = [...new Set([threads, ...opt["peer-threads"].split(",").filter(Boolean).map(Number)])];
+const run = (file, args) => execFileSync(file, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"],
+  maxBuffer: 64 << 20 });
+
+let peerInfo = null;
+function peerSingle(th) {
+  const out = JSON.parse(run(resolve(bin, "llama-bench"), ["-m", model, "-t", String(th), "-p", String(pp),
+    "-n", String(tg), "-r", String(reps), "-fa", opt["flash-attention"], "-o", "json"]));
+  const pick = (f) => out.find(f);
+  const p = pick((r) => r.n_prompt === pp && r.n_gen === 0);
+  const g = pick((r) => r.n_prompt === 0 && r.n_gen === tg);
+  peerInfo ??= { build_commit: out[0]?.build_commit, build_number: out[0]?.build_number,
+    cpu_info: out[0]?.cpu_info, backends: out[0]?.backends, model_type: out[0]?.model_type };
+  return { prefill: p.avg_ts, decode: g.avg_ts, prefill_samples: p.samples_ts, decode_samples: g.samples_ts };
 }
 
-function prefixdRound() {
-  const out = execFileSync(opt.prefixd, ["bench-model", "-m", resolve(opt.model), "-t", String(threads),
-    "-r", "1", "--prompt-tokens", String(pp), "--gen-tokens", String(tg), "--json"],
-    { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
-  const r = JSON.parse(out);
+function prefixdSingle() {
+  const r = JSON.parse(run(opt.prefixd, ["bench-model", "-m", model, "--threads", String(threads),
+    "-r", String(reps), "--prompt-tokens", String(pp), "--gen-tokens", String(tg), "--json", ...prefixdArgs]));
   return { prefill: r.prefill_tok_s, decode: r.decode_tok_s };
 }
 
-for (const c of contexts.values()) await peerRound(c);  // warm-up: page in the weights
+function peerBatched(th) {
+  const ctx = Math.max(...batches) * (bpp + btg) + 16;
+  const out = run(resolve(bin, "llama-batched-bench"), ["-m", model, "-t", String(th), "-tb", String(th),
+    "-c", String(ctx), "-b", "2048", "-ub", "512", "-fa", opt["flash-attention"], "-npp", String(bpp),
+    "-ntg", String(btg), "-npl", batches.join(","), "--output-format", "jsonl"]);
+  const res = {};
+  for (const line of out.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const j = JSON.parse(line);
+    res[j.pl] = { prefill: j.speed_pp, decode: j.speed_tg };
+  }
+  return res;
+}
+
+function prefixdBatched(n) {
+  const r = JSON.parse(run(opt.prefixd, ["bench-model", "-m", model, "--threads", String(threads), "-r", "1",
+    "--batch", String(n), "--prompt-tokens", String(bpp), "--gen-tokens", String(btg), "--json", ...prefixdArgs]));
+  return { prefill: r.prefill_tok_s, decode: r.decode_tok_s };
+}
+
+const best = (byThreads, k) => Math.max(...Object.values(byThreads).map((p) => p[k]));
+const f1 = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const rows = [];
-const f1 = (x) => x.toFixed(1);
 for (let r = 0; r < rounds; r++) {
-  const load = loadavg()[0];
-  const peer = {};
-  for (const [th, c] of contexts) peer[th] = await peerRound(c);
-  const ours = prefixdRound();
-  const best = {
-    prefill: Math.max(...Object.values(peer).map((p) => p.prefill)),
-    decode: Math.max(...Object.values(peer).map((p) => p.decode)),
-  };
-  rows.push({ round: r + 1, load, peer, peer_best: best, prefixd: ours });
-  const peerText = Object.entries(peer).map(([th, p]) => `-t ${th}: pp${pp} ${f1(p.prefill)} tg${tg} ` +
-    `${f1(p.decode)} (wall ${f1(p.wall.prefill)} / ${f1(p.wall.decode)})`).join(", ");
-  console.log(`round ${r + 1} (load ${load.toFixed(2)}): llama.cpp ${peerText} | prefixd -t ${threads}: ` +
-    `pp${pp} ${f1(ours.prefill)} tg${tg} ${f1(ours.decode)} | ratio to the peer's best: ` +
-    `pp ${(ours.prefill / best.prefill).toFixed(2)} tg ${(ours.decode / best.decode).toFixed(2)}`);
+  const load = loadavg();
+  const row = { round: r + 1, loadavg: load, started: new Date().toISOString() };
+  const peerFirst = r % 2 === 0;
+  const steps = [];
+  if (!opt["no-single"]) {
+    const peerStep = () => { row.peer = {}; for (const th of peerThreads) row.peer[th] = peerSingle(th); };
+    const oursStep = () => { row.prefixd = prefixdSingle(); };
+    steps.push(...(peerFirst ? [peerStep, oursStep] : [oursStep, peerStep]));
+  }
+  if (batches.length) {
+    const peerStep = () => {
+      row.batch_peer = {};
+      for (const th of peerThreads) row.batch_peer[th] = peerBatched(th);
+    };
+    const oursStep = () => { row.batch_prefixd = {}; for (const n of batches) row.batch_prefixd[n] = prefixdBatched(n); };
+    steps.push(...(peerFirst ? [peerStep, oursStep] : [oursStep, peerStep]));
+  }
+  for (const s of steps) s();
+  const parts = [`round ${r + 1} (load ${load.map((x) => x.toFixed(2)).join(" ")})`];
+  if (row.peer) {
+    row.peer_best = { prefill: best(row.peer, "prefill"), decode: best(row.peer, "decode") };
+    row.ratio = { prefill: row.prefixd.prefill / row.peer_best.prefill, decode: row.prefixd.decode / row.peer_best.decode };
+    const peerText = Object.entries(row.peer).map(([th, p]) => `-t ${th}: pp${pp} ${f1(p.prefill)} tg${tg} ${f1(p.decode)}`).join(", ");
+    parts.push(`llama.cpp ${peerText} | prefixd -t ${threads}: pp${pp} ${f1(row.prefixd.prefill)} tg${tg} ` +
+      `${f1(row.prefixd.decode)} | ratio to the peer's best: pp ${row.ratio.prefill.toFixed(2)} tg ${row.ratio.decode.toFixed(2)}`);
+  }
+  if (batches.length) {
+    row.batch = {};
+    for (const n of batches) {
+      const byTh = Object.fromEntries(peerThreads.map((th) => [th, row.batch_peer[th][n]]));
+      const pb = { prefill: best(byTh, "prefill"), decode: best(byTh, "decode") };
+      const ours = row.batch_prefixd[n];
+      row.batch[n] = { peer: byTh, peer_best: pb, prefixd: ours,
+        ratio: { prefill: ours.prefill / pb.prefill, decode: ours.decode / pb.decode } };
+      parts.push(`batch ${n} (pp${bpp} tg${btg}): llama.cpp best S_PP ${f1(pb.prefill)} S_TG ${f1(pb.decode)} | prefixd ` +
+        `${f1(ours.prefill)} / ${f1(ours.decode)} | ratio pp ${row.batch[n].ratio.prefill.toFixed(2)} ` +
+        `tg ${row.batch[n].ratio.decode.toFixed(2)}`);
+    }
+    delete row.batch_peer;
+    delete row.batch_prefixd;
+  }
+  rows.push(row);
+  console.log(parts.join("\n  "));
 }
 const mean = (f) => rows.reduce((s, r) => s + f(r), 0) / rows.length;
 const summary = {
-  model: resolve(opt.model), threads, prompt_tokens: pp, gen_tokens: tg, rounds,
-  flash_attention: opt["flash-attention"], cpu: cpus()[0]?.model, rows,
-  peer_threads: peerThreads,
-  ratio_prefill: mean((r) => r.prefixd.prefill / r.peer_best.prefill),
-  ratio_decode: mean((r) => r.prefixd.decode / r.peer_best.decode),
+  model, threads, prompt_tokens: pp, gen_tokens: tg, rounds, reps, flash_attention: opt["flash-attention"],
+  cpu: cpus()[0]?.model, peer: { bin, ...peerInfo }, peer_threads: peerThreads, prefixd_args: prefixdArgs,
+  batch: batches, batch_prompt_tokens: bpp, batch_gen_tokens: btg, rows,
 };
-console.log(`mean ratio prefixd / llama.cpp's best: prefill ${summary.ratio_prefill.toFixed(2)}, ` +
-  `decode ${summary.ratio_decode.toFixed(2)}`);
+if (!opt["no-single"]) {
+  summary.ratio_prefill = mean((r) => r.ratio.prefill);
+  summary.ratio_decode = mean((r) => r.ratio.decode);
+  console.log(`mean ratio prefixd / llama.cpp's best: prefill ${summary.ratio_prefill.toFixed(2)}, ` +
+    `decode ${summary.ratio_decode.toFixed(2)}`);
+}
+if (batches.length) {
+  summary.ratio_batch = Object.fromEntries(batches.map((n) => [n, {
+    prefill: mean((r) => r.batch[n].ratio.prefill), decode: mean((r) => r.batch[n].ratio.decode) }]));
+  for (const n of batches) {
+    console.log(`mean ratio at batch ${n}: prefill ${summary.ratio_batch[n].prefill.toFixed(2)}, ` +
+      `decode ${summary.ratio_batch[n].decode.toFixed(2)}`);
+  }
+}
 if (opt.json) writeFileSync(opt.json, JSON.stringify(summary, null, 2) + "\n");
-for (const c of contexts.values()) await c.dispose();
-await model.dispose();
