@@ -105,6 +105,7 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   __m256i v[8];
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
       v[j] = DotSigned(W::Signed(wb[j]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
@@ -120,12 +121,19 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, isum));
 }
 
-// One weight row with one token: the canonical eight accumulators, folded.
-template <typename W>
-PREFIXD_AVX2 inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
-                                 bool prefetch) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t g = 0; g < nb; g += 8) {
+// One weight row with kT tokens, each into the canonical eight accumulators, folded: each weight block is decoded once for all of them (prefill).
+// The ragged last group goes through GroupTerm per token, which computes the same lanes the
+// same way.
+template <typename W, int kT>
+PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      const float* const* dxs,
+                                      int64_t nb, bool prefetch, float* out) {
+  __m256 acc[kT];
+  #pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
     if (prefetch) {
       // Rows lie end to end and decode reads each once: fetch ~2 KiB ahead, into the next rows.
       const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
@@ -133,29 +141,12 @@ PREFIXD_AVX2 inline float RowDot(const typename W::Block* wb, const Q8x32Block* 
         _mm_prefetch(p + l, _MM_HINT_T0);
       }
     }
-    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
-  }
-  alignas(32) float a[8];
-  _mm256_store_ps(a, acc);
-  return FoldAcc8(a);
-}
-
-// RowDot for kT tokens at once: each weight block is decoded once for all of them (prefill).
-// Full groups of eight blocks only; the ragged last group goes through GroupTerm per token,
-// which computes the same lanes the same way.
-template <typename W, int kT>
-PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
-                                      const float* const* dxs,
-                                      int64_t nb, float* out) {
-  __m256 acc[kT];
-  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t full = nb / 8 * 8;
-  for (int64_t g = 0; g < full; g += 8) {
     __m256i pair[kT][4];
+    #pragma GCC unroll 8
     for (int j = 0; j < 8; j += 2) {
       const __m256i w0 = W::Signed(wb[g + j]), w1 = W::Signed(wb[g + j + 1]);
       const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+      #pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q));
         const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q));
@@ -166,6 +157,7 @@ PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
         wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
       const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
@@ -175,6 +167,7 @@ PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
     if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
@@ -192,9 +185,8 @@ PREFIXD_AVX2 void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
   // The tokens' block scales gathered once for every row of the tile,
   // so the inner loop loads eight at a time instead of picking them out of the blocks.
   thread_local std::vector<float> dx_all;
-  const int multi = num_tokens / kT * kT;
-  dx_all.resize(multi * nb);
-  for (int t = 0; t < multi; ++t) {
+  dx_all.resize(num_tokens * nb);
+  for (int t = 0; t < num_tokens; ++t) {
     for (int64_t b = 0; b < nb; ++b) {
       dx_all[t * nb + b] = token(t)[b].d;
     }
@@ -206,14 +198,20 @@ PREFIXD_AVX2 void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const Q8x32Block* xb[kT];
       const float* dxs[kT];
       float out[kT];
+      #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) {
         xb[i] = token(t + i);
         dxs[i] = dx_all.data() + (t + i) * nb;
       }
-      RowDotTokens<W, kT>(wb, xb, dxs, nb, out);
+      RowDotTokens<W, kT>(wb, xb, dxs, nb, /*prefetch=*/false, out);
+      #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
-    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+    for (; t < num_tokens; ++t) {
+      const Q8x32Block* xb = token(t);
+      const float* dxs = dx_all.data() + t * nb;
+      RowDotTokens<W, 1>(wb, &xb, &dxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+    }
   }
 }
 

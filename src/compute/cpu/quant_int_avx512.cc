@@ -73,6 +73,7 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) int32_t sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
       v[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), W::Unsigned(wb[j]),
@@ -92,38 +93,30 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sums)));
 }
 
-template <typename W>
-PREFIXD_VNNI inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
-                                 bool prefetch) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t g = 0; g < nb; g += 8) {
+// One weight row with kT tokens, each into the canonical eight accumulators, folded: each weight block is loaded and made unsigned once for all
+// of them (prefill). Full groups of eight blocks only; the ragged last group goes through
+// GroupTerm per token, which computes the same lanes the same way.
+template <typename W, int kT>
+PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      const float* const* dxs, const int32_t* const* sxs,
+                                      int64_t nb, bool prefetch, float* out) {
+  __m256 acc[kT];
+  #pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
     if (prefetch) {
+      // Rows lie end to end and decode reads each once: fetch ~2 KiB ahead, into the next rows.
       const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
       for (int l = 0; l < static_cast<int>(8 * sizeof(typename W::Block)); l += 64) {
         _mm_prefetch(p + l, _MM_HINT_T0);
       }
     }
-    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
-  }
-  alignas(32) float a[8];
-  _mm256_store_ps(a, acc);
-  return FoldAcc8(a);
-}
-
-// RowDot for kT tokens at once: each weight block is loaded and made unsigned once for all
-// of them (prefill). Full groups of eight blocks only; the ragged last group goes through
-// RowDot's code per token, which computes the same lanes the same way.
-template <typename W, int kT>
-PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
-                                      const float* const* dxs, const int32_t* const* sxs,
-                                      int64_t nb, float* out) {
-  __m256 acc[kT];
-  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
-  const int64_t full = nb / 8 * 8;
-  for (int64_t g = 0; g < full; g += 8) {
     __m256i pair[kT][4];
+    #pragma GCC unroll 8
     for (int j = 0; j < 8; j += 2) {
       const __m256i u0 = W::Unsigned(wb[g + j]), u1 = W::Unsigned(wb[g + j + 1]);
+      #pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const __m256i v0 = _mm256_dpbusd_epi32(
             _mm256_setzero_si256(), u0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q)));
@@ -134,6 +127,7 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
         wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
       const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
@@ -144,6 +138,7 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
+  #pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
     if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
@@ -162,10 +157,9 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
   // so the inner loop loads eight at a time instead of picking them out of the blocks.
   thread_local std::vector<float> dx_all;
   thread_local std::vector<int32_t> sx_all;
-  const int multi = num_tokens / kT * kT;
-  dx_all.resize(multi * nb);
-  sx_all.resize(multi * nb);
-  for (int t = 0; t < multi; ++t) {
+  dx_all.resize(num_tokens * nb);
+  sx_all.resize(num_tokens * nb);
+  for (int t = 0; t < num_tokens; ++t) {
     for (int64_t b = 0; b < nb; ++b) {
       dx_all[t * nb + b] = token(t)[b].d;
       sx_all[t * nb + b] = token(t)[b].sum * W::kOffset;
@@ -179,15 +173,22 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const float* dxs[kT];
       const int32_t* sxs[kT];
       float out[kT];
+      #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) {
         xb[i] = token(t + i);
         dxs[i] = dx_all.data() + (t + i) * nb;
         sxs[i] = sx_all.data() + (t + i) * nb;
       }
-      RowDotTokens<W, kT>(wb, xb, dxs, sxs, nb, out);
+      RowDotTokens<W, kT>(wb, xb, dxs, sxs, nb, /*prefetch=*/false, out);
+      #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
-    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+    for (; t < num_tokens; ++t) {
+      const Q8x32Block* xb = token(t);
+      const float* dxs = dx_all.data() + t * nb;
+      const int32_t* sxs = sx_all.data() + t * nb;
+      RowDotTokens<W, 1>(wb, &xb, &dxs, &sxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+    }
   }
 }
 
