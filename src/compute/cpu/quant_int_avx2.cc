@@ -19,9 +19,7 @@ namespace {
 
 // --- Activations -------------------------------------------------------------------------
 
-PREFIXD_AVX2 inline __m256 Abs(__m256 v) {
-  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-}
+PREFIXD_AVX2 inline __m256 Abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
 PREFIXD_AVX2 inline float HorizontalMax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -45,7 +43,8 @@ PREFIXD_AVX2 inline void Quantize32(const float* x, __m256 inv, int8_t* q, int32
   // packs works within 128-bit lanes: [a0 b0 a1 b1] then [ab0 cd0 ab1 cd1]; permute fixes it.
   const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
   const __m256i abcd = _mm256_packs_epi16(ab, cd);
-  const __m256i ordered = _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  const __m256i ordered =
+      _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), ordered);
   const __m256i s0 = _mm256_add_epi32(a, b), s1 = _mm256_add_epi32(c, d);
   for (int h = 0; h < 2; ++h) {
@@ -105,10 +104,11 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   __m256i v[8];
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
-      v[j] = DotSigned(W::Signed(wb[j]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
+      v[j] = DotSigned(W::Signed(wb[j]),
+                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
       dw[j] = wb[j].d;
       dx[j] = xb[j].d;
     } else {
@@ -116,20 +116,20 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
     }
   }
   const __m256 isum = _mm256_cvtepi32_ps(SumsOf8(v));
-  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
-                                  _mm256_load_ps(dx));
+  const __m256 dd = _mm256_mul_ps(
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_load_ps(dx));
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, isum));
 }
 
-// One weight row with kT tokens, each into the canonical eight accumulators, folded: each weight block is decoded once for all of them (prefill).
-// The ragged last group goes through GroupTerm per token, which computes the same lanes the
-// same way.
+// One weight row with kT tokens, each into the canonical eight accumulators, folded: each weight
+// block is decoded once for all of them (prefill). The ragged last group goes through GroupTerm per
+// token, which computes the same lanes the same way.
 template <typename W, int kT>
 PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
-                                      const float* const* dxs,
-                                      int64_t nb, bool prefetch, float* out) {
+                                      const float* const* dxs, int64_t nb, bool prefetch,
+                                      float* out) {
   __m256 acc[kT];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1);
   const int64_t full = nb / 8 * 8;
@@ -142,34 +142,39 @@ PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       }
     }
     __m256i pair[kT][4];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j += 2) {
       const __m256i w0 = W::Signed(wb[g + j]), w1 = W::Signed(wb[g + j + 1]);
       const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q));
         const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q));
-        const __m256i v0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones);
-        const __m256i v1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones);
+        const __m256i v0 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones);
+        const __m256i v1 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones);
         pair[t][j / 2] = _mm256_hadd_epi32(v0, v1);
       }
     }
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
-    #pragma GCC unroll 8
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
       const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
       const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
                                             _mm256_permute2x128_si256(s0123, s4567, 0x31));
       const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
-    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[t]);
     out[t] = FoldAcc8(a);
@@ -198,13 +203,13 @@ PREFIXD_AVX2 void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const Q8x32Block* xb[kT];
       const float* dxs[kT];
       float out[kT];
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) {
         xb[i] = token(t + i);
         dxs[i] = dx_all.data() + (t + i) * nb;
       }
       RowDotTokens<W, kT>(wb, xb, dxs, nb, /*prefetch=*/false, out);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
     for (; t < num_tokens; ++t) {
@@ -247,7 +252,7 @@ PREFIXD_AVX2 inline void RowDotTokensQ4_0(const BlockQ4_0* wb, const Q8x32Block*
                                           const int32_t* const* sxs, int64_t nb, bool prefetch,
                                           float* out) {
   __m256 acc[kT];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
   const int64_t full = nb / 8 * 8;
   for (int64_t g = 0; g < full; g += 8) {
@@ -258,7 +263,7 @@ PREFIXD_AVX2 inline void RowDotTokensQ4_0(const BlockQ4_0* wb, const Q8x32Block*
       }
     }
     __m256i r[8], c[8];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
       const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[g + i].qs));
       const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
@@ -266,9 +271,10 @@ PREFIXD_AVX2 inline void RowDotTokensQ4_0(const BlockQ4_0* wb, const Q8x32Block*
       r[i] = _mm256_set_m128i(hi, lo);
     }
     Transpose8x8(r, c);
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
-    #pragma GCC unroll 8
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const uint8_t* xg = xt[t] + g * 32;
 #define chunk(k) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * (k)))
@@ -282,14 +288,17 @@ PREFIXD_AVX2 inline void RowDotTokensQ4_0(const BlockQ4_0* wb, const Q8x32Block*
       p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(c[7], chunk(7)));
 #undef chunk
       const __m256i raw = _mm256_madd_epi16(_mm256_add_epi16(p0, p1), _mm256_set1_epi16(1));
-      const __m256i sums = _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
+      const __m256i sums =
+          _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
       const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
-    if (full < nb) acc[t] = GroupTerm<Q4_0Weights>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    if (full < nb)
+      acc[t] = GroupTerm<Q4_0Weights>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[t]);
     out[t] = FoldAcc8(a);
@@ -316,7 +325,8 @@ PREFIXD_AVX2 void TileQ4_0(const uint8_t* w, int64_t row_bytes, int num_rows, co
     }
     for (int64_t g = 0; g < full; g += 8) {
       __m256i rows[8], cols[8];
-      for (int i = 0; i < 8; ++i) rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
+      for (int i = 0; i < 8; ++i)
+        rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
       Transpose8x8(rows, cols);
       for (int k = 0; k < 8; ++k) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[(t * full + g + k) * 32]), cols[k]);
@@ -332,7 +342,7 @@ PREFIXD_AVX2 void TileQ4_0(const uint8_t* w, int64_t row_bytes, int num_rows, co
       const float* dxs[kT];
       const int32_t* sxs[kT];
       float out[kT];
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) {
         xb[i] = token(t + i);
         xt[i] = xt_all.data() + (t + i) * full * 32;
@@ -340,7 +350,7 @@ PREFIXD_AVX2 void TileQ4_0(const uint8_t* w, int64_t row_bytes, int num_rows, co
         sxs[i] = sx_all.data() + (t + i) * nb;
       }
       RowDotTokensQ4_0<kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
     for (; t < num_tokens; ++t) {

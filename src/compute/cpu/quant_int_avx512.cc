@@ -14,8 +14,7 @@
 #include "model/quant_blocks.h"
 
 #define PREFIXD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define PREFIXD_VNNI \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define PREFIXD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace prefixd::cpu {
 namespace {
@@ -73,7 +72,7 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) int32_t sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
       v[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), W::Unsigned(wb[j]),
@@ -88,8 +87,8 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   const __m256i sums = _mm256_sub_epi32(
       SumsOf8(v), _mm256_mullo_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(sx)),
                                      _mm256_set1_epi32(W::kOffset)));
-  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
-                                  _mm256_load_ps(dx));
+  const __m256 dd = _mm256_mul_ps(
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_load_ps(dx));
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sums)));
 }
 
@@ -124,7 +123,7 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
                                       const int32_t* const* sxs, int64_t nb, bool prefetch,
                                       float* out) {
   __m256 acc[kT];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
   const int64_t full = nb / 8 * 8;
   for (int64_t g = 0; g < full; g += 8) {
@@ -136,19 +135,21 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       }
     }
     __m256i r[8], c[8];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) r[i] = W::Unsigned(wb[g + i]);
     Transpose8x8(r, c);
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
-    #pragma GCC unroll 8
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       // Eight registers per group, 32 bytes each (unaligned loads: a vector of __m256i
       // would lose its alignment as a template argument).
       const uint8_t* xg = xt[t] + g * 32;
       __m256i x[8];
-      #pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) x[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * k));
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k)
+        x[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * k));
       // Four chains of two, so the accumulations overlap; integer adds, any order.
       __m256i a0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[0], x[0]);
       __m256i a1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[1], x[1]);
@@ -159,14 +160,17 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       a2 = _mm256_dpbusd_epi32(a2, c[6], x[6]);
       a3 = _mm256_dpbusd_epi32(a3, c[7], x[7]);
       const __m256i raw = _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3));
-      const __m256i sums = _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
+      const __m256i sums =
+          _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
       const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
-    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[t]);
     out[t] = FoldAcc8(a);
@@ -196,7 +200,8 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
     }
     for (int64_t g = 0; g < full; g += 8) {
       __m256i rows[8], cols[8];
-      for (int i = 0; i < 8; ++i) rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
+      for (int i = 0; i < 8; ++i)
+        rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
       Transpose8x8(rows, cols);
       for (int k = 0; k < 8; ++k) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[(t * full + g + k) * 32]), cols[k]);
@@ -212,7 +217,7 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const float* dxs[kT];
       const int32_t* sxs[kT];
       float out[kT];
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) {
         xb[i] = token(t + i);
         xt[i] = xt_all.data() + (t + i) * full * 32;
@@ -220,7 +225,7 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         sxs[i] = sx_all.data() + (t + i) * nb;
       }
       RowDotTokens<W, kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
     for (; t < num_tokens; ++t) {
@@ -251,7 +256,8 @@ PREFIXD_AVX512 void QuantizeActivationAvx512(QuantActivation format, const float
     } else {
       Q8x256Block& blk = static_cast<Q8x256Block*>(out)[b];
       for (int g = 0; g < 16; ++g) {
-        blk.bsums[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(Quantize16(xb + 16 * g, inv, blk.q + 16 * g)));
+        blk.bsums[g] = static_cast<int16_t>(
+            _mm512_reduce_add_epi32(Quantize16(xb + 16 * g, inv, blk.q + 16 * g)));
       }
       blk.d = d;
     }
