@@ -87,7 +87,10 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--heads", f->spec.num_heads, "Attention heads")->capture_default_str();
   cmd->add_option("--kv-heads", f->spec.num_kv_heads, "KV heads")->capture_default_str();
   cmd->add_option("--ff", f->spec.ff, "Feed-forward width")->capture_default_str();
-  cmd->add_option("--vocab", f->spec.vocab, "Vocabulary size (0 with --vocab-from: its size)")->capture_default_str();
+  CLI::Option* vocab_opt =
+      cmd->add_option("--vocab", f->spec.vocab,
+                      "Vocabulary size (with --vocab-from: default and 0 mean the file's size)")
+          ->capture_default_str();
   cmd->add_option("--ctx", f->spec.ctx, "Context length")->capture_default_str();
   cmd->add_option("--type", f->type, "Weight type of the matrices: f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k (rows that "
                   "a K-quant block does not divide fall back to q4_0 or q8_0)")->capture_default_str();
@@ -119,7 +122,12 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
                   "llama3 high_freq_factor")->capture_default_str();
   cmd->add_option("--rope-original-ctx", f->spec.rope_original_ctx,
                   "llama3 original_max_position_embeddings")->capture_default_str();
-  cmd->callback([f, run] { *run = [f] { return RunMake(*f); }; });
+  cmd->callback([f, run, vocab_opt] {
+    // --vocab-from without --vocab takes the source's vocabulary size (ModelSpec::vocab == 0),
+    // not the synthetic default.
+    if (!f->spec.vocab_from.empty() && vocab_opt->count() == 0) f->spec.vocab = 0;
+    *run = [f] { return RunMake(*f); };
+  });
 }
 
 }  // namespace prefixd

@@ -88,8 +88,9 @@ int RunRenderChat(const RenderChatFlags& f) {
   if (!tmpl.fallback_reason().empty()) out["fallback_reason"] = tmpl.fallback_reason();
   out["text"] = chat->text;
   out["ids"] = ids;
-  out["message_starts"] = MessageTokenStarts(tok, *chat, ids);
-  out["generation_start"] = MessageTokenStart(tok, *chat, ids, chat->message_offsets.size());
+  const ChatTokenStarts starts = FindChatTokenStarts(tok, *chat, ids);
+  out["message_starts"] = starts.message_starts;
+  out["generation_start"] = starts.generation_start;
   out["message_offsets"] = chat->message_offsets;
   out["generation_offset"] = chat->generation_offset;
   std::printf("%s\n", out.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());

@@ -1,64 +1,135 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, builds, runs every unit and end-to-end test,
-# then the sanitizer build (ASan + UBSan) of the tests and a bounded fuzz run of the GGUF
-# reader. Set PREFIXD_QUICK=1 to skip the sanitizer build and the fuzzer.
-set -euo pipefail
+# The whole test suite (CI runs it through .ci/run): installs what it needs, builds, runs every
+# unit test (ctest), the end-to-end tests (node --test), the ASan+UBSan build of the unit tests,
+# the TSan build of the concurrent parts, the layering check and a bounded fuzz run.
+#
+# It cannot overstate: a suite that should run and did not (Node missing or too old, a
+# sanitizer build that failed) is a failure; results are tallied from structured output (ctest's
+# JUnit file, each gtest binary's XML, node's TAP) by scripts/tally.mjs, every skip is named with
+# its reason, and the last line is exactly "N passed, N failed, N skipped". Before it, a table
+# of the time each stage took.
+#
+#   PREFIXD_QUICK=1            skip the sanitizer builds and the fuzzer (they are then listed
+#                              as skipped, not passed)
+#   PREFIXD_FUZZ_SECONDS=60    the fuzz run's length
+#   PREFIXD_CRASH_RUNS=10      kill -9 rounds of tests/e2e/tiers_crash (scripts/soak.sh: 50)
+#   PREFIXD_TEST_BENCH=OFF     ON also builds the micro-benchmarks (bench/) in build/
+set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+ROOT=$(pwd)
 JOBS=$(nproc)
-# Every runner's results are tallied into one closing line: "N passed, N failed".
-PASSED=0
-FAILED=0
-tally_ctest() {  # tally_ctest LOG: adds ctest's "N% tests passed, F tests failed out of T"
-  local line
-  line=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" "$1" | tail -n 1)
-  local failed total
-  failed=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
-  total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
-  PASSED=$((PASSED + total - failed))
-  FAILED=$((FAILED + failed))
+LOGS=$(mktemp -d -t prefixd-test.XXXXXX)
+RESULTS="$LOGS/results.jsonl"
+: >"$RESULTS"
+STAGES=()
+T0=$SECONDS
+
+stage_begin() { STAGE_NAME=$1; STAGE_T=$SECONDS; echo "== $1"; }
+stage_end() { STAGES+=("$(printf '%-44s %4ds' "$STAGE_NAME" $((SECONDS - STAGE_T)))"); }
+timings() {
+  echo "== stage times"
+  for s in "${STAGES[@]}"; do echo "   $s"; done
+  echo "   $(printf '%-44s %4ds' total $((SECONDS - T0)))"
 }
-LOGS=$(mktemp -d)
+add() { node scripts/tally.mjs add "$1" "$2" "$3" "${4:-}" "$RESULTS"; }  # SUITE NAME STATUS REASON
+finish() {
+  timings
+  node scripts/tally.mjs summary "$RESULTS"
+  exit $?
+}
+die() {  # a stage that everything after it needs failed: report what ran, then stop
+  echo "test.sh: $*" >&2
+  timings
+  echo "0 passed, 1 failed, 0 skipped (stopped: $*)"
+  exit 1
+}
 
-echo "== build (RelWithDebInfo)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build -j"$JOBS"
-echo "== tests"
-ctest --test-dir build --output-on-failure -j"$JOBS" | tee "$LOGS/ctest.log"
-tally_ctest "$LOGS/ctest.log"
-echo "== end-to-end tests (tests/e2e; skipped when node is missing)"
-bash tests/e2e/run.sh | tee "$LOGS/e2e.log"
-E2E_PASS=$(grep -E "^# pass [0-9]+" "$LOGS/e2e.log" | awk '{print $3}' | tail -n 1)
-E2E_FAIL=$(grep -E "^# fail [0-9]+" "$LOGS/e2e.log" | awk '{print $3}' | tail -n 1)
-PASSED=$((PASSED + ${E2E_PASS:-0}))
-FAILED=$((FAILED + ${E2E_FAIL:-0}))
+# run_ctest SUITE BUILD_DIR [ctest args...]: runs ctest with JUnit output and every gtest binary
+# writing its XML, then tallies both.
+run_ctest() {
+  local suite=$1 dir=$2
+  shift 2
+  local junit="$LOGS/$suite.junit.xml" gx="$LOGS/$suite-gtest"
+  mkdir -p "$gx"
+  GTEST_OUTPUT="xml:$gx/" ctest --test-dir "$dir" --output-on-failure -j"$JOBS" \
+    --output-junit "$junit" "$@" 2>&1 | tee "$LOGS/$suite.log"
+  node scripts/tally.mjs ctest "$suite" "$junit" "$gx" "$RESULTS"
+}
 
-if [ "${PREFIXD_QUICK:-0}" != "1" ]; then
-  echo "== sanitizer build (address,undefined)"
-  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
-    -DPREFIXD_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS="-O1" >/dev/null
-  ninja -C build-asan -j"$JOBS"
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$JOBS" | tee "$LOGS/ctest-asan.log"
-  tally_ctest "$LOGS/ctest-asan.log"
-  echo "== thread sanitizer build of the concurrent parts"
-  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
-    -DPREFIXD_SANITIZE=thread -DCMAKE_CXX_FLAGS="-O1" >/dev/null
-  TSAN_TESTS="base_test engine_service_test http_server_test"
-  ninja -C build-tsan -j"$JOBS" $TSAN_TESTS
-  for t in $TSAN_TESTS; do
-    bin=$(find build-tsan -name "$t" -type f -perm -u+x | head -n 1)
-    TSAN_OPTIONS="halt_on_error=1" "$bin" --gtest_brief=1
-    PASSED=$((PASSED + 1))
-  done
-  if [ -f scripts/fuzz.sh ]; then
-    echo "== fuzz the GGUF reader (${PREFIXD_FUZZ_SECONDS:-60} s)"
-    bash scripts/fuzz.sh "${PREFIXD_FUZZ_SECONDS:-60}"
-  fi
+stage_begin "setup (scripts/setup.sh)"
+bash scripts/setup.sh || die "scripts/setup.sh failed"
+stage_end
+# Node 20+ runs the end-to-end tests and this script's tally: without it nothing can be counted.
+NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$NODE_MAJOR" -lt 20 ] || ! command -v npm >/dev/null 2>&1; then
+  die "Node.js 20+ and npm are required (found node major ${NODE_MAJOR}; scripts/setup.sh should have installed them)"
 fi
+
+stage_begin "build (RelWithDebInfo)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DPREFIXD_BENCH="${PREFIXD_TEST_BENCH:-OFF}" >"$LOGS/cmake.log" 2>&1 ||
+  { cat "$LOGS/cmake.log"; die "cmake (build/) failed"; }
+ninja -C build -j"$JOBS" || die "the build (build/) failed"
+stage_end
+
+stage_begin "unit tests (ctest)"
+run_ctest unit build
+stage_end
+
+stage_begin "end-to-end tests (tests/e2e, node --test)"
+if PREFIXD_TAP="$LOGS/e2e.tap" PREFIXD_CRASH_RUNS="${PREFIXD_CRASH_RUNS:-10}" \
+  bash tests/e2e/run.sh 2>&1 | tee "$LOGS/e2e.log"; then :; fi
+node scripts/tally.mjs tap e2e "$LOGS/e2e.tap" "$RESULTS"
+stage_end
+
 if [ "${PREFIXD_QUICK:-0}" = "1" ]; then
-  echo "== all tests passed (PREFIXD_QUICK=1: sanitizer builds and the fuzzer were skipped)"
+  for s in asan tsan fuzz; do add "$s" "$s" skip "PREFIXD_QUICK=1"; done
 else
-  echo "== all tests passed (unit, end-to-end, ASan+UBSan, TSan; the fuzzer found nothing)"
+  stage_begin "ASan+UBSan build"
+  ok=1
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
+    -DPREFIXD_SANITIZE=address,undefined -DCMAKE_CXX_FLAGS="-O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1" \
+    >"$LOGS/cmake-asan.log" 2>&1 || { cat "$LOGS/cmake-asan.log"; ok=0; }
+  [ $ok = 1 ] && { ninja -C build-asan -j"$JOBS" || ok=0; }
+  stage_end
+  if [ $ok = 1 ]; then
+    stage_begin "ASan+UBSan unit tests"
+    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 run_ctest asan build-asan
+    stage_end
+  else
+    add asan "ASan+UBSan build" fail "the sanitizer build could not be made: see the log"
+  fi
+
+  # The threads live in the tier controller (its writers and reader), the stores, the engine
+  # service and the HTTP server: TSan builds just those tests.
+  TSAN_TESTS=(base_test host_store_test disk_store_test redis_store_test tier_controller_test
+    tiered_cache_test engine_service_test http_server_test)
+  stage_begin "TSan build (${#TSAN_TESTS[@]} tests)"
+  ok=1
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
+    -DPREFIXD_SANITIZE=thread -DCMAKE_CXX_FLAGS="-O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1" \
+    >"$LOGS/cmake-tsan.log" 2>&1 || { cat "$LOGS/cmake-tsan.log"; ok=0; }
+  [ $ok = 1 ] && { ninja -C build-tsan -j"$JOBS" "${TSAN_TESTS[@]}" || ok=0; }
+  stage_end
+  if [ $ok = 1 ]; then
+    stage_begin "TSan tests"
+    regex="^($(IFS='|'; echo "${TSAN_TESTS[*]}"))\$"
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" run_ctest tsan build-tsan -R "$regex"
+    stage_end
+  else
+    add tsan "TSan build" fail "the thread-sanitizer build could not be made: see the log"
+  fi
+
+  stage_begin "fuzz the GGUF reader (${PREFIXD_FUZZ_SECONDS:-60} s)"
+  if bash scripts/fuzz.sh "${PREFIXD_FUZZ_SECONDS:-60}" >"$LOGS/fuzz.log" 2>&1; then
+    tail -n 5 "$LOGS/fuzz.log"
+    add fuzz "gguf_fuzz ${PREFIXD_FUZZ_SECONDS:-60} s" pass
+  else
+    tail -n 40 "$LOGS/fuzz.log"
+    add fuzz "gguf_fuzz ${PREFIXD_FUZZ_SECONDS:-60} s" fail "a crash, leak or timeout, or the fuzz build failed: see the log"
+  fi
+  stage_end
 fi
-echo "$PASSED passed, $FAILED failed"
+
+echo "logs: $LOGS"
+finish

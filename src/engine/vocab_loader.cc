@@ -17,6 +17,7 @@ constexpr char kScoresKey[] = "tokenizer.ggml.scores";
 constexpr char kTokenTypeKey[] = "tokenizer.ggml.token_type";
 constexpr char kMergesKey[] = "tokenizer.ggml.merges";
 constexpr char kPreKey[] = "tokenizer.ggml.pre";
+constexpr char kNormalizerKey[] = "tokenizer.ggml.normalizer";
 constexpr char kAddBosKey[] = "tokenizer.ggml.add_bos_token";
 constexpr char kAddEosKey[] = "tokenizer.ggml.add_eos_token";
 constexpr char kAddSpacePrefixKey[] = "tokenizer.ggml.add_space_prefix";
@@ -160,6 +161,12 @@ StatusOr<Vocab> LoadVocab(const GgufFile& file) {
     vocab.merges = std::move(*merges);
     ASSIGN_OR_RETURN(std::optional<std::string> pre, Optional(file.GetString(kPreKey)));
     vocab.pre = pre.value_or("default");
+    // Our key (make-model writes it from tokenizer.json's normalizer); llama.cpp's converter
+    // writes none, so Qwen's vocabularies (pre "qwen2") get the NFC their tokenizer.json
+    // declares, as Hugging Face applies it.
+    ASSIGN_OR_RETURN(std::optional<std::string> normalizer,
+                     Optional(file.GetString(kNormalizerKey)));
+    vocab.normalizer = normalizer.value_or(vocab.pre == "qwen2" ? "nfc" : "");
     for (std::string_view p : kBpeAddBosPre) {
       if (vocab.pre == p) vocab.add_bos = true;
     }

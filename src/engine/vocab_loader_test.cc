@@ -136,6 +136,27 @@ TEST(VocabLoader, Gpt2ReadsMergesAndPreTokenizer) {
   EXPECT_FALSE(vocab->add_space_prefix);
 }
 
+// tokenizer.ggml.normalizer (make-model writes it from tokenizer.json); without the key, Qwen's
+// pre-tokenizer implies the NFC its tokenizer.json declares (llama.cpp's converter writes none).
+TEST(VocabLoader, NormalizerFromTheKeyOrQwenPre) {
+  auto normalizer = [](const char* pre, const char* key) {
+    FileFixture f;
+    f.writer.Set("tokenizer.ggml.model", GgufValue::String("gpt2"));
+    f.writer.Set("tokenizer.ggml.pre", GgufValue::String(pre));
+    f.writer.Set("tokenizer.ggml.tokens", GgufValue::StringArray({"a", "b", "ab"}));
+    f.writer.Set("tokenizer.ggml.merges", GgufValue::StringArray({"a b"}));
+    f.writer.Set("tokenizer.ggml.add_bos_token", GgufValue::Bool(false));
+    if (key != nullptr) f.writer.Set("tokenizer.ggml.normalizer", GgufValue::String(key));
+    auto vocab = LoadVocab(f.Parse());
+    EXPECT_TRUE(vocab.ok()) << vocab.status();
+    return vocab.ok() ? vocab->normalizer : std::string("(error)");
+  };
+  EXPECT_EQ(normalizer("qwen2", nullptr), "nfc");
+  EXPECT_EQ(normalizer("llama-bpe", nullptr), "");
+  EXPECT_EQ(normalizer("gpt2", "nfc"), "nfc");
+  EXPECT_EQ(normalizer("qwen2", ""), "");  // an explicit "none" wins
+}
+
 TEST(VocabLoader, ErrorsNameTheFileAndKey) {
   {
     FileFixture f;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_join.h"
 
 namespace prefixd {
 namespace {
@@ -249,6 +250,24 @@ Status SetSpecialTokens(const HfTokenizerSource& source, const json& tok, const 
   return absl::OkStatus();
 }
 
+// The tokenizer.ggml.normalizer to write for tokenizer.json's "normalizer": "" for none, "nfc"
+// for NFC (alone or as the only step of a Sequence); anything else is refused, since the
+// tokenizer would not apply it.
+StatusOr<std::string> NormalizerName(const std::string& path, const json& tok) {
+  if (!tok.contains("normalizer") || tok["normalizer"].is_null()) return std::string();
+  const json& n = tok["normalizer"];
+  std::vector<std::string> types;
+  if (n.value("type", "") == "Sequence" && n.contains("normalizers") && n["normalizers"].is_array()) {
+    for (const json& step : n["normalizers"]) types.push_back(step.value("type", "?"));
+  } else {
+    types.push_back(n.value("type", "?"));
+  }
+  if (types.empty()) return std::string();
+  if (types.size() == 1 && types[0] == "NFC") return std::string("nfc");
+  return Bad(path, absl::StrCat("normalizer ", absl::StrJoin(types, ", "),
+                                " is not supported (only NFC, or none)"));
+}
+
 }  // namespace
 
 std::string PreNameForHfRegex(const std::string& regex) {
@@ -288,6 +307,9 @@ StatusOr<int> SetHfTokenizerVocab(const HfTokenizerSource& source, GgufWriter& w
 
   w.Set("tokenizer.ggml.model", GgufValue::String("gpt2"));
   w.Set("tokenizer.ggml.pre", GgufValue::String(pre));
+  // Not a llama.cpp key: prefixd's tokenizer applies it (tokenizer/normalizer.h).
+  ASSIGN_OR_RETURN(const std::string normalizer, NormalizerName(path, tok));
+  if (!normalizer.empty()) w.Set("tokenizer.ggml.normalizer", GgufValue::String(normalizer));
   w.Set("tokenizer.ggml.tokens", GgufValue::StringArray(std::move(tokens)));
   w.Set("tokenizer.ggml.token_type", GgufValue::I32Array(types));
   w.Set("tokenizer.ggml.merges", GgufValue::StringArray(std::move(merges)));

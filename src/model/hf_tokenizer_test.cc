@@ -100,6 +100,32 @@ TEST_F(HfTokenizerTest, WritesVocabularyMergesTypesAndSpecialTokens) {
   EXPECT_EQ(f.GetInt("llama.vocab_size").value(), 7);  // follows the tokenizer
 }
 
+// Qwen's tokenizer.json declares {"normalizer": {"type": "NFC"}}: make-model records it as
+// tokenizer.ggml.normalizer = "nfc" (the tokenizer applies it); none (Llama 3) writes no key;
+// a normalizer prefixd cannot apply is refused rather than silently dropped.
+TEST_F(HfTokenizerTest, WritesTheNfcNormalizerAndRefusesOthers) {
+  auto normalizer_of = [&](const json& normalizer) -> StatusOr<std::string> {
+    json t = Tokenizer();
+    t["normalizer"] = normalizer;
+    GgufWriter w;
+    auto r = SetHfTokenizerVocab({Write("n.json", t), "", ""}, w);
+    if (!r.ok()) return r.status();
+    if (auto st = w.Write(Path("n.gguf")); !st.ok()) return st;
+    auto f = GgufFile::Open(Path("n.gguf"));
+    if (!f.ok()) return f.status();
+    const GgufValue* v = (*f)->Find("tokenizer.ggml.normalizer");
+    return v == nullptr ? std::string("(absent)") : (*f)->GetString("tokenizer.ggml.normalizer").value();
+  };
+  EXPECT_EQ(normalizer_of(json{{"type", "NFC"}}).value(), "nfc");
+  EXPECT_EQ(normalizer_of(json{{"type", "Sequence"}, {"normalizers", json::array({{{"type", "NFC"}}})}})
+                .value(),
+            "nfc");
+  EXPECT_EQ(normalizer_of(json(nullptr)).value(), "(absent)");
+  const auto nfkc = normalizer_of(json{{"type", "NFKC"}});
+  ASSERT_FALSE(nfkc.ok());
+  EXPECT_NE(nfkc.status().message().find("NFKC"), std::string_view::npos) << nfkc.status();
+}
+
 TEST_F(HfTokenizerTest, ConfigFlagOverridesThePostProcessor) {
   GgufWriter w;
   const std::string tok = Write("tokenizer.json", Tokenizer());

@@ -1,5 +1,7 @@
 #include "server/chat_format.h"
 
+#include <chrono>
+
 #include <gtest/gtest.h>
 
 #include "engine/vocab_loader.h"
@@ -166,6 +168,105 @@ TEST_F(ChatTokensTest, SharedHistoryGivesSharedTokens) {
                                  MessageTokenStart(*tokenizer_, ra, ta, a.size()));
   ASSERT_GT(start, 0);
   EXPECT_TRUE(std::equal(tb.begin(), tb.begin() + start, ta.begin()));
+}
+
+// Counts what is encoded, to show that finding message starts encodes nothing more.
+class CountingTokenizer : public Tokenizer {
+ public:
+  explicit CountingTokenizer(const Tokenizer& inner) : Tokenizer(inner.vocab()), inner_(inner) {}
+  std::vector<int32_t> Encode(std::string_view text, const EncodeOptions& options) const override {
+    bytes_encoded += text.size();
+    return inner_.Encode(text, options);
+  }
+  std::string Piece(int32_t id) const override { return inner_.Piece(id); }
+  mutable size_t bytes_encoded = 0;
+
+ private:
+  const Tokenizer& inner_;
+};
+
+// Chats with the texts that make tokenizers merge across boundaries: spaces, newlines, empty
+// messages, non-ASCII, text that looks like the plain format's headers.
+std::vector<std::vector<ChatMessage>> VariedChats() {
+  std::vector<std::vector<ChatMessage>> chats = {Messages()};
+  const char* texts[] = {"", " ", "  leading", "trailing  ", "a\nb\n", "\n", "héllo wörld ☃", "User: x",
+                         "Assistant:", "Once upon a time, there was a little girl.", "12345", "x"};
+  const char* roles[] = {"system", "user", "assistant", "tool"};
+  uint32_t seed = 7;
+  for (int c = 0; c < 30; ++c) {
+    std::vector<ChatMessage> chat;
+    const int n = 1 + c % 7;
+    for (int i = 0; i < n; ++i) {
+      seed = seed * 1103515245 + 12345;
+      chat.push_back({roles[(seed >> 8) % 4], texts[(seed >> 12) % std::size(texts)], "", nullptr, ""});
+    }
+    chats.push_back(std::move(chat));
+  }
+  return chats;
+}
+
+// Issue 16: the starts come from one render and one encoding, and equal the old per-message
+// re-encoding (MessageTokenStart) on normal chats, in the plain format and in ChatML.
+TEST_F(ChatTokensTest, OneEncodingGivesTheStartsThatPrefixEncodingsGive) {
+  const CountingTokenizer counting(*tokenizer_);
+  const ChatTemplate chatml = ChatTemplate::ChatMl(tokenizer_->vocab());
+  for (const auto& msgs : VariedChats()) {
+    for (const bool plain : {true, false}) {
+      StatusOr<RenderedChat> r = ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
+      if (!plain) {
+        ChatRenderInput in;
+        for (const ChatMessage& m : msgs) in.messages.push_back(MessageJson(m));
+        r = chatml.Render(in);
+      }
+      ASSERT_TRUE(r.ok()) << r.status();
+      const std::vector<int32_t> tokens = tokenizer_->Encode(r->text, ChatEncodeOptions(*r));
+      ASSERT_TRUE(TokenByteEnds(*tokenizer_, r->text, tokens).has_value()) << r->text;
+      counting.bytes_encoded = 0;
+      const ChatTokenStarts starts = FindChatTokenStarts(counting, *r, tokens);
+      EXPECT_EQ(counting.bytes_encoded, 0u);
+      EXPECT_EQ(starts.message_starts, MessageTokenStarts(*tokenizer_, *r, tokens)) << r->text;
+      EXPECT_EQ(starts.generation_start, MessageTokenStart(*tokenizer_, *r, tokens, msgs.size())) << r->text;
+      for (int64_t t = 0; t < static_cast<int64_t>(tokens.size()); ++t) {
+        EXPECT_EQ(starts.MessageOf(t), MessageIndexOfToken(*tokenizer_, *r, tokens, t)) << t << " " << r->text;
+      }
+    }
+  }
+}
+
+TEST_F(ChatTokensTest, TokensThatDoNotSpellTheTextFallBackToPrefixEncodings) {
+  const std::vector<ChatMessage> msgs = Messages();
+  const RenderedChat r = *ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
+  std::vector<int32_t> tokens = tokenizer_->Encode(r.text, ChatEncodeOptions(r));
+  tokens.push_back(tokens.back());  // one token too many: the pieces spell more than the text
+  EXPECT_FALSE(TokenByteEnds(*tokenizer_, r.text, tokens).has_value());
+  const ChatTokenStarts starts = FindChatTokenStarts(*tokenizer_, r, tokens);
+  EXPECT_EQ(starts.message_starts, MessageTokenStarts(*tokenizer_, r, tokens));
+}
+
+// Issue 16: 50,000 short messages cost 61 s when every message's start re-encoded the text
+// before it. Now a 1 MB chat of 11,000 messages is rendered, encoded once and walked once.
+TEST_F(ChatTokensTest, AMegabyteChatCostsTimeProportionalToItsSize) {
+  std::vector<ChatMessage> msgs;
+  for (int i = 0; i < 11000; ++i) {
+    msgs.push_back({i % 2 ? "assistant" : "user",
+                    "Once upon a time there was a little dog named " + std::to_string(i) +
+                        ". He liked to play in the park with his ball.",
+                    "", nullptr, ""});
+  }
+  const auto begin = std::chrono::steady_clock::now();
+  const RenderedChat r = *ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
+  ASSERT_GT(r.text.size(), size_t{1} << 20);
+  const CountingTokenizer counting(*tokenizer_);
+  const std::vector<int32_t> tokens = counting.Encode(r.text, ChatEncodeOptions(r));
+  const ChatTokenStarts starts = FindChatTokenStarts(counting, r, tokens);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  EXPECT_EQ(counting.bytes_encoded, r.text.size());  // one encoding, nothing re-encoded
+  ASSERT_EQ(starts.message_starts.size(), msgs.size());
+  for (size_t i = 1; i < msgs.size(); ++i) EXPECT_GT(starts.message_starts[i], starts.message_starts[i - 1]);
+  // Generous (sanitizer builds, a loaded machine); the quadratic way took minutes.
+  EXPECT_LT(seconds, 60.0);
+  // Spot checks against the old way, on messages near the start where it is cheap.
+  for (size_t i : {1, 2, 3, 50}) EXPECT_EQ(starts.message_starts[i], MessageTokenStart(*tokenizer_, r, tokens, i)) << i;
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/recent_requests.h"
+#include "server/request_headers.h"
 
 namespace prefixd {
 
@@ -67,12 +68,8 @@ bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   return diff == 0;
 }
 
-// The bearer token of an Authorization header, or "".
 std::string BearerToken(const httplib::Request& req) {
-  const std::string auth = req.get_header_value("Authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (auth.size() <= kBearer.size() || auth.compare(0, kBearer.size(), kBearer) != 0) return "";
-  return auth.substr(kBearer.size());
+  return BearerTokenOf(req.get_header_value("Authorization"));
 }
 
 // ---- One generation request, shared by the HTTP thread and the engine's callback.
@@ -123,8 +120,7 @@ struct Job {
   bool logprobs = false;
   bool include_usage = false;
   std::vector<int32_t> prompt;
-  std::optional<RenderedChat> chat;
-  std::vector<int64_t> message_starts;  // chat: token index where each message starts
+  std::optional<ChatTokenStarts> chat;  // chat: where each message starts in `prompt`
   CompletionStream stream;
   bool streaming = false;
   Clock::time_point received;
@@ -243,6 +239,20 @@ struct HttpServer::Impl {
     return false;
   }
 
+  // JSON POST routes take a body only as JSON: a form or text/plain body (what a web page
+  // may send cross-site without a preflight) gets 415. An empty body passes (the admin
+  // switches take none).
+  bool CheckJsonBody(const httplib::Request& req, httplib::Response& res) {
+    if (req.body.empty()) return true;
+    const std::string type = req.get_header_value("Content-Type");
+    if (IsJsonContentType(type)) return true;
+    SendError(res, MakeApiError(415, absl::StrCat("the request body must be JSON, sent with 'Content-Type: "
+                                                  "application/json'; got ",
+                                                  type.empty() ? std::string("no Content-Type")
+                                                               : absl::StrCat("'", type, "'"))));
+    return false;
+  }
+
   // ---- Prompts
 
   // "" and the loaded model's file name, stem or path are accepted.
@@ -258,6 +268,7 @@ struct HttpServer::Impl {
   struct Prompt {
     std::vector<int32_t> tokens;
     std::optional<RenderedChat> chat;
+    std::optional<ChatTokenStarts> starts;  // chat: found from this one render and encoding
   };
 
   // The prompt tokens exactly as generation and the probe both use them: chat messages
@@ -270,6 +281,7 @@ struct HttpServer::Impl {
       if (!chat.ok()) return InvalidArgumentFor("messages", std::string(chat.status().message()));
       p.chat = *std::move(chat);
       p.tokens = tokenizer().Encode(p.chat->text, ChatEncodeOptions(*p.chat));
+      p.starts = FindChatTokenStarts(tokenizer(), *p.chat, p.tokens);
     } else if (r.prompt_tokens) {
       p.tokens = *r.prompt_tokens;
     } else {
@@ -301,18 +313,8 @@ struct HttpServer::Impl {
     std::optional<int64_t> message;
     if (job.chat) {
       message = -1;
-      const int64_t d = u.diverged_at_token;
-      if (d >= 0 && !job.message_starts.empty()) {
-        // The last message starting at or before d; past the last message's start, the
-        // assistant header after it counts as message n.
-        const auto& starts = job.message_starts;
-        const int64_t i = std::upper_bound(starts.begin(), starts.end(), d) - starts.begin() - 1;
-        message = std::max<int64_t>(0, i);
-        if (i + 1 == static_cast<int64_t>(starts.size()) &&
-            d >= MessageTokenStart(tokenizer(), *job.chat, job.prompt, starts.size())) {
-          message = static_cast<int64_t>(starts.size());
-        }
-      }
+      // The assistant header after the last message counts as message n.
+      if (u.diverged_at_token >= 0) message = job.chat->MessageOf(u.diverged_at_token);
     }
     return UsageJson(u, job.stream.num_tokens(), message);
   }
@@ -390,6 +392,7 @@ struct HttpServer::Impl {
   void HandleGenerate(const httplib::Request& req, httplib::Response& res, ApiKind kind) {
     const Clock::time_point received = Clock::now();
     if (!CheckApiKey(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     if (stopping.load()) return SendStatus(res, absl::UnavailableError("the server is shutting down"));
     auto parsed = kind == ApiKind::kChat ? ParseChatRequest(req.body, limits())
                                          : ParseCompletionRequest(req.body, limits());
@@ -415,11 +418,8 @@ struct HttpServer::Impl {
     gr.max_tokens = r.max_tokens ? *r.max_tokens : (kind == ApiKind::kCompletion ? std::min(16, room) : room);
     gr.ignore_eos = r.ignore_eos;
     gr.scope = r.prefix_cache.scope;
-    if (prompt->chat) {
-      // The scope policy aligns what the lower tiers keep to message boundaries. One prefix
-      // encoding per message: linear in the number of messages times the prompt length.
-      gr.message_starts = MessageTokenStarts(tokenizer(), *prompt->chat, prompt->tokens);
-    }
+    // The scope policy aligns what the lower tiers keep to message boundaries.
+    if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
 
     auto job = std::make_shared<Job>(tokenizer(), r.stop, r.logprobs ? r.top_logprobs : -1,
                                      &num_active_jobs);
@@ -433,8 +433,7 @@ struct HttpServer::Impl {
     job->logprobs = r.logprobs;
     job->include_usage = r.include_usage;
     job->prompt = std::move(prompt->tokens);
-    job->chat = std::move(prompt->chat);
-    job->message_starts = gr.message_starts;
+    job->chat = std::move(prompt->starts);
     job->socket = FindConnectionSocket(req.remote_addr, req.remote_port, req.local_port);
 
     ServiceRequest sr;
@@ -619,6 +618,7 @@ struct HttpServer::Impl {
 
   void HandleProbe(const httplib::Request& req, httplib::Response& res) {
     if (!CheckAdmin(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     // Prompts longer than the context can still be probed: no token-count limit here.
     auto parsed = ParseProbeRequest(req.body, RequestLimits{0, info().vocab_size});
     if (!parsed.ok()) return SendStatus(res, parsed.status());
@@ -656,18 +656,11 @@ struct HttpServer::Impl {
     if (stats.tiers && stats.tiers->partial.max_entries > 0) by_tier["partial"] = p.partial_tokens;
     j["ranges"] = TierRanges(by_tier, total);
     j["by_tier"] = std::move(by_tier);
-    if (prompt->chat) {
+    if (prompt->starts) {
       j["num_messages"] = r.messages.size();
-      j["diverges_in_message"] =
-          resident < total
-              ? json(MessageIndexOfToken(tokenizer(), *prompt->chat, prompt->tokens, resident))
-              : json(nullptr);
-      json starts = json::array();
-      for (size_t i = 0; i < r.messages.size(); ++i) {
-        starts.push_back(MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, i));
-      }
-      j["message_starts"] = std::move(starts);
-      j["generation_start"] = MessageTokenStart(tokenizer(), *prompt->chat, prompt->tokens, r.messages.size());
+      j["diverges_in_message"] = resident < total ? json(prompt->starts->MessageOf(resident)) : json(nullptr);
+      j["message_starts"] = prompt->starts->message_starts;
+      j["generation_start"] = prompt->starts->generation_start;
     }
     if (r.probe_tokens) {
       json pieces = json::array();
@@ -694,6 +687,7 @@ struct HttpServer::Impl {
 
   void HandleClear(const httplib::Request& req, httplib::Response& res) {
     if (!CheckAdmin(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     std::string tier = "all";
     if (!req.body.empty()) {
       auto body = ParseJsonObject(req.body);
@@ -722,6 +716,7 @@ struct HttpServer::Impl {
 
   void HandleKillSwitch(const httplib::Request& req, httplib::Response& res, bool enable) {
     if (!CheckAdmin(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     if (enable && !info().prefix_cache) {
       return SendError(res, MakeApiError(400, "the prefix cache is off by configuration "
                                               "(--prefix-cache off); restart with --prefix-cache on"));
@@ -736,6 +731,7 @@ struct HttpServer::Impl {
   // llama.cpp's POST /tokenize: {"content", "add_special" (BOS, default false)} -> {"tokens"}.
   void HandleTokenize(const httplib::Request& req, httplib::Response& res) {
     if (!CheckApiKey(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     auto body = ParseJsonObject(req.body);
     if (!body.ok()) return SendStatus(res, body.status());
     auto content = body->find("content");
@@ -761,6 +757,7 @@ struct HttpServer::Impl {
   // llama.cpp's POST /detokenize: {"tokens"} -> {"content"}.
   void HandleDetokenize(const httplib::Request& req, httplib::Response& res) {
     if (!CheckApiKey(req, res)) return;
+    if (!CheckJsonBody(req, res)) return;
     auto body = ParseJsonObject(req.body);
     if (!body.ok()) return SendStatus(res, body.status());
     auto tokens = body->find("tokens");
@@ -825,16 +822,47 @@ struct HttpServer::Impl {
       });
     }
 
+    // A POST with neither Content-Length nor Transfer-Encoding has no body (RFC 9112 6.3),
+    // but httplib would read until the client closes (curl -X POST waits 5 s, then 400).
+    // The admin switches take no body: they are answered here, before httplib reads;
+    // other POST routes need a body and get 411 at once.
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.method != "POST" || req.has_header("Content-Length") || req.has_header("Transfer-Encoding")) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      if (req.path == "/admin/api/cache/disable" || req.path == "/admin/api/cache/enable") {
+        HandleKillSwitch(req, res, req.path == "/admin/api/cache/enable");
+      } else if (req.path == "/admin/api/cache/clear") {
+        HandleClear(req, res);
+      } else {
+        SendError(res, MakeApiError(411, "this POST has no Content-Length; send the JSON body with one"));
+      }
+      metrics.CountResponse(res.status == 411 ? std::string("other") : req.path, res.status);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+
     // Errors httplib produces itself (404 for unknown routes, 413 for big bodies, 400 for
     // unparsable requests) get an error object too; bodies our handlers wrote stay.
     server.set_error_handler(httplib::Server::HandlerWithResponse(
         [this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       std::string message;
+      const std::string type = req.get_header_value("Content-Type");
+      if (req.method == "POST" && !type.empty() && !IsJsonContentType(type) &&
+          (res.status == 400 || res.status == 413) &&
+          std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) <= options.max_body_bytes) {
+        // httplib's own reading of form bodies (an 8 KiB limit, multipart parsing) failed:
+        // the body is not too big or malformed, it is not JSON.
+        res.status = 415;
+      }
       switch (res.status) {
         case 404: message = absl::StrCat("no route for ", req.method, " ", req.path); break;
         case 413:
           message = absl::StrCat("the request body is larger than ", options.max_body_bytes, " bytes");
+          break;
+        case 415:
+          message = absl::StrCat("the request body must be JSON, sent with 'Content-Type: application/json'; got '",
+                                 type, "'");
           break;
         default: message = absl::StrCat("HTTP ", res.status); break;
       }

@@ -256,6 +256,34 @@ TEST_F(HttpServerTest, ErrorsAndAdmin) {
   EXPECT_EQ(health->status, 200);
 }
 
+// Issue 16: deep nesting, non-JSON bodies, the Bearer scheme's case.
+TEST_F(HttpServerTest, HostileBodiesAreRefusedAndTheServerStaysUp) {
+  const std::string deep = std::string(30000, '[') + std::string(30000, ']');
+  for (const auto& [path, body] : std::vector<std::pair<std::string, std::string>>{
+           {"/v1/chat/completions", R"({"messages":[{"role":"user","content":"x"}],"tools":)" + deep + "}"},
+           {"/admin/api/cache/probe", R"({"messages":[{"role":"user","content":"x"}],"tools":)" + deep + "}"},
+           {"/v1/chat/completions", R"({"messages":[{"role":"user","content":"x"}],"chat_template_kwargs":{"a":)" + deep + "}}"}}) {
+    auto r = Post(path, body, {{"Authorization", "Bearer k"}});
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 400) << path;
+    EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find("the limit is 64"), std::string::npos);
+  }
+  httplib::Client c("127.0.0.1", port_);
+  auto text = c.Post("/v1/completions", R"({"prompt":"x","max_tokens":1})", "text/plain");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 415);
+  EXPECT_NE(text->body.find("application/json"), std::string::npos);
+  auto lower = Post("/admin/api/cache/disable", "", {{"Authorization", "bearer k"}});
+  ASSERT_TRUE(lower);
+  EXPECT_EQ(lower->status, 200) << lower->body;
+  auto upper = Post("/admin/api/cache/enable", "", {{"Authorization", "BEARER k"}});
+  ASSERT_TRUE(upper);
+  EXPECT_EQ(upper->status, 200) << upper->body;
+  auto health = Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
 TEST_F(HttpServerTest, ConcurrentClientsSomeHangingUp) {
   // Streams read to the end or dropped after a few chunks, from several threads at once; then
   // the engine holds nothing and, after a clear, neither does the cache.

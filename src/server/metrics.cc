@@ -301,8 +301,8 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
   const std::string reason = CacheDisabledReason(info, stats);
   j["enabled"] = reason.empty();
   if (!reason.empty()) j["reason"] = reason;
-  // Every counter is an atomic the engine publishes, so a snapshot is always available.
-  j["busy"] = false;
+  // No "busy" field: every counter is an atomic the engine publishes, so a snapshot is always
+  // complete, and the disk tier's index is scanned before the server listens (issue 14).
   j["hits"] = c.hits;
   j["misses"] = c.misses;
   j["hit_rate"] = c.hit_rate();

@@ -18,7 +18,8 @@ std::string Join(const std::string& base, const std::string& key) {
 std::string Join(const std::string& base, size_t index) { return absl::StrCat(base, "[", index, "]"); }
 
 // The JSON type as a client would name it.
-std::string TypeName(const json& j) {
+template <typename Json>
+std::string TypeName(const Json& j) {
   if (j.is_number_integer()) return "integer";
   if (j.is_number_float()) return "number";
   return j.type_name();
@@ -178,11 +179,16 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
   return absl::OkStatus();
 }
 
-Status ReadMessages(const json& body, OpenAiRequest& out) {
+Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
   const json* ms = Find(body, "messages");
   if (ms == nullptr) return InvalidArgumentFor("messages", "'messages' is required");
   if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
   if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
+  if (ms->size() > limits.max_messages) {
+    return InvalidArgumentFor("messages", absl::StrCat("'messages' has ", ms->size(),
+                                                       " messages; the limit is ", limits.max_messages));
+  }
+  out.messages.reserve(ms->size());
   for (size_t i = 0; i < ms->size(); ++i) {
     const std::string f = Join("messages", i);
     const json& msg = (*ms)[i];
@@ -203,7 +209,8 @@ Status ReadMessages(const json& body, OpenAiRequest& out) {
     }
     if (const json* tc = Find(msg, "tool_calls")) {
       if (!tc->is_array()) return WrongType(Join(f, "tool_calls"), "an array", *tc);
-      m.tool_calls = *tc;
+      // A placeholder: KeepKeyOrder moves the client's array in, keys in their order.
+      m.tool_calls = nlohmann::ordered_json::array();
     }
     if (const json* id = Find(msg, "tool_call_id")) {
       ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(f, "tool_call_id")));
@@ -325,11 +332,11 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
 Status ReadChatExtras(const json& body, OpenAiRequest& out) {
   if (const json* v = Find(body, "tools")) {
     if (!v->is_array()) return WrongType("tools", "an array", *v);
-    out.tools = *v;
+    out.tools = nlohmann::ordered_json::array();  // placeholder, as tool_calls
   }
   if (const json* v = Find(body, "chat_template_kwargs")) {
     if (!v->is_object()) return WrongType("chat_template_kwargs", "an object", *v);
-    out.chat_template_kwargs = *v;
+    out.chat_template_kwargs = nlohmann::ordered_json::object();
   }
   return absl::OkStatus();
 }
@@ -419,21 +426,118 @@ std::string JsonPathAt(std::string_view text, size_t offset) {
   return path;
 }
 
-StatusOr<json> ParseJsonObject(std::string_view body) {
-  json j;
+namespace {
+
+// nlohmann's DOM builder behind a depth check. nlohmann's parser keeps its own stack on the
+// heap, but everything that walks the tree afterwards (copies, conversions between json and
+// ordered_json, the chat template's tojson) recurses: a body nesting 60,000 arrays overflowed
+// the stack. The check runs as each array or object opens, so a deep body is refused before
+// any of it is built past the limit. A callback parser (json::parse with a parser_callback_t)
+// would see `depth` too, but keeps a second stack per value and cannot stop the parse.
+template <typename Json>
+class DepthLimitedSax {
+ public:
+  DepthLimitedSax(Json& root, int max_depth) : dom_(root, /*allow_exceptions=*/false), max_depth_(max_depth) {}
+
+  bool null() { return dom_.null(); }
+  bool boolean(bool v) { return dom_.boolean(v); }
+  bool number_integer(typename Json::number_integer_t v) { return dom_.number_integer(v); }
+  bool number_unsigned(typename Json::number_unsigned_t v) { return dom_.number_unsigned(v); }
+  bool number_float(typename Json::number_float_t v, const typename Json::string_t& s) {
+    return dom_.number_float(v, s);
+  }
+  bool string(typename Json::string_t& v) { return dom_.string(v); }
+  bool binary(typename Json::binary_t& v) { return dom_.binary(v); }
+  bool start_object(std::size_t n) { return Open() && dom_.start_object(n); }
+  bool key(typename Json::string_t& k) { return dom_.key(k); }
+  bool end_object() {
+    --depth_;
+    return dom_.end_object();
+  }
+  bool start_array(std::size_t n) { return Open() && dom_.start_array(n); }
+  bool end_array() {
+    --depth_;
+    return dom_.end_array();
+  }
+  bool parse_error(std::size_t byte, const std::string& /*token*/, const nlohmann::detail::exception& e) {
+    error_byte_ = byte;
+    error_what_ = e.what();
+    return false;
+  }
+
+  bool too_deep() const { return too_deep_; }
+  std::size_t error_byte() const { return error_byte_; }
+  const std::string& error_what() const { return error_what_; }
+
+ private:
+  bool Open() {
+    if (++depth_ > max_depth_) {
+      too_deep_ = true;
+      return false;
+    }
+    return true;
+  }
+
+  nlohmann::detail::json_sax_dom_parser<Json> dom_;
+  int max_depth_;
+  int depth_ = 0;  // arrays and objects open at the current position
+  bool too_deep_ = false;
+  std::size_t error_byte_ = 0;  // parse errors: 1-based byte where the parser stopped
+  std::string error_what_;
+};
+
+// The byte offset of the bracket that opens nesting level `level` (1 = the top-level
+// value), skipping strings; npos when the text never nests that deep. For the error message
+// of a body refused as too deep: one linear pass.
+size_t OffsetOfLevel(std::string_view text, int level) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth == level) return i;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return std::string_view::npos;
+}
+
+template <typename Json>
+StatusOr<Json> ParseLimited(std::string_view body, int max_depth) {
+  Json j;
+  DepthLimitedSax<Json> sax(j, max_depth);
+  bool ok = false;
   try {
-    j = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
-    const size_t at = e.byte > 0 ? e.byte - 1 : 0;
+    ok = Json::sax_parse(body.begin(), body.end(), &sax);
+  } catch (const std::exception& e) {
+    return InvalidArgumentFor("", absl::StrCat("the request body is not valid JSON: ", e.what()));
+  }
+  if (sax.too_deep()) {
+    const size_t at = OffsetOfLevel(body, max_depth + 1);
+    const std::string path = at == std::string_view::npos ? "" : JsonPathAt(body, at);
+    return InvalidArgumentFor(
+        path, absl::StrCat("the request body nests arrays and objects more than ", max_depth,
+                           " levels deep", path.empty() ? "" : absl::StrCat(" (in '", path, "')"),
+                           "; the limit is ", max_depth));
+  }
+  if (!ok) {
+    const size_t at = sax.error_byte() > 0 ? sax.error_byte() - 1 : 0;
     const std::string path = JsonPathAt(body, at);
-    std::string what = e.what();
+    std::string what = sax.error_what();
     // nlohmann's message starts with "[json.exception.parse_error.101] "; keep what follows.
     if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
     return InvalidArgumentFor(
         path, absl::StrCat("the request body is not valid JSON",
                            path.empty() ? "" : absl::StrCat(" (in '", path, "')"), ": ", what));
-  } catch (const std::exception& e) {
-    return InvalidArgumentFor("", absl::StrCat("the request body is not valid JSON: ", e.what()));
   }
   if (!j.is_object()) {
     return InvalidArgumentFor("", absl::StrCat("the request body must be a JSON object, got ", TypeName(j)));
@@ -441,8 +545,18 @@ StatusOr<json> ParseJsonObject(std::string_view body) {
   return j;
 }
 
+}  // namespace
+
+StatusOr<json> ParseJsonObject(std::string_view body, int max_depth) {
+  return ParseLimited<json>(body, max_depth);
+}
+
+StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body, int max_depth) {
+  return ParseLimited<nlohmann::ordered_json>(body, max_depth);
+}
+
 StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits) {
-  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
   out.kind = ApiKind::kCompletion;
   RETURN_IF_ERROR(ReadPrompt(j, limits, out));
@@ -472,34 +586,49 @@ namespace {
 
 // The chat template prints tools and tool calls with tojson, in the order the client wrote
 // their keys (as Python's dicts keep it); `json` sorts keys, so read those parts again with
-// an order-keeping parse. Only requests that carry them pay for the second parse.
-void KeepKeyOrder(std::string_view body, OpenAiRequest& out) {
+// an order-keeping parse and move them (no copy of a client's tree) into the request. Only
+// requests that carry them pay for the second parse. The parts' serialized sizes together
+// must stay within limits.max_tools_bytes.
+Status KeepKeyOrder(std::string_view body, const RequestLimits& limits, OpenAiRequest& out) {
   bool any = !out.tools.is_null() || !out.chat_template_kwargs.is_null();
   for (const ChatMessage& m : out.messages) any = any || !m.tool_calls.is_null();
-  if (!any) return;
-  nlohmann::ordered_json j;
-  try {
-    j = nlohmann::ordered_json::parse(body.begin(), body.end());
-  } catch (const std::exception&) {
-    return;  // cannot happen: the same body parsed already; keep the sorted copies
+  if (!any) return absl::OkStatus();
+  // Cannot fail: the same body parsed already, under the same depth limit.
+  ASSIGN_OR_RETURN(nlohmann::ordered_json j, ParseOrderedJsonObject(body, limits.max_json_depth));
+  size_t bytes = 0;
+  auto take = [&](nlohmann::ordered_json& from, nlohmann::ordered_json& to, const std::string& field) -> Status {
+    to = std::move(from);
+    bytes += to.dump().size();
+    if (bytes > limits.max_tools_bytes) {
+      return InvalidArgumentFor(field, absl::StrCat("'tools', 'tool_calls' and 'chat_template_kwargs' "
+                                                    "together exceed ", limits.max_tools_bytes,
+                                                    " bytes (at '", field, "'); the limit is ",
+                                                    limits.max_tools_bytes, " bytes"));
+    }
+    return absl::OkStatus();
+  };
+  if (!out.tools.is_null()) RETURN_IF_ERROR(take(j["tools"], out.tools, "tools"));
+  if (!out.chat_template_kwargs.is_null()) {
+    RETURN_IF_ERROR(take(j["chat_template_kwargs"], out.chat_template_kwargs, "chat_template_kwargs"));
   }
-  if (!out.tools.is_null()) out.tools = j["tools"];
-  if (!out.chat_template_kwargs.is_null()) out.chat_template_kwargs = j["chat_template_kwargs"];
   for (size_t i = 0; i < out.messages.size(); ++i) {
-    if (!out.messages[i].tool_calls.is_null()) out.messages[i].tool_calls = j["messages"][i]["tool_calls"];
+    if (out.messages[i].tool_calls.is_null()) continue;
+    RETURN_IF_ERROR(take(j["messages"][i]["tool_calls"], out.messages[i].tool_calls,
+                         absl::StrCat("messages[", i, "].tool_calls")));
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
 
 StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLimits& limits) {
-  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
   out.kind = ApiKind::kChat;
-  RETURN_IF_ERROR(ReadMessages(j, out));
+  RETURN_IF_ERROR(ReadMessages(j, limits, out));
   RETURN_IF_ERROR(ReadCommon(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
-  KeepKeyOrder(body, out);
+  RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
   if (const json* v = Find(j, "logprobs")) {
     ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
   }
@@ -514,7 +643,7 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
 }
 
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits) {
-  ASSIGN_OR_RETURN(json j, ParseJsonObject(body));
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
   const bool has_messages = Find(j, "messages") != nullptr;
   const bool has_prompt = Find(j, "prompt") != nullptr;
@@ -524,9 +653,9 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
   }
   if (has_messages) {
     out.kind = ApiKind::kChat;
-    RETURN_IF_ERROR(ReadMessages(j, out));
+    RETURN_IF_ERROR(ReadMessages(j, limits, out));
     RETURN_IF_ERROR(ReadChatExtras(j, out));
-    KeepKeyOrder(body, out);
+    RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
   } else {
     out.kind = ApiKind::kCompletion;
     RETURN_IF_ERROR(ReadPrompt(j, limits, out));

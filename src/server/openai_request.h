@@ -23,6 +23,8 @@
 //   stream, stream_options.include_usage, cache_salt, prefix_cache {scope: off|full|auto|
 //               auto:N|N, window: 1..256},
 //   chat_template_kwargs (object), tools (array), model, ignore_eos
+//   limits      JSON nesting 64 levels; messages 16384; tools + tool_calls +
+//               chat_template_kwargs 1 MiB serialized (RequestLimits)
 //
 // Thread safety: pure functions.
 #pragma once
@@ -93,10 +95,19 @@ struct OpenAiRequest {
   bool probe_tokens = false;  // probe only: also return each prompt token's text
 };
 
-// What validation needs to know about the served model.
+// The nesting limit of every JSON body the server parses (arrays and objects, the top-level
+// object counting as 1), checked while parsing.
+inline constexpr int kMaxJsonDepth = 64;
+
+// What validation needs to know about the served model, and the per-field limits, all checked
+// before anything is rendered or tokenised.
 struct RequestLimits {
   int32_t context_length = 0;  // max_tokens and token-id prompts must fit it
   int32_t vocab_size = 0;      // token ids must be below it
+  int max_json_depth = kMaxJsonDepth;
+  size_t max_messages = 16384;  // `messages` entries
+  // `tools`, every message's `tool_calls` and `chat_template_kwargs` together, serialized.
+  size_t max_tools_bytes = size_t{1} << 20;
 };
 
 StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits);
@@ -108,8 +119,13 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
 
 // Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed
 // ("messages[0].content" for a bad byte inside that string) when it is not valid JSON or not
-// valid UTF-8, or is not an object.
-StatusOr<nlohmann::json> ParseJsonObject(std::string_view body);
+// valid UTF-8, or is not an object; and naming the path where it goes deeper than
+// `max_depth` levels of arrays and objects, checked as each one opens (nothing past the limit
+// is built, and a deep tree never reaches code that recurses over it).
+StatusOr<nlohmann::json> ParseJsonObject(std::string_view body, int max_depth = kMaxJsonDepth);
+// The same, keeping the keys in the order the body has them.
+StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body,
+                                                        int max_depth = kMaxJsonDepth);
 
 // The JSON path of the value or key being read at byte `offset` of `text` ("a.b[2]"; "" at
 // the top level). Tolerates text that is invalid from the offset on. For error messages.

@@ -444,3 +444,93 @@ TEST(JsonPathAt, NamesNestedFields) {
 
 }  // namespace
 }  // namespace prefixd
+
+namespace prefixd {
+namespace {
+
+// `n` arrays, one inside the other.
+std::string Nested(size_t n) { return std::string(n, '[') + std::string(n, ']'); }
+
+// The remote crash of issue 16: a body nesting 60,000 arrays in any field that reaches the
+// chat template overflowed the stack. Each is refused by the parser, naming the field.
+TEST(OpenAiRequest, DeepNestingIsRefusedWhileParsingInEveryField) {
+  const std::string deep = Nested(60000);
+  const struct {
+    std::string body;
+    std::string field;
+  } cases[] = {
+      {Chat(R"("tools":)" + deep), "tools"},
+      {Chat(R"("chat_template_kwargs":{"x":)" + deep + "}"), "chat_template_kwargs"},
+      {R"({"messages":[{"role":"assistant","content":null,"tool_calls":)" + deep + "}]}",
+       "messages[0].tool_calls"},
+      {Chat(R"("stop":)" + deep), "stop"},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseChatRequest(c.body, kLimits);
+    ASSERT_FALSE(r.ok()) << c.field;
+    EXPECT_EQ(HttpStatusFor(r.status()), 400);
+    EXPECT_EQ(ParamOf(r.status()).rfind(c.field, 0), 0u) << ParamOf(r.status());
+    EXPECT_NE(r.status().message().find("the limit is 64"), std::string::npos) << r.status().message();
+  }
+  auto probe = ParseProbeRequest(R"({"messages":[{"role":"user","content":"x"}],"tools":)" + deep + "}",
+                                 RequestLimits{0, 32000});
+  ASSERT_FALSE(probe.ok());
+  EXPECT_EQ(ParamOf(probe.status()).rfind("tools", 0), 0u);
+  auto completion = ParseCompletionRequest(Cmpl(R"("prompt_x":)" + deep), kLimits);
+  EXPECT_FALSE(completion.ok());
+  EXPECT_FALSE(ParseJsonObject("{\"a\":" + deep + "}").ok());
+  EXPECT_FALSE(ParseOrderedJsonObject("{\"a\":" + deep + "}").ok());
+}
+
+TEST(OpenAiRequest, NestingLimitIsExact) {
+  // The top-level object is level 1: 63 arrays inside it reach 64.
+  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(63) + "}").ok());
+  auto r = ParseJsonObject("{\"a\":" + Nested(64) + "}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ParamOf(r.status()), "a" + [] {
+    std::string p;
+    for (int i = 0; i < 63; ++i) p += "[0]";
+    return p;
+  }());
+  // Brackets inside strings do not count.
+  EXPECT_TRUE(ParseJsonObject("{\"a\":\"" + Nested(1000) + "\\\"[[\"}").ok());
+  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(3) + "}", 4).ok());
+  EXPECT_FALSE(ParseJsonObject("{\"a\":" + Nested(4) + "}", 4).ok());
+}
+
+TEST(OpenAiRequest, ToolsKeepTheirKeyOrderAndStayWithinTheirBytes) {
+  auto r = ParseChatRequest(Chat(R"("tools":[{"z":1,"a":{"y":2,"b":3}}],"chat_template_kwargs":{"q":1,"c":2})"),
+                            kLimits);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->tools.dump(), R"([{"z":1,"a":{"y":2,"b":3}}])");
+  EXPECT_EQ(r->chat_template_kwargs.dump(), R"({"q":1,"c":2})");
+  RequestLimits small = kLimits;
+  small.max_tools_bytes = 100;
+  const std::string big = R"([{"description":")" + std::string(200, 'x') + R"("}])";
+  auto t = ParseChatRequest(Chat(R"("tools":)" + big), small);
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(ParamOf(t.status()), "tools");
+  EXPECT_NE(t.status().message().find("the limit is 100 bytes"), std::string::npos);
+  auto c = ParseChatRequest(R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,"tool_calls":)" +
+                                big + "}]}",
+                            small);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(ParamOf(c.status()), "messages[1].tool_calls");
+}
+
+TEST(OpenAiRequest, MessageCountIsLimited) {
+  RequestLimits small = kLimits;
+  small.max_messages = 3;
+  std::string body = R"({"messages":[)";
+  for (int i = 0; i < 4; ++i) body += std::string(i ? "," : "") + R"({"role":"user","content":"x"})";
+  body += "]}";
+  auto r = ParseChatRequest(body, small);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(ParamOf(r.status()), "messages");
+  EXPECT_NE(r.status().message().find("the limit is 3"), std::string::npos);
+  small.max_messages = 4;
+  EXPECT_TRUE(ParseChatRequest(body, small).ok());
+}
+
+}  // namespace
+}  // namespace prefixd

@@ -46,8 +46,10 @@ struct CandidateAfter {
 StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(Vocab vocab) {
   RETURN_IF_ERROR(CheckVocabBasics(vocab, "byte-level BPE"));
   ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre, PreTokenizer::Create(vocab.pre));
+  ASSIGN_OR_RETURN(const Normalizer normalizer, ParseNormalizer(vocab.normalizer));
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer(std::move(vocab)));
   t->pre_ = std::move(pre);
+  t->normalizer_ = normalizer;
   const Vocab& v = t->vocab_;
   const size_t n = v.tokens.size();
   t->token_to_id_.reserve(n);
@@ -161,6 +163,11 @@ std::vector<int32_t> BpeTokenizer::Encode(std::string_view text,
 
 void BpeTokenizer::EncodeRaw(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
+  if (normalizer_ == Normalizer::kNfc) {
+    const std::string normalized = NormalizeNfc(text);
+    for (const std::string_view word : pre_->Split(normalized)) EncodeWord(word, out);
+    return;
+  }
   for (const std::string_view word : pre_->Split(text)) EncodeWord(word, out);
 }
 

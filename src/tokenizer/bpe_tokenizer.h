@@ -15,8 +15,9 @@
 // tokens that overlap one another in the text).
 //
 // Differences from Hugging Face, by design:
-// - No normalizer: GGUF files carry none, so text is not NFC-normalized (Qwen's
-//   tokenizer.json asks for NFC). Ids agree on NFC text; decode(encode(s)) == s always.
+// - Normalizer: only NFC (Vocab::normalizer, normalizer.h), applied to each fragment between
+//   added tokens, as Hugging Face applies Qwen's; then decode(encode(s)) == NFC(s), and
+//   decode(encode(s)) == s without a normalizer.
 // - A merge whose two sides or whose result is not a token is ignored (it can never apply to
 //   a vocabulary that was trained with it).
 //
@@ -32,6 +33,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "base/status.h"
+#include "tokenizer/normalizer.h"
 #include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
@@ -74,6 +76,7 @@ class BpeTokenizer final : public Tokenizer {
   int32_t Find(std::string_view text) const;
 
   std::unique_ptr<PreTokenizer> pre_;
+  Normalizer normalizer_ = Normalizer::kNone;
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
   absl::flat_hash_map<uint64_t, Merge> merges_;  // by PairKey(left, right)
   // The token of each byte's one-character spelling; unk_id (or -1) where there is none.

@@ -301,3 +301,58 @@ TEST(BpeTokenizer, EncodesALongTextQuickly) {
 
 }  // namespace
 }  // namespace prefixd
+
+namespace prefixd {
+namespace {
+
+// Issue 14: Qwen's tokenizer.json normalizes to NFC, so "e" + U+0301 must tokenize as "é".
+// The normalizer applies between added tokens; decoding gives the NFC text back.
+TEST(BpeTokenizer, NfcNormalizerComposesBeforeMerging) {
+  auto spell = [](const std::string& bytes) {
+    std::string s;
+    for (unsigned char b : bytes) s += ByteToUnicode(b);
+    return s;
+  };
+  for (const bool nfc : {true, false}) {
+    VocabBuilder b("qwen2");
+    b.v.normalizer = nfc ? "nfc" : "";
+    const int32_t e_acute_id = b.Merge(spell("\xC3"), spell("\xA9"));
+    b.Merge(spell("\xEA"), spell("\xB0"));
+    const int32_t ga = b.Merge(spell("\xEA\xB0"), spell("\x80"));  // 가 (U+AC00), one token
+    const int32_t special = b.Add("<|im_start|>", TokenType::kControl);
+    auto t = MustCreate(b.v);
+    ASSERT_NE(t, nullptr);
+    const std::vector<int32_t> composed = t->Encode("\xC3\xA9", Plain());
+    EXPECT_EQ(composed, std::vector<int32_t>{e_acute_id});
+    const std::vector<int32_t> decomposed = t->Encode("e\xCC\x81", Plain());
+    const std::vector<int32_t> jamo = t->Encode("\xE1\x84\x80\xE1\x85\xA1", Plain());
+    if (nfc) {
+      EXPECT_EQ(decomposed, composed);
+      EXPECT_EQ(jamo, std::vector<int32_t>{ga});
+      EXPECT_EQ(Decode(*t, decomposed), "\xC3\xA9");
+      // Singletons map (U+212B -> U+00C5), compatibility characters do not (ﬁ stays ﬁ).
+      EXPECT_EQ(t->Encode("\xE2\x84\xAB", Plain()), t->Encode("\xC3\x85", Plain()));
+      EXPECT_EQ(Decode(*t, t->Encode("\xEF\xAC\x81", Plain())), "\xEF\xAC\x81");
+      EXPECT_NE(t->Encode("\xEF\xAC\x81", Plain()), t->Encode("fi", Plain()));
+      // Around an added token, each side is normalized on its own.
+      EncodeOptions special_on = Plain();
+      special_on.parse_special = true;
+      EXPECT_EQ(t->Encode("e\xCC\x81<|im_start|>e\xCC\x81", special_on),
+                (std::vector<int32_t>{e_acute_id, special, e_acute_id}));
+    } else {
+      // Without a normalizer the text is tokenized as it is: e, then U+0301's two bytes.
+      EXPECT_EQ(decomposed.size(), 3u);
+      EXPECT_NE(decomposed, composed);
+      EXPECT_EQ(Decode(*t, decomposed), "e\xCC\x81");
+    }
+  }
+}
+
+TEST(BpeTokenizer, RefusesAnUnknownNormalizer) {
+  VocabBuilder b("qwen2");
+  b.v.normalizer = "nfkc";
+  EXPECT_FALSE(Tokenizer::Create(b.v).ok());
+}
+
+}  // namespace
+}  // namespace prefixd

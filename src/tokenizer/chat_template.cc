@@ -173,4 +173,67 @@ int64_t MessageIndexOfToken(const Tokenizer& tokenizer, const RenderedChat& chat
   return lo;
 }
 
+int64_t ChatTokenStarts::MessageOf(int64_t token_index) const {
+  // generation_start is at or after every message start.
+  if (token_index >= generation_start) return static_cast<int64_t>(message_starts.size());
+  // The last message starting at or before the token (message 0 starts at 0).
+  const auto it = std::upper_bound(message_starts.begin(), message_starts.end(), token_index);
+  return std::max<int64_t>(0, (it - message_starts.begin()) - 1);
+}
+
+std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
+                                                 std::span<const int32_t> tokens) {
+  const Vocab& vocab = tokenizer.vocab();
+  std::vector<size_t> ends;
+  ends.reserve(tokens.size());
+  size_t pos = 0;
+  for (const int32_t id : tokens) {
+    const bool known = id >= 0 && static_cast<size_t>(id) < vocab.tokens.size();
+    const TokenType type = known ? vocab.token_types[id] : TokenType::kUndefined;
+    // A special token parsed out of the text (<|im_start|>, a BOS the template printed)
+    // stands for its own text, whatever its piece says.
+    if ((type == TokenType::kControl || type == TokenType::kUserDefined) && !vocab.tokens[id].empty() &&
+        text.compare(pos, vocab.tokens[id].size(), vocab.tokens[id]) == 0) {
+      pos += vocab.tokens[id].size();
+      ends.push_back(pos);
+      continue;
+    }
+    const std::string piece = tokenizer.Piece(id);
+    if (text.compare(pos, piece.size(), piece) == 0) {
+      pos += piece.size();  // also a control token's empty piece (BOS added by the encoder)
+    } else if (!piece.empty() && piece[0] == ' ' &&
+               text.compare(pos, piece.size() - 1, std::string_view(piece).substr(1)) == 0) {
+      pos += piece.size() - 1;  // SentencePiece's space prefix, which is not in the text
+    } else {
+      return std::nullopt;
+    }
+    ends.push_back(pos);
+  }
+  if (pos != text.size()) return std::nullopt;
+  return ends;
+}
+
+ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
+                                    std::span<const int32_t> tokens) {
+  ChatTokenStarts out;
+  const size_t n = chat.message_offsets.size();
+  const std::optional<std::vector<size_t>> ends = TokenByteEnds(tokenizer, chat.text, tokens);
+  if (!ends) {
+    out.message_starts = MessageTokenStarts(tokenizer, chat, tokens);
+    out.generation_start = MessageTokenStart(tokenizer, chat, tokens, n);
+    return out;
+  }
+  // Boundary b starts at the first token that ends past it: the token holding its first byte.
+  // The offsets ascend, so one pointer walks the tokens once.
+  size_t t = 0;
+  auto start_at = [&](size_t offset) {
+    while (t < ends->size() && (*ends)[t] <= offset) ++t;
+    return static_cast<int64_t>(t);
+  };
+  out.message_starts.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.message_starts.push_back(i == 0 ? 0 : start_at(chat.message_offsets[i]));
+  out.generation_start = n == 0 ? 0 : start_at(chat.generation_offset);
+  return out;
+}
+
 }  // namespace prefixd

@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -106,6 +107,37 @@ int64_t MessageTokenStart(const Tokenizer& tokenizer, const RenderedChat& chat,
 // All message starts (one per message), ascending.
 std::vector<int64_t> MessageTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
                                         std::span<const int32_t> tokens);
+
+// Where each message and the generation prompt start in the prompt's tokens, found from one
+// render and one encoding: the tokens are walked once against the text, each token's piece
+// consuming the bytes it stands for, and message i starts at the token that contains its
+// first byte (the token that crosses the boundary, if the tokenizer merged across it, belongs
+// to the message it starts in: the same rule as MessageTokenStart, which re-encodes the text
+// before every message and costs time quadratic in the chat's length).
+//
+//   text:    [BOS][User: hi\n][Assistant: ...\n][Assistant:]
+//   tokens:   0    1 2 3 4     5 6 7 ...          n-2 n-1
+//   starts:   0    (BOS is message 0's)  5        generation_start = n-2
+struct ChatTokenStarts {
+  std::vector<int64_t> message_starts;  // one per message, ascending, [0] == 0
+  int64_t generation_start = 0;         // where the generation prompt starts
+
+  // The index of the message whose tokens contain token `token_index`; the number of
+  // messages when it falls in the generation prompt. O(log n).
+  int64_t MessageOf(int64_t token_index) const;
+};
+
+// `tokens` is Encode(chat.text, ChatEncodeOptions(chat)). Linear in the text's length and
+// the number of tokens and messages. A tokenizer whose pieces do not spell the text (a
+// normalizing vocabulary, unknown tokens) falls back to MessageTokenStart per message.
+ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
+                                    std::span<const int32_t> tokens);
+
+// Where each token of `tokens` ends in `text`, when the tokens' pieces spell `text` (BOS
+// and other control tokens stand for no bytes, unless the text spells them; SentencePiece's
+// added space prefix stands for none); nullopt when they do not.
+std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
+                                                 std::span<const int32_t> tokens);
 
 // The index of the message whose tokens contain token `token_index` (binary search over
 // MessageTokenStart, O(log n) encodings); the number of messages when it falls in the

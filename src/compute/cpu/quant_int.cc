@@ -1,4 +1,5 @@
 #include "compute/cpu/quant_int.h"
+#include "compute/cpu/quant_int_kquant.h"
 
 #include <cmath>
 
@@ -170,18 +171,38 @@ std::vector<std::pair<const char*, IntTileFn>> RunnableIntTilePaths(TensorType t
     out.emplace_back("generic", &IntTileQ4_0Portable);
     if (HasAvx2()) out.emplace_back("avx2", &IntTileQ4_0Avx2);
     if (HasVnni()) out.emplace_back("avx512vnni", &IntTileQ4_0Vnni);
+  } else if (type == TensorType::kQ4_K) {
+    out = IntTilePathsQ4K();
+  } else if (type == TensorType::kQ5_K) {
+    out = IntTilePathsQ5K();
+  } else if (type == TensorType::kQ6_K) {
+    out = IntTilePathsQ6K();
   }
   return out;
 }
 
 IntTileFn GetIntTile(TensorType type) {
+  // The fastest path of each type, chosen once.
+  static const auto fastest = [](TensorType t) { return RunnableIntTilePaths(t).back().second; };
   switch (type) {
     case TensorType::kQ8_0: {
-      static const IntTileFn fn = RunnableIntTilePaths(type).back().second;
+      static const IntTileFn fn = fastest(type);
       return fn;
     }
     case TensorType::kQ4_0: {
-      static const IntTileFn fn = RunnableIntTilePaths(type).back().second;
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ4_K: {
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ5_K: {
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ6_K: {
+      static const IntTileFn fn = fastest(type);
       return fn;
     }
     default:

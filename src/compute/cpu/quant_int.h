@@ -88,10 +88,4 @@ std::vector<std::pair<const char*, IntTileFn>> RunnableIntTilePaths(TensorType t
 std::vector<std::pair<const char*, void (*)(QuantActivation, const float*, int64_t, void*)>>
 RunnableQuantizeActivationPaths();
 
-// The K-quant tiles (over kQ8x256 activations), every path this CPU runs, "generic" first and
-// the fastest last; defined in quant_int_kquant.cc. GetIntTile does not serve them yet.
-std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ4K();
-std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ5K();
-std::vector<std::pair<const char*, IntTileFn>> IntTilePathsQ6K();
-
 }  // namespace prefixd::cpu

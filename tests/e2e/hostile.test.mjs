@@ -1,0 +1,122 @@
+// Bodies a hostile or careless client sends (issue 16): each gets the answer expected, and
+// the server keeps answering a fixed greedy request the same way afterwards.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { ADMIN_KEY, missingPrerequisite, startServer } from './server.mjs';
+
+const skip = missingPrerequisite();
+
+// `n` arrays, one inside the other: JSON text, built without recursion.
+function nested(n) { return '['.repeat(n) + ']'.repeat(n); }
+
+describe('hostile requests', { skip: skip ?? false }, () => {
+  let srv;
+  let reference;
+  const greedy = { prompt: 'Once upon a time', max_tokens: 12, temperature: 0 };
+  before(async () => {
+    srv = await startServer();
+    reference = (await srv.request('POST', '/v1/completions', { body: greedy })).json.choices[0].text;
+  });
+  after(async () => { await srv?.stop(); });
+
+  async function stillAnswers() {
+    assert.deepEqual((await srv.request('GET', '/health')).json, { status: 'ok' });
+    const r = await srv.request('POST', '/v1/completions', { body: greedy });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.choices[0].text, reference);
+  }
+
+  it('refuses 60,000-deep nesting in every field that reaches the template, with a 400', { timeout: 60000 }, async () => {
+    const deep = nested(60000);
+    const user = '{"role":"user","content":"hi"}';
+    const cases = [
+      ['/v1/chat/completions', `{"messages":[${user}],"tools":${deep}}`, 'tools'],
+      ['/v1/chat/completions', `{"messages":[${user},{"role":"assistant","content":null,"tool_calls":${deep}}]}`,
+       'messages[1].tool_calls'],
+      ['/v1/chat/completions', `{"messages":[${user}],"chat_template_kwargs":{"a":${deep}}}`, 'chat_template_kwargs'],
+      ['/admin/api/cache/probe', `{"messages":[${user}],"tools":${deep}}`, 'tools'],
+      ['/v1/completions', `{"prompt":${deep}}`, 'prompt'],
+      ['/tokenize', `{"content":${deep}}`, 'content'],
+    ];
+    for (const [route, body, field] of cases) {
+      const headers = { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` };
+      const r = await srv.request('POST', route, { body, raw: true, headers });
+      assert.equal(r.status, 400, `${route} ${field}: ${r.text.slice(0, 200)}`);
+      assert.ok(r.json.error.param.startsWith(field), `${route}: param ${r.json.error.param}`);
+      assert.match(r.json.error.message, /the limit is 64/);
+      await stillAnswers();
+    }
+  });
+
+  it('refuses bodies that are not JSON with 415, and takes the admin switches without a body', { timeout: 60000 }, async () => {
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
+      const body = JSON.stringify({ ...greedy, pad: 'x'.repeat(10000) });
+      const r = await srv.request('POST', '/v1/completions', { body, raw: true, headers: { 'content-type': type } });
+      assert.equal(r.status, 415, `${type}: ${r.text}`);
+      assert.match(r.json.error.message, /application\/json/);
+    }
+    const url = `${srv.url}/admin/api/cache/disable`;
+    const started = Date.now();
+    const off = await fetch(url, { method: 'POST', headers: { authorization: `bearer ${ADMIN_KEY}` } });
+    assert.equal(off.status, 200);
+    assert.equal((await off.json()).enabled, false);
+    assert.ok(Date.now() - started < 2000, `disable took ${Date.now() - started} ms`);
+    const on = await fetch(`${srv.url}/admin/api/cache/enable`, { method: 'POST', headers: { authorization: `BEARER ${ADMIN_KEY}` } });
+    assert.equal((await on.json()).enabled, true);
+    await stillAnswers();
+  });
+
+  it('a 1 MB chat of 16,000 messages costs time proportional to its size', { timeout: 120000 }, async () => {
+    // Message starts were found by encoding every prefix again: 50,000 short messages cost
+    // 61 s. Now one render, one encoding and one walk over the tokens.
+    const messages = [];
+    for (let i = 0; i < 16000; i++) {
+      messages.push({ role: i % 2 ? 'assistant' : 'user', content: `Once upon a time there was a dog ${i}.` });
+    }
+    assert.ok(JSON.stringify(messages).length > 2 ** 20);
+    let started = Date.now();
+    const probe = await srv.admin('/admin/api/cache/probe', { messages });
+    const probeMs = Date.now() - started;
+    assert.equal(probe.status, 200, probe.text.slice(0, 300));
+    assert.equal(probe.json.message_starts.length, 16000);
+    for (let i = 1; i < 16000; i++) assert.ok(probe.json.message_starts[i] > probe.json.message_starts[i - 1]);
+    started = Date.now();
+    const chat = await srv.request('POST', '/v1/chat/completions', { body: { messages, max_tokens: 1 } });
+    const chatMs = Date.now() - started;
+    assert.equal(chat.status, 400);  // it does not fit the context: found after rendering and encoding it
+    assert.match(chat.json.error.message, /the context holds/);
+    // Generous for a loaded machine; the quadratic way took well over a minute.
+    assert.ok(probeMs < 20000 && chatMs < 20000, `probe ${probeMs} ms, chat ${chatMs} ms`);
+    // One message over the limit is refused before anything is rendered.
+    const over = await srv.request('POST', '/v1/chat/completions',
+                                   { body: { messages: [...messages, ...messages.slice(0, 400)], max_tokens: 1 } });
+    assert.equal(over.status, 400);
+    assert.equal(over.json.error.param, 'messages');
+    assert.match(over.json.error.message, /the limit is 16384/);
+    await stillAnswers();
+  });
+
+  it('answers a POST with no Content-Length at once (curl -X POST)', { timeout: 30000 }, async () => {
+    const { port, hostname } = new URL(srv.url);
+    const started = Date.now();
+    const answer = await new Promise((resolve, reject) => {
+      const sock = net.connect(Number(port), hostname);
+      let data = '';
+      sock.on('data', (d) => {
+        data += d;
+        if (/\r\n\r\n[\s\S]*\}/.test(data)) { sock.destroy(); resolve(data); }
+      });
+      sock.on('error', reject);
+      sock.on('close', () => resolve(data));
+      sock.write(`POST /admin/api/cache/disable HTTP/1.1\r\nHost: ${hostname}:${port}\r\n` +
+                 `Authorization: Bearer ${ADMIN_KEY}\r\n\r\n`);
+    });
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.match(answer, /"enabled":false/);
+    assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+    const on = await srv.admin('/admin/api/cache/enable', {});
+    assert.equal(on.json.enabled, true);
+    await stillAnswers();
+  });
+});
