@@ -115,14 +115,20 @@ void MatMulInt(std::span<const MatMulProduct> products, const float* x, int64_t 
   }
   for (int k = 0; k < 2; ++k) xq_buffers[k].resize(strides[k] * num_tokens);
   std::vector<uint8_t>* buffers = xq_buffers;  // thread_local: name it for the workers
-  pool.ParallelFor(num_tokens, [&](int64_t begin, int64_t end, int) {
+  auto quantize = [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) {
       for (int k = 0; k < 2; ++k) {
         if (strides[k] == 0) continue;
         QuantizeActivation(kFormats[k], x + t * cols, cols, buffers[k].data() + t * strides[k]);
       }
     }
-  });
+  };
+  // A few tokens take well under a microsecond here: less than the threads' meeting.
+  if (num_tokens * cols <= 16384) {
+    quantize(0, num_tokens, 0);
+  } else {
+    pool.ParallelFor(num_tokens, quantize);
+  }
   const int64_t num_token_blocks = (num_tokens + kIntTokenBlock - 1) / kIntTokenBlock;
   std::vector<int64_t> first_item(products.size() + 1, 0);
   for (size_t i = 0; i < products.size(); ++i) {

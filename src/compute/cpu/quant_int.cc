@@ -154,8 +154,8 @@ void QuantizeActivation(QuantActivation format, const float* x, int64_t n, void*
 
 std::vector<std::pair<const char*, void (*)(QuantActivation, const float*, int64_t, void*)>>
 RunnableQuantizeActivationPaths() {
-  std::vector<std::pair<const char*, void (*)(QuantActivation, const float*, int64_t, void*)>>
-      out = {{"generic", &QuantizeActivationPortable}};
+  std::vector<std::pair<const char*, void (*)(QuantActivation, const float*, int64_t, void*)>> out =
+      {{"generic", &QuantizeActivationPortable}};
   if (HasAvx2()) out.emplace_back("avx2", &QuantizeActivationAvx2);
   if (HasAvx512()) out.emplace_back("avx512", &QuantizeActivationAvx512);
   return out;

@@ -7,6 +7,8 @@
 // the canonical acc[b % 8] does.
 #include <immintrin.h>
 
+#include <vector>
+
 #include "compute/cpu/quant_int_internal.h"
 #include "model/quant_blocks.h"
 
@@ -17,9 +19,7 @@ namespace {
 
 // --- Activations -------------------------------------------------------------------------
 
-PREFIXD_AVX2 inline __m256 Abs(__m256 v) {
-  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
-}
+PREFIXD_AVX2 inline __m256 Abs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
 PREFIXD_AVX2 inline float HorizontalMax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -43,7 +43,8 @@ PREFIXD_AVX2 inline void Quantize32(const float* x, __m256 inv, int8_t* q, int32
   // packs works within 128-bit lanes: [a0 b0 a1 b1] then [ab0 cd0 ab1 cd1]; permute fixes it.
   const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
   const __m256i abcd = _mm256_packs_epi16(ab, cd);
-  const __m256i ordered = _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  const __m256i ordered =
+      _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), ordered);
   const __m256i s0 = _mm256_add_epi32(a, b), s1 = _mm256_add_epi32(c, d);
   for (int h = 0; h < 2; ++h) {
@@ -103,9 +104,11 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   __m256i v[8];
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
-      v[j] = DotSigned(W::Signed(wb[j]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
+      v[j] = DotSigned(W::Signed(wb[j]),
+                       _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
       dw[j] = wb[j].d;
       dx[j] = xb[j].d;
     } else {
@@ -113,17 +116,24 @@ PREFIXD_AVX2 inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
     }
   }
   const __m256 isum = _mm256_cvtepi32_ps(SumsOf8(v));
-  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
-                                  _mm256_load_ps(dx));
+  const __m256 dd = _mm256_mul_ps(
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_load_ps(dx));
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, isum));
 }
 
-// One weight row with one token: the canonical eight accumulators, folded.
-template <typename W>
-PREFIXD_AVX2 inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
-                                 bool prefetch) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t g = 0; g < nb; g += 8) {
+// One weight row with kT tokens, each into the canonical eight accumulators, folded: each weight
+// block is decoded once for all of them (prefill). The ragged last group goes through GroupTerm per
+// token, which computes the same lanes the same way.
+template <typename W, int kT>
+PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      const float* const* dxs, int64_t nb, bool prefetch,
+                                      float* out) {
+  __m256 acc[kT];
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
     if (prefetch) {
       // Rows lie end to end and decode reads each once: fetch ~2 KiB ahead, into the next rows.
       const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
@@ -131,50 +141,40 @@ PREFIXD_AVX2 inline float RowDot(const typename W::Block* wb, const Q8x32Block* 
         _mm_prefetch(p + l, _MM_HINT_T0);
       }
     }
-    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
-  }
-  alignas(32) float a[8];
-  _mm256_store_ps(a, acc);
-  return FoldAcc8(a);
-}
-
-// RowDot for kT tokens at once: each weight block is decoded once for all of them (prefill).
-// Full groups of eight blocks only; the ragged last group goes through GroupTerm per token,
-// which computes the same lanes the same way.
-template <typename W, int kT>
-PREFIXD_AVX2 inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
-                                      int64_t nb, float* out) {
-  __m256 acc[kT];
-  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int64_t full = nb / 8 * 8;
-  for (int64_t g = 0; g < full; g += 8) {
     __m256i pair[kT][4];
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j += 2) {
       const __m256i w0 = W::Signed(wb[g + j]), w1 = W::Signed(wb[g + j + 1]);
       const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+#pragma GCC unroll 8
       for (int t = 0; t < kT; ++t) {
         const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q));
         const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q));
-        const __m256i v0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones);
-        const __m256i v1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones);
+        const __m256i v0 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones);
+        const __m256i v1 =
+            _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones);
         pair[t][j / 2] = _mm256_hadd_epi32(v0, v1);
       }
     }
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
-      const Q8x32Block* x = xb[t] + g;
       const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
       const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
       const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
                                             _mm256_permute2x128_si256(s0123, s4567, 0x31));
-      const __m256 dx = _mm256_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d);
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
-    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[t]);
     out[t] = FoldAcc8(a);
@@ -187,17 +187,179 @@ PREFIXD_AVX2 void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
   const int64_t nb = n / 32;
   constexpr int kT = 2;
   auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
+  // The tokens' block scales gathered once for every row of the tile,
+  // so the inner loop loads eight at a time instead of picking them out of the blocks.
+  thread_local std::vector<float> dx_all;
+  dx_all.resize(num_tokens * nb);
+  for (int t = 0; t < num_tokens; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      dx_all[t * nb + b] = token(t)[b].d;
+    }
+  }
   for (int r = 0; r < num_rows; ++r) {
     const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
     int t = 0;
     for (; t + kT <= num_tokens; t += kT) {
       const Q8x32Block* xb[kT];
+      const float* dxs[kT];
       float out[kT];
-      for (int i = 0; i < kT; ++i) xb[i] = token(t + i);
-      RowDotTokens<W, kT>(wb, xb, nb, out);
+#pragma GCC unroll 8
+      for (int i = 0; i < kT; ++i) {
+        xb[i] = token(t + i);
+        dxs[i] = dx_all.data() + (t + i) * nb;
+      }
+      RowDotTokens<W, kT>(wb, xb, dxs, nb, /*prefetch=*/false, out);
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
-    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+    for (; t < num_tokens; ++t) {
+      const Q8x32Block* xb = token(t);
+      const float* dxs = dx_all.data() + t * nb;
+      RowDotTokens<W, 1>(wb, &xb, &dxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+    }
+  }
+}
+
+// 8 x 8 dwords transposed: c[k] dword i = r[i] dword k.
+PREFIXD_AVX2 inline void Transpose8x8(const __m256i* r, __m256i* c) {
+  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  c[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  c[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  c[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  c[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  c[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  c[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  c[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  c[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// Q4_0 without the sign trick: the nibbles q (0..15) are already unsigned, so vpmaddubsw takes
+// them as they are (a pair is at most 2 * 15 * 127 = 3810) and a block's sum is
+// sum(q * x) - 8 * sum(x). A group of eight blocks is transposed (dword k of every block in
+// one register, block i in lane i; the activations once per tile), so eight vpmaddubsw add up
+// in int16 lanes (8 * 3810 < 32768) and one vpmaddwd gives all eight block sums: no
+// horizontal folds. The ragged last group goes through GroupTerm, which gives the same sums.
+template <int kT>
+PREFIXD_AVX2 inline void RowDotTokensQ4_0(const BlockQ4_0* wb, const Q8x32Block* const* xb,
+                                          const uint8_t* const* xt, const float* const* dxs,
+                                          const int32_t* const* sxs, int64_t nb, bool prefetch,
+                                          float* out) {
+  __m256 acc[kT];
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
+    if (prefetch) {
+      const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
+      for (int l = 0; l < static_cast<int>(8 * sizeof(BlockQ4_0)); l += 64) {
+        _mm_prefetch(p + l, _MM_HINT_T0);
+      }
+    }
+    __m256i r[8], c[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) {
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[g + i].qs));
+      const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+      r[i] = _mm256_set_m128i(hi, lo);
+    }
+    Transpose8x8(r, c);
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) {
+      const uint8_t* xg = xt[t] + g * 32;
+#define chunk(k) _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * (k)))
+      __m256i p0 = _mm256_maddubs_epi16(c[0], chunk(0));
+      __m256i p1 = _mm256_maddubs_epi16(c[1], chunk(1));
+      p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(c[2], chunk(2)));
+      p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(c[3], chunk(3)));
+      p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(c[4], chunk(4)));
+      p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(c[5], chunk(5)));
+      p0 = _mm256_add_epi16(p0, _mm256_maddubs_epi16(c[6], chunk(6)));
+      p1 = _mm256_add_epi16(p1, _mm256_maddubs_epi16(c[7], chunk(7)));
+#undef chunk
+      const __m256i raw = _mm256_madd_epi16(_mm256_add_epi16(p0, p1), _mm256_set1_epi16(1));
+      const __m256i sums =
+          _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
+      const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) {
+    if (full < nb)
+      acc[t] = GroupTerm<Q4_0Weights>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    alignas(32) float a[8];
+    _mm256_store_ps(a, acc[t]);
+    out[t] = FoldAcc8(a);
+  }
+}
+
+PREFIXD_AVX2 void TileQ4_0(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                           int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  const int64_t nb = n / 32, full = nb / 8 * 8;
+  constexpr int kT = 2;
+  auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
+  // Once for every row of the tile: scales, 8 * sums, and the full groups transposed.
+  thread_local std::vector<float> dx_all;
+  thread_local std::vector<int32_t> sx_all;
+  thread_local std::vector<uint8_t> xt_all;
+  dx_all.resize(num_tokens * nb);
+  sx_all.resize(num_tokens * nb);
+  xt_all.resize(num_tokens * full * 32);
+  for (int t = 0; t < num_tokens; ++t) {
+    const Q8x32Block* xb = token(t);
+    for (int64_t b = 0; b < nb; ++b) {
+      dx_all[t * nb + b] = xb[b].d;
+      sx_all[t * nb + b] = xb[b].sum * 8;
+    }
+    for (int64_t g = 0; g < full; g += 8) {
+      __m256i rows[8], cols[8];
+      for (int i = 0; i < 8; ++i)
+        rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
+      Transpose8x8(rows, cols);
+      for (int k = 0; k < 8; ++k) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[(t * full + g + k) * 32]), cols[k]);
+      }
+    }
+  }
+  for (int r = 0; r < num_rows; ++r) {
+    const auto* wb = reinterpret_cast<const BlockQ4_0*>(w + r * row_bytes);
+    int t = 0;
+    for (; t + kT <= num_tokens; t += kT) {
+      const Q8x32Block* xb[kT];
+      const uint8_t* xt[kT];
+      const float* dxs[kT];
+      const int32_t* sxs[kT];
+      float out[kT];
+#pragma GCC unroll 8
+      for (int i = 0; i < kT; ++i) {
+        xb[i] = token(t + i);
+        xt[i] = xt_all.data() + (t + i) * full * 32;
+        dxs[i] = dx_all.data() + (t + i) * nb;
+        sxs[i] = sx_all.data() + (t + i) * nb;
+      }
+      RowDotTokensQ4_0<kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+#pragma GCC unroll 8
+      for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
+    }
+    for (; t < num_tokens; ++t) {
+      const Q8x32Block* xb = token(t);
+      const uint8_t* xt = xt_all.data() + t * full * 32;
+      const float* dxs = dx_all.data() + t * nb;
+      const int32_t* sxs = sx_all.data() + t * nb;
+      RowDotTokensQ4_0<1>(wb, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+    }
   }
 }
 
@@ -236,7 +398,7 @@ void IntTileQ8_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const ui
 
 void IntTileQ4_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
-  Tile<Q4_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+  TileQ4_0(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
 }
 
 }  // namespace prefixd::cpu

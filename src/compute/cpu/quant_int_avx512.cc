@@ -8,12 +8,13 @@
 // float steps are the same (see quant_int_avx2.cc for the accumulator layout).
 #include <immintrin.h>
 
+#include <vector>
+
 #include "compute/cpu/quant_int_internal.h"
 #include "model/quant_blocks.h"
 
 #define PREFIXD_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define PREFIXD_VNNI \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define PREFIXD_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 namespace prefixd::cpu {
 namespace {
@@ -71,6 +72,7 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) int32_t sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+#pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
     if (j < k) {
       v[j] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), W::Unsigned(wb[j]),
@@ -85,67 +87,90 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
   const __m256i sums = _mm256_sub_epi32(
       SumsOf8(v), _mm256_mullo_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(sx)),
                                      _mm256_set1_epi32(W::kOffset)));
-  const __m256 dd = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))),
-                                  _mm256_load_ps(dx));
+  const __m256 dd = _mm256_mul_ps(
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_load_ps(dx));
   return _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sums)));
 }
 
-template <typename W>
-PREFIXD_VNNI inline float RowDot(const typename W::Block* wb, const Q8x32Block* xb, int64_t nb,
-                                 bool prefetch) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t g = 0; g < nb; g += 8) {
+// 8 x 8 dwords transposed: c[k] dword i = r[i] dword k.
+PREFIXD_VNNI inline void Transpose8x8(const __m256i* r, __m256i* c) {
+  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  c[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  c[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  c[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  c[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  c[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  c[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  c[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  c[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// One weight row with kT tokens, each into the canonical eight accumulators, folded. A group
+// of eight blocks is transposed (dword k of every block in one register, block i in lane i),
+// weights here, activations once per tile (xt), so vpdpbusd sums each block in its own int32
+// lane with no horizontal folding; the ragged last group goes through GroupTerm per token,
+// which computes the same lanes the same way.
+template <typename W, int kT>
+PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+                                      const uint8_t* const* xt, const float* const* dxs,
+                                      const int32_t* const* sxs, int64_t nb, bool prefetch,
+                                      float* out) {
+  __m256 acc[kT];
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t full = nb / 8 * 8;
+  for (int64_t g = 0; g < full; g += 8) {
     if (prefetch) {
+      // Rows lie end to end and decode reads each once: fetch ~2 KiB ahead, into the next rows.
       const char* p = reinterpret_cast<const char*>(wb + g) + 2048;
       for (int l = 0; l < static_cast<int>(8 * sizeof(typename W::Block)); l += 64) {
         _mm_prefetch(p + l, _MM_HINT_T0);
       }
     }
-    acc = GroupTerm<W>(acc, wb + g, xb + g, nb - g < 8 ? static_cast<int>(nb - g) : 8);
-  }
-  alignas(32) float a[8];
-  _mm256_store_ps(a, acc);
-  return FoldAcc8(a);
-}
-
-// RowDot for kT tokens at once: each weight block is loaded and made unsigned once for all
-// of them (prefill). Full groups of eight blocks only; the ragged last group goes through
-// RowDot's code per token, which computes the same lanes the same way.
-template <typename W, int kT>
-PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
-                                      int64_t nb, float* out) {
-  __m256 acc[kT];
-  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
-  const int64_t full = nb / 8 * 8;
-  for (int64_t g = 0; g < full; g += 8) {
-    __m256i pair[kT][4];
-    for (int j = 0; j < 8; j += 2) {
-      const __m256i u0 = W::Unsigned(wb[g + j]), u1 = W::Unsigned(wb[g + j + 1]);
-      for (int t = 0; t < kT; ++t) {
-        const __m256i v0 = _mm256_dpbusd_epi32(
-            _mm256_setzero_si256(), u0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j].q)));
-        const __m256i v1 = _mm256_dpbusd_epi32(
-            _mm256_setzero_si256(), u1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[t][g + j + 1].q)));
-        pair[t][j / 2] = _mm256_hadd_epi32(v0, v1);
-      }
-    }
-    const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(
-        wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d, wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+    __m256i r[8], c[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) r[i] = W::Unsigned(wb[g + i]);
+    Transpose8x8(r, c);
+    const __m256 dw =
+        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
+                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+#pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
-      const Q8x32Block* x = xb[t] + g;
-      const __m256i s0123 = _mm256_hadd_epi32(pair[t][0], pair[t][1]);
-      const __m256i s4567 = _mm256_hadd_epi32(pair[t][2], pair[t][3]);
-      const __m256i raw = _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                                           _mm256_permute2x128_si256(s0123, s4567, 0x31));
-      const __m256i sx = _mm256_setr_epi32(x[0].sum, x[1].sum, x[2].sum, x[3].sum, x[4].sum,
-                                           x[5].sum, x[6].sum, x[7].sum);
-      const __m256i sums = _mm256_sub_epi32(raw, _mm256_mullo_epi32(sx, _mm256_set1_epi32(W::kOffset)));
-      const __m256 dx = _mm256_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d, x[4].d, x[5].d, x[6].d, x[7].d);
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      // Eight registers per group, 32 bytes each (unaligned loads: a vector of __m256i
+      // would lose its alignment as a template argument).
+      const uint8_t* xg = xt[t] + g * 32;
+      __m256i x[8];
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k)
+        x[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * k));
+      // Four chains of two, so the accumulations overlap; integer adds, any order.
+      __m256i a0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[0], x[0]);
+      __m256i a1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[1], x[1]);
+      __m256i a2 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[2], x[2]);
+      __m256i a3 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[3], x[3]);
+      a0 = _mm256_dpbusd_epi32(a0, c[4], x[4]);
+      a1 = _mm256_dpbusd_epi32(a1, c[5], x[5]);
+      a2 = _mm256_dpbusd_epi32(a2, c[6], x[6]);
+      a3 = _mm256_dpbusd_epi32(a3, c[7], x[7]);
+      const __m256i raw = _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3));
+      const __m256i sums =
+          _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
+      const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
+      acc[t] =
+          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
+#pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) {
-    if (full < nb) acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
     alignas(32) float a[8];
     _mm256_store_ps(a, acc[t]);
     out[t] = FoldAcc8(a);
@@ -155,20 +180,61 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
 template <typename W>
 PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                        int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
-  const int64_t nb = n / 32;
+  const int64_t nb = n / 32, full = nb / 8 * 8;
   constexpr int kT = 4;
   auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
+  // Once for every row of the tile: the tokens' block scales and offset-scaled sums (loaded
+  // eight at a time in the inner loop) and their full groups transposed (one register per
+  // block of the group, `full` registers per token).
+  thread_local std::vector<float> dx_all;
+  thread_local std::vector<int32_t> sx_all;
+  thread_local std::vector<uint8_t> xt_all;
+  dx_all.resize(num_tokens * nb);
+  sx_all.resize(num_tokens * nb);
+  xt_all.resize(num_tokens * full * 32);
+  for (int t = 0; t < num_tokens; ++t) {
+    const Q8x32Block* xb = token(t);
+    for (int64_t b = 0; b < nb; ++b) {
+      dx_all[t * nb + b] = xb[b].d;
+      sx_all[t * nb + b] = xb[b].sum * W::kOffset;
+    }
+    for (int64_t g = 0; g < full; g += 8) {
+      __m256i rows[8], cols[8];
+      for (int i = 0; i < 8; ++i)
+        rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
+      Transpose8x8(rows, cols);
+      for (int k = 0; k < 8; ++k) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[(t * full + g + k) * 32]), cols[k]);
+      }
+    }
+  }
   for (int r = 0; r < num_rows; ++r) {
     const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
     int t = 0;
     for (; t + kT <= num_tokens; t += kT) {
       const Q8x32Block* xb[kT];
+      const uint8_t* xt[kT];
+      const float* dxs[kT];
+      const int32_t* sxs[kT];
       float out[kT];
-      for (int i = 0; i < kT; ++i) xb[i] = token(t + i);
-      RowDotTokens<W, kT>(wb, xb, nb, out);
+#pragma GCC unroll 8
+      for (int i = 0; i < kT; ++i) {
+        xb[i] = token(t + i);
+        xt[i] = xt_all.data() + (t + i) * full * 32;
+        dxs[i] = dx_all.data() + (t + i) * nb;
+        sxs[i] = sx_all.data() + (t + i) * nb;
+      }
+      RowDotTokens<W, kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+#pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
-    for (; t < num_tokens; ++t) y[t * ldy + r] = RowDot<W>(wb, token(t), nb, /*prefetch=*/t == 0);
+    for (; t < num_tokens; ++t) {
+      const Q8x32Block* xb = token(t);
+      const uint8_t* xt = xt_all.data() + t * full * 32;
+      const float* dxs = dx_all.data() + t * nb;
+      const int32_t* sxs = sx_all.data() + t * nb;
+      RowDotTokens<W, 1>(wb, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+    }
   }
 }
 
@@ -190,7 +256,8 @@ PREFIXD_AVX512 void QuantizeActivationAvx512(QuantActivation format, const float
     } else {
       Q8x256Block& blk = static_cast<Q8x256Block*>(out)[b];
       for (int g = 0; g < 16; ++g) {
-        blk.bsums[g] = static_cast<int16_t>(_mm512_reduce_add_epi32(Quantize16(xb + 16 * g, inv, blk.q + 16 * g)));
+        blk.bsums[g] = static_cast<int16_t>(
+            _mm512_reduce_add_epi32(Quantize16(xb + 16 * g, inv, blk.q + 16 * g)));
       }
       blk.d = d;
     }

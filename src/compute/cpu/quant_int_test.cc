@@ -40,13 +40,27 @@ std::vector<float> TrickyActivations(int64_t n, std::mt19937& rng) {
     for (int i = 0; i < 32; ++i) {
       float& v = x[b * 32 + i];
       switch (pattern) {
-        case 0: v = normal(rng) * scale; break;
-        case 1: v = 0.0f; break;
-        case 2: v = i == 5 ? 1000.0f : normal(rng); break;
-        case 3: v = i == 0 ? 127.0f : static_cast<float>(static_cast<int>(normal(rng) * 20)) + 0.5f; break;
-        case 4: v = normal(rng) * 1e-39f; break;  // denormal inputs: d underflows or is tiny
-        case 5: v = -std::fabs(normal(rng)); break;
-        default: v = normal(rng); break;
+        case 0:
+          v = normal(rng) * scale;
+          break;
+        case 1:
+          v = 0.0f;
+          break;
+        case 2:
+          v = i == 5 ? 1000.0f : normal(rng);
+          break;
+        case 3:
+          v = i == 0 ? 127.0f : static_cast<float>(static_cast<int>(normal(rng) * 20)) + 0.5f;
+          break;
+        case 4:
+          v = normal(rng) * 1e-39f;
+          break;  // denormal inputs: d underflows or is tiny
+        case 5:
+          v = -std::fabs(normal(rng));
+          break;
+        default:
+          v = normal(rng);
+          break;
       }
     }
   }
@@ -118,7 +132,8 @@ std::vector<float> RunTile(IntTileFn fn, const Problem& p) {
   fn(p.w.data(), p.row_bytes, p.num_rows, p.xq.data(), p.xq_stride, p.num_tokens, p.n, y.data(),
      ldy);
   for (int t = 0; t < p.num_tokens; ++t) {
-    for (int64_t r = p.num_rows; r < ldy; ++r) EXPECT_EQ(y[t * ldy + r], -7.0f) << "wrote past num_rows";
+    for (int64_t r = p.num_rows; r < ldy; ++r)
+      EXPECT_EQ(y[t * ldy + r], -7.0f) << "wrote past num_rows";
   }
   std::vector<float> out;
   for (int t = 0; t < p.num_tokens; ++t) {
@@ -157,8 +172,10 @@ TEST(QuantInt, QuantizeActivationFollowsTheFormat) {
   const std::vector<float> x = TrickyActivations(n, rng);
   std::vector<Q8x32Block> a(n / 32);
   std::vector<Q8x256Block> b(n / 256);
-  ASSERT_EQ(QuantActivationBytes(QuantActivation::kQ8x32, n), static_cast<int64_t>(a.size() * sizeof(Q8x32Block)));
-  ASSERT_EQ(QuantActivationBytes(QuantActivation::kQ8x256, n), static_cast<int64_t>(b.size() * sizeof(Q8x256Block)));
+  ASSERT_EQ(QuantActivationBytes(QuantActivation::kQ8x32, n),
+            static_cast<int64_t>(a.size() * sizeof(Q8x32Block)));
+  ASSERT_EQ(QuantActivationBytes(QuantActivation::kQ8x256, n),
+            static_cast<int64_t>(b.size() * sizeof(Q8x256Block)));
   QuantizeActivation(QuantActivation::kQ8x32, x.data(), n, a.data());
   QuantizeActivation(QuantActivation::kQ8x256, x.data(), n, b.data());
   auto check = [&](const float* xb, int size, float d, const int8_t* q) {
@@ -215,9 +232,9 @@ TEST(QuantInt, EveryTilePathMatchesThePortableOne) {
   }
 }
 
-// y within (nb + 8) * 2^-23 * sum |t_b| (plus subnormal terms) of the double-precision sum of dequantised weights
-// times dequantised activations: each t_b is two float products (2 roundings), the eight
-// accumulators take nb / 8 adds each and the fold three.
+// y within (nb + 8) * 2^-23 * sum |t_b| (plus subnormal terms) of the double-precision sum of
+// dequantised weights times dequantised activations: each t_b is two float products (2 roundings),
+// the eight accumulators take nb / 8 adds each and the fold three.
 TEST(QuantInt, TilesAreCloseToTheDoubleReference) {
   std::mt19937 rng(14);
   for (const TensorType type : kTileTypes) {
@@ -247,7 +264,8 @@ TEST(QuantInt, TilesAreCloseToTheDoubleReference) {
           // integer sum then multiplies: that, not the relative bound, dominates there.
           const double tol =
               (nb + 8) * std::ldexp(1.0, -23) * mag + std::ldexp(1.0, -148) * isum_mag;
-          ASSERT_NEAR(y[t * p.num_rows + r], ref, tol) << "iter " << iter << " r " << r << " t " << t;
+          ASSERT_NEAR(y[t * p.num_rows + r], ref, tol)
+              << "iter " << iter << " r " << r << " t " << t;
         }
       }
     }
@@ -284,7 +302,8 @@ TEST(QuantInt, BitComparisonCatchesAWrongReductionOrder) {
   for (int iter = 0; iter < 50; ++iter) {
     Problem p = RandomProblem(TensorType::kQ8_0, rng);
     if (p.n < 32 * 9) continue;  // with fewer than 9 blocks only the fold's order differs
-    const std::vector<float> want = RunTile(RunnableIntTilePaths(TensorType::kQ8_0).front().second, p);
+    const std::vector<float> want =
+        RunTile(RunnableIntTilePaths(TensorType::kQ8_0).front().second, p);
     const int64_t nb = p.n / 32;
     for (int t = 0; t < p.num_tokens; ++t) {
       const Q8x32Block* xb = reinterpret_cast<const Q8x32Block*>(p.xq.data() + t * p.xq_stride);
