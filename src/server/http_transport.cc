@@ -320,16 +320,20 @@ class Connection : public std::enable_shared_from_this<Connection>, public Respo
 
   // Closes after the last answer without losing it: closing a socket with unread input
   // sends a reset, which can destroy the answer before the client reads it (a 413 sent
-  // while the client is still sending). Stops sending, then reads and drops what the
-  // client still sends, for up to 1 s or 1 MiB, then closes.
+  // while the client is still sending; most clients read nothing until they have sent it
+  // all). Stops sending, then reads and drops what the client still sends (nothing is
+  // kept), for up to 5 s in all, 1 s without a byte, or 64 MiB, then closes (nginx's
+  // lingering close).
   void Linger() {
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::chrono::seconds(1));
+    linger_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     LingerRead(0);
   }
   void LingerRead(size_t drained) {
-    if (closed_ || drained > (size_t{1} << 20)) return Shut();
+    const auto now = std::chrono::steady_clock::now();
+    if (closed_ || drained > (size_t{64} << 20) || now >= linger_until_) return Shut();
+    stream_.expires_after(std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(1), linger_until_ - now));
     buffer_.consume(buffer_.size());
     stream_.async_read_some(buffer_.prepare(65536), [self = shared_from_this(), drained](beast::error_code ec, size_t n) {
       if (ec) return self->Shut();
@@ -419,6 +423,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public Respo
   bool writing_ = false;
   bool watching_ = false;
   bool gone_ = false;          // the client closed, or a read or write failed
+  std::chrono::steady_clock::time_point linger_until_;
   bool closing_ = false;       // the server stops: close once the write in flight is done
   bool closed_ = false;
 };
