@@ -52,24 +52,38 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   bool done = false;         // the answer is written (queued) and the job forgotten
   std::vector<LogprobEntry> logprob_entries;  // non-streaming: all of them
 
-  // REQUIRES: mu held.
-  void Cancel() {
-    if (cancelled || !submitted) return;
+  // REQUIRES: mu held. Marks the request cancelled and returns its id for the caller to
+  // pass to EngineService::Cancel once it has let go of `mu`: at shutdown the engine calls
+  // back with its own lock held, so calling into it under `mu` could deadlock.
+  std::optional<SequenceId> Cancel() {
+    if (cancelled || !submitted || done) return std::nullopt;
     cancelled = true;
-    ctx->service->Cancel(id);
+    return id;
+  }
+
+  void SendCancel(std::optional<SequenceId> to_cancel) {
+    if (to_cancel) ctx->service->Cancel(*to_cancel);
   }
 
   void CancelFromOutside() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (!done) Cancel();
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      to_cancel = Cancel();
+    }
+    SendCancel(to_cancel);
   }
 
   void OnClientGone() {
-    std::lock_guard<std::mutex> lock(mu);
-    if (done || client_gone) return;
-    client_gone = true;
-    ctx->metrics.client_disconnects.fetch_add(1, std::memory_order_relaxed);
-    Cancel();
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (done || client_gone) return;
+      client_gone = true;
+      ctx->metrics.client_disconnects.fetch_add(1, std::memory_order_relaxed);
+      to_cancel = Cancel();
+    }
+    SendCancel(to_cancel);
   }
 
   json UsageFor() const {
@@ -91,9 +105,19 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
 
   // The engine thread, one event at a time.
   void OnEvent(const TokenEvent& ev) {
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      to_cancel = OnEventLocked(ev);
+    }
+    SendCancel(to_cancel);
+  }
+
+  // REQUIRES: mu held. Returns the id to cancel (a stop string matched).
+  std::optional<SequenceId> OnEventLocked(const TokenEvent& ev) {
     const ServerClock::time_point now = ServerClock::now();
-    std::lock_guard<std::mutex> lock(mu);
-    if (done) return;
+    std::optional<SequenceId> to_cancel;
+    if (done) return to_cancel;
     if (ev.token >= 0 && !stream.stop_matched()) {
       if (!last_token_at) {
         first_token_at = now;
@@ -106,7 +130,7 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     CompletionStream::Delta d = stream.Consume(ev);
     if (d.stop_matched) {
       ctx->metrics.stop_string_matches.fetch_add(1, std::memory_order_relaxed);
-      Cancel();
+      to_cancel = Cancel();
     }
     if (streaming) {
       if (!client_gone && (!d.text.empty() || !d.logprobs.empty())) {
@@ -115,7 +139,11 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     } else {
       for (LogprobEntry& e : d.logprobs) logprob_entries.push_back(std::move(e));
     }
-    if (stream.finished()) Finish();
+    if (stream.finished()) {
+      Finish();
+      to_cancel.reset();  // it ended already
+    }
+    return to_cancel;
   }
 
   // REQUIRES: mu held; the stream finished.
@@ -225,7 +253,8 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
   if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
 
   auto job = std::make_shared<GenerationJob>(this, out, r.stop, r.logprobs ? r.top_logprobs : -1);
-  std::lock_guard<std::mutex> lock(job->mu);  // the engine's first event waits for the set-up
+  std::optional<SequenceId> to_cancel;
+  std::unique_lock<std::mutex> lock(job->mu);  // the engine's first event waits for the set-up
   job->received = received;
   job->received_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                               std::chrono::system_clock::now().time_since_epoch())
@@ -253,7 +282,7 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
     std::lock_guard<std::mutex> jobs_lock(mu_);
     jobs_.insert(job.get());
   }
-  if (ctx_->stopping.load()) job->Cancel();
+  if (ctx_->stopping.load()) to_cancel = job->Cancel();
   if (r.stream) {
     HttpResponse head;
     head.content_type = "text/event-stream";
@@ -264,6 +293,8 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
   out->OnClientGone([weak = std::weak_ptr<GenerationJob>(job)] {
     if (auto j = weak.lock()) j->OnClientGone();
   });
+  lock.unlock();
+  job->SendCancel(to_cancel);
 }
 
 }  // namespace prefixd
