@@ -18,7 +18,11 @@ describe('hostile requests', { skip: skip ?? false }, () => {
     srv = await startServer();
     reference = (await srv.request('POST', '/v1/completions', { body: greedy })).json.choices[0].text;
   });
-  after(async () => { await srv?.stop(); });
+  after(async () => {
+    // After every probe above, SIGTERM stops the server cleanly (it crashed here once).
+    const exit = await srv?.stop();
+    if (exit) assert.deepEqual(exit, { code: 0, signal: null });
+  });
 
   async function stillAnswers() {
     assert.deepEqual((await srv.request('GET', '/health')).json, { status: 'ok' });
@@ -183,6 +187,27 @@ describe('hostile requests', { skip: skip ?? false }, () => {
       for (const s of slow) s.destroy();
     }
     await stillAnswers();
+  });
+
+  it('64 streaming clients hanging up: each request cancelled, the server unchanged', { timeout: 60000 }, async () => {
+    const before = await srv.request('GET', '/metrics');
+    const disconnectsBefore = Number(/prefixd_client_disconnects_total (\d+)/.exec(before.text)?.[1] ?? 0);
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      const ac = new AbortController();
+      const res = await fetch(`${srv.url}/v1/completions`, {
+        method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 200, stream: true, ignore_eos: true }),
+      });
+      const reader = res.body.getReader();
+      await reader.read();  // the first chunk, then hang up
+      ac.abort();
+      await reader.cancel().catch(() => {});
+    }));
+    // Every cancelled request leaves the engine: a new one is served at once, the same as before.
+    await stillAnswers();
+    const after = await srv.request('GET', '/metrics');
+    const disconnects = Number(/prefixd_client_disconnects_total (\d+)/.exec(after.text)?.[1] ?? 0);
+    if (/prefixd_client_disconnects_total/.test(after.text)) assert.ok(disconnects > disconnectsBefore);
   });
 
   it('refuses a chunked body over the limit while reading it', { timeout: 30000 }, async () => {
