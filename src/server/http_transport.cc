@@ -252,6 +252,19 @@ class Connection : public std::enable_shared_from_this<Connection>, public Respo
     }
     if (parser_->is_done()) return OnBody({});
     stream_.expires_after(opt().body_timeout);
+    if (EqualsIgnoringCase(request_.Header("Expect"), "100-continue")) {
+      // curl waits a second for this before it sends a larger body. Nothing else is being
+      // written now: the request's answer comes after its body.
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue), [self = shared_from_this()](beast::error_code ec, size_t) {
+        if (ec) return self->Shut();
+        self->ReadBody();
+      });
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
   }

@@ -233,6 +233,18 @@ TEST_F(HttpTransportTest, RefusedBeforeTheBodyAndPostWithoutLength) {
   close(post);
 }
 
+TEST_F(HttpTransportTest, ExpectContinueGetsA100BeforeTheBody) {
+  Start();
+  const int fd = Connect(port_);
+  SendAll(fd, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+  const std::string cont = ReadUntil(fd, [](const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; }, 1000ms);
+  EXPECT_EQ(cont.rfind("HTTP/1.1 100 Continue", 0), 0u) << cont;
+  SendAll(fd, "abcd");
+  const std::string out = ReadUntil(fd, [](const std::string& s) { return s.find("POST /p 4") != std::string::npos; });
+  EXPECT_NE(out.find("POST /p 4"), std::string::npos) << out;
+  close(fd);
+}
+
 TEST_F(HttpTransportTest, AClientHangingUpIsSeenAtOnce) {
   Start();
   const int fd = Connect(port_);
