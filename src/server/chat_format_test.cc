@@ -243,6 +243,21 @@ TEST_F(ChatTokensTest, TokensThatDoNotSpellTheTextFallBackToPrefixEncodings) {
   EXPECT_EQ(starts.message_starts, MessageTokenStarts(*tokenizer_, r, tokens));
 }
 
+TEST_F(ChatTokensTest, ALongChatWhosePiecesDoNotSpellItStaysLinear) {
+  std::vector<ChatMessage> msgs;
+  for (int i = 0; i < 11000; ++i) msgs.push_back({"user", "Once upon a time there was a dog " + std::to_string(i) + ".", "", nullptr, ""});
+  const RenderedChat r = *ChatFormat("", tokenizer_->vocab()).Render(msgs, NoJson(), NoJson());
+  std::vector<int32_t> tokens = tokenizer_->Encode(r.text, ChatEncodeOptions(r));
+  tokens.push_back(tokens.back());  // the pieces no longer spell the text
+  const CountingTokenizer counting(*tokenizer_);
+  const ChatTokenStarts starts = FindChatTokenStarts(counting, r, tokens);
+  EXPECT_EQ(counting.bytes_encoded, 0u);  // over the re-encoding budget: no prefix encoded
+  ASSERT_EQ(starts.message_starts.size(), msgs.size());
+  for (size_t i = 1; i < msgs.size(); ++i) EXPECT_GE(starts.message_starts[i], starts.message_starts[i - 1]);
+  // The approximation is exact here but for the extra token at the end.
+  EXPECT_EQ(starts.message_starts[5], MessageTokenStart(*tokenizer_, r, tokens, 5));
+}
+
 // Issue 16: 50,000 short messages cost 61 s when every message's start re-encoded the text
 // before it. Now a 1 MB chat of 11,000 messages is rendered, encoded once and walked once.
 TEST_F(ChatTokensTest, AMegabyteChatCostsTimeProportionalToItsSize) {

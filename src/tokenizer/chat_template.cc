@@ -181,8 +181,12 @@ int64_t ChatTokenStarts::MessageOf(int64_t token_index) const {
   return std::max<int64_t>(0, (it - message_starts.begin()) - 1);
 }
 
-std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
-                                                 std::span<const int32_t> tokens) {
+namespace {
+
+// TokenByteEnds; with `tolerant`, a token whose piece does not match the text still moves on
+// by its piece's length (clamped to the text), and the walk never fails.
+std::optional<std::vector<size_t>> WalkPieces(const Tokenizer& tokenizer, std::string_view text,
+                                              std::span<const int32_t> tokens, bool tolerant) {
   const Vocab& vocab = tokenizer.vocab();
   std::vector<size_t> ends;
   ends.reserve(tokens.size());
@@ -204,24 +208,44 @@ std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std
     } else if (!piece.empty() && piece[0] == ' ' &&
                text.compare(pos, piece.size() - 1, std::string_view(piece).substr(1)) == 0) {
       pos += piece.size() - 1;  // SentencePiece's space prefix, which is not in the text
+    } else if (tolerant) {
+      pos = std::min(text.size(), pos + piece.size());
     } else {
       return std::nullopt;
     }
     ends.push_back(pos);
   }
-  if (pos != text.size()) return std::nullopt;
+  if (pos != text.size() && !tolerant) return std::nullopt;
   return ends;
+}
+
+}  // namespace
+
+std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
+                                                 std::span<const int32_t> tokens) {
+  return WalkPieces(tokenizer, text, tokens, /*tolerant=*/false);
 }
 
 ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
                                     std::span<const int32_t> tokens) {
   ChatTokenStarts out;
   const size_t n = chat.message_offsets.size();
-  const std::optional<std::vector<size_t>> ends = TokenByteEnds(tokenizer, chat.text, tokens);
+  std::optional<std::vector<size_t>> ends = TokenByteEnds(tokenizer, chat.text, tokens);
   if (!ends) {
-    out.message_starts = MessageTokenStarts(tokenizer, chat, tokens);
-    out.generation_start = MessageTokenStart(tokenizer, chat, tokens, n);
-    return out;
+    // The pieces do not spell the text (a normalizing vocabulary, unknown tokens). Encoding
+    // every prefix again is exact but quadratic: done while it stays under a budget of
+    // re-encoded bytes, so a client cannot buy minutes of CPU with a long chat; beyond it,
+    // the walk goes on past a piece that does not match by its length (close: normalization
+    // changes few bytes).
+    constexpr size_t kReencodeBudget = size_t{32} << 20;
+    size_t cost = 0;
+    for (size_t i = 1; i < n; ++i) cost += chat.message_offsets[i];
+    if (cost + chat.generation_offset <= kReencodeBudget) {
+      out.message_starts = MessageTokenStarts(tokenizer, chat, tokens);
+      out.generation_start = MessageTokenStart(tokenizer, chat, tokens, n);
+      return out;
+    }
+    ends = WalkPieces(tokenizer, chat.text, tokens, /*tolerant=*/true);
   }
   // Boundary b starts at the first token that ends past it: the token holding its first byte.
   // The offsets ascend, so one pointer walks the tokens once.

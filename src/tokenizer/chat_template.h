@@ -129,7 +129,8 @@ struct ChatTokenStarts {
 
 // `tokens` is Encode(chat.text, ChatEncodeOptions(chat)). Linear in the text's length and
 // the number of tokens and messages. A tokenizer whose pieces do not spell the text (a
-// normalizing vocabulary, unknown tokens) falls back to MessageTokenStart per message.
+// normalizing vocabulary, unknown tokens) falls back to MessageTokenStart per message while
+// that re-encodes at most 32 MiB, and past that to the pieces' lengths as byte counts.
 ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,
                                     std::span<const int32_t> tokens);
 
