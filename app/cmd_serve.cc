@@ -101,8 +101,18 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--api-key", f->http.api_key, "When set, /v1/* needs 'Authorization: Bearer KEY'")
       ->envname("PREFIXD_API_KEY");
   cmd->add_option("--http-threads", f->http.num_threads,
-                  "Connections served at once (each streaming client holds one)")
+                  "Worker threads that parse, render and tokenize requests (connections are served "
+                  "by --http-io-threads; a stream holds no thread)")
       ->envname("PREFIXD_HTTP_THREADS")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("--http-io-threads", f->http.num_io_threads, "Threads that read and write every connection")
+      ->envname("PREFIXD_HTTP_IO_THREADS")->check(CLI::Range(1, 64))->capture_default_str();
+  cmd->add_option("--max-connections", f->http.max_connections,
+                  "Open connections served at once; beyond it a new one gets 503")
+      ->envname("PREFIXD_MAX_CONNECTIONS")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_option("--allowed-hosts", f->http.allowed_hosts,
+                  "Host names served besides the bound address (bound to loopback: localhost and "
+                  "127.0.0.1); pages on them may POST. '*' serves any")
+      ->envname("PREFIXD_ALLOWED_HOSTS")->delimiter(',');
   cmd->add_option("--max-body-bytes", f->http.max_body_bytes, "Larger request bodies get 413")
       ->envname("PREFIXD_MAX_BODY_BYTES")->check(CLI::PositiveNumber)->capture_default_str();
   AddEngineFlags(cmd, &f->engine);

@@ -1,15 +1,17 @@
 // HttpServer: the OpenAI-compatible HTTP API, the cache statistics and metrics, and the admin
-// API over one EngineService. cpp-httplib stays behind this class (only http_server.cc
-// includes it).
+// API over one EngineService, on Boost.Beast (http_transport.h).
 //
 //   POST /v1/completions, /v1/chat/completions   generation (SSE with "stream": true)
 //   GET  /v1/models, /health, /props, /v1/prefix_cache_stats, /metrics
 //   POST /admin/api/cache/{probe,clear,disable,enable}   with Authorization: Bearer ADMIN_KEY
 //
-// Each connection is served by one thread of a fixed pool; a generation request waits on its
-// own event queue, which the engine thread fills through the request's callback. Handlers
-// never throw: every failure becomes an OpenAI-style error object (api_error.h). A client that
-// goes away mid-request (the socket closes, or a write fails) has its request cancelled.
+// Layout: this file routes and checks what the headers decide (Host, Origin, authorization,
+// content type) before any body is read; generation_routes.h answers generation (and
+// streams it), admin_routes.h and read_only_routes.h the rest, server_context.h holds what
+// they share. A few I/O threads serve every connection; handlers run on a small worker pool;
+// a generation request is driven by the engine's events, not by a waiting thread. Handlers
+// never throw: every failure becomes an OpenAI-style error object (api_error.h). A client
+// that goes away mid-request has its request cancelled the moment its socket closes.
 //
 // Thread safety: Stop() may be called from any thread (a signal handler thread); the rest
 // from the thread that owns the server.
@@ -17,6 +19,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "engine/engine_service.h"
@@ -28,8 +31,16 @@ struct HttpServerOptions {
   int port = 8080;         // 0: any free port (Bind returns it)
   std::string admin_key;   // "": the admin API answers 403
   std::string api_key;     // "": /v1/* needs no key; else Authorization: Bearer API_KEY
-  size_t max_body_bytes = size_t{8} << 20;  // larger bodies get 413
-  int num_threads = 128;   // connections served at once (streams hold one each)
+  size_t max_body_bytes = size_t{8} << 20;  // larger bodies get 413, whatever the transfer coding
+  int num_threads = 8;     // workers that parse, render and tokenize requests
+  int num_io_threads = 2;  // threads that read and write every connection
+  int max_connections = 1024;  // beyond it a new connection gets 503
+  size_t max_header_bytes = 16 << 10;  // larger request headers get 431
+  int header_timeout_ms = 10000;  // a request's headers must arrive within this
+  int idle_timeout_ms = 60000;    // a keep-alive connection with no request is closed after this
+  // Host names served besides the bound address (and, bound to loopback, localhost); "*"
+  // serves any. Also the origins whose pages may POST.
+  std::vector<std::string> allowed_hosts;
 };
 
 class HttpServer {

@@ -18,7 +18,11 @@ describe('hostile requests', { skip: skip ?? false }, () => {
     srv = await startServer();
     reference = (await srv.request('POST', '/v1/completions', { body: greedy })).json.choices[0].text;
   });
-  after(async () => { await srv?.stop(); });
+  after(async () => {
+    // After every probe above, SIGTERM stops the server cleanly (it crashed here once).
+    const exit = await srv?.stop();
+    if (exit) assert.deepEqual(exit, { code: 0, signal: null });
+  });
 
   async function stillAnswers() {
     assert.deepEqual((await srv.request('GET', '/health')).json, { status: 'ok' });
@@ -119,4 +123,124 @@ describe('hostile requests', { skip: skip ?? false }, () => {
     assert.equal(on.json.enabled, true);
     await stillAnswers();
   });
+
+  // Raw HTTP/1.1 over one socket: resolves with all that came back when `done(text)` holds,
+  // the socket closes, or after `ms`.
+  function raw(bytes, done, ms = 5000) {
+    const { port, hostname } = new URL(srv.url);
+    return new Promise((resolve) => {
+      const sock = net.connect(Number(port), hostname);
+      let data = '';
+      const timer = setTimeout(() => { sock.destroy(); resolve(data); }, ms);
+      sock.on('data', (d) => {
+        data += d;
+        if (done(data)) { clearTimeout(timer); sock.destroy(); resolve(data); }
+      });
+      sock.on('error', () => {});
+      sock.on('close', () => { clearTimeout(timer); resolve(data); });
+      sock.write(bytes);
+    });
+  }
+
+  it('serves only its own Host names, and refuses cross-site POSTs', { timeout: 30000 }, async () => {
+    const { host } = new URL(srv.url);
+    const get = (h) => `GET /health HTTP/1.1\r\nHost: ${h}\r\nConnection: close\r\n\r\n`;
+    assert.match(await raw(get(host), (d) => d.includes('}')), /^HTTP\/1\.1 200/);
+    assert.match(await raw(get('localhost:1234'), (d) => d.includes('}')), /^HTTP\/1\.1 200/);
+    // DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1.
+    assert.match(await raw(get('evil.example'), (d) => d.includes('}')), /^HTTP\/1\.1 403/);
+    const post = (origin) => srv.request('POST', '/v1/completions', { body: greedy, headers: { origin } });
+    assert.equal((await post('http://evil.example')).status, 403);
+    assert.equal((await post(`http://${host}`)).status, 200);
+  });
+
+  it('answers pipelined requests, all of them, in order', { timeout: 30000 }, async () => {
+    const { host } = new URL(srv.url);
+    let bytes = '';
+    for (let i = 0; i < 8; i++) bytes += `GET /health HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+    const body = JSON.stringify(greedy);
+    bytes += `POST /v1/completions HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\n` +
+             `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const out = await raw(bytes, (d) => d.split('HTTP/1.1 200').length - 1 >= 9 && d.trimEnd().endsWith('}'));
+    assert.equal(out.split('HTTP/1.1 200').length - 1, 9, out.slice(0, 500));
+    assert.ok(out.includes(JSON.stringify(reference).slice(1, -1)));
+  });
+
+  it('keeps answering /health within 1 s while 200 connections trickle their headers', { timeout: 60000 }, async () => {
+    const { port, hostname } = new URL(srv.url);
+    const slow = [];
+    for (let i = 0; i < 200; i++) {
+      const s = net.connect(Number(port), hostname);
+      s.on('error', () => {});
+      s.write('GET /health HTTP/1.1\r\n');
+      slow.push(s);
+    }
+    const timer = setInterval(() => { for (const s of slow) s.write('X-A: b\r\n'); }, 200);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const started = Date.now();
+        assert.deepEqual((await srv.request('GET', '/health')).json, { status: 'ok' });
+        assert.ok(Date.now() - started < 1000, `${Date.now() - started} ms`);
+      }
+    } finally {
+      clearInterval(timer);
+      for (const s of slow) s.destroy();
+    }
+    await stillAnswers();
+  });
+
+  it('64 streaming clients hanging up: each request cancelled, the server unchanged', { timeout: 60000 }, async () => {
+    const before = await srv.request('GET', '/metrics');
+    const disconnectsBefore = Number(/prefixd_client_disconnects_total (\d+)/.exec(before.text)?.[1] ?? 0);
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      const ac = new AbortController();
+      const res = await fetch(`${srv.url}/v1/completions`, {
+        method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 200, stream: true, ignore_eos: true }),
+      });
+      const reader = res.body.getReader();
+      await reader.read();  // the first chunk, then hang up
+      ac.abort();
+      await reader.cancel().catch(() => {});
+    }));
+    // Every cancelled request leaves the engine: a new one is served at once, the same as before.
+    await stillAnswers();
+    const after = await srv.request('GET', '/metrics');
+    const disconnects = Number(/prefixd_client_disconnects_total (\d+)/.exec(after.text)?.[1] ?? 0);
+    if (/prefixd_client_disconnects_total/.test(after.text)) assert.ok(disconnects > disconnectsBefore);
+  });
+
+  it('refuses a chunked body over the limit while reading it', { timeout: 30000 }, async () => {
+    const { host } = new URL(srv.url);
+    const before = srv.rssBytes();
+    let bytes = `POST /v1/completions HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\n` +
+                'Transfer-Encoding: chunked\r\n\r\n';
+    const chunk = 'x'.repeat(1 << 20);
+    for (let i = 0; i < 12; i++) bytes += `${(1 << 20).toString(16)}\r\n${chunk}\r\n`;
+    const out = await raw(bytes, (d) => d.includes('}'));
+    assert.match(out, /^HTTP\/1\.1 413/);
+    assert.ok(srv.rssBytes() - before < 64 * 2 ** 20, `RSS grew by ${srv.rssBytes() - before} bytes`);
+    await stillAnswers();
+  });
 });
+
+describe('with --api-key', { skip: skip ?? false }, () => {
+  it('/props shows nothing private without the key; auth before the body', { timeout: 30000 }, async () => {
+    const keyed = await startServer({ adminKey: null, args: ['--api-key', 'secret', '--disk-cache-dir', '/tmp/prefixd-hostile-disk'] });
+    try {
+      const open = await keyed.request('GET', '/props');
+      assert.equal(open.status, 200);
+      assert.ok(!open.text.includes('/tmp/prefixd-hostile-disk'), open.text);
+      assert.ok(!open.text.includes('stories260K.gguf"') || !('path' in open.json.model));
+      const full = await keyed.request('GET', '/props', { headers: { authorization: 'bearer secret' } });
+      assert.equal(full.json.prefix_cache.disk_cache_dir, '/tmp/prefixd-hostile-disk');
+      assert.ok(full.json.model.path);
+      const unauth = await keyed.request('POST', '/v1/completions', { body: greedyBody() });
+      assert.equal(unauth.status, 401);
+    } finally {
+      await keyed.stop();
+    }
+  });
+});
+
+function greedyBody() { return { prompt: 'Once upon a time', max_tokens: 4, temperature: 0 }; }

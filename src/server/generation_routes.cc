@@ -1,0 +1,300 @@
+#include "server/generation_routes.h"
+
+#include <algorithm>
+#include <optional>
+
+#include "server/api_error.h"
+#include "server/completion_stream.h"
+#include "server/openai_response.h"
+#include "server/request_headers.h"
+
+namespace prefixd {
+
+namespace {
+
+using json = nlohmann::json;
+
+double SecondsBetween(ServerClock::time_point a, ServerClock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+// One generation request, from its submission to its last byte. The engine thread calls
+// OnEvent; an I/O thread calls OnClientGone; both take `mu`, which nothing else shares and
+// nobody holds while waiting on anything.
+struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
+  GenerationJob(GenerationRoutes* r, std::shared_ptr<Responder> o, std::vector<std::string> stops, int top_logprobs)
+      : routes(r), ctx(r->ctx_), out(std::move(o)), stream(ctx->tokenizer(), std::move(stops), top_logprobs) {
+    routes->num_active_.fetch_add(1);
+  }
+
+  GenerationRoutes* routes;
+  ServerContext* ctx;
+  std::shared_ptr<Responder> out;
+
+  std::mutex mu;
+  SequenceId id;
+  bool submitted = false;
+  ResponseMeta meta;
+  bool streaming = false;
+  bool logprobs = false;
+  bool include_usage = false;
+  std::vector<int32_t> prompt;
+  std::optional<ChatTokenStarts> chat;  // chat: where each message starts in `prompt`
+  CompletionStream stream;
+  ServerClock::time_point received;
+  int64_t received_unix_ms = 0;
+  std::optional<ServerClock::time_point> first_token_at;
+  std::optional<ServerClock::time_point> last_token_at;
+  bool cancelled = false;    // Cancel was sent (stop string, client gone, shutdown)
+  bool client_gone = false;
+  bool done = false;         // the answer is written (queued) and the job forgotten
+  std::vector<LogprobEntry> logprob_entries;  // non-streaming: all of them
+
+  // REQUIRES: mu held. Marks the request cancelled and returns its id for the caller to
+  // pass to EngineService::Cancel once it has let go of `mu`: at shutdown the engine calls
+  // back with its own lock held, so calling into it under `mu` could deadlock.
+  std::optional<SequenceId> Cancel() {
+    if (cancelled || !submitted || done) return std::nullopt;
+    cancelled = true;
+    return id;
+  }
+
+  void SendCancel(std::optional<SequenceId> to_cancel) {
+    if (to_cancel) ctx->service->Cancel(*to_cancel);
+  }
+
+  void CancelFromOutside() {
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      to_cancel = Cancel();
+    }
+    SendCancel(to_cancel);
+  }
+
+  void OnClientGone() {
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (done || client_gone) return;
+      client_gone = true;
+      ctx->metrics.client_disconnects.fetch_add(1, std::memory_order_relaxed);
+      to_cancel = Cancel();
+    }
+    SendCancel(to_cancel);
+  }
+
+  json UsageFor() const {
+    RequestUsage u = stream.usage();
+    u.prompt_tokens = static_cast<int32_t>(prompt.size());
+    std::optional<int64_t> message;
+    if (chat) {
+      message = -1;
+      // The assistant header after the last message counts as message n.
+      if (u.diverged_at_token >= 0) message = chat->MessageOf(u.diverged_at_token);
+    }
+    return UsageJson(u, stream.num_tokens(), message);
+  }
+
+  json LogprobsJson(const std::vector<LogprobEntry>& entries) const {
+    if (!logprobs) return nullptr;
+    return meta.kind == ApiKind::kChat ? ChatLogprobsJson(entries) : CompletionLogprobsJson(entries);
+  }
+
+  // The engine thread, one event at a time.
+  void OnEvent(const TokenEvent& ev) {
+    std::optional<SequenceId> to_cancel;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      to_cancel = OnEventLocked(ev);
+    }
+    SendCancel(to_cancel);
+  }
+
+  // REQUIRES: mu held. Returns the id to cancel (a stop string matched).
+  std::optional<SequenceId> OnEventLocked(const TokenEvent& ev) {
+    const ServerClock::time_point now = ServerClock::now();
+    std::optional<SequenceId> to_cancel;
+    if (done) return to_cancel;
+    if (ev.token >= 0 && !stream.stop_matched()) {
+      if (!last_token_at) {
+        first_token_at = now;
+        ctx->metrics.time_to_first_token.Observe(SecondsBetween(received, now));
+      } else {
+        ctx->metrics.inter_token_latency.Observe(SecondsBetween(*last_token_at, now));
+      }
+      last_token_at = now;
+    }
+    CompletionStream::Delta d = stream.Consume(ev);
+    if (d.stop_matched) {
+      ctx->metrics.stop_string_matches.fetch_add(1, std::memory_order_relaxed);
+      to_cancel = Cancel();
+    }
+    if (streaming) {
+      if (!client_gone && (!d.text.empty() || !d.logprobs.empty())) {
+        out->Write(SseData(ChunkJson(meta, d.text, false, nullptr, LogprobsJson(d.logprobs))));
+      }
+    } else {
+      for (LogprobEntry& e : d.logprobs) logprob_entries.push_back(std::move(e));
+    }
+    if (stream.finished()) {
+      Finish();
+      to_cancel.reset();  // it ended already
+    }
+    return to_cancel;
+  }
+
+  // REQUIRES: mu held; the stream finished.
+  void Finish() {
+    done = true;
+    Observe();
+    if (streaming) {
+      if (!client_gone) {
+        std::string last;
+        if (!stream.error().ok()) {
+          last += SseData(ApiErrorJson(ApiErrorFrom(stream.error())));
+        } else {
+          last += SseData(ChunkJson(meta, "", false, stream.finish_reason(), nullptr));
+          if (include_usage) last += SseData(UsageChunkJson(meta, UsageFor()));
+        }
+        last += SseDone();
+        out->Write(std::move(last));
+      }
+      out->Finish();
+    } else if (client_gone) {
+      // Nobody reads it; 499 (nginx's "client closed request") keeps these apart in the metrics.
+      out->Send(ErrorResponse(MakeApiError(499, "the client closed the connection")));
+    } else if (!stream.error().ok()) {
+      out->Send(StatusResponse(stream.error()));
+    } else {
+      out->Send(JsonResponse(200, ResponseJson(meta, stream.text(), stream.finish_reason(),
+                                               LogprobsJson(logprob_entries), UsageFor())));
+    }
+    const int status = client_gone ? 499 : stream.error().ok() ? 200 : HttpStatusFor(stream.error());
+    ctx->metrics.CountResponse(meta.kind == ApiKind::kChat ? "/v1/chat/completions" : "/v1/completions", status);
+    routes->Forget(this);
+    routes->num_active_.fetch_sub(1);
+  }
+
+  // Records the request's duration and adds it to the recent requests.
+  void Observe() {
+    const ServerClock::time_point now = ServerClock::now();
+    ctx->metrics.request_duration.Observe(SecondsBetween(received, now));
+    RequestRecord r;
+    r.id = meta.id;
+    r.kind = meta.kind == ApiKind::kChat ? "chat" : "completion";
+    r.stream = streaming;
+    r.received_unix_ms = received_unix_ms;
+    if (first_token_at) r.ttft_ms = 1000 * SecondsBetween(received, *first_token_at);
+    r.duration_ms = 1000 * SecondsBetween(received, now);
+    if (client_gone) {
+      r.outcome = "client_gone";
+    } else if (!stream.error().ok()) {
+      r.outcome = "error";
+    } else {
+      r.outcome = stream.finished() ? stream.finish_reason() : "abort";
+    }
+    r.usage = UsageFor();
+    ctx->recent.Add(std::move(r));
+  }
+};
+
+void GenerationRoutes::Forget(GenerationJob* job) {
+  std::lock_guard<std::mutex> lock(mu_);
+  jobs_.erase(job);
+}
+
+void GenerationRoutes::CancelAll() {
+  std::vector<std::shared_ptr<GenerationJob>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (GenerationJob* j : jobs_) {
+      if (auto p = j->weak_from_this().lock()) all.push_back(std::move(p));
+    }
+  }
+  for (auto& j : all) j->CancelFromOutside();
+}
+
+void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Responder>& out, ApiKind kind) {
+  const ServerClock::time_point received = ServerClock::now();
+  const char* route = kind == ApiKind::kChat ? "/v1/chat/completions" : "/v1/completions";
+  auto fail = [&](HttpResponse r) {
+    ctx_->metrics.CountResponse(route, r.status);
+    out->Send(std::move(r));
+  };
+  if (ctx_->stopping.load()) return fail(StatusResponse(absl::UnavailableError("the server is shutting down")));
+  auto parsed = kind == ApiKind::kChat ? ParseChatRequest(req.body, ctx_->limits())
+                                       : ParseCompletionRequest(req.body, ctx_->limits());
+  if (!parsed.ok()) return fail(StatusResponse(parsed.status()));
+  OpenAiRequest& r = *parsed;
+  if (Status s = ctx_->CheckModel(r.model); !s.ok()) return fail(StatusResponse(s));
+  auto prompt = ctx_->BuildPrompt(r);
+  if (!prompt.ok()) return fail(StatusResponse(prompt.status()));
+  if (Status s = ctx_->CheckFits(r, *prompt); !s.ok()) return fail(StatusResponse(s));
+
+  GenerateRequest gr;
+  gr.prompt = prompt->tokens;
+  gr.cache_salt = r.cache_salt;
+  // The engine returns logprobs with at least one alternative; OpenAI's logprobs = 0 (the
+  // chosen token only) drops it here.
+  gr.logprobs = r.logprobs ? std::max(1, r.top_logprobs) : 0;
+  gr.sampling.temperature = r.temperature;
+  gr.sampling.top_k = r.top_k;
+  gr.sampling.top_p = r.top_p;
+  gr.sampling.min_p = r.min_p;
+  gr.sampling.seed = r.seed ? *r.seed : RandomU64();
+  const int32_t room = ctx_->info().context_length - static_cast<int32_t>(prompt->tokens.size());
+  gr.max_tokens = r.max_tokens ? *r.max_tokens : (kind == ApiKind::kCompletion ? std::min(16, room) : room);
+  gr.ignore_eos = r.ignore_eos;
+  gr.scope = r.prefix_cache.scope;
+  // The scope policy aligns what the lower tiers keep to message boundaries.
+  if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
+
+  auto job = std::make_shared<GenerationJob>(this, out, r.stop, r.logprobs ? r.top_logprobs : -1);
+  std::optional<SequenceId> to_cancel;
+  std::unique_lock<std::mutex> lock(job->mu);  // the engine's first event waits for the set-up
+  job->received = received;
+  job->received_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  job->streaming = r.stream;
+  job->meta = ResponseMeta{kind, RandomId(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-"), UnixSeconds(),
+                           r.model.empty() ? ctx_->info().model_id : r.model};
+  job->logprobs = r.logprobs;
+  job->include_usage = r.include_usage;
+  job->prompt = std::move(prompt->tokens);
+  job->chat = std::move(prompt->starts);
+
+  ServiceRequest sr;
+  sr.request = std::move(gr);
+  sr.on_event = [job](const TokenEvent& ev) { job->OnEvent(ev); };
+  auto id = ctx_->service->Submit(std::move(sr));
+  if (!id.ok()) {
+    job->done = true;
+    num_active_.fetch_sub(1);
+    return fail(StatusResponse(id.status()));
+  }
+  job->id = *id;
+  job->submitted = true;
+  {
+    std::lock_guard<std::mutex> jobs_lock(mu_);
+    jobs_.insert(job.get());
+  }
+  if (ctx_->stopping.load()) to_cancel = job->Cancel();
+  if (r.stream) {
+    HttpResponse head;
+    head.content_type = "text/event-stream";
+    head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
+    if (kind == ApiKind::kChat) head.body = SseData(ChunkJson(job->meta, "", true, nullptr, nullptr));
+    out->StartStream(std::move(head));
+  }
+  out->OnClientGone([weak = std::weak_ptr<GenerationJob>(job)] {
+    if (auto j = weak.lock()) j->OnClientGone();
+  });
+  lock.unlock();
+  job->SendCancel(to_cancel);
+}
+
+}  // namespace prefixd

@@ -1,0 +1,44 @@
+// GenerationRoutes: POST /v1/completions and /v1/chat/completions. A request is parsed,
+// rendered and tokenized on the worker thread the transport calls it on, then submitted;
+// from then on the engine thread drives it: each event goes through the request's Job
+// (under the job's own lock, never waiting on anything else) and out as an SSE chunk the
+// moment it is produced (StreamWriter), or into the whole answer when the last one comes.
+// The transport reports a client that hangs up; its request is cancelled then.
+//
+// Thread safety: Handle from any thread; CancelAll and num_active from any thread.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_set>
+
+#include "server/http_message.h"
+#include "server/openai_request.h"
+#include "server/server_context.h"
+
+namespace prefixd {
+
+struct GenerationJob;
+
+class GenerationRoutes {
+ public:
+  explicit GenerationRoutes(ServerContext* ctx) : ctx_(ctx) {}
+
+  void Handle(const HttpRequest& req, const std::shared_ptr<Responder>& out, ApiKind kind);
+  // Cancels every running request (shutdown): each ends with finish_reason "abort".
+  void CancelAll();
+  // Requests submitted and not answered yet.
+  int num_active() const { return num_active_.load(); }
+
+ private:
+  friend struct GenerationJob;
+  void Forget(GenerationJob* job);
+
+  ServerContext* ctx_;
+  std::atomic<int> num_active_{0};
+  std::mutex mu_;
+  std::unordered_set<GenerationJob*> jobs_;  // guarded by mu_: the running ones
+};
+
+}  // namespace prefixd

@@ -1,0 +1,80 @@
+// ServerContext: what every route of the HTTP server shares: the EngineService, the options,
+// the chat format, metrics and recent requests, authorization, and building a prompt the
+// way generation and the probe both do. The routes (generation_routes.h, admin_routes.h,
+// read_only_routes.h) take it by pointer; HttpServer owns it.
+//
+// Thread safety: the members are immutable after construction or thread-safe themselves
+// (metrics and counters are atomics; RecentRequests and HitRateWindow lock); every method
+// may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine_service.h"
+#include "server/api_error.h"
+#include "server/chat_format.h"
+#include "server/http_message.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "server/openai_request.h"
+#include "server/recent_requests.h"
+
+namespace prefixd {
+
+using ServerClock = std::chrono::steady_clock;
+
+struct ServerContext {
+  ServerContext(EngineService* s, HttpServerOptions o);
+
+  EngineService* service;
+  HttpServerOptions options;
+  ChatFormat chat_format;
+  bool has_chat_template;
+  int64_t started_unix;
+  ServerClock::time_point started;
+  ServerMetrics metrics;
+  HitRateWindow hit_window;
+  RecentRequests recent;
+  std::atomic<bool> stopping{false};
+
+  const Tokenizer& tokenizer() const { return service->tokenizer(); }
+  const ServiceInfo& info() const { return service->info(); }
+  RequestLimits limits() const { return RequestLimits{info().context_length, info().vocab_size}; }
+  int64_t NowS() const;
+  void SampleHitWindow();
+
+  // nullopt when the request may go on; else the 401 (or 403: admin API disabled) to send.
+  std::optional<HttpResponse> CheckApiKey(const HttpRequest& req) const;
+  std::optional<HttpResponse> CheckAdmin(const HttpRequest& req) const;
+  bool HasApiKey(const HttpRequest& req) const;
+
+  // "" and the loaded model's file name, stem or path are accepted.
+  Status CheckModel(const std::string& model) const;
+
+  struct Prompt {
+    std::vector<int32_t> tokens;
+    std::optional<RenderedChat> chat;
+    std::optional<ChatTokenStarts> starts;  // chat: from this one render and encoding
+  };
+  // The prompt tokens exactly as generation and the probe both use them: chat messages
+  // rendered with the model's format, text encoded with the vocabulary's BOS handling,
+  // token ids as given.
+  StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r) const;
+  Status CheckFits(const OpenAiRequest& r, const Prompt& p) const;
+};
+
+HttpResponse JsonResponse(int status, const nlohmann::json& body);
+HttpResponse ErrorResponse(const ApiError& error);
+HttpResponse StatusResponse(const Status& status);
+
+int64_t UnixSeconds();
+uint64_t RandomU64();
+// prefix + 24 random hex digits.
+std::string RandomId(const char* prefix);
+
+}  // namespace prefixd
