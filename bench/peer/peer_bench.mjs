@@ -104,16 +104,24 @@ function prefixdSingle() {
   return { prefill: r.prefill_tok_s, decode: r.decode_tok_s };
 }
 
-function peerBatched(th) {
-  const ctx = Math.max(...batches) * (bpp + btg) + 16;
+// llama-batched-bench prints its jsonl lines through llama.cpp's asynchronous log, and a line
+// is sometimes lost when the process exits (seen here for the last -npl entry); a sequence
+// count missing from the output is run again on its own (twice at most).
+function peerBatched(th, npl = batches, tries = 3) {
+  const ctx = Math.max(...npl) * (bpp + btg) + 16;
   const out = run(resolve(bin, "llama-batched-bench"), ["-m", model, "-t", String(th), "-tb", String(th),
     "-c", String(ctx), "-b", "2048", "-ub", "512", "-fa", opt["flash-attention"], "-npp", String(bpp),
-    "-ntg", String(btg), "-npl", batches.join(","), "--output-format", "jsonl"]);
+    "-ntg", String(btg), "-npl", npl.join(","), "--output-format", "jsonl"]);
   const res = {};
   for (const line of out.split("\n")) {
     if (!line.startsWith("{")) continue;
     const j = JSON.parse(line);
     res[j.pl] = { prefill: j.speed_pp, decode: j.speed_tg };
+  }
+  for (const n of npl) {
+    if (res[n]) continue;
+    if (tries <= 1) throw new Error(`llama-batched-bench -t ${th} gave no result for ${n} sequences`);
+    Object.assign(res, peerBatched(th, [n], tries - 1));
   }
   return res;
 }
