@@ -15,7 +15,7 @@
 //        [--prompt-tokens 512] [--gen-tokens 128] [--rounds 3] [--reps 2]
 //        [--flash-attention auto|on|off] [--peer-threads 1] [--peer-bin DIR]
 //        [--batch 8,32] [--batch-prompt-tokens 128] [--batch-gen-tokens 32]
-//        [--prefixd-args "--quant-dot int8"] [--no-single] [--json FILE]
+//        [--prefixd-args="--quant-dot int8"] [--no-single] [--json FILE]
 //
 // Per round: `llama-bench -t T -p PP -n TG -r REPS -o json` for T in {--threads, --peer-threads}
 // and `prefixd bench-model --threads T -r REPS --prompt-tokens PP --gen-tokens TG --json`; with
