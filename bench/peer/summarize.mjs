@@ -7,7 +7,7 @@ const fmt = (x) => (x >= 1000 ? Math.round(x).toLocaleString("en-US") : x >= 100
 const single = [], batched = [];
 for (const file of process.argv.slice(2)) {
   const r = JSON.parse(readFileSync(file, "utf8"));
-  const name = basename(r.model, ".gguf");
+  const name = basename(r.model, ".gguf") + (r.prefixd_args?.length ? ` (prefixd ${r.prefixd_args.join(" ")})` : "");
   for (const row of r.rows) {
     const load = row.loadavg.map((x) => x.toFixed(1)).join(" / ");
     const time = row.started.slice(11, 16);
@@ -29,11 +29,11 @@ if (single.length) {
   console.log("| model | llama.cpp pp512 (threads) | llama.cpp tg128 (threads) | prefixd pp512 (-t 2) | " +
     "prefixd tg128 (-t 2) | ratio prefill | ratio decode | UTC, load 1/5/15 min |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-  console.log(single.join("\n"));
+  console.log(single.sort((a, b) => a.split("|").at(-2).localeCompare(b.split("|").at(-2))).join("\n"));
 }
 if (batched.length) {
   console.log("\n| model | sequences | llama.cpp S_PP (threads) | llama.cpp S_TG (threads) | prefixd prefill | " +
     "prefixd decode | ratio prefill | ratio decode | UTC, load 1/5/15 min |");
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-  console.log(batched.join("\n"));
+  console.log(batched.sort((a, b) => a.split("|").at(-2).localeCompare(b.split("|").at(-2))).join("\n"));
 }
