@@ -89,8 +89,15 @@ class PrefixCacheExactness : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "stories260K") {
       model_ = LoadSharedModel("stories260K.gguf");
       if (!model_) GTEST_SKIP() << "../shared/models/stories260K.gguf is absent";
-    } else {
+    } else if (GetParam() == "random_gqa_f16") {
       model_ = MakeTestModel(TestModelShape::kGqa256, TensorType::kF16);
+    } else {
+      // Quantised weights on the integer dot-product path (EngineOptions' default
+      // QuantDot::kInt8): the cache must stay exact there too (issue 15).
+      const TensorType type = GetParam() == "rows256_q8_0"   ? TensorType::kQ8_0
+                              : GetParam() == "rows256_q4_k" ? TensorType::kQ4_K
+                                                             : TensorType::kQ6_K;
+      model_ = MakeTestModel(TestModelShape::kRows256, type);
     }
     vocab_ = model_->hparams().vocab_size;
   }
@@ -201,7 +208,8 @@ TEST_P(PrefixCacheExactness, EvictionForcesRecomputationPartWay) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, PrefixCacheExactness,
-                         ::testing::Values("stories260K", "random_gqa_f16"));
+                         ::testing::Values("stories260K", "random_gqa_f16", "rows256_q8_0",
+                                           "rows256_q4_k", "rows256_q6_k"));
 
 // 32 running sequences with a common 1,000-token prefix hold its full blocks once, plus at
 // most one copied block each at the boundary, not 32 copies of the prefix.
