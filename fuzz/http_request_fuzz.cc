@@ -9,6 +9,7 @@
 // or not at all (within kAnswerTimeout), or a status outside 100..599.
 //
 //   PREFIXD_FUZZ_MODEL=path/to/model.gguf  another model (default ../shared/models/stories260K.gguf)
+//   PREFIXD_FUZZ_VERBOSE=1                 prints each request's method, path and status
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
@@ -47,6 +48,8 @@ void Check(bool ok, const char* what) {
     std::abort();
   }
 }
+
+bool g_verbose = false;
 
 // Records one request's answer and checks the Responder contract: exactly one of Send or
 // StartStream, once; Write and Finish only inside a stream; nothing after the end.
@@ -88,6 +91,7 @@ class FuzzResponder : public prefixd::Responder {
 
  private:
   void CheckResponse(const HttpResponse& r) {
+    if (g_verbose) std::fprintf(stderr, "  -> %d %s\n", r.status, r.body.substr(0, 160).c_str());
     Check(r.status >= 100 && r.status <= 599, "a status outside 100..599");
     // Read every byte, so ASan sees a dangling or short buffer.
     for (char c : r.body) bytes_ += static_cast<unsigned char>(c) & 1;
@@ -165,6 +169,7 @@ size_t OneRequest(std::string_view rest, bool* keep_alive) {
     if (n == 0) return 0;
   }
   req.body = std::move(parser.get().body());
+  if (g_verbose) std::fprintf(stderr, "%s %s (%zu body bytes)\n", req.method.c_str(), req.path.c_str(), req.body.size());
   auto responder = std::make_shared<FuzzResponder>();
   s.server->Dispatch(std::move(req), responder);
   Check(responder->Wait(), "a request got no answer in time");
@@ -176,6 +181,7 @@ size_t OneRequest(std::string_view rest, bool* keep_alive) {
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   const char* env = std::getenv("PREFIXD_FUZZ_MODEL");
   const std::string path = env != nullptr ? env : std::string(PREFIXD_SHARED_DIR) + "/models/stories260K.gguf";
+  g_verbose = std::getenv("PREFIXD_FUZZ_VERBOSE") != nullptr;
   auto* s = new Server;
   auto model = prefixd::Model::Load(path);
   if (!model.ok()) Fail("cannot load " + path + ": " + std::string(model.status().message()));
