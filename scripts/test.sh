@@ -11,7 +11,7 @@
 #
 #   PREFIXD_QUICK=1            skip the sanitizer builds and the fuzzer (they are then listed
 #                              as skipped, not passed)
-#   PREFIXD_FUZZ_SECONDS=60    the fuzz run's length
+#   PREFIXD_FUZZ_SECONDS=60    the fuzz run's length, split between the GGUF and HTTP targets
 #   PREFIXD_CRASH_RUNS=10      kill -9 rounds of tests/e2e/tiers_crash (scripts/soak.sh: 50)
 #   PREFIXD_TEST_BENCH=OFF     ON also builds the micro-benchmarks (bench/) in build/
 set -uo pipefail
@@ -86,7 +86,8 @@ node scripts/tally.mjs tap e2e "$LOGS/e2e.tap" "$RESULTS"
 stage_end
 
 if [ "${PREFIXD_QUICK:-0}" = "1" ]; then
-  for s in asan tsan fuzz; do add "$s" "$s" skip "PREFIXD_QUICK=1"; done
+  for s in asan tsan; do add "$s" "$s" skip "PREFIXD_QUICK=1"; done
+  for f in gguf_fuzz http_request_fuzz; do add fuzz "$f" skip "PREFIXD_QUICK=1"; done
 else
   stage_begin "ASan+UBSan build"
   ok=1
@@ -129,14 +130,25 @@ else
     add tsan "TSan build" fail "the thread-sanitizer build could not be made: see the log"
   fi
 
-  stage_begin "fuzz the GGUF reader (${PREFIXD_FUZZ_SECONDS:-60} s)"
-  if bash scripts/fuzz.sh "${PREFIXD_FUZZ_SECONDS:-60}" >"$LOGS/fuzz.log" 2>&1; then
+  # One build, the time split between the two targets; a row for each (fuzz.sh prints
+  # "fuzz: TARGET SECONDS s: pass|fail" per target it ran).
+  stage_begin "fuzz: GGUF reader, HTTP requests (${PREFIXD_FUZZ_SECONDS:-60} s)"
+  if bash scripts/fuzz.sh "${PREFIXD_FUZZ_SECONDS:-60}" gguf http >"$LOGS/fuzz.log" 2>&1; then
     tail -n 5 "$LOGS/fuzz.log"
-    add fuzz "gguf_fuzz ${PREFIXD_FUZZ_SECONDS:-60} s" pass
   else
     tail -n 40 "$LOGS/fuzz.log"
-    add fuzz "gguf_fuzz ${PREFIXD_FUZZ_SECONDS:-60} s" fail "a crash, leak or timeout, or the fuzz build failed: see the log"
   fi
+  for t in gguf:gguf_fuzz http:http_request_fuzz; do
+    line=$(grep "^fuzz: ${t%%:*} " "$LOGS/fuzz.log" | tail -n 1 || true)
+    secs=$(echo "$line" | awk '{print $3}')
+    if [[ "$line" == *": pass" ]]; then
+      add fuzz "${t#*:} ${secs} s" pass
+    elif [ -n "$line" ]; then
+      add fuzz "${t#*:} ${secs} s" fail "a crash, leak or timeout: see the log and build-fuzz/artifacts/${t%%:*}/"
+    else
+      add fuzz "${t#*:}" fail "did not run (the fuzz build failed?): see the log"
+    fi
+  done
   stage_end
 fi
 

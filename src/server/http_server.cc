@@ -222,6 +222,11 @@ HttpServer::~HttpServer() {
   impl_->transport.reset();  // joins the workers before the routes they use go
 }
 
+void HttpServer::Dispatch(HttpRequest req, std::shared_ptr<Responder> out) {
+  if (std::optional<HttpResponse> refused = impl_->Check(req)) return out->Send(*std::move(refused));
+  impl_->Handle(std::move(req), std::move(out));
+}
+
 StatusOr<int> HttpServer::Bind() { return impl_->transport->Bind(); }
 
 Status HttpServer::Serve() {

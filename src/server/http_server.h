@@ -23,6 +23,7 @@
 
 #include "base/status.h"
 #include "engine/engine_service.h"
+#include "server/http_message.h"
 
 namespace prefixd {
 
@@ -60,6 +61,11 @@ class HttpServer {
   // connections close and Serve() returns. Idempotent. The EngineService must still be
   // running during the call.
   void Stop();
+
+  // The router without a socket (fuzz/http_request_fuzz.cc): the header checks, then, when
+  // they let the request on, its route, answering through `out` as a connection's request
+  // is answered. Needs neither Bind() nor Serve().
+  void Dispatch(HttpRequest req, std::shared_ptr<Responder> out);
 
  private:
   struct Impl;
