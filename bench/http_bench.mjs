@@ -3,8 +3,10 @@
 //
 //   node bench/http_bench.mjs URL [SECONDS]
 //
-// Prints, for 1, 64 and 256 concurrent keep-alive clients, GET /health requests per second;
-// then /health p99 while 200 connections trickle header bytes. Needs Node 20+ (fetch,
+// Prints, for 1, 64 and 256 concurrent keep-alive clients, GET /health requests per second
+// and streamed completions per second (POST /v1/completions, `stream: true`, 16 tokens each,
+// every SSE event read; a completion counts when its `[DONE]` arrives); then /health p99 while
+// 200 connections trickle header bytes. Needs Node 20+ (fetch,
 // undici's per-origin pool opens one connection per concurrent request).
 import net from 'node:net';
 
@@ -22,6 +24,28 @@ async function getsPerSecond(clients) {
         const r = await fetch(`${url}/health`);
         await r.text();
         if (r.ok) done++; else failed++;
+      } catch { failed++; }
+    }
+  }));
+  return { rps: done / seconds, failed };
+}
+
+const STREAM_BODY = JSON.stringify({
+  prompt: 'Once upon a time', max_tokens: 16, stream: true, temperature: 0, ignore_eos: true,
+});
+
+async function streamedCompletionsPerSecond(clients) {
+  const end = Date.now() + seconds * 1000;
+  let done = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (Date.now() < end) {
+      try {
+        const r = await fetch(`${url}/v1/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json' }, body: STREAM_BODY,
+        });
+        const text = await r.text();
+        if (r.ok && text.includes('data: [DONE]')) done++; else failed++;
       } catch { failed++; }
     }
   }));
@@ -57,5 +81,9 @@ async function healthP99UnderSlowConnections(n) {
 for (const c of [1, 64, 256]) {
   const { rps, failed } = await getsPerSecond(c);
   console.log(`GET /health, ${c} clients: ${rps.toFixed(0)} req/s${failed ? ` (${failed} failed)` : ''}`);
+}
+for (const c of [1, 64, 256]) {
+  const { rps, failed } = await streamedCompletionsPerSecond(c);
+  console.log(`streamed completions (16 tokens), ${c} clients: ${rps.toFixed(1)} /s${failed ? ` (${failed} failed)` : ''}`);
 }
 console.log(`GET /health p99 under 200 slow connections: ${(await healthP99UnderSlowConnections(200)).toFixed(1)} ms`);

@@ -49,25 +49,25 @@ class FaultFileSystem::FaultWritableFile final : public WritableFile {
 FaultFileSystem::FaultFileSystem(FileSystem* base) : base_(base) {}
 
 void FaultFileSystem::FailNth(Op op, int n, int err) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   fail_at_[Index(op)] = calls_[Index(op)] + n;
   fail_errno_[Index(op)] = err;
 }
 
 void FaultFileSystem::FailAlways(Op op, int err) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   fail_always_[Index(op)] = true;
   fail_errno_[Index(op)] = err;
 }
 
 void FaultFileSystem::TearNthAppend(int n, size_t keep_bytes) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   tear_at_ = calls_[Index(Op::kAppend)] + n;
   tear_keep_ = keep_bytes;
 }
 
 void FaultFileSystem::CrashAfter(int n) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (n <= 0) {
     dead_ = true;
   } else {
@@ -76,7 +76,7 @@ void FaultFileSystem::CrashAfter(int n) {
 }
 
 void FaultFileSystem::ClearFaults() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   fail_at_ = {};
   fail_always_ = {};
   tear_at_ = 0;
@@ -85,12 +85,12 @@ void FaultFileSystem::ClearFaults() {
 }
 
 bool FaultFileSystem::dead() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return dead_;
 }
 
 int64_t FaultFileSystem::num_calls(Op op) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return calls_[Index(op)];
 }
 
@@ -116,7 +116,7 @@ Status FaultFileSystem::Admit(Op op, const std::string& path) {
 }
 
 StatusOr<std::unique_ptr<WritableFile>> FaultFileSystem::NewWritableFile(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kCreate, path));
   ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> file, base_->NewWritableFile(path));
   // A truncated pre-existing file is tracked as new: its old bytes are gone either way.
@@ -126,7 +126,7 @@ StatusOr<std::unique_ptr<WritableFile>> FaultFileSystem::NewWritableFile(const s
 
 Status FaultFileSystem::AppendTo(const std::string& path, WritableFile& file,
                                  std::span<const uint8_t> data) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kAppend, path));
   if (calls_[Index(Op::kAppend)] == tear_at_) data = data.first(std::min(tear_keep_, data.size()));
   RETURN_IF_ERROR(file.Append(data));
@@ -136,7 +136,7 @@ Status FaultFileSystem::AppendTo(const std::string& path, WritableFile& file,
 }
 
 Status FaultFileSystem::SyncOf(const std::string& path, WritableFile& file) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kSync, path));
   RETURN_IF_ERROR(file.Sync());
   auto it = files_.find(path);
@@ -145,32 +145,32 @@ Status FaultFileSystem::SyncOf(const std::string& path, WritableFile& file) {
 }
 
 Status FaultFileSystem::CloseOf(const std::string& path, WritableFile& file) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kClose, path));
   return file.Close();
 }
 
 StatusOr<std::vector<uint8_t>> FaultFileSystem::ReadFile(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kRead, path));
   return base_->ReadFile(path);
 }
 
 StatusOr<std::vector<uint8_t>> FaultFileSystem::ReadFilePrefix(const std::string& path,
                                                                size_t max_bytes) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kRead, path));
   return base_->ReadFilePrefix(path, max_bytes);
 }
 
 StatusOr<FileInfo> FaultFileSystem::Stat(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kStat, path));
   return base_->Stat(path);
 }
 
 Status FaultFileSystem::RenameFile(const std::string& from, const std::string& to) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kRename, from));
   RETURN_IF_ERROR(base_->RenameFile(from, to));
   auto it = files_.find(from);
@@ -185,7 +185,7 @@ Status FaultFileSystem::RenameFile(const std::string& from, const std::string& t
 }
 
 Status FaultFileSystem::RemoveFile(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kRemove, path));
   RETURN_IF_ERROR(base_->RemoveFile(path));
   files_.erase(path);
@@ -193,13 +193,13 @@ Status FaultFileSystem::RemoveFile(const std::string& path) {
 }
 
 Status FaultFileSystem::CreateDirs(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kCreateDirs, path));
   return base_->CreateDirs(path);
 }
 
 Status FaultFileSystem::SyncDir(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kSyncDir, path));
   RETURN_IF_ERROR(base_->SyncDir(path));
   for (auto& [file, state] : files_) {
@@ -210,19 +210,19 @@ Status FaultFileSystem::SyncDir(const std::string& path) {
 }
 
 StatusOr<std::vector<DirEntry>> FaultFileSystem::ListDir(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kList, path));
   return base_->ListDir(path);
 }
 
 StatusOr<std::unique_ptr<FileLock>> FaultFileSystem::LockFile(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Admit(Op::kLock, path));
   return base_->LockFile(path);
 }
 
 Status FaultFileSystem::SimulateCrash() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Status first_error;
   auto note = [&](Status s) {
     if (first_error.ok() && !s.ok()) first_error = std::move(s);

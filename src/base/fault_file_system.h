@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "base/file_system.h"
 
 namespace prefixd {
@@ -110,7 +110,7 @@ class FaultFileSystem final : public FileSystem {
   Status CloseOf(const std::string& path, WritableFile& file);
 
   FileSystem* const base_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::array<int64_t, kNumOps> calls_ ABSL_GUARDED_BY(mu_) = {};
   // fail_at_[op]: the call count of `op` that fails (0: none).
   std::array<int64_t, kNumOps> fail_at_ ABSL_GUARDED_BY(mu_) = {};

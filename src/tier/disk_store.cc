@@ -151,7 +151,7 @@ Status DiskStore::Scan() {
   });
   std::vector<std::string> victims;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const ScannedFile& f : found) InsertLocked(f.key, f.bytes, victims);
     PublishGaugesLocked();
   }
@@ -256,14 +256,14 @@ void DiskStore::PublishGaugesLocked() {
 }
 
 int DiskStore::CountPresentPrefix(std::span<const BlockKey> keys) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   int n = 0;
   while (n < static_cast<int>(keys.size()) && index_.contains(keys[n])) ++n;
   return n;
 }
 
 bool DiskStore::Contains(const BlockKey& key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return index_.contains(key);
 }
 
@@ -283,7 +283,7 @@ std::vector<StatusOr<BlockRecord>> DiskStore::Read(std::span<const BlockKey> key
 StatusOr<BlockRecord> DiskStore::ReadOne(const BlockKey& key) {
   uint64_t seq = 0;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = index_.find(key);
     if (it == index_.end()) {
       return absl::NotFoundError(absl::StrCat("block ", ToHex(key), " not on disk"));
@@ -316,7 +316,7 @@ StatusOr<BlockRecord> DiskStore::ReadOne(const BlockKey& key) {
 }
 
 void DiskStore::Discard(const BlockKey& key, uint64_t seq, const Status& cause, bool quarantine) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = index_.find(key);
   if (it == index_.end() || it->second->seq != seq) return;  // already replaced or dropped
   bytes_ -= it->second->bytes;
@@ -377,7 +377,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
   std::vector<Status> out(records.size());
   uint64_t generation = 0;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     generation = generation_;
   }
   // Indices of the records renamed into each shard folder, whose renames become durable with
@@ -395,7 +395,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
       continue;
     }
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto it = index_.find(record.key);
       if (it != index_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second);
@@ -423,7 +423,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
     }
     std::vector<std::string> victims;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (generation_ != generation) {
         victims.push_back(path);  // Clear ran meanwhile: the block goes with everything else
       } else if (auto it = index_.find(record.key); it != index_.end()) {
@@ -459,7 +459,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
 int DiskStore::Remove(std::span<const BlockKey> keys) {
   std::vector<std::string> paths;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const BlockKey& key : keys) {
       auto it = index_.find(key);
       if (it == index_.end()) continue;
@@ -477,7 +477,7 @@ int DiskStore::Remove(std::span<const BlockKey> keys) {
 Status DiskStore::Clear() {
   std::vector<std::string> paths;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ++generation_;
     paths.reserve(lru_.size());
     for (const Entry& e : lru_) paths.push_back(PathFor(e.key));
@@ -506,7 +506,7 @@ void DiskStore::RemoveFiles(const std::vector<std::string>& paths) {
 }
 
 std::vector<BlockKey> DiskStore::KeysByRecency() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<BlockKey> keys;
   keys.reserve(lru_.size());
   for (const Entry& e : lru_) keys.push_back(e.key);
@@ -514,7 +514,7 @@ std::vector<BlockKey> DiskStore::KeysByRecency() const {
 }
 
 void DiskStore::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PREFIXD_CHECK(index_.size() == lru_.size(), "disk store index and LRU list differ in size");
   int64_t sum = 0;
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {

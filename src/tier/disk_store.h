@@ -45,7 +45,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "base/file_system.h"
 #include "tier/tier_store.h"
 
@@ -172,7 +172,7 @@ class DiskStore final : public TierStore {
   const std::unique_ptr<FileLock> lock_;  // held for the store's lifetime
   DiskScanReport scan_report_;            // set by Open, then constant
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   List lru_ ABSL_GUARDED_BY(mu_);  // front: most recently used
   absl::flat_hash_map<BlockKey, List::iterator> index_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of Entry::bytes; <= budget after each call

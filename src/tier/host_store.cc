@@ -11,21 +11,21 @@ HostStore::HostStore(int64_t budget_bytes) : budget_bytes_(std::max<int64_t>(bud
 }
 
 int HostStore::CountPresentPrefix(std::span<const BlockKey> keys) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   int n = 0;
   while (n < static_cast<int>(keys.size()) && index_.contains(keys[n])) ++n;
   return n;
 }
 
 bool HostStore::Contains(const BlockKey& key) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return index_.contains(key);
 }
 
 std::vector<StatusOr<BlockRecord>> HostStore::Read(std::span<const BlockKey> keys) {
   std::vector<std::shared_ptr<const BlockRecord>> found(keys.size());
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
       auto it = index_.find(keys[i]);
       if (it == index_.end()) continue;
@@ -68,7 +68,7 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
   std::vector<Entry> evicted;
   int64_t writes = 0;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (size_t i = 0; i < fresh.size(); ++i) {
       if (fresh[i] == nullptr) continue;
       const BlockKey key = fresh[i]->key;
@@ -102,7 +102,7 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
 int HostStore::Remove(std::span<const BlockKey> keys) {
   std::vector<Entry> removed;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     for (const BlockKey& key : keys) {
       auto it = index_.find(key);
       if (it == index_.end()) continue;
@@ -120,7 +120,7 @@ int HostStore::Remove(std::span<const BlockKey> keys) {
 Status HostStore::Clear() {
   List dropped;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     dropped.swap(lru_);
     index_.clear();
     bytes_ = 0;
@@ -131,7 +131,7 @@ Status HostStore::Clear() {
 }
 
 std::vector<BlockKey> HostStore::KeysByRecency() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::vector<BlockKey> keys;
   keys.reserve(lru_.size());
   for (const Entry& e : lru_) keys.push_back(e.key);
@@ -139,7 +139,7 @@ std::vector<BlockKey> HostStore::KeysByRecency() const {
 }
 
 void HostStore::CheckInvariants() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   PREFIXD_CHECK(index_.size() == lru_.size(), "host store index and LRU list differ in size");
   int64_t sum = 0;
   for (auto it = lru_.begin(); it != lru_.end(); ++it) {

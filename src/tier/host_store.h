@@ -21,7 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "tier/tier_store.h"
 
 namespace prefixd {
@@ -58,7 +58,7 @@ class HostStore final : public TierStore {
   using List = std::list<Entry>;
 
   const int64_t budget_bytes_;
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   List lru_ ABSL_GUARDED_BY(mu_);  // front: most recently used
   absl::flat_hash_map<BlockKey, List::iterator> index_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of Entry::bytes over lru_, <= budget_bytes_

@@ -93,13 +93,13 @@ RedisHealth RedisStore::Health() const {
 }
 
 void RedisStore::Remember(const BlockKey& key) {
-  absl::MutexLock lock(&known_mu_);
+  MutexLock lock(&known_mu_);
   if (static_cast<int64_t>(known_.size()) >= options_.max_known_keys) known_.clear();
   known_[key] = std::chrono::steady_clock::now();
 }
 
 bool RedisStore::Contains(const BlockKey& key) const {
-  absl::MutexLock lock(&known_mu_);
+  MutexLock lock(&known_mu_);
   // Redis may have restarted empty during an outage: forget everything after one.
   const int64_t outages = health_.outages.load(std::memory_order_relaxed);
   if (outages != known_epoch_) {
@@ -256,7 +256,7 @@ int RedisStore::Remove(std::span<const BlockKey> keys) {
   RedisCommand unlink = {"UNLINK"};
   for (const std::string& n : names) unlink.push_back(n);
   {
-    absl::MutexLock lock(&known_mu_);
+    MutexLock lock(&known_mu_);
     for (const BlockKey& k : keys) known_.erase(k);
   }
   StatusOr<std::vector<RedisReplyPtr>> r = write_conn_->Pipeline({unlink});
@@ -266,7 +266,7 @@ int RedisStore::Remove(std::span<const BlockKey> keys) {
 
 Status RedisStore::Clear() {
   {
-    absl::MutexLock lock(&known_mu_);
+    MutexLock lock(&known_mu_);
     known_.clear();
   }
   const std::string pattern = KeyPattern();

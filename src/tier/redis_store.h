@@ -36,7 +36,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "base/mutex.h"
 #include "tier/redis_connection.h"
 #include "tier/redis_url.h"
 #include "tier/tier_store.h"
@@ -106,7 +106,7 @@ class RedisStore : public TierStore {
   TierCounters counters_;
 
   using Time = std::chrono::steady_clock::time_point;
-  mutable absl::Mutex known_mu_;
+  mutable Mutex known_mu_;
   // Keys seen in Redis (written or read) and when; cleared on a reconnect (Redis may have
   // restarted empty) and when it grows past max_known_keys.
   mutable absl::flat_hash_map<BlockKey, Time> known_ ABSL_GUARDED_BY(known_mu_);

@@ -154,6 +154,28 @@ describe('hostile requests', { skip: skip ?? false }, () => {
     assert.equal((await post(`http://${host}`)).status, 200);
   });
 
+  it('refuses two different Content-Length headers, and Content-Length beside chunked', { timeout: 30000 }, async () => {
+    // Request smuggling: a proxy and the server that disagree on where a body ends would let a
+    // second request hide inside the first. Either framing conflict is a 400 and the connection
+    // is closed, so nothing after it on the socket is read as a request.
+    const { host } = new URL(srv.url);
+    const body = JSON.stringify(greedy);
+    const len = Buffer.byteLength(body);
+    const smuggled = `GET /health HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
+    const twoLengths = `POST /v1/completions HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\n` +
+                       `Content-Length: ${len}\r\nContent-Length: ${len + smuggled.length}\r\n\r\n${body}${smuggled}`;
+    const out = await raw(twoLengths, () => false, 3000);
+    assert.match(out, /^HTTP\/1\.1 400/, out.slice(0, 300));
+    assert.equal(out.split('HTTP/1.1 ').length - 1, 1, `one answer, then the connection closes: ${out.slice(0, 500)}`);
+    const both = `POST /v1/completions HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\n` +
+                 `Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n` +
+                 `${len.toString(16)}\r\n${body}\r\n0\r\n\r\n${smuggled}`;
+    const out2 = await raw(both, () => false, 3000);
+    assert.match(out2, /^HTTP\/1\.1 400/, out2.slice(0, 300));
+    assert.equal(out2.split('HTTP/1.1 ').length - 1, 1, out2.slice(0, 500));
+    await stillAnswers();
+  });
+
   it('answers pipelined requests, all of them, in order', { timeout: 30000 }, async () => {
     const { host } = new URL(srv.url);
     let bytes = '';
