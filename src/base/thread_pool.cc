@@ -4,22 +4,31 @@
 
 #include <algorithm>
 
+#include "base/check.h"
+
 namespace prefixd {
 
 namespace {
-// The range of [0, n) that thread `index` of `count` takes.
-std::pair<int64_t, int64_t> Slice(int64_t n, int index, int count) {
-  const int64_t per = n / count, extra = n % count;
-  const int64_t begin = index * per + std::min<int64_t>(index, extra);
-  return {begin, begin + per + (index < extra ? 1 : 0)};
-}
-
 // Spin iterations before a worker sleeps: long enough to bridge the gap between two loops of
 // one forward pass, short enough not to burn a core while the server is idle.
 constexpr int kSpinIterations = 2000;
+// ParallelFor's chunks per thread: enough for the threads that are running to take over the
+// share of one that is not, few enough that claiming them costs nothing.
+constexpr int64_t kChunksPerThread = 4;
+constexpr uint64_t kClosed = ~uint64_t{0};
+
+// A short pause, then yield: when the machine has fewer free cores than threads, the thread
+// we wait for may need this core.
+void Pause(int spin) {
+  if (spin < 64) {
+    _mm_pause();
+  } else {
+    std::this_thread::yield();
+  }
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)), ticket_(kClosed) {
   for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
@@ -39,42 +48,56 @@ int ThreadPool::HardwareThreads() {
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
-  if (num_threads_ == 1 || n == 1) {
-    fn(0, n, 0);
-    return;
-  }
-  job_ = &fn;
-  job_n_ = n;
-  pending_.store(num_threads_ - 1, std::memory_order_relaxed);
-  {
-    // Under the mutex so that a worker about to sleep cannot miss the bump.
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
-  }
-  wake_cv_.notify_all();
-  auto [b, e] = Slice(n, 0, num_threads_);
-  if (b < e) fn(b, e, 0);
-  // Yield while waiting: when the machine has fewer free cores than threads, the worker we
-  // wait for may need this core.
-  for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < 64) {
-      _mm_pause();
-    } else {
-      std::this_thread::yield();
-    }
-  }
+  const int64_t chunks = std::min<int64_t>(n, int64_t{num_threads_} * kChunksPerThread);
+  ParallelForDynamic(n, (n + chunks - 1) / chunks, fn);
 }
 
 void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk,
                                     const std::function<void(int64_t, int64_t, int)>& fn) {
   if (n <= 0) return;
   chunk = std::max<int64_t>(1, chunk);
-  std::atomic<int64_t> next{0};
-  ParallelFor(num_threads_, [&](int64_t, int64_t, int thread) {
-    for (int64_t i = next.fetch_add(chunk); i < n; i = next.fetch_add(chunk)) {
-      fn(i, std::min(n, i + chunk), thread);
-    }
-  });
+  const int64_t num_chunks = (n + chunk - 1) / chunk;
+  if (num_threads_ == 1 || num_chunks == 1) {
+    for (int64_t b = 0; b < n; b += chunk) fn(b, std::min(n, b + chunk), 0);
+    return;
+  }
+  PREFIXD_CHECK(num_chunks < (int64_t{1} << 32), "ThreadPool: too many chunks in one loop");
+  // A worker that checked in for the last job may still be reading its description: wait
+  // for it to check out before writing this one (a window of a few instructions).
+  for (int spin = 0; active_.load() != 0; ++spin) Pause(spin);
+  job_ = &fn;
+  job_n_ = n;
+  job_chunk_ = chunk;
+  job_num_chunks_ = num_chunks;
+  done_.store(0, std::memory_order_relaxed);
+  job_number_ = (job_number_ + 1) & 0x7fffffff;
+  ticket_.store(uint64_t{job_number_} << 32);  // opens the job: claims may start
+  {
+    // Under the mutex so that a worker about to sleep cannot miss the bump.
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  wake_cv_.notify_all();
+  RunChunks(0);
+  // Only chunks already claimed are waited for; nobody waits for a worker to show up.
+  for (int spin = 0; done_.load(std::memory_order_acquire) != num_chunks; ++spin) Pause(spin);
+  ticket_.store(kClosed);
+}
+
+void ThreadPool::RunChunks(int thread_index) {
+  uint64_t t = ticket_.load();
+  while (t != kClosed) {
+    // The description is stable here: the caller rewrites it only once no worker is active_,
+    // and a ticket read after checking in belongs to the job it describes. A claim made from
+    // a stale ticket fails its compare-and-swap.
+    const int64_t i = static_cast<int64_t>(t & 0xffffffffu);
+    if (i >= job_num_chunks_) return;
+    if (!ticket_.compare_exchange_weak(t, t + 1)) continue;  // t is reloaded
+    const int64_t b = i * job_chunk_;
+    (*job_)(b, std::min(job_n_, b + job_chunk_), thread_index);
+    done_.fetch_add(1, std::memory_order_release);
+    t = ticket_.load();
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -82,11 +105,7 @@ void ThreadPool::WorkerLoop(int index) {
   while (true) {
     uint64_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      if (spin < 64) {
-        _mm_pause();
-      } else {
-        std::this_thread::yield();
-      }
+      Pause(spin);
       gen = generation_.load(std::memory_order_acquire);
     }
     if (gen == seen) {
@@ -98,9 +117,9 @@ void ThreadPool::WorkerLoop(int index) {
     }
     seen = gen;
     if (stop_.load(std::memory_order_acquire)) return;
-    auto [b, e] = Slice(job_n_, index, num_threads_);
-    if (b < e) (*job_)(b, e, index);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    active_.fetch_add(1);  // check in: the job's description stays put until check-out
+    RunChunks(index);
+    active_.fetch_sub(1);
   }
 }
 
