@@ -63,7 +63,8 @@ BENCHMARK(BM_MatMulF16_768x2048)->Args({1, 1})->Args({1, 2})->Args({512, 1})->Ar
     ->UseRealTime();
 
 // The same product over every weight type, quantised with make-model's quantisers.
-// args: type (index into kTypes), tokens, threads
+// args: type (index into kTypes), tokens, threads, integer dot (1: --quant-dot int8, for the
+// types that have integer tiles; 0: dequantise + F32, the reference)
 constexpr TensorType kTypes[] = {TensorType::kF16,  TensorType::kBF16, TensorType::kQ8_0,
                                  TensorType::kQ4_0, TensorType::kQ4_K, TensorType::kQ5_K,
                                  TensorType::kQ6_K};
@@ -86,16 +87,17 @@ void BM_MatMulTyped_768x2048(benchmark::State& state) {
   w.row_bytes = static_cast<int64_t>(*TensorBytes(type, cols));
   std::vector<float> x(tokens * cols, 0.5f), y(tokens * rows);
   for (auto _ : state) {
-    cpu::MatMul(w, x.data(), tokens, y.data(), pool);
+    cpu::MatMul(w, x.data(), tokens, y.data(), pool, nullptr, state.range(3) != 0);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(TensorTypeName(static_cast<uint32_t>(type)));
+  state.SetLabel(std::string(TensorTypeName(static_cast<uint32_t>(type))) +
+                 (state.range(3) != 0 && cpu::UsesIntDot(w) ? " int8" : ""));
   state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * state.iterations(),
                                                  benchmark::Counter::kIsRate,
                                                  benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_MatMulTyped_768x2048)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {1, 512}, {1}})
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {1, 512}, {1}, {0, 1}})
     ->UseRealTime();
 
 // Decode (one token) over K-quant weights, one thread: the integer tile (issue 15, the fastest

@@ -112,13 +112,27 @@ PREFIXD_VNNI inline void Transpose8x8(const __m256i* r, __m256i* c) {
   c[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
+// A group of eight weight blocks transposed (c[k] = dword k of every block, block i in lane
+// i) and their scales as floats.
+template <typename W>
+PREFIXD_VNNI inline void TransposeGroup(const typename W::Block* wb, __m256i* c, __m256* dw) {
+  __m256i r[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = W::Unsigned(wb[i]);
+  Transpose8x8(r, c);
+  *dw = _mm256_cvtph_ps(_mm_setr_epi16(wb[0].d, wb[1].d, wb[2].d, wb[3].d, wb[4].d, wb[5].d,
+                                       wb[6].d, wb[7].d));
+}
+
 // One weight row with kT tokens, each into the canonical eight accumulators, folded. A group
 // of eight blocks is transposed (dword k of every block in one register, block i in lane i),
-// weights here, activations once per tile (xt), so vpdpbusd sums each block in its own int32
-// lane with no horizontal folding; the ragged last group goes through GroupTerm per token,
-// which computes the same lanes the same way.
+// the activations once per tile (xt) and the weights either here (wt == nullptr: decode, where
+// each group is read once) or once per row for all of the tile's tokens (wt, dwt: prefill), so
+// vpdpbusd sums each block in its own int32 lane with no horizontal folding; the ragged last
+// group goes through GroupTerm per token, which computes the same lanes the same way.
 template <typename W, int kT>
-PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
+PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const uint8_t* wt,
+                                      const float* dwt, const Q8x32Block* const* xb,
                                       const uint8_t* const* xt, const float* const* dxs,
                                       const int32_t* const* sxs, int64_t nb, bool prefetch,
                                       float* out) {
@@ -134,13 +148,16 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
         _mm_prefetch(p + l, _MM_HINT_T0);
       }
     }
-    __m256i r[8], c[8];
+    __m256i c[8];
+    __m256 dw;
+    if (wt != nullptr) {
 #pragma GCC unroll 8
-    for (int i = 0; i < 8; ++i) r[i] = W::Unsigned(wb[g + i]);
-    Transpose8x8(r, c);
-    const __m256 dw =
-        _mm256_cvtph_ps(_mm_setr_epi16(wb[g].d, wb[g + 1].d, wb[g + 2].d, wb[g + 3].d, wb[g + 4].d,
-                                       wb[g + 5].d, wb[g + 6].d, wb[g + 7].d));
+      for (int k = 0; k < 8; ++k)
+        c[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (g + k) * 32));
+      dw = _mm256_loadu_ps(dwt + g);
+    } else {
+      TransposeGroup<W>(wb + g, c, &dw);
+    }
 #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       // Eight registers per group, 32 bytes each (unaligned loads: a vector of __m256i
@@ -208,8 +225,30 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       }
     }
   }
+  // With more than one group of tokens, a row's groups are transposed once into L1 (wt, dwt)
+  // and every token group reads them there.
+  const bool pretranspose = num_tokens > kT && full > 0;
+  thread_local std::vector<uint8_t> wt;  // `full` registers, 32 bytes each
+  thread_local std::vector<float> dwt;
+  if (pretranspose) {
+    wt.resize(full * 32);
+    dwt.resize(full);
+  }
   for (int r = 0; r < num_rows; ++r) {
     const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
+    if (pretranspose) {
+      for (int64_t g = 0; g < full; g += 8) {
+        __m256i c[8];
+        __m256 dw;
+        TransposeGroup<W>(wb + g, c, &dw);
+        for (int k = 0; k < 8; ++k) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + (g + k) * 32), c[k]);
+        }
+        _mm256_storeu_ps(dwt.data() + g, dw);
+      }
+    }
+    const uint8_t* wtp = pretranspose ? wt.data() : nullptr;
+    const float* dwtp = pretranspose ? dwt.data() : nullptr;
     int t = 0;
     for (; t + kT <= num_tokens; t += kT) {
       const Q8x32Block* xb[kT];
@@ -224,7 +263,7 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         dxs[i] = dx_all.data() + (t + i) * nb;
         sxs[i] = sx_all.data() + (t + i) * nb;
       }
-      RowDotTokens<W, kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+      RowDotTokens<W, kT>(wb, wtp, dwtp, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
 #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
@@ -233,7 +272,8 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const uint8_t* xt = xt_all.data() + t * full * 32;
       const float* dxs = dx_all.data() + t * nb;
       const int32_t* sxs = sx_all.data() + t * nb;
-      RowDotTokens<W, 1>(wb, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0, &y[t * ldy + r]);
+      RowDotTokens<W, 1>(wb, wtp, dwtp, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0,
+                         &y[t * ldy + r]);
     }
   }
 }
