@@ -5,14 +5,15 @@
 //   node bench/bench_serve.mjs [--suite workloads,tiers,scope] [--quick] [--model GGUF]
 //        [--bin build/app/prefixd] [--threads 2] [--ctx 4096 (2048 with --quick)] [--out bench/results]
 //        [--name NAME] [--workloads regenerate,shared,agent,volatile,restart]
-//        [--configs off,pool,tiers] [--max-tokens 16] [--disk-prefix-cache auto:30]
+//        [--configs off,pool,tiers[,peer]] [--peer-server peer/build/bin/llama-server]
+//        [--max-tokens 16] [--disk-prefix-cache auto:30]
 //        [--set key=value,...] [--disk-root DIR] [--no-plots] [--prefix-tokens 1500] [--suffix-tokens 0] [--reps 3]
 //        [--policies auto:2,auto:8,auto:30,full] [--scope-pool-tokens 1024] [--dd-mib 512]
 //
 // Suites:
 //   workloads  regenerate, shared system prompt at several concurrencies, agent sessions,
-//              volatile tail, restart; each with the cache off, the pool only and all tiers
-//              (bench/serve/workloads.mjs)
+//              volatile tail, restart; each with the cache off, the pool only and all tiers,
+//              and with `peer` in --configs the native llama-server too (bench/serve/workloads.mjs)
 //   tiers      time to first token of a 1,500-token prefix from the pool, host RAM, disk after
 //              a restart, and cold; disk restore vs dd bandwidth (bench/serve/tier_ttft.mjs)
 //   scope      disk hit rate and cached tokens of auto:2, auto:8, auto:30 and full on an
@@ -102,7 +103,8 @@ async function main() {
   }
   const base = { bin: path.resolve(a.bin ?? path.join(root, 'build/app/prefixd')),
     model: path.resolve(a.model ?? (quick ? path.join(root, '../shared/models/stories260K.gguf') : '/tmp/models/llama-124m-f16-ctx4096.gguf')),
-    threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? (quick ? 2048 : 4096)) };
+    threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? (quick ? 2048 : 4096)),
+    peerBin: a['peer-server'] ? path.resolve(a['peer-server']) : null };
   const suites = (a.suite ?? 'workloads,tiers,scope').split(',');
   const outDir = path.resolve(a.out ?? path.join(root, 'bench/results'));
   const name = a.name ?? `bench-serve${quick ? '-quick' : ''}`;

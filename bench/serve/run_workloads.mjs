@@ -1,10 +1,11 @@
-// Runs each workload against a fresh server per cache configuration (off, pool, tiers), side
-// by side in one run, and collects per-request timings and cache usage.
+// Runs each workload against a fresh server per cache configuration (off, pool, tiers, and
+// `peer`: the native llama-server), side by side in one run, and collects per-request timings
+// and cache usage.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { runRequests, timedRequest } from './client.mjs';
-import { configArgs, startServer } from './server.mjs';
+import { configArgs, PEER_CONFIG, startPeerServer, startServer } from './server.mjs';
 import { summarize } from './report.mjs';
 
 // A fresh process pays for page faults and thread start-up on its first request; a short
@@ -17,18 +18,21 @@ async function warmUp(server) {
 // directory (tiers) and loses the pool and host RAM, as a real restart does.
 async function runOne(base, workload, config, opts) {
   const diskDir = config === 'tiers' ? mkdtempSync(path.join(opts.diskRoot ?? tmpdir(), 'prefixd-bench-disk-')) : null;
-  const args = configArgs(config, { diskDir, diskPolicy: opts.diskPolicy, cacheBytes: opts.cacheBytes });
+  const peer = config === PEER_CONFIG;
+  if (peer && !base.peerBin) throw new Error("the 'peer' configuration needs --peer-server PATH (llama-server)");
+  const args = peer ? [] : configArgs(config, { diskDir, diskPolicy: opts.diskPolicy, cacheBytes: opts.cacheBytes });
+  const start = () => (peer ? startPeerServer(base) : startServer(base, args));
   const requests = [];
   let wall = 0;
   const load = [loadavg()[0]];
   try {
-    let server = await startServer(base, args);
+    let server = await start();
     await warmUp(server);
     for (let p = 0; p < workload.phases.length; ++p) {
       if (p > 0) {
         await server.drainDiskWrites();
         await server.stop();
-        server = await startServer(base, args);
+        server = await start();
         await warmUp(server);
       }
       let phase = workload.phases[p];

@@ -5,13 +5,19 @@
 //   pool   the KV pool only (--host-cache-bytes 0, no disk directory)
 //   tiers  pool + host RAM + disk (--disk-cache-dir DIR, kept across a restart)
 //
+// and `peer`: the native llama.cpp `llama-server` (scripts/build-peer.sh) with its defaults
+// (prompt cache on, its own slot count), only the model, threads, context and port given: what
+// a user would run instead (startPeerServer).
+//
 // Every server this module starts is killed when the process exits, so a failed benchmark
 // never leaves one computing on the shared machine.
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 export const CONFIGS = ['off', 'pool', 'tiers'];
+export const PEER_CONFIG = 'peer';
 export const ADMIN_KEY = 'bench-admin';
 
 const running = new Set();
@@ -63,12 +69,55 @@ export async function startServer(base, args) {
   return new Server(proc, m[1], exited, () => log);
 }
 
+// A free port on 127.0.0.1 (for servers that cannot be asked for port 0 and tell it).
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+// Starts the native llama-server at `base.peerBin` on the same model, threads and context;
+// resolves once /health answers 200 (the model is loaded).
+export async function startPeerServer(base) {
+  const port = await freePort();
+  const argv = ['-m', base.model, '--host', '127.0.0.1', '--port', String(port),
+    '--threads', String(base.threads), '--ctx-size', String(base.ctx)];
+  const proc = spawn(base.peerBin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(proc);
+  let log = '';
+  proc.stdout.on('data', (d) => { log += d; });
+  proc.stderr.on('data', (d) => { log = (log + d).slice(-20000); });
+  const exited = new Promise((resolve) => proc.once('exit', (code, signal) => {
+    running.delete(proc);
+    resolve({ code, signal });
+  }));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120000;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      throw new Error(`llama-server ${argv.join(' ')} exited before answering:\n${log}`);
+    }
+    try {
+      if ((await fetch(`${url}/health`)).status === 200) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`llama-server did not answer /health within 120 s:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return new Server(proc, url, exited, () => log, { peer: true });
+}
+
 class Server {
-  constructor(proc, url, exited, log) {
+  constructor(proc, url, exited, log, { peer = false } = {}) {
     this.proc = proc;
     this.url = url;
     this.exited = exited;
     this.log = log;
+    this.peer = peer;
   }
 
   async getJson(route) {
@@ -89,6 +138,7 @@ class Server {
   // Waits until the disk tier has written everything queued (write-through runs in the
   // background), so that a restart finds it on disk. No-op without a disk tier.
   async drainDiskWrites(timeoutMs = 120000) {
+    if (this.peer) return null;  // llama-server has no disk tier
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const disk = (await this.getJson('/v1/prefix_cache_stats')).by_tier?.disk;
@@ -104,6 +154,8 @@ class Server {
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), 20000);
     const { code, signal } = await this.exited;
     clearTimeout(timer);
+    // llama-server may end on SIGTERM by the signal rather than exit 0: either is a clean stop.
+    if (this.peer && (code === 0 || signal === 'SIGTERM')) return;
     if (code !== 0) throw new Error(`prefixd exited with code ${code} signal ${signal}:\n${this.log().slice(-2000)}`);
   }
 }

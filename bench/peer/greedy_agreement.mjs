@@ -1,0 +1,125 @@
+// Greedy agreement with the native peer, a diagnostic (not a gate): for a few prompts, the
+// tokens prefixd and llama.cpp generate greedily from the same prompt token ids on the same
+// GGUF file, and how many agree before the first difference. Two engines that round
+// differently (integer dot products, accumulation orders, F16 K/V) part ways once two logits
+// come within their rounding gap, which random-weight models reach sooner than trained ones.
+//
+//   node bench/peer/greedy_agreement.mjs --model M.gguf [--prefixd build/app/prefixd]
+//        [--peer-bin peer/build/bin] [--tokens 64] [--threads 2] [--quant-dot int8,f32]
+//        [--json FILE]
+//
+// prefixd: `prefixd generate -m M -p PROMPT -n N --ignore-eos --json --quant-dot Q` (greedy:
+// temperature 0), which reports its prompt ids and generated ids. The peer: `llama-server -m M`
+// on a free loopback port, then POST /completion with those prompt ids, top-k 1 as the only
+// sampler, `ignore_eos`, `return_tokens`, no prompt cache.
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+const { values: opt } = parseArgs({
+  options: {
+    model: { type: "string" },
+    prefixd: { type: "string", default: resolve(root, "build/app/prefixd") },
+    "peer-bin": { type: "string", default: resolve(root, "peer/build/bin") },
+    tokens: { type: "string", default: "64" },
+    threads: { type: "string", default: "2" },
+    "quant-dot": { type: "string", default: "int8,f32" },
+    json: { type: "string" },
+  },
+});
+if (!opt.model) {
+  console.error("usage: node bench/peer/greedy_agreement.mjs --model FILE.gguf [options]; see the header");
+  process.exit(2);
+}
+const server = resolve(opt["peer-bin"], "llama-server");
+if (!existsSync(server)) {
+  console.error(`greedy_agreement: no ${server}: build the peer with scripts/build-peer.sh`);
+  process.exit(1);
+}
+
+const PROMPTS = [
+  "Once upon a time",
+  "The capital of France is",
+  "def fibonacci(n):",
+  "In 1969, the first humans",
+  "Q: What is two plus two?\nA:",
+];
+const n = Number(opt.tokens);
+
+function prefixdGreedy(prompt, quantDot) {
+  const out = execFileSync(opt.prefixd, [
+    "generate", "-m", opt.model, "-p", prompt, "-n", String(n), "--ignore-eos", "--json",
+    "-t", opt.threads, "--quant-dot", quantDot, "--prefix-cache", "off",
+  ], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  return JSON.parse(out.trim().split("\n").pop());
+}
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => res(port)); });
+    s.on("error", rej);
+  });
+}
+
+async function startPeer() {
+  const port = await freePort();
+  const proc = spawn(server, ["-m", opt.model, "--host", "127.0.0.1", "--port", String(port),
+    "-t", opt.threads, "-c", "4096", "-np", "1", "--no-webui"], { stdio: "ignore" });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) return { url, proc };
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  proc.kill();
+  throw new Error("llama-server did not become healthy in 60 s");
+}
+
+async function peerGreedy(url, promptIds) {
+  const r = await fetch(`${url}/completion`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      prompt: promptIds, n_predict: n, samplers: ["top_k"], top_k: 1, temperature: 0,
+      ignore_eos: true, return_tokens: true, cache_prompt: false,
+    }),
+  });
+  if (!r.ok) throw new Error(`llama-server: HTTP ${r.status}: ${await r.text()}`);
+  return (await r.json()).tokens;
+}
+
+function agreed(a, b) {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+const peer = await startPeer();
+const rows = [];
+try {
+  for (const prompt of PROMPTS) {
+    const row = { prompt };
+    for (const q of opt["quant-dot"].split(",")) {
+      const mine = prefixdGreedy(prompt, q);
+      row.prompt_ids ??= mine.prompt_ids;
+      const theirs = await peerGreedy(peer.url, mine.prompt_ids);
+      row[q] = agreed(mine.generated_ids, theirs);
+    }
+    rows.push(row);
+    console.log(`${JSON.stringify(prompt)}: tokens agreeing before the first difference (of ${n}): ` +
+                opt["quant-dot"].split(",").map((q) => `${q} ${row[q]}`).join(", "));
+  }
+} finally {
+  peer.proc.kill();
+}
+const version = execFileSync(server, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
+  .split("\n").find((l) => l.startsWith("version")) ?? "";
+if (opt.json) writeFileSync(opt.json, JSON.stringify({ model: opt.model, tokens: n, peer: version, rows }, null, 2));
