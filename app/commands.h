@@ -15,5 +15,6 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run);
 void AddServeCommand(CLI::App& app, std::function<int()>* run);
 void AddTokenizeCommand(CLI::App& app, std::function<int()>* run);
 void AddRenderChatCommand(CLI::App& app, std::function<int()>* run);
+void AddReplayCommand(CLI::App& app, std::function<int()>* run);
 
 }  // namespace prefixd

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   prefixd::AddServeCommand(app, &run);
   prefixd::AddTokenizeCommand(app, &run);
   prefixd::AddRenderChatCommand(app, &run);
+  prefixd::AddReplayCommand(app, &run);
   CLI11_PARSE(app, argc, argv);
   prefixd::SetLogLevel(log_level);
   return run ? run() : 0;

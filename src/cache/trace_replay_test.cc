@@ -1,0 +1,122 @@
+#include "cache/trace_replay.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+namespace prefixd {
+namespace {
+
+// A random trace in the Mooncake style: each request continues a random earlier request's
+// leading ids (a shared prefix), then new ids; the last block may be partial.
+std::vector<TraceRequest> RandomTrace(std::mt19937& rng, int num_requests, bool full_blocks) {
+  std::vector<TraceRequest> trace;
+  int64_t next_id = 0;
+  for (int i = 0; i < num_requests; ++i) {
+    TraceRequest r;
+    if (!trace.empty() && rng() % 4 != 0) {
+      const TraceRequest& base = trace[rng() % trace.size()];
+      const size_t keep = rng() % (base.hash_ids.size() + 1);
+      r.hash_ids.assign(base.hash_ids.begin(), base.hash_ids.begin() + keep);
+    }
+    const int fresh = static_cast<int>(rng() % 3) + (r.hash_ids.empty() ? 1 : 0);
+    for (int k = 0; k < fresh; ++k) r.hash_ids.push_back(next_id++);
+    const int64_t blocks = static_cast<int64_t>(r.hash_ids.size());
+    r.input_length = full_blocks ? blocks * kTraceBlockTokens
+                                 : (blocks - 1) * kTraceBlockTokens + 1 + rng() % kTraceBlockTokens;
+    r.output_length = rng() % 40;
+    trace.push_back(r);
+  }
+  return trace;
+}
+
+int64_t CommonPrefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+  return ia - a.begin();
+}
+
+TEST(TraceReplay, PromptTokensFollowTheBlockIds) {
+  TraceRequest r;
+  r.hash_ids = {3, 7};
+  r.input_length = kTraceBlockTokens + 2;
+  const std::vector<int32_t> t = TracePromptTokens(r);
+  ASSERT_EQ(t.size(), static_cast<size_t>(kTraceBlockTokens + 2));
+  EXPECT_EQ(t[0], 3 * kTraceBlockTokens);
+  EXPECT_EQ(t[kTraceBlockTokens - 1], 4 * kTraceBlockTokens - 1);
+  EXPECT_EQ(t[kTraceBlockTokens], 7 * kTraceBlockTokens);
+  EXPECT_EQ(t.back(), 7 * kTraceBlockTokens + 1);
+}
+
+// Unbounded, nothing is evicted, so each request's hit is its longest common prefix with any
+// earlier prompt (generated tokens are unique), at most its length minus one: a brute-force
+// reference, request by request, for several block sizes (partial blocks included).
+TEST(TraceReplay, UnboundedHitsAreTheLongestCommonPrefixWithAnEarlierPrompt) {
+  std::mt19937 rng(5);
+  for (int block_size : {1, 4, 16, 64}) {
+    const std::vector<TraceRequest> trace = RandomTrace(rng, 60, /*full_blocks=*/false);
+    ReplayOptions o;
+    o.block_size = block_size;
+    const ReplayResult got = ReplayTrace(trace, o);
+    ASSERT_EQ(got.cached_by_request.size(), trace.size());
+    EXPECT_EQ(got.evicted_blocks, 0);
+    std::vector<std::vector<int32_t>> earlier;
+    int64_t want_total = 0;
+    for (size_t i = 0; i < trace.size(); ++i) {
+      const std::vector<int32_t> tokens = TracePromptTokens(trace[i]);
+      int64_t want = 0;
+      for (const auto& e : earlier) want = std::max(want, CommonPrefix(tokens, e));
+      want = std::min<int64_t>(want, static_cast<int64_t>(tokens.size()) - 1);
+      ASSERT_EQ(got.cached_by_request[i], want) << "block size " << block_size << " request " << i;
+      want_total += want;
+      earlier.push_back(tokens);
+    }
+    EXPECT_EQ(got.cached_tokens, want_total);
+  }
+}
+
+// With whole 512-token blocks and ids that name their prefix (as in Mooncake traces), the
+// unbounded replay reaches the ideal exactly.
+TEST(TraceReplay, UnboundedReplayOfWholeBlocksReachesTheIdeal) {
+  std::mt19937 rng(9);
+  const std::vector<TraceRequest> trace = RandomTrace(rng, 80, /*full_blocks=*/true);
+  const ReplayResult r = ReplayTrace(trace, ReplayOptions{});
+  EXPECT_GT(r.ideal_tokens, 0);
+  EXPECT_EQ(r.cached_tokens, r.ideal_tokens);
+  EXPECT_DOUBLE_EQ(r.cached_fraction(), r.ideal_fraction());
+}
+
+// A pool smaller than the trace evicts, never serves more than the unbounded replay, and
+// serves nothing of a request longer than the whole pool.
+TEST(TraceReplay, ABoundedPoolEvictsAndNeverBeatsTheUnboundedOne) {
+  std::mt19937 rng(11);
+  const std::vector<TraceRequest> trace = RandomTrace(rng, 80, /*full_blocks=*/false);
+  const ReplayResult unbounded = ReplayTrace(trace, ReplayOptions{});
+  ReplayOptions small;
+  small.pool_blocks = 200;  // a few requests' worth at 16 tokens per block
+  const ReplayResult bounded = ReplayTrace(trace, small);
+  EXPECT_GT(bounded.evicted_blocks, 0);
+  EXPECT_LT(bounded.cached_tokens, unbounded.cached_tokens);
+  for (size_t i = 0; i < trace.size(); ++i) {
+    EXPECT_LE(bounded.cached_by_request[i], unbounded.cached_by_request[i]) << i;
+  }
+  ReplayOptions tiny;
+  tiny.pool_blocks = 1;  // every request needs more
+  const ReplayResult none = ReplayTrace(trace, tiny);
+  EXPECT_EQ(none.unservable, static_cast<int64_t>(trace.size()));
+  EXPECT_EQ(none.cached_tokens, 0);
+}
+
+TEST(TraceReplay, IdealCountsLeadingSeenIdsUpToTheLastToken) {
+  absl::flat_hash_set<int64_t> seen = {1, 2, 5};
+  TraceRequest r;
+  r.hash_ids = {1, 2, 3, 5};
+  r.input_length = 4 * kTraceBlockTokens;
+  EXPECT_EQ(IdealCachedTokens(r, seen), 2 * kTraceBlockTokens);  // 5 is not leading
+  r.hash_ids = {1, 2};
+  r.input_length = kTraceBlockTokens + 10;
+  EXPECT_EQ(IdealCachedTokens(r, seen), kTraceBlockTokens + 9);
+}
+
+}  // namespace
+}  // namespace prefixd
