@@ -110,13 +110,14 @@ else
   # Debian's libabsl is not TSan-built, so TSan could not see absl's locks. The eight took 41-47 s
   # (ctest -j2, 2 loaded cores, 2026-12-06): tiered_cache_test (the test model's compute,
   # about 4x the plain build) and disk_store_test (fsync-bound, as long in the plain build) are
-  # most of it.
+  # most of it. A test that hangs is killed after 300 s, not the default 600.
   TSAN_TESTS=(base_test host_store_test disk_store_test redis_store_test tier_controller_test
     tiered_cache_test engine_service_test http_server_test)
   stage_begin "TSan build (${#TSAN_TESTS[@]} tests)"
   ok=1
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \
     -DPREFIXD_SANITIZE=thread -DCMAKE_CXX_FLAGS="-O1" -DCMAKE_CXX_FLAGS_DEBUG="-g1" \
+    -DPREFIXD_TEST_TIMEOUT=300 \
     >"$LOGS/cmake-tsan.log" 2>&1 || { cat "$LOGS/cmake-tsan.log"; ok=0; }
   [ $ok = 1 ] && { ninja -C build-tsan -j"$JOBS" "${TSAN_TESTS[@]}" || ok=0; }
   stage_end
