@@ -393,6 +393,16 @@ TEST_F(TieredCacheTest, OnboardingFromASlowDiskDoesNotStallOtherDecodes) {
     EXPECT_TRUE((*events)[0].token.has_value());
     EXPECT_LT(ms, 5000) << "a step waited (the gate holds reads for 30 s)";
     EXPECT_EQ(e->num_waiting(), 1) << "the loader waits for its disk reads, off the engine";
+    if (i == 0) {
+      // The first step queued the loader's reads. Wait for the reader thread to reach the
+      // gate, so the steps after this one provably run while the disk holds it back: without
+      // the wait, a loaded machine can run all 20 steps (a few ms in an optimised build)
+      // before the reader thread is even scheduled, and the check after the loop failed.
+      for (int w = 0; w < 5000 && disk.num_waiting() == 0; ++w) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      ASSERT_EQ(disk.num_waiting(), 1) << "the reader thread blocks on the first block read";
+    }
   }
   EXPECT_EQ(disk.num_waiting(), 1) << "the reader thread is stuck on the first block";
   EXPECT_FALSE(disk.CalledOn(std::this_thread::get_id())) << "the engine thread read the disk";
