@@ -12,7 +12,7 @@
 // temperature 0), which reports its prompt ids and generated ids. The peer: `llama-server -m M`
 // on a free loopback port, then POST /completion with those prompt ids, top-k 1 as the only
 // sampler, `ignore_eos`, `return_tokens`, no prompt cache.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, resolve } from "node:path";
@@ -120,6 +120,6 @@ try {
 } finally {
   peer.proc.kill();
 }
-const version = execFileSync(server, ["--version"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
-  .split("\n").find((l) => l.startsWith("version")) ?? "";
+const v = spawnSync(server, ["--version"], { encoding: "utf8" });
+const version = `${v.stdout}${v.stderr}`.split("\n").find((l) => l.startsWith("version")) ?? "";
 if (opt.json) writeFileSync(opt.json, JSON.stringify({ model: opt.model, tokens: n, peer: version, rows }, null, 2));
