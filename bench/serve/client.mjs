@@ -18,7 +18,9 @@ export function timedRequest(url, req, { maxTokens = 16, timeoutMs = 1800000 } =
   const route = chat ? '/v1/chat/completions' : '/v1/completions';
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const r = http.request(url + route, { method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
+    // A connection per request (agent: false): llama-server closes idle keep-alive sockets that
+    // Node would otherwise reuse ("socket hang up"); every server is timed the same way.
+    const r = http.request(url + route, { method: 'POST', agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
       let ttft = null;
       let buf = '';
       let usage = null;

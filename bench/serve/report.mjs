@@ -23,6 +23,8 @@ export function summarize(results, wall_s) {
   return {
     requests: results.length,
     ttft_mean_ms: mean(ttfts), ttft_p50_ms: percentile(ttfts, 0.5), ttft_p95_ms: percentile(ttfts, 0.95),
+    // Time to the last token: from sending the request to the end of its stream.
+    last_mean_ms: mean(results.map((r) => r.total_ms)),
     req_per_s: results.length / wall_s,
     gen_tok_per_s: sum((r) => r.usage.completion_tokens) / wall_s,
     prompt_tok_per_s: prompt / wall_s,
@@ -39,11 +41,11 @@ const f0 = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 
 const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 
 export function markdownTable(rows) {
-  const out = ['| workload | cache | requests | TTFT mean ms | TTFT p50 ms | TTFT p95 ms | req/s | gen tok/s | prompt tok/s | request hit rate | token hit rate | cached tokens (by tier) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  const out = ['| workload | cache | requests | TTFT mean ms | TTFT p50 ms | TTFT p95 ms | last token mean ms | req/s | gen tok/s | prompt tok/s | request hit rate | token hit rate | cached tokens (by tier) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of rows) {
     const tiers = Object.entries(r.cached_by_tier).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${f0(n)}`).join(', ');
-    out.push(`| ${r.workload} | ${r.config} | ${r.requests} | ${f0(r.ttft_mean_ms)} | ${f0(r.ttft_p50_ms)} | ${f0(r.ttft_p95_ms)} | ` +
+    out.push(`| ${r.workload} | ${r.config} | ${r.requests} | ${f0(r.ttft_mean_ms)} | ${f0(r.ttft_p50_ms)} | ${f0(r.ttft_p95_ms)} | ${f0(r.last_mean_ms)} | ` +
       `${f2(r.req_per_s)} | ${f2(r.gen_tok_per_s)} | ${f0(r.prompt_tok_per_s)} | ${f2(r.request_hit_rate)} | ${f2(r.token_hit_rate)} | ` +
       `${f0(r.cached_tokens)}${tiers ? ` (${tiers})` : ''} |`);
   }
