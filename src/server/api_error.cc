@@ -46,6 +46,18 @@ const char* ErrorTypeFor(int http_status) {
   }
 }
 
+const char* AnthropicErrorTypeFor(int http_status) {
+  switch (http_status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "overloaded_error";
+    default: return http_status >= 500 ? "api_error" : "invalid_request_error";
+  }
+}
+
 ApiError ApiErrorFrom(const Status& status) {
   ApiError e;
   e.http_status = HttpStatusFor(status);
@@ -66,7 +78,11 @@ ApiError MakeApiError(int http_status, std::string message, std::string param, s
   return e;
 }
 
-nlohmann::json ApiErrorJson(const ApiError& error) {
+nlohmann::json ApiErrorJson(const ApiError& error, ApiDialect dialect) {
+  if (dialect == ApiDialect::kAnthropic) {
+    return nlohmann::json{{"type", "error"},
+                          {"error", {{"type", AnthropicErrorTypeFor(error.http_status)}, {"message", error.message}}}};
+  }
   nlohmann::json inner;
   inner["message"] = error.message;
   inner["type"] = error.type;
@@ -75,8 +91,8 @@ nlohmann::json ApiErrorJson(const ApiError& error) {
   return nlohmann::json{{"error", std::move(inner)}};
 }
 
-std::string ApiErrorBody(const ApiError& error) {
-  return ApiErrorJson(error).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+std::string ApiErrorBody(const ApiError& error, ApiDialect dialect) {
+  return ApiErrorJson(error, dialect).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace prefixd

@@ -1,8 +1,9 @@
-// ApiError: the OpenAI-style error object every failing HTTP answer carries, and the one
-// mapping from a Status to an HTTP status code.
+// ApiError: the error object every failing HTTP answer carries, and the one mapping from a
+// Status to an HTTP status code. OpenAI's shape everywhere, Anthropic's on /v1/messages:
 //
 //   {"error": {"message": "...", "type": "invalid_request_error", "param": "max_tokens",
 //              "code": null}}
+//   {"type": "error", "error": {"type": "invalid_request_error", "message": "..."}}
 //
 // A Status made by InvalidArgumentFor(param, ...) carries the offending field as a payload, so
 // request validation can name it without a second error type crossing the code.
@@ -43,11 +44,18 @@ ApiError ApiErrorFrom(const Status& status);
 ApiError MakeApiError(int http_status, std::string message, std::string param = "",
                       std::string code = "");
 
-nlohmann::json ApiErrorJson(const ApiError& error);
+// Which API's error shape an answer takes.
+enum class ApiDialect { kOpenAi, kAnthropic };
+
+nlohmann::json ApiErrorJson(const ApiError& error, ApiDialect dialect = ApiDialect::kOpenAi);
 // ApiErrorJson serialized; never throws (invalid UTF-8 in the message is replaced).
-std::string ApiErrorBody(const ApiError& error);
+std::string ApiErrorBody(const ApiError& error, ApiDialect dialect = ApiDialect::kOpenAi);
 
 // The OpenAI error type for an HTTP status ("invalid_request_error" for 400, ...).
 const char* ErrorTypeFor(int http_status);
+// Anthropic's: invalid_request_error (4xx), authentication_error (401), permission_error
+// (403), not_found_error (404), request_too_large (413), rate_limit_error (429),
+// overloaded_error (503), api_error (other 5xx).
+const char* AnthropicErrorTypeFor(int http_status);
 
 }  // namespace prefixd

@@ -4,8 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "engine/vocab_loader.h"
-#include "model/gguf_file.h"
+#include "server/server_test_util.h"
 
 namespace prefixd {
 namespace {
@@ -98,19 +97,7 @@ TEST(ChatFormat, MessageJson) {
   EXPECT_EQ(MessageJson(m).dump(), R"({"role":"tool","content":"42","name":"calc","tool_call_id":"call_1"})");
 }
 
-class ChatTokensTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto file = GgufFile::Open(std::string(PREFIXD_SHARED_DIR) + "/models/stories260K.gguf");
-    if (!file.ok()) GTEST_SKIP() << "stories260K.gguf is not in ../shared/models";
-    auto vocab = LoadVocab(**file);
-    ASSERT_TRUE(vocab.ok()) << vocab.status();
-    auto tok = Tokenizer::Create(*std::move(vocab));
-    ASSERT_TRUE(tok.ok()) << tok.status();
-    tokenizer_ = *std::move(tok);
-  }
-  std::unique_ptr<Tokenizer> tokenizer_;
-};
+using ChatTokensTest = StoriesTokenizerTest;
 
 TEST_F(ChatTokensTest, MessageStartsAreMonotoneAndMatchPrefixes) {
   const std::vector<ChatMessage> msgs = Messages();

@@ -39,6 +39,8 @@ class CompletionStream {
   Delta Consume(const TokenEvent& event);
 
   bool stop_matched() const { return matcher_.matched(); }
+  // The stop string that ended the text ("" when none did).
+  const std::string& matched_stop() const { return matcher_.matched_stop(); }
   bool finished() const { return finished_; }
   // Tokens that count as the completion: all generated ones, or those up to and including
   // the one that completed a stop string.

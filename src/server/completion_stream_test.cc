@@ -2,24 +2,13 @@
 
 #include <gtest/gtest.h>
 
-#include "engine/vocab_loader.h"
-#include "model/gguf_file.h"
+#include "server/server_test_util.h"
 
 namespace prefixd {
 namespace {
 
-class CompletionStreamTest : public ::testing::Test {
+class CompletionStreamTest : public StoriesTokenizerTest {
  protected:
-  void SetUp() override {
-    auto file = GgufFile::Open(std::string(PREFIXD_SHARED_DIR) + "/models/stories260K.gguf");
-    if (!file.ok()) GTEST_SKIP() << "stories260K.gguf is not in ../shared/models";
-    auto vocab = LoadVocab(**file);
-    ASSERT_TRUE(vocab.ok()) << vocab.status();
-    auto tok = Tokenizer::Create(*std::move(vocab));
-    ASSERT_TRUE(tok.ok()) << tok.status();
-    tokenizer_ = *std::move(tok);
-  }
-
   // The generated tokens of `text` (no BOS), as the engine would emit them.
   std::vector<int32_t> Tokens(const std::string& text) {
     EncodeOptions o;
@@ -58,8 +47,6 @@ class CompletionStreamTest : public ::testing::Test {
     out += s.Consume(Final(s.stop_matched() ? FinishReason::kCancelled : r)).text;
     return out;
   }
-
-  std::unique_ptr<Tokenizer> tokenizer_;
 };
 
 TEST_F(CompletionStreamTest, DecodesEveryToken) {

@@ -7,6 +7,7 @@
 #include "server/completion_stream.h"
 #include "server/openai_response.h"
 #include "server/request_headers.h"
+#include "server/response_writer.h"
 
 namespace prefixd {
 
@@ -24,22 +25,27 @@ double SecondsBetween(ServerClock::time_point a, ServerClock::time_point b) {
 // OnEvent; an I/O thread calls OnClientGone; both take `mu`, which nothing else shares and
 // nobody holds while waiting on anything.
 struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
-  GenerationJob(GenerationRoutes* r, std::shared_ptr<Responder> o, std::vector<std::string> stops, int top_logprobs)
-      : routes(r), ctx(r->ctx_), out(std::move(o)), stream(ctx->tokenizer(), std::move(stops), top_logprobs) {
+  GenerationJob(GenerationRoutes* r, std::shared_ptr<Responder> o, std::unique_ptr<ResponseWriter> w,
+                std::vector<std::string> stops, int top_logprobs)
+      : routes(r),
+        ctx(r->ctx_),
+        out(std::move(o)),
+        writer(std::move(w)),
+        stream(ctx->tokenizer(), std::move(stops), top_logprobs) {
     routes->num_active_.fetch_add(1);
   }
 
   GenerationRoutes* routes;
   ServerContext* ctx;
   std::shared_ptr<Responder> out;
+  std::unique_ptr<ResponseWriter> writer;  // the answer's dialect
 
   std::mutex mu;
   SequenceId id;
   bool submitted = false;
-  ResponseMeta meta;
+  ApiKind kind = ApiKind::kChat;
   bool streaming = false;
   bool logprobs = false;
-  bool include_usage = false;
   std::vector<int32_t> prompt;
   std::optional<ChatTokenStarts> chat;  // chat: where each message starts in `prompt`
   CompletionStream stream;
@@ -100,7 +106,19 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
 
   json LogprobsJson(const std::vector<LogprobEntry>& entries) const {
     if (!logprobs) return nullptr;
-    return meta.kind == ApiKind::kChat ? ChatLogprobsJson(entries) : CompletionLogprobsJson(entries);
+    return kind == ApiKind::kChat ? ChatLogprobsJson(entries) : CompletionLogprobsJson(entries);
+  }
+
+  GenerationEnd End() const {
+    GenerationEnd e;
+    e.finish = stream.finish();
+    e.stop_sequence = stream.matched_stop();
+    e.usage = stream.usage();
+    e.usage.prompt_tokens = static_cast<int32_t>(prompt.size());
+    e.completion_tokens = stream.num_tokens();
+    e.usage_json = UsageFor();
+    e.cache_enabled = ctx->service->stats().cache.enabled;
+    return e;
   }
 
   // The engine thread, one event at a time.
@@ -134,7 +152,8 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     }
     if (streaming) {
       if (!client_gone && (!d.text.empty() || !d.logprobs.empty())) {
-        out->Write(SseData(ChunkJson(meta, d.text, false, nullptr, LogprobsJson(d.logprobs))));
+        std::string bytes = writer->StreamText(d.text, LogprobsJson(d.logprobs));
+        if (!bytes.empty()) out->Write(std::move(bytes));
       }
     } else {
       for (LogprobEntry& e : d.logprobs) logprob_entries.push_back(std::move(e));
@@ -152,28 +171,19 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     Observe();
     if (streaming) {
       if (!client_gone) {
-        std::string last;
-        if (!stream.error().ok()) {
-          last += SseData(ApiErrorJson(ApiErrorFrom(stream.error())));
-        } else {
-          last += SseData(ChunkJson(meta, "", false, stream.finish_reason(), nullptr));
-          if (include_usage) last += SseData(UsageChunkJson(meta, UsageFor()));
-        }
-        last += SseDone();
-        out->Write(std::move(last));
+        out->Write(stream.error().ok() ? writer->StreamEnd(End()) : writer->StreamError(ApiErrorFrom(stream.error())));
       }
       out->Finish();
     } else if (client_gone) {
       // Nobody reads it; 499 (nginx's "client closed request") keeps these apart in the metrics.
-      out->Send(ErrorResponse(MakeApiError(499, "the client closed the connection")));
+      out->Send(ErrorResponse(MakeApiError(499, "the client closed the connection"), writer->dialect()));
     } else if (!stream.error().ok()) {
-      out->Send(StatusResponse(stream.error()));
+      out->Send(StatusResponse(stream.error(), writer->dialect()));
     } else {
-      out->Send(JsonResponse(200, ResponseJson(meta, stream.text(), stream.finish_reason(),
-                                               LogprobsJson(logprob_entries), UsageFor())));
+      out->Send(writer->Whole(stream.text(), LogprobsJson(logprob_entries), End()));
     }
     const int status = client_gone ? 499 : stream.error().ok() ? 200 : HttpStatusFor(stream.error());
-    ctx->metrics.CountResponse(meta.kind == ApiKind::kChat ? "/v1/chat/completions" : "/v1/completions", status);
+    ctx->metrics.CountResponse(writer->route(), status);
     routes->Forget(this);
     routes->num_active_.fetch_sub(1);
   }
@@ -183,8 +193,8 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     const ServerClock::time_point now = ServerClock::now();
     ctx->metrics.request_duration.Observe(SecondsBetween(received, now));
     RequestRecord r;
-    r.id = meta.id;
-    r.kind = meta.kind == ApiKind::kChat ? "chat" : "completion";
+    r.id = writer->id();
+    r.kind = writer->kind();
     r.stream = streaming;
     r.received_unix_ms = received_unix_ms;
     if (first_token_at) r.ttft_ms = 1000 * SecondsBetween(received, *first_token_at);
@@ -219,20 +229,30 @@ void GenerationRoutes::CancelAll() {
 
 void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Responder>& out, ApiKind kind) {
   const ServerClock::time_point received = ServerClock::now();
-  const char* route = kind == ApiKind::kChat ? "/v1/chat/completions" : "/v1/completions";
-  auto fail = [&](HttpResponse r) {
-    ctx_->metrics.CountResponse(route, r.status);
-    out->Send(std::move(r));
-  };
-  if (ctx_->stopping.load()) return fail(StatusResponse(absl::UnavailableError("the server is shutting down")));
   auto parsed = kind == ApiKind::kChat ? ParseChatRequest(req.body, ctx_->limits())
                                        : ParseCompletionRequest(req.body, ctx_->limits());
-  if (!parsed.ok()) return fail(StatusResponse(parsed.status()));
+  ResponseMeta meta{kind, RandomId(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-"), UnixSeconds(),
+                    parsed.ok() && !parsed->model.empty() ? parsed->model : ctx_->info().model_id};
+  const bool include_usage = parsed.ok() && parsed->include_usage;
+  Start(received, parsed, std::make_unique<OpenAiWriter>(std::move(meta), include_usage), out);
+}
+
+void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRequest>& parsed,
+                             std::unique_ptr<ResponseWriter> writer, const std::shared_ptr<Responder>& out) {
+  const ApiDialect dialect = writer->dialect();
+  auto fail = [&](const Status& s) {
+    HttpResponse r = StatusResponse(s, dialect);
+    ctx_->metrics.CountResponse(writer->route(), r.status);
+    out->Send(std::move(r));
+  };
+  if (ctx_->stopping.load()) return fail(absl::UnavailableError("the server is shutting down"));
+  if (!parsed.ok()) return fail(parsed.status());
   OpenAiRequest& r = *parsed;
-  if (Status s = ctx_->CheckModel(r.model); !s.ok()) return fail(StatusResponse(s));
+  const ApiKind kind = r.kind;
+  if (Status s = ctx_->CheckModel(r.model); !s.ok()) return fail(s);
   auto prompt = ctx_->BuildPrompt(r);
-  if (!prompt.ok()) return fail(StatusResponse(prompt.status()));
-  if (Status s = ctx_->CheckFits(r, *prompt); !s.ok()) return fail(StatusResponse(s));
+  if (!prompt.ok()) return fail(prompt.status());
+  if (Status s = ctx_->CheckFits(r, *prompt); !s.ok()) return fail(s);
 
   GenerateRequest gr;
   gr.prompt = prompt->tokens;
@@ -252,7 +272,11 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
   // The scope policy aligns what the lower tiers keep to message boundaries.
   if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
 
-  auto job = std::make_shared<GenerationJob>(this, out, r.stop, r.logprobs ? r.top_logprobs : -1);
+  // Calls are parsed out only where the request offered tools and left the choice to the model.
+  const bool parse_calls = r.tool_choice == ToolChoice::kAuto && r.tools.is_array() && !r.tools.empty();
+  writer->EnableToolCalls(parse_calls ? ctx_->tool_call_syntax : ToolCallSyntax::kNone);
+  const std::string route = writer->route();
+  auto job = std::make_shared<GenerationJob>(this, out, std::move(writer), r.stop, r.logprobs ? r.top_logprobs : -1);
   std::optional<SequenceId> to_cancel;
   std::unique_lock<std::mutex> lock(job->mu);  // the engine's first event waits for the set-up
   job->received = received;
@@ -260,10 +284,9 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
                               std::chrono::system_clock::now().time_since_epoch())
                               .count();
   job->streaming = r.stream;
-  job->meta = ResponseMeta{kind, RandomId(kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-"), UnixSeconds(),
-                           r.model.empty() ? ctx_->info().model_id : r.model};
+  job->kind = kind;
   job->logprobs = r.logprobs;
-  job->include_usage = r.include_usage;
+  const int32_t num_prompt = static_cast<int32_t>(prompt->tokens.size());
   job->prompt = std::move(prompt->tokens);
   job->chat = std::move(prompt->starts);
 
@@ -274,7 +297,9 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
   if (!id.ok()) {
     job->done = true;
     num_active_.fetch_sub(1);
-    return fail(StatusResponse(id.status()));
+    HttpResponse refused = StatusResponse(id.status(), dialect);
+    ctx_->metrics.CountResponse(route, refused.status);
+    return out->Send(std::move(refused));
   }
   job->id = *id;
   job->submitted = true;
@@ -287,7 +312,7 @@ void GenerationRoutes::Handle(const HttpRequest& req, const std::shared_ptr<Resp
     HttpResponse head;
     head.content_type = "text/event-stream";
     head.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
-    if (kind == ApiKind::kChat) head.body = SseData(ChunkJson(job->meta, "", true, nullptr, nullptr));
+    head.body = job->writer->StreamStart(num_prompt);
     out->StartStream(std::move(head));
   }
   out->OnClientGone([weak = std::weak_ptr<GenerationJob>(job)] {

@@ -1,4 +1,5 @@
-// GenerationRoutes: POST /v1/completions and /v1/chat/completions. A request is parsed,
+// GenerationRoutes: POST /v1/completions and /v1/chat/completions, and the generation of
+// Anthropic's /v1/messages (messages_routes.h parses it and calls Start). A request is parsed,
 // rendered and tokenized on the worker thread the transport calls it on, then submitted;
 // from then on the engine thread drives it: each event goes through the request's Job
 // (under the job's own lock, never waiting on anything else) and out as an SSE chunk the
@@ -15,6 +16,7 @@
 
 #include "server/http_message.h"
 #include "server/openai_request.h"
+#include "server/response_writer.h"
 #include "server/server_context.h"
 
 namespace prefixd {
@@ -26,6 +28,11 @@ class GenerationRoutes {
   explicit GenerationRoutes(ServerContext* ctx) : ctx_(ctx) {}
 
   void Handle(const HttpRequest& req, const std::shared_ptr<Responder>& out, ApiKind kind);
+  // Renders, tokenizes and submits a parsed request (or answers its parse error), answering
+  // through `writer` in its dialect. Tool calls are parsed out when the request has tools
+  // and tool_choice auto, in the syntax of the model's chat template.
+  void Start(ServerClock::time_point received, StatusOr<OpenAiRequest>& parsed,
+             std::unique_ptr<ResponseWriter> writer, const std::shared_ptr<Responder>& out);
   // Cancels every running request (shutdown): each ends with finish_reason "abort".
   void CancelAll();
   // Requests submitted and not answered yet.

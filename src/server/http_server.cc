@@ -10,6 +10,7 @@
 #include "server/admin_routes.h"
 #include "server/generation_routes.h"
 #include "server/http_transport.h"
+#include "server/messages_routes.h"
 #include "server/read_only_routes.h"
 #include "server/request_headers.h"
 #include "server/server_context.h"
@@ -28,6 +29,7 @@ struct Route {
   bool json_body = false;  // POST routes that read a JSON body
   std::string metric;      // the route as metrics count it
   std::function<void(const HttpRequest&, const std::shared_ptr<Responder>&)> run;
+  ApiDialect dialect = ApiDialect::kOpenAi;  // the shape of its errors
 };
 
 bool IsLoopbackHost(std::string_view host) {
@@ -120,7 +122,7 @@ struct HttpServer::Impl {
       return Refuse(ErrorResponse(MakeApiError(404, absl::StrCat("no route for ", req.method, " ", req.path))), "other");
     }
     if (route->auth == Auth::kApiKey) {
-      if (auto refused = ctx.CheckApiKey(req)) return Refuse(*refused, route->metric);
+      if (auto refused = ctx.CheckApiKey(req, route->dialect)) return Refuse(*refused, route->metric);
     } else if (route->auth == Auth::kAdmin) {
       if (auto refused = ctx.CheckAdmin(req)) return Refuse(*refused, route->metric);
     }
@@ -130,7 +132,8 @@ struct HttpServer::Impl {
       const std::string type = req.Header("Content-Type");
       return Refuse(ErrorResponse(MakeApiError(
                         415, absl::StrCat("the request body must be JSON, sent with 'Content-Type: application/json'; got ",
-                                          type.empty() ? std::string("no Content-Type") : absl::StrCat("'", type, "'")))),
+                                          type.empty() ? std::string("no Content-Type") : absl::StrCat("'", type, "'"))),
+                                  route->dialect),
                     route->metric);
     }
     return std::nullopt;
@@ -144,14 +147,16 @@ struct HttpServer::Impl {
 
   // A route answered at once by `fn`.
   template <typename Fn>
-  void Sync(std::string method, std::string path, Auth auth, bool json_body, Fn fn, bool prefix = false) {
+  void Sync(std::string method, std::string path, Auth auth, bool json_body, Fn fn, bool prefix = false,
+            ApiDialect dialect = ApiDialect::kOpenAi) {
     const std::string metric = path;
     routes.push_back(Route{method, path, prefix, auth, json_body, metric,
                            [this, fn, metric](const HttpRequest& req, const std::shared_ptr<Responder>& out) {
                              HttpResponse r = fn(req);
                              ctx.metrics.CountResponse(metric, r.status);
                              out->Send(std::move(r));
-                           }});
+                           },
+                           dialect});
   }
 
   void Routes() {
@@ -163,6 +168,13 @@ struct HttpServer::Impl {
                            [this](const HttpRequest& req, const std::shared_ptr<Responder>& out) {
                              generation.Handle(req, out, ApiKind::kChat);
                            }});
+    routes.push_back(Route{"POST", "/v1/messages", false, Auth::kApiKey, true, "/v1/messages",
+                           [this](const HttpRequest& req, const std::shared_ptr<Responder>& out) {
+                             HandleMessages(ctx, generation, req, out);
+                           },
+                           ApiDialect::kAnthropic});
+    Sync("POST", "/v1/messages/count_tokens", Auth::kApiKey, true,
+         [this](const HttpRequest& req) { return HandleCountTokens(ctx, req); }, false, ApiDialect::kAnthropic);
     Sync("GET", "/v1/models", Auth::kApiKey, false, [this](const HttpRequest&) { return HandleModels(ctx); });
     Sync("GET", "/health", Auth::kNone, false, [this](const HttpRequest&) { return HandleHealth(ctx); });
     Sync("GET", "/props", Auth::kNone, false, [this](const HttpRequest& req) { return HandleProps(ctx, req); });

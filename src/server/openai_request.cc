@@ -4,85 +4,13 @@
 #include <limits>
 
 #include "server/api_error.h"
+#include "server/request_fields.h"
 
 namespace prefixd {
 
 namespace {
 
 using json = nlohmann::json;
-
-// Field names as JSON paths: Join("messages", 2) -> "messages[2]", Join("a", "b") -> "a.b".
-std::string Join(const std::string& base, const std::string& key) {
-  return base.empty() ? std::string(key) : absl::StrCat(base, ".", key);
-}
-std::string Join(const std::string& base, size_t index) { return absl::StrCat(base, "[", index, "]"); }
-
-// The JSON type as a client would name it.
-template <typename Json>
-std::string TypeName(const Json& j) {
-  if (j.is_number_integer()) return "integer";
-  if (j.is_number_float()) return "number";
-  return j.type_name();
-}
-
-Status WrongType(const std::string& field, const std::string& want, const json& got) {
-  return InvalidArgumentFor(field,
-                            absl::StrCat("'", field, "' must be ", want, ", got ", TypeName(got)));
-}
-
-// A field that is absent or null reads as "not given" everywhere.
-const json* Find(const json& obj, std::string_view key) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-// An integer in [lo, hi]; integral floats (16.0) are accepted as JSON does not tell them apart.
-StatusOr<int64_t> ReadInt(const json& j, const std::string& field, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  if (j.is_number_unsigned()) {
-    const uint64_t u = j.get<uint64_t>();
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return InvalidArgumentFor(field, absl::StrCat("'", field, "' is out of range"));
-    }
-    v = static_cast<int64_t>(u);
-  } else if (j.is_number_integer()) {
-    v = j.get<int64_t>();
-  } else if (j.is_number_float()) {
-    const double d = j.get<double>();
-    if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9e15) {
-      return WrongType(field, "an integer", j);
-    }
-    v = static_cast<int64_t>(d);
-  } else {
-    return WrongType(field, "an integer", j);
-  }
-  if (v < lo || v > hi) {
-    return InvalidArgumentFor(
-        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
-  }
-  return v;
-}
-
-StatusOr<double> ReadNumber(const json& j, const std::string& field, double lo, double hi) {
-  if (!j.is_number()) return WrongType(field, "a number", j);
-  const double v = j.get<double>();
-  if (!std::isfinite(v) || v < lo || v > hi) {
-    return InvalidArgumentFor(
-        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
-  }
-  return v;
-}
-
-StatusOr<bool> ReadBool(const json& j, const std::string& field) {
-  if (!j.is_boolean()) return WrongType(field, "a boolean", j);
-  return j.get<bool>();
-}
-
-StatusOr<std::string> ReadString(const json& j, const std::string& field) {
-  if (!j.is_string()) return WrongType(field, "a string", j);
-  return j.get<std::string>();
-}
 
 // Token ids: a non-empty array of integers in [0, vocab).
 StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& field,
@@ -220,8 +148,9 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
   return absl::OkStatus();
 }
 
-// The fields both endpoints share: model, sampling, limits, stop, streaming, cache options.
-Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
+}  // namespace
+
+Status ReadCommonFields(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
   if (const json* v = Find(body, "model")) {
     ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
   }
@@ -329,7 +258,45 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
   return absl::OkStatus();
 }
 
+Status AddToolsBytes(const nlohmann::ordered_json& part, const std::string& field,
+                     const RequestLimits& limits, size_t& bytes) {
+  bytes += part.dump().size();
+  if (bytes <= limits.max_tools_bytes) return absl::OkStatus();
+  return InvalidArgumentFor(field, absl::StrCat("'tools', 'tool_calls' and 'chat_template_kwargs' together exceed ",
+                                                limits.max_tools_bytes, " bytes (at '", field, "'); the limit is ",
+                                                limits.max_tools_bytes, " bytes"));
+}
+
+Status ToolChoiceUnsupported(const std::string& field, std::string_view choice) {
+  return InvalidArgumentFor(
+      field, absl::StrCat("'", field, "' is ", std::string(choice),
+                          ": forcing a tool call is not supported (the chat template cannot constrain "
+                          "generation); send 'auto' (the model decides) or 'none' (no calls are parsed)"));
+}
+
+namespace {
+
+// tool_choice: "auto" | "none"; "required" and a named function are refused.
+Status ReadToolChoice(const json& body, OpenAiRequest& out) {
+  const json* v = Find(body, "tool_choice");
+  if (v == nullptr) return absl::OkStatus();
+  if (v->is_object()) return ToolChoiceUnsupported("tool_choice", "a named function");
+  ASSIGN_OR_RETURN(std::string choice, ReadString(*v, "tool_choice"));
+  if (choice == "auto") {
+    out.tool_choice = ToolChoice::kAuto;
+  } else if (choice == "none") {
+    out.tool_choice = ToolChoice::kNone;
+  } else if (choice == "required") {
+    return ToolChoiceUnsupported("tool_choice", "'required'");
+  } else {
+    return InvalidArgumentFor("tool_choice", absl::StrCat("'tool_choice' is '", choice,
+                                                          "'; it must be auto, none, required or an object"));
+  }
+  return absl::OkStatus();
+}
+
 Status ReadChatExtras(const json& body, OpenAiRequest& out) {
+  RETURN_IF_ERROR(ReadToolChoice(body, out));
   if (const json* v = Find(body, "tools")) {
     if (!v->is_array()) return WrongType("tools", "an array", *v);
     out.tools = nlohmann::ordered_json::array();  // placeholder, as tool_calls
@@ -560,7 +527,7 @@ StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const Requ
   OpenAiRequest out;
   out.kind = ApiKind::kCompletion;
   RETURN_IF_ERROR(ReadPrompt(j, limits, out));
-  RETURN_IF_ERROR(ReadCommon(j, limits, out));
+  RETURN_IF_ERROR(ReadCommonFields(j, limits, out));
   if (const json* v = Find(j, "logprobs")) {
     if (v->is_boolean()) return WrongType("logprobs", "an integer between 0 and 5", *v);
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "logprobs", 0, 5));
@@ -598,14 +565,7 @@ Status KeepKeyOrder(std::string_view body, const RequestLimits& limits, OpenAiRe
   size_t bytes = 0;
   auto take = [&](nlohmann::ordered_json& from, nlohmann::ordered_json& to, const std::string& field) -> Status {
     to = std::move(from);
-    bytes += to.dump().size();
-    if (bytes > limits.max_tools_bytes) {
-      return InvalidArgumentFor(field, absl::StrCat("'tools', 'tool_calls' and 'chat_template_kwargs' "
-                                                    "together exceed ", limits.max_tools_bytes,
-                                                    " bytes (at '", field, "'); the limit is ",
-                                                    limits.max_tools_bytes, " bytes"));
-    }
-    return absl::OkStatus();
+    return AddToolsBytes(to, field, limits, bytes);
   };
   if (!out.tools.is_null()) RETURN_IF_ERROR(take(j["tools"], out.tools, "tools"));
   if (!out.chat_template_kwargs.is_null()) {
@@ -626,7 +586,7 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
   OpenAiRequest out;
   out.kind = ApiKind::kChat;
   RETURN_IF_ERROR(ReadMessages(j, limits, out));
-  RETURN_IF_ERROR(ReadCommon(j, limits, out));
+  RETURN_IF_ERROR(ReadCommonFields(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
   RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
   if (const json* v = Find(j, "logprobs")) {

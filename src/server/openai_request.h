@@ -22,7 +22,8 @@
 //               chat: bool, with top_logprobs 0..20
 //   stream, stream_options.include_usage, cache_salt, prefix_cache {scope: off|full|auto|
 //               auto:N|N, window: 1..256},
-//   chat_template_kwargs (object), tools (array), model, ignore_eos
+//   chat_template_kwargs (object), tools (array), tool_choice (auto | none; required and a
+//               named function are refused), model, ignore_eos
 //   limits      JSON nesting 64 levels; messages 16384; tools + tool_calls +
 //               chat_template_kwargs 1 MiB serialized (RequestLimits)
 //
@@ -43,6 +44,10 @@
 namespace prefixd {
 
 enum class ApiKind { kCompletion, kChat };
+
+// Whether tool calls are parsed out of the generated text (tool_call_parser.h). Forcing a
+// call (OpenAI's "required" or a named function, Anthropic's "any" or "tool") is refused.
+enum class ToolChoice { kAuto, kNone };
 
 struct ChatMessage {
   std::string role;  // system, user, assistant or tool ("developer" is read as system)
@@ -72,6 +77,7 @@ struct OpenAiRequest {
   // Passed to the chat template in the request's key order (tojson prints them): null when absent.
   nlohmann::ordered_json tools;
   nlohmann::ordered_json chat_template_kwargs;
+  ToolChoice tool_choice = ToolChoice::kAuto;
 
   // nullopt: the default (completions 16 as OpenAI's; chat: the rest of the context).
   std::optional<int32_t> max_tokens;
@@ -116,6 +122,19 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
 // optional `tools`, `cache_salt`, `model`, `tokens` (boolean: return the token texts); the
 // sampling fields are ignored.
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits);
+
+// The fields completions, chat and Anthropic's messages share, read from `body` into `out`:
+// model, max_tokens (and its aliases), temperature, top_p, top_k, min_p, seed, stop, n,
+// ignore_eos, stream, stream_options, cache_salt, prefix_cache.
+Status ReadCommonFields(const nlohmann::json& body, const RequestLimits& limits, OpenAiRequest& out);
+
+// Adds `part`'s serialized size to `bytes`; InvalidArgument naming `field` once the tools,
+// tool calls and template kwargs of one request together pass limits.max_tools_bytes.
+Status AddToolsBytes(const nlohmann::ordered_json& part, const std::string& field,
+                     const RequestLimits& limits, size_t& bytes);
+
+// The 400 for a tool_choice that forces a call: `field` names it, `choice` says what it was.
+Status ToolChoiceUnsupported(const std::string& field, std::string_view choice);
 
 // Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed
 // ("messages[0].content" for a bad byte inside that string) when it is not valid JSON or not

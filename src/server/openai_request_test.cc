@@ -163,6 +163,11 @@ std::vector<BadCase> BadCases() {
       {C, Cmpl("\"stop\": [\"a\", null]"), "stop[1]"},
       {C, Cmpl("\"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]"), "stop"},
       {H, Chat("\"stop\": true"), "stop"},
+      // tool_choice: auto and none only; forcing a call is refused.
+      {H, Chat("\"tool_choice\": \"required\""), "tool_choice"},
+      {H, Chat("\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}"), "tool_choice"},
+      {H, Chat("\"tool_choice\": \"maybe\""), "tool_choice"},
+      {H, Chat("\"tool_choice\": 3"), "tool_choice"},
       {H, Chat("\"stop\": [[\"a\"]]"), "stop[0]"},
       // n, best_of, echo, suffix
       {C, Cmpl("\"n\": 2"), "n"},

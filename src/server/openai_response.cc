@@ -1,8 +1,30 @@
 #include "server/openai_response.h"
 
+#include "server/server_context.h"
+
 namespace prefixd {
 
 using json = nlohmann::json;
+
+namespace {
+
+// A response's or chunk's fields around its `choices`.
+json Envelope(const ResponseMeta& meta, const char* object, json choices) {
+  json r;
+  r["id"] = meta.id;
+  r["object"] = object;
+  r["created"] = meta.created;
+  r["model"] = meta.model;
+  r["system_fingerprint"] = "prefixd";
+  r["choices"] = std::move(choices);
+  return r;
+}
+
+json ChunkEnvelope(const ResponseMeta& meta, json choices) {
+  return Envelope(meta, meta.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion", std::move(choices));
+}
+
+}  // namespace
 
 const char* FinishReasonString(FinishReason reason, bool stop_string_matched) {
   if (stop_string_matched) return "stop";
@@ -90,13 +112,8 @@ json ResponseJson(const ResponseMeta& meta, const std::string& text, const char*
   }
   choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish_reason;
-  json r;
-  r["id"] = meta.id;
-  r["object"] = meta.kind == ApiKind::kChat ? "chat.completion" : "text_completion";
-  r["created"] = meta.created;
-  r["model"] = meta.model;
-  r["system_fingerprint"] = "prefixd";
-  r["choices"] = json::array({std::move(choice)});
+  json r = Envelope(meta, meta.kind == ApiKind::kChat ? "chat.completion" : "text_completion",
+                    json::array({std::move(choice)}));
   r["usage"] = std::move(usage);
   return r;
 }
@@ -115,27 +132,108 @@ json ChunkJson(const ResponseMeta& meta, const std::string& text, bool first,
   }
   choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish_reason ? json(finish_reason) : json(nullptr);
-  json r;
-  r["id"] = meta.id;
-  r["object"] = meta.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion";
-  r["created"] = meta.created;
-  r["model"] = meta.model;
-  r["system_fingerprint"] = "prefixd";
-  r["choices"] = json::array({std::move(choice)});
-  return r;
+  return ChunkEnvelope(meta, json::array({std::move(choice)}));
 }
 
 json UsageChunkJson(const ResponseMeta& meta, json usage) {
-  json r;
-  r["id"] = meta.id;
-  r["object"] = meta.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion";
-  r["created"] = meta.created;
-  r["model"] = meta.model;
-  r["system_fingerprint"] = "prefixd";
-  r["choices"] = json::array();
+  json r = ChunkEnvelope(meta, json::array());
   r["usage"] = std::move(usage);
   return r;
 }
+
+
+json ToolCallChunkJson(const ResponseMeta& meta, int index, const std::string& id, const std::string& name,
+                       const std::string& arguments) {
+  json call;
+  call["index"] = index;
+  json function = json::object();
+  if (!id.empty()) {
+    call["id"] = id;
+    call["type"] = "function";
+    function["name"] = name;
+  }
+  function["arguments"] = arguments;
+  call["function"] = std::move(function);
+  json choice;
+  choice["index"] = 0;
+  choice["delta"] = json{{"tool_calls", json::array({std::move(call)})}};
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = nullptr;
+  return ChunkEnvelope(meta, json::array({std::move(choice)}));
+}
+
+std::string OpenAiWriter::StreamStart(int32_t /*prompt_tokens*/) {
+  if (meta_.kind != ApiKind::kChat) return "";
+  return SseData(ChunkJson(meta_, "", true, nullptr, nullptr));
+}
+
+std::string OpenAiWriter::EventChunks(const std::vector<ToolCallEvent>& events, json logprobs) {
+  std::string out;
+  for (const ToolCallEvent& e : events) {
+    switch (e.kind) {
+      case ToolCallEvent::Kind::kText:
+        out += SseData(ChunkJson(meta_, e.text, false, nullptr, std::move(logprobs)));
+        logprobs = nullptr;
+        break;
+      case ToolCallEvent::Kind::kCallStart:
+        call_ids_.push_back(RandomId("call_"));
+        out += SseData(ToolCallChunkJson(meta_, e.call, call_ids_.back(), e.text, ""));
+        break;
+      case ToolCallEvent::Kind::kArguments:
+        out += SseData(ToolCallChunkJson(meta_, e.call, "", "", e.text));
+        break;
+      case ToolCallEvent::Kind::kCallEnd: break;
+    }
+  }
+  // Logprobs of text still held back (a possible call) go out now, with an empty delta.
+  if (!logprobs.is_null()) out += SseData(ChunkJson(meta_, "", false, nullptr, std::move(logprobs)));
+  return out;
+}
+
+std::string OpenAiWriter::StreamText(const std::string& text, json logprobs) {
+  return EventChunks(Events(text, false), std::move(logprobs));
+}
+
+const char* OpenAiWriter::FinishReason(const GenerationEnd& end) const {
+  if (num_calls() > 0) return "tool_calls";
+  return FinishReasonString(end.finish, !end.stop_sequence.empty());
+}
+
+std::string OpenAiWriter::StreamEnd(const GenerationEnd& end) {
+  std::string out = EventChunks(Events("", true), nullptr);
+  out += SseData(ChunkJson(meta_, "", false, FinishReason(end), nullptr));
+  if (include_usage_) out += SseData(UsageChunkJson(meta_, end.usage_json));
+  out += SseDone();
+  return out;
+}
+
+std::string OpenAiWriter::StreamError(const ApiError& error) {
+  return SseData(ApiErrorJson(error)) + SseDone();
+}
+
+HttpResponse OpenAiWriter::Whole(const std::string& text, json logprobs, const GenerationEnd& end) {
+  const ParsedToolCalls parsed = Parse(text);
+  const char* finish = parsed.calls.empty() ? FinishReason(end) : "tool_calls";
+  json r = ResponseJson(meta_, parsed.text, finish, std::move(logprobs), end.usage_json);
+  if (!parsed.calls.empty()) {
+    json calls = json::array();
+    for (const ParsedToolCalls::Call& c : parsed.calls) {
+      calls.push_back(json{{"id", RandomId("call_")},
+                           {"type", "function"},
+                           {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    }
+    json& message = r["choices"][0]["message"];
+    if (parsed.text.empty()) message["content"] = nullptr;
+    message["tool_calls"] = std::move(calls);
+  }
+  return JsonResponse(200, r);
+}
+
+const char* OpenAiWriter::route() const {
+  return meta_.kind == ApiKind::kChat ? "/v1/chat/completions" : "/v1/completions";
+}
+
+const char* OpenAiWriter::kind() const { return meta_.kind == ApiKind::kChat ? "chat" : "completion"; }
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 

@@ -23,6 +23,7 @@
 
 #include "engine/engine_service.h"
 #include "server/openai_request.h"
+#include "server/response_writer.h"
 
 namespace prefixd {
 
@@ -67,6 +68,38 @@ nlohmann::json ChunkJson(const ResponseMeta& meta, const std::string& text, bool
                          const char* finish_reason, nlohmann::json logprobs);
 // The extra last chunk of stream_options.include_usage: no choices, the usage.
 nlohmann::json UsageChunkJson(const ResponseMeta& meta, nlohmann::json usage);
+
+// The answer to /v1/completions or /v1/chat/completions. With tool calls enabled (chat with
+// tools, tool_choice auto), parsed calls become the message's `tool_calls` (each
+// {id: "call_...", type: "function", function: {name, arguments}}; `content` is the rest of
+// the text, null when there is none) and finish_reason "tool_calls"; streamed, each call is a
+// delta with its index, id, type and name, then deltas with pieces of its arguments.
+class OpenAiWriter : public ResponseWriter {
+ public:
+  OpenAiWriter(ResponseMeta meta, bool include_usage) : meta_(std::move(meta)), include_usage_(include_usage) {}
+
+  std::string StreamStart(int32_t prompt_tokens) override;
+  std::string StreamText(const std::string& text, nlohmann::json logprobs) override;
+  std::string StreamEnd(const GenerationEnd& end) override;
+  std::string StreamError(const ApiError& error) override;
+  HttpResponse Whole(const std::string& text, nlohmann::json logprobs, const GenerationEnd& end) override;
+  ApiDialect dialect() const override { return ApiDialect::kOpenAi; }
+  const std::string& id() const override { return meta_.id; }
+  const char* route() const override;
+  const char* kind() const override;
+
+ private:
+  std::string EventChunks(const std::vector<ToolCallEvent>& events, nlohmann::json logprobs);
+  const char* FinishReason(const GenerationEnd& end) const;
+
+  ResponseMeta meta_;
+  bool include_usage_;
+  std::vector<std::string> call_ids_;  // streamed calls' ids, by index
+};
+
+// One streamed tool-call delta: the call's start (id and name) or a piece of its arguments.
+nlohmann::json ToolCallChunkJson(const ResponseMeta& meta, int index, const std::string& id,
+                                 const std::string& name, const std::string& arguments);
 
 // Serializes without throwing (invalid UTF-8 replaced by U+FFFD).
 std::string Dump(const nlohmann::json& j);

@@ -36,6 +36,7 @@ ServerContext::ServerContext(EngineService* s, HttpServerOptions o)
       options(std::move(o)),
       chat_format(ChatTemplateSource(*s), s->tokenizer().vocab()),
       has_chat_template(!ChatTemplateSource(*s).empty()),
+      tool_call_syntax(ToolCallSyntaxOf(chat_format.chat_template().source())),
       started_unix(UnixSeconds()),
       started(ServerClock::now()) {}
 
@@ -49,14 +50,16 @@ void ServerContext::SampleHitWindow() {
 }
 
 bool ServerContext::HasApiKey(const HttpRequest& req) const {
-  return options.api_key.empty() ||
-         ConstantTimeEquals(BearerTokenOf(req.Header("Authorization")), options.api_key);
+  if (options.api_key.empty()) return true;
+  const std::string bearer = BearerTokenOf(req.Header("Authorization"));
+  return ConstantTimeEquals(bearer.empty() ? req.Header("x-api-key") : bearer, options.api_key);
 }
 
-std::optional<HttpResponse> ServerContext::CheckApiKey(const HttpRequest& req) const {
+std::optional<HttpResponse> ServerContext::CheckApiKey(const HttpRequest& req, ApiDialect dialect) const {
   if (HasApiKey(req)) return std::nullopt;
-  return ErrorResponse(MakeApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY' "
-                                         "with the key the server was started with (--api-key)"));
+  return ErrorResponse(MakeApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY' (or "
+                                         "'x-api-key: KEY') with the key the server was started with (--api-key)"),
+                       dialect);
 }
 
 std::optional<HttpResponse> ServerContext::CheckAdmin(const HttpRequest& req) const {
@@ -115,15 +118,17 @@ HttpResponse JsonResponse(int status, const json& body) {
   return r;
 }
 
-HttpResponse ErrorResponse(const ApiError& error) {
+HttpResponse ErrorResponse(const ApiError& error, ApiDialect dialect) {
   HttpResponse r;
   r.status = error.http_status;
-  r.body = ApiErrorBody(error);
+  r.body = ApiErrorBody(error, dialect);
   if (error.http_status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
   return r;
 }
 
-HttpResponse StatusResponse(const Status& status) { return ErrorResponse(ApiErrorFrom(status)); }
+HttpResponse StatusResponse(const Status& status, ApiDialect dialect) {
+  return ErrorResponse(ApiErrorFrom(status), dialect);
+}
 
 int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())

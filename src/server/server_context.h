@@ -23,6 +23,7 @@
 #include "server/metrics.h"
 #include "server/openai_request.h"
 #include "server/recent_requests.h"
+#include "server/tool_call_parser.h"
 
 namespace prefixd {
 
@@ -35,6 +36,7 @@ struct ServerContext {
   HttpServerOptions options;
   ChatFormat chat_format;
   bool has_chat_template;
+  ToolCallSyntax tool_call_syntax;  // how the chat template's model writes tool calls
   int64_t started_unix;
   ServerClock::time_point started;
   ServerMetrics metrics;
@@ -49,7 +51,9 @@ struct ServerContext {
   void SampleHitWindow();
 
   // nullopt when the request may go on; else the 401 (or 403: admin API disabled) to send.
-  std::optional<HttpResponse> CheckApiKey(const HttpRequest& req) const;
+  // The API key comes as 'Authorization: Bearer KEY' or (Anthropic's clients) 'x-api-key: KEY'.
+  std::optional<HttpResponse> CheckApiKey(const HttpRequest& req,
+                                          ApiDialect dialect = ApiDialect::kOpenAi) const;
   std::optional<HttpResponse> CheckAdmin(const HttpRequest& req) const;
   bool HasApiKey(const HttpRequest& req) const;
 
@@ -69,8 +73,8 @@ struct ServerContext {
 };
 
 HttpResponse JsonResponse(int status, const nlohmann::json& body);
-HttpResponse ErrorResponse(const ApiError& error);
-HttpResponse StatusResponse(const Status& status);
+HttpResponse ErrorResponse(const ApiError& error, ApiDialect dialect = ApiDialect::kOpenAi);
+HttpResponse StatusResponse(const Status& status, ApiDialect dialect = ApiDialect::kOpenAi);
 
 int64_t UnixSeconds();
 uint64_t RandomU64();

@@ -25,6 +25,7 @@ StopMatcher::Output StopMatcher::Push(std::string_view chunk) {
   // longest suffix that could still begin one), so searching `buf` alone is enough.
   size_t best_end = std::string::npos;
   size_t best_start = std::string::npos;
+  const std::string* best = nullptr;
   for (const std::string& s : stops_) {
     const size_t pos = buf.find(s);
     if (pos == std::string::npos) continue;
@@ -32,10 +33,12 @@ StopMatcher::Output StopMatcher::Push(std::string_view chunk) {
     if (end < best_end || (end == best_end && pos < best_start)) {
       best_end = end;
       best_start = pos;
+      best = &s;
     }
   }
-  if (best_end != std::string::npos) {
+  if (best != nullptr) {
     matched_ = true;
+    matched_stop_ = *best;
     out.matched = true;
     out.text = buf.substr(0, best_start);
     return out;

@@ -37,11 +37,14 @@ class StopMatcher {
   std::string Finish();
 
   bool matched() const { return matched_; }
+  // The stop string that matched ("" before a match).
+  const std::string& matched_stop() const { return matched_stop_; }
 
  private:
   std::vector<std::string> stops_;
   std::string held_;  // a proper prefix of some stop string, not yet emitted
   bool matched_ = false;
+  std::string matched_stop_;
 };
 
 }  // namespace prefixd

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end tests: starts real `prefixd serve` processes on 127.0.0.1 and talks to them with
-# the official `openai` npm package (pinned in package-lock.json) and fetch.
+# the official `openai` and `@anthropic-ai/sdk` npm packages (pinned in package-lock.json) and fetch.
 #   PREFIXD_BIN         the binary (default: build/app/prefixd under the repository root)
 #   PREFIXD_TEST_MODEL  the model (default: ../shared/models/stories260K.gguf beside the checkout)
 #   PREFIXD_TAP         also write node's TAP report here (scripts/test.sh tallies it)

@@ -1,0 +1,311 @@
+#include "server/anthropic_request.h"
+
+#include "server/api_error.h"
+#include "server/request_fields.h"
+
+namespace prefixd {
+
+namespace {
+
+using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
+
+// Where a tool_use block's `input` went: out.messages[message].tool_calls[call], read from
+// the body's messages[body_message].content[block]. Filled in with the key order kept.
+struct InputRef {
+  size_t message, call, body_message, block;
+};
+
+struct Conversion {
+  OpenAiRequest out;
+  std::vector<InputRef> inputs;
+};
+
+// The block's `type`, required.
+StatusOr<std::string> BlockType(const json& block, const std::string& field) {
+  if (!block.is_object()) return WrongType(field, "a content block (an object)", block);
+  const json* type = Find(block, "type");
+  if (type == nullptr) return Missing(Join(field, "type"));
+  return ReadString(*type, Join(field, "type"));
+}
+
+Status UnsupportedBlock(const std::string& field, const std::string& type, std::string_view allowed) {
+  return InvalidArgumentFor(Join(field, "type"), absl::StrCat("'", Join(field, "type"), "' is '", type,
+                                                              "'; only ", std::string(allowed), " blocks are supported here"));
+}
+
+// A text block's text.
+StatusOr<std::string> BlockText(const json& block, const std::string& field) {
+  const json* text = Find(block, "text");
+  if (text == nullptr) return Missing(Join(field, "text"));
+  return ReadString(*text, Join(field, "text"));
+}
+
+// A string, or an array of text blocks joined without separators (system, tool_result content).
+StatusOr<std::string> ReadTextOrBlocks(const json& v, const std::string& field) {
+  if (v.is_string()) return v.get<std::string>();
+  if (!v.is_array()) return WrongType(field, "a string or an array of text blocks", v);
+  std::string joined;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const std::string bf = Join(field, i);
+    ASSIGN_OR_RETURN(std::string type, BlockType(v[i], bf));
+    if (type != "text") return UnsupportedBlock(bf, type, "text");
+    ASSIGN_OR_RETURN(std::string text, BlockText(v[i], bf));
+    joined += text;
+  }
+  return joined;
+}
+
+Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& c) {
+  std::string text;
+  bool has_text = false;
+  auto flush_text = [&] {
+    if (has_text) c.out.messages.push_back(ChatMessage{"user", std::move(text), "", nullptr, ""});
+    text.clear();
+    has_text = false;
+  };
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const std::string bf = Join(field, i);
+    ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
+    if (type == "text") {
+      ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
+      text += t;
+      has_text = true;
+    } else if (type == "tool_result") {
+      flush_text();
+      ChatMessage m{"tool", "", "", nullptr, ""};
+      const json* id = Find(blocks[i], "tool_use_id");
+      if (id == nullptr) return Missing(Join(bf, "tool_use_id"));
+      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(bf, "tool_use_id")));
+      if (const json* content = Find(blocks[i], "content")) {
+        ASSIGN_OR_RETURN(m.content, ReadTextOrBlocks(*content, Join(bf, "content")));
+      }
+      if (const json* e = Find(blocks[i], "is_error")) {
+        ASSIGN_OR_RETURN(bool unused, ReadBool(*e, Join(bf, "is_error")));
+        (void)unused;
+      }
+      c.out.messages.push_back(std::move(m));
+    } else {
+      return UnsupportedBlock(bf, type, "text and tool_result");
+    }
+  }
+  // A user turn of text alone (or of nothing) is one user message.
+  if (has_text || blocks.empty()) {
+    has_text = true;
+    flush_text();
+  }
+  return absl::OkStatus();
+}
+
+Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t body_message, Conversion& c) {
+  ChatMessage m{"assistant", "", "", nullptr, ""};
+  const size_t message = c.out.messages.size();
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const std::string bf = Join(field, i);
+    ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
+    if (type == "text") {
+      ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
+      m.content += t;
+    } else if (type == "tool_use") {
+      const json* id = Find(blocks[i], "id");
+      const json* name = Find(blocks[i], "name");
+      const json* input = Find(blocks[i], "input");
+      if (id == nullptr) return Missing(Join(bf, "id"));
+      if (name == nullptr) return Missing(Join(bf, "name"));
+      if (input == nullptr) return Missing(Join(bf, "input"));
+      ASSIGN_OR_RETURN(std::string call_id, ReadString(*id, Join(bf, "id")));
+      ASSIGN_OR_RETURN(std::string call_name, ReadString(*name, Join(bf, "name")));
+      if (!input->is_object()) return WrongType(Join(bf, "input"), "an object", *input);
+      if (m.tool_calls.is_null()) m.tool_calls = ordered_json::array();
+      // `arguments` is filled in by KeepInputOrder, from the body read with its key order.
+      m.tool_calls.push_back(ordered_json{{"id", call_id},
+                                          {"type", "function"},
+                                          {"function", {{"name", call_name}, {"arguments", ""}}}});
+      c.inputs.push_back(InputRef{message, m.tool_calls.size() - 1, body_message, i});
+    } else {
+      return UnsupportedBlock(bf, type, "text and tool_use");
+    }
+  }
+  c.out.messages.push_back(std::move(m));
+  return absl::OkStatus();
+}
+
+Status ReadSystem(const json& body, Conversion& c) {
+  const json* v = Find(body, "system");
+  if (v == nullptr) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::string text, ReadTextOrBlocks(*v, "system"));
+  if (v->is_array() && v->empty()) return absl::OkStatus();
+  c.out.messages.push_back(ChatMessage{"system", std::move(text), "", nullptr, ""});
+  return absl::OkStatus();
+}
+
+Status ReadAnthropicMessages(const json& body, const RequestLimits& limits, Conversion& c) {
+  const json* ms = Find(body, "messages");
+  if (ms == nullptr) return Missing("messages");
+  if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
+  if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
+  if (ms->size() > limits.max_messages) {
+    return InvalidArgumentFor("messages", absl::StrCat("'messages' has ", ms->size(), " messages; the limit is ",
+                                                       limits.max_messages));
+  }
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const std::string f = Join("messages", i);
+    const json& msg = (*ms)[i];
+    if (!msg.is_object()) return WrongType(f, "an object", msg);
+    const json* role_v = Find(msg, "role");
+    if (role_v == nullptr) return Missing(Join(f, "role"));
+    ASSIGN_OR_RETURN(std::string role, ReadString(*role_v, Join(f, "role")));
+    if (role != "user" && role != "assistant") {
+      return InvalidArgumentFor(Join(f, "role"), absl::StrCat("'", Join(f, "role"), "' is '", role,
+                                                              "'; it must be user or assistant (the system "
+                                                              "prompt goes in 'system')"));
+    }
+    const std::string cf = Join(f, "content");
+    const json* content = Find(msg, "content");
+    if (content == nullptr) return Missing(cf);
+    if (content->is_string()) {
+      c.out.messages.push_back(ChatMessage{role, content->get<std::string>(), "", nullptr, ""});
+    } else if (!content->is_array()) {
+      return WrongType(cf, "a string or an array of content blocks", *content);
+    } else if (role == "user") {
+      RETURN_IF_ERROR(ReadUserBlocks(*content, cf, c));
+    } else {
+      RETURN_IF_ERROR(ReadAssistantBlocks(*content, cf, i, c));
+    }
+    if (c.out.messages.size() > limits.max_messages) {
+      return InvalidArgumentFor("messages", absl::StrCat("'messages' become more than ", limits.max_messages,
+                                                         " messages once tool results are split out"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// tools: custom tools only. Each becomes OpenAI's function shape; `parameters` is filled in
+// by KeepInputOrder.
+Status ReadTools(const json& body, Conversion& c) {
+  const json* v = Find(body, "tools");
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_array()) return WrongType("tools", "an array", *v);
+  c.out.tools = ordered_json::array();
+  for (size_t i = 0; i < v->size(); ++i) {
+    const std::string f = Join("tools", i);
+    const json& tool = (*v)[i];
+    if (!tool.is_object()) return WrongType(f, "an object", tool);
+    if (const json* type = Find(tool, "type")) {
+      ASSIGN_OR_RETURN(std::string t, ReadString(*type, Join(f, "type")));
+      if (t != "custom") {
+        return InvalidArgumentFor(Join(f, "type"), absl::StrCat("'", Join(f, "type"), "' is '", t,
+                                                                "'; only custom tools (name, description, "
+                                                                "input_schema) are supported"));
+      }
+    }
+    const json* name = Find(tool, "name");
+    if (name == nullptr) return Missing(Join(f, "name"));
+    ASSIGN_OR_RETURN(std::string tool_name, ReadString(*name, Join(f, "name")));
+    const json* schema = Find(tool, "input_schema");
+    if (schema == nullptr) return Missing(Join(f, "input_schema"));
+    if (!schema->is_object()) return WrongType(Join(f, "input_schema"), "an object", *schema);
+    ordered_json function = {{"name", tool_name}};
+    if (const json* d = Find(tool, "description")) {
+      ASSIGN_OR_RETURN(std::string description, ReadString(*d, Join(f, "description")));
+      function["description"] = description;
+    }
+    function["parameters"] = nullptr;
+    c.out.tools.push_back(ordered_json{{"type", "function"}, {"function", std::move(function)}});
+  }
+  return absl::OkStatus();
+}
+
+// tool_choice: {type: auto | none | any | tool, name?, disable_parallel_tool_use?}.
+Status ReadAnthropicToolChoice(const json& body, OpenAiRequest& out) {
+  const json* v = Find(body, "tool_choice");
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_object()) return WrongType("tool_choice", "an object", *v);
+  const json* type = Find(*v, "type");
+  if (type == nullptr) return Missing("tool_choice.type");
+  ASSIGN_OR_RETURN(std::string t, ReadString(*type, "tool_choice.type"));
+  if (const json* d = Find(*v, "disable_parallel_tool_use")) {
+    ASSIGN_OR_RETURN(bool unused, ReadBool(*d, "tool_choice.disable_parallel_tool_use"));
+    (void)unused;
+  }
+  if (t == "auto") {
+    out.tool_choice = ToolChoice::kAuto;
+  } else if (t == "none") {
+    out.tool_choice = ToolChoice::kNone;
+  } else if (t == "any" || t == "tool") {
+    return ToolChoiceUnsupported("tool_choice.type", absl::StrCat("'", t, "'"));
+  } else {
+    return InvalidArgumentFor("tool_choice.type", absl::StrCat("'tool_choice.type' is '", t,
+                                                               "'; it must be auto, none, any or tool"));
+  }
+  return absl::OkStatus();
+}
+
+Status ReadStopSequences(const json& body, OpenAiRequest& out) {
+  const json* v = Find(body, "stop_sequences");
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_array()) return WrongType("stop_sequences", "an array of strings", *v);
+  if (v->size() > kMaxStopSequences) {
+    return InvalidArgumentFor("stop_sequences", absl::StrCat("'stop_sequences' has ", v->size(),
+                                                             " strings; at most ", kMaxStopSequences,
+                                                             " are allowed"));
+  }
+  for (size_t i = 0; i < v->size(); ++i) {
+    ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], Join("stop_sequences", i)));
+    if (!s.empty()) out.stop.push_back(std::move(s));
+  }
+  return absl::OkStatus();
+}
+
+// Tool schemas and tool_use inputs reach the template in the order the client wrote their
+// keys (openai_request.cc's KeepKeyOrder says why): the body is read a second time with an
+// order-keeping parse, only when it has either.
+Status KeepInputOrder(std::string_view body, const RequestLimits& limits, Conversion& c) {
+  if (c.out.tools.is_null() && c.inputs.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(ordered_json j, ParseOrderedJsonObject(body, limits.max_json_depth));
+  size_t bytes = 0;
+  if (!c.out.tools.is_null()) {
+    for (size_t i = 0; i < c.out.tools.size(); ++i) {
+      c.out.tools[i]["function"]["parameters"] = std::move(j["tools"][i]["input_schema"]);
+    }
+    RETURN_IF_ERROR(AddToolsBytes(c.out.tools, "tools", limits, bytes));
+  }
+  for (const InputRef& r : c.inputs) {
+    const ordered_json& input = j["messages"][r.body_message]["content"][r.block]["input"];
+    ordered_json& call = c.out.messages[r.message].tool_calls[r.call];
+    call["function"]["arguments"] = input.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+    RETURN_IF_ERROR(AddToolsBytes(call, absl::StrCat("messages[", r.body_message, "].content[", r.block, "]"),
+                                  limits, bytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<OpenAiRequest> ParseMessagesRequest(std::string_view body, const RequestLimits& limits,
+                                             MessagesEndpoint endpoint) {
+  ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
+  Conversion c;
+  c.out.kind = ApiKind::kChat;
+  if (endpoint == MessagesEndpoint::kCreate) {
+    if (Find(j, "max_tokens") == nullptr) return Missing("max_tokens");
+    RETURN_IF_ERROR(ReadCommonFields(j, limits, c.out));
+    if (c.out.max_tokens && *c.out.max_tokens < 1) {
+      return InvalidArgumentFor("max_tokens", "'max_tokens' must be at least 1");
+    }
+    RETURN_IF_ERROR(ReadStopSequences(j, c.out));
+    if (const json* v = Find(j, "metadata"); v != nullptr && !v->is_object()) {
+      return WrongType("metadata", "an object", *v);
+    }
+  } else if (const json* v = Find(j, "model")) {
+    ASSIGN_OR_RETURN(c.out.model, ReadString(*v, "model"));
+  }
+  RETURN_IF_ERROR(ReadSystem(j, c));
+  RETURN_IF_ERROR(ReadAnthropicMessages(j, limits, c));
+  RETURN_IF_ERROR(ReadTools(j, c));
+  RETURN_IF_ERROR(ReadAnthropicToolChoice(j, c.out));
+  RETURN_IF_ERROR(KeepInputOrder(body, limits, c));
+  return std::move(c.out);
+}
+
+}  // namespace prefixd

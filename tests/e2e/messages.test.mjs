@@ -1,0 +1,219 @@
+// Anthropic's Messages API through the official @anthropic-ai/sdk client: plain and streamed
+// messages, system blocks, usage whose figures add up to the prompt, cache reads, count_tokens,
+// the same conversation sent in both dialects sharing its cached prefix, errors in Anthropic's
+// shape, and x-api-key.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
+import { missingPrerequisite, startServer, uniqueWord } from './server.mjs';
+
+const skip = missingPrerequisite();
+const T = { timeout: 60000 };
+const KEY = 'messages-test-key';
+
+function anthropicClient(srv, options = {}) {
+  return new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000, ...options });
+}
+
+function textOf(message) {
+  return message.content.filter((b) => b.type === 'text').map((b) => b.text).join('');
+}
+
+function promptTokens(usage) {
+  return usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens;
+}
+
+describe('Anthropic Messages API', { skip: skip ?? false }, () => {
+  let srv;
+  let client;
+  before(async () => {
+    srv = await startServer();
+    client = anthropicClient(srv);
+  });
+  after(async () => { await srv?.stop(); });
+
+  // Greedy, so two identical requests say the same thing.
+  const greedy = { temperature: 0, max_tokens: 24 };
+  const user = (text) => [{ role: 'user', content: text }];
+
+  it('answers a plain message', T, async () => {
+    const m = await client.messages.create({ model: srv.model, messages: user('Once upon a time'), ...greedy });
+    assert.match(m.id, /^msg_/);
+    assert.equal(m.type, 'message');
+    assert.equal(m.role, 'assistant');
+    assert.equal(m.model, srv.model);
+    assert.equal(m.content.length, 1);
+    assert.equal(m.content[0].type, 'text');
+    assert.ok(m.content[0].text.length > 0);
+    assert.ok(['max_tokens', 'end_turn'].includes(m.stop_reason), m.stop_reason);
+    assert.equal(m.stop_sequence, null);
+    assert.ok(m.usage.output_tokens > 0 && m.usage.output_tokens <= 24);
+    assert.ok(promptTokens(m.usage) > 1);
+  });
+
+  it('streams events in order, and the text equals the non-streamed answer', T, async () => {
+    const params = { model: srv.model, messages: user(`The ${uniqueWord()} cat`), ...greedy };
+    const whole = await client.messages.create(params);
+    const stream = client.messages.stream(params);
+    const types = [];
+    let deltas = '';
+    for await (const ev of stream) {
+      types.push(ev.type);
+      if (ev.type === 'content_block_delta') {
+        assert.equal(ev.delta.type, 'text_delta');
+        deltas += ev.delta.text;
+      }
+    }
+    const final = await stream.finalMessage();
+    assert.equal(types[0], 'message_start');
+    assert.equal(types.at(-2), 'message_delta');
+    assert.equal(types.at(-1), 'message_stop');
+    assert.equal(types[1], 'content_block_start');
+    assert.equal(types.at(-3), 'content_block_stop');
+    assert.deepEqual([...new Set(types.slice(2, -3))], ['content_block_delta']);
+    assert.equal(deltas, textOf(whole));
+    assert.equal(textOf(final), textOf(whole));
+    assert.equal(final.stop_reason, whole.stop_reason);
+    assert.equal(final.usage.output_tokens, whole.usage.output_tokens);
+    assert.equal(promptTokens(final.usage), promptTokens(whole.usage));
+    // The second request read the first one's prompt from the cache.
+    assert.ok(final.usage.cache_read_input_tokens > 0);
+  });
+
+  it('sends Anthropic SSE with ping, as server-sent events', T, async () => {
+    const r = await srv.request('POST', '/v1/messages', {
+      body: { model: srv.model, messages: user('Hello'), max_tokens: 4, temperature: 0, stream: true } });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /text\/event-stream/);
+    const names = [...r.text.matchAll(/^event: (\S+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(names.slice(0, 2), ['message_start', 'ping']);
+    assert.equal(names.at(-1), 'message_stop');
+    const data = [...r.text.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]));
+    assert.deepEqual(data.map((d) => d.type), names);
+  });
+
+  it('reads system as a string or as text blocks, the same prompt either way', T, async () => {
+    const messages = user(`Tell me about ${uniqueWord()}`);
+    const asString = { model: srv.model, system: 'You tell short stories.', messages };
+    const asBlocks = { model: srv.model, messages,
+      system: [{ type: 'text', text: 'You tell ' }, { type: 'text', text: 'short stories.', cache_control: { type: 'ephemeral' } }] };
+    const a = await client.messages.countTokens(asString);
+    const b = await client.messages.countTokens(asBlocks);
+    assert.equal(a.input_tokens, b.input_tokens);
+    const none = await client.messages.countTokens({ model: srv.model, messages });
+    assert.ok(a.input_tokens > none.input_tokens);
+    const ma = await client.messages.create({ ...asString, ...greedy });
+    const mb = await client.messages.create({ ...asBlocks, ...greedy });
+    assert.equal(textOf(ma), textOf(mb));
+    assert.equal(promptTokens(mb.usage), b.input_tokens);
+  });
+
+  it('usage adds up to count_tokens, and a second identical request reads the cache', T, async () => {
+    const params = { model: srv.model, system: 'Be kind.', messages: user(`A ${uniqueWord()} story about a dog`),
+      metadata: { user_id: 'e2e' }, ...greedy };
+    const { input_tokens: count } = await client.messages.countTokens({
+      model: params.model, system: params.system, messages: params.messages });
+    const first = await client.messages.create(params);
+    assert.equal(promptTokens(first.usage), count);
+    // Only the opening ("System: ...") can be cached by earlier tests; the rest is new, and
+    // the whole prompt is cached from now on.
+    assert.ok(first.usage.cache_read_input_tokens < count - 4, JSON.stringify(first.usage));
+    assert.equal(first.usage.cache_read_input_tokens, first.usage.prefix_cache.cached_tokens);
+    assert.equal(first.usage.cache_creation_input_tokens, count - first.usage.cache_read_input_tokens);
+    assert.equal(first.usage.input_tokens, 0);
+    const second = await client.messages.create(params);
+    assert.equal(promptTokens(second.usage), count);
+    assert.ok(second.usage.cache_read_input_tokens > first.usage.cache_read_input_tokens, JSON.stringify(second.usage));
+    assert.equal(second.usage.cache_read_input_tokens, second.usage.prefix_cache.cached_tokens);
+    assert.equal(textOf(second), textOf(first));
+  });
+
+  it('the same conversation in both dialects renders the same prompt and shares its cache', T, async () => {
+    const word = uniqueWord();
+    const anthropic = await client.messages.create({ model: srv.model, system: 'Be brief.',
+      messages: [{ role: 'user', content: `Hi ${word}` }, { role: 'assistant', content: 'Hello.' },
+        { role: 'user', content: [{ type: 'text', text: 'Tell me a story.' }] }], ...greedy });
+    const openai = await srv.client.chat.completions.create({ model: srv.model, temperature: 0, max_tokens: 24,
+      messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: `Hi ${word}` },
+        { role: 'assistant', content: 'Hello.' }, { role: 'user', content: 'Tell me a story.' }] });
+    assert.equal(openai.usage.prompt_tokens, promptTokens(anthropic.usage));
+    assert.ok(openai.usage.prompt_tokens_details.cached_tokens >= openai.usage.prompt_tokens - 1,
+      JSON.stringify(openai.usage));
+    assert.equal(openai.choices[0].message.content, textOf(anthropic));
+  });
+
+  it('stops at a stop sequence and names it', T, async () => {
+    const params = { model: srv.model, messages: user('Once upon a time'), ...greedy };
+    const text = textOf(await client.messages.create(params));
+    const stop = text.trim().split(/\s+/)[2];
+    assert.ok(stop, text);
+    const m = await client.messages.create({ ...params, stop_sequences: [stop] });
+    assert.equal(m.stop_reason, 'stop_sequence');
+    assert.equal(m.stop_sequence, stop);
+    assert.equal(textOf(m), text.slice(0, text.indexOf(stop)));
+  });
+
+  // stories260K cannot write a tool call, so parsed calls are covered by the parser's unit
+  // tests (tool_call_parser_test.cc, anthropic_response_test.cc); here the server takes
+  // tools, a tool_use turn and its tool_result through rendering and answers.
+  it('accepts tools, tool_use and tool_result blocks and answers', T, async () => {
+    const tools = [{ name: 'get_weather', description: 'Current weather',
+      input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+    const messages = [
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: [{ type: 'text', text: 'Checking.' },
+        { type: 'tool_use', id: 'toolu_01', name: 'get_weather', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_01', content: [{ type: 'text', text: 'sunny' }] },
+        { type: 'text', text: 'Thanks' }] },
+    ];
+    const m = await client.messages.create({ model: srv.model, tools, tool_choice: { type: 'auto' }, messages, ...greedy });
+    assert.equal(m.type, 'message');
+    assert.ok(['max_tokens', 'end_turn'].includes(m.stop_reason));
+    const { input_tokens } = await client.messages.countTokens({ model: srv.model, tools, messages });
+    assert.equal(promptTokens(m.usage), input_tokens);
+    await assert.rejects(
+      client.messages.create({ model: srv.model, tools, tool_choice: { type: 'any' }, messages, ...greedy }),
+      (e) => e.status === 400 && e.error.error.type === 'invalid_request_error' && /not supported/.test(e.error.error.message));
+  });
+
+  it('answers errors in Anthropic\'s shape', T, async () => {
+    await assert.rejects(client.messages.create({ model: srv.model, messages: user('hi') }), (e) => {
+      assert.equal(e.status, 400);
+      assert.equal(e.error.type, 'error');
+      assert.equal(e.error.error.type, 'invalid_request_error');
+      assert.match(e.error.error.message, /max_tokens/);
+      return true;
+    });
+    await assert.rejects(client.messages.create({ model: 'other-model', messages: user('hi'), max_tokens: 4 }),
+      (e) => e.status === 400 && /not served here/.test(e.error.error.message));
+    const notJson = await srv.request('POST', '/v1/messages', { body: 'hello', raw: true,
+      headers: { 'content-type': 'text/plain' } });
+    assert.equal(notJson.status, 415);
+    assert.equal(notJson.json.type, 'error');
+    assert.equal(notJson.json.error.type, 'invalid_request_error');
+    const deep = await srv.request('POST', '/v1/messages', { raw: true, headers: { 'content-type': 'application/json' },
+      body: `{"max_tokens":4,"messages":[{"role":"user","content":"x"}],"metadata":${'['.repeat(100)}${']'.repeat(100)}}` });
+    assert.equal(deep.status, 400);
+    assert.equal(deep.json.error.type, 'invalid_request_error');
+  });
+});
+
+describe('Anthropic Messages API with --api-key', { skip: skip ?? false }, () => {
+  let srv;
+  before(async () => { srv = await startServer({ args: ['--api-key', KEY] }); });
+  after(async () => { await srv?.stop(); });
+
+  it('takes the key as x-api-key or Bearer, and refuses a wrong one with 401', T, async () => {
+    const params = { model: srv.model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4 };
+    const viaHeader = await anthropicClient(srv, { apiKey: KEY }).messages.create(params);
+    assert.equal(viaHeader.type, 'message');
+    const viaBearer = await anthropicClient(srv, { apiKey: null, authToken: KEY }).messages.countTokens(params);
+    assert.ok(viaBearer.input_tokens > 0);
+    await assert.rejects(anthropicClient(srv, { apiKey: 'wrong' }).messages.create(params), (e) => {
+      assert.equal(e.status, 401);
+      assert.equal(e.error.type, 'error');
+      assert.equal(e.error.error.type, 'authentication_error');
+      return true;
+    });
+  });
+});
