@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "server/api_error.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
@@ -11,23 +12,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// Field names as JSON paths: Join("messages", 2) -> "messages[2]", Join("a", "b") -> "a.b".
-std::string Join(const std::string& base, const std::string& key) {
-  return base.empty() ? std::string(key) : absl::StrCat(base, ".", key);
-}
-std::string Join(const std::string& base, size_t index) { return absl::StrCat(base, "[", index, "]"); }
-
-// The JSON type as a client would name it.
-template <typename Json>
-std::string TypeName(const Json& j) {
-  if (j.is_number_integer()) return "integer";
-  if (j.is_number_float()) return "number";
-  return j.type_name();
-}
-
 Status WrongType(const std::string& field, const std::string& want, const json& got) {
   return InvalidArgumentFor(field,
-                            absl::StrCat("'", field, "' must be ", want, ", got ", TypeName(got)));
+                            absl::StrCat("'", field, "' must be ", want, ", got ", JsonTypeName(got)));
 }
 
 // A field that is absent or null reads as "not given" everywhere.
@@ -92,7 +79,7 @@ StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& fi
   ids.reserve(j.size());
   const int64_t hi = limits.vocab_size > 0 ? limits.vocab_size - 1 : std::numeric_limits<int32_t>::max();
   for (size_t i = 0; i < j.size(); ++i) {
-    const std::string f = Join(field, i);
+    const std::string f = JsonPathJoin(field, i);
     if (!j[i].is_number_integer()) return WrongType(f, "a token id (integer)", j[i]);
     ASSIGN_OR_RETURN(int64_t id, ReadInt(j[i], f, 0, hi));
     ids.push_back(static_cast<int32_t>(id));
@@ -148,7 +135,7 @@ Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& 
 // Content: a string, or an array of {type: "text", text} parts joined without separators (as
 // OpenAI and vLLM do), or null for an assistant turn that only calls tools.
 Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
-  const std::string cf = Join(field, "content");
+  const std::string cf = JsonPathJoin(field, "content");
   const json* c = Find(msg, "content");
   if (c == nullptr) {
     if (m.role == "assistant") return absl::OkStatus();
@@ -160,20 +147,20 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
   }
   if (!c->is_array()) return WrongType(cf, "a string or an array of content parts", *c);
   for (size_t i = 0; i < c->size(); ++i) {
-    const std::string pf = Join(cf, i);
+    const std::string pf = JsonPathJoin(cf, i);
     const json& part = (*c)[i];
     if (!part.is_object()) return WrongType(pf, "an object", part);
     const json* type = Find(part, "type");
-    if (type == nullptr) return InvalidArgumentFor(Join(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
-    ASSIGN_OR_RETURN(std::string t, ReadString(*type, Join(pf, "type")));
+    if (type == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
+    ASSIGN_OR_RETURN(std::string t, ReadString(*type, JsonPathJoin(pf, "type")));
     if (t != "text") {
-      return InvalidArgumentFor(Join(pf, "type"),
-                                absl::StrCat("'", Join(pf, "type"), "' is '", t,
+      return InvalidArgumentFor(JsonPathJoin(pf, "type"),
+                                absl::StrCat("'", JsonPathJoin(pf, "type"), "' is '", t,
                                              "'; only 'text' content parts are supported"));
     }
     const json* text = Find(part, "text");
-    if (text == nullptr) return InvalidArgumentFor(Join(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
-    ASSIGN_OR_RETURN(std::string s, ReadString(*text, Join(pf, "text")));
+    if (text == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
+    ASSIGN_OR_RETURN(std::string s, ReadString(*text, JsonPathJoin(pf, "text")));
     m.content += s;
   }
   return absl::OkStatus();
@@ -190,30 +177,30 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
   }
   out.messages.reserve(ms->size());
   for (size_t i = 0; i < ms->size(); ++i) {
-    const std::string f = Join("messages", i);
+    const std::string f = JsonPathJoin("messages", i);
     const json& msg = (*ms)[i];
     if (!msg.is_object()) return WrongType(f, "an object", msg);
     ChatMessage m;
     const json* role = Find(msg, "role");
-    if (role == nullptr) return InvalidArgumentFor(Join(f, "role"), absl::StrCat("'", f, ".role' is required"));
-    ASSIGN_OR_RETURN(m.role, ReadString(*role, Join(f, "role")));
+    if (role == nullptr) return InvalidArgumentFor(JsonPathJoin(f, "role"), absl::StrCat("'", f, ".role' is required"));
+    ASSIGN_OR_RETURN(m.role, ReadString(*role, JsonPathJoin(f, "role")));
     if (m.role == "developer") m.role = "system";
     if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
       return InvalidArgumentFor(
-          Join(f, "role"), absl::StrCat("'", f, ".role' is '", m.role,
+          JsonPathJoin(f, "role"), absl::StrCat("'", f, ".role' is '", m.role,
                                         "'; it must be system, developer, user, assistant or tool"));
     }
     RETURN_IF_ERROR(ReadContent(msg, f, m));
     if (const json* name = Find(msg, "name")) {
-      ASSIGN_OR_RETURN(m.name, ReadString(*name, Join(f, "name")));
+      ASSIGN_OR_RETURN(m.name, ReadString(*name, JsonPathJoin(f, "name")));
     }
     if (const json* tc = Find(msg, "tool_calls")) {
-      if (!tc->is_array()) return WrongType(Join(f, "tool_calls"), "an array", *tc);
+      if (!tc->is_array()) return WrongType(JsonPathJoin(f, "tool_calls"), "an array", *tc);
       // A placeholder: KeepKeyOrder moves the client's array in, keys in their order.
       m.tool_calls = nlohmann::ordered_json::array();
     }
     if (const json* id = Find(msg, "tool_call_id")) {
-      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(f, "tool_call_id")));
+      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, JsonPathJoin(f, "tool_call_id")));
     }
     out.messages.push_back(std::move(m));
   }
@@ -273,7 +260,7 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
                                                        " strings; at most 4 are allowed"));
       }
       for (size_t i = 0; i < v->size(); ++i) {
-        ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], Join("stop", i)));
+        ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], JsonPathJoin("stop", i)));
         if (!s.empty()) out.stop.push_back(std::move(s));
       }
     } else {
@@ -342,218 +329,6 @@ Status ReadChatExtras(const json& body, OpenAiRequest& out) {
 }
 
 }  // namespace
-
-std::string JsonPathAt(std::string_view text, size_t offset) {
-  struct Frame {
-    bool object = false;
-    bool expect_key = false;
-    std::string key;
-    size_t index = 0;
-  };
-  std::vector<Frame> stack;
-  std::string partial_key;
-  bool in_key_string = false;
-  const size_t end = std::min(offset, text.size());
-  size_t i = 0;
-  while (i < end) {
-    const char c = text[i];
-    if (c == '"') {
-      const bool is_key = !stack.empty() && stack.back().object && stack.back().expect_key;
-      std::string s;
-      size_t j = i + 1;
-      bool closed = false;
-      for (; j < text.size(); ++j) {
-        if (j >= end) break;
-        if (text[j] == '\\') {
-          if (j + 1 < text.size()) s += text[j + 1];
-          ++j;
-          continue;
-        }
-        if (text[j] == '"') {
-          closed = true;
-          break;
-        }
-        s += text[j];
-      }
-      if (!closed) {  // the offset lies inside this string
-        if (is_key) {
-          in_key_string = true;
-          partial_key = s;
-        }
-        break;
-      }
-      if (is_key) stack.back().key = std::move(s);
-      i = j + 1;
-      continue;
-    }
-    switch (c) {
-      case '{': stack.push_back(Frame{true, true, "", 0}); break;
-      case '[': stack.push_back(Frame{false, false, "", 0}); break;
-      case '}':
-      case ']':
-        if (!stack.empty()) stack.pop_back();
-        break;
-      case ',':
-        if (!stack.empty()) {
-          if (stack.back().object) {
-            stack.back().expect_key = true;
-            stack.back().key.clear();
-          } else {
-            ++stack.back().index;
-          }
-        }
-        break;
-      case ':':
-        if (!stack.empty() && stack.back().object) stack.back().expect_key = false;
-        break;
-      default: break;
-    }
-    ++i;
-  }
-  std::string path;
-  for (size_t k = 0; k < stack.size(); ++k) {
-    const Frame& f = stack[k];
-    const bool last = k + 1 == stack.size();
-    if (f.object) {
-      std::string key = f.key;
-      if (last && in_key_string) key = partial_key;
-      if (key.empty()) break;
-      path = Join(path, key);
-    } else {
-      path = Join(path, f.index);
-    }
-  }
-  return path;
-}
-
-namespace {
-
-// nlohmann's DOM builder behind a depth check. nlohmann's parser keeps its own stack on the
-// heap, but everything that walks the tree afterwards (copies, conversions between json and
-// ordered_json, the chat template's tojson) recurses: a body nesting 60,000 arrays overflowed
-// the stack. The check runs as each array or object opens, so a deep body is refused before
-// any of it is built past the limit. A callback parser (json::parse with a parser_callback_t)
-// would see `depth` too, but keeps a second stack per value and cannot stop the parse.
-template <typename Json>
-class DepthLimitedSax {
- public:
-  DepthLimitedSax(Json& root, int max_depth) : dom_(root, /*allow_exceptions=*/false), max_depth_(max_depth) {}
-
-  bool null() { return dom_.null(); }
-  bool boolean(bool v) { return dom_.boolean(v); }
-  bool number_integer(typename Json::number_integer_t v) { return dom_.number_integer(v); }
-  bool number_unsigned(typename Json::number_unsigned_t v) { return dom_.number_unsigned(v); }
-  bool number_float(typename Json::number_float_t v, const typename Json::string_t& s) {
-    return dom_.number_float(v, s);
-  }
-  bool string(typename Json::string_t& v) { return dom_.string(v); }
-  bool binary(typename Json::binary_t& v) { return dom_.binary(v); }
-  bool start_object(std::size_t n) { return Open() && dom_.start_object(n); }
-  bool key(typename Json::string_t& k) { return dom_.key(k); }
-  bool end_object() {
-    --depth_;
-    return dom_.end_object();
-  }
-  bool start_array(std::size_t n) { return Open() && dom_.start_array(n); }
-  bool end_array() {
-    --depth_;
-    return dom_.end_array();
-  }
-  bool parse_error(std::size_t byte, const std::string& /*token*/, const nlohmann::detail::exception& e) {
-    error_byte_ = byte;
-    error_what_ = e.what();
-    return false;
-  }
-
-  bool too_deep() const { return too_deep_; }
-  std::size_t error_byte() const { return error_byte_; }
-  const std::string& error_what() const { return error_what_; }
-
- private:
-  bool Open() {
-    if (++depth_ > max_depth_) {
-      too_deep_ = true;
-      return false;
-    }
-    return true;
-  }
-
-  nlohmann::detail::json_sax_dom_parser<Json> dom_;
-  int max_depth_;
-  int depth_ = 0;  // arrays and objects open at the current position
-  bool too_deep_ = false;
-  std::size_t error_byte_ = 0;  // parse errors: 1-based byte where the parser stopped
-  std::string error_what_;
-};
-
-// The byte offset of the bracket that opens nesting level `level` (1 = the top-level
-// value), skipping strings; npos when the text never nests that deep. For the error message
-// of a body refused as too deep: one linear pass.
-size_t OffsetOfLevel(std::string_view text, int level) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth == level) return i;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return std::string_view::npos;
-}
-
-template <typename Json>
-StatusOr<Json> ParseLimited(std::string_view body, int max_depth) {
-  Json j;
-  DepthLimitedSax<Json> sax(j, max_depth);
-  bool ok = false;
-  try {
-    ok = Json::sax_parse(body.begin(), body.end(), &sax);
-  } catch (const std::exception& e) {
-    return InvalidArgumentFor("", absl::StrCat("the request body is not valid JSON: ", e.what()));
-  }
-  if (sax.too_deep()) {
-    const size_t at = OffsetOfLevel(body, max_depth + 1);
-    const std::string path = at == std::string_view::npos ? "" : JsonPathAt(body, at);
-    return InvalidArgumentFor(
-        path, absl::StrCat("the request body nests arrays and objects more than ", max_depth,
-                           " levels deep", path.empty() ? "" : absl::StrCat(" (in '", path, "')"),
-                           "; the limit is ", max_depth));
-  }
-  if (!ok) {
-    const size_t at = sax.error_byte() > 0 ? sax.error_byte() - 1 : 0;
-    const std::string path = JsonPathAt(body, at);
-    std::string what = sax.error_what();
-    // nlohmann's message starts with "[json.exception.parse_error.101] "; keep what follows.
-    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    return InvalidArgumentFor(
-        path, absl::StrCat("the request body is not valid JSON",
-                           path.empty() ? "" : absl::StrCat(" (in '", path, "')"), ": ", what));
-  }
-  if (!j.is_object()) {
-    return InvalidArgumentFor("", absl::StrCat("the request body must be a JSON object, got ", TypeName(j)));
-  }
-  return j;
-}
-
-}  // namespace
-
-StatusOr<json> ParseJsonObject(std::string_view body, int max_depth) {
-  return ParseLimited<json>(body, max_depth);
-}
-
-StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body, int max_depth) {
-  return ParseLimited<nlohmann::ordered_json>(body, max_depth);
-}
 
 StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits) {
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));

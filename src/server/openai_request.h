@@ -39,6 +39,7 @@
 
 #include "base/status.h"
 #include "cache/scope_policy.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
@@ -95,10 +96,6 @@ struct OpenAiRequest {
   bool probe_tokens = false;  // probe only: also return each prompt token's text
 };
 
-// The nesting limit of every JSON body the server parses (arrays and objects, the top-level
-// object counting as 1), checked while parsing.
-inline constexpr int kMaxJsonDepth = 64;
-
 // What validation needs to know about the served model, and the per-field limits, all checked
 // before anything is rendered or tokenised.
 struct RequestLimits {
@@ -116,19 +113,5 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
 // optional `tools`, `cache_salt`, `model`, `tokens` (boolean: return the token texts); the
 // sampling fields are ignored.
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits);
-
-// Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed
-// ("messages[0].content" for a bad byte inside that string) when it is not valid JSON or not
-// valid UTF-8, or is not an object; and naming the path where it goes deeper than
-// `max_depth` levels of arrays and objects, checked as each one opens (nothing past the limit
-// is built, and a deep tree never reaches code that recurses over it).
-StatusOr<nlohmann::json> ParseJsonObject(std::string_view body, int max_depth = kMaxJsonDepth);
-// The same, keeping the keys in the order the body has them.
-StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body,
-                                                        int max_depth = kMaxJsonDepth);
-
-// The JSON path of the value or key being read at byte `offset` of `text` ("a.b[2]"; "" at
-// the top level). Tolerates text that is invalid from the offset on. For error messages.
-std::string JsonPathAt(std::string_view text, size_t offset);
 
 }  // namespace prefixd

@@ -431,17 +431,6 @@ TEST(OpenAiRequest, ProbeBodies) {
   EXPECT_FALSE(ParseProbeRequest(R"({"prompt":""})", kLimits).ok());
 }
 
-TEST(JsonPathAt, NamesNestedFields) {
-  const std::string t = R"({"a": 1, "b": [10, {"c": "xyz"}], "d": {"e": [[1, 2], [3]]}})";
-  EXPECT_EQ(JsonPathAt(t, t.find("xyz") + 1), "b[1].c");
-  EXPECT_EQ(JsonPathAt(t, t.find("10")), "b[0]");
-  EXPECT_EQ(JsonPathAt(t, t.find("3]")), "d.e[1][0]");
-  EXPECT_EQ(JsonPathAt(t, t.find("2]")), "d.e[0][1]");
-  EXPECT_EQ(JsonPathAt(t, 0), "");
-  EXPECT_EQ(JsonPathAt(t, t.find("1,")), "a");
-  EXPECT_EQ(JsonPathAt(R"({"k\"q": "v"})", 10), "k\"q");
-}
-
 }  // namespace
 }  // namespace prefixd
 
@@ -480,22 +469,6 @@ TEST(OpenAiRequest, DeepNestingIsRefusedWhileParsingInEveryField) {
   EXPECT_FALSE(completion.ok());
   EXPECT_FALSE(ParseJsonObject("{\"a\":" + deep + "}").ok());
   EXPECT_FALSE(ParseOrderedJsonObject("{\"a\":" + deep + "}").ok());
-}
-
-TEST(OpenAiRequest, NestingLimitIsExact) {
-  // The top-level object is level 1: 63 arrays inside it reach 64.
-  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(63) + "}").ok());
-  auto r = ParseJsonObject("{\"a\":" + Nested(64) + "}");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(ParamOf(r.status()), "a" + [] {
-    std::string p;
-    for (int i = 0; i < 63; ++i) p += "[0]";
-    return p;
-  }());
-  // Brackets inside strings do not count.
-  EXPECT_TRUE(ParseJsonObject("{\"a\":\"" + Nested(1000) + "\\\"[[\"}").ok());
-  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(3) + "}", 4).ok());
-  EXPECT_FALSE(ParseJsonObject("{\"a\":" + Nested(4) + "}", 4).ok());
 }
 
 TEST(OpenAiRequest, ToolsKeepTheirKeyOrderAndStayWithinTheirBytes) {
