@@ -293,7 +293,7 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
     if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
     if (const json* s = Find(*v, "scope")) {
       ASSIGN_OR_RETURN(std::string scope, ReadString(*s, "prefix_cache.scope"));
-      auto spec = ParseScopeSpec(scope);
+      auto spec = ParseRequestScope(scope);
       if (!spec.ok()) {
         return InvalidArgumentFor("prefix_cache.scope",
                                   absl::StrCat("'prefix_cache.scope': ", spec.status().message()));
@@ -302,13 +302,13 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
     }
     if (const json* w = Find(*v, "window")) {
       ASSIGN_OR_RETURN(int64_t window,
-                       ReadInt(*w, "prefix_cache.window", 1, ScopePolicy::kMaxHistory));
+                       ReadInt(*w, "prefix_cache.window", 1, kMaxRequestScopeWindow));
       out.prefix_cache.window = static_cast<int>(window);
     }
     // A window sets how many recent prompts "auto" compares with; alone it means auto.
     if (out.prefix_cache.window) {
-      if (!out.prefix_cache.scope) out.prefix_cache.scope = ScopeSpec{};
-      if (out.prefix_cache.scope->mode == ScopeSpec::Mode::kAuto) {
+      if (!out.prefix_cache.scope) out.prefix_cache.scope = RequestScope{};
+      if (out.prefix_cache.scope->mode == RequestScope::Mode::kAuto) {
         out.prefix_cache.scope->window = *out.prefix_cache.window;
       }
     }

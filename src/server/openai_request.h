@@ -1,6 +1,6 @@
 // OpenAiRequest: a /v1/completions or /v1/chat/completions body, parsed and validated into
-// plain fields. Nothing here knows HTTP, the engine or the tokenizer; the server turns the
-// result into a GenerateRequest.
+// plain fields. Nothing here knows HTTP or the tokenizer, and of the engine only its
+// RequestScope (engine/request_scope.h); the server turns the result into a GenerateRequest.
 //
 // Every rejection is InvalidArgument made with InvalidArgumentFor (api_error.h), naming the
 // offending field as a JSON path ("messages[1].content[0].text", "stop[2]", "max_tokens"), so
@@ -38,7 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
-#include "cache/scope_policy.h"
+#include "engine/request_scope.h"
 #include "server/json_body.h"
 
 namespace prefixd {
@@ -57,7 +57,7 @@ struct ChatMessage {
 // lower tiers persist. `scope` is "off", "full", "auto", "auto:N" or "N"; `window` (1..256) is
 // the N of auto (given alone, it means auto:window).
 struct PrefixCacheRequest {
-  std::optional<ScopeSpec> scope;  // nullopt: the server's --disk-prefix-cache
+  std::optional<RequestScope> scope;  // nullopt: the server's --disk-prefix-cache
   std::optional<int> window;
 };
 

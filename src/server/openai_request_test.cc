@@ -305,7 +305,7 @@ TEST(OpenAiRequest, DefaultsAndAllFields) {
   EXPECT_EQ(f->top_logprobs, 3);
   EXPECT_EQ(f->cache_salt, "tenant-a");
   ASSERT_TRUE(f->prefix_cache.scope.has_value());
-  EXPECT_EQ(f->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(f->prefix_cache.scope->mode, RequestScope::Mode::kAuto);
   EXPECT_EQ(f->prefix_cache.scope->window, 8);  // the window wins over auto:30
   EXPECT_EQ(*f->prefix_cache.window, 8);
   EXPECT_TRUE(f->ignore_eos);
@@ -317,18 +317,18 @@ TEST(OpenAiRequest, PrefixCacheScope) {
   EXPECT_FALSE(none->prefix_cache.scope.has_value());
   auto full = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "full"})"), kLimits);
   ASSERT_TRUE(full.ok());
-  EXPECT_EQ(full->prefix_cache.scope->mode, ScopeSpec::Mode::kFull);
+  EXPECT_EQ(full->prefix_cache.scope->mode, RequestScope::Mode::kFull);
   auto n = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "1024"})"), kLimits);
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(n->prefix_cache.scope->mode, ScopeSpec::Mode::kTokens);
+  EXPECT_EQ(n->prefix_cache.scope->mode, RequestScope::Mode::kTokens);
   EXPECT_EQ(n->prefix_cache.scope->tokens, 1024);
   auto w = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"window": 5})"), kLimits);
   ASSERT_TRUE(w.ok());
-  EXPECT_EQ(w->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(w->prefix_cache.scope->mode, RequestScope::Mode::kAuto);
   EXPECT_EQ(w->prefix_cache.scope->window, 5);
   auto off = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "off", "window": 5})"), kLimits);
   ASSERT_TRUE(off.ok());
-  EXPECT_EQ(off->prefix_cache.scope->mode, ScopeSpec::Mode::kOff);
+  EXPECT_EQ(off->prefix_cache.scope->mode, RequestScope::Mode::kOff);
 }
 
 TEST(OpenAiRequest, MaxTokensPrecedenceAndLlamaCppNames) {
