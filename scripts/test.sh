@@ -106,7 +106,7 @@ else
 
   # The threads live in the tier controller (its writers and reader), the stores, the engine
   # service and the HTTP server: TSan builds just those tests.
-  TSAN_TESTS=(base_test engine_service_test http_server_test)
+  TSAN_TESTS=(base_test engine_service_test http_server_test http_transport_test)
   # Not yet under TSan, named as skips: the stores lock with absl::Mutex, and Debian's libabsl is
   # not built with TSan, so TSan cannot see those locks and reports false races in
   # host_store_test and disk_store_test (seen 2026-12-06); and a run of the five overran 9 min.
