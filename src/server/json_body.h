@@ -1,4 +1,5 @@
-// Request bodies as JSON, parsed under a nesting limit, and the JSON paths that errors name.
+// Request bodies as JSON: parsed under a nesting limit, read field by field, and the JSON
+// paths that errors name.
 //
 // A body is parsed once into a tree, and nothing past `max_depth` levels of arrays and objects
 // is ever built: the check runs as each one opens, so a deep body (60,000 nested arrays) never
@@ -10,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -36,6 +38,20 @@ StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body,
 // The JSON path of the value or key being read at byte `offset` of `text` ("a.b[2]"; "" at
 // the top level). Tolerates text that is invalid from the offset on. For error messages.
 std::string JsonPathAt(std::string_view text, size_t offset);
+
+// Reading one field of a parsed body. Each error is InvalidArgument made with
+// InvalidArgumentFor(field, ...), naming `field` (a JSON path) in its message and param.
+//
+// The value of `key` in `obj`, or nullptr when it is absent or null: both read as "not given".
+const nlohmann::json* FindField(const nlohmann::json& obj, std::string_view key);
+// "'field' must be WANT, got TYPE".
+Status WrongType(const std::string& field, const std::string& want, const nlohmann::json& got);
+// An integer in [lo, hi]; integral floats (16.0) are accepted, as JSON does not tell them apart.
+StatusOr<int64_t> ReadInt(const nlohmann::json& j, const std::string& field, int64_t lo, int64_t hi);
+// A finite number in [lo, hi].
+StatusOr<double> ReadNumber(const nlohmann::json& j, const std::string& field, double lo, double hi);
+StatusOr<bool> ReadBool(const nlohmann::json& j, const std::string& field);
+StatusOr<std::string> ReadString(const nlohmann::json& j, const std::string& field);
 
 // A path one step down: JsonPathJoin("messages", 2) -> "messages[2]",
 // JsonPathJoin("a", "b") -> "a.b", JsonPathJoin("", "a") -> "a".

@@ -49,5 +49,23 @@ TEST(JsonBody, ObjectsOnlyAndPathJoin) {
   EXPECT_EQ(JsonTypeName(nlohmann::json(1.5)), "number");
 }
 
+TEST(JsonBody, FieldsNameThemselvesInTheirErrors) {
+  const nlohmann::json j = nlohmann::json::parse(R"({"n":16.0,"x":null,"s":"a","f":1.5,"big":1e300})");
+  EXPECT_EQ(FindField(j, "x"), nullptr);
+  EXPECT_EQ(FindField(j, "absent"), nullptr);
+  ASSERT_NE(FindField(j, "n"), nullptr);
+  EXPECT_EQ(*ReadInt(*FindField(j, "n"), "n", 0, 20), 16);
+  auto range = ReadInt(*FindField(j, "n"), "n", 0, 10);
+  ASSERT_FALSE(range.ok());
+  EXPECT_EQ(ParamOf(range.status()), "n");
+  EXPECT_NE(range.status().message().find("between 0 and 10"), std::string::npos) << range.status();
+  auto type = ReadInt(*FindField(j, "f"), "a.f", 0, 10);
+  ASSERT_FALSE(type.ok());
+  EXPECT_EQ(type.status().message(), "'a.f' must be an integer, got number");
+  EXPECT_FALSE(ReadNumber(*FindField(j, "big"), "big", 0, 2).ok());
+  EXPECT_EQ(*ReadString(*FindField(j, "s"), "s"), "a");
+  EXPECT_FALSE(ReadBool(*FindField(j, "s"), "s").ok());
+}
+
 }  // namespace
 }  // namespace prefixd

@@ -1,6 +1,5 @@
 #include "server/openai_request.h"
 
-#include <cmath>
 #include <limits>
 
 #include "server/api_error.h"
@@ -11,65 +10,6 @@ namespace prefixd {
 namespace {
 
 using json = nlohmann::json;
-
-Status WrongType(const std::string& field, const std::string& want, const json& got) {
-  return InvalidArgumentFor(field,
-                            absl::StrCat("'", field, "' must be ", want, ", got ", JsonTypeName(got)));
-}
-
-// A field that is absent or null reads as "not given" everywhere.
-const json* Find(const json& obj, std::string_view key) {
-  auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
-// An integer in [lo, hi]; integral floats (16.0) are accepted as JSON does not tell them apart.
-StatusOr<int64_t> ReadInt(const json& j, const std::string& field, int64_t lo, int64_t hi) {
-  int64_t v = 0;
-  if (j.is_number_unsigned()) {
-    const uint64_t u = j.get<uint64_t>();
-    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return InvalidArgumentFor(field, absl::StrCat("'", field, "' is out of range"));
-    }
-    v = static_cast<int64_t>(u);
-  } else if (j.is_number_integer()) {
-    v = j.get<int64_t>();
-  } else if (j.is_number_float()) {
-    const double d = j.get<double>();
-    if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9e15) {
-      return WrongType(field, "an integer", j);
-    }
-    v = static_cast<int64_t>(d);
-  } else {
-    return WrongType(field, "an integer", j);
-  }
-  if (v < lo || v > hi) {
-    return InvalidArgumentFor(
-        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
-  }
-  return v;
-}
-
-StatusOr<double> ReadNumber(const json& j, const std::string& field, double lo, double hi) {
-  if (!j.is_number()) return WrongType(field, "a number", j);
-  const double v = j.get<double>();
-  if (!std::isfinite(v) || v < lo || v > hi) {
-    return InvalidArgumentFor(
-        field, absl::StrCat("'", field, "' is ", v, "; it must be between ", lo, " and ", hi));
-  }
-  return v;
-}
-
-StatusOr<bool> ReadBool(const json& j, const std::string& field) {
-  if (!j.is_boolean()) return WrongType(field, "a boolean", j);
-  return j.get<bool>();
-}
-
-StatusOr<std::string> ReadString(const json& j, const std::string& field) {
-  if (!j.is_string()) return WrongType(field, "a string", j);
-  return j.get<std::string>();
-}
 
 // Token ids: a non-empty array of integers in [0, vocab).
 StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& field,
@@ -93,7 +33,7 @@ StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& fi
 }
 
 Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  const json* p = Find(body, "prompt");
+  const json* p = FindField(body, "prompt");
   if (p == nullptr) return InvalidArgumentFor("prompt", "'prompt' is required");
   if (p->is_string()) {
     if (p->get_ref<const std::string&>().empty()) {
@@ -136,7 +76,7 @@ Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& 
 // OpenAI and vLLM do), or null for an assistant turn that only calls tools.
 Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
   const std::string cf = JsonPathJoin(field, "content");
-  const json* c = Find(msg, "content");
+  const json* c = FindField(msg, "content");
   if (c == nullptr) {
     if (m.role == "assistant") return absl::OkStatus();
     return InvalidArgumentFor(cf, absl::StrCat("'", cf, "' is required for a ", m.role, " message"));
@@ -150,7 +90,7 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
     const std::string pf = JsonPathJoin(cf, i);
     const json& part = (*c)[i];
     if (!part.is_object()) return WrongType(pf, "an object", part);
-    const json* type = Find(part, "type");
+    const json* type = FindField(part, "type");
     if (type == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
     ASSIGN_OR_RETURN(std::string t, ReadString(*type, JsonPathJoin(pf, "type")));
     if (t != "text") {
@@ -158,7 +98,7 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
                                 absl::StrCat("'", JsonPathJoin(pf, "type"), "' is '", t,
                                              "'; only 'text' content parts are supported"));
     }
-    const json* text = Find(part, "text");
+    const json* text = FindField(part, "text");
     if (text == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
     ASSIGN_OR_RETURN(std::string s, ReadString(*text, JsonPathJoin(pf, "text")));
     m.content += s;
@@ -167,7 +107,7 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
 }
 
 Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  const json* ms = Find(body, "messages");
+  const json* ms = FindField(body, "messages");
   if (ms == nullptr) return InvalidArgumentFor("messages", "'messages' is required");
   if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
   if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
@@ -181,7 +121,7 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
     const json& msg = (*ms)[i];
     if (!msg.is_object()) return WrongType(f, "an object", msg);
     ChatMessage m;
-    const json* role = Find(msg, "role");
+    const json* role = FindField(msg, "role");
     if (role == nullptr) return InvalidArgumentFor(JsonPathJoin(f, "role"), absl::StrCat("'", f, ".role' is required"));
     ASSIGN_OR_RETURN(m.role, ReadString(*role, JsonPathJoin(f, "role")));
     if (m.role == "developer") m.role = "system";
@@ -191,15 +131,15 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
                                         "'; it must be system, developer, user, assistant or tool"));
     }
     RETURN_IF_ERROR(ReadContent(msg, f, m));
-    if (const json* name = Find(msg, "name")) {
+    if (const json* name = FindField(msg, "name")) {
       ASSIGN_OR_RETURN(m.name, ReadString(*name, JsonPathJoin(f, "name")));
     }
-    if (const json* tc = Find(msg, "tool_calls")) {
+    if (const json* tc = FindField(msg, "tool_calls")) {
       if (!tc->is_array()) return WrongType(JsonPathJoin(f, "tool_calls"), "an array", *tc);
       // A placeholder: KeepKeyOrder moves the client's array in, keys in their order.
       m.tool_calls = nlohmann::ordered_json::array();
     }
-    if (const json* id = Find(msg, "tool_call_id")) {
+    if (const json* id = FindField(msg, "tool_call_id")) {
       ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, JsonPathJoin(f, "tool_call_id")));
     }
     out.messages.push_back(std::move(m));
@@ -209,49 +149,49 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
 
 // The fields both endpoints share: model, sampling, limits, stop, streaming, cache options.
 Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  if (const json* v = Find(body, "model")) {
+  if (const json* v = FindField(body, "model")) {
     ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
   }
   const int64_t max_limit = limits.context_length > 0 ? limits.context_length : std::numeric_limits<int32_t>::max();
   // Precedence: max_completion_tokens, then max_tokens, then n_predict.
-  if (const json* v = Find(body, "n_predict")) {
+  if (const json* v = FindField(body, "n_predict")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n_predict", -1, max_limit));
     if (n >= 0) out.max_tokens = static_cast<int32_t>(n);
   }
   for (const char* field : {"max_tokens", "max_completion_tokens"}) {
-    if (const json* v = Find(body, field)) {
+    if (const json* v = FindField(body, field)) {
       ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, field, 0, max_limit));
       out.max_tokens = static_cast<int32_t>(n);
     }
   }
-  if (const json* v = Find(body, "temperature")) {
+  if (const json* v = FindField(body, "temperature")) {
     ASSIGN_OR_RETURN(double t, ReadNumber(*v, "temperature", 0, 2));
     out.temperature = static_cast<float>(t);
   }
-  if (const json* v = Find(body, "top_p")) {
+  if (const json* v = FindField(body, "top_p")) {
     ASSIGN_OR_RETURN(double p, ReadNumber(*v, "top_p", 0, 1));
     out.top_p = static_cast<float>(p);
   }
-  if (const json* v = Find(body, "top_k")) {
+  if (const json* v = FindField(body, "top_k")) {
     ASSIGN_OR_RETURN(int64_t k, ReadInt(*v, "top_k", -1, std::numeric_limits<int32_t>::max()));
     out.top_k = k < 0 ? 0 : static_cast<int32_t>(k);
   }
-  if (const json* v = Find(body, "min_p")) {
+  if (const json* v = FindField(body, "min_p")) {
     ASSIGN_OR_RETURN(double p, ReadNumber(*v, "min_p", 0, 1));
     out.min_p = static_cast<float>(p);
   }
   for (const char* field : {"frequency_penalty", "presence_penalty"}) {
-    if (const json* v = Find(body, field)) {  // accepted for compatibility, not applied
+    if (const json* v = FindField(body, field)) {  // accepted for compatibility, not applied
       ASSIGN_OR_RETURN(double unused, ReadNumber(*v, field, -2, 2));
       (void)unused;
     }
   }
-  if (const json* v = Find(body, "seed")) {
+  if (const json* v = FindField(body, "seed")) {
     ASSIGN_OR_RETURN(int64_t s, ReadInt(*v, "seed", std::numeric_limits<int64_t>::min(),
                                         std::numeric_limits<int64_t>::max()));
     out.seed = static_cast<uint64_t>(s);
   }
-  if (const json* v = Find(body, "stop")) {
+  if (const json* v = FindField(body, "stop")) {
     if (v->is_string()) {
       if (!v->get_ref<const std::string&>().empty()) out.stop.push_back(v->get<std::string>());
     } else if (v->is_array()) {
@@ -267,31 +207,31 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
       return WrongType("stop", "a string or an array of strings", *v);
     }
   }
-  if (const json* v = Find(body, "n")) {
+  if (const json* v = FindField(body, "n")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n", std::numeric_limits<int64_t>::min(),
                                         std::numeric_limits<int64_t>::max()));
     if (n != 1) {
       return InvalidArgumentFor("n", absl::StrCat("'n' is ", n, "; only n = 1 is supported"));
     }
   }
-  if (const json* v = Find(body, "ignore_eos")) {
+  if (const json* v = FindField(body, "ignore_eos")) {
     ASSIGN_OR_RETURN(out.ignore_eos, ReadBool(*v, "ignore_eos"));
   }
-  if (const json* v = Find(body, "stream")) {
+  if (const json* v = FindField(body, "stream")) {
     ASSIGN_OR_RETURN(out.stream, ReadBool(*v, "stream"));
   }
-  if (const json* v = Find(body, "stream_options")) {
+  if (const json* v = FindField(body, "stream_options")) {
     if (!v->is_object()) return WrongType("stream_options", "an object", *v);
-    if (const json* u = Find(*v, "include_usage")) {
+    if (const json* u = FindField(*v, "include_usage")) {
       ASSIGN_OR_RETURN(out.include_usage, ReadBool(*u, "stream_options.include_usage"));
     }
   }
-  if (const json* v = Find(body, "cache_salt")) {
+  if (const json* v = FindField(body, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
-  if (const json* v = Find(body, "prefix_cache")) {
+  if (const json* v = FindField(body, "prefix_cache")) {
     if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
-    if (const json* s = Find(*v, "scope")) {
+    if (const json* s = FindField(*v, "scope")) {
       ASSIGN_OR_RETURN(std::string scope, ReadString(*s, "prefix_cache.scope"));
       auto spec = ParseRequestScope(scope);
       if (!spec.ok()) {
@@ -300,7 +240,7 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
       }
       out.prefix_cache.scope = *spec;
     }
-    if (const json* w = Find(*v, "window")) {
+    if (const json* w = FindField(*v, "window")) {
       ASSIGN_OR_RETURN(int64_t window,
                        ReadInt(*w, "prefix_cache.window", 1, kMaxRequestScopeWindow));
       out.prefix_cache.window = static_cast<int>(window);
@@ -317,11 +257,11 @@ Status ReadCommon(const json& body, const RequestLimits& limits, OpenAiRequest& 
 }
 
 Status ReadChatExtras(const json& body, OpenAiRequest& out) {
-  if (const json* v = Find(body, "tools")) {
+  if (const json* v = FindField(body, "tools")) {
     if (!v->is_array()) return WrongType("tools", "an array", *v);
     out.tools = nlohmann::ordered_json::array();  // placeholder, as tool_calls
   }
-  if (const json* v = Find(body, "chat_template_kwargs")) {
+  if (const json* v = FindField(body, "chat_template_kwargs")) {
     if (!v->is_object()) return WrongType("chat_template_kwargs", "an object", *v);
     out.chat_template_kwargs = nlohmann::ordered_json::object();
   }
@@ -336,21 +276,21 @@ StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const Requ
   out.kind = ApiKind::kCompletion;
   RETURN_IF_ERROR(ReadPrompt(j, limits, out));
   RETURN_IF_ERROR(ReadCommon(j, limits, out));
-  if (const json* v = Find(j, "logprobs")) {
+  if (const json* v = FindField(j, "logprobs")) {
     if (v->is_boolean()) return WrongType("logprobs", "an integer between 0 and 5", *v);
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "logprobs", 0, 5));
     out.logprobs = true;
     out.top_logprobs = static_cast<int32_t>(n);
   }
-  if (const json* v = Find(j, "echo")) {
+  if (const json* v = FindField(j, "echo")) {
     ASSIGN_OR_RETURN(bool echo, ReadBool(*v, "echo"));
     if (echo) return InvalidArgumentFor("echo", "'echo' = true is not supported");
   }
-  if (const json* v = Find(j, "best_of")) {
+  if (const json* v = FindField(j, "best_of")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "best_of", 1, 1));
     (void)n;
   }
-  if (const json* v = Find(j, "suffix")) {
+  if (const json* v = FindField(j, "suffix")) {
     ASSIGN_OR_RETURN(std::string s, ReadString(*v, "suffix"));
     if (!s.empty()) return InvalidArgumentFor("suffix", "'suffix' (insertion) is not supported");
   }
@@ -404,10 +344,10 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
   RETURN_IF_ERROR(ReadCommon(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
   RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
-  if (const json* v = Find(j, "logprobs")) {
+  if (const json* v = FindField(j, "logprobs")) {
     ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
   }
-  if (const json* v = Find(j, "top_logprobs")) {
+  if (const json* v = FindField(j, "top_logprobs")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "top_logprobs", 0, 20));
     if (n > 0 && !out.logprobs) {
       return InvalidArgumentFor("top_logprobs", "'top_logprobs' needs 'logprobs': true");
@@ -420,8 +360,8 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits) {
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
-  const bool has_messages = Find(j, "messages") != nullptr;
-  const bool has_prompt = Find(j, "prompt") != nullptr;
+  const bool has_messages = FindField(j, "messages") != nullptr;
+  const bool has_prompt = FindField(j, "prompt") != nullptr;
   if (has_messages == has_prompt) {
     return InvalidArgumentFor(has_messages ? "prompt" : "messages",
                               "the probe needs exactly one of 'messages' and 'prompt'");
@@ -435,13 +375,13 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
     out.kind = ApiKind::kCompletion;
     RETURN_IF_ERROR(ReadPrompt(j, limits, out));
   }
-  if (const json* v = Find(j, "model")) {
+  if (const json* v = FindField(j, "model")) {
     ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
   }
-  if (const json* v = Find(j, "cache_salt")) {
+  if (const json* v = FindField(j, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
-  if (const json* v = Find(j, "tokens")) {
+  if (const json* v = FindField(j, "tokens")) {
     ASSIGN_OR_RETURN(out.probe_tokens, ReadBool(*v, "tokens"));
   }
   return out;
