@@ -1,7 +1,7 @@
 // libFuzzer target for the HTTP layer: the input is one or more raw HTTP/1.1 requests
-// (pipelined, as a connection's bytes). Each is parsed with Beast's request_parser under the
-// limits the transport sets (http_transport.cc: header bytes, header count, body bytes), and a
-// request the transport would hand on goes through the server's router and routes
+// (pipelined, as a connection's bytes). Each is read by the transport's own reader under its
+// limits (ReadRequest, http_transport.h: header bytes, header count, body bytes, Beast's
+// parser), and a request the transport would hand on goes through the server's router and routes
 // (HttpServer::Dispatch: Host/Origin/auth/content-type checks, then the handler) over a real
 // EngineService on stories260K, loaded once. No sockets.
 //
@@ -10,12 +10,8 @@
 //
 //   PREFIXD_FUZZ_MODEL=path/to/model.gguf  another model (default ../shared/models/stories260K.gguf)
 //   PREFIXD_FUZZ_VERBOSE=1                 prints each request's method, path and status
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -31,10 +27,6 @@
 #include "server/http_transport.h"
 
 namespace {
-
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace asio = boost::asio;
 
 using prefixd::HttpRequest;
 using prefixd::HttpResponse;
@@ -112,7 +104,7 @@ struct Server {
   std::unique_ptr<prefixd::EngineService> service;
   std::unique_ptr<prefixd::HttpServer> server;
   prefixd::HttpServerOptions options;
-  size_t max_header_count = 0;
+  prefixd::HttpTransportOptions limits;  // as HttpServer gives them to its transport
 };
 
 Server* g_server = nullptr;
@@ -122,58 +114,23 @@ Server* g_server = nullptr;
   std::exit(1);
 }
 
-// Parses the next request off `rest` the way a connection does and routes it. Returns the
-// bytes it used (0: nothing more can be read), and whether the connection would go on.
+// Reads the next request off `rest` the way a connection does (ReadRequest: the transport's
+// parser, limits and head checks) and routes it. Returns the bytes it used (0: nothing more
+// can be read: a refusal, a broken or cut-short request), and whether the connection would
+// go on. (The router's header checks run here together with the handler rather than before
+// the body: they read no body.)
 size_t OneRequest(std::string_view rest, bool* keep_alive) {
   Server& s = *g_server;
-  http::request_parser<http::string_body> parser;
-  parser.header_limit(static_cast<std::uint32_t>(s.options.max_header_bytes));
-  parser.body_limit(s.options.max_body_bytes);
-  beast::error_code ec;
-  size_t used = 0;
-  // The headers (a connection reads them first and decides before the body).
-  while (!parser.is_header_done()) {
-    const size_t n = parser.put(asio::buffer(rest.data() + used, rest.size() - used), ec);
-    used += n;
-    if (ec == http::error::need_more && n > 0 && used < rest.size()) {
-      ec = {};
-      continue;
-    }
-    if (ec || n == 0) return 0;  // 400, 413, 431 or the connection ends: no more requests
-  }
-  const auto& h = parser.get();
-  HttpRequest req;
-  req.method = std::string(h.method_string());
-  const std::string_view target(h.target().data(), h.target().size());
-  req.path = std::string(target.substr(0, target.find('?')));
-  size_t count = 0;
-  for (const auto& field : h) {
-    if (++count > s.max_header_count) return 0;  // 431
-    req.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-  }
-  if (const auto length = parser.content_length(); length && *length > s.options.max_body_bytes) return 0;  // 413
-  *keep_alive = h.keep_alive();
-  // The body, then the route. (The router's header checks run here together with the handler
-  // rather than before the body: they read no body.)
-  while (!parser.is_done()) {
-    const size_t n = parser.put(asio::buffer(rest.data() + used, rest.size() - used), ec);
-    used += n;
-    if (ec == http::error::need_more) {
-      ec = {};
-      if (n > 0 && used < rest.size()) continue;
-      parser.put_eof(ec);  // the input ends: a body cut short ends the connection
-      if (ec || !parser.is_done()) return 0;
-      break;
-    }
-    if (ec) return 0;
-    if (n == 0) return 0;
-  }
-  req.body = std::move(parser.get().body());
+  prefixd::RequestRead read = prefixd::ReadRequest(rest, s.limits);
+  if (read.kind == prefixd::RequestRead::Kind::kRefused) Check(read.refusal.status >= 400, "a refusal that is not an error");
+  if (read.kind != prefixd::RequestRead::Kind::kRequest) return 0;
+  HttpRequest req = std::move(read.request);
+  *keep_alive = read.keep_alive;
   if (g_verbose) std::fprintf(stderr, "%s %s (%zu body bytes)\n", req.method.c_str(), req.path.c_str(), req.body.size());
   auto responder = std::make_shared<FuzzResponder>();
   s.server->Dispatch(std::move(req), responder);
   Check(responder->Wait(), "a request got no answer in time");
-  return used;
+  return read.num_bytes;
 }
 
 }  // namespace
@@ -206,7 +163,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   s->options.admin_key = "k";
   s->options.num_threads = 2;
   s->options.num_io_threads = 1;
-  s->max_header_count = prefixd::HttpTransportOptions{}.max_header_count;
+  s->limits.max_header_bytes = s->options.max_header_bytes;
+  s->limits.max_body_bytes = s->options.max_body_bytes;
   s->server = std::make_unique<prefixd::HttpServer>(s->service.get(), s->options);
   g_server = s;  // kept for the process's life
   return 0;

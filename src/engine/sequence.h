@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "base/typed_id.h"
-#include "engine/sampler.h"
 #include "cache/prefix_cache.h"
+#include "engine/request_scope.h"
+#include "engine/sampler.h"
 #include "kv/block_table.h"
 
 namespace prefixd {
@@ -39,7 +40,7 @@ struct GenerateRequest {
   // Where each chat message starts (token index), for the scope policy; empty for a plain
   // prompt. And the request's own scope (`prefix_cache.scope`), overriding the server's.
   std::vector<int64_t> message_starts;
-  std::optional<ScopeSpec> scope;
+  std::optional<RequestScope> scope;
 };
 
 struct TokenLogprob {

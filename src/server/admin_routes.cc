@@ -1,6 +1,7 @@
 #include "server/admin_routes.h"
 
 #include "server/api_error.h"
+#include "server/json_body.h"
 #include "server/metrics.h"
 #include "server/openai_request.h"
 #include "server/openai_response.h"

@@ -1,7 +1,7 @@
 #include "server/anthropic_request.h"
 
 #include "server/api_error.h"
-#include "server/request_fields.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
@@ -24,21 +24,21 @@ struct Conversion {
 // The block's `type`, required.
 StatusOr<std::string> BlockType(const json& block, const std::string& field) {
   if (!block.is_object()) return WrongType(field, "a content block (an object)", block);
-  const json* type = Find(block, "type");
-  if (type == nullptr) return Missing(Join(field, "type"));
-  return ReadString(*type, Join(field, "type"));
+  const json* type = FindField(block, "type");
+  if (type == nullptr) return Missing(JsonPathJoin(field, "type"));
+  return ReadString(*type, JsonPathJoin(field, "type"));
 }
 
 Status UnsupportedBlock(const std::string& field, const std::string& type, std::string_view allowed) {
-  return InvalidArgumentFor(Join(field, "type"), absl::StrCat("'", Join(field, "type"), "' is '", type,
+  return InvalidArgumentFor(JsonPathJoin(field, "type"), absl::StrCat("'", JsonPathJoin(field, "type"), "' is '", type,
                                                               "'; only ", std::string(allowed), " blocks are supported here"));
 }
 
 // A text block's text.
 StatusOr<std::string> BlockText(const json& block, const std::string& field) {
-  const json* text = Find(block, "text");
-  if (text == nullptr) return Missing(Join(field, "text"));
-  return ReadString(*text, Join(field, "text"));
+  const json* text = FindField(block, "text");
+  if (text == nullptr) return Missing(JsonPathJoin(field, "text"));
+  return ReadString(*text, JsonPathJoin(field, "text"));
 }
 
 // A string, or an array of text blocks joined without separators (system, tool_result content).
@@ -47,7 +47,7 @@ StatusOr<std::string> ReadTextOrBlocks(const json& v, const std::string& field) 
   if (!v.is_array()) return WrongType(field, "a string or an array of text blocks", v);
   std::string joined;
   for (size_t i = 0; i < v.size(); ++i) {
-    const std::string bf = Join(field, i);
+    const std::string bf = JsonPathJoin(field, i);
     ASSIGN_OR_RETURN(std::string type, BlockType(v[i], bf));
     if (type != "text") return UnsupportedBlock(bf, type, "text");
     ASSIGN_OR_RETURN(std::string text, BlockText(v[i], bf));
@@ -65,7 +65,7 @@ Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& 
     has_text = false;
   };
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const std::string bf = Join(field, i);
+    const std::string bf = JsonPathJoin(field, i);
     ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
     if (type == "text") {
       ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
@@ -74,14 +74,14 @@ Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& 
     } else if (type == "tool_result") {
       flush_text();
       ChatMessage m{"tool", "", "", nullptr, ""};
-      const json* id = Find(blocks[i], "tool_use_id");
-      if (id == nullptr) return Missing(Join(bf, "tool_use_id"));
-      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(bf, "tool_use_id")));
-      if (const json* content = Find(blocks[i], "content")) {
-        ASSIGN_OR_RETURN(m.content, ReadTextOrBlocks(*content, Join(bf, "content")));
+      const json* id = FindField(blocks[i], "tool_use_id");
+      if (id == nullptr) return Missing(JsonPathJoin(bf, "tool_use_id"));
+      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, JsonPathJoin(bf, "tool_use_id")));
+      if (const json* content = FindField(blocks[i], "content")) {
+        ASSIGN_OR_RETURN(m.content, ReadTextOrBlocks(*content, JsonPathJoin(bf, "content")));
       }
-      if (const json* e = Find(blocks[i], "is_error")) {
-        ASSIGN_OR_RETURN(bool unused, ReadBool(*e, Join(bf, "is_error")));
+      if (const json* e = FindField(blocks[i], "is_error")) {
+        ASSIGN_OR_RETURN(bool unused, ReadBool(*e, JsonPathJoin(bf, "is_error")));
         (void)unused;
       }
       c.out.messages.push_back(std::move(m));
@@ -101,21 +101,21 @@ Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t 
   ChatMessage m{"assistant", "", "", nullptr, ""};
   const size_t message = c.out.messages.size();
   for (size_t i = 0; i < blocks.size(); ++i) {
-    const std::string bf = Join(field, i);
+    const std::string bf = JsonPathJoin(field, i);
     ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
     if (type == "text") {
       ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
       m.content += t;
     } else if (type == "tool_use") {
-      const json* id = Find(blocks[i], "id");
-      const json* name = Find(blocks[i], "name");
-      const json* input = Find(blocks[i], "input");
-      if (id == nullptr) return Missing(Join(bf, "id"));
-      if (name == nullptr) return Missing(Join(bf, "name"));
-      if (input == nullptr) return Missing(Join(bf, "input"));
-      ASSIGN_OR_RETURN(std::string call_id, ReadString(*id, Join(bf, "id")));
-      ASSIGN_OR_RETURN(std::string call_name, ReadString(*name, Join(bf, "name")));
-      if (!input->is_object()) return WrongType(Join(bf, "input"), "an object", *input);
+      const json* id = FindField(blocks[i], "id");
+      const json* name = FindField(blocks[i], "name");
+      const json* input = FindField(blocks[i], "input");
+      if (id == nullptr) return Missing(JsonPathJoin(bf, "id"));
+      if (name == nullptr) return Missing(JsonPathJoin(bf, "name"));
+      if (input == nullptr) return Missing(JsonPathJoin(bf, "input"));
+      ASSIGN_OR_RETURN(std::string call_id, ReadString(*id, JsonPathJoin(bf, "id")));
+      ASSIGN_OR_RETURN(std::string call_name, ReadString(*name, JsonPathJoin(bf, "name")));
+      if (!input->is_object()) return WrongType(JsonPathJoin(bf, "input"), "an object", *input);
       if (m.tool_calls.is_null()) m.tool_calls = ordered_json::array();
       // `arguments` is filled in by KeepInputOrder, from the body read with its key order.
       m.tool_calls.push_back(ordered_json{{"id", call_id},
@@ -131,7 +131,7 @@ Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t 
 }
 
 Status ReadSystem(const json& body, Conversion& c) {
-  const json* v = Find(body, "system");
+  const json* v = FindField(body, "system");
   if (v == nullptr) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string text, ReadTextOrBlocks(*v, "system"));
   if (v->is_array() && v->empty()) return absl::OkStatus();
@@ -140,7 +140,7 @@ Status ReadSystem(const json& body, Conversion& c) {
 }
 
 Status ReadAnthropicMessages(const json& body, const RequestLimits& limits, Conversion& c) {
-  const json* ms = Find(body, "messages");
+  const json* ms = FindField(body, "messages");
   if (ms == nullptr) return Missing("messages");
   if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
   if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
@@ -149,19 +149,19 @@ Status ReadAnthropicMessages(const json& body, const RequestLimits& limits, Conv
                                                        limits.max_messages));
   }
   for (size_t i = 0; i < ms->size(); ++i) {
-    const std::string f = Join("messages", i);
+    const std::string f = JsonPathJoin("messages", i);
     const json& msg = (*ms)[i];
     if (!msg.is_object()) return WrongType(f, "an object", msg);
-    const json* role_v = Find(msg, "role");
-    if (role_v == nullptr) return Missing(Join(f, "role"));
-    ASSIGN_OR_RETURN(std::string role, ReadString(*role_v, Join(f, "role")));
+    const json* role_v = FindField(msg, "role");
+    if (role_v == nullptr) return Missing(JsonPathJoin(f, "role"));
+    ASSIGN_OR_RETURN(std::string role, ReadString(*role_v, JsonPathJoin(f, "role")));
     if (role != "user" && role != "assistant") {
-      return InvalidArgumentFor(Join(f, "role"), absl::StrCat("'", Join(f, "role"), "' is '", role,
+      return InvalidArgumentFor(JsonPathJoin(f, "role"), absl::StrCat("'", JsonPathJoin(f, "role"), "' is '", role,
                                                               "'; it must be user or assistant (the system "
                                                               "prompt goes in 'system')"));
     }
-    const std::string cf = Join(f, "content");
-    const json* content = Find(msg, "content");
+    const std::string cf = JsonPathJoin(f, "content");
+    const json* content = FindField(msg, "content");
     if (content == nullptr) return Missing(cf);
     if (content->is_string()) {
       c.out.messages.push_back(ChatMessage{role, content->get<std::string>(), "", nullptr, ""});
@@ -183,31 +183,31 @@ Status ReadAnthropicMessages(const json& body, const RequestLimits& limits, Conv
 // tools: custom tools only. Each becomes OpenAI's function shape; `parameters` is filled in
 // by KeepInputOrder.
 Status ReadTools(const json& body, Conversion& c) {
-  const json* v = Find(body, "tools");
+  const json* v = FindField(body, "tools");
   if (v == nullptr) return absl::OkStatus();
   if (!v->is_array()) return WrongType("tools", "an array", *v);
   c.out.tools = ordered_json::array();
   for (size_t i = 0; i < v->size(); ++i) {
-    const std::string f = Join("tools", i);
+    const std::string f = JsonPathJoin("tools", i);
     const json& tool = (*v)[i];
     if (!tool.is_object()) return WrongType(f, "an object", tool);
-    if (const json* type = Find(tool, "type")) {
-      ASSIGN_OR_RETURN(std::string t, ReadString(*type, Join(f, "type")));
+    if (const json* type = FindField(tool, "type")) {
+      ASSIGN_OR_RETURN(std::string t, ReadString(*type, JsonPathJoin(f, "type")));
       if (t != "custom") {
-        return InvalidArgumentFor(Join(f, "type"), absl::StrCat("'", Join(f, "type"), "' is '", t,
+        return InvalidArgumentFor(JsonPathJoin(f, "type"), absl::StrCat("'", JsonPathJoin(f, "type"), "' is '", t,
                                                                 "'; only custom tools (name, description, "
                                                                 "input_schema) are supported"));
       }
     }
-    const json* name = Find(tool, "name");
-    if (name == nullptr) return Missing(Join(f, "name"));
-    ASSIGN_OR_RETURN(std::string tool_name, ReadString(*name, Join(f, "name")));
-    const json* schema = Find(tool, "input_schema");
-    if (schema == nullptr) return Missing(Join(f, "input_schema"));
-    if (!schema->is_object()) return WrongType(Join(f, "input_schema"), "an object", *schema);
+    const json* name = FindField(tool, "name");
+    if (name == nullptr) return Missing(JsonPathJoin(f, "name"));
+    ASSIGN_OR_RETURN(std::string tool_name, ReadString(*name, JsonPathJoin(f, "name")));
+    const json* schema = FindField(tool, "input_schema");
+    if (schema == nullptr) return Missing(JsonPathJoin(f, "input_schema"));
+    if (!schema->is_object()) return WrongType(JsonPathJoin(f, "input_schema"), "an object", *schema);
     ordered_json function = {{"name", tool_name}};
-    if (const json* d = Find(tool, "description")) {
-      ASSIGN_OR_RETURN(std::string description, ReadString(*d, Join(f, "description")));
+    if (const json* d = FindField(tool, "description")) {
+      ASSIGN_OR_RETURN(std::string description, ReadString(*d, JsonPathJoin(f, "description")));
       function["description"] = description;
     }
     function["parameters"] = nullptr;
@@ -218,13 +218,13 @@ Status ReadTools(const json& body, Conversion& c) {
 
 // tool_choice: {type: auto | none | any | tool, name?, disable_parallel_tool_use?}.
 Status ReadAnthropicToolChoice(const json& body, OpenAiRequest& out) {
-  const json* v = Find(body, "tool_choice");
+  const json* v = FindField(body, "tool_choice");
   if (v == nullptr) return absl::OkStatus();
   if (!v->is_object()) return WrongType("tool_choice", "an object", *v);
-  const json* type = Find(*v, "type");
+  const json* type = FindField(*v, "type");
   if (type == nullptr) return Missing("tool_choice.type");
   ASSIGN_OR_RETURN(std::string t, ReadString(*type, "tool_choice.type"));
-  if (const json* d = Find(*v, "disable_parallel_tool_use")) {
+  if (const json* d = FindField(*v, "disable_parallel_tool_use")) {
     ASSIGN_OR_RETURN(bool unused, ReadBool(*d, "tool_choice.disable_parallel_tool_use"));
     (void)unused;
   }
@@ -242,7 +242,7 @@ Status ReadAnthropicToolChoice(const json& body, OpenAiRequest& out) {
 }
 
 Status ReadStopSequences(const json& body, OpenAiRequest& out) {
-  const json* v = Find(body, "stop_sequences");
+  const json* v = FindField(body, "stop_sequences");
   if (v == nullptr) return absl::OkStatus();
   if (!v->is_array()) return WrongType("stop_sequences", "an array of strings", *v);
   if (v->size() > kMaxStopSequences) {
@@ -251,7 +251,7 @@ Status ReadStopSequences(const json& body, OpenAiRequest& out) {
                                                              " are allowed"));
   }
   for (size_t i = 0; i < v->size(); ++i) {
-    ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], Join("stop_sequences", i)));
+    ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], JsonPathJoin("stop_sequences", i)));
     if (!s.empty()) out.stop.push_back(std::move(s));
   }
   return absl::OkStatus();
@@ -288,16 +288,16 @@ StatusOr<OpenAiRequest> ParseMessagesRequest(std::string_view body, const Reques
   Conversion c;
   c.out.kind = ApiKind::kChat;
   if (endpoint == MessagesEndpoint::kCreate) {
-    if (Find(j, "max_tokens") == nullptr) return Missing("max_tokens");
+    if (FindField(j, "max_tokens") == nullptr) return Missing("max_tokens");
     RETURN_IF_ERROR(ReadCommonFields(j, limits, c.out));
     if (c.out.max_tokens && *c.out.max_tokens < 1) {
       return InvalidArgumentFor("max_tokens", "'max_tokens' must be at least 1");
     }
     RETURN_IF_ERROR(ReadStopSequences(j, c.out));
-    if (const json* v = Find(j, "metadata"); v != nullptr && !v->is_object()) {
+    if (const json* v = FindField(j, "metadata"); v != nullptr && !v->is_object()) {
       return WrongType("metadata", "an object", *v);
     }
-  } else if (const json* v = Find(j, "model")) {
+  } else if (const json* v = FindField(j, "model")) {
     ASSIGN_OR_RETURN(c.out.model, ReadString(*v, "model"));
   }
   RETURN_IF_ERROR(ReadSystem(j, c));

@@ -3,6 +3,7 @@
 #include "server/openai_request.h"
 #include "server/openai_response.h"
 #include "server/server_context.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 

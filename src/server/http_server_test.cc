@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/vocab_loader.h"
+#include "server/stories_service_for_test.h"
 
 namespace prefixd {
 namespace {
@@ -20,28 +20,17 @@ using json = nlohmann::json;
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto model = Model::Load(std::string(PREFIXD_SHARED_DIR) + "/models/stories260K.gguf");
-    if (!model.ok()) GTEST_SKIP() << "stories260K.gguf is not in ../shared/models";
-    model_ = *std::move(model);
-    auto vocab = LoadVocab(model_->gguf());
-    ASSERT_TRUE(vocab.ok()) << vocab.status();
-    auto tok = Tokenizer::Create(*std::move(vocab));
-    ASSERT_TRUE(tok.ok());
-    tokenizer_ = *std::move(tok);
-    EngineOptions eo;
-    eo.num_threads = 1;
-    eo.context_length = 256;
-    eo.max_running = 4;
-    eo.cache_bytes = int64_t{4} << 20;
-    auto engine = Engine::Create(*model_, tokenizer_->eos_id(), eo);
-    ASSERT_TRUE(engine.ok()) << engine.status();
-    service_ = std::make_unique<EngineService>(*model_, *tokenizer_, *std::move(engine), ServiceOptions{});
+    auto stories = StartStoriesService(/*context_length=*/256);
+    ASSERT_TRUE(stories.ok()) << stories.status();
+    if (*stories == nullptr) GTEST_SKIP() << "stories260K.gguf is not in ../shared/models";
+    stories_ = *std::move(stories);
+    service_ = stories_->service.get();
     HttpServerOptions ho;
     ho.port = 0;
     ho.admin_key = "k";
     ho.num_threads = 8;
     ho.max_body_bytes = 1 << 16;
-    server_ = std::make_unique<HttpServer>(service_.get(), ho);
+    server_ = std::make_unique<HttpServer>(service_, ho);
     auto port = server_->Bind();
     ASSERT_TRUE(port.ok()) << port.status();
     port_ = *port;
@@ -64,9 +53,8 @@ class HttpServerTest : public ::testing::Test {
     return c.Get(path.c_str());
   }
 
-  std::unique_ptr<Model> model_;
-  std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<EngineService> service_;
+  std::unique_ptr<StoriesService> stories_;
+  EngineService* service_ = nullptr;
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;
   int port_ = 0;

@@ -10,6 +10,11 @@
 //   Keep-alive with an idle timeout; beyond max_connections a new socket gets a 503 and is
 //   closed. No thread per connection; nothing polls.
 //
+// Layout: this file's .cc holds the acceptor and Bind/Run/Stop; http_connection.h the
+// per-socket state machine and its Responder; http_wire.h the bytes (response heads, chunks,
+// the transport's error answers, request heads read under the limits). Those two headers
+// include Beast and are internal to the library.
+//
 // Thread safety: Stop() may be called from any thread; Bind and Run from one thread.
 #pragma once
 
@@ -18,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "base/status.h"
 #include "server/http_message.h"
@@ -40,8 +46,6 @@ struct HttpTransportOptions {
   std::chrono::milliseconds write_timeout{60000};   // a write the client does not take
 };
 
-class Connection;  // http_transport.cc
-
 class HttpTransport {
  public:
   // Runs after the headers, before the body is read: a response refuses the request (the
@@ -63,9 +67,29 @@ class HttpTransport {
   int num_connections() const;
 
  private:
-  friend class Connection;
   struct Impl;
   std::shared_ptr<Impl> impl_;
 };
+
+// What came of the bytes a client sent, read as a connection reads its next request.
+struct RequestRead {
+  enum class Kind {
+    kRequest,     // a whole request within the limits, for the router
+    kRefused,     // the transport answers `refusal` itself (400, 413, 431) and closes
+    kClosed,      // the connection closes unanswered (a chunked body's framing is broken)
+    kIncomplete,  // the bytes end before the request does: a connection waits for more
+  };
+  Kind kind = Kind::kIncomplete;
+  HttpRequest request;      // kRequest
+  HttpResponse refusal;     // kRefused
+  size_t num_bytes = 0;     // kRequest: the bytes it took; a pipelined request starts there
+  bool keep_alive = false;  // kRequest: whether the connection reads another request after it
+};
+
+// Reads the first request of `bytes` under `limits` (header bytes and count, body bytes,
+// whatever the transfer coding) with the parser and the checks a connection uses, without a
+// socket: for tests, and for the fuzz target that feeds raw bytes to HttpServer::Dispatch.
+// The header check and the deadlines are not applied.
+RequestRead ReadRequest(std::string_view bytes, const HttpTransportOptions& limits);
 
 }  // namespace prefixd

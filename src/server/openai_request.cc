@@ -1,10 +1,9 @@
 #include "server/openai_request.h"
 
-#include <cmath>
 #include <limits>
 
 #include "server/api_error.h"
-#include "server/request_fields.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
@@ -20,7 +19,7 @@ StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& fi
   ids.reserve(j.size());
   const int64_t hi = limits.vocab_size > 0 ? limits.vocab_size - 1 : std::numeric_limits<int32_t>::max();
   for (size_t i = 0; i < j.size(); ++i) {
-    const std::string f = Join(field, i);
+    const std::string f = JsonPathJoin(field, i);
     if (!j[i].is_number_integer()) return WrongType(f, "a token id (integer)", j[i]);
     ASSIGN_OR_RETURN(int64_t id, ReadInt(j[i], f, 0, hi));
     ids.push_back(static_cast<int32_t>(id));
@@ -34,7 +33,7 @@ StatusOr<std::vector<int32_t>> ReadTokenIds(const json& j, const std::string& fi
 }
 
 Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  const json* p = Find(body, "prompt");
+  const json* p = FindField(body, "prompt");
   if (p == nullptr) return InvalidArgumentFor("prompt", "'prompt' is required");
   if (p->is_string()) {
     if (p->get_ref<const std::string&>().empty()) {
@@ -76,8 +75,8 @@ Status ReadPrompt(const json& body, const RequestLimits& limits, OpenAiRequest& 
 // Content: a string, or an array of {type: "text", text} parts joined without separators (as
 // OpenAI and vLLM do), or null for an assistant turn that only calls tools.
 Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
-  const std::string cf = Join(field, "content");
-  const json* c = Find(msg, "content");
+  const std::string cf = JsonPathJoin(field, "content");
+  const json* c = FindField(msg, "content");
   if (c == nullptr) {
     if (m.role == "assistant") return absl::OkStatus();
     return InvalidArgumentFor(cf, absl::StrCat("'", cf, "' is required for a ", m.role, " message"));
@@ -88,27 +87,27 @@ Status ReadContent(const json& msg, const std::string& field, ChatMessage& m) {
   }
   if (!c->is_array()) return WrongType(cf, "a string or an array of content parts", *c);
   for (size_t i = 0; i < c->size(); ++i) {
-    const std::string pf = Join(cf, i);
+    const std::string pf = JsonPathJoin(cf, i);
     const json& part = (*c)[i];
     if (!part.is_object()) return WrongType(pf, "an object", part);
-    const json* type = Find(part, "type");
-    if (type == nullptr) return InvalidArgumentFor(Join(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
-    ASSIGN_OR_RETURN(std::string t, ReadString(*type, Join(pf, "type")));
+    const json* type = FindField(part, "type");
+    if (type == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "type"), absl::StrCat("'", pf, ".type' is required"));
+    ASSIGN_OR_RETURN(std::string t, ReadString(*type, JsonPathJoin(pf, "type")));
     if (t != "text") {
-      return InvalidArgumentFor(Join(pf, "type"),
-                                absl::StrCat("'", Join(pf, "type"), "' is '", t,
+      return InvalidArgumentFor(JsonPathJoin(pf, "type"),
+                                absl::StrCat("'", JsonPathJoin(pf, "type"), "' is '", t,
                                              "'; only 'text' content parts are supported"));
     }
-    const json* text = Find(part, "text");
-    if (text == nullptr) return InvalidArgumentFor(Join(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
-    ASSIGN_OR_RETURN(std::string s, ReadString(*text, Join(pf, "text")));
+    const json* text = FindField(part, "text");
+    if (text == nullptr) return InvalidArgumentFor(JsonPathJoin(pf, "text"), absl::StrCat("'", pf, ".text' is required"));
+    ASSIGN_OR_RETURN(std::string s, ReadString(*text, JsonPathJoin(pf, "text")));
     m.content += s;
   }
   return absl::OkStatus();
 }
 
 Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  const json* ms = Find(body, "messages");
+  const json* ms = FindField(body, "messages");
   if (ms == nullptr) return InvalidArgumentFor("messages", "'messages' is required");
   if (!ms->is_array()) return WrongType("messages", "an array of messages", *ms);
   if (ms->empty()) return InvalidArgumentFor("messages", "'messages' is empty");
@@ -118,30 +117,30 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
   }
   out.messages.reserve(ms->size());
   for (size_t i = 0; i < ms->size(); ++i) {
-    const std::string f = Join("messages", i);
+    const std::string f = JsonPathJoin("messages", i);
     const json& msg = (*ms)[i];
     if (!msg.is_object()) return WrongType(f, "an object", msg);
     ChatMessage m;
-    const json* role = Find(msg, "role");
-    if (role == nullptr) return InvalidArgumentFor(Join(f, "role"), absl::StrCat("'", f, ".role' is required"));
-    ASSIGN_OR_RETURN(m.role, ReadString(*role, Join(f, "role")));
+    const json* role = FindField(msg, "role");
+    if (role == nullptr) return InvalidArgumentFor(JsonPathJoin(f, "role"), absl::StrCat("'", f, ".role' is required"));
+    ASSIGN_OR_RETURN(m.role, ReadString(*role, JsonPathJoin(f, "role")));
     if (m.role == "developer") m.role = "system";
     if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool") {
       return InvalidArgumentFor(
-          Join(f, "role"), absl::StrCat("'", f, ".role' is '", m.role,
+          JsonPathJoin(f, "role"), absl::StrCat("'", f, ".role' is '", m.role,
                                         "'; it must be system, developer, user, assistant or tool"));
     }
     RETURN_IF_ERROR(ReadContent(msg, f, m));
-    if (const json* name = Find(msg, "name")) {
-      ASSIGN_OR_RETURN(m.name, ReadString(*name, Join(f, "name")));
+    if (const json* name = FindField(msg, "name")) {
+      ASSIGN_OR_RETURN(m.name, ReadString(*name, JsonPathJoin(f, "name")));
     }
-    if (const json* tc = Find(msg, "tool_calls")) {
-      if (!tc->is_array()) return WrongType(Join(f, "tool_calls"), "an array", *tc);
+    if (const json* tc = FindField(msg, "tool_calls")) {
+      if (!tc->is_array()) return WrongType(JsonPathJoin(f, "tool_calls"), "an array", *tc);
       // A placeholder: KeepKeyOrder moves the client's array in, keys in their order.
       m.tool_calls = nlohmann::ordered_json::array();
     }
-    if (const json* id = Find(msg, "tool_call_id")) {
-      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, Join(f, "tool_call_id")));
+    if (const json* id = FindField(msg, "tool_call_id")) {
+      ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, JsonPathJoin(f, "tool_call_id")));
     }
     out.messages.push_back(std::move(m));
   }
@@ -151,49 +150,49 @@ Status ReadMessages(const json& body, const RequestLimits& limits, OpenAiRequest
 }  // namespace
 
 Status ReadCommonFields(const json& body, const RequestLimits& limits, OpenAiRequest& out) {
-  if (const json* v = Find(body, "model")) {
+  if (const json* v = FindField(body, "model")) {
     ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
   }
   const int64_t max_limit = limits.context_length > 0 ? limits.context_length : std::numeric_limits<int32_t>::max();
   // Precedence: max_completion_tokens, then max_tokens, then n_predict.
-  if (const json* v = Find(body, "n_predict")) {
+  if (const json* v = FindField(body, "n_predict")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n_predict", -1, max_limit));
     if (n >= 0) out.max_tokens = static_cast<int32_t>(n);
   }
   for (const char* field : {"max_tokens", "max_completion_tokens"}) {
-    if (const json* v = Find(body, field)) {
+    if (const json* v = FindField(body, field)) {
       ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, field, 0, max_limit));
       out.max_tokens = static_cast<int32_t>(n);
     }
   }
-  if (const json* v = Find(body, "temperature")) {
+  if (const json* v = FindField(body, "temperature")) {
     ASSIGN_OR_RETURN(double t, ReadNumber(*v, "temperature", 0, 2));
     out.temperature = static_cast<float>(t);
   }
-  if (const json* v = Find(body, "top_p")) {
+  if (const json* v = FindField(body, "top_p")) {
     ASSIGN_OR_RETURN(double p, ReadNumber(*v, "top_p", 0, 1));
     out.top_p = static_cast<float>(p);
   }
-  if (const json* v = Find(body, "top_k")) {
+  if (const json* v = FindField(body, "top_k")) {
     ASSIGN_OR_RETURN(int64_t k, ReadInt(*v, "top_k", -1, std::numeric_limits<int32_t>::max()));
     out.top_k = k < 0 ? 0 : static_cast<int32_t>(k);
   }
-  if (const json* v = Find(body, "min_p")) {
+  if (const json* v = FindField(body, "min_p")) {
     ASSIGN_OR_RETURN(double p, ReadNumber(*v, "min_p", 0, 1));
     out.min_p = static_cast<float>(p);
   }
   for (const char* field : {"frequency_penalty", "presence_penalty"}) {
-    if (const json* v = Find(body, field)) {  // accepted for compatibility, not applied
+    if (const json* v = FindField(body, field)) {  // accepted for compatibility, not applied
       ASSIGN_OR_RETURN(double unused, ReadNumber(*v, field, -2, 2));
       (void)unused;
     }
   }
-  if (const json* v = Find(body, "seed")) {
+  if (const json* v = FindField(body, "seed")) {
     ASSIGN_OR_RETURN(int64_t s, ReadInt(*v, "seed", std::numeric_limits<int64_t>::min(),
                                         std::numeric_limits<int64_t>::max()));
     out.seed = static_cast<uint64_t>(s);
   }
-  if (const json* v = Find(body, "stop")) {
+  if (const json* v = FindField(body, "stop")) {
     if (v->is_string()) {
       if (!v->get_ref<const std::string&>().empty()) out.stop.push_back(v->get<std::string>());
     } else if (v->is_array()) {
@@ -202,55 +201,55 @@ Status ReadCommonFields(const json& body, const RequestLimits& limits, OpenAiReq
                                                        " strings; at most 4 are allowed"));
       }
       for (size_t i = 0; i < v->size(); ++i) {
-        ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], Join("stop", i)));
+        ASSIGN_OR_RETURN(std::string s, ReadString((*v)[i], JsonPathJoin("stop", i)));
         if (!s.empty()) out.stop.push_back(std::move(s));
       }
     } else {
       return WrongType("stop", "a string or an array of strings", *v);
     }
   }
-  if (const json* v = Find(body, "n")) {
+  if (const json* v = FindField(body, "n")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "n", std::numeric_limits<int64_t>::min(),
                                         std::numeric_limits<int64_t>::max()));
     if (n != 1) {
       return InvalidArgumentFor("n", absl::StrCat("'n' is ", n, "; only n = 1 is supported"));
     }
   }
-  if (const json* v = Find(body, "ignore_eos")) {
+  if (const json* v = FindField(body, "ignore_eos")) {
     ASSIGN_OR_RETURN(out.ignore_eos, ReadBool(*v, "ignore_eos"));
   }
-  if (const json* v = Find(body, "stream")) {
+  if (const json* v = FindField(body, "stream")) {
     ASSIGN_OR_RETURN(out.stream, ReadBool(*v, "stream"));
   }
-  if (const json* v = Find(body, "stream_options")) {
+  if (const json* v = FindField(body, "stream_options")) {
     if (!v->is_object()) return WrongType("stream_options", "an object", *v);
-    if (const json* u = Find(*v, "include_usage")) {
+    if (const json* u = FindField(*v, "include_usage")) {
       ASSIGN_OR_RETURN(out.include_usage, ReadBool(*u, "stream_options.include_usage"));
     }
   }
-  if (const json* v = Find(body, "cache_salt")) {
+  if (const json* v = FindField(body, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
-  if (const json* v = Find(body, "prefix_cache")) {
+  if (const json* v = FindField(body, "prefix_cache")) {
     if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
-    if (const json* s = Find(*v, "scope")) {
+    if (const json* s = FindField(*v, "scope")) {
       ASSIGN_OR_RETURN(std::string scope, ReadString(*s, "prefix_cache.scope"));
-      auto spec = ParseScopeSpec(scope);
+      auto spec = ParseRequestScope(scope);
       if (!spec.ok()) {
         return InvalidArgumentFor("prefix_cache.scope",
                                   absl::StrCat("'prefix_cache.scope': ", spec.status().message()));
       }
       out.prefix_cache.scope = *spec;
     }
-    if (const json* w = Find(*v, "window")) {
+    if (const json* w = FindField(*v, "window")) {
       ASSIGN_OR_RETURN(int64_t window,
-                       ReadInt(*w, "prefix_cache.window", 1, ScopePolicy::kMaxHistory));
+                       ReadInt(*w, "prefix_cache.window", 1, kMaxRequestScopeWindow));
       out.prefix_cache.window = static_cast<int>(window);
     }
     // A window sets how many recent prompts "auto" compares with; alone it means auto.
     if (out.prefix_cache.window) {
-      if (!out.prefix_cache.scope) out.prefix_cache.scope = ScopeSpec{};
-      if (out.prefix_cache.scope->mode == ScopeSpec::Mode::kAuto) {
+      if (!out.prefix_cache.scope) out.prefix_cache.scope = RequestScope{};
+      if (out.prefix_cache.scope->mode == RequestScope::Mode::kAuto) {
         out.prefix_cache.scope->window = *out.prefix_cache.window;
       }
     }
@@ -278,7 +277,7 @@ namespace {
 
 // tool_choice: "auto" | "none"; "required" and a named function are refused.
 Status ReadToolChoice(const json& body, OpenAiRequest& out) {
-  const json* v = Find(body, "tool_choice");
+  const json* v = FindField(body, "tool_choice");
   if (v == nullptr) return absl::OkStatus();
   if (v->is_object()) return ToolChoiceUnsupported("tool_choice", "a named function");
   ASSIGN_OR_RETURN(std::string choice, ReadString(*v, "tool_choice"));
@@ -297,11 +296,11 @@ Status ReadToolChoice(const json& body, OpenAiRequest& out) {
 
 Status ReadChatExtras(const json& body, OpenAiRequest& out) {
   RETURN_IF_ERROR(ReadToolChoice(body, out));
-  if (const json* v = Find(body, "tools")) {
+  if (const json* v = FindField(body, "tools")) {
     if (!v->is_array()) return WrongType("tools", "an array", *v);
     out.tools = nlohmann::ordered_json::array();  // placeholder, as tool_calls
   }
-  if (const json* v = Find(body, "chat_template_kwargs")) {
+  if (const json* v = FindField(body, "chat_template_kwargs")) {
     if (!v->is_object()) return WrongType("chat_template_kwargs", "an object", *v);
     out.chat_template_kwargs = nlohmann::ordered_json::object();
   }
@@ -310,239 +309,27 @@ Status ReadChatExtras(const json& body, OpenAiRequest& out) {
 
 }  // namespace
 
-std::string JsonPathAt(std::string_view text, size_t offset) {
-  struct Frame {
-    bool object = false;
-    bool expect_key = false;
-    std::string key;
-    size_t index = 0;
-  };
-  std::vector<Frame> stack;
-  std::string partial_key;
-  bool in_key_string = false;
-  const size_t end = std::min(offset, text.size());
-  size_t i = 0;
-  while (i < end) {
-    const char c = text[i];
-    if (c == '"') {
-      const bool is_key = !stack.empty() && stack.back().object && stack.back().expect_key;
-      std::string s;
-      size_t j = i + 1;
-      bool closed = false;
-      for (; j < text.size(); ++j) {
-        if (j >= end) break;
-        if (text[j] == '\\') {
-          if (j + 1 < text.size()) s += text[j + 1];
-          ++j;
-          continue;
-        }
-        if (text[j] == '"') {
-          closed = true;
-          break;
-        }
-        s += text[j];
-      }
-      if (!closed) {  // the offset lies inside this string
-        if (is_key) {
-          in_key_string = true;
-          partial_key = s;
-        }
-        break;
-      }
-      if (is_key) stack.back().key = std::move(s);
-      i = j + 1;
-      continue;
-    }
-    switch (c) {
-      case '{': stack.push_back(Frame{true, true, "", 0}); break;
-      case '[': stack.push_back(Frame{false, false, "", 0}); break;
-      case '}':
-      case ']':
-        if (!stack.empty()) stack.pop_back();
-        break;
-      case ',':
-        if (!stack.empty()) {
-          if (stack.back().object) {
-            stack.back().expect_key = true;
-            stack.back().key.clear();
-          } else {
-            ++stack.back().index;
-          }
-        }
-        break;
-      case ':':
-        if (!stack.empty() && stack.back().object) stack.back().expect_key = false;
-        break;
-      default: break;
-    }
-    ++i;
-  }
-  std::string path;
-  for (size_t k = 0; k < stack.size(); ++k) {
-    const Frame& f = stack[k];
-    const bool last = k + 1 == stack.size();
-    if (f.object) {
-      std::string key = f.key;
-      if (last && in_key_string) key = partial_key;
-      if (key.empty()) break;
-      path = Join(path, key);
-    } else {
-      path = Join(path, f.index);
-    }
-  }
-  return path;
-}
-
-namespace {
-
-// nlohmann's DOM builder behind a depth check. nlohmann's parser keeps its own stack on the
-// heap, but everything that walks the tree afterwards (copies, conversions between json and
-// ordered_json, the chat template's tojson) recurses: a body nesting 60,000 arrays overflowed
-// the stack. The check runs as each array or object opens, so a deep body is refused before
-// any of it is built past the limit. A callback parser (json::parse with a parser_callback_t)
-// would see `depth` too, but keeps a second stack per value and cannot stop the parse.
-template <typename Json>
-class DepthLimitedSax {
- public:
-  DepthLimitedSax(Json& root, int max_depth) : dom_(root, /*allow_exceptions=*/false), max_depth_(max_depth) {}
-
-  bool null() { return dom_.null(); }
-  bool boolean(bool v) { return dom_.boolean(v); }
-  bool number_integer(typename Json::number_integer_t v) { return dom_.number_integer(v); }
-  bool number_unsigned(typename Json::number_unsigned_t v) { return dom_.number_unsigned(v); }
-  bool number_float(typename Json::number_float_t v, const typename Json::string_t& s) {
-    return dom_.number_float(v, s);
-  }
-  bool string(typename Json::string_t& v) { return dom_.string(v); }
-  bool binary(typename Json::binary_t& v) { return dom_.binary(v); }
-  bool start_object(std::size_t n) { return Open() && dom_.start_object(n); }
-  bool key(typename Json::string_t& k) { return dom_.key(k); }
-  bool end_object() {
-    --depth_;
-    return dom_.end_object();
-  }
-  bool start_array(std::size_t n) { return Open() && dom_.start_array(n); }
-  bool end_array() {
-    --depth_;
-    return dom_.end_array();
-  }
-  bool parse_error(std::size_t byte, const std::string& /*token*/, const nlohmann::detail::exception& e) {
-    error_byte_ = byte;
-    error_what_ = e.what();
-    return false;
-  }
-
-  bool too_deep() const { return too_deep_; }
-  std::size_t error_byte() const { return error_byte_; }
-  const std::string& error_what() const { return error_what_; }
-
- private:
-  bool Open() {
-    if (++depth_ > max_depth_) {
-      too_deep_ = true;
-      return false;
-    }
-    return true;
-  }
-
-  nlohmann::detail::json_sax_dom_parser<Json> dom_;
-  int max_depth_;
-  int depth_ = 0;  // arrays and objects open at the current position
-  bool too_deep_ = false;
-  std::size_t error_byte_ = 0;  // parse errors: 1-based byte where the parser stopped
-  std::string error_what_;
-};
-
-// The byte offset of the bracket that opens nesting level `level` (1 = the top-level
-// value), skipping strings; npos when the text never nests that deep. For the error message
-// of a body refused as too deep: one linear pass.
-size_t OffsetOfLevel(std::string_view text, int level) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth == level) return i;
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return std::string_view::npos;
-}
-
-template <typename Json>
-StatusOr<Json> ParseLimited(std::string_view body, int max_depth) {
-  Json j;
-  DepthLimitedSax<Json> sax(j, max_depth);
-  bool ok = false;
-  try {
-    ok = Json::sax_parse(body.begin(), body.end(), &sax);
-  } catch (const std::exception& e) {
-    return InvalidArgumentFor("", absl::StrCat("the request body is not valid JSON: ", e.what()));
-  }
-  if (sax.too_deep()) {
-    const size_t at = OffsetOfLevel(body, max_depth + 1);
-    const std::string path = at == std::string_view::npos ? "" : JsonPathAt(body, at);
-    return InvalidArgumentFor(
-        path, absl::StrCat("the request body nests arrays and objects more than ", max_depth,
-                           " levels deep", path.empty() ? "" : absl::StrCat(" (in '", path, "')"),
-                           "; the limit is ", max_depth));
-  }
-  if (!ok) {
-    const size_t at = sax.error_byte() > 0 ? sax.error_byte() - 1 : 0;
-    const std::string path = JsonPathAt(body, at);
-    std::string what = sax.error_what();
-    // nlohmann's message starts with "[json.exception.parse_error.101] "; keep what follows.
-    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
-    return InvalidArgumentFor(
-        path, absl::StrCat("the request body is not valid JSON",
-                           path.empty() ? "" : absl::StrCat(" (in '", path, "')"), ": ", what));
-  }
-  if (!j.is_object()) {
-    return InvalidArgumentFor("", absl::StrCat("the request body must be a JSON object, got ", TypeName(j)));
-  }
-  return j;
-}
-
-}  // namespace
-
-StatusOr<json> ParseJsonObject(std::string_view body, int max_depth) {
-  return ParseLimited<json>(body, max_depth);
-}
-
-StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body, int max_depth) {
-  return ParseLimited<nlohmann::ordered_json>(body, max_depth);
-}
-
 StatusOr<OpenAiRequest> ParseCompletionRequest(std::string_view body, const RequestLimits& limits) {
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
   out.kind = ApiKind::kCompletion;
   RETURN_IF_ERROR(ReadPrompt(j, limits, out));
   RETURN_IF_ERROR(ReadCommonFields(j, limits, out));
-  if (const json* v = Find(j, "logprobs")) {
+  if (const json* v = FindField(j, "logprobs")) {
     if (v->is_boolean()) return WrongType("logprobs", "an integer between 0 and 5", *v);
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "logprobs", 0, 5));
     out.logprobs = true;
     out.top_logprobs = static_cast<int32_t>(n);
   }
-  if (const json* v = Find(j, "echo")) {
+  if (const json* v = FindField(j, "echo")) {
     ASSIGN_OR_RETURN(bool echo, ReadBool(*v, "echo"));
     if (echo) return InvalidArgumentFor("echo", "'echo' = true is not supported");
   }
-  if (const json* v = Find(j, "best_of")) {
+  if (const json* v = FindField(j, "best_of")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "best_of", 1, 1));
     (void)n;
   }
-  if (const json* v = Find(j, "suffix")) {
+  if (const json* v = FindField(j, "suffix")) {
     ASSIGN_OR_RETURN(std::string s, ReadString(*v, "suffix"));
     if (!s.empty()) return InvalidArgumentFor("suffix", "'suffix' (insertion) is not supported");
   }
@@ -589,10 +376,10 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
   RETURN_IF_ERROR(ReadCommonFields(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
   RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
-  if (const json* v = Find(j, "logprobs")) {
+  if (const json* v = FindField(j, "logprobs")) {
     ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
   }
-  if (const json* v = Find(j, "top_logprobs")) {
+  if (const json* v = FindField(j, "top_logprobs")) {
     ASSIGN_OR_RETURN(int64_t n, ReadInt(*v, "top_logprobs", 0, 20));
     if (n > 0 && !out.logprobs) {
       return InvalidArgumentFor("top_logprobs", "'top_logprobs' needs 'logprobs': true");
@@ -605,8 +392,8 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
 StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLimits& limits) {
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   OpenAiRequest out;
-  const bool has_messages = Find(j, "messages") != nullptr;
-  const bool has_prompt = Find(j, "prompt") != nullptr;
+  const bool has_messages = FindField(j, "messages") != nullptr;
+  const bool has_prompt = FindField(j, "prompt") != nullptr;
   if (has_messages == has_prompt) {
     return InvalidArgumentFor(has_messages ? "prompt" : "messages",
                               "the probe needs exactly one of 'messages' and 'prompt'");
@@ -620,13 +407,13 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
     out.kind = ApiKind::kCompletion;
     RETURN_IF_ERROR(ReadPrompt(j, limits, out));
   }
-  if (const json* v = Find(j, "model")) {
+  if (const json* v = FindField(j, "model")) {
     ASSIGN_OR_RETURN(out.model, ReadString(*v, "model"));
   }
-  if (const json* v = Find(j, "cache_salt")) {
+  if (const json* v = FindField(j, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
-  if (const json* v = Find(j, "tokens")) {
+  if (const json* v = FindField(j, "tokens")) {
     ASSIGN_OR_RETURN(out.probe_tokens, ReadBool(*v, "tokens"));
   }
   return out;

@@ -1,6 +1,6 @@
 // OpenAiRequest: a /v1/completions or /v1/chat/completions body, parsed and validated into
-// plain fields. Nothing here knows HTTP, the engine or the tokenizer; the server turns the
-// result into a GenerateRequest.
+// plain fields. Nothing here knows HTTP or the tokenizer, and of the engine only its
+// RequestScope (engine/request_scope.h); the server turns the result into a GenerateRequest.
 //
 // Every rejection is InvalidArgument made with InvalidArgumentFor (api_error.h), naming the
 // offending field as a JSON path ("messages[1].content[0].text", "stop[2]", "max_tokens"), so
@@ -39,7 +39,8 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
-#include "cache/scope_policy.h"
+#include "engine/request_scope.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
@@ -61,7 +62,7 @@ struct ChatMessage {
 // lower tiers persist. `scope` is "off", "full", "auto", "auto:N" or "N"; `window` (1..256) is
 // the N of auto (given alone, it means auto:window).
 struct PrefixCacheRequest {
-  std::optional<ScopeSpec> scope;  // nullopt: the server's --disk-prefix-cache
+  std::optional<RequestScope> scope;  // nullopt: the server's --disk-prefix-cache
   std::optional<int> window;
 };
 
@@ -101,10 +102,6 @@ struct OpenAiRequest {
   bool probe_tokens = false;  // probe only: also return each prompt token's text
 };
 
-// The nesting limit of every JSON body the server parses (arrays and objects, the top-level
-// object counting as 1), checked while parsing.
-inline constexpr int kMaxJsonDepth = 64;
-
 // What validation needs to know about the served model, and the per-field limits, all checked
 // before anything is rendered or tokenised.
 struct RequestLimits {
@@ -135,19 +132,5 @@ Status AddToolsBytes(const nlohmann::ordered_json& part, const std::string& fiel
 
 // The 400 for a tool_choice that forces a call: `field` names it, `choice` says what it was.
 Status ToolChoiceUnsupported(const std::string& field, std::string_view choice);
-
-// Parses `body` as one JSON object. InvalidArgument naming the field where parsing failed
-// ("messages[0].content" for a bad byte inside that string) when it is not valid JSON or not
-// valid UTF-8, or is not an object; and naming the path where it goes deeper than
-// `max_depth` levels of arrays and objects, checked as each one opens (nothing past the limit
-// is built, and a deep tree never reaches code that recurses over it).
-StatusOr<nlohmann::json> ParseJsonObject(std::string_view body, int max_depth = kMaxJsonDepth);
-// The same, keeping the keys in the order the body has them.
-StatusOr<nlohmann::ordered_json> ParseOrderedJsonObject(std::string_view body,
-                                                        int max_depth = kMaxJsonDepth);
-
-// The JSON path of the value or key being read at byte `offset` of `text` ("a.b[2]"; "" at
-// the top level). Tolerates text that is invalid from the offset on. For error messages.
-std::string JsonPathAt(std::string_view text, size_t offset);
 
 }  // namespace prefixd

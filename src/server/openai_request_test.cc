@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "server/api_error.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 namespace {
@@ -310,7 +311,7 @@ TEST(OpenAiRequest, DefaultsAndAllFields) {
   EXPECT_EQ(f->top_logprobs, 3);
   EXPECT_EQ(f->cache_salt, "tenant-a");
   ASSERT_TRUE(f->prefix_cache.scope.has_value());
-  EXPECT_EQ(f->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(f->prefix_cache.scope->mode, RequestScope::Mode::kAuto);
   EXPECT_EQ(f->prefix_cache.scope->window, 8);  // the window wins over auto:30
   EXPECT_EQ(*f->prefix_cache.window, 8);
   EXPECT_TRUE(f->ignore_eos);
@@ -322,18 +323,18 @@ TEST(OpenAiRequest, PrefixCacheScope) {
   EXPECT_FALSE(none->prefix_cache.scope.has_value());
   auto full = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "full"})"), kLimits);
   ASSERT_TRUE(full.ok());
-  EXPECT_EQ(full->prefix_cache.scope->mode, ScopeSpec::Mode::kFull);
+  EXPECT_EQ(full->prefix_cache.scope->mode, RequestScope::Mode::kFull);
   auto n = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "1024"})"), kLimits);
   ASSERT_TRUE(n.ok());
-  EXPECT_EQ(n->prefix_cache.scope->mode, ScopeSpec::Mode::kTokens);
+  EXPECT_EQ(n->prefix_cache.scope->mode, RequestScope::Mode::kTokens);
   EXPECT_EQ(n->prefix_cache.scope->tokens, 1024);
   auto w = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"window": 5})"), kLimits);
   ASSERT_TRUE(w.ok());
-  EXPECT_EQ(w->prefix_cache.scope->mode, ScopeSpec::Mode::kAuto);
+  EXPECT_EQ(w->prefix_cache.scope->mode, RequestScope::Mode::kAuto);
   EXPECT_EQ(w->prefix_cache.scope->window, 5);
   auto off = ParseCompletionRequest(Cmpl(R"("prefix_cache": {"scope": "off", "window": 5})"), kLimits);
   ASSERT_TRUE(off.ok());
-  EXPECT_EQ(off->prefix_cache.scope->mode, ScopeSpec::Mode::kOff);
+  EXPECT_EQ(off->prefix_cache.scope->mode, RequestScope::Mode::kOff);
 }
 
 TEST(OpenAiRequest, MaxTokensPrecedenceAndLlamaCppNames) {
@@ -436,17 +437,6 @@ TEST(OpenAiRequest, ProbeBodies) {
   EXPECT_FALSE(ParseProbeRequest(R"({"prompt":""})", kLimits).ok());
 }
 
-TEST(JsonPathAt, NamesNestedFields) {
-  const std::string t = R"({"a": 1, "b": [10, {"c": "xyz"}], "d": {"e": [[1, 2], [3]]}})";
-  EXPECT_EQ(JsonPathAt(t, t.find("xyz") + 1), "b[1].c");
-  EXPECT_EQ(JsonPathAt(t, t.find("10")), "b[0]");
-  EXPECT_EQ(JsonPathAt(t, t.find("3]")), "d.e[1][0]");
-  EXPECT_EQ(JsonPathAt(t, t.find("2]")), "d.e[0][1]");
-  EXPECT_EQ(JsonPathAt(t, 0), "");
-  EXPECT_EQ(JsonPathAt(t, t.find("1,")), "a");
-  EXPECT_EQ(JsonPathAt(R"({"k\"q": "v"})", 10), "k\"q");
-}
-
 }  // namespace
 }  // namespace prefixd
 
@@ -485,22 +475,6 @@ TEST(OpenAiRequest, DeepNestingIsRefusedWhileParsingInEveryField) {
   EXPECT_FALSE(completion.ok());
   EXPECT_FALSE(ParseJsonObject("{\"a\":" + deep + "}").ok());
   EXPECT_FALSE(ParseOrderedJsonObject("{\"a\":" + deep + "}").ok());
-}
-
-TEST(OpenAiRequest, NestingLimitIsExact) {
-  // The top-level object is level 1: 63 arrays inside it reach 64.
-  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(63) + "}").ok());
-  auto r = ParseJsonObject("{\"a\":" + Nested(64) + "}");
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(ParamOf(r.status()), "a" + [] {
-    std::string p;
-    for (int i = 0; i < 63; ++i) p += "[0]";
-    return p;
-  }());
-  // Brackets inside strings do not count.
-  EXPECT_TRUE(ParseJsonObject("{\"a\":\"" + Nested(1000) + "\\\"[[\"}").ok());
-  EXPECT_TRUE(ParseJsonObject("{\"a\":" + Nested(3) + "}", 4).ok());
-  EXPECT_FALSE(ParseJsonObject("{\"a\":" + Nested(4) + "}", 4).ok());
 }
 
 TEST(OpenAiRequest, ToolsKeepTheirKeyOrderAndStayWithinTheirBytes) {

@@ -1,9 +1,9 @@
 #include "server/read_only_routes.h"
 
 #include "server/api_error.h"
+#include "server/json_body.h"
 #include "server/dashboard_assets.h"
 #include "server/metrics.h"
-#include "server/openai_request.h"
 #include "server/openai_response.h"
 
 namespace prefixd {

@@ -1,6 +1,7 @@
 #include "server/tool_call_parser.h"
 
 #include "server/openai_request.h"
+#include "server/json_body.h"
 
 namespace prefixd {
 
