@@ -9,22 +9,133 @@ PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptio
     : pool_(pool),
       block_size_(block_size),
       options_(options),
+      keyer_(options.hash, options.fingerprint, block_size),
       tree_(pool, block_size),
       tiers_(std::move(tiers)),
-      enabled_(options.enabled) {
-  if (tiers_) {
-    tree_.SetRemovalObserver(
-        [this](const RemovedNode& removed) { tiers_->Offload(tree_, removed); });
+      enabled_(options.enabled) {}
+
+// ---- admission ----
+
+Admission PrefixCache::Admit(CacheTicket& ticket, std::span<const int32_t> tokens) {
+  ticket.tokens_ = tokens;
+  // At least the last known token is always computed: its logits are needed to sample.
+  const int64_t max_tokens = static_cast<int64_t>(tokens.size()) - 1;
+  const BlockKeyChain* keys = nullptr;
+  if (enabled()) {
+    keys = KeysOf(ticket, tokens);
+    if (WaitsForSharedPrefill(ticket) || WaitsForReads(ticket)) return Admission::kPending;
   }
+  ticket.hit_ = AcquireKeyed(ticket.salt_, tokens, max_tokens, keys);
+  EndReads(ticket);
+  if (ticket.hit_.num_tokens < ticket.num_prompt_ && !ticket.in_flight_) {
+    ticket.in_flight_ = true;
+    in_flight_.push_back(&ticket);
+  }
+  return Admission::kReady;
 }
+
+const BlockKeyChain* PrefixCache::KeysOf(CacheTicket& ticket, std::span<const int32_t> tokens) {
+  if (!keyed()) return nullptr;
+  if (!ticket.keys_rooted_) {
+    ticket.keys_.root = keyer_.Root(ticket.salt_);
+    ticket.keys_rooted_ = true;
+  }
+  keyer_.Extend(ticket.keys_, tokens);  // hashes only the blocks the chain does not hold yet
+  return &ticket.keys_;
+}
+
+bool PrefixCache::WaitsForSharedPrefill(const CacheTicket& ticket) const {
+  const std::span<const int32_t> a = ticket.tokens_;
+  int64_t longest = 0;
+  for (const CacheTicket* r : in_flight_) {
+    if (r == &ticket || r->salt_ != ticket.salt_) continue;
+    const std::span<const int32_t> b = r->tokens_;
+    const size_t n = std::min<size_t>(a.size(), static_cast<size_t>(r->num_prompt_));
+    size_t lcp = 0;
+    while (lcp < n && a[lcp] == b[lcp]) ++lcp;
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(lcp));
+  }
+  // The tree is peeked only when a prefill in flight shares at least a block.
+  if (longest < block_size_) return false;
+  return longest >= tree_.Peek(ticket.salt_, a).num_tokens + block_size_;
+}
+
+bool PrefixCache::WaitsForReads(CacheTicket& ticket) {
+  if (tiers_ == nullptr || !tiers_->reads_ahead()) return false;
+  if (!ticket.reads_started_) {
+    ticket.reads_started_ = true;
+    const auto query = ticket.tokens_.first(std::max<size_t>(ticket.tokens_.size(), 1) - 1);
+    SlowReads reads = tiers_->KeysToLoad(ticket.keys_, tree_.Peek(ticket.salt_, query).num_tokens);
+    if (reads.empty()) return false;
+    tiers_->Prefetch(ticket.id_, std::move(reads));
+    ticket.reads_pending_ = true;
+  }
+  if (ticket.reads_pending_ && tiers_->PrefetchDone(ticket.id_)) ticket.reads_pending_ = false;
+  return ticket.reads_pending_;
+}
+
+void PrefixCache::EndReads(CacheTicket& ticket) {
+  if (!ticket.reads_started_ || tiers_ == nullptr) return;
+  tiers_->EndPrefetch(ticket.id_);
+  ticket.reads_pending_ = false;
+}
+
+void PrefixCache::WaitForReads(int timeout_ms) {
+  if (tiers_ != nullptr && tiers_->reads_ahead()) tiers_->WaitForPrefetch(timeout_ms);
+}
+
+void PrefixCache::LeaveInFlight(CacheTicket& ticket) {
+  if (!ticket.in_flight_) return;
+  ticket.in_flight_ = false;
+  std::erase(in_flight_, &ticket);
+}
+
+void PrefixCache::OnPromptComputed(CacheTicket& ticket, std::span<const int32_t> prompt,
+                                   std::span<const BlockId> blocks,
+                                   std::span<const int64_t> message_starts,
+                                   const std::optional<ScopeSpec>& scope) {
+  LeaveInFlight(ticket);
+  if (ticket.prompt_indexed_) return;
+  // Indexed now, not at the end, so that requests with the same prefix that arrive while this
+  // one decodes share its blocks.
+  ticket.prompt_indexed_ = true;
+  Insert(ticket, prompt, blocks);
+  if (!tiers_ || !enabled()) return;
+  tiers_->OnPrefillComplete(prompt, blocks, ticket.keys_, message_starts, scope);
+}
+
+void PrefixCache::Insert(CacheTicket& ticket, std::span<const int32_t> tokens,
+                         std::span<const BlockId> blocks) {
+  if (!enabled() || tokens.empty()) return;
+  InsertKeyed(ticket.salt_, tokens, blocks, KeysOf(ticket, tokens));
+}
+
+void PrefixCache::Release(CacheTicket& ticket) {
+  EndReads(ticket);
+  LeaveInFlight(ticket);
+  Release(ticket.hit_);
+}
+
+// ---- match, insert, evict ----
 
 CacheHit PrefixCache::Acquire(std::string_view salt, std::span<const int32_t> tokens,
                               int64_t max_tokens) {
+  if (!enabled() || !keyed()) return AcquireKeyed(salt, tokens, max_tokens, nullptr);
+  const BlockKeyChain keys = keyer_.Chain(salt, tokens);
+  return AcquireKeyed(salt, tokens, max_tokens, &keys);
+}
+
+CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
+                                   int64_t max_tokens, const BlockKeyChain* keys) {
   CacheHit hit;
   if (!enabled()) return hit;
   const auto query = tokens.first(std::min<size_t>(tokens.size(), std::max<int64_t>(0, max_tokens)));
   query_tokens_.fetch_add(static_cast<int64_t>(tokens.size()), std::memory_order_relaxed);
-  if (tiers_) hit.tier = tiers_->Onboard(tree_, salt, tokens, static_cast<int64_t>(query.size()));
+  if (tiers_ && keys != nullptr) {
+    hit.tier = tiers_->Onboard(tree_, salt, tokens, *keys, static_cast<int64_t>(query.size()),
+                               [this](int n) { return Evict(n); });
+    PublishGauges();  // onboarding inserted into the tree
+  }
   MatchResult m = tree_.Match(salt, query, /*touch=*/true);
   if (m.num_tokens == 0) {
     misses_.fetch_add(1, std::memory_order_relaxed);
@@ -52,22 +163,36 @@ void PrefixCache::Release(CacheHit& hit) {
 void PrefixCache::Insert(std::string_view salt, std::span<const int32_t> tokens,
                          std::span<const BlockId> blocks) {
   if (!enabled() || tokens.empty()) return;
-  tree_.Insert(salt, tokens, blocks);
+  if (!keyed()) return InsertKeyed(salt, tokens, blocks, nullptr);
+  const BlockKeyChain keys = keyer_.Chain(salt, tokens);
+  InsertKeyed(salt, tokens, blocks, &keys);
+}
+
+void PrefixCache::InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
+                              std::span<const BlockId> blocks, const BlockKeyChain* keys) {
+  tree_.Insert(salt, tokens, blocks, keys);
   if (options_.max_cached_blocks > 0 && tree_.cached_blocks() > options_.max_cached_blocks) {
-    const int before = tree_.cached_blocks();
-    tree_.EvictToBudget(options_.max_cached_blocks);
-    evicted_blocks_.fetch_add(before - tree_.cached_blocks(), std::memory_order_relaxed);
+    ApplyEviction(tree_.PrepareEvictionToBudget(options_.max_cached_blocks));
   }
   PublishGauges();
 }
 
-int PrefixCache::Evict(int num_blocks) {
-  const int before = tree_.cached_blocks();
-  const int freed = tree_.Evict(num_blocks);
-  evicted_blocks_.fetch_add(before - tree_.cached_blocks(), std::memory_order_relaxed);
+int PrefixCache::Evict(int num_blocks) { return ApplyEviction(tree_.PrepareEviction(num_blocks)); }
+
+int PrefixCache::Clear() { return ApplyEviction(tree_.PrepareClear()); }
+
+int PrefixCache::ApplyEviction(const EvictionPlan& plan) {
+  if (!plan.empty()) {
+    // The blocks still hold their KV until the tree drops them: copy them down first.
+    if (tiers_) tiers_->Offload(plan.nodes);
+    tree_.ApplyEviction(plan);
+    evicted_blocks_.fetch_add(plan.num_uncached_blocks, std::memory_order_relaxed);
+  }
   PublishGauges();
-  return freed;
+  return plan.num_freed_blocks;
 }
+
+// ---- tiers ----
 
 Status PrefixCache::ClearTier(std::string_view tier) {
   if (tier == "pool" || tier == "all") Clear();
@@ -88,36 +213,42 @@ Status PrefixCache::ClearTier(std::string_view tier) {
   return tiers_->Clear(tier);
 }
 
-void PrefixCache::OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
-                                    std::span<const BlockId> blocks,
-                                    std::span<const int64_t> message_starts,
-                                    const std::optional<ScopeSpec>& scope) {
-  if (!tiers_ || !enabled()) return;
-  tiers_->OnPrefillComplete(salt, prompt, blocks, message_starts, scope);
-}
-
 TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const {
-  if (tiers_) return tiers_->Probe(tree_, salt, tokens);
+  const int64_t pool_tokens = tree_.Peek(salt, tokens).num_tokens;
+  if (tiers_) return tiers_->Probe(pool_tokens, tokens, keyer_.Chain(salt, tokens));
   TierProbe p;
-  p.pool_tokens = tree_.Peek(salt, tokens).num_tokens;
+  p.pool_tokens = pool_tokens;
   return p;
 }
 
-int PrefixCache::Clear() {
-  const int before = tree_.cached_blocks();
-  const int freed = tree_.Clear();
-  evicted_blocks_.fetch_add(before - tree_.cached_blocks(), std::memory_order_relaxed);
-  PublishGauges();
-  return freed;
+void PrefixCache::ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
+                              TierProbe* probe) const {
+  if (tiers_) tiers_->ProbeRemote(keyer_.Chain(salt, tokens), probe);
 }
 
-BlockKey PrefixCache::RootKey(std::string_view salt) const {
-  return prefixd::RootKey(options_.hash, options_.fingerprint, salt);
+Status PrefixCache::ClearRemote() { return tiers_ ? tiers_->ClearRemote() : absl::OkStatus(); }
+
+void PrefixCache::FlushDiskWrites() {
+  if (tiers_) tiers_->FlushDiskWrites();
 }
+
+void PrefixCache::FlushRemoteWrites() {
+  if (tiers_) tiers_->FlushRemoteWrites();
+}
+
+TierControllerStats PrefixCache::tier_stats() const {
+  return tiers_ ? tiers_->stats() : TierControllerStats{};
+}
+
+ScopeSpec PrefixCache::default_scope() const {
+  return tiers_ ? tiers_->default_scope() : ScopeSpec{};
+}
+
+// ---- keys, probe, stats ----
 
 std::vector<BlockKey> PrefixCache::BlockKeys(std::string_view salt,
                                              std::span<const int32_t> tokens) const {
-  return ComputeBlockKeys(options_.hash, RootKey(salt), tokens, block_size_);
+  return keyer_.Chain(salt, tokens).keys;
 }
 
 ProbeResult PrefixCache::Probe(std::string_view salt, std::span<const int32_t> tokens) const {

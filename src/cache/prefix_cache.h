@@ -1,11 +1,21 @@
-// PrefixCache: the facade the scheduler talks to for L1 (the block pool indexed by the radix
-// tree). It turns a prompt into adopted blocks (Acquire), indexes what sequences computed
-// (Insert), makes room when the pool runs low (Evict), and keeps the counters that the stats
-// endpoint and metrics read.
+// PrefixCache: the facade the scheduler talks to (ARCHITECTURE.md invariant 7: the engine
+// asks, the cache decides). It owns the radix tree and the tier controller and shows neither.
+// It admits requests (Admit: longest match, lower-tier reads, the wait for a shared prefill,
+// locks), indexes what sequences computed (Insert), makes room when the pool runs low
+// (Evict), and keeps the counters that the stats endpoint and metrics read.
 //
-//   Acquire(prompt)  ->  blocks for [0, hit) Ref'ed for the caller, and a lock on the tree path
-//   Insert(tokens, table)  indexes [0, tokens.size()) and trims the tree to its block budget
-//   Release(hit)     ->  unlocks the path (the caller's table drops its own references)
+//   Admit(ticket, tokens)  ->  kPending (ask again next step) or kReady: ticket.hit() holds
+//                              the blocks for [0, hit), Ref'ed for the caller, path locked
+//   OnPromptComputed(ticket, ...)  indexes the prompt, writes it through to the lower tiers
+//   Insert(ticket, tokens, table)  indexes [0, tokens.size()), trims the tree to its budget
+//   Release(ticket)        ->  unlocks the path, ends its reads (the caller's table drops
+//                              its own block references)
+//
+// Eviction is a plan (RadixTree::PrepareEviction*) applied in ONE place, ApplyEviction: the
+// budget trim after Insert, Evict for room, Clear, and the room Onboard asks for all go
+// through it; it offloads the plan's blocks to host RAM in one batch, counts them and
+// publishes the gauges. Block keys are hashed in one place too (BlockKeyer): once per
+// request, carried in its ticket, stored on the tree's nodes.
 //
 // Thread safety: every method except stats() and enabled() must be called on the engine
 // thread. stats() reads atomics and never blocks the engine (ARCHITECTURE.md invariant 5).
@@ -20,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/block_keyer.h"
 #include "cache/tier_controller.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
@@ -42,6 +53,42 @@ struct CacheHit {
   TierHit tier;                 // of which brought in from below the pool
   std::vector<BlockId> blocks;  // covering [0, num_tokens), each Ref'ed for the caller
   NodeId node;                  // locked; pass the hit to Release
+};
+
+// One request's passage through the cache, held by the engine from its first Admit until
+// its Release (the engine never looks inside). It carries what the cache computed once for
+// the request: its block keys (extended, never recomputed, as it grows), its slow-tier reads,
+// whether it is an in-flight prefill others may wait for, and its hit. Must not move while
+// admitted (the cache keeps a pointer to in-flight tickets): keep it in a heap object.
+class CacheTicket {
+ public:
+  CacheTicket() = default;
+  // `id` names the request's slow-tier reads (unique among live tickets); `num_prompt` is
+  // the number of prompt tokens among the tokens it will be admitted with.
+  CacheTicket(int64_t id, std::string salt, int64_t num_prompt)
+      : id_(id), salt_(std::move(salt)), num_prompt_(num_prompt) {}
+
+  // What the last kReady Admit gave.
+  const CacheHit& hit() const { return hit_; }
+
+ private:
+  friend class PrefixCache;
+  int64_t id_ = -1;
+  std::string salt_;
+  int64_t num_prompt_ = 0;
+  std::span<const int32_t> tokens_;  // as last admitted (valid while in flight)
+  BlockKeyChain keys_;               // of tokens_, when the cache keys blocks (it has tiers)
+  bool keys_rooted_ = false;         // keys_.root is set
+  bool reads_started_ = false;       // slow-tier reads asked for (once per ticket)
+  bool reads_pending_ = false;       // ... and not finished yet
+  bool in_flight_ = false;           // admitted, prompt not computed yet: others may wait
+  bool prompt_indexed_ = false;      // OnPromptComputed indexed the prompt
+  CacheHit hit_;
+};
+
+enum class Admission {
+  kPending,  // not yet: lower-tier reads or a shared prefill are under way; ask next step
+  kReady,    // admitted: the ticket's hit is Ref'ed and locked
 };
 
 // A point-in-time copy of the counters; cheap to take from any thread.
@@ -79,9 +126,37 @@ class PrefixCache {
   PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptions& options,
               std::unique_ptr<TierController> tiers = nullptr);
 
+  // Admits a request whose known tokens are `tokens` (the prompt, plus what it generated
+  // before a preemption); at least the last one is always computed (its logits are needed),
+  // so the hit is at most tokens.size() - 1. kPending while the request should wait: a
+  // running prefill will put more of its prompt in the pool than the pool holds now (so
+  // identical prompts share blocks), or its slow-tier blocks are being read ahead (started
+  // on the first call; the engine thread never waits on the disk or Redis). kReady: the
+  // lookup ran (pool, then host, read-ahead, partial tails; see TierController), the hit is
+  // in ticket.hit(), Ref'ed for the caller and locked until Release. `tokens` must stay
+  // unchanged until the prompt is computed. Disabled: kReady with an empty hit.
+  Admission Admit(CacheTicket& ticket, std::span<const int32_t> tokens);
+  // The ticket's prompt (`prompt`, in `blocks`) is computed: it stops being an in-flight
+  // prefill; the first time, the prompt is indexed and the lower tiers persist what its scope
+  // says (`message_starts`, `scope`: see ScopePolicy).
+  void OnPromptComputed(CacheTicket& ticket, std::span<const int32_t> prompt,
+                        std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
+                        const std::optional<ScopeSpec>& scope);
+  // Indexes the ticket's `tokens` (a prefix of what it computed) as Insert below, reusing
+  // and extending its keys.
+  void Insert(CacheTicket& ticket, std::span<const int32_t> tokens,
+              std::span<const BlockId> blocks);
+  // Unlocks what Admit locked, ends the ticket's reads (those it did not use are dropped)
+  // and its in-flight prefill. The ticket may be admitted again (after a preemption).
+  void Release(CacheTicket& ticket);
+  // Waits up to `timeout_ms` for any slow-tier read to finish, so that an engine with only
+  // pending admissions does not spin. Returns at once without slow tiers.
+  void WaitForReads(int timeout_ms);
+
   // Matches at most `max_tokens` leading tokens of `tokens` under `salt`, Refs the matched
-  // blocks for the caller and locks the path. Counts a hit or a miss. With the cache disabled
-  // (kill switch) it returns an empty hit and counts nothing.
+  // blocks for the caller and locks the path, onboarding from host RAM and the partial
+  // tails first (no slow-tier reads: see Admit). Counts a hit or a miss. With the cache
+  // disabled (kill switch) it returns an empty hit and counts nothing.
   CacheHit Acquire(std::string_view salt, std::span<const int32_t> tokens, int64_t max_tokens);
   // Unlocks what Acquire locked. The caller drops the block references through its table.
   void Release(CacheHit& hit);
@@ -99,22 +174,28 @@ class PrefixCache {
   // server's own tiers; the shared remote tier is cleared only when named.
   Status ClearTier(std::string_view tier);
 
-  // A prompt's prefill completed: the lower tiers persist what its scope says (no-op without
-  // tiers or while disabled).
-  void OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
-                         std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
-                         const std::optional<ScopeSpec>& scope);
-  // Per-tier residency of `tokens`, changing nothing.
+  // Per-tier residency of `tokens`, changing nothing (engine thread; no remote).
   TierProbe ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const;
-  const TierController* tiers() const { return tiers_.get(); }
-  TierController* mutable_tiers() { return tiers_.get(); }
+  // Completes `probe` with the remote tier: a round trip, so any thread but the engine's.
+  void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
+                   TierProbe* probe) const;
+  // Deletes this model's blocks from the remote tier (round trips: any thread but the
+  // engine's). OK without a remote tier.
+  Status ClearRemote();
+  // Blocks until the queued disk (remote) writes are done (tests, shutdown).
+  void FlushDiskWrites();
+  void FlushRemoteWrites();
+
+  // The lower tiers, read-only: whether there are any, their counters (any thread) and the
+  // server's default persistence scope. Empty stats and scope without tiers.
+  bool has_tiers() const { return tiers_ != nullptr; }
+  TierControllerStats tier_stats() const;
+  ScopeSpec default_scope() const;
 
   // Tokens of `tokens` resident in the pool under `salt`; no recency update, no counters.
   ProbeResult Probe(std::string_view salt, std::span<const int32_t> tokens) const;
 
-  // h_0 for `salt`: from the model fingerprint and the salt.
-  BlockKey RootKey(std::string_view salt) const;
-  // The chain keys of the full blocks of `tokens` under `salt`.
+  // The chain keys of the full blocks of `tokens` under `salt` (BlockKeyer::Chain).
   std::vector<BlockKey> BlockKeys(std::string_view salt, std::span<const int32_t> tokens) const;
 
   // The kill switch. Disabling stops matching and inserting; what is cached stays until
@@ -123,18 +204,40 @@ class PrefixCache {
   bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
 
   PrefixCacheStats stats() const;
-  const RadixTree& tree() const { return tree_; }
   int block_size() const { return block_size_; }
 
  private:
+  // Keys are needed only by the lower tiers: without them nothing is hashed.
+  bool keyed() const { return tiers_ != nullptr; }
+  // Acquire with the chain of `tokens` (keyed() only; else nullptr).
+  CacheHit AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
+                        int64_t max_tokens, const BlockKeyChain* keys);
+  void InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
+                   std::span<const BlockId> blocks, const BlockKeyChain* keys);
+  // The one place every eviction is applied: offloads the plan's blocks to host RAM in one
+  // batch, removes its nodes, counts the blocks the tree dropped, publishes the gauges.
+  // Returns the blocks that became free in the pool.
+  int ApplyEviction(const EvictionPlan& plan);
+  // The ticket's chain extended to `tokens` (nullptr when !keyed()).
+  const BlockKeyChain* KeysOf(CacheTicket& ticket, std::span<const int32_t> tokens);
+  // True when a running prefill with the ticket's salt shares at least a block more of its
+  // tokens than the pool holds now.
+  bool WaitsForSharedPrefill(const CacheTicket& ticket) const;
+  // True while the ticket's slow-tier blocks are being read (starting the reads first).
+  bool WaitsForReads(CacheTicket& ticket);
+  void EndReads(CacheTicket& ticket);
+  void LeaveInFlight(CacheTicket& ticket);
   void PublishGauges();
 
   BlockPool* pool_;
   int block_size_;
   PrefixCacheOptions options_;
+  BlockKeyer keyer_;
   RadixTree tree_;
   std::unique_ptr<TierController> tiers_;
   std::atomic<bool> enabled_;
+  // Admitted tickets whose prompt is not computed yet (few: at most the running requests).
+  std::vector<const CacheTicket*> in_flight_;
 
   // Counters written by the engine thread, read by anyone.
   std::atomic<int64_t> hits_{0}, misses_{0}, query_tokens_{0}, hit_tokens_{0};

@@ -77,13 +77,11 @@ TierController::~TierController() {
   if (reader_.joinable()) reader_.join();
 }
 
-SlowReads TierController::KeysToLoad(const RadixTree& tree, std::string_view salt,
-                                     std::span<const int32_t> tokens, int64_t max_tokens) const {
+SlowReads TierController::KeysToLoad(const BlockKeyChain& chain, int64_t pool_tokens) const {
   SlowReads out;
-  if (!disk_ && !remote_) return out;
-  const auto l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
-  const std::vector<BlockKey> keys = Keys(salt, tokens);
-  size_t i = l1.num_tokens / block_size_;
+  if (!reads_ahead()) return out;
+  const std::vector<BlockKey>& keys = chain.keys;
+  size_t i = pool_tokens / block_size_;
   for (; i < keys.size(); ++i) {
     if (host_ && host_->Contains(keys[i])) continue;
     if (!disk_ || !disk_->Contains(keys[i])) break;
@@ -214,60 +212,59 @@ void TierController::ReaderLoop() {
   }
 }
 
-BlockKey TierController::RootKey(std::string_view salt) const {
-  return prefixd::RootKey(hash_, fingerprint_, salt);
-}
-
-std::vector<BlockKey> TierController::Keys(std::string_view salt,
-                                           std::span<const int32_t> tokens) const {
-  return ComputeBlockKeys(hash_, RootKey(salt), tokens, block_size_);
-}
-
-std::optional<std::vector<BlockId>> TierController::AllocateForOnboard(RadixTree& tree, int n) {
+std::optional<std::vector<BlockId>> TierController::AllocateForOnboard(int n,
+                                                                      const MakeRoom& make_room) {
   if (n <= 0) return std::vector<BlockId>{};
-  if (pool_->num_free() < n) tree.Evict(n - pool_->num_free());
+  if (pool_->num_free() < n) make_room(n - pool_->num_free());
   return pool_->Allocate(n);
 }
 
-TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
-                                std::span<const int32_t> tokens, int64_t max_tokens) {
-  TierHit hit;
-  const auto t0 = Clock::now();
-  const int bs = block_size_;
-  const MatchResult l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
-  const std::vector<BlockKey> keys = Keys(salt, tokens);
-  const int64_t first = l1.num_tokens / bs;  // first block index the pool cannot serve whole
-
+std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& chain,
+                                                          int64_t first,
+                                                          std::vector<TierStore*>* source) {
   // Which tier holds each following block, stopping at the first that none holds. Slow-tier
   // blocks (disk, remote) come only from the read-ahead, so the engine thread never waits for
   // the disk or Redis: one not read ahead (the pool dropped it while the request waited for
   // the others) ends the prefix here, and the rest is recomputed.
-  std::vector<TierStore*> source;
+  const std::vector<BlockKey>& keys = chain.keys;
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
     if (host_ && host_->Contains(keys[i])) t = host_.get();
     else t = PrefetchedFrom(keys[i]);
     if (t == nullptr) break;
-    source.push_back(t);
+    source->push_back(t);
   }
+  std::vector<BlockRecord> records;
+  for (size_t k = 0; k < source->size(); ++k) {
+    const BlockKey& key = keys[first + k];
+    std::optional<BlockRecord> rec;
+    if ((*source)[k] == host_.get()) {
+      auto got = host_->Read(std::span<const BlockKey>(&key, 1));
+      if (got[0].ok()) rec = std::move(*got[0]);
+    } else {
+      rec = TakePrefetched(key);
+    }
+    if (!rec || static_cast<int64_t>(rec->kv.size()) != io_->block_bytes()) break;
+    records.push_back(std::move(*rec));
+  }
+  return records;
+}
+
+TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
+                                std::span<const int32_t> tokens, const BlockKeyChain& keys,
+                                int64_t max_tokens, const MakeRoom& make_room) {
+  TierHit hit;
+  const auto t0 = Clock::now();
+  const int bs = block_size_;
+  const MatchResult l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
+  const int64_t first = l1.num_tokens / bs;  // first block index the pool cannot serve whole
   // Keep the pool's match while evicting for room.
   tree.Lock(l1.node);
   int64_t covered = l1.num_tokens;
+  std::vector<TierStore*> source;
+  const std::vector<BlockRecord> records = RecordsToOnboard(keys, first, &source);
   if (!source.empty()) {
-    std::vector<BlockRecord> records;
-    for (size_t k = 0; k < source.size(); ++k) {
-      const BlockKey& key = keys[first + k];
-      std::optional<BlockRecord> rec;
-      if (source[k] == host_.get()) {
-        auto got = host_->Read(std::span<const BlockKey>(&key, 1));
-        if (got[0].ok()) rec = std::move(*got[0]);
-      } else {
-        rec = TakePrefetched(key);
-      }
-      if (!rec || static_cast<int64_t>(rec->kv.size()) != io_->block_bytes()) break;
-      records.push_back(std::move(*rec));
-    }
-    auto fresh = AllocateForOnboard(tree, static_cast<int>(records.size()));
+    auto fresh = AllocateForOnboard(static_cast<int>(records.size()), make_room);
     if (fresh && !records.empty()) {
       std::vector<BlockId> blocks(l1.blocks.begin(), l1.blocks.begin() + first);
       for (size_t k = 0; k < records.size(); ++k) {
@@ -284,7 +281,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
                                     : hit.remote_tokens) += std::max<int64_t>(0, end - begin);
       }
       covered = (first + static_cast<int64_t>(records.size())) * bs;
-      tree.Insert(salt, tokens.first(covered), blocks);
+      tree.Insert(salt, tokens.first(covered), blocks, &keys);
       for (BlockId b : *fresh) pool_->Unref(b);  // the tree holds them now
       onboarded_.fetch_add(static_cast<int64_t>(records.size()), std::memory_order_relaxed);
     } else if (fresh) {
@@ -292,7 +289,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     }
   }
   if (covered % bs == 0 && covered < max_tokens) {
-    hit.partial_tokens = SpliceTail(tree, salt, tokens, keys, covered, max_tokens);
+    hit.partial_tokens = SpliceTail(tree, salt, tokens, keys, covered, max_tokens, make_room);
   }
   tree.Unlock(l1.node);
   hit.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -300,18 +297,17 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
 }
 
 int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
-                                   std::span<const int32_t> tokens,
-                                   const std::vector<BlockKey>& keys, int64_t p,
-                                   int64_t max_tokens) {
+                                   std::span<const int32_t> tokens, const BlockKeyChain& keys,
+                                   int64_t p, int64_t max_tokens, const MakeRoom& make_room) {
   const int bs = block_size_;
-  const BlockKey parent = p == 0 ? RootKey(salt) : keys[p / bs - 1];
+  const BlockKey parent = keys.Parent(p / bs);
   // The tail must match the prompt's own next tokens; only the part before max_tokens is used
   // (the last prompt token is always computed).
   if (tails_.Peek(parent, tokens.subspan(p)) == nullptr) {
     tails_.Take(parent, tokens.subspan(p));  // evicts a stale entry, if any
     return 0;
   }
-  auto block = AllocateForOnboard(tree, 1);
+  auto block = AllocateForOnboard(1, make_room);
   if (!block) return 0;
   // All or nothing: the blocks before the tail must still be in the tree.
   const MatchResult before = tree.Peek(salt, tokens.first(p));
@@ -328,29 +324,44 @@ int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
   const int64_t n = std::min<int64_t>(static_cast<int64_t>(tail->tokens.size()), max_tokens - p);
   std::vector<BlockId> blocks(before.blocks.begin(), before.blocks.begin() + p / bs);
   blocks.push_back((*block)[0]);
-  tree.Insert(salt, tokens.first(p + n), blocks);
+  tree.Insert(salt, tokens.first(p + n), blocks, &keys);
   pool_->Unref((*block)[0]);
   return n;
 }
 
-void TierController::Offload(const RadixTree& tree, const RemovedNode& removed) {
+BlockRecord TierController::MakeRecord(const BlockKey& key, const BlockKey& parent,
+                                       std::span<const int32_t> tokens, BlockId block) const {
+  BlockRecord r;
+  r.key = key;
+  r.parent = parent;
+  r.tokens.assign(tokens.begin(), tokens.end());
+  r.kv.resize(io_->block_bytes());
+  io_->ReadBlock(block, r.kv);
+  return r;
+}
+
+void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
   if (!host_) return;
   const int bs = block_size_;
-  const int64_t end = removed.start + static_cast<int64_t>(removed.tokens.size());
-  const int64_t first_index = removed.start / bs;
-  if ((first_index + 1) * bs > end) return;  // no full block of its own
-  const std::vector<int32_t> path = tree.PathTokens(removed.node);
-  const std::vector<BlockKey> keys = Keys(removed.salt, path);
   std::vector<BlockRecord> records;
-  for (int64_t i = first_index; (i + 1) * bs <= end; ++i) {
-    if (host_->Contains(keys[i])) continue;
-    BlockRecord r;
-    r.key = keys[i];
-    r.parent = i == 0 ? RootKey(removed.salt) : keys[i - 1];
-    r.tokens.assign(path.begin() + i * bs, path.begin() + (i + 1) * bs);
-    r.kv.resize(io_->block_bytes());
-    io_->ReadBlock(removed.blocks[i - first_index], r.kv);
-    records.push_back(std::move(r));
+  std::vector<int32_t> first_block;  // a node's first full block: its lead, then its own tokens
+  for (const EvictionPlan::Entry& e : nodes) {
+    const RemovedNode& n = e.node;
+    // Key k is block index n.start / bs + k; it is n.blocks[k] and ends inside the edge.
+    for (size_t k = 0; k < n.keys.size(); ++k) {
+      if (host_->Contains(n.keys[k])) continue;
+      const BlockKey parent = k == 0 ? n.parent_key : n.keys[k - 1];
+      const int64_t begin = (n.start / bs + static_cast<int64_t>(k)) * bs - n.start;
+      std::span<const int32_t> tokens;
+      if (begin >= 0) {
+        tokens = n.tokens.subspan(begin, bs);
+      } else {
+        first_block.assign(e.lead.begin(), e.lead.end());
+        first_block.insert(first_block.end(), n.tokens.begin(), n.tokens.begin() + bs + begin);
+        tokens = first_block;
+      }
+      records.push_back(MakeRecord(n.keys[k], parent, tokens, n.blocks[k]));
+    }
   }
   if (records.empty()) return;
   const int64_t n = static_cast<int64_t>(records.size());
@@ -358,29 +369,27 @@ void TierController::Offload(const RadixTree& tree, const RemovedNode& removed) 
   offloaded_.fetch_add(n, std::memory_order_relaxed);
 }
 
-void TierController::StashTail(std::string_view salt, std::span<const int32_t> prompt,
-                               std::span<const BlockId> blocks,
-                               const std::vector<BlockKey>& keys, int64_t end) {
+void TierController::StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
+                               const BlockKeyChain& keys, int64_t end) {
   const int bs = block_size_;
   if (end <= 0 || end % bs == 0 || tails_.max_entries() == 0) return;
   const int64_t index = end / bs;
   if (index >= static_cast<int64_t>(blocks.size())) return;
   PartialTail tail;
-  tail.parent = index == 0 ? RootKey(salt) : keys[index - 1];
+  tail.parent = keys.Parent(index);
   tail.tokens.assign(prompt.begin() + index * bs, prompt.begin() + end);
   tail.kv.resize(io_->block_bytes());
   io_->ReadBlock(blocks[index], tail.kv);
   tails_.Stash(std::move(tail));
 }
 
-void TierController::OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
-                                       std::span<const BlockId> blocks,
+void TierController::OnPrefillComplete(std::span<const int32_t> prompt,
+                                       std::span<const BlockId> blocks, const BlockKeyChain& keys,
                                        std::span<const int64_t> message_starts,
                                        const std::optional<ScopeSpec>& scope) {
-  const std::vector<BlockKey> keys = Keys(salt, prompt);
   const int64_t len = static_cast<int64_t>(prompt.size());
   // The tail at the prompt boundary: a prompt-only resubmission finds it.
-  StashTail(salt, prompt, blocks, keys, len);
+  StashTail(prompt, blocks, keys, len);
   if (!disk_ && !remote_) return;
   const ScopeSpec spec = scope.value_or(scope_.default_spec());
   const ScopeDecision d = scope_.Decide(spec, prompt, message_starts);
@@ -389,32 +398,25 @@ void TierController::OnPrefillComplete(std::string_view salt, std::span<const in
     spdlog::debug("disk scope {}: {} candidates, longest shared prefix {}, boundary {} of {} ({})",
                   spec.ToString(), d.candidates, d.longest_shared, d.end, len, d.reason);
   }
-  if (d.keep_tail && d.end != len) StashTail(salt, prompt, blocks, keys, d.end);
-  if (disk_writer_) disk_writer_->Enqueue(RecordsToWrite(*disk_, salt, prompt, blocks, keys, d.end));
+  if (d.keep_tail && d.end != len) StashTail(prompt, blocks, keys, d.end);
+  if (disk_writer_) disk_writer_->Enqueue(RecordsToWrite(*disk_, prompt, blocks, keys, d.end));
   if (remote_writer_) {
-    remote_writer_->Enqueue(RecordsToWrite(*remote_, salt, prompt, blocks, keys, d.end));
+    remote_writer_->Enqueue(RecordsToWrite(*remote_, prompt, blocks, keys, d.end));
   }
 }
 
 std::vector<BlockRecord> TierController::RecordsToWrite(const TierStore& store,
-                                                        std::string_view salt,
                                                         std::span<const int32_t> prompt,
                                                         std::span<const BlockId> blocks,
-                                                        const std::vector<BlockKey>& keys,
+                                                        const BlockKeyChain& keys,
                                                         int64_t end) const {
   const int bs = block_size_;
   std::vector<BlockRecord> records;
   for (int64_t i = 0; (i + 1) * bs <= end && i < static_cast<int64_t>(blocks.size()); ++i) {
     // Remote: Contains is the store's memory of what it wrote or read lately, so a prefix
     // every request repeats is not re-sent each time.
-    if (store.Contains(keys[i])) continue;
-    BlockRecord r;
-    r.key = keys[i];
-    r.parent = i == 0 ? RootKey(salt) : keys[i - 1];
-    r.tokens.assign(prompt.begin() + i * bs, prompt.begin() + (i + 1) * bs);
-    r.kv.resize(io_->block_bytes());
-    io_->ReadBlock(blocks[i], r.kv);
-    records.push_back(std::move(r));
+    if (store.Contains(keys.keys[i])) continue;
+    records.push_back(MakeRecord(keys.keys[i], keys.Parent(i), prompt.subspan(i * bs, bs), blocks[i]));
   }
   return records;
 }
@@ -427,12 +429,12 @@ void TierController::FlushRemoteWrites() {
   if (remote_writer_) remote_writer_->Flush();
 }
 
-TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
-                                std::span<const int32_t> tokens) const {
+TierProbe TierController::Probe(int64_t pool_tokens, std::span<const int32_t> tokens,
+                                const BlockKeyChain& chain) const {
   TierProbe p;
   const int bs = block_size_;
-  p.pool_tokens = tree.Peek(salt, tokens).num_tokens;
-  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  p.pool_tokens = pool_tokens;
+  const std::vector<BlockKey>& keys = chain.keys;
   int64_t covered = p.pool_tokens;
   for (size_t i = p.pool_tokens / bs; i < keys.size(); ++i) {
     const int64_t n = static_cast<int64_t>(i + 1) * bs - std::max<int64_t>(i * bs, p.pool_tokens);
@@ -446,7 +448,7 @@ TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
     covered = static_cast<int64_t>(i + 1) * bs;
   }
   if (covered % bs == 0) {
-    const BlockKey parent = covered == 0 ? RootKey(salt) : keys[covered / bs - 1];
+    const BlockKey parent = chain.Parent(covered / bs);
     if (const PartialTail* t = tails_.Peek(parent, tokens.subspan(covered))) {
       p.partial_tokens = static_cast<int64_t>(t->tokens.size());
     }
@@ -454,12 +456,11 @@ TierProbe TierController::Probe(const RadixTree& tree, std::string_view salt,
   return p;
 }
 
-void TierController::ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
-                                 TierProbe* probe) const {
+void TierController::ProbeRemote(const BlockKeyChain& chain, TierProbe* probe) const {
   if (!remote_) return;
   const int bs = block_size_;
   const int64_t covered = probe->pool_tokens + probe->host_tokens + probe->disk_tokens;
-  const std::vector<BlockKey> keys = Keys(salt, tokens);
+  const std::vector<BlockKey>& keys = chain.keys;
   const size_t first = static_cast<size_t>(covered / bs);
   if (first >= keys.size()) return;
   const size_t n = std::min(keys.size() - first, kMaxRemoteKeys);

@@ -1,7 +1,7 @@
 // TierController: moves full KV blocks between the pool (L1) and the lower tiers, and keeps
 // the partial tails (ARCHITECTURE.md, "The cache, tier by tier").
 //
-//   pool eviction  --Offload-->  host RAM (L2)            (blocks the tree drops)
+//   pool eviction  --Offload-->  host RAM (L2)            (an eviction plan's blocks, one batch)
 //   prefill done   --write-through, in scope-->  disk (L3), remote (L4)
 //                                                (one background writer thread per tier)
 //   admission      <--Onboard--  host, then disk, then remote, then the partial-tail store
@@ -15,6 +15,10 @@
 // blocks to fetch (disk: those its index holds; remote: every block after that, since only a
 // round trip can tell), Prefetch reads them on the reader thread (remote: one MGET), and
 // Onboard takes the records from there. The engine thread never waits on Redis.
+//
+// The controller never hashes: every call gets the request's BlockKeyChain (computed once by
+// the prefix cache) or, for offload, the keys the tree stored on its nodes. It never evicts
+// from the tree either: Onboard asks its caller for room (PrefixCache applies the plan).
 //
 // Thread safety: engine thread only, except stats() and ProbeRemote(). Slow-tier writes run on
 // writer threads, reads ahead on the reader thread; the stores serialize their own I/O.
@@ -132,16 +136,19 @@ class TierController {
                                                           BlockIo* io, BlockPool* pool);
   ~TierController();  // finishes queued slow-tier writes
 
+  // Frees at least n pool blocks if it can (by applying an eviction plan); returns how many.
+  using MakeRoom = std::function<int(int n)>;
   // Extends `tree` (under `salt`) with the blocks of `tokens` that lower tiers hold after the
-  // pool's match, then the partial tail, up to `max_tokens`. Evicts from the tree for room.
+  // pool's match, then the partial tail, up to `max_tokens`. `keys` is the chain of `tokens`.
+  // Asks `make_room` when the pool is short.
   TierHit Onboard(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
-                  int64_t max_tokens);
-  // Slow-tier reads run off the engine thread: before admitting a request, the engine asks
-  // which of its blocks only the slow tiers may hold, has them read on the controller's
-  // reader thread, and admits the request once they are in memory (or known absent). Onboard
-  // then takes them from there.
-  SlowReads KeysToLoad(const RadixTree& tree, std::string_view salt,
-                       std::span<const int32_t> tokens, int64_t max_tokens) const;
+                  const BlockKeyChain& keys, int64_t max_tokens, const MakeRoom& make_room);
+  // Slow-tier reads run off the engine thread: before admitting a request, the prefix cache
+  // asks which of its blocks (after the first `pool_tokens`, which the pool holds) only the
+  // slow tiers may hold, has them read on the controller's reader thread, and admits the
+  // request once they are in memory (or known absent). Onboard then takes them from there.
+  bool reads_ahead() const { return disk_ != nullptr || remote_ != nullptr; }
+  SlowReads KeysToLoad(const BlockKeyChain& keys, int64_t pool_tokens) const;
   void Prefetch(int64_t ticket, SlowReads reads);
   // True once the reads of `ticket` are done (then forgets the ticket).
   bool PrefetchDone(int64_t ticket);
@@ -152,22 +159,25 @@ class TierController {
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
   void WaitForPrefetch(int timeout_ms);
 
-  // Offloads the full blocks of a node the tree is removing to host RAM.
-  void Offload(const RadixTree& tree, const RemovedNode& removed);
+  // Offloads to host RAM, in one batch, the full blocks of the nodes an eviction plan removes
+  // (before the plan is applied: their blocks still hold the KV). Uses the keys stored on the
+  // nodes; nodes inserted without keys are skipped.
+  void Offload(std::span<const EvictionPlan::Entry> nodes);
   // A prompt's prefill completed: writes the blocks inside its scope to disk and remote (in
-  // the background) and keeps its partial tails. `blocks` is its block table.
-  void OnPrefillComplete(std::string_view salt, std::span<const int32_t> prompt,
-                         std::span<const BlockId> blocks, std::span<const int64_t> message_starts,
+  // the background) and keeps its partial tails. `blocks` is its block table, `keys` the
+  // chain of (at least) the prompt.
+  void OnPrefillComplete(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
+                         const BlockKeyChain& keys, std::span<const int64_t> message_starts,
                          const std::optional<ScopeSpec>& scope);
 
-  // Pool, host, disk and partial residency (no I/O; engine thread).
-  TierProbe Probe(const RadixTree& tree, std::string_view salt,
-                  std::span<const int32_t> tokens) const;
+  // Host, disk and partial residency of `tokens` after the `pool_tokens` the pool holds (no
+  // I/O; engine thread). `keys` is the chain of `tokens`.
+  TierProbe Probe(int64_t pool_tokens, std::span<const int32_t> tokens,
+                  const BlockKeyChain& keys) const;
   // Completes `probe` with the remote blocks that follow what it found: one round trip to
   // Redis, so call it off the engine thread (any thread). Remote blocks found end the
   // partial-tail part (partial_tokens = 0): a tail is found only after onboarding.
-  void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
-                   TierProbe* probe) const;
+  void ProbeRemote(const BlockKeyChain& keys, TierProbe* probe) const;
   // Clears "host", "disk", "remote" or "partial". Clearing disk or remote also drops the
   // partial tails. "remote" here drops only the tails (engine thread); ClearRemote does the
   // rest.
@@ -181,19 +191,26 @@ class TierController {
 
   const ScopeSpec& default_scope() const { return scope_.default_spec(); }
   TierControllerStats stats() const;
-  BlockKey RootKey(std::string_view salt) const;
-  std::vector<BlockKey> Keys(std::string_view salt, std::span<const int32_t> tokens) const;
 
  private:
   TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
                  BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool);
-  // Fresh pool blocks, evicting from `tree` when short. nullopt when there is no room.
-  std::optional<std::vector<BlockId>> AllocateForOnboard(RadixTree& tree, int n);
+  // Fresh pool blocks, asking `make_room` when short. nullopt when there is no room.
+  std::optional<std::vector<BlockId>> AllocateForOnboard(int n, const MakeRoom& make_room);
+  // The records of the blocks after `first` that host RAM or the read-ahead hold, in order,
+  // up to the first that none holds; `source` gets the tier of each.
+  std::vector<BlockRecord> RecordsToOnboard(const BlockKeyChain& keys, int64_t first,
+                                            std::vector<TierStore*>* source);
   // Splices the partial tail that follows position `p` (a block boundary), if one applies.
   int64_t SpliceTail(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
-                     const std::vector<BlockKey>& keys, int64_t p, int64_t max_tokens);
-  void StashTail(std::string_view salt, std::span<const int32_t> prompt,
-                 std::span<const BlockId> blocks, const std::vector<BlockKey>& keys, int64_t end);
+                     const BlockKeyChain& keys, int64_t p, int64_t max_tokens,
+                     const MakeRoom& make_room);
+  void StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
+                 const BlockKeyChain& keys, int64_t end);
+  // A record of one full block: `tokens` are its block_size tokens; the KV is copied out of
+  // pool block `block`.
+  BlockRecord MakeRecord(const BlockKey& key, const BlockKey& parent,
+                         std::span<const int32_t> tokens, BlockId block) const;
   void ReaderLoop();
   struct Prefetched;
   // Reads the blocks of `ticket`'s `reads` (reader thread, read_mu_ not held): disk, then one
@@ -206,10 +223,9 @@ class TierController {
   // Publishes the sizes of prefetched_ for stats() (read_mu_ held).
   void CountPrefetched();
   // The records of blocks [0, end) of `prompt` that `store` does not hold, KV copied out.
-  std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::string_view salt,
-                                          std::span<const int32_t> prompt,
+  std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::span<const int32_t> prompt,
                                           std::span<const BlockId> blocks,
-                                          const std::vector<BlockKey>& keys, int64_t end) const;
+                                          const BlockKeyChain& keys, int64_t end) const;
 
   const std::vector<uint8_t> fingerprint_;
   const BlockHashKind hash_;

@@ -7,6 +7,7 @@
 #include <map>
 #include <thread>
 
+#include "cache/block_keyer.h"
 #include "kv/block_table.h"
 #include "tier/redis_test_server.h"
 
@@ -37,6 +38,23 @@ class FakeBlockIo : public BlockIo {
   std::map<int32_t, std::vector<uint8_t>> bytes_;
 };
 
+// The chain the prefix cache would hand the controller (salt "").
+BlockKeyChain Keys(std::span<const int32_t> tokens) {
+  return BlockKeyer(BlockHashKind::kXxh3, {1, 2, 3}, kBs).Chain("", tokens);
+}
+
+// Onboard as the prefix cache calls it: with the prompt's keys, evicting from `tree` for room.
+TierHit Onboard(TierController& tc, RadixTree& tree, std::span<const int32_t> prompt,
+                int64_t max_tokens) {
+  return tc.Onboard(tree, "", prompt, Keys(prompt), max_tokens,
+                    [&](int n) { return tree.Evict(n); });
+}
+
+// Residency below the pool, after what `tree` holds.
+TierProbe Probe(const TierController& tc, const RadixTree& tree, std::span<const int32_t> prompt) {
+  return tc.Probe(tree.Peek("", prompt).num_tokens, prompt, Keys(prompt));
+}
+
 std::unique_ptr<TierController> MakeController(FakeBlockIo* io, BlockPool* pool, int tails = 4) {
   TierOptions o;
   o.host_bytes = 1 << 20;
@@ -57,7 +75,7 @@ Computed Prefill(FakeBlockIo& io, BlockPool& pool, TierController& tc) {
   Computed c;
   EXPECT_TRUE(c.table.PrepareWrite(pool, kBs, 0, static_cast<int64_t>(c.prompt.size())));
   for (size_t i = 0; i < c.table.blocks().size(); ++i) io.Fill(c.table.blocks()[i], 10 + i);
-  tc.OnPrefillComplete("", c.prompt, c.table.blocks(), {}, std::nullopt);
+  tc.OnPrefillComplete(c.prompt, c.table.blocks(), Keys(c.prompt), {}, std::nullopt);
   return c;
 }
 
@@ -70,7 +88,7 @@ TEST(TierController, TailSplicesIntoTheTreeWithItsBytes) {
   // The pool keeps the two full blocks (as the tree would), the tail lives in the store.
   tree.Insert("", std::span<const int32_t>(c.prompt).first(8), c.table.blocks());
   c.table.Release(pool);
-  const TierHit hit = tc->Onboard(tree, "", c.prompt, 10);
+  const TierHit hit = Onboard(*tc, tree, c.prompt, 10);
   EXPECT_EQ(hit.partial_tokens, 2) << "tail tokens 8, 9 (10 is the last, always computed)";
   const MatchResult m = tree.Peek("", c.prompt);
   EXPECT_EQ(m.num_tokens, 10);
@@ -91,7 +109,7 @@ TEST(TierController, FailedSpliceLeavesEverythingUntouched) {
   auto rest = pool.Allocate(pool.num_free());
   ASSERT_TRUE(rest);
   const int free_before = pool.num_free();
-  const TierHit hit = tc->Onboard(tree, "", c.prompt, 10);
+  const TierHit hit = Onboard(*tc, tree, c.prompt, 10);
   EXPECT_EQ(hit.partial_tokens, 0);
   EXPECT_EQ(tree.Peek("", c.prompt).num_tokens, 8) << "the tree is as it was";
   EXPECT_EQ(pool.num_free(), free_before);
@@ -117,7 +135,7 @@ TEST(TierController, UnsupportedModelRefusesTails) {
   Computed c = Prefill(io, pool, **tc);
   tree.Insert("", std::span<const int32_t>(c.prompt).first(8), c.table.blocks());
   c.table.Release(pool);
-  EXPECT_EQ((*tc)->Onboard(tree, "", c.prompt, 10).partial_tokens, 0);
+  EXPECT_EQ(Onboard(**tc, tree, c.prompt, 10).partial_tokens, 0);
   const PartialTailStats p = (*tc)->stats().partial;
   EXPECT_FALSE(p.supported);
   EXPECT_EQ(p.max_entries, 0);
@@ -136,7 +154,7 @@ TEST(TierController, MismatchingTailIsEvictedAndNothingSpliced) {
   c.table.Release(pool);
   std::vector<int32_t> other = c.prompt;
   other[9] = 99;  // diverges inside the tail
-  EXPECT_EQ(tc->Onboard(tree, "", other, 10).partial_tokens, 0);
+  EXPECT_EQ(Onboard(*tc, tree, other, 10).partial_tokens, 0);
   EXPECT_EQ(tc->stats().partial.entries, 0);
   EXPECT_EQ(tree.Peek("", other).num_tokens, 8);
 }
@@ -146,14 +164,18 @@ TEST(TierController, EvictedBlocksAreOffloadedAndOnboardedWithTheirBytes) {
   FakeBlockIo io;
   auto tc = MakeController(&io, &pool, /*tails=*/0);
   RadixTree tree(&pool, kBs);
-  tree.SetRemovalObserver([&](const RemovedNode& r) { tc->Offload(tree, r); });
   Computed c = Prefill(io, pool, *tc);
-  tree.Insert("", c.prompt, c.table.blocks());
+  const BlockKeyChain keys = Keys(c.prompt);
+  tree.Insert("", c.prompt, c.table.blocks(), &keys);
   c.table.Release(pool);
-  tree.Clear();
+  // As PrefixCache applies an eviction: the plan's blocks go down in one batch, then the tree
+  // drops them.
+  const EvictionPlan plan = tree.PrepareClear();
+  tc->Offload(plan.nodes);
+  tree.ApplyEviction(plan);
   EXPECT_EQ(tc->stats().offloaded_blocks, 2) << "two full blocks; the partial third is not";
   EXPECT_EQ(pool.num_free(), 16);
-  const TierHit hit = tc->Onboard(tree, "", c.prompt, 10);
+  const TierHit hit = Onboard(*tc, tree, c.prompt, 10);
   EXPECT_EQ(hit.host_tokens, 8);
   const MatchResult m = tree.Peek("", c.prompt);
   ASSERT_EQ(m.num_tokens, 8);
@@ -162,7 +184,7 @@ TEST(TierController, EvictedBlocksAreOffloadedAndOnboardedWithTheirBytes) {
     io.ReadBlock(m.blocks[i], got);
     EXPECT_EQ(got, std::vector<uint8_t>(kBlockBytes, 10 + i)) << "block " << i;
   }
-  const TierProbe p = tc->Probe(tree, "", c.prompt);
+  const TierProbe p = Probe(*tc, tree, c.prompt);
   EXPECT_EQ(p.pool_tokens, 8);
 }
 
@@ -189,12 +211,13 @@ std::unique_ptr<TierController> MakeRemoteController(FakeBlockIo* io, BlockPool*
 // Reads ahead as the engine does before admission, then onboards and ends the read-ahead.
 TierHit LoadAndOnboard(TierController& tc, RadixTree& tree, std::span<const int32_t> prompt,
                        int64_t ticket) {
-  SlowReads reads = tc.KeysToLoad(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const int64_t max_tokens = static_cast<int64_t>(prompt.size()) - 1;
+  SlowReads reads = tc.KeysToLoad(Keys(prompt), tree.Peek("", prompt.first(max_tokens)).num_tokens);
   if (!reads.empty()) {
     tc.Prefetch(ticket, std::move(reads));
     while (!tc.PrefetchDone(ticket)) tc.WaitForPrefetch(10);
   }
-  const TierHit hit = tc.Onboard(tree, "", prompt, static_cast<int64_t>(prompt.size()) - 1);
+  const TierHit hit = Onboard(tc, tree, prompt, max_tokens);
   tc.EndPrefetch(ticket);
   return hit;
 }
@@ -223,8 +246,8 @@ TEST(TierController, ReplicasShareBlocksThroughRemote) {
   auto& [pool_a, pool_b, io_a, io_b, a, b, c] = r;
 
   RadixTree tree(&pool_b, kBs);
-  TierProbe p = b->Probe(tree, "", c.prompt);
-  b->ProbeRemote("", c.prompt, &p);
+  TierProbe p = Probe(*b, tree, c.prompt);
+  b->ProbeRemote(Keys(c.prompt), &p);
   EXPECT_EQ(p.remote_tokens, 8);
   const TierHit hit = LoadAndOnboard(*b, tree, c.prompt, 1);
   EXPECT_EQ(hit.remote_tokens, 8);
@@ -245,12 +268,12 @@ TEST(TierController, ReplicasShareBlocksThroughRemote) {
   EXPECT_EQ(LoadAndOnboard(*other, tree2, c.prompt, 2).remote_tokens, 0);
   ASSERT_TRUE(other->Clear("remote").ok());
   ASSERT_TRUE(other->ClearRemote().ok());
-  TierProbe q = a->Probe(tree2, "", c.prompt);
-  a->ProbeRemote("", c.prompt, &q);
+  TierProbe q = Probe(*a, tree2, c.prompt);
+  a->ProbeRemote(Keys(c.prompt), &q);
   EXPECT_EQ(q.remote_tokens, 8);
   ASSERT_TRUE(a->ClearRemote().ok());
-  q = a->Probe(tree2, "", c.prompt);
-  a->ProbeRemote("", c.prompt, &q);
+  q = Probe(*a, tree2, c.prompt);
+  a->ProbeRemote(Keys(c.prompt), &q);
   EXPECT_EQ(q.remote_tokens, 0);
 }
 
@@ -290,7 +313,7 @@ TEST(TierController, RemoteReadAheadIsDroppedWhenItsRequestEnds) {
   const Computed& c = r.c;
   RadixTree tree(&r.pool_b, kBs);
   const int64_t max_tokens = static_cast<int64_t>(c.prompt.size()) - 1;
-  SlowReads reads = b.KeysToLoad(tree, "", c.prompt, max_tokens);
+  SlowReads reads = b.KeysToLoad(Keys(c.prompt), 0);
   EXPECT_TRUE(reads.disk.empty());
   ASSERT_EQ(reads.remote.size(), 2u);
   b.Prefetch(7, std::move(reads));
@@ -300,7 +323,7 @@ TEST(TierController, RemoteReadAheadIsDroppedWhenItsRequestEnds) {
   b.EndPrefetch(7);
   EXPECT_EQ(b.stats().remote_prefetched_blocks, 0);
   // Onboard does not ask Redis itself: with the read-ahead gone, nothing is onboarded.
-  const TierHit hit = b.Onboard(tree, "", c.prompt, max_tokens);
+  const TierHit hit = Onboard(b, tree, c.prompt, max_tokens);
   EXPECT_EQ(hit.remote_tokens, 0);
   EXPECT_EQ(tree.Peek("", c.prompt).num_tokens, 0);
   EXPECT_EQ(b.stats().remote.hits, 2) << "only the read-ahead's MGET reached Redis";
@@ -321,7 +344,7 @@ TEST(TierController, PendingRemoteWritesIncludeTheBatchBeingWritten) {
   Computed d;
   d.prompt = {21, 22, 23, 24, 25, 26, 27, 28, 29};
   ASSERT_TRUE(d.table.PrepareWrite(pool, kBs, 0, static_cast<int64_t>(d.prompt.size())));
-  tc->OnPrefillComplete("", d.prompt, d.table.blocks(), {}, std::nullopt);
+  tc->OnPrefillComplete(d.prompt, d.table.blocks(), Keys(d.prompt), {}, std::nullopt);
   EXPECT_EQ(tc->stats().remote_writes_queued, 4);
   EXPECT_EQ(tc->stats().remote_writes_pending, 4) << "2 in flight and 2 queued";
   redis.Resume();

@@ -124,6 +124,7 @@ StatusOr<SequenceId> Engine::Add(GenerateRequest request, std::optional<Sequence
   seq->num_prompt = static_cast<int32_t>(request.prompt.size());
   seq->sampler = std::make_unique<Sampler>(request.sampling);
   seq->request = std::move(request);
+  seq->ticket = CacheTicket(seq->id.value(), seq->request.cache_salt, seq->num_prompt);
   const SequenceId sid = seq->id;
   if (seq->request.max_tokens == 0) {
     seq->cached_tokens = 0;
@@ -138,7 +139,6 @@ StatusOr<SequenceId> Engine::Add(GenerateRequest request, std::optional<Sequence
 bool Engine::Cancel(SequenceId id) {
   for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
     if ((*it)->id == id) {
-      EndDiskReads(**it);
       Finish(**it, FinishReason::kCancelled);
       finished_[id] = std::move(*it);
       waiting_.erase(it);
@@ -174,76 +174,36 @@ const Sequence* Engine::Find(SequenceId id) const {
   return nullptr;
 }
 
-bool Engine::ShouldWaitForSharedPrefill(const Sequence& seq) const {
-  if (!cache_->enabled()) return false;
-  const int64_t cached = cache_->Probe(seq.request.cache_salt, seq.tokens).resident_tokens;
-  for (const auto& r : running_) {
-    if (!r->prefilling_prompt() || r->request.cache_salt != seq.request.cache_salt) continue;
-    const auto& a = seq.tokens;
-    const auto& b = r->tokens;
-    const size_t n = std::min<size_t>({a.size(), static_cast<size_t>(r->num_prompt)});
-    size_t lcp = 0;
-    while (lcp < n && a[lcp] == b[lcp]) ++lcp;
-    if (static_cast<int64_t>(lcp) >= cached + options_.block_size) return true;
-  }
-  return false;
-}
-
 void Engine::Admit() {
   for (auto it = waiting_.begin();
        it != waiting_.end() && static_cast<int>(running_.size()) < options_.max_running;) {
     Sequence& seq = **it;
-    if (ShouldWaitForSharedPrefill(seq) || WaitsForDiskReads(seq)) {
+    if (cache_->Admit(seq.ticket, seq.tokens) == Admission::kPending) {
       ++it;
       continue;
     }
-    // At least the last known token is always computed: its logits are needed to sample.
-    seq.hit = cache_->Acquire(seq.request.cache_salt, seq.tokens,
-                              static_cast<int64_t>(seq.tokens.size()) - 1);
-    EndDiskReads(seq);
-    seq.table.Adopt(seq.hit.blocks);
-    seq.num_computed = seq.hit.num_tokens;
+    const CacheHit& hit = seq.ticket.hit();
+    seq.table.Adopt(hit.blocks);
+    seq.num_computed = hit.num_tokens;
     if (seq.cached_tokens < 0) {
-      seq.cached_tokens = std::min<int64_t>(seq.hit.num_tokens, seq.num_prompt);
-      seq.tier_hit = seq.hit.tier;
+      seq.cached_tokens = std::min<int64_t>(hit.num_tokens, seq.num_prompt);
+      seq.tier_hit = hit.tier;
     }
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
 }
 
-bool Engine::WaitsForDiskReads(Sequence& seq) {
-  TierController* tiers = cache_->mutable_tiers();
-  if (tiers == nullptr || !cache_->enabled()) return false;
-  if (!seq.prefetch_started) {
-    seq.prefetch_started = true;
-    SlowReads reads = tiers->KeysToLoad(cache_->tree(), seq.request.cache_salt, seq.tokens,
-                                        static_cast<int64_t>(seq.tokens.size()) - 1);
-    if (reads.empty()) return false;
-    tiers->Prefetch(seq.id.value(), std::move(reads));
-    seq.prefetch_pending = true;
-  }
-  if (seq.prefetch_pending && tiers->PrefetchDone(seq.id.value())) seq.prefetch_pending = false;
-  return seq.prefetch_pending;
-}
-
-void Engine::EndDiskReads(Sequence& seq) {
-  if (!seq.prefetch_started || cache_->mutable_tiers() == nullptr) return;
-  cache_->mutable_tiers()->EndPrefetch(seq.id.value());
-  seq.prefetch_pending = false;
-}
-
 void Engine::IndexComputed(Sequence& seq) {
   if (seq.num_computed <= 0) return;
-  cache_->Insert(seq.request.cache_salt,
-                 std::span<const int32_t>(seq.tokens).first(seq.num_computed),
+  cache_->Insert(seq.ticket, std::span<const int32_t>(seq.tokens).first(seq.num_computed),
                  seq.table.blocks());
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason) {
   seq.finish = reason;
   IndexComputed(seq);
-  cache_->Release(seq.hit);
+  cache_->Release(seq.ticket);
   seq.table.Release(pool_);
   if (seq.cached_tokens < 0) seq.cached_tokens = 0;
 }
@@ -254,7 +214,7 @@ bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) 
     Sequence& victim = **it;
     // Keep what it computed in the cache: when it comes back, most of it is a hit.
     IndexComputed(victim);
-    cache_->Release(victim.hit);
+    cache_->Release(victim.ticket);
     victim.table.Release(pool_);
     victim.num_computed = 0;
     ++num_preemptions_;
@@ -364,14 +324,11 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
     const int64_t first_pos = seq->num_computed;
     seq->num_computed += len;
     if (seq->request.record_logits) RecordLogits(*seq, first_pos, out, out.first_row[s], len);
-    if (!seq->prompt_indexed && seq->num_computed >= seq->num_prompt) {
-      // Index the prompt now, not at the end, so that requests with the same prefix that
-      // arrive while this one decodes share its blocks.
-      seq->prompt_indexed = true;
-      const auto prompt = std::span<const int32_t>(seq->tokens).first(seq->num_prompt);
-      cache_->Insert(seq->request.cache_salt, prompt, seq->table.blocks());
-      cache_->OnPrefillComplete(seq->request.cache_salt, prompt, seq->table.blocks(),
-                                seq->request.message_starts, seq->request.scope);
+    if (first_pos < seq->num_prompt && seq->num_computed >= seq->num_prompt) {
+      cache_->OnPromptComputed(seq->ticket,
+                               std::span<const int32_t>(seq->tokens).first(seq->num_prompt),
+                               seq->table.blocks(), seq->request.message_starts,
+                               seq->request.scope);
     }
     if (seq->num_computed < static_cast<int64_t>(seq->tokens.size())) continue;
     const int32_t last_row = out.first_row[s] + (seq->request.record_logits ? len - 1 : 0);
@@ -396,10 +353,8 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
   Admit();
   std::vector<StepEvent> events;
   if (running_.empty()) {
-    // Only requests waiting for disk reads: wait for one briefly rather than spin.
-    if (!waiting_.empty() && cache_->mutable_tiers() != nullptr) {
-      cache_->mutable_tiers()->WaitForPrefetch(2);
-    }
+    // Only requests waiting for lower-tier reads: wait for one briefly rather than spin.
+    if (!waiting_.empty()) cache_->WaitForReads(2);
     return events;
   }
   std::vector<BlockCopy> copies;

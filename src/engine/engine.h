@@ -107,6 +107,7 @@ class Engine {
     Sequence* seq;
     int64_t len;
   };
+  // Asks the cache to admit each waiting sequence, in order, while there is room to run.
   void Admit();
   // Chooses this step's chunks under the token budget and reserves their blocks; copies to
   // perform first go to `copies`; a sequence the pool cannot hold at all ends in `events`.
@@ -114,15 +115,6 @@ class Engine {
   // Advances each chunk's sequence, indexes completed prompts, samples and finishes.
   void ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput& out,
                     std::vector<StepEvent>* events);
-  // True when `seq` should wait for a running prefill that will put more of its prompt in
-  // the cache than the cache holds now (so that identical prompts share blocks).
-  bool ShouldWaitForSharedPrefill(const Sequence& seq) const;
-  // True while `seq`'s slow-tier blocks (disk, remote) are being read ahead (starting the
-  // reads the first time): admission waits for them so that the engine thread never waits on
-  // the disk or on Redis.
-  bool WaitsForDiskReads(Sequence& seq);
-  // Drops what was read ahead for `seq` and not used (after admission, or on cancel).
-  void EndDiskReads(Sequence& seq);
   // Makes room in the pool for `seq` to write tokens [num_computed, num_computed + len):
   // evicts cached entries, then preempts newer sequences not in `protect`.
   std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,

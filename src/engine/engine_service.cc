@@ -47,13 +47,13 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.max_running = eo.max_running;
   info_.max_batch_tokens = eo.max_batch_tokens;
   info_.max_queue = options.max_queue;
-  if (const TierController* t = engine_->cache().tiers()) {
+  if (engine_->cache().has_tiers()) {
     const TierOptions& to = eo.tiers;
-    const TierControllerStats ts = t->stats();
+    const TierControllerStats ts = engine_->cache().tier_stats();
     info_.host_cache_bytes = ts.host_enabled ? to.host_bytes : 0;
     info_.disk_cache_dir = ts.disk_enabled ? to.disk_dir : "";
     info_.disk_cache_bytes = ts.disk_enabled ? to.disk_bytes : 0;
-    info_.disk_prefix_cache = t->default_scope().ToString();
+    info_.disk_prefix_cache = engine_->cache().default_scope().ToString();
     info_.partial_max_entries = ts.partial.max_entries;
     if (ts.remote_enabled) {
       info_.remote_cache = to.remote->url.Redacted();
@@ -102,7 +102,7 @@ TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t
   TierProbe p = RunOnEngineThread<TierProbe>(
       [this, salt, &tokens] { return engine_->cache().ProbeTiers(salt, tokens); }, TierProbe{});
   // The remote part is a round trip to Redis: here, on the caller's thread, not the engine's.
-  if (const TierController* t = engine_->cache().tiers()) t->ProbeRemote(salt, tokens, &p);
+  engine_->cache().ProbeRemote(salt, tokens, &p);
   return p;
 }
 
@@ -115,9 +115,7 @@ Status EngineService::ClearCacheTier(const std::string& tier) {
       },
       absl::UnavailableError("the server is shutting down"));
   // SCAN + UNLINK in Redis takes round trips: here, on the caller's thread, not the engine's.
-  if (st.ok() && tier == "remote") {
-    if (TierController* t = engine_->cache().mutable_tiers()) st = t->ClearRemote();
-  }
+  if (st.ok() && tier == "remote") st = engine_->cache().ClearRemote();
   return st;
 }
 
@@ -136,7 +134,7 @@ void EngineService::SetCacheEnabled(bool enabled) { engine_->cache().SetEnabled(
 ServiceStats EngineService::stats() const {
   ServiceStats s;
   s.cache = engine_->cache().stats();
-  if (const TierController* t = engine_->cache().tiers()) s.tiers = t->stats();
+  if (engine_->cache().has_tiers()) s.tiers = engine_->cache().tier_stats();
   s.requests_running = running_.load(std::memory_order_relaxed);
   s.requests_waiting = waiting_.load(std::memory_order_relaxed);
   s.requests_total = requests_total_.load(std::memory_order_relaxed);

@@ -62,16 +62,12 @@ struct Sequence {
   std::vector<float> logits;
   int64_t logits_start = -1;  // position of the first recorded row (-1: none yet)
 
-  // Prefix cache state: what Acquire gave at admission (its lock is held while running),
-  // the prompt tokens served from cache at the first admission, and whether the prompt has
-  // been indexed (it is as soon as its prefill completes, so that others can share it).
-  CacheHit hit;
+  // Prefix cache state: the request's ticket (what the cache keeps for it between Admit and
+  // Release; ticket.hit() is what the last admission reused, locked while running), and the
+  // prompt tokens served from cache at the first admission.
+  CacheTicket ticket;
   int64_t cached_tokens = -1;  // -1 until first admitted
   TierHit tier_hit;            // of cached_tokens, those brought in from below the pool
-  bool prompt_indexed = false;
-  // Disk blocks of this prompt being read ahead before admission (see TierController).
-  bool prefetch_started = false;
-  bool prefetch_pending = false;
 
   int32_t num_generated() const { return static_cast<int32_t>(tokens.size()) - num_prompt; }
   bool prefilling_prompt() const { return num_computed < num_prompt; }

@@ -88,6 +88,17 @@ BlockKey ChainKey(BlockHashKind kind, BlockKey parent, std::span<const int32_t> 
 std::vector<BlockKey> ComputeBlockKeys(BlockHashKind kind, BlockKey root,
                                        std::span<const int32_t> tokens, int block_size);
 
+// The keys of one token sequence's full blocks with the root they chain from: what the cache
+// computes once per request, stores on the radix tree's nodes and addresses lower tiers by.
+//   keys[i] covers tokens [i * block_size, (i + 1) * block_size); its parent is Parent(i).
+struct BlockKeyChain {
+  BlockKey root;               // h_0 of the sequence's model and salt
+  std::vector<BlockKey> keys;  // h_1, h_2, ...: one per full block hashed so far
+
+  BlockKey Parent(int64_t index) const { return index == 0 ? root : keys[index - 1]; }
+  int64_t size() const { return static_cast<int64_t>(keys.size()); }
+};
+
 // 32 lowercase hex digits, `hi` first (the form used in file names and logs).
 std::string ToHex(BlockKey key);
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <queue>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
@@ -199,6 +201,15 @@ int32_t RadixTree::Split(int32_t slot, int64_t offset) {
   lower.tokens = std::vector<int32_t>(lower.tokens.begin() + offset, lower.tokens.end());
   lower.start = split_pos;
   if (split_pos % block_size_ != 0) AddTreeRef(lower.blocks.front());
+  // Keys go with the block they END in: upper keeps indices before split_pos / bs.
+  upper.keyed = lower.keyed;
+  upper.parent_key = lower.parent_key;
+  if (lower.keyed) {
+    const int64_t num_upper_keys = split_pos / block_size_ - upper.start / block_size_;
+    upper.keys.assign(lower.keys.begin(), lower.keys.begin() + num_upper_keys);
+    lower.keys = std::vector<BlockKey>(lower.keys.begin() + num_upper_keys, lower.keys.end());
+    if (!upper.keys.empty()) lower.parent_key = upper.keys.back();
+  }
 
   // Everything locked through `lower` is locked through `upper` as well; Unlock(lower's id)
   // walks through `upper` and keeps the counts balanced.
@@ -215,12 +226,22 @@ int32_t RadixTree::Split(int32_t slot, int64_t offset) {
   return up;
 }
 
+void RadixTree::AssignKeys(Node& node, const BlockKeyChain* keys) const {
+  if (keys == nullptr) return;
+  const int64_t first = node.start / block_size_;
+  node.keyed = true;
+  node.parent_key = keys->Parent(first);
+  node.keys.assign(keys->keys.begin() + first, keys->keys.begin() + node.end() / block_size_);
+}
+
 void RadixTree::Insert(std::string_view salt, std::span<const int32_t> tokens,
-                       std::span<const BlockId> blocks) {
+                       std::span<const BlockId> blocks, const BlockKeyChain* keys) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return;
   PREFIXD_CHECK(static_cast<int64_t>(blocks.size()) >= (n + block_size_ - 1) / block_size_,
                 "Insert with fewer blocks than the tokens need");
+  PREFIXD_CHECK(keys == nullptr || keys->size() >= n / block_size_,
+                "Insert with fewer keys than the tokens have full blocks");
   int32_t cur = RootFor(salt);
   if (cur < 0) {
     cur = NewNode();
@@ -246,6 +267,7 @@ void RadixTree::Insert(std::string_view salt, std::span<const int32_t> tokens,
         node.blocks.push_back(blocks[idx]);
         AddTreeRef(blocks[idx]);
       }
+      AssignKeys(node, keys);
       Node& parent = nodes_[cur];
       if (parent.is_root || !parent.children.empty()) ++num_leaves_;  // else it replaces one
       parent.children.emplace(tokens[pos], leaf);
@@ -318,11 +340,7 @@ void RadixTree::RefreshEvictable(int32_t slot) {
 int RadixTree::RemoveLeaf(int32_t slot) {
   Node& n = nodes_[slot];
   PREFIXD_CHECK(n.evictable, "removing a node that is not an unlocked leaf");
-  if (removal_observer_) {
-    int32_t root = slot;
-    while (!nodes_[root].is_root) root = nodes_[root].parent;
-    removal_observer_(RemovedNode{IdOf(slot), nodes_[root].salt, n.start, n.tokens, n.blocks});
-  }
+  if (removal_observer_) removal_observer_(ViewOf(slot));
   evictable_.erase({n.evict_priority, slot});
   int num_freed = 0;
   for (BlockId b : n.blocks) num_freed += DropTreeRef(b) ? 1 : 0;
@@ -352,23 +370,80 @@ int RadixTree::RemoveLeaf(int32_t slot) {
   return num_freed;
 }
 
-int RadixTree::EvictOne() { return RemoveLeaf(evictable_.begin()->second); }
-
-int RadixTree::Evict(int num_blocks) {
-  int num_freed = 0;
-  while (num_freed < num_blocks && !evictable_.empty()) num_freed += EvictOne();
-  return num_freed;
+RemovedNode RadixTree::ViewOf(int32_t slot) const {
+  const Node& n = nodes_[slot];
+  int32_t root = slot;
+  while (!nodes_[root].is_root) root = nodes_[root].parent;
+  return RemovedNode{IdOf(slot), nodes_[root].salt, n.start,   n.tokens,
+                     n.blocks,   n.keys,            n.parent_key};
 }
 
-int RadixTree::EvictToBudget(int max_blocks) {
-  int num_freed = 0;
-  while (num_cached_blocks_ > max_blocks && !evictable_.empty()) num_freed += EvictOne();
-  return num_freed;
+std::vector<int32_t> RadixTree::LeadTokens(int32_t slot) const {
+  const int64_t begin = nodes_[slot].start / block_size_ * block_size_;
+  std::vector<int32_t> lead(nodes_[slot].start - begin);
+  for (int32_t s = nodes_[slot].parent; s >= 0 && !nodes_[s].is_root; s = nodes_[s].parent) {
+    const Node& a = nodes_[s];
+    for (int64_t p = std::max(a.start, begin); p < a.end(); ++p) lead[p - begin] = a.tokens[p - a.start];
+    if (a.start <= begin) break;
+  }
+  return lead;
 }
 
-int RadixTree::Clear() {
+// Replays what removing leaves one by one would do, without doing it: the next candidate is
+// the lowest of the evictable index (walked in order) and the parents the plan has left
+// childless (a local heap), exactly the order RemoveLeaf's RefreshEvictable would give.
+template <typename Done>
+EvictionPlan RadixTree::PlanEviction(Done done) const {
+  using Candidate = std::pair<double, int32_t>;
+  EvictionPlan plan;
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> exposed;
+  absl::flat_hash_map<int32_t, int32_t> dropped;        // block -> tree references dropped
+  absl::flat_hash_map<int32_t, size_t> children_left;   // slot -> children not yet planned
+  auto next = evictable_.begin();
+  int cached = num_cached_blocks_;
+  while (!done(plan.num_freed_blocks, cached)) {
+    const bool from_index =
+        next != evictable_.end() && (exposed.empty() || *next < exposed.top());
+    if (!from_index && exposed.empty()) break;
+    const int32_t slot = from_index ? (next++)->second : exposed.top().second;
+    if (!from_index) exposed.pop();
+    const Node& n = nodes_[slot];
+    for (BlockId b : n.blocks) {
+      const int32_t d = ++dropped[b.value()];
+      if (d == tree_refs_[b.value()]) --cached;
+      if (d == pool_->RefCount(b)) ++plan.num_freed_blocks;
+    }
+    EvictionPlan::Entry entry{ViewOf(slot), {}};
+    if (n.keyed && n.start % block_size_ != 0 && !n.keys.empty()) entry.lead = LeadTokens(slot);
+    plan.nodes.push_back(std::move(entry));
+    const Node& parent = nodes_[n.parent];
+    if (parent.is_root) continue;
+    size_t& left = children_left.try_emplace(n.parent, parent.children.size()).first->second;
+    if (--left == 0 && parent.lock_count == 0) {
+      exposed.push({policy_->Priority(StatsOf(parent)), n.parent});
+    }
+  }
+  plan.num_uncached_blocks = num_cached_blocks_ - cached;
+  return plan;
+}
+
+EvictionPlan RadixTree::PrepareEviction(int num_blocks) const {
+  return PlanEviction([&](int freed, int) { return freed >= num_blocks; });
+}
+
+EvictionPlan RadixTree::PrepareEvictionToBudget(int max_blocks) const {
+  return PlanEviction([&](int, int cached) { return cached <= max_blocks; });
+}
+
+EvictionPlan RadixTree::PrepareClear() const {
+  return PlanEviction([](int, int) { return false; });
+}
+
+int RadixTree::ApplyEviction(const EvictionPlan& plan) {
   int num_freed = 0;
-  while (!evictable_.empty()) num_freed += EvictOne();
+  for (const EvictionPlan::Entry& e : plan.nodes) num_freed += RemoveLeaf(SlotOf(e.node.node));
+  PREFIXD_CHECK(num_freed == plan.num_freed_blocks,
+                "ApplyEviction freed other blocks than planned (the tree changed in between)");
   return num_freed;
 }
 

@@ -57,6 +57,7 @@
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "base/typed_id.h"
+#include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "prefix/eviction_policy.h"
 
@@ -91,15 +92,37 @@ struct NodeInfo {
   NodeStats stats;
 };
 
-// Passed to the removal observer just before a node leaves the tree (for example to demote
-// its blocks to a lower tier, or to mirror the tree in a test). The node is still in the
-// tree during the call: PathTokens(node) works. Spans are valid during the call only.
+// A node that leaves the tree: passed to the removal observer just before (the node is still
+// in the tree during the call: PathTokens(node) works; spans are valid during the call only),
+// and listed by an EvictionPlan (spans valid until the tree next changes).
 struct RemovedNode {
   NodeId node;
   std::string_view salt;
   int64_t start = 0;
   std::span<const int32_t> tokens;
   std::span<const BlockId> blocks;
+  // Keys of the full blocks that END inside the edge, indices start / bs .. end / bs - 1, as
+  // Insert was given them (empty when it was given none), and the key of the block before the
+  // first of them (the chain's root for block 0).
+  std::span<const BlockKey> keys;
+  BlockKey parent_key;
+};
+
+// What an eviction would remove, proposed by RadixTree::PrepareEviction* (the tree decides
+// what goes, in policy order) and carried out by ApplyEviction, with nothing changing the tree
+// in between. A parent follows its last child: each node is a leaf when its turn comes.
+struct EvictionPlan {
+  struct Entry {
+    RemovedNode node;
+    // Tokens [start - start % bs, start): the first block's part above the node, so a caller
+    // can rebuild every full block the node holds without walking the path (empty when the
+    // node starts on a block boundary or has no keys).
+    std::vector<int32_t> lead;
+  };
+  std::vector<Entry> nodes;     // in removal order
+  int num_freed_blocks = 0;     // pool blocks that become free (refcount 0)
+  int num_uncached_blocks = 0;  // blocks the tree stops referencing (cached_blocks() drop)
+  bool empty() const { return nodes.empty(); }
 };
 
 class RadixTree {
@@ -131,8 +154,11 @@ class RadixTree {
   // Precondition (stops otherwise): where the new branch diverges inside a block from a node
   // that this call splits, its block for that index differs from the split node's (the caller
   // copied before writing, see BlockTable::PrepareWrite).
+  // `keys`, when given, are the chain keys of (at least) every full block of `tokens`; each new
+  // node stores those of the blocks that end inside it (see RemovedNode::keys), so eviction and
+  // offload never rehash a path. Nodes already present keep what they have.
   void Insert(std::string_view salt, std::span<const int32_t> tokens,
-              std::span<const BlockId> blocks);
+              std::span<const BlockId> blocks, const BlockKeyChain* keys = nullptr);
 
   // Lock/Unlock count on `node` and its ancestors. An invalid (default) NodeId is a no-op, so
   // the result of a Match with no hit can be locked and unlocked like any other. A stale id
@@ -140,16 +166,25 @@ class RadixTree {
   void Lock(NodeId node);
   void Unlock(NodeId node);
 
-  // Removes unlocked leaves, lowest policy priority first, repeatedly (a parent left without
-  // children becomes a candidate), until at least `num_blocks` blocks have become free in the
-  // pool or nothing unlocked is left. Returns the number of blocks that became free (refcount
-  // 0); a block still held by a sequence or by the parent (boundary block) is not counted.
-  int Evict(int num_blocks);
-  // Removes unlocked leaves in the same order until cached_blocks() <= max_blocks or nothing
-  // unlocked is left. Returns the number of blocks that became free in the pool.
-  int EvictToBudget(int max_blocks);
-  // Removes every unlocked node. Returns the number of blocks that became free in the pool.
-  int Clear();
+  // Eviction is a plan, then its application (Prepare/Apply). The Prepare calls change
+  // nothing; they list unlocked leaves, lowest policy priority first, repeatedly (a parent
+  // left without children becomes a candidate), until the goal is met or nothing unlocked is
+  // left:
+  //   PrepareEviction(n):            at least n blocks become free in the pool (a block still
+  //                                  held by a sequence or by the parent is not counted)
+  //   PrepareEvictionToBudget(max):  cached_blocks() <= max
+  //   PrepareClear():                every unlocked node
+  EvictionPlan PrepareEviction(int num_blocks) const;
+  EvictionPlan PrepareEvictionToBudget(int max_blocks) const;
+  EvictionPlan PrepareClear() const;
+  // Removes the plan's nodes in order. Returns the number of blocks that became free in the
+  // pool (plan.num_freed_blocks). Precondition (stops otherwise): the tree did not change
+  // since the plan was prepared.
+  int ApplyEviction(const EvictionPlan& plan);
+  // ApplyEviction(Prepare...(...)) in one call; each returns the blocks that became free.
+  int Evict(int num_blocks) { return ApplyEviction(PrepareEviction(num_blocks)); }
+  int EvictToBudget(int max_blocks) { return ApplyEviction(PrepareEvictionToBudget(max_blocks)); }
+  int Clear() { return ApplyEviction(PrepareClear()); }
 
   // See RemovedNode. The observer must not call the tree's mutating methods.
   void SetRemovalObserver(std::function<void(const RemovedNode&)> observer) {
@@ -191,6 +226,11 @@ class RadixTree {
     int64_t start = 0;            // first position covered; the edge covers [start, start + size)
     std::vector<int32_t> tokens;  // the edge; empty only for roots
     std::vector<BlockId> blocks;  // indices start / bs .. (end - 1) / bs; empty for roots
+    // Keys of indices start / bs .. end / bs - 1 and of the block before (see RemovedNode);
+    // `keyed` says whether Insert gave them (else both are empty).
+    bool keyed = false;
+    std::vector<BlockKey> keys;
+    BlockKey parent_key;
     absl::flat_hash_map<int32_t, int32_t> children;  // first edge token -> slot
     int32_t lock_count = 0;                          // direct locks + sum of children's lock counts
     int32_t num_direct_locks = 0;                    // Lock(this) minus Unlock(this)
@@ -244,8 +284,15 @@ class RadixTree {
   // Removes an evictable leaf (and its salt's root if that is left empty); returns the
   // number of blocks that became free.
   int RemoveLeaf(int32_t slot);
-  // Removes the lowest-priority evictable leaf; returns blocks freed.
-  int EvictOne();
+  // The plan of Prepare*: candidates in policy order until done(freed, cached) is true.
+  template <typename Done>
+  EvictionPlan PlanEviction(Done done) const;
+  // The view of a node the observer and plans get.
+  RemovedNode ViewOf(int32_t slot) const;
+  // Tokens [start - start % bs, start) of `slot`'s path.
+  std::vector<int32_t> LeadTokens(int32_t slot) const;
+  // Keys of a new node over [start, end) from `keys` (nullptr: none).
+  void AssignKeys(Node& node, const BlockKeyChain* keys) const;
 
   BlockPool* pool_;
   int block_size_;

@@ -493,6 +493,57 @@ TEST(RadixTree, PolicyRanksLeaves) {
   tree.CheckInvariants();
 }
 
+// Eviction is a plan, then its application. The plan changes nothing, names what goes in the
+// order Evict would remove it, and carries the keys Insert stored on each node (split mid-block
+// included), so a caller can rebuild every full block's record without rehashing a path.
+TEST(RadixTree, EvictionPlanCarriesTheKeysInsertStored) {
+  BlockPool pool(16);
+  RadixTree tree(&pool, kBs);
+  const Tokens a = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};  // diverge at 6, inside block 1
+  const Tokens b = {1, 2, 3, 4, 5, 6, 70, 80, 90};
+  const BlockKey root = RootKey(BlockHashKind::kXxh3, std::vector<uint8_t>{7}, "");
+  auto chain = [&](const Tokens& t) {
+    return BlockKeyChain{root, ComputeBlockKeys(BlockHashKind::kXxh3, root, t, kBs)};
+  };
+  const BlockKeyChain ka = chain(a), kb = chain(b);
+  const Blocks ab = Alloc(pool, 3);
+  tree.Insert("", a, ab, &ka);
+  pool.Ref(ab[0]);
+  const Blocks fresh = Alloc(pool, 2);
+  const Blocks bb = {ab[0], fresh[0], fresh[1]};
+  tree.Insert("", b, bb, &kb);
+  UnrefAll(pool, ab);
+  UnrefAll(pool, bb);
+  CheckAll(tree, pool);
+
+  const EvictionPlan plan = tree.PrepareClear();
+  EXPECT_EQ(tree.num_nodes(), 3) << "preparing changes nothing";
+  ASSERT_EQ(plan.nodes.size(), 3u) << "both leaves, then their parent";
+  std::map<std::vector<int32_t>, BlockKey> seen;  // a full block's path tokens -> its key
+  for (const EvictionPlan::Entry& e : plan.nodes) {
+    const RemovedNode& n = e.node;
+    Tokens path = e.lead;  // the part of the node's first block above it, then its edge
+    path.insert(path.end(), n.tokens.begin(), n.tokens.end());
+    BlockKey parent = n.parent_key;
+    for (size_t k = 0; k < n.keys.size(); ++k) {
+      const auto block = std::span<const int32_t>(path).subspan(k * kBs, kBs);
+      EXPECT_EQ(n.keys[k], ChainKey(BlockHashKind::kXxh3, parent, block));
+      parent = n.keys[k];
+      seen[Tokens(block.begin(), block.end())] = n.keys[k];
+    }
+  }
+  // Each full block is named once, by the node it ends in: block 0 by the shared upper node,
+  // block 1 by each leaf.
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ((seen[Tokens{5, 6, 7, 8}]), ka.keys[1]);
+  EXPECT_EQ((seen[Tokens{5, 6, 70, 80}]), kb.keys[1]);
+  EXPECT_EQ(tree.ApplyEviction(plan), plan.num_freed_blocks);
+  EXPECT_EQ(plan.num_freed_blocks, 5);
+  EXPECT_EQ(tree.num_nodes(), 0);
+  EXPECT_EQ(pool.num_free(), 16);
+  CheckAll(tree, pool);
+}
+
 TEST(RadixTree, RemovalObserverSeesEachRemovedNode) {
   ThreeSequences s;
   std::vector<Tokens> removed;
