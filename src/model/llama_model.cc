@@ -16,12 +16,14 @@ struct ArchSpec {
   bool qkv_bias_required;  // qwen2 always has them
   bool qkv_bias_allowed;   // llama may have them (some fine-tunes), qwen3 never
   bool qk_norm;
+  bool moe;  // a mixture of experts in place of the dense FFN
 };
 
 constexpr ArchSpec kArchitectures[] = {
-    {"llama", RopeStyle::kNormal, false, true, false},
-    {"qwen2", RopeStyle::kNeox, true, true, false},
-    {"qwen3", RopeStyle::kNeox, false, false, true},
+    {"llama", RopeStyle::kNormal, false, true, false, false},
+    {"qwen2", RopeStyle::kNeox, true, true, false, false},
+    {"qwen3", RopeStyle::kNeox, false, false, true, false},
+    {"qwen3moe", RopeStyle::kNeox, false, false, true, true},
 };
 
 const ArchSpec* FindArch(const std::string& name) {
@@ -81,12 +83,15 @@ class Loader {
     return static_cast<float>(*v);
   }
 
-  // The tensor `name` with exactly dims {cols, rows} (rows == 0: a 1-D tensor of `cols`).
-  StatusOr<Weight> Tensor(const std::string& name, int64_t cols, int64_t rows, bool matrix) const {
+  // The tensor `name` with exactly dims {cols, rows} (rows == 0: a 1-D tensor of `cols`), or
+  // {cols, rows, experts} when `experts` > 0 (held as a matrix of experts * rows rows).
+  StatusOr<Weight> Tensor(const std::string& name, int64_t cols, int64_t rows, bool matrix,
+                          int64_t experts = 0) const {
     const GgufTensorInfo* info = file_.FindTensor(name);
     if (info == nullptr) return Error(absl::StrCat("missing tensor ", name));
     std::vector<uint64_t> want = {static_cast<uint64_t>(cols)};
     if (rows > 0) want.push_back(static_cast<uint64_t>(rows));
+    if (experts > 0) want.push_back(static_cast<uint64_t>(experts));
     if (info->dims != want) {
       return Error(absl::StrCat("tensor ", name, " has shape ", ShapeString(info->dims),
                                 " but the hyper-parameters need ", ShapeString(want)));
@@ -111,7 +116,7 @@ class Loader {
     w.name = name;
     w.type = info->type;
     w.cols = cols;
-    w.rows = rows > 0 ? rows : 1;
+    w.rows = (rows > 0 ? rows : 1) * (experts > 0 ? experts : 1);
     w.data = file_.TensorData(*info).data();
     w.row_bytes = static_cast<int64_t>(info->num_bytes / w.rows);
     return w;
@@ -170,7 +175,22 @@ StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const 
   ASSIGN_OR_RETURN(hp.num_layers, l.Int("block_count"));
   ASSIGN_OR_RETURN(hp.num_heads, l.Int("attention.head_count"));
   ASSIGN_OR_RETURN(hp.num_kv_heads, l.Int("attention.head_count_kv", hp.num_heads));
-  ASSIGN_OR_RETURN(hp.ff, l.Int("feed_forward_length"));
+  // A mixture of experts needs feed_forward_length only as the experts' default width.
+  ASSIGN_OR_RETURN(hp.ff, l.Int("feed_forward_length", arch.moe ? 0 : -1));
+  if (arch.moe) {
+    ASSIGN_OR_RETURN(hp.num_experts, l.Int("expert_count"));
+    ASSIGN_OR_RETURN(hp.num_experts_used, l.Int("expert_used_count"));
+    if (hp.num_experts_used > hp.num_experts) {
+      return l.Error(absl::StrCat("expert_used_count ", hp.num_experts_used,
+                                  " exceeds expert_count ", hp.num_experts));
+    }
+    ASSIGN_OR_RETURN(hp.expert_ff,
+                     l.Int("expert_feed_forward_length", hp.ff / hp.num_experts_used));
+    if (hp.expert_ff == 0) {
+      return l.Error(absl::StrCat("missing metadata key ", arch.name,
+                                  ".expert_feed_forward_length (and no feed_forward_length)"));
+    }
+  }
   ASSIGN_OR_RETURN(hp.context_length, l.Int("context_length", 2048));
   // The head size is n_embd / n_head unless the file says otherwise (qwen3: 128 with n_embd
   // 1024 and 16 heads), so only a file without key_length needs the division to be exact.
@@ -244,6 +264,17 @@ StatusOr<LayerWeights> LoadLayer(const GgufFile& file, const ArchSpec& arch, con
     ASSIGN_OR_RETURN(lw.k_norm, l.Tensor(p + "attn_k_norm.weight", h.head_dim, 0, false));
   }
   ASSIGN_OR_RETURN(lw.ffn_norm, l.Tensor(p + "ffn_norm.weight", h.embd, 0, false));
+  if (arch.moe) {
+    const int64_t e = h.num_experts;
+    ASSIGN_OR_RETURN(lw.ffn_gate_inp, l.Tensor(p + "ffn_gate_inp.weight", h.embd, e, true));
+    ASSIGN_OR_RETURN(lw.ffn_gate_exps,
+                     l.Tensor(p + "ffn_gate_exps.weight", h.embd, h.expert_ff, true, e));
+    ASSIGN_OR_RETURN(lw.ffn_up_exps,
+                     l.Tensor(p + "ffn_up_exps.weight", h.embd, h.expert_ff, true, e));
+    ASSIGN_OR_RETURN(lw.ffn_down_exps,
+                     l.Tensor(p + "ffn_down_exps.weight", h.expert_ff, h.embd, true, e));
+    return lw;
+  }
   ASSIGN_OR_RETURN(lw.ffn_gate, l.Tensor(p + "ffn_gate.weight", h.embd, h.ff, true));
   ASSIGN_OR_RETURN(lw.ffn_up, l.Tensor(p + "ffn_up.weight", h.embd, h.ff, true));
   ASSIGN_OR_RETURN(lw.ffn_down, l.Tensor(p + "ffn_down.weight", h.ff, h.embd, true));
@@ -272,6 +303,13 @@ std::array<uint64_t, 2> DigestTensors(const GgufFile& file, const Model::Progres
 }
 
 }  // namespace
+
+Weight ExpertSlice(const Weight& w, int64_t num_experts, int64_t e) {
+  Weight s = w;
+  s.rows = w.rows / num_experts;
+  s.data = w.data + e * s.rows * w.row_bytes;
+  return s;
+}
 
 std::string SupportedArchitectures() {
   std::string s;

@@ -9,6 +9,14 @@
 //   llama  normal      optional      no             rope_freqs.weight (Llama 3.1+ scaling)
 //   qwen2  NeoX        required      no             tied output, rope.freq_base 1e6
 //   qwen3  NeoX        no            required       head_dim * n_head != n_embd
+//   qwen3moe  as qwen3, with a mixture of experts in place of the dense FFN (below)
+//
+// qwen3moe: each layer's FFN is `expert_count` SwiGLU experts of width
+// `expert_feed_forward_length` and a router (ffn_gate_inp: one logit per expert). A token's
+// router logits go through a softmax over all experts; the `expert_used_count` largest
+// probabilities pick its experts (ties to the lower index), and their weights are those
+// probabilities divided by their sum (llama.cpp's qwen3moe always normalises; Qwen3-MoE's
+// norm_topk_prob is true, and no GGUF key carries it). Qwen3-MoE has no shared expert.
 //
 // Thread safety: immutable after Load; safe to read from any thread.
 #pragma once
@@ -55,6 +63,12 @@ struct Hparams {
   // true for every architecture loaded today). Sliding-window or recurrent layers would make
   // it false, and the cache then keeps no partial tails.
   bool kv_slices_per_token = true;   // blk.N.attn_{q,k}_norm.weight: per-head RMS norm before RoPE
+  // Mixture of experts (qwen3moe); 0 experts for a dense model.
+  int32_t num_experts = 0;       // {arch}.expert_count
+  int32_t num_experts_used = 0;  // {arch}.expert_used_count: experts per token
+  int32_t expert_ff = 0;         // {arch}.expert_feed_forward_length (default ff / used)
+
+  bool moe() const { return num_experts > 0; }
 
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
@@ -77,8 +91,18 @@ struct LayerWeights {
   Weight attn_norm, wq, wk, wv, wo;
   Weight bq, bk, bv;      // Hparams::qkv_bias only: F32 vectors of q_dim, kv_dim, kv_dim
   Weight q_norm, k_norm;  // Hparams::qk_norm only: vectors of head_dim
-  Weight ffn_norm, ffn_gate, ffn_up, ffn_down;
+  Weight ffn_norm;
+  Weight ffn_gate, ffn_up, ffn_down;  // dense models only
+  // Hparams::moe() only. The router: {embd} -> one logit per expert. The experts' matrices are
+  // 3-D tensors (GGUF dims {cols, rows, experts}) held as one matrix of experts * rows rows;
+  // ExpertSlice gives one expert's 2-D matrix.
+  Weight ffn_gate_inp;
+  Weight ffn_gate_exps, ffn_up_exps, ffn_down_exps;
 };
+
+// Expert `e`'s matrix within a 3-D expert tensor of `num_experts` experts: a view of the same
+// bytes (rows / num_experts rows from row e * rows / num_experts), usable wherever a matrix is.
+Weight ExpertSlice(const Weight& w, int64_t num_experts, int64_t e);
 
 struct ModelWeights {
   Weight token_embd;

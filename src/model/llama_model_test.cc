@@ -106,7 +106,7 @@ TEST_F(LlamaModelTest, UnknownArchitectureListsTheSupportedOnes) {
   ExpectError(LoadMutated([](auto& meta, auto&) {
                 SetKey(meta, "general.architecture", GgufValue::String("mamba"));
               }),
-              "unsupported architecture 'mamba' in mutated.gguf; supported: llama, qwen2, qwen3");
+              "unsupported architecture 'mamba' in mutated.gguf; supported: llama, qwen2, qwen3, qwen3moe");
 }
 
 // Makes the llama fixture claim `arch`: general.architecture and every llama.* key renamed.

@@ -16,6 +16,7 @@
 #include "compute/cpu/dot.h"
 #include "compute/cpu/gemm.h"
 #include "compute/cpu/kernels.h"
+#include "compute/cpu/moe.h"
 #include "compute/forward_batch_check.h"
 
 namespace prefixd {
@@ -57,6 +58,7 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
       pool_(options.num_threads),
       kv_(std::move(kv)),
       num_blocks_(num_blocks) {
+  if (hp_.moe()) moe_ = std::make_unique<cpu::MoeFfn>();
   if (hp_.rope_freq_factors) {
     rope_factors_.resize(hp_.rope_dims / 2);
     cpu::RowToFloat(model.weights().rope_freqs, 0, rope_factors_.data());
@@ -66,11 +68,22 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
     const ModelWeights& mw = model.weights();
     int_dot_ = cpu::UsesIntDot(mw.output);
     for (const LayerWeights& lw : mw.layers) {
-      for (const Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_gate, &lw.ffn_up, &lw.ffn_down}) {
+      for (const Weight* w : LayerMatrices(lw, /*experts=*/true)) {
         int_dot_ = int_dot_ || cpu::UsesIntDot(*w);
       }
     }
   }
+}
+
+std::vector<const Weight*> CpuBackend::LayerMatrices(const LayerWeights& lw, bool experts) const {
+  std::vector<const Weight*> m = {&lw.wq, &lw.wk, &lw.wv, &lw.wo};
+  if (!hp_.moe()) {
+    m.insert(m.end(), {&lw.ffn_gate, &lw.ffn_up, &lw.ffn_down});
+  } else {
+    m.push_back(&lw.ffn_gate_inp);
+    if (experts) m.insert(m.end(), {&lw.ffn_gate_exps, &lw.ffn_up_exps, &lw.ffn_down_exps});
+  }
+  return m;
 }
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
@@ -107,9 +120,8 @@ void CpuBackend::PackF16Weights() {
   const ModelWeights& mw = model_.weights();
   std::vector<const Weight*> matrices;
   for (const LayerWeights& lw : mw.layers) {
-    for (const Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_gate, &lw.ffn_up, &lw.ffn_down}) {
-      matrices.push_back(w);
-    }
+    // Expert tensors are used through per-expert slices (moe.h), row by row: not packed.
+    for (const Weight* w : LayerMatrices(lw, /*experts=*/false)) matrices.push_back(w);
   }
   matrices.push_back(&mw.output);
   std::erase_if(matrices, [](const Weight* w) { return w->type != TensorType::kF16; });
@@ -232,7 +244,8 @@ void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
 Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   RETURN_IF_ERROR(Validate(batch));
   const ModelWeights& w = model_.weights();
-  const int64_t embd = hp_.embd, q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim(), ff = hp_.ff;
+  const int64_t embd = hp_.embd, q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim();
+  const int64_t ff = hp_.moe() ? 0 : hp_.ff;  // the MoE FFN keeps its own scratch
 
   slots_.clear();
   for (size_t s = 0; s < batch.sequences.size(); ++s) {
@@ -283,13 +296,19 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.ffn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
-                                          {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
-    cpu::MatMulShared(gate_up, h_.data(), n, pool_, int_dot_);
-    pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
-      cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
-    });
-    cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down), int_dot_);
+    if (hp_.moe()) {
+      moe_out_.resize(n * embd);
+      moe_->Run(cpu::MoeWeights::Of(lw, hp_), h_.data(), n, moe_out_.data(), pool_, int_dot_);
+      std::swap(h_, moe_out_);
+    } else {
+      const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
+                                            {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
+      cpu::MatMulShared(gate_up, h_.data(), n, pool_, int_dot_);
+      pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+        cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
+      });
+      cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down), int_dot_);
+    }
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
   }
 

@@ -1,4 +1,4 @@
-// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3) on the CPU, over weights
+// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3, qwen3moe) on the CPU, over weights
 // used in place from the model's memory map and a KV pool in RAM.
 //
 // Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
@@ -12,6 +12,7 @@
 
 #include "base/thread_pool.h"
 #include "compute/backend.h"
+#include "compute/cpu/moe.h"
 
 namespace prefixd {
 
@@ -55,6 +56,9 @@ class CpuBackend : public Backend {
   void StoreKv(int layer, const ForwardBatch& batch);
   void StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g);
   void Attention(int layer, const ForwardBatch& batch);
+  // The matrices of `lw` that the forward pass multiplies by: attention's, then the dense FFN's
+  // or the router (and, with `experts`, the three expert tensors).
+  std::vector<const Weight*> LayerMatrices(const LayerWeights& lw, bool experts) const;
   // Packs every F16 matrix product's weight for the panel kernels (gemm.h): once, at start-up.
   void PackF16Weights();
   // The packed copy of `w`, or null (not F16, or no packed kernels: neither AVX-512 nor AVX2).
@@ -84,6 +88,8 @@ class CpuBackend : public Backend {
   std::vector<QueryBlock> query_blocks_;  // attention's work items (Attention)
   std::vector<float> rope_cos_, rope_sin_;  // per token, rope_dims / 2 each (Forward)
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+  std::unique_ptr<cpu::MoeFfn> moe_;  // Hparams::moe() only: the MoE FFN and its scratch
+  std::vector<float> moe_out_;
 };
 
 }  // namespace prefixd

@@ -148,6 +148,11 @@ StatusOr<cuda::DeviceWeight> CudaBackend::Upload(const Weight& w) {
 Status CudaBackend::Init() {
   PREFIXD_CUDA_RETURN(cudaSetDevice(options_.device), "set device");
   PREFIXD_CUDA_RETURN(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
+  if (hp_.moe()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the CUDA backend has no mixture-of-experts FFN (architecture ", hp_.arch,
+        "); use --backend cpu"));
+  }
   if (hp_.head_dim > 512) {
     return absl::UnimplementedError(
         absl::StrCat("the CUDA backend handles head dimensions up to 512, not ", hp_.head_dim));
