@@ -1,5 +1,5 @@
-// `prefixd make-model`: writes a llama, qwen2 or qwen3 GGUF with seeded random weights in any
-// shape, with a synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's.
+// `prefixd make-model`: writes a llama, qwen2, qwen3 or qwen3moe GGUF with seeded random weights
+// in any shape, with a synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's.
 // Tests and benchmarks make their models with it.
 #include <algorithm>
 #include <cstdio>
@@ -77,16 +77,23 @@ int RunMake(MakeFlags f) {
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<MakeFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "make-model", "Write a llama, qwen2 or qwen3 GGUF with seeded random weights");
+      "make-model", "Write a llama, qwen2, qwen3 or qwen3moe GGUF with seeded random weights");
   cmd->add_option("--out", f->out, "Output GGUF path")->required();
   cmd->add_option("--arch", f->spec.arch,
-                  "Architecture: llama, qwen2 (Q/K/V biases) or qwen3 (Q/K norms)")
+                  "Architecture: llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms) or qwen3moe "
+                  "(qwen3 with a mixture of experts: --experts, --experts-used, --expert-ff)")
       ->capture_default_str();
   cmd->add_option("--layers", f->spec.num_layers, "Layers")->capture_default_str();
   cmd->add_option("--embd", f->spec.embd, "Embedding width")->capture_default_str();
   cmd->add_option("--heads", f->spec.num_heads, "Attention heads")->capture_default_str();
   cmd->add_option("--kv-heads", f->spec.num_kv_heads, "KV heads")->capture_default_str();
   cmd->add_option("--ff", f->spec.ff, "Feed-forward width")->capture_default_str();
+  cmd->add_option("--experts", f->spec.experts, "qwen3moe: experts per layer")
+      ->capture_default_str();
+  cmd->add_option("--experts-used", f->spec.experts_used, "qwen3moe: experts each token uses")
+      ->capture_default_str();
+  cmd->add_option("--expert-ff", f->spec.expert_ff, "qwen3moe: each expert's feed-forward width")
+      ->capture_default_str();
   CLI::Option* vocab_opt =
       cmd->add_option("--vocab", f->spec.vocab,
                       "Vocabulary size (with --vocab-from: default and 0 mean the file's size)")

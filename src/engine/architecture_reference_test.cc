@@ -2,12 +2,14 @@
 // precision, plain loops, no paging, no SIMD, hyper-parameters and weights read from the GGUF
 // with the reader alone (not through Model). It pins what each architecture adds to llama:
 // qwen2's Q/K/V biases and NeoX RoPE, qwen3's per-head Q/K norms and independent head size,
-// Llama 3.1's RoPE frequency divisors.
+// Llama 3.1's RoPE frequency divisors, qwen3moe's routed experts (softmax over the experts,
+// top-k, weights normalised to sum 1, only the chosen experts' SwiGLU FFNs).
 //
 // Metric, per position: max_j |engine_j - ref_j| / max_j |ref_j| over the vocabulary, at most
 // 1e-4. F32 weights and F32 KV, so the only differences are float-vs-double rounding.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -26,7 +28,7 @@ namespace {
 using Vec = std::vector<double>;
 
 // What the reference may leave out, for the negative controls.
-enum class Drop { kNothing, kBiases, kQkNorms, kRopeFactors };
+enum class Drop { kNothing, kBiases, kQkNorms, kRopeFactors, kTopkNorm };
 
 // A matrix or vector of the GGUF as doubles, row-major: rows() rows of cols() each.
 struct Tensor {
@@ -90,6 +92,10 @@ class Reference {
     base_ = *f.GetFloat(arch_ + ".rope.freq_base");
     eps_ = *f.GetFloat(arch_ + ".attention.layer_norm_rms_epsilon");
     neox_ = arch_ != "llama";
+    if (f.Find(arch_ + ".expert_count")) {
+      experts_ = Uint("expert_count");
+      experts_used_ = Uint("expert_used_count");
+    }
     rope_freqs_ = Read(f, "rope_freqs.weight");
   }
 
@@ -166,6 +172,8 @@ class Reference {
     }
     const Tensor gate = Blk(l, "ffn_gate.weight"), up = Blk(l, "ffn_up.weight"),
                  down = Blk(l, "ffn_down.weight");
+    const Tensor router = Blk(l, "ffn_gate_inp.weight"), gate_exps = Blk(l, "ffn_gate_exps.weight"),
+                 up_exps = Blk(l, "ffn_up_exps.weight"), down_exps = Blk(l, "ffn_down_exps.weight");
     for (size_t t = 0; t < n; ++t) {
       Vec attn(heads_ * head_dim_, 0.0);
       for (int hh = 0; hh < heads_; ++hh) {
@@ -191,16 +199,60 @@ class Reference {
       for (int i = 0; i < embd_; ++i) x[t][i] += o[i];
       Vec h = x[t];
       RmsNorm(h, 0, embd_, Blk(l, "ffn_norm.weight"), eps_);
-      Vec g = MatVec(gate, h);
-      const Vec u = MatVec(up, h);
-      for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
-      const Vec d = MatVec(down, g);
-      for (int i = 0; i < embd_; ++i) x[t][i] += d[i];
+      if (experts_ == 0) {
+        const Vec d = Ffn(gate, up, down, 0, h);
+        for (int i = 0; i < embd_; ++i) x[t][i] += d[i];
+        continue;
+      }
+      // Softmax over the experts, the top k, their probabilities normalised to sum 1.
+      Vec p = MatVec(router, h);
+      const double max_logit = *std::max_element(p.begin(), p.end());
+      double sum = 0;
+      for (double& z : p) sum += (z = std::exp(z - max_logit));
+      std::vector<int> chosen;
+      double picked = 0;
+      for (int j = 0; j < experts_used_; ++j) {
+        int best = -1;
+        for (int e = 0; e < experts_; ++e) {
+          if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) continue;
+          if (best < 0 || p[e] > p[best]) best = e;
+        }
+        chosen.push_back(best);
+        picked += p[best];
+      }
+      for (int e : chosen) {
+        const Vec d = Ffn(gate_exps, up_exps, down_exps, e, h);
+        const double weight = drop == Drop::kTopkNorm ? p[e] / sum : p[e] / picked;
+        for (int i = 0; i < embd_; ++i) x[t][i] += weight * d[i];
+      }
     }
+  }
+
+  // The SwiGLU FFN of expert `e` (0 for a dense FFN): rows [e * R, (e + 1) * R) of each
+  // matrix, R its rows per expert.
+  Vec Ffn(const Tensor& gate, const Tensor& up, const Tensor& down, int e, const Vec& h) const {
+    const int n = std::max(experts_, 1);
+    const int64_t ff = gate.rows() / n;
+    Vec g(ff), u(ff), d(embd_, 0.0);
+    for (int64_t r = 0; r < ff; ++r) {
+      const double *gr = gate.Row(e * ff + r), *ur = up.Row(e * ff + r);
+      double a = 0, b = 0;
+      for (int64_t c = 0; c < gate.cols; ++c) {
+        a += gr[c] * h[c];
+        b += ur[c] * h[c];
+      }
+      g[r] = a / (1 + std::exp(-a)) * b;
+    }
+    for (int r = 0; r < embd_; ++r) {
+      const double* dr = down.Row(e * embd_ + r);
+      for (int64_t c = 0; c < ff; ++c) d[r] += dr[c] * g[c];
+    }
+    return d;
   }
 
   const GgufFile& f_;
   std::string arch_;
+  int experts_ = 0, experts_used_ = 0;
   int embd_, layers_, heads_, kv_heads_, head_dim_, rope_dims_;
   double base_, eps_;
   bool neox_;
@@ -246,7 +298,7 @@ ModelSpec ReferenceSpec(const std::string& arch) {
   ModelSpec spec = SmallArchSpec(arch);
   spec.embd = 128;  // 4 heads of 32 (qwen3: of 64), 2 KV heads
   spec.ff = 256;
-  if (arch == "qwen3") spec.head_dim = 64;
+  if (arch == "qwen3" || arch == "qwen3moe") spec.head_dim = 64;
   if (arch == "llama3") spec.rope_original_ctx = 32;  // divisors matter within 40 positions
   return spec;
 }
@@ -275,6 +327,7 @@ TEST_P(ArchitectureReference, EngineLogitsMatchADoublePrecisionForwardPass) {
   const Drop piece = arch == "qwen2"    ? Drop::kBiases
                      : arch == "qwen3"  ? Drop::kQkNorms
                      : arch == "llama3" ? Drop::kRopeFactors
+                     : arch == "qwen3moe" ? Drop::kTopkNorm
                                         : Drop::kNothing;
   if (piece != Drop::kNothing) {
     const double without = MaxRelativeError(got, ref.Logits(tokens, piece));
@@ -284,7 +337,7 @@ TEST_P(ArchitectureReference, EngineLogitsMatchADoublePrecisionForwardPass) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ArchitectureReference,
-                         ::testing::Values("qwen2", "qwen3", "llama3", "llama"));
+                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "llama3", "llama"));
 
 }  // namespace
 }  // namespace prefixd

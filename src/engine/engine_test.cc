@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -194,34 +195,96 @@ TEST_P(ArchBatchInvariance, LogitsIndependentOfBatchChunkThreadsAndBlocks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ArchBatchInvariance,
-                         ::testing::Values("qwen2", "qwen3", "llama3"));
+                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "llama3"));
+
+// qwen3moe's experts in other weight types: a token's logits never depend on which experts
+// the other tokens of its batch chose (the neighbours route elsewhere), on either dot path.
+TEST(BatchInvariance, Qwen3MoeExpertsInSeveralWeightTypes) {
+  for (TensorType type : {TensorType::kF16, TensorType::kQ8_0, TensorType::kQ4_0}) {
+    for (QuantDot quant_dot : {QuantDot::kInt8, QuantDot::kF32}) {
+      if (quant_dot == QuantDot::kF32 && cpu::GetIntTile(type) == nullptr) continue;
+      const std::string name = TensorTypeName(static_cast<uint32_t>(type));
+      SCOPED_TRACE(name + (quant_dot == QuantDot::kF32 ? " f32 dot" : " int8 dot"));
+      ModelSpec spec = SmallArchSpec("qwen3moe");
+      spec.type = type;
+      auto model = MakeTestModel(spec, "moe-" + name);
+      ASSERT_EQ(model->weights().layers[0].ffn_up_exps.type, type);
+      CheckBatchInvariance(*model, KvDtype::kF16, quant_dot);
+    }
+  }
+}
+
+const std::vector<int32_t> kGeneratePrompt = {1, 40, 41, 42, 43, 44, 45, 46};
+
+// kGeneratePrompt and 24 greedy tokens after it (empty, with a failure, if the engine fails).
+std::vector<int32_t> GenerateGreedy(const Model& model, KvDtype kv) {
+  EngineOptions eo;
+  eo.context_length = 128;
+  eo.kv_dtype = kv;
+  auto engine = Engine::Create(model, -1, eo);
+  if (!engine.ok()) {
+    ADD_FAILURE() << engine.status();
+    return {};
+  }
+  GenerateRequest req;
+  req.prompt = kGeneratePrompt;
+  req.max_tokens = 24;
+  req.ignore_eos = true;
+  auto id = (*engine)->Add(req);
+  EXPECT_TRUE(id.ok()) << id.status();
+  while (id.ok() && (*engine)->HasWork()) {
+    if (!(*engine)->Step().ok()) break;
+  }
+  auto seq = id.ok() ? (*engine)->TakeFinished(*id) : nullptr;
+  if (seq == nullptr) {
+    ADD_FAILURE() << "the sequence did not finish";
+    return {};
+  }
+  EXPECT_EQ(seq->tokens.size(), req.prompt.size() + 24);
+  return seq->tokens;
+}
 
 // Random models of each architecture, as make-model writes them, load and generate; the
 // architectures' outputs differ from one another for the same prompt and weights seed.
 TEST(Engine, EachArchitectureGenerates) {
   std::vector<std::vector<int32_t>> outputs;
-  for (const char* arch : {"llama", "qwen2", "qwen3", "llama3"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3", "qwen3moe", "llama3"}) {
     auto model = MakeTestModel(SmallArchSpec(arch), std::string("arch-") + arch);
-    EngineOptions eo;
-    eo.context_length = 128;
-    auto engine = Engine::Create(*model, -1, eo);
-    ASSERT_TRUE(engine.ok()) << arch << ": " << engine.status();
-    GenerateRequest req;
-    req.prompt = {1, 40, 41, 42, 43, 44, 45, 46};
-    req.max_tokens = 24;
-    req.ignore_eos = true;
-    auto id = (*engine)->Add(req);
-    ASSERT_TRUE(id.ok()) << arch;
-    while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok()) << arch;
-    auto seq = (*engine)->TakeFinished(*id);
-    ASSERT_NE(seq, nullptr) << arch;
-    ASSERT_EQ(seq->tokens.size(), req.prompt.size() + 24) << arch;
-    for (int32_t t : seq->tokens) EXPECT_TRUE(t >= 0 && t < 320) << arch;
-    outputs.push_back(seq->tokens);
+    const std::vector<int32_t> tokens = GenerateGreedy(*model, KvDtype::kF16);
+    ASSERT_EQ(tokens.size(), kGeneratePrompt.size() + 24) << arch;
+    for (int32_t t : tokens) EXPECT_TRUE(t >= 0 && t < 320) << arch;
+    outputs.push_back(tokens);
   }
   // llama and llama3 share every weight but RoPE's divisors; the others share nothing.
   for (size_t a = 0; a < outputs.size(); ++a) {
     for (size_t b = a + 1; b < outputs.size(); ++b) EXPECT_NE(outputs[a], outputs[b]) << a << b;
+  }
+}
+
+// qwen3moe in F32, F16 and Q8_0 generates greedily, and what it generated one token at a time
+// is what a prefill of the same tokens predicts (decode and prefill route identically).
+TEST(Engine, Qwen3MoeGeneratesGreedilyInF32F16Q8_0) {
+  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kQ8_0}) {
+    const std::string name = TensorTypeName(static_cast<uint32_t>(type));
+    ModelSpec spec = SmallArchSpec("qwen3moe");
+    spec.type = type;
+    auto model = MakeTestModel(spec, "moe-" + name);
+    EXPECT_EQ(model->hparams().num_experts, 8);
+    EXPECT_EQ(model->hparams().num_experts_used, 2);
+    EXPECT_EQ(model->hparams().expert_ff, 64);
+    const std::vector<int32_t> generated = GenerateGreedy(*model, KvDtype::kF32);
+    ASSERT_EQ(generated.size(), kGeneratePrompt.size() + 24) << name;
+    std::vector<int32_t> all = generated;
+    all.pop_back();
+    RunConfig c;
+    c.kv = KvDtype::kF32;
+    const std::vector<float> logits = PrefillLogits(*model, all, c);
+    const int vocab = model->hparams().vocab_size;
+    for (size_t i = kGeneratePrompt.size() - 1; i < all.size(); ++i) {
+      const float* row = &logits[i * vocab];
+      const int32_t argmax = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+      EXPECT_EQ(argmax, generated[i + 1]) << name << " position " << i;
+    }
   }
 }
 

@@ -91,6 +91,11 @@ class PrefixCacheExactness : public ::testing::TestWithParam<std::string> {
       if (!model_) GTEST_SKIP() << "../shared/models/stories260K.gguf is absent";
     } else if (GetParam() == "random_gqa_f16") {
       model_ = MakeTestModel(TestModelShape::kGqa256, TensorType::kF16);
+    } else if (GetParam().starts_with("qwen3moe")) {
+      // A mixture of experts: the prompts' tokens route to different experts.
+      ModelSpec spec = SmallArchSpec("qwen3moe");
+      spec.type = GetParam() == "qwen3moe_q8_0" ? TensorType::kQ8_0 : TensorType::kF32;
+      model_ = MakeTestModel(spec, GetParam());
     } else {
       // Quantised weights on the integer dot-product path (EngineOptions' default
       // QuantDot::kInt8): the cache must stay exact there too (issue 15).
@@ -209,7 +214,8 @@ TEST_P(PrefixCacheExactness, EvictionForcesRecomputationPartWay) {
 
 INSTANTIATE_TEST_SUITE_P(Models, PrefixCacheExactness,
                          ::testing::Values("stories260K", "random_gqa_f16", "rows256_q8_0",
-                                           "rows256_q4_k", "rows256_q6_k"));
+                                           "rows256_q4_k", "rows256_q6_k", "qwen3moe_f32",
+                                           "qwen3moe_q8_0"));
 
 // 32 running sequences with a common 1,000-token prefix hold its full blocks once, plus at
 // most one copied block each at the boundary, not 32 copies of the prefix.

@@ -96,9 +96,14 @@ ModelSpec SmallArchSpec(const std::string& arch) {
   if (arch == "qwen2") {
     spec.tie_output = true;
     spec.rope_freq_base = 1000000;
-  } else if (arch == "qwen3") {
+  } else if (arch == "qwen3" || arch == "qwen3moe") {
     spec.head_dim = 32;
     spec.rope_freq_base = 1000000;
+    if (arch == "qwen3moe") {
+      spec.experts = 8;
+      spec.experts_used = 2;
+      spec.expert_ff = 64;
+    }
   } else if (arch == "llama3") {
     spec.rope_freq_base = 500000;
     spec.rope_scaling = "llama3";

@@ -295,8 +295,19 @@ std::vector<float> Llama3RopeFactors(const ModelSpec& s) {
 }  // namespace
 
 Status ValidateModelSpec(const ModelSpec& s) {
-  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3") {
-    return Invalid(absl::StrCat("arch '", s.arch, "'; supported: llama, qwen2, qwen3"));
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3" && s.arch != "qwen3moe") {
+    return Invalid(absl::StrCat("arch '", s.arch, "'; supported: llama, qwen2, qwen3, qwen3moe"));
+  }
+  if (s.arch == "qwen3moe") {
+    if (s.experts < 1) return Invalid(absl::StrCat("experts ", s.experts, " < 1"));
+    if (s.experts_used < 1 || s.experts_used > s.experts) {
+      return Invalid(absl::StrCat("experts_used ", s.experts_used, " is not in [1, experts ",
+                                  s.experts, "]"));
+    }
+    if (s.expert_ff < 1) return Invalid(absl::StrCat("expert_ff ", s.expert_ff, " < 1"));
+  } else if (s.experts != 0 || s.experts_used != 0 || s.expert_ff != 0) {
+    return Invalid(absl::StrCat("experts, experts_used and expert_ff are for qwen3moe, not ",
+                                s.arch));
   }
   if (s.num_layers < 1) return Invalid(absl::StrCat("num_layers ", s.num_layers, " < 1"));
   if (s.embd < 1) return Invalid(absl::StrCat("embd ", s.embd, " < 1"));
@@ -337,8 +348,11 @@ Status ValidateModelSpec(const ModelSpec& s) {
   const uint64_t embd = s.embd, ff = s.ff, layers = s.num_layers;
   const uint64_t vocab = s.vocab == 0 || !s.tokenizer_json.empty() ? 1000000 : s.vocab;
   const uint64_t hd = s.HeadDim(), q = hd * s.num_heads, kv = hd * s.num_kv_heads;
-  const uint64_t params = vocab * embd * 2 + embd +
-                          layers * (2 * embd + embd * q * 2 + embd * kv * 2 + 3 * embd * ff);
+  const uint64_t ffn = s.arch == "qwen3moe"
+                            ? uint64_t(s.experts) * (embd + 3 * embd * uint64_t(s.expert_ff))
+                            : 3 * embd * ff;
+  const uint64_t params =
+      vocab * embd * 2 + embd + layers * (2 * embd + embd * q * 2 + embd * kv * 2 + ffn);
   if (params * 4 > kMaxModelBytes) {
     return Invalid(absl::StrCat("~", params, " parameters do not fit the in-memory writer (",
                                 kMaxModelBytes >> 30, " GiB)"));
@@ -380,6 +394,11 @@ void SetHparams(const ModelSpec& spec, GgufWriter& w) {
   }
   w.Set(a + "rope.dimension_count", GgufValue::U32(head_dim));
   w.Set(a + "rope.freq_base", GgufValue::F32(spec.rope_freq_base));
+  if (spec.arch == "qwen3moe") {
+    w.Set(a + "expert_count", GgufValue::U32(spec.experts));
+    w.Set(a + "expert_used_count", GgufValue::U32(spec.experts_used));
+    w.Set(a + "expert_feed_forward_length", GgufValue::U32(spec.expert_ff));
+  }
   w.Set(a + "vocab_size", GgufValue::U32(0));
 }
 
@@ -415,7 +434,7 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
     const uint64_t tensor_seed = seeder();
     uint64_t n = 1;
     for (uint64_t d : dims) n *= d;
-    if (dims.size() == 2) type = MatrixType(spec.type, dims[0]);
+    if (dims.size() >= 2 && type == spec.type) type = MatrixType(spec.type, dims[0]);
     return w.AddTensor(name, std::move(dims), type, RandomData(n, type, mean, std, tensor_seed));
   };
   RETURN_IF_ERROR(add("token_embd.weight", {embd, v}, spec.type, 0, MatrixStd(embd)));
@@ -441,12 +460,24 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
       RETURN_IF_ERROR(add(blk + "attn_k.bias", {kv_dim}, TensorType::kF32, 0, kBiasStd));
       RETURN_IF_ERROR(add(blk + "attn_v.bias", {kv_dim}, TensorType::kF32, 0, kBiasStd));
     }
-    if (spec.arch == "qwen3") {
+    if (spec.arch == "qwen3" || spec.arch == "qwen3moe") {
       RETURN_IF_ERROR(add(blk + "attn_q_norm.weight", {head_dim}, TensorType::kF32, 1, kNormStd));
       RETURN_IF_ERROR(add(blk + "attn_k_norm.weight", {head_dim}, TensorType::kF32, 1, kNormStd));
     }
     RETURN_IF_ERROR(add(blk + "attn_output.weight", {q_dim, embd}, spec.type, 0, MatrixStd(q_dim)));
     RETURN_IF_ERROR(add(blk + "ffn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
+    if (spec.arch == "qwen3moe") {
+      const uint64_t ne = spec.experts, eff = spec.expert_ff;
+      RETURN_IF_ERROR(
+          add(blk + "ffn_gate_inp.weight", {embd, ne}, TensorType::kF32, 0, MatrixStd(embd)));
+      RETURN_IF_ERROR(
+          add(blk + "ffn_gate_exps.weight", {embd, eff, ne}, spec.type, 0, MatrixStd(embd)));
+      RETURN_IF_ERROR(
+          add(blk + "ffn_up_exps.weight", {embd, eff, ne}, spec.type, 0, MatrixStd(embd)));
+      RETURN_IF_ERROR(
+          add(blk + "ffn_down_exps.weight", {eff, embd, ne}, spec.type, 0, MatrixStd(eff)));
+      continue;
+    }
     RETURN_IF_ERROR(add(blk + "ffn_gate.weight", {embd, ff}, spec.type, 0, MatrixStd(embd)));
     RETURN_IF_ERROR(add(blk + "ffn_up.weight", {embd, ff}, spec.type, 0, MatrixStd(embd)));
     RETURN_IF_ERROR(add(blk + "ffn_down.weight", {ff, embd}, spec.type, 0, MatrixStd(ff)));

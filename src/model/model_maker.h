@@ -1,4 +1,4 @@
-// Writes llama-family (llama, qwen2, qwen3) GGUF models with seeded random weights, for tests,
+// Writes llama-family (llama, qwen2, qwen3, qwen3moe) GGUF models with seeded random weights, for tests,
 // benchmarks and `prefixd make-model`. The output is a function of the spec alone: the same
 // ModelSpec gives the same bytes on every machine (the generator uses integer arithmetic and
 // exactly rounded float operations only; the one libm call, pow for Llama 3 RoPE divisors, is
@@ -17,14 +17,19 @@
 namespace prefixd {
 
 struct ModelSpec {
-  // "llama", "qwen2" (adds Q/K/V biases) or "qwen3" (adds per-head Q/K RMS norms). Metadata
-  // keys take the architecture as prefix (qwen2.embedding_length, ...).
+  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (adds per-head Q/K RMS norms) or "qwen3moe"
+  // (qwen3 with a mixture of experts for the FFN). Metadata keys take the architecture as
+  // prefix (qwen2.embedding_length, ...).
   std::string arch = "llama";
   int num_layers = 2;
   int embd = 64;
   int num_heads = 4;
   int num_kv_heads = 4;  // grouped-query attention when smaller than num_heads
-  int ff = 176;          // feed-forward (SwiGLU) width
+  int ff = 176;          // feed-forward (SwiGLU) width; qwen3moe: written, but no dense FFN
+  // qwen3moe only: experts per layer, experts each token uses, and each expert's FFN width.
+  int experts = 0;
+  int experts_used = 0;
+  int expert_ff = 0;
   // Vocabulary size. 0 means "the size of vocab_from's vocabulary" (only with vocab_from).
   int vocab = 512;
   int ctx = 256;                     // llama.context_length
@@ -66,7 +71,8 @@ struct ModelSpec {
 // The smallest synthetic vocabulary: <unk>, <s>, </s>, 256 byte tokens and a few pieces.
 inline constexpr int kMinSyntheticVocab = 259 + 8;
 
-// Checks `spec`: positive sizes, an even head size (num_heads divides embd unless head_dim is
+// Checks `spec`: positive sizes (qwen3moe: experts >= 1, 1 <= experts_used <= experts,
+// expert_ff >= 1; other architectures: no experts), an even head size (num_heads divides embd unless head_dim is
 // given), num_kv_heads divides num_heads, a supported type, architecture and RoPE scaling, a
 // large enough synthetic vocabulary.
 // InvalidArgument naming the offending field otherwise.
@@ -98,7 +104,14 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length);
 //   blk.i.ffn_down.weight    {ff, embd}             type
 //   rope_freqs.weight        {hd/2}                 F32    (rope_scaling "llama3" only)
 //   blk.i.attn_q.bias        {heads*hd}             F32    (qwen2 only; also k, v)
-//   blk.i.attn_q_norm.weight {hd}                   F32    (qwen3 only; also k)
+//   blk.i.attn_q_norm.weight {hd}                   F32    (qwen3, qwen3moe; also k)
+//
+// qwen3moe writes no blk.i.ffn_{gate,up,down}.weight; instead (experts E, width F):
+//   blk.i.ffn_gate_inp.weight  {embd, E}            F32    (the router, as llama.cpp keeps it)
+//   blk.i.ffn_gate_exps.weight {embd, F, E}         type
+//   blk.i.ffn_up_exps.weight   {embd, F, E}         type
+//   blk.i.ffn_down_exps.weight {F, embd, E}         type
+// and qwen3moe.expert_count, expert_used_count, expert_feed_forward_length.
 //
 // Weights are approximately normal (sums of uniforms, bounded at 3.46 std): every matrix
 // N(0, 1 / row length), so each projection keeps its input's scale and the logits have std ~1;

@@ -229,6 +229,55 @@ TEST_F(ModelMakerTest, Qwen3HasQkNormsAndAnIndependentHeadSize) {
   EXPECT_FALSE(h.qkv_bias);
 }
 
+// qwen3moe: qwen3's attention, a router and 3-D expert tensors instead of the dense FFN, and
+// the expert keys; Model loads it with experts as 2-D slices of one matrix each.
+TEST_F(ModelMakerTest, Qwen3MoeHasARouterAndThreeDimensionalExperts) {
+  ModelSpec spec = SmallSpec();
+  spec.arch = "qwen3moe";
+  spec.head_dim = 16;
+  spec.experts = 4;
+  spec.experts_used = 2;
+  spec.expert_ff = 64;
+  spec.type = TensorType::kQ8_0;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("moe.gguf")).ok());
+  auto file = GgufFile::Open(Path("moe.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->GetUint("qwen3moe.expert_count").value(), 4u);
+  EXPECT_EQ((*file)->GetUint("qwen3moe.expert_used_count").value(), 2u);
+  EXPECT_EQ((*file)->GetUint("qwen3moe.expert_feed_forward_length").value(), 64u);
+  EXPECT_EQ((*file)->FindTensor("blk.0.ffn_gate.weight"), nullptr);
+  const GgufTensorInfo* router = (*file)->FindTensor("blk.1.ffn_gate_inp.weight");
+  ASSERT_NE(router, nullptr);
+  EXPECT_EQ(router->dims, (std::vector<uint64_t>{32, 4}));
+  EXPECT_EQ(router->type, TensorType::kF32);
+  const GgufTensorInfo* up = (*file)->FindTensor("blk.0.ffn_up_exps.weight");
+  EXPECT_EQ(up->dims, (std::vector<uint64_t>{32, 64, 4}));
+  EXPECT_EQ(up->type, TensorType::kQ8_0);
+  EXPECT_EQ((*file)->FindTensor("blk.0.ffn_down_exps.weight")->dims,
+            (std::vector<uint64_t>{64, 32, 4}));
+  EXPECT_NE((*file)->FindTensor("blk.0.attn_k_norm.weight"), nullptr);
+  auto model = Model::Load(Path("moe.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Hparams& h = (*model)->hparams();
+  EXPECT_TRUE(h.moe());
+  EXPECT_TRUE(h.qk_norm);
+  EXPECT_EQ(h.num_experts, 4);
+  EXPECT_EQ(h.num_experts_used, 2);
+  EXPECT_EQ(h.expert_ff, 64);
+  const Weight& down = (*model)->weights().layers[0].ffn_down_exps;
+  EXPECT_EQ(down.rows, 4 * 32);
+  EXPECT_EQ(down.cols, 64);
+  const Weight slice = ExpertSlice(down, 4, 3);
+  EXPECT_EQ(slice.rows, 32);
+  EXPECT_EQ(slice.data, down.data + 3 * 32 * down.row_bytes);
+
+  spec.experts_used = 5;
+  EXPECT_FALSE(ValidateModelSpec(spec).ok());
+  spec.experts_used = 2;
+  spec.arch = "qwen3";
+  EXPECT_FALSE(ValidateModelSpec(spec).ok()) << "experts are for qwen3moe only";
+}
+
 // Llama 3.1 scaling: short wavelengths keep their frequency (divisor 1), wavelengths past
 // original_ctx / low_freq_factor are divided by the factor, those between blend.
 TEST_F(ModelMakerTest, Llama3RopeScalingWritesFrequencyDivisors) {

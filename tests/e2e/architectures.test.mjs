@@ -1,4 +1,4 @@
-// `prefixd make-model --arch llama|qwen2|qwen3` (and llama with Llama 3.1 RoPE scaling) writes
+// `prefixd make-model --arch llama|qwen2|qwen3|qwen3moe` (and llama with Llama 3.1 RoPE scaling) writes
 // random-weight models that `prefixd serve` loads and answers with; greedy answers repeat, and
 // the second request is served from the prefix cache. Unknown architectures are refused.
 import assert from 'node:assert/strict';
@@ -23,6 +23,8 @@ const SHAPES = {
   llama: ['--arch', 'llama'],
   qwen2: ['--arch', 'qwen2', '--rope-base', '1000000', '--tie-output'],
   qwen3: ['--arch', 'qwen3', '--head-dim', '32', '--rope-base', '1000000'],
+  qwen3moe: ['--arch', 'qwen3moe', '--head-dim', '32', '--rope-base', '1000000', '--experts', '8',
+    '--experts-used', '2', '--expert-ff', '64'],
   llama3: ['--arch', 'llama', '--rope-base', '500000', '--rope-scaling', 'llama3',
     '--rope-scaling-factor', '8', '--rope-original-ctx', '64'],
 };
