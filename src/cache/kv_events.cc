@@ -16,38 +16,38 @@ std::string_view MediumName(KvMedium medium) {
 
 KvEventLog::KvEventLog(KvEventSink* sink, int block_size) : sink_(sink), block_size_(block_size) {}
 
+namespace {
+
+KvEvent MakeEvent(KvEvent::Type type, KvMedium medium, std::span<const BlockKey> keys) {
+  KvEvent e;
+  e.type = type;
+  e.medium = medium;
+  e.hashes.reserve(keys.size());
+  for (const BlockKey& k : keys) e.hashes.push_back(EventHash(k));
+  return e;
+}
+
+}  // namespace
+
 void KvEventLog::Stored(KvMedium medium, std::span<const BlockKey> keys, const BlockKey& parent,
                         std::span<const int32_t> tokens) {
   if (keys.empty()) return;
-  KvEvent e;
-  e.type = KvEvent::Type::kStored;
-  e.medium = medium;
-  e.hashes.reserve(keys.size());
-  for (const BlockKey& k : keys) e.hashes.push_back(EventHash(k));
+  KvEvent e = MakeEvent(KvEvent::Type::kStored, medium, keys);
   e.parent = EventHash(parent);
   e.token_ids.assign(tokens.begin(), tokens.end());
   e.block_size = block_size_;
-  std::lock_guard<std::mutex> lock(mu_);
-  pending_.push_back(std::move(e));
+  Append(std::move(e));
 }
 
 void KvEventLog::Removed(KvMedium medium, std::span<const BlockKey> keys) {
-  if (keys.empty()) return;
-  KvEvent e;
-  e.type = KvEvent::Type::kRemoved;
-  e.medium = medium;
-  e.hashes.reserve(keys.size());
-  for (const BlockKey& k : keys) e.hashes.push_back(EventHash(k));
-  std::lock_guard<std::mutex> lock(mu_);
-  pending_.push_back(std::move(e));
+  if (!keys.empty()) Append(MakeEvent(KvEvent::Type::kRemoved, medium, keys));
 }
 
-void KvEventLog::Cleared(KvMedium medium) {
-  KvEvent e;
-  e.type = KvEvent::Type::kCleared;
-  e.medium = medium;
+void KvEventLog::Cleared(KvMedium medium) { Append(MakeEvent(KvEvent::Type::kCleared, medium, {})); }
+
+void KvEventLog::Append(KvEvent event) {
   std::lock_guard<std::mutex> lock(mu_);
-  pending_.push_back(std::move(e));
+  pending_.push_back(std::move(event));
 }
 
 void KvEventLog::Flush() {

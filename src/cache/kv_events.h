@@ -87,6 +87,8 @@ class KvEventLog {
   int64_t num_batches() const;
 
  private:
+  void Append(KvEvent event);
+
   KvEventSink* sink_;
   const int block_size_;
   mutable std::mutex mu_;

@@ -216,7 +216,7 @@ void ExpectIndexMatchesProbe(const Index& index, PrefixCache& cache,
 
 std::string TempDir(const char* name) {
   const auto dir = std::filesystem::temp_directory_path() /
-                   (std::string(name) + "." + std::to_string(::getpid()));
+                   (std::string("prefixd_kv_events.") + name + "." + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   return dir.string();
 }
@@ -266,61 +266,70 @@ TEST(KvEvents, BatchRoundTripsThroughMsgpackInVllmLayout) {
   EXPECT_EQ(SeqFrame(1), std::string("\0\0\0\0\0\0\0\1", 8));
 }
 
-TEST(KvEvents, SubscriberIndexEqualsTheCacheAfterAMixedWorkload) {
-  auto pub = KvEventPublisher::Create(LoopbackOptions());
-  ASSERT_TRUE(pub.ok()) << pub.status();
-  Subscriber sub(**pub);
-  const std::string dir = TempDir("prefixd_kv_events");
-  {
-    TieredCache tc((*pub)->log(), dir);
-    const auto prompts = Prompts(40, 17);
-    for (int i = 0; i < 15; ++i) tc.Run(prompts[i]);
-    ASSERT_TRUE(tc.cache->ClearTier("host").ok());
-    for (int i = 15; i < 30; ++i) tc.Run(prompts[i]);
-    ASSERT_TRUE(tc.cache->ClearTier("pool").ok());
-    for (int i = 0; i < 40; ++i) tc.Run(prompts[i]);  // hits from host and disk
-    tc.cache->FlushDiskWrites();
-    tc.cache->FlushEvents();
-    const TierControllerStats ts = tc.cache->tier_stats();
-    EXPECT_GT(tc.cache->stats().evicted_blocks, 0);
-    EXPECT_GT(ts.host.evictions, 0) << "the workload should overflow host RAM";
-    EXPECT_GT(ts.disk.evictions, 0) << "... and the disk";
-    EXPECT_GT(ts.onboarded_blocks, 0);
-
-    ASSERT_TRUE(sub.CatchUp((*pub)->log()->num_batches()));
-    ExpectIndexMatchesProbe(sub.index(), *tc.cache, prompts);
-    auto count = [&](KvMedium m) {
-      auto it = sub.index().blocks.find(m);
-      return it == sub.index().blocks.end() ? 0 : static_cast<int64_t>(it->second.size());
-    };
-    EXPECT_EQ(count(KvMedium::kHost), ts.host.entries);
-    EXPECT_EQ(count(KvMedium::kDisk), ts.disk.entries);
-    EXPECT_EQ((*pub)->stats().dropped, 0);
+// A publisher on loopback, a subscriber on it, and a tiered cache logging to it.
+class KvEventStream : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto created = KvEventPublisher::Create(LoopbackOptions());
+    ASSERT_TRUE(created.ok()) << created.status();
+    pub = std::move(*created);
+    sub = std::make_unique<Subscriber>(*pub);
+    dir = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    tc = std::make_unique<TieredCache>(pub->log(), dir);
   }
-  std::filesystem::remove_all(dir);
+  void TearDown() override {
+    tc.reset();  // before the publisher, whose log it writes to
+    std::filesystem::remove_all(dir);
+  }
+  // Waits for the disk writes and closes the last batch; returns the number of batches.
+  int64_t Settle() {
+    tc->cache->FlushDiskWrites();
+    tc->cache->FlushEvents();
+    return pub->log()->num_batches();
+  }
+
+  std::unique_ptr<KvEventPublisher> pub;
+  std::unique_ptr<Subscriber> sub;
+  std::string dir;
+  std::unique_ptr<TieredCache> tc;
+};
+
+TEST_F(KvEventStream, SubscriberIndexEqualsTheCacheAfterAMixedWorkload) {
+  const auto prompts = Prompts(40, 17);
+  for (int i = 0; i < 15; ++i) tc->Run(prompts[i]);
+  ASSERT_TRUE(tc->cache->ClearTier("host").ok());
+  for (int i = 15; i < 30; ++i) tc->Run(prompts[i]);
+  ASSERT_TRUE(tc->cache->ClearTier("pool").ok());
+  for (int i = 0; i < 40; ++i) tc->Run(prompts[i]);  // hits from host and disk
+  const int64_t end = Settle();
+  const TierControllerStats ts = tc->cache->tier_stats();
+  EXPECT_GT(tc->cache->stats().evicted_blocks, 0);
+  EXPECT_GT(ts.host.evictions, 0) << "the workload should overflow host RAM";
+  EXPECT_GT(ts.disk.evictions, 0) << "... and the disk";
+  EXPECT_GT(ts.onboarded_blocks, 0);
+
+  ASSERT_TRUE(sub->CatchUp(end));
+  ExpectIndexMatchesProbe(sub->index(), *tc->cache, prompts);
+  auto count = [&](KvMedium m) {
+    auto it = sub->index().blocks.find(m);
+    return it == sub->index().blocks.end() ? 0 : static_cast<int64_t>(it->second.size());
+  };
+  EXPECT_EQ(count(KvMedium::kHost), ts.host.entries);
+  EXPECT_EQ(count(KvMedium::kDisk), ts.disk.entries);
+  EXPECT_EQ(pub->stats().dropped, 0);
 }
 
-TEST(KvEvents, SubscriberThatMissesBatchesCatchesUpThroughReplay) {
-  auto pub = KvEventPublisher::Create(LoopbackOptions());
-  ASSERT_TRUE(pub.ok()) << pub.status();
-  Subscriber sub(**pub);
-  const std::string dir = TempDir("prefixd_kv_events_gap");
-  {
-    TieredCache tc((*pub)->log(), dir);
-    const auto prompts = Prompts(24, 5);
-    for (const auto& p : prompts) tc.Run(p);
-    tc.cache->FlushDiskWrites();
-    tc.cache->FlushEvents();
-    const int64_t end = (*pub)->log()->num_batches();
-    ASSERT_GT(end, 10);
-    // Lose every third batch, and the last ones, as a slow or flapping subscriber would.
-    ASSERT_TRUE(sub.CatchUp(end, [&](int64_t seq) { return seq % 3 == 1 || seq >= end - 2; }));
-    EXPECT_GT(sub.gaps(), 0) << "the gaps are seen from the sequence numbers";
-    EXPECT_GT(sub.replayed(), 0);
-    EXPECT_GT((*pub)->stats().replay_requests, 0);
-    ExpectIndexMatchesProbe(sub.index(), *tc.cache, prompts);
-  }
-  std::filesystem::remove_all(dir);
+TEST_F(KvEventStream, SubscriberThatMissesBatchesCatchesUpThroughReplay) {
+  const auto prompts = Prompts(24, 5);
+  for (const auto& p : prompts) tc->Run(p);
+  const int64_t end = Settle();
+  ASSERT_GT(end, 10);
+  // Lose every third batch, and the last ones, as a slow or flapping subscriber would.
+  ASSERT_TRUE(sub->CatchUp(end, [&](int64_t seq) { return seq % 3 == 1 || seq >= end - 2; }));
+  EXPECT_GT(sub->gaps(), 0) << "the gaps are seen from the sequence numbers";
+  EXPECT_GT(sub->replayed(), 0);
+  EXPECT_GT(pub->stats().replay_requests, 0);
+  ExpectIndexMatchesProbe(sub->index(), *tc->cache, prompts);
 }
 
 TEST(KvEvents, FullQueueDropsTheOldestAndNeverBlocks) {
