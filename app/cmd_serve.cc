@@ -17,6 +17,7 @@
 #include "app/common.h"
 #include "app/engine_flags.h"
 #include "base/log.h"
+#include "cache/kv_event_publisher.h"
 #include "engine/engine_service.h"
 #include "server/http_server.h"
 
@@ -29,6 +30,8 @@ struct ServeFlags {
   HttpServerOptions http;
   int max_queue = 256;
   EngineFlags engine;
+  std::string kv_events;         // PUB endpoint; empty: no KV events
+  std::string kv_events_replay;  // ROUTER endpoint; empty: the port after --kv-events'
 };
 
 int RunServe(const ServeFlags& f) {
@@ -48,9 +51,24 @@ int RunServe(const ServeFlags& f) {
   if (!loaded.ok()) return Fail(loaded.status());
   auto eo = ToEngineOptions(f.engine);
   if (!eo.ok()) return Fail(eo.status());
+  // Declared before the engine so that it outlives the engine service (the cache logs to it).
+  std::unique_ptr<KvEventPublisher> kv_events;
+  ServiceOptions so;
+  if (!f.kv_events.empty()) {
+    KvEventPublisherOptions po;
+    po.endpoint = f.kv_events;
+    po.replay_endpoint = f.kv_events_replay;
+    po.block_size = eo->block_size;
+    auto pub = KvEventPublisher::Create(po);
+    if (!pub.ok()) return Fail(pub.status());
+    kv_events = std::move(*pub);
+    eo->kv_events = kv_events->log();
+    so.kv_events_endpoint = kv_events->endpoint();
+    so.kv_events_replay_endpoint = kv_events->replay_endpoint();
+    spdlog::info("KV events on {} (replay {})", so.kv_events_endpoint, so.kv_events_replay_endpoint);
+  }
   auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), *eo);
   if (!engine.ok()) return Fail(engine.status());
-  ServiceOptions so;
   so.max_queue = f.max_queue;
   EngineService service(*loaded->model, *loaded->tokenizer, *std::move(engine), so);
   HttpServer server(&service, f.http);
@@ -115,6 +133,13 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
       ->envname("PREFIXD_ALLOWED_HOSTS")->delimiter(',');
   cmd->add_option("--max-body-bytes", f->http.max_body_bytes, "Larger request bodies get 413")
       ->envname("PREFIXD_MAX_BODY_BYTES")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--kv-events", f->kv_events,
+                  "Publish KV cache events (vLLM's KVEventBatch over ZMQ PUB, msgpack) on this "
+                  "endpoint, e.g. tcp://127.0.0.1:5557; off when unset")
+      ->envname("PREFIXD_KV_EVENTS");
+  cmd->add_option("--kv-events-replay", f->kv_events_replay,
+                  "The replay (ZMQ ROUTER) endpoint for --kv-events; default: its port + 1")
+      ->envname("PREFIXD_KV_EVENTS_REPLAY");
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
 }

@@ -14,7 +14,7 @@ PACKAGES=(
   clang libclang-rt-14-dev
   libabsl-dev libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libxxhash-dev libpcre2-dev libhiredis-dev libssl-dev libutf8proc-dev
-  libboost-dev libzmq3-dev cppzmq-dev libmsgpack-dev
+  libboost-dev libzmq3-dev cppzmq-dev libmsgpack-dev libmsgpack-cxx-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server gnuplot-nox chromium fonts-dejavu-core
 )

@@ -12,7 +12,9 @@ PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptio
       keyer_(options.hash, options.fingerprint, block_size),
       tree_(pool, block_size),
       tiers_(std::move(tiers)),
-      enabled_(options.enabled) {}
+      enabled_(options.enabled) {
+  if (tiers_ && options_.events) tiers_->SetEventLog(options_.events);
+}
 
 // ---- admission ----
 
@@ -132,8 +134,10 @@ CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_
   const auto query = tokens.first(std::min<size_t>(tokens.size(), std::max<int64_t>(0, max_tokens)));
   query_tokens_.fetch_add(static_cast<int64_t>(tokens.size()), std::memory_order_relaxed);
   if (tiers_ && keys != nullptr) {
+    const int64_t before = options_.events ? tree_.Peek(salt, tokens).num_tokens : 0;
     hit.tier = tiers_->Onboard(tree_, salt, tokens, *keys, static_cast<int64_t>(query.size()),
                                [this](int n) { return Evict(n); });
+    if (options_.events) EmitPoolStored(tokens, *keys, before, tree_.Peek(salt, tokens).num_tokens);
     PublishGauges();  // onboarding inserted into the tree
   }
   MatchResult m = tree_.Match(salt, query, /*touch=*/true);
@@ -170,7 +174,9 @@ void PrefixCache::Insert(std::string_view salt, std::span<const int32_t> tokens,
 
 void PrefixCache::InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
                               std::span<const BlockId> blocks, const BlockKeyChain* keys) {
+  const int64_t before = options_.events ? tree_.Peek(salt, tokens).num_tokens : 0;
   tree_.Insert(salt, tokens, blocks, keys);
+  if (options_.events) EmitPoolStored(tokens, *keys, before, static_cast<int64_t>(tokens.size()));
   if (options_.max_cached_blocks > 0 && tree_.cached_blocks() > options_.max_cached_blocks) {
     ApplyEviction(tree_.PrepareEvictionToBudget(options_.max_cached_blocks));
   }
@@ -185,6 +191,11 @@ int PrefixCache::ApplyEviction(const EvictionPlan& plan) {
   if (!plan.empty()) {
     // The blocks still hold their KV until the tree drops them: copy them down first.
     if (tiers_) tiers_->Offload(plan.nodes);
+    if (options_.events) {
+      for (const EvictionPlan::Entry& e : plan.nodes) {
+        options_.events->Removed(KvMedium::kPool, e.node.keys);
+      }
+    }
     tree_.ApplyEviction(plan);
     evicted_blocks_.fetch_add(plan.num_uncached_blocks, std::memory_order_relaxed);
   }
@@ -206,11 +217,15 @@ Status PrefixCache::ClearTier(std::string_view tier) {
                                                    "'; use pool, host, disk, remote, partial or all"));
   }
   if (tier == "all") {
-    RETURN_IF_ERROR(tiers_->Clear("host"));
-    RETURN_IF_ERROR(tiers_->Clear("disk"));
+    RETURN_IF_ERROR(ClearTier("host"));
+    RETURN_IF_ERROR(ClearTier("disk"));
     return tiers_->Clear("partial");
   }
-  return tiers_->Clear(tier);
+  RETURN_IF_ERROR(tiers_->Clear(tier));
+  // The pool's clear was announced block by block (ApplyEviction): locked entries stay.
+  if (options_.events && tier == "host") options_.events->Cleared(KvMedium::kHost);
+  if (options_.events && tier == "disk") options_.events->Cleared(KvMedium::kDisk);
+  return absl::OkStatus();
 }
 
 TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const {
@@ -254,6 +269,21 @@ std::vector<BlockKey> PrefixCache::BlockKeys(std::string_view salt,
 ProbeResult PrefixCache::Probe(std::string_view salt, std::span<const int32_t> tokens) const {
   const MatchResult m = tree_.Peek(salt, tokens);
   return ProbeResult{m.num_tokens, m.num_tokens / block_size_};
+}
+
+void PrefixCache::EmitPoolStored(std::span<const int32_t> tokens, const BlockKeyChain& keys,
+                                 int64_t before, int64_t after) {
+  const int64_t first = before / block_size_;
+  const int64_t end = std::min<int64_t>(after / block_size_, keys.size());
+  if (options_.events == nullptr || first >= end) return;
+  options_.events->Stored(KvMedium::kPool,
+                          std::span<const BlockKey>(keys.keys).subspan(first, end - first),
+                          keys.Parent(first),
+                          tokens.subspan(first * block_size_, (end - first) * block_size_));
+}
+
+void PrefixCache::FlushEvents() {
+  if (options_.events) options_.events->Flush();
 }
 
 void PrefixCache::PublishGauges() {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "cache/block_keyer.h"
+#include "cache/kv_events.h"
 #include "cache/tier_controller.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
@@ -45,6 +46,9 @@ struct PrefixCacheOptions {
   std::vector<uint8_t> fingerprint;  // ModelFingerprint::Serialize() of the served model
   // Most pool blocks the tree may keep (the --cache-bytes budget in blocks).
   int max_cached_blocks = 0;
+  // Where residency changes go (--kv-events); nullptr: no events. Must outlive the cache.
+  // With a log, blocks are keyed (hashed once per request) even without lower tiers.
+  KvEventLog* events = nullptr;
 };
 
 // What a request got from the cache.
@@ -206,16 +210,25 @@ class PrefixCache {
   PrefixCacheStats stats() const;
   int block_size() const { return block_size_; }
 
+  // KV events (kv_events.h): closes what changed since the last call as one batch. The engine
+  // calls it once per step; without a log it does nothing.
+  void FlushEvents();
+
  private:
-  // Keys are needed only by the lower tiers: without them nothing is hashed.
-  bool keyed() const { return tiers_ != nullptr; }
+  // Keys are needed only by the lower tiers and KV events: without them nothing is hashed.
+  bool keyed() const { return tiers_ != nullptr || options_.events != nullptr; }
+  // KV events: the full blocks of `tokens` past the first `before` tokens, up to `after`
+  // tokens, became resident in the pool (no-op without a log).
+  void EmitPoolStored(std::span<const int32_t> tokens, const BlockKeyChain& keys, int64_t before,
+                      int64_t after);
   // Acquire with the chain of `tokens` (keyed() only; else nullptr).
   CacheHit AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
                         int64_t max_tokens, const BlockKeyChain* keys);
   void InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
                    std::span<const BlockId> blocks, const BlockKeyChain* keys);
   // The one place every eviction is applied: offloads the plan's blocks to host RAM in one
-  // batch, removes its nodes, counts the blocks the tree dropped, publishes the gauges.
+  // batch, removes its nodes, counts the blocks the tree dropped, publishes the gauges and
+  // the KV events.
   // Returns the blocks that became free in the pool.
   int ApplyEviction(const EvictionPlan& plan);
   // The ticket's chain extended to `tokens` (nullptr when !keyed()).

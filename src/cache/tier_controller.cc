@@ -421,6 +421,17 @@ std::vector<BlockRecord> TierController::RecordsToWrite(const TierStore& store,
   return records;
 }
 
+void TierController::SetEventLog(KvEventLog* log) {
+  if (host_) {
+    host_events_ = std::make_unique<TierEventObserver>(log, KvMedium::kHost);
+    host_->SetResidencyObserver(host_events_.get());
+  }
+  if (disk_) {
+    disk_events_ = std::make_unique<TierEventObserver>(log, KvMedium::kDisk);
+    disk_->SetResidencyObserver(disk_events_.get());
+  }
+}
+
 void TierController::FlushDiskWrites() {
   if (disk_writer_) disk_writer_->Flush();
 }

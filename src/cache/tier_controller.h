@@ -43,6 +43,7 @@
 #include "base/file_system.h"
 #include "base/status.h"
 #include "cache/background_writer.h"
+#include "cache/kv_events.h"
 #include "cache/scope_policy.h"
 #include "kv/block_io.h"
 #include "kv/block_key.h"
@@ -192,6 +193,11 @@ class TierController {
   const ScopeSpec& default_scope() const { return scope_.default_spec(); }
   TierControllerStats stats() const;
 
+  // KV events: the host and disk stores report to `log` what they store (offload, write-
+  // through) and what they evict to stay under budget, on the thread that writes. Call once,
+  // before the first request; `log` must outlive the controller.
+  void SetEventLog(KvEventLog* log);
+
  private:
   TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
                  BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool);
@@ -232,6 +238,8 @@ class TierController {
   const int block_size_;
   BlockIo* io_;
   BlockPool* pool_;
+  // Declared before the stores and writers, so they outlive every write.
+  std::unique_ptr<TierEventObserver> host_events_, disk_events_;
   std::unique_ptr<TierStore> host_;
   std::unique_ptr<TierStore> disk_;
   std::unique_ptr<RedisStore> remote_;

@@ -82,6 +82,7 @@ Status Engine::CreateCache(int max_cached_blocks) {
   co.fingerprint = fp.Serialize();
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);
+  co.events = options.kv_events;
   std::unique_ptr<TierController> tiers;
   TierOptions to = options.tiers;
   to.partial_supported = hp.kv_slices_per_token;

@@ -49,6 +49,9 @@ struct EngineOptions {
   int64_t cache_bytes = int64_t{256} << 20;  // KV bytes the prefix tree may keep
   BlockHashKind cache_hash = BlockHashKind::kXxh3;
   TierOptions tiers;  // host RAM, disk, partial tails, scope policy
+  // KV events (--kv-events): where the cache reports residency changes; nullptr: none. Must
+  // outlive the engine. The engine service flushes one batch per engine loop iteration.
+  KvEventLog* kv_events = nullptr;
 };
 
 // What one step did for one sequence.

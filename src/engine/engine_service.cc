@@ -60,6 +60,8 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
       info_.remote_cache_namespace = to.remote->key_namespace;
     }
   }
+  info_.kv_events_endpoint = options.kv_events_endpoint;
+  info_.kv_events_replay_endpoint = options.kv_events_replay_endpoint;
   pool_free_blocks_ = engine_->block_pool().num_free();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -286,6 +288,7 @@ void EngineService::Loop() {
       }
     }
     PublishGauges();
+    engine_->cache().FlushEvents();  // this iteration's KV events: one batch
     if (stopping && live_->empty()) {
       // Run what was queued while stopping (probes wait on it), then leave.
       std::lock_guard<std::mutex> lock(mu_);

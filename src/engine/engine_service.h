@@ -62,6 +62,9 @@ struct ServiceRequest {
 
 struct ServiceOptions {
   int max_queue = 256;  // waiting requests beyond this are refused (ResourceExhausted)
+  // The KV event endpoints as bound (for /props); empty: no KV events.
+  std::string kv_events_endpoint;
+  std::string kv_events_replay_endpoint;
 };
 
 // Fixed facts about the running model and cache, for /props and /v1/models.
@@ -90,6 +93,8 @@ struct ServiceInfo {
   int32_t partial_max_entries = 0;
   std::string remote_cache;            // redis URL without the password; empty: no remote tier
   std::string remote_cache_namespace;
+  std::string kv_events_endpoint;  // empty: no KV events
+  std::string kv_events_replay_endpoint;
 };
 
 // Engine-wide counters beside the cache's, readable without blocking.

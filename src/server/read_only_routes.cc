@@ -66,6 +66,14 @@ HttpResponse HandleProps(ServerContext& ctx, const HttpRequest& req) {
                        {"disk_cache_bytes", i.disk_cache_bytes},
                        {"disk_policy", i.disk_cache_dir.empty() ? std::string("none") : i.disk_prefix_cache},
                        {"partial_max_entries", i.partial_max_entries}};
+  // What a router needs to read the KV event stream (README, "KV events").
+  j["prefix_cache"]["kv_events"] = {
+      {"enabled", !i.kv_events_endpoint.empty()},
+      {"endpoint", i.kv_events_endpoint},
+      {"replay_endpoint", i.kv_events_replay_endpoint},
+      {"block_size", i.block_size},
+      {"hash", i.cache_hash},
+      {"event_hash", "high 64 bits of the 128-bit chain key"}};
   if (full) {
     j["prefix_cache"]["disk_cache_dir"] = i.disk_cache_dir;
     j["prefix_cache"]["remote_cache"] = i.remote_cache;

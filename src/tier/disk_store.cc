@@ -234,7 +234,8 @@ std::optional<DiskStore::ScannedFile> DiskStore::CheckBlockFile(const ScanCandid
 }
 
 void DiskStore::InsertLocked(const BlockKey& key, int64_t bytes,
-                             std::vector<std::string>& victims) {
+                             std::vector<std::string>& victims,
+                             std::vector<BlockKey>* victim_keys) {
   lru_.push_front(Entry{key, bytes, next_seq_++});
   index_[key] = lru_.begin();
   bytes_ += bytes;
@@ -242,6 +243,7 @@ void DiskStore::InsertLocked(const BlockKey& key, int64_t bytes,
   while (bytes_ > options_.budget_bytes && !lru_.empty()) {
     const Entry& victim = lru_.back();
     victims.push_back(PathFor(victim.key));
+    if (victim_keys != nullptr) victim_keys->push_back(victim.key);
     bytes_ -= victim.bytes;
     index_.erase(victim.key);
     lru_.pop_back();
@@ -385,6 +387,8 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
   std::array<std::vector<size_t>, 256> renamed_by_shard;
   int64_t writes = 0;
   int64_t failures = 0;
+  ResidencyChanges changes;  // for the residency observer
+  std::vector<BlockKey> evicted_keys;
   for (size_t i = 0; i < records.size(); ++i) {
     const BlockRecord& record = records[i];
     const int64_t bytes = static_cast<int64_t>(SerializedSize(record));
@@ -429,8 +433,11 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
       } else if (auto it = index_.find(record.key); it != index_.end()) {
         lru_.splice(lru_.begin(), lru_, it->second);  // a concurrent writer won; same bytes
       } else {
-        InsertLocked(record.key, bytes, victims);
+        evicted_keys.clear();
+        InsertLocked(record.key, bytes, victims, observed() ? &evicted_keys : nullptr);
         PublishGaugesLocked();
+        if (observed()) changes.Stored(&record);
+        for (const BlockKey& k : evicted_keys) changes.Evicted(k);
         ++writes;
       }
     }
@@ -453,6 +460,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
   }
   counters_.writes.fetch_add(writes, std::memory_order_relaxed);
   counters_.write_failures.fetch_add(failures, std::memory_order_relaxed);
+  NotifyResidency(changes);
   return out;
 }
 

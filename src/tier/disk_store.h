@@ -149,8 +149,10 @@ class DiskStore final : public TierStore {
   // quarantined here).
   std::optional<ScannedFile> CheckBlockFile(const ScanCandidate& candidate);
   // Under mu_: inserts an entry at the front of the LRU list and evicts from the back while
-  // over budget, appending the victims' paths to `victims`.
-  void InsertLocked(const BlockKey& key, int64_t bytes, std::vector<std::string>& victims)
+  // over budget, appending the victims' paths to `victims` (and their keys to `victim_keys`,
+  // when given).
+  void InsertLocked(const BlockKey& key, int64_t bytes, std::vector<std::string>& victims,
+                    std::vector<BlockKey>* victim_keys = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads and verifies one key; a miss or a failure is NotFound (or the read error).

@@ -66,6 +66,9 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
     fresh[i] = std::make_shared<const BlockRecord>(std::move(records[i]));
   }
   std::vector<Entry> evicted;
+  // For the residency observer: what the batch did, and the records it names kept alive.
+  ResidencyChanges changes;
+  std::vector<std::shared_ptr<const BlockRecord>> stored;
   int64_t writes = 0;
   {
     MutexLock lock(&mu_);
@@ -78,6 +81,10 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
         continue;
       }
       const int64_t bytes = static_cast<int64_t>(SerializedSize(*fresh[i]));
+      if (observed()) {
+        stored.push_back(fresh[i]);
+        changes.Stored(fresh[i].get());
+      }
       lru_.push_front(Entry{key, bytes, std::move(fresh[i])});
       index_.emplace(key, lru_.begin());
       bytes_ += bytes;
@@ -87,6 +94,7 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
         Entry& victim = lru_.back();
         bytes_ -= victim.bytes;
         index_.erase(victim.key);
+        if (observed()) changes.Evicted(victim.key);
         evicted.push_back(std::move(victim));
         lru_.pop_back();
       }
@@ -96,6 +104,7 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
   }
   counters_.writes.fetch_add(writes, std::memory_order_relaxed);
   counters_.evictions.fetch_add(static_cast<int64_t>(evicted.size()), std::memory_order_relaxed);
+  NotifyResidency(changes);
   return out;
 }
 

@@ -64,6 +64,44 @@ struct TierCounters {
   }
 };
 
+// Told what a store's residency became, for KV events (cache/kv_events.h): the records Write
+// indexed and the keys it dropped to stay under the budget (LRU), on the thread that wrote,
+// outside the store's lock. Not told of Remove or Clear (their callers know what they
+// dropped). Must not call back into the store.
+class ResidencyObserver {
+ public:
+  virtual ~ResidencyObserver() = default;
+  virtual void OnStored(std::span<const BlockRecord* const> records) = 0;
+  virtual void OnEvicted(std::span<const BlockKey> keys) = 0;
+};
+
+// What one Write changed, in order: runs of stored records, each followed by the keys evicted
+// after them (a key may be stored, evicted and stored again within one batch).
+class ResidencyChanges {
+ public:
+  void Stored(const BlockRecord* record) {
+    if (runs_.empty() || !runs_.back().evicted.empty()) runs_.emplace_back();
+    runs_.back().stored.push_back(record);
+  }
+  void Evicted(const BlockKey& key) {
+    if (runs_.empty()) runs_.emplace_back();
+    runs_.back().evicted.push_back(key);
+  }
+  void Notify(ResidencyObserver& observer) const {
+    for (const Run& run : runs_) {
+      if (!run.stored.empty()) observer.OnStored(run.stored);
+      if (!run.evicted.empty()) observer.OnEvicted(run.evicted);
+    }
+  }
+
+ private:
+  struct Run {
+    std::vector<const BlockRecord*> stored;
+    std::vector<BlockKey> evicted;
+  };
+  std::vector<Run> runs_;
+};
+
 class TierStore {
  public:
   virtual ~TierStore() = default;
@@ -99,6 +137,19 @@ class TierStore {
 
   // Never blocks on I/O or on the store's lock.
   virtual TierStats Stats() const = 0;
+
+  // Set before the store is shared between threads; must outlive the store. nullptr: none.
+  void SetResidencyObserver(ResidencyObserver* observer) { observer_ = observer; }
+
+ protected:
+  bool observed() const { return observer_ != nullptr; }
+  // What Write stored and evicted, for the observer (no-op without one).
+  void NotifyResidency(const ResidencyChanges& changes) const {
+    if (observer_ != nullptr) changes.Notify(*observer_);
+  }
+
+ private:
+  ResidencyObserver* observer_ = nullptr;
 };
 
 }  // namespace prefixd
