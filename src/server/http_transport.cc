@@ -23,6 +23,10 @@ struct HttpTransport::Impl : ConnectionShared, std::enable_shared_from_this<Http
 
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
+  // Run() has started. A transport that never runs (tests that only Dispatch) stops without
+  // posting to its io_context: a handler queued there would hold this Impl, which owns the
+  // queue, and the two would never be freed.
+  std::atomic<bool> ran{false};
   std::mutex mu;
   std::unordered_set<std::shared_ptr<Connection>> connections;  // guarded by mu
 
@@ -90,6 +94,10 @@ StatusOr<int> HttpTransport::Bind() {
 
 void HttpTransport::Run() {
   Impl& m = *impl_;
+  // Set before reading `stopping`, as Stop sets `stopping` before reading `ran`: a Stop racing
+  // with the start either sees that Run started and posts, or is seen here.
+  m.ran.store(true);
+  if (m.stopping.load()) return;
   m.Accept();
   std::vector<std::thread> threads;
   for (int i = 1; i < std::max(1, m.options.num_io_threads); ++i) threads.emplace_back([&m] { m.ioc.run(); });
@@ -106,6 +114,11 @@ void HttpTransport::Run() {
 void HttpTransport::Stop() {
   Impl& m = *impl_;
   if (m.stopping.exchange(true)) return;
+  if (!m.ran.load()) {
+    beast::error_code ignored;
+    m.acceptor.close(ignored);
+    return;
+  }
   asio::post(m.ioc, [impl = impl_] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);

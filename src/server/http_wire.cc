@@ -98,13 +98,16 @@ RequestRead ReadRequest(std::string_view bytes, const HttpTransportOptions& limi
   size_t used = 0;
   boost::beast::error_code ec;
   // Feeds the parser what is left of `bytes`. False when it can read no further: an error
-  // (in `ec`), or the bytes end first (`ec` cleared).
+  // (in `ec`), or no byte was taken (`ec` cleared): the bytes ended first.
+  // A put that takes nothing without an error (Beast's answer to an empty buffer mid-body)
+  // also ends it: looping on it would never return (found by http_request_fuzz).
   auto feed = [&] {
+    ec = {};
+    if (used >= bytes.size()) return false;
     const size_t n = parser.put(boost::asio::buffer(bytes.data() + used, bytes.size() - used), ec);
     used += n;
-    if (ec != http::error::need_more) return !ec;
-    ec = {};
-    return n > 0 && used < bytes.size();
+    if (ec == http::error::need_more) ec = {};
+    return !ec && n > 0;
   };
   while (!parser.is_header_done()) {
     if (feed()) continue;
