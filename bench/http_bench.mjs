@@ -14,43 +14,39 @@ const url = process.argv[2];
 const seconds = Number(process.argv[3] ?? 3);
 if (!url) { console.error('usage: node bench/http_bench.mjs URL [SECONDS]'); process.exit(2); }
 
-async function getsPerSecond(clients) {
+// Requests per second with `clients` concurrent loops, each calling `once` (true: answered
+// as expected) until the time is up.
+async function ratePerSecond(clients, once) {
   const end = Date.now() + seconds * 1000;
   let done = 0;
   let failed = 0;
   await Promise.all(Array.from({ length: clients }, async () => {
     while (Date.now() < end) {
       try {
-        const r = await fetch(`${url}/health`);
-        await r.text();
-        if (r.ok) done++; else failed++;
+        if (await once()) done++; else failed++;
       } catch { failed++; }
     }
   }));
   return { rps: done / seconds, failed };
 }
+
+const getsPerSecond = (clients) => ratePerSecond(clients, async () => {
+  const r = await fetch(`${url}/health`);
+  await r.text();
+  return r.ok;
+});
 
 const STREAM_BODY = JSON.stringify({
   prompt: 'Once upon a time', max_tokens: 16, stream: true, temperature: 0, ignore_eos: true,
 });
 
-async function streamedCompletionsPerSecond(clients) {
-  const end = Date.now() + seconds * 1000;
-  let done = 0;
-  let failed = 0;
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (Date.now() < end) {
-      try {
-        const r = await fetch(`${url}/v1/completions`, {
-          method: 'POST', headers: { 'content-type': 'application/json' }, body: STREAM_BODY,
-        });
-        const text = await r.text();
-        if (r.ok && text.includes('data: [DONE]')) done++; else failed++;
-      } catch { failed++; }
-    }
-  }));
-  return { rps: done / seconds, failed };
-}
+const streamedCompletionsPerSecond = (clients) => ratePerSecond(clients, async () => {
+  const r = await fetch(`${url}/v1/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: STREAM_BODY,
+  });
+  const text = await r.text();
+  return r.ok && text.includes('data: [DONE]');
+});
 
 async function healthP99UnderSlowConnections(n) {
   const { port, hostname } = new URL(url);

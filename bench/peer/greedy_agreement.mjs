@@ -10,14 +10,14 @@
 //
 // prefixd: `prefixd generate -m M -p PROMPT -n N --ignore-eos --json --quant-dot Q` (greedy:
 // temperature 0), which reports its prompt ids and generated ids. The peer: `llama-server -m M`
-// on a free loopback port, then POST /completion with those prompt ids, top-k 1 as the only
-// sampler, `ignore_eos`, `return_tokens`, no prompt cache.
-import { execFileSync, spawn, spawnSync } from "node:child_process";
+// on a free loopback port (startPeerServer, bench/serve/server.mjs), then POST /completion
+// with those prompt ids, top-k 1 as the only sampler, `ignore_eos`, `return_tokens`, no prompt cache.
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startPeerServer } from "../serve/server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
@@ -59,30 +59,6 @@ function prefixdGreedy(prompt, quantDot) {
   return JSON.parse(out.trim().split("\n").pop());
 }
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => { const { port } = s.address(); s.close(() => res(port)); });
-    s.on("error", rej);
-  });
-}
-
-async function startPeer() {
-  const port = await freePort();
-  const proc = spawn(server, ["-m", opt.model, "--host", "127.0.0.1", "--port", String(port),
-    "-t", opt.threads, "-c", "4096", "-np", "1", "--no-webui"], { stdio: "ignore" });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 600; i++) {
-    try {
-      const r = await fetch(`${url}/health`);
-      if (r.ok) return { url, proc };
-    } catch { /* not up yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  proc.kill();
-  throw new Error("llama-server did not become healthy in 60 s");
-}
-
 async function peerGreedy(url, promptIds) {
   const r = await fetch(`${url}/completion`, {
     method: "POST",
@@ -102,7 +78,8 @@ function agreed(a, b) {
   return i;
 }
 
-const peer = await startPeer();
+// llama-server on the same model and threads (bench/serve/server.mjs starts and stops it).
+const peer = await startPeerServer({ peerBin: server, model: opt.model, threads: Number(opt.threads), ctx: 4096 });
 const rows = [];
 try {
   for (const prompt of PROMPTS) {
@@ -118,7 +95,7 @@ try {
                 opt["quant-dot"].split(",").map((q) => `${q} ${row[q]}`).join(", "));
   }
 } finally {
-  peer.proc.kill();
+  await peer.stop();
 }
 const v = spawnSync(server, ["--version"], { encoding: "utf8" });
 const version = `${v.stdout}${v.stderr}`.split("\n").find((l) => l.startsWith("version")) ?? "";
