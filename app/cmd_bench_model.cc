@@ -7,12 +7,18 @@
 // decoded together, one token per sequence per step, for --gen-tokens steps; prefill_tok_s is
 // N * prompt tokens over the prefill step's time and decode_tok_s is N * gen tokens over the
 // decode steps' time (the whole batch's throughput, as batched-bench's S_TG).
+//
+// With --depth D (batch 1) the tg sequence first reads a D-token prompt and decode is timed
+// from its first token on, as llama-bench's `-d D`: a server decodes after a long context, and
+// attention's share of a step grows with it.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <random>
 
 #include <CLI/CLI.hpp>
+#include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
 
 #include "app/commands.h"
@@ -28,6 +34,7 @@ struct BenchFlags {
   int threads = 2;
   int prompt_tokens = 512;
   int gen_tokens = 128;
+  int depth = 0;
   int repetitions = 3;
   int batch = 1;
   int block_size = 16;
@@ -87,6 +94,10 @@ Status BatchRound(Engine& engine, int n, int prompt_tokens, int gen_tokens, std:
 
 int RunBench(const BenchFlags& f) {
   if (f.batch < 1) return Fail(absl::InvalidArgumentError("--batch must be at least 1"));
+  if (f.depth > 0 && f.batch > 1) {
+    return Fail(absl::InvalidArgumentError("--depth works with --batch 1 (with --batch N, "
+                                           "--prompt-tokens is every sequence's context)"));
+  }
   auto residence = ChooseWeightResidence(f.weights, f.model);
   if (!residence.ok()) return Fail(residence.status());
   auto loaded = Model::Load(f.model, nullptr, *residence);
@@ -102,9 +113,10 @@ int RunBench(const BenchFlags& f) {
   eo.quant_dot = ParseQuantDot(f.quant_dot);
   eo.max_running = f.batch;
   eo.max_batch_tokens = std::max(f.prompt_tokens, 1) * f.batch;
-  eo.max_chunk_tokens = std::max(f.prompt_tokens, 1);
+  eo.max_chunk_tokens = std::max({f.prompt_tokens, f.depth, 1});
+  eo.max_batch_tokens = std::max(eo.max_batch_tokens, eo.max_chunk_tokens);
   eo.context_length = f.batch > 1 ? f.prompt_tokens + f.gen_tokens + 2
-                                  : std::max(f.prompt_tokens, f.gen_tokens) + 2;
+                                  : std::max(f.prompt_tokens, f.depth + f.gen_tokens) + 2;
   if (f.batch > 1) eo.prefix_cache = false;  // every sequence computes its own prompt
   auto engine = Engine::Create(model, /*eos_id=*/-1, eo);
   if (!engine.ok()) return Fail(engine.status());
@@ -134,22 +146,31 @@ int RunBench(const BenchFlags& f) {
     const auto t1 = Clock::now();
     (*engine)->TakeFinished(*id);
 
-    GenerateRequest tg;
-    tg.prompt = {tok(rng)};
-    tg.max_tokens = f.gen_tokens;
-    tg.ignore_eos = true;
-    id = (*engine)->Add(tg);
-    if (!id.ok()) return Fail(id.status());
-    const auto t2 = Clock::now();
-    while ((*engine)->HasWork()) {
-      auto st = (*engine)->Step();
-      if (!st.ok()) return Fail(st.status());
+    double tg_s = 0;
+    if (f.depth > 0) {  // decode after a D-token context, timed from the first token on
+      double unused_prefill = 0;
+      int64_t unused_tokens = 0;
+      auto st = BatchRound(**engine, 1, f.depth, f.gen_tokens, rng, tok, &unused_prefill, &tg_s,
+                           &unused_tokens);
+      if (!st.ok()) return Fail(st);
+    } else {
+      GenerateRequest tg;
+      tg.prompt = {tok(rng)};
+      tg.max_tokens = f.gen_tokens;
+      tg.ignore_eos = true;
+      id = (*engine)->Add(tg);
+      if (!id.ok()) return Fail(id.status());
+      const auto t2 = Clock::now();
+      while ((*engine)->HasWork()) {
+        auto st = (*engine)->Step();
+        if (!st.ok()) return Fail(st.status());
+      }
+      tg_s = Seconds(t2, Clock::now());
+      (*engine)->TakeFinished(*id);
     }
-    const auto t3 = Clock::now();
-    (*engine)->TakeFinished(*id);
     if (rep > 0) {
       prefill_s += Seconds(t0, t1);
-      decode_s += Seconds(t2, t3);
+      decode_s += tg_s;
     }
   }
   const double pp_tok_s = static_cast<double>(f.prompt_tokens) * f.batch * f.repetitions / prefill_s;
@@ -163,6 +184,7 @@ int RunBench(const BenchFlags& f) {
     j["backend"] = f.backend;
     j["prompt_tokens"] = f.prompt_tokens;
     j["gen_tokens"] = f.gen_tokens;
+    j["depth"] = f.depth;
     j["repetitions"] = f.repetitions;
     j["batch"] = f.batch;
     j["prefill_tok_s"] = pp_tok_s;
@@ -171,8 +193,8 @@ int RunBench(const BenchFlags& f) {
   } else {
     std::printf("model %s (%.2f M params), %s backend, %d threads, batch %d\n", f.model.c_str(),
                 model.num_params() / 1e6, f.backend.c_str(), f.threads, f.batch);
-    std::printf("prefill pp%d: %.1f tok/s\ndecode  tg%d: %.1f tok/s\n", f.prompt_tokens, pp_tok_s,
-                f.gen_tokens, tg_tok_s);
+    std::printf("prefill pp%d: %.1f tok/s\ndecode  tg%d%s: %.1f tok/s\n", f.prompt_tokens, pp_tok_s,
+                f.gen_tokens, f.depth > 0 ? absl::StrCat(" @ d", f.depth).c_str() : "", tg_tok_s);
   }
   return 0;
 }
@@ -187,6 +209,9 @@ void AddBenchModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--weights", f->weights, kWeightsFlagHelp)->capture_default_str();
   cmd->add_option("--prompt-tokens", f->prompt_tokens, "Prompt length (pp)")->capture_default_str();
   cmd->add_option("--gen-tokens", f->gen_tokens, "Tokens generated (tg)")->capture_default_str();
+  cmd->add_option("--depth", f->depth,
+                  "Context tokens read before the timed decode (batch 1; as llama-bench's -d)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("-r,--repetitions", f->repetitions, "Timed runs after one warm-up")->capture_default_str();
   cmd->add_option("--batch", f->batch,
                   "Sequences prefilled and decoded together (tok/s of the whole batch, as "

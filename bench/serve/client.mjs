@@ -35,6 +35,7 @@ export function timedRequest(url, req, { maxTokens = 16, timeoutMs = 1800000 } =
           buf = buf.slice(idx + 2);
           if (!line.startsWith('data: ') || line === 'data: [DONE]') continue;
           const chunk = JSON.parse(line.slice(6));
+          if (chunk.error) errorText += JSON.stringify(chunk.error);
           // Chat's first chunk carries only the role; the first token is the first content.
           const hasToken = chunk.choices?.some((c) => (c.text ?? c.delta?.content ?? '') !== '' ||
             c.finish_reason);
@@ -46,7 +47,7 @@ export function timedRequest(url, req, { maxTokens = 16, timeoutMs = 1800000 } =
         if (res.statusCode !== 200) {
           reject(new Error(`${route}: HTTP ${res.statusCode} ${errorText}`));
         } else if (ttft === null || usage === null) {
-          reject(new Error(`${route}: the stream ended without a token or usage`));
+          reject(new Error(`${route}: the stream ended without a token or usage ${errorText}`.trim()));
         } else {
           resolve({ ttft_ms: ttft, total_ms: performance.now() - t0, usage });
         }

@@ -78,12 +78,18 @@ function freePort() {
   });
 }
 
-// Starts the native llama-server at `base.peerBin` on the same model, threads and context;
-// resolves once /health answers 200 (the model is loaded).
+// llama-server's default slot count: its --ctx-size is shared by all slots (a unified KV
+// cache), where prefixd's --ctx is each sequence's own limit.
+const PEER_DEFAULT_SLOTS = 4;
+
+// Starts the native llama-server at `base.peerBin` on the same model and threads, with its
+// other defaults and a context that holds `base.ctx` tokens in each of its default slots (with
+// `--ctx-size base.ctx` four concurrent 1,500-token prompts fail with "Context size has been
+// exceeded"); resolves once /health answers 200 (the model is loaded).
 export async function startPeerServer(base) {
   const port = await freePort();
   const argv = ['-m', base.model, '--host', '127.0.0.1', '--port', String(port),
-    '--threads', String(base.threads), '--ctx-size', String(base.ctx)];
+    '--threads', String(base.threads), '--ctx-size', String(base.ctx * PEER_DEFAULT_SLOTS)];
   const proc = spawn(base.peerBin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(proc);
   let log = '';

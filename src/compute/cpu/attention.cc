@@ -582,6 +582,9 @@ __attribute__((target("avx2,f16c"))) void GatherValuesAvx2(const T* const* rows,
 template <typename T>
 using GatherFn = void (*)(const T* const*, int, int, float*);
 
+// Query heads in a block from which a tile's V rows are gathered as floats first.
+constexpr int kGatherValuesMinHeads = 4;
+
 // The tile kernels of one instruction set.
 template <typename T>
 struct TileKernels {
@@ -590,13 +593,15 @@ struct TileKernels {
   GatherFn<T> gather;
   ScoreTileFn score;
   TileFoldFn tile_max, tile_sum;
-  AccumulateFn<float> accumulate;
+  AccumulateFn<float> accumulate;         // over gathered float rows
+  AccumulateFn<T> accumulate_in_place;  // over the pool's rows, converted as they are read
 };
 
 template <typename T>
 TileKernels<T> PickTileKernels(Isa isa, int hd) {
   TileKernels<T> k = {&ExpTile, PickTranspose<T>(isa), &GatherValues<T>, PickScoreTile(isa),
-                      &TileFold<false>, &TileFold<true>, PickAccumulate<float>(isa, hd)};
+                      &TileFold<false>, &TileFold<true>, PickAccumulate<float>(isa, hd),
+                      PickAccumulate<T>(isa, hd)};
   if (isa == Isa::kAvx512) {
     k.exp_tile = &ExpTileAvx512;
     k.gather = &GatherValuesAvx512<T>;
@@ -626,10 +631,13 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
   const ScoreTileFn score = kernels.score;
   const TileFoldFn tile_max_fn = kernels.tile_max;
   const TileFoldFn tile_sum_fn = kernels.tile_sum;
-  const AccumulateFn<float> accumulate = kernels.accumulate;
   const KvLayout& layout = *a0.layout;
   const int hd = a0.head_dim, group = a0.group;
   const int heads = count * group;  // query vectors in the block, query-major
+  // A tile's V rows are converted to floats once when enough query heads read them; a decode
+  // step's one or two heads read them in place (halves converted on load, the same floats, so
+  // the same bits): gathering would cost more than it saves.
+  const bool gather_values = heads >= kGatherValuesMinHeads;
   const int64_t head_offset = int64_t{a0.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
   scratch->acc.assign(int64_t{heads} * hd, 0.0f);
@@ -669,7 +677,7 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
       }
     }
     transpose(krows, n_tile, hd, scratch->keys.data());
-    gather(vrows, n_tile, hd, scratch->values.data());
+    if (gather_values) gather(vrows, n_tile, hd, scratch->values.data());
     // Queries whose positions end before this tile are done; the rest are a suffix of the
     // block (positions increase), each scoring its own first n keys of the tile.
     int q0 = 0;
@@ -706,7 +714,12 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
         float* scores = scratch->score_ptrs[h];
         exp_tile(scores, scratch->new_max[h], n);
         scratch->sum[h] = scratch->sum[h] * correction + tile_sum_fn(scores, n);
-        accumulate(scratch->acc.data() + int64_t{h} * hd, correction, scores, vfloats, n, hd);
+        float* acc = scratch->acc.data() + int64_t{h} * hd;
+        if (gather_values) {
+          kernels.accumulate(acc, correction, scores, vfloats, n, hd);
+        } else {
+          kernels.accumulate_in_place(acc, correction, scores, vrows, n, hd);
+        }
         scratch->running_max[h] = scratch->new_max[h];
       }
     }

@@ -95,6 +95,10 @@ void PackedPanel(const Weight& w, const uint16_t* packed, int64_t p, const float
 // Tokens per prefill work item of the integer path: a row tile's weights stay in L1 while
 // each token of the block runs past them, and the block's quantised rows stay in L2.
 constexpr int64_t kIntTokenBlock = 32;
+// Rows per prefill work item of the integer path: a tile prepares its tokens' activations
+// (transposed, with their scales) once per call, so taller items spread that over more rows;
+// the rows stream through one at a time, so their number does not bound what stays in L1.
+constexpr int64_t kIntPrefillRowTile = 64;
 
 // The integer path (quant_int.h) for products whose weights all have a tile kernel: each
 // token's row is quantised once per format (in parallel over tokens), then the threads split
@@ -130,10 +134,11 @@ void MatMulInt(std::span<const MatMulProduct> products, const float* x, int64_t 
     pool.ParallelFor(num_tokens, quantize);
   }
   const int64_t num_token_blocks = (num_tokens + kIntTokenBlock - 1) / kIntTokenBlock;
+  const int64_t row_tile = num_tokens == 1 ? kRowTile : kIntPrefillRowTile;
   std::vector<int64_t> first_item(products.size() + 1, 0);
   for (size_t i = 0; i < products.size(); ++i) {
     first_item[i + 1] =
-        first_item[i] + (products[i].w->rows + kRowTile - 1) / kRowTile * num_token_blocks;
+        first_item[i] + (products[i].w->rows + row_tile - 1) / row_tile * num_token_blocks;
   }
   pool.ParallelForDynamic(first_item.back(), /*chunk=*/num_tokens == 1 ? 4 : 1,
                           [&](int64_t begin, int64_t end, int) {
@@ -143,9 +148,9 @@ void MatMulInt(std::span<const MatMulProduct> products, const float* x, int64_t 
       const Weight& w = *products[i].w;
       const int k = IntDotActivation(w.type) == kFormats[0] ? 0 : 1;
       const int64_t local = item - first_item[i];
-      const int64_t r0 = local / num_token_blocks * kRowTile;
+      const int64_t r0 = local / num_token_blocks * row_tile;
       const int64_t t0 = local % num_token_blocks * kIntTokenBlock;
-      const int num_rows = static_cast<int>(std::min(kRowTile, w.rows - r0));
+      const int num_rows = static_cast<int>(std::min(row_tile, w.rows - r0));
       const int nt = static_cast<int>(std::min(kIntTokenBlock, num_tokens - t0));
       GetIntTile(w.type)(w.Row(r0), w.row_bytes, num_rows, buffers[k].data() + t0 * strides[k],
                          strides[k], nt, cols, products[i].y + t0 * w.rows + r0, w.rows);

@@ -126,13 +126,12 @@ PREFIXD_VNNI inline void TransposeGroup(const typename W::Block* wb, __m256i* c,
 
 // One weight row with kT tokens, each into the canonical eight accumulators, folded. A group
 // of eight blocks is transposed (dword k of every block in one register, block i in lane i),
-// the activations once per tile (xt) and the weights either here (wt == nullptr: decode, where
-// each group is read once) or once per row for all of the tile's tokens (wt, dwt: prefill), so
+// the activations once per tile (xt) and the weights here (decode and small batches, where each
+// group is read once or a few times; prefill pretransposes a row once: RowDotTokensPaired), so
 // vpdpbusd sums each block in its own int32 lane with no horizontal folding; the ragged last
 // group goes through GroupTerm per token, which computes the same lanes the same way.
 template <typename W, int kT>
-PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const uint8_t* wt,
-                                      const float* dwt, const Q8x32Block* const* xb,
+PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
                                       const uint8_t* const* xt, const float* const* dxs,
                                       const int32_t* const* sxs, int64_t nb, bool prefetch,
                                       float* out) {
@@ -150,14 +149,7 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const uint8_t
     }
     __m256i c[8];
     __m256 dw;
-    if (wt != nullptr) {
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k)
-        c[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (g + k) * 32));
-      dw = _mm256_loadu_ps(dwt + g);
-    } else {
-      TransposeGroup<W>(wb + g, c, &dw);
-    }
+    TransposeGroup<W>(wb + g, c, &dw);
 #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       // Eight registers per group, 32 bytes each (unaligned loads: a vector of __m256i
@@ -194,6 +186,86 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const uint8_t
   }
 }
 
+// Byte offset of register k of full group g (g a multiple of 8) in the paired layout of a
+// pretransposed row or token: groups go in pairs (g, g + 8), register k of both side by side in
+// 64 bytes, so one 512-bit vpdpbusd works on sixteen blocks; an odd last group stays alone.
+inline int64_t PairedOffset(int64_t g, int k, int64_t full) {
+  const int64_t i = g / 8, pairs = full / 16;
+  return i < 2 * pairs ? (i / 2) * 512 + k * 64 + (i % 2) * 32 : i * 256 + k * 32;
+}
+
+// Prefill's RowDotTokens over pretransposed weights and tokens in the paired layout: two groups
+// per 512-bit step. Each lane holds the same block's integer sum as in RowDotTokens, the float
+// terms are the same products, and the two halves go into the accumulators one after the other
+// (group g, then g + 8), so the bits are RowDotTokens' bits.
+template <typename W, int kT>
+PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const uint8_t* wt,
+                                            const float* dwt, const Q8x32Block* const* xb,
+                                            const uint8_t* const* xt, const float* const* dxs,
+                                            const int32_t* const* sxs, int64_t nb, float* out) {
+  __m256 acc[kT];
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
+  const int64_t full = nb / 8 * 8, paired = full / 16 * 16;
+  for (int64_t g = 0; g < paired; g += 16) {
+    __m512i c[8];
+    const uint8_t* wg = wt + g * 32;
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) c[k] = _mm512_loadu_si512(wg + 64 * k);
+    const __m512 dw = _mm512_loadu_ps(dwt + g);
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) {
+      const uint8_t* xg = xt[t] + g * 32;
+      __m512i a0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[0], _mm512_loadu_si512(xg));
+      __m512i a1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[1], _mm512_loadu_si512(xg + 64));
+      __m512i a2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[2], _mm512_loadu_si512(xg + 128));
+      __m512i a3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[3], _mm512_loadu_si512(xg + 192));
+      a0 = _mm512_dpbusd_epi32(a0, c[4], _mm512_loadu_si512(xg + 256));
+      a1 = _mm512_dpbusd_epi32(a1, c[5], _mm512_loadu_si512(xg + 320));
+      a2 = _mm512_dpbusd_epi32(a2, c[6], _mm512_loadu_si512(xg + 384));
+      a3 = _mm512_dpbusd_epi32(a3, c[7], _mm512_loadu_si512(xg + 448));
+      const __m512i raw = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+      const __m512i sums = _mm512_sub_epi32(raw, _mm512_loadu_si512(sxs[t] + g));
+      const __m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(dxs[t] + g)),
+                                        _mm512_cvtepi32_ps(sums));
+      acc[t] = _mm256_add_ps(acc[t], _mm512_castps512_ps256(term));
+      acc[t] = _mm256_add_ps(acc[t], _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(term), 1)));
+    }
+  }
+  if (paired < full) {  // an odd last full group: 256 bits, as in RowDotTokens
+    __m256i c[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k)
+      c[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (paired + k) * 32));
+    const __m256 dw = _mm256_loadu_ps(dwt + paired);
+#pragma GCC unroll 8
+    for (int t = 0; t < kT; ++t) {
+      const uint8_t* xg = xt[t] + paired * 32;
+      __m256i a[4];
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        a[k] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), c[k],
+                                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * k)));
+        a[k] = _mm256_dpbusd_epi32(
+            a[k], c[k + 4], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * (k + 4))));
+      }
+      const __m256i raw = _mm256_add_epi32(_mm256_add_epi32(a[0], a[1]), _mm256_add_epi32(a[2], a[3]));
+      const __m256i sums = _mm256_sub_epi32(
+          raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + paired)));
+      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(dxs[t] + paired)),
+                                                   _mm256_cvtepi32_ps(sums)));
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) {
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    alignas(32) float a[8];
+    _mm256_store_ps(a, acc[t]);
+    out[t] = FoldAcc8(a);
+  }
+}
+
 template <typename W>
 PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                        int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
@@ -209,6 +281,10 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
   dx_all.resize(num_tokens * nb);
   sx_all.resize(num_tokens * nb);
   xt_all.resize(num_tokens * full * 32);
+  // With more than one group of tokens, a row's groups are transposed once into L1 (wt, dwt)
+  // and every token group reads them there, rows and tokens in the paired layout.
+  const bool pretranspose = num_tokens > kT && full > 0;
+  auto offset = [&](int64_t g, int k) { return pretranspose ? PairedOffset(g, k, full) : (g + k) * 32; };
   for (int t = 0; t < num_tokens; ++t) {
     const Q8x32Block* xb = token(t);
     for (int64_t b = 0; b < nb; ++b) {
@@ -221,13 +297,10 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
       Transpose8x8(rows, cols);
       for (int k = 0; k < 8; ++k) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[(t * full + g + k) * 32]), cols[k]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[t * full * 32 + offset(g, k)]), cols[k]);
       }
     }
   }
-  // With more than one group of tokens, a row's groups are transposed once into L1 (wt, dwt)
-  // and every token group reads them there.
-  const bool pretranspose = num_tokens > kT && full > 0;
   thread_local std::vector<uint8_t> wt;  // `full` registers, 32 bytes each
   thread_local std::vector<float> dwt;
   if (pretranspose) {
@@ -242,7 +315,7 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         __m256 dw;
         TransposeGroup<W>(wb + g, c, &dw);
         for (int k = 0; k < 8; ++k) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + (g + k) * 32), c[k]);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + offset(g, k)), c[k]);
         }
         _mm256_storeu_ps(dwt.data() + g, dw);
       }
@@ -263,7 +336,11 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         dxs[i] = dx_all.data() + (t + i) * nb;
         sxs[i] = sx_all.data() + (t + i) * nb;
       }
-      RowDotTokens<W, kT>(wb, wtp, dwtp, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+      if (pretranspose) {
+        RowDotTokensPaired<W, kT>(wb, wtp, dwtp, xb, xt, dxs, sxs, nb, out);
+      } else {
+        RowDotTokens<W, kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+      }
 #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
@@ -272,8 +349,12 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
       const uint8_t* xt = xt_all.data() + t * full * 32;
       const float* dxs = dx_all.data() + t * nb;
       const int32_t* sxs = sx_all.data() + t * nb;
-      RowDotTokens<W, 1>(wb, wtp, dwtp, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0,
-                         &y[t * ldy + r]);
+      if (pretranspose) {
+        RowDotTokensPaired<W, 1>(wb, wtp, dwtp, &xb, &xt, &dxs, &sxs, nb, &y[t * ldy + r]);
+      } else {
+        RowDotTokens<W, 1>(wb, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0,
+                           &y[t * ldy + r]);
+      }
     }
   }
 }
