@@ -1,9 +1,11 @@
 #include "engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "base/check.h"
+#include "base/thread_cpu_time.h"
 
 namespace prefixd {
 
@@ -351,6 +353,14 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
 }
 
 StatusOr<std::vector<StepEvent>> Engine::Step() {
+  const auto start = std::chrono::steady_clock::now();
+  auto events = RunStep();
+  ++timing_.steps;
+  timing_.step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return events;
+}
+
+StatusOr<std::vector<StepEvent>> Engine::RunStep() {
   Admit();
   std::vector<StepEvent> events;
   if (running_.empty()) {
@@ -362,6 +372,8 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
   const std::vector<Chunk> chunks = PlanStep(&copies, &events);
   if (chunks.empty()) return events;
 
+  const auto forward_start = std::chrono::steady_clock::now();
+  const double forward_cpu_start = ThreadCpuSeconds();
   backend_->CopyBlocks(copies);
   ForwardBatch batch;
   for (const auto& [seq, len] : chunks) {
@@ -376,6 +388,9 @@ StatusOr<std::vector<StepEvent>> Engine::Step() {
   }
   ForwardOutput out;
   RETURN_IF_ERROR(backend_->Forward(batch, &out));
+  timing_.forward_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - forward_start).count();
+  timing_.forward_cpu_seconds += ThreadCpuSeconds() - forward_cpu_start;
   ApplyResults(chunks, out, &events);
 
   for (auto it = running_.begin(); it != running_.end();) {

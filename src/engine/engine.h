@@ -64,6 +64,16 @@ struct StepEvent {
   std::vector<TokenLogprob> top_logprobs;
 };
 
+// Where the engine thread's steps go: the forward pass (K/V block copies included) and the
+// rest (admission and the cache's protocol, scheduling, sampling). CPU seconds are the engine
+// thread's own; the forward pass's other threads are not counted.
+struct StepTiming {
+  int64_t steps = 0;
+  double step_seconds = 0;         // wall time inside Step()
+  double forward_seconds = 0;      // wall time of the forward passes
+  double forward_cpu_seconds = 0;  // the engine thread's CPU time in the forward passes
+};
+
 class Engine {
  public:
   // `model` must outlive the engine. `eos_id`: the token that ends generation (-1: none).
@@ -89,6 +99,8 @@ class Engine {
   // A running or waiting sequence (nullptr otherwise); valid until the next Step/Cancel.
   const Sequence* Find(SequenceId id) const;
 
+  const StepTiming& step_timing() const { return timing_; }
+
   PrefixCache& cache() { return *cache_; }
   const PrefixCache& cache() const { return *cache_; }
   const BlockPool& block_pool() const { return pool_; }
@@ -101,6 +113,8 @@ class Engine {
   int64_t num_preemptions() const { return num_preemptions_; }
 
  private:
+  // Step() without its timing.
+  StatusOr<std::vector<StepEvent>> RunStep();
   Engine(const Model& model, int32_t eos_id, const EngineOptions& options,
          std::unique_ptr<Backend> backend);
   // Builds the prefix cache (and its lower tiers) over the pool.
@@ -143,6 +157,7 @@ class Engine {
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::map<SequenceId, std::unique_ptr<Sequence>> finished_;
+  StepTiming timing_;
 };
 
 }  // namespace prefixd

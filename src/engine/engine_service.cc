@@ -4,7 +4,10 @@
 #include <filesystem>
 #include <future>
 
+#include <pthread.h>
+
 #include "base/log.h"
+#include "base/thread_cpu_time.h"
 
 namespace prefixd {
 
@@ -144,6 +147,11 @@ ServiceStats EngineService::stats() const {
   s.generated_tokens_total = generated_tokens_total_.load(std::memory_order_relaxed);
   s.pool_free_blocks = pool_free_blocks_.load(std::memory_order_relaxed);
   s.pool_total_blocks = info_.num_kv_blocks;
+  s.steps.steps = steps_.load(std::memory_order_relaxed);
+  s.steps.step_seconds = step_seconds_.load(std::memory_order_relaxed);
+  s.steps.forward_seconds = forward_seconds_.load(std::memory_order_relaxed);
+  s.steps.forward_cpu_seconds = forward_cpu_seconds_.load(std::memory_order_relaxed);
+  s.engine_thread_cpu_seconds = thread_cpu_seconds_.load(std::memory_order_relaxed);
   return s;
 }
 
@@ -184,9 +192,16 @@ void EngineService::PublishGauges() {
   running_.store(engine_->num_running(), std::memory_order_relaxed);
   waiting_.store(engine_->num_waiting(), std::memory_order_relaxed);
   pool_free_blocks_.store(engine_->block_pool().num_free(), std::memory_order_relaxed);
+  const StepTiming& t = engine_->step_timing();
+  steps_.store(t.steps, std::memory_order_relaxed);
+  step_seconds_.store(t.step_seconds, std::memory_order_relaxed);
+  forward_seconds_.store(t.forward_seconds, std::memory_order_relaxed);
+  forward_cpu_seconds_.store(t.forward_cpu_seconds, std::memory_order_relaxed);
+  thread_cpu_seconds_.store(ThreadCpuSeconds(), std::memory_order_relaxed);
 }
 
 void EngineService::Loop() {
+  pthread_setname_np(pthread_self(), "prefixd-engine");  // visible in top -H, perf, gdb
   while (true) {
     std::deque<std::pair<SequenceId, ServiceRequest>> incoming;
     std::vector<SequenceId> cancels;

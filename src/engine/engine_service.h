@@ -108,6 +108,10 @@ struct ServiceStats {
   int64_t generated_tokens_total = 0;
   int64_t pool_free_blocks = 0;
   int64_t pool_total_blocks = 0;
+  // The engine thread's time (StepTiming, and its whole CPU time: steps, the cache's protocol,
+  // KV events, streaming tokens to the requests' callbacks).
+  StepTiming steps;
+  double engine_thread_cpu_seconds = 0;
 };
 
 class EngineService {
@@ -174,6 +178,9 @@ class EngineService {
   // Published by the engine thread after each step, for stats().
   std::atomic<int64_t> running_{0}, waiting_{0}, prompt_tokens_total_{0};
   std::atomic<int64_t> generated_tokens_total_{0}, pool_free_blocks_{0};
+  std::atomic<int64_t> steps_{0};
+  std::atomic<double> step_seconds_{0}, forward_seconds_{0}, forward_cpu_seconds_{0};
+  std::atomic<double> thread_cpu_seconds_{0};
   // Engine-thread state: the callback and timing of each live request.
   struct Live;
   std::unique_ptr<std::map<int64_t, Live>> live_;

@@ -93,6 +93,27 @@ TEST(EngineService, RepeatedPromptReportsExactCachedTokens) {
   EXPECT_EQ(s.requests_total, 2);
 }
 
+TEST(EngineService, StatsCountStepsAndTheEngineThreadsTime) {
+  Fixture f;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 30; ++i) prompt.push_back(5 + i);
+  Collector c;
+  ASSERT_TRUE(f.service->Submit({Req(prompt, 6), c.Callback()}).ok());
+  c.done.wait();
+  // One prefill step gives the first token, five decode steps the rest; the gauges are
+  // published right after the step that finished the request.
+  ServiceStats s = f.service->stats();
+  for (int i = 0; i < 500 && s.steps.steps < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    s = f.service->stats();
+  }
+  EXPECT_EQ(s.steps.steps, 6);
+  EXPECT_GT(s.steps.forward_seconds, 0.0);
+  EXPECT_LE(s.steps.forward_seconds, s.steps.step_seconds);
+  EXPECT_GT(s.steps.forward_cpu_seconds, 0.0);
+  EXPECT_GE(s.engine_thread_cpu_seconds, s.steps.forward_cpu_seconds);
+}
+
 TEST(EngineService, ProbeIsReadOnlyAndSeesResidentTokens) {
   Fixture f;
   std::vector<int32_t> prompt(50, 7);

@@ -234,6 +234,18 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
          stats.prompt_tokens_total);
   Metric(out, "prefixd_generated_tokens_total", "counter", "Tokens generated.",
          stats.generated_tokens_total);
+  Metric(out, "prefixd_engine_steps_total", "counter", "Engine steps run.", stats.steps.steps);
+  Metric(out, "prefixd_engine_step_seconds_total", "counter",
+         "Wall time of the engine's steps.", stats.steps.step_seconds);
+  Metric(out, "prefixd_engine_forward_seconds_total", "counter",
+         "Wall time of the steps' forward passes.", stats.steps.forward_seconds);
+  Metric(out, "prefixd_engine_thread_cpu_seconds_total", "counter",
+         "CPU time of the engine thread (its share of forward passes included).",
+         stats.engine_thread_cpu_seconds);
+  Metric(out, "prefixd_engine_thread_cpu_outside_forward_seconds_total", "counter",
+         "CPU time of the engine thread outside forward passes: admission and the cache's "
+         "protocol, scheduling, sampling, KV events, handing tokens to the requests.",
+         stats.engine_thread_cpu_seconds - stats.steps.forward_cpu_seconds);
   Metric(out, "prefixd_kv_pool_free_blocks", "gauge", "Free blocks in the KV pool.",
          stats.pool_free_blocks);
   Metric(out, "prefixd_kv_pool_blocks", "gauge", "Blocks in the KV pool.", stats.pool_total_blocks);

@@ -162,6 +162,9 @@ TEST(Metrics, PrometheusTextHasTheCounters) {
   stats.cache.misses = 1;
   stats.cache.cached_blocks = 4;
   stats.pool_free_blocks = 7;
+  stats.steps.steps = 12;
+  stats.steps.forward_cpu_seconds = 0.5;
+  stats.engine_thread_cpu_seconds = 0.75;
   ServerMetrics m;
   m.time_to_first_token.Observe(0.02);
   m.CountResponse("/v1/completions", 200);
@@ -172,6 +175,9 @@ TEST(Metrics, PrometheusTextHasTheCounters) {
   EXPECT_NE(text.find("\nprefixd_prefix_cache_misses_total 1\n"), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_prefix_cache_cached_bytes 4096\n"), std::string::npos);
   EXPECT_NE(text.find("\nprefixd_kv_pool_free_blocks 7\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_engine_steps_total 12\n"), std::string::npos);
+  EXPECT_NE(text.find("\nprefixd_engine_thread_cpu_outside_forward_seconds_total 0.25\n"),
+            std::string::npos);
   EXPECT_NE(text.find("# TYPE prefixd_prefix_cache_hits_total counter"), std::string::npos);
   EXPECT_NE(text.find("prefixd_http_responses_total{route=\"/v1/completions\",code=\"200\"} 2"),
             std::string::npos);
