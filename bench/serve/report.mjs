@@ -41,13 +41,14 @@ const f0 = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 
 const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '-');
 
 export function markdownTable(rows) {
-  const out = ['| workload | cache | requests | TTFT mean ms | TTFT p50 ms | TTFT p95 ms | last token mean ms | req/s | gen tok/s | prompt tok/s | request hit rate | token hit rate | cached tokens (by tier) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
+  const out = ['| workload | cache | requests | TTFT mean ms | TTFT p50 ms | TTFT p95 ms | last token mean ms | req/s | gen tok/s | prompt tok/s | request hit rate | token hit rate | cached tokens (by tier) | of the ideal |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |'];
   for (const r of rows) {
     const tiers = Object.entries(r.cached_by_tier).filter(([, n]) => n > 0).map(([t, n]) => `${t} ${f0(n)}`).join(', ');
     out.push(`| ${r.workload} | ${r.config} | ${r.requests} | ${f0(r.ttft_mean_ms)} | ${f0(r.ttft_p50_ms)} | ${f0(r.ttft_p95_ms)} | ${f0(r.last_mean_ms)} | ` +
       `${f2(r.req_per_s)} | ${f2(r.gen_tok_per_s)} | ${f0(r.prompt_tok_per_s)} | ${f2(r.request_hit_rate)} | ${f2(r.token_hit_rate)} | ` +
-      `${f0(r.cached_tokens)}${tiers ? ` (${tiers})` : ''} |`);
+      `${f0(r.cached_tokens)}${tiers ? ` (${tiers})` : ''} | ` +
+      `${r.share_of_ideal == null ? '-' : `${f2(r.share_of_ideal)} of ${f0(r.ideal_cached_tokens)}`} |`);
   }
   return out.join('\n');
 }

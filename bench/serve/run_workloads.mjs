@@ -7,6 +7,7 @@ import path from 'node:path';
 import { runRequests, timedRequest } from './client.mjs';
 import { configArgs, PEER_CONFIG, startPeerServer, startServer } from './server.mjs';
 import { summarize } from './report.mjs';
+import { idealCachedTokens } from './workloads.mjs';
 
 // A fresh process pays for page faults and thread start-up on its first request; a short
 // prompt of ids no workload uses takes that cost before the timed requests.
@@ -23,6 +24,7 @@ async function runOne(base, workload, config, opts) {
   const args = peer ? [] : configArgs(config, { diskDir, diskPolicy: opts.diskPolicy, cacheBytes: opts.cacheBytes });
   const start = () => (peer ? startPeerServer(base) : startServer(base, args));
   const requests = [];
+  const sent = [];
   let wall = 0;
   const load = [loadavg()[0]];
   try {
@@ -37,6 +39,7 @@ async function runOne(base, workload, config, opts) {
       }
       let phase = workload.phases[p];
       if (config === 'off' && workload.offLimit) phase = phase.slice(0, workload.offLimit);
+      sent.push(...phase);
       const { results, wall_s } = await runRequests(server.url, phase,
         { concurrency: workload.concurrency, maxTokens: opts.maxTokens });
       wall += wall_s;
@@ -50,7 +53,10 @@ async function runOne(base, workload, config, opts) {
     if (diskDir) rmSync(diskDir, { recursive: true, force: true });
   }
   load.push(loadavg()[0]);
-  return { summary: { ...summarize(requests, wall), load_avg: load }, requests };
+  const summary = summarize(requests, wall);
+  summary.ideal_cached_tokens = idealCachedTokens(sent);
+  summary.share_of_ideal = summary.ideal_cached_tokens ? summary.cached_tokens / summary.ideal_cached_tokens : null;
+  return { summary: { ...summary, load_avg: load }, requests };
 }
 
 // `onRow(workload, config, summary)` is called after each run, for progress.

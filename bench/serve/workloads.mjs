@@ -103,3 +103,22 @@ export function buildWorkloads(z, vocab, only = []) {
     volatileTail(z, src), restart(z, src)];
   return only.length ? all.filter((w) => only.some((o) => w.name.startsWith(o))) : all;
 }
+
+// The most a prefix cache could reuse over `requests` sent in order: for each prompt, its
+// longest common prefix with any earlier prompt, at most its length minus one (the last token
+// is always computed, for its logits).
+export function idealCachedTokens(requests) {
+  let total = 0;
+  for (let i = 0; i < requests.length; ++i) {
+    const p = requests[i].prompt;
+    let best = 0;
+    for (let j = 0; j < i; ++j) {
+      const q = requests[j].prompt;
+      let k = 0;
+      while (k < p.length && k < q.length && p[k] === q[k]) ++k;
+      best = Math.max(best, k);
+    }
+    total += Math.min(best, p.length - 1);
+  }
+  return total;
+}
