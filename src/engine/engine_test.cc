@@ -148,7 +148,8 @@ TEST(BatchInvariance, RandomModelInEveryWeightType) {
 // of one are never served to the other), logits that differ but stay close. A model with no
 // integer-path weights keeps the F32 path's id.
 TEST(BatchInvariance, Int8DotDiffersFromF32DotByLittle) {
-  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0}) {
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                          TensorType::kQ5_K, TensorType::kQ6_K}) {
     SCOPED_TRACE(TensorTypeName(static_cast<uint32_t>(type)));
     auto model = MakeTestModel(TestModelShape::kRows256, type);
     std::mt19937 rng(21);
