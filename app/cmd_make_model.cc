@@ -1,4 +1,4 @@
-// `prefixd make-model`: writes a llama, qwen2, qwen3 or qwen3moe GGUF with seeded random weights
+// `prefixd make-model`: writes a llama, qwen2, qwen3, qwen3moe or qwen35 GGUF with seeded random weights
 // in any shape, with a synthetic vocabulary, another model's, or a Hugging Face tokenizer.json's.
 // Tests and benchmarks make their models with it.
 #include <algorithm>
@@ -77,11 +77,13 @@ int RunMake(MakeFlags f) {
 void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   auto f = std::make_shared<MakeFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "make-model", "Write a llama, qwen2, qwen3 or qwen3moe GGUF with seeded random weights");
+      "make-model", "Write a llama, qwen2, qwen3, qwen3moe or qwen35 GGUF with seeded random weights");
   cmd->add_option("--out", f->out, "Output GGUF path")->required();
   cmd->add_option("--arch", f->spec.arch,
-                  "Architecture: llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms) or qwen3moe "
-                  "(qwen3 with a mixture of experts: --experts, --experts-used, --expert-ff)")
+                  "Architecture: llama, qwen2 (Q/K/V biases), qwen3 (Q/K norms), qwen3moe "
+                  "(qwen3 with a mixture of experts: --experts, --experts-used, --expert-ff) or "
+                  "qwen35 (gated DeltaNet and gated attention layers: --full-attention-interval, "
+                  "--delta-*)")
       ->capture_default_str();
   cmd->add_option("--layers", f->spec.num_layers, "Layers")->capture_default_str();
   cmd->add_option("--embd", f->spec.embd, "Embedding width")->capture_default_str();
@@ -93,6 +95,24 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--experts-used", f->spec.experts_used, "qwen3moe: experts each token uses")
       ->capture_default_str();
   cmd->add_option("--expert-ff", f->spec.expert_ff, "qwen3moe: each expert's feed-forward width")
+      ->capture_default_str();
+  cmd->add_option("--full-attention-interval", f->spec.full_attention_interval,
+                  "qwen35: every Nth layer is full attention, the others gated DeltaNet")
+      ->capture_default_str();
+  cmd->add_option("--delta-head-dim", f->spec.delta_head_dim,
+                  "qwen35: DeltaNet head size (0: the attention head size)")
+      ->capture_default_str();
+  cmd->add_option("--delta-k-heads", f->spec.delta_k_heads,
+                  "qwen35: DeltaNet Q/K heads (0: --kv-heads)")
+      ->capture_default_str();
+  cmd->add_option("--delta-v-heads", f->spec.delta_v_heads,
+                  "qwen35: DeltaNet V heads, a multiple of the K heads (0: --heads)")
+      ->capture_default_str();
+  cmd->add_option("--delta-conv-kernel", f->spec.delta_conv_kernel,
+                  "qwen35: taps of the DeltaNet causal convolution")
+      ->capture_default_str();
+  cmd->add_option("--rope-dims", f->spec.rope_dims,
+                  "Leading dims of each head that RoPE rotates (0: all; qwen35: a quarter)")
       ->capture_default_str();
   CLI::Option* vocab_opt =
       cmd->add_option("--vocab", f->spec.vocab,

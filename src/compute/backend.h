@@ -30,6 +30,10 @@ struct ForwardSequence {
   // Which of this chunk's tokens need logits: the last one (for sampling) or all (for tests).
   bool all_logits = false;
   bool want_logits = true;  // false for a prefill chunk that is not the prompt's last
+  // Hybrid models only (Backend::recurrent_state_floats() > 0): the sequence's recurrent
+  // state, owned by the caller, holding the state after positions [0, start_pos) (all zeros
+  // for start_pos 0). Forward advances it past this chunk's tokens. Empty otherwise.
+  std::span<float> recurrent_state;
 };
 
 struct ForwardBatch {
@@ -60,6 +64,10 @@ class Backend : public BlockIo {
   virtual const char* numerics() const = 0;
   virtual const KvLayout& kv_layout() const = 0;
   virtual int num_kv_blocks() const = 0;
+  // Floats of one sequence's recurrent state (ForwardSequence::recurrent_state): 0 for
+  // attention-only models. A sequence starts from zeros and its state is valid only at the
+  // position its last Forward reached.
+  virtual int64_t recurrent_state_floats() const { return 0; }
 
   // Runs the model over `batch`, writing the new tokens' K/V into their blocks.
   // InvalidArgument if a token id or position is out of range (nothing is written then).

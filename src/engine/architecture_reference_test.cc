@@ -3,7 +3,11 @@
 // with the reader alone (not through Model). It pins what each architecture adds to llama:
 // qwen2's Q/K/V biases and NeoX RoPE, qwen3's per-head Q/K norms and independent head size,
 // Llama 3.1's RoPE frequency divisors, qwen3moe's routed experts (softmax over the experts,
-// top-k, weights normalised to sum 1, only the chosen experts' SwiGLU FFNs).
+// top-k, weights normalised to sum 1, only the chosen experts' SwiGLU FFNs), qwen35's gated
+// DeltaNet layers (causal convolution, L2-normed Q/K, the gated delta rule over a
+// head_dim x head_dim state per V head, gated RMS norm) and gated attention layers (Q/K norms,
+// partial RoPE, sigmoid output gate), written from the formulas in llama.cpp's qwen35.cpp and
+// delta-net-base.cpp.
 //
 // Metric, per position: max_j |engine_j - ref_j| / max_j |ref_j| over the vocabulary, at most
 // 1e-4. F32 weights and F32 KV, so the only differences are float-vs-double rounding.
@@ -28,7 +32,7 @@ namespace {
 using Vec = std::vector<double>;
 
 // What the reference may leave out, for the negative controls.
-enum class Drop { kNothing, kBiases, kQkNorms, kRopeFactors, kTopkNorm };
+enum class Drop { kNothing, kBiases, kQkNorms, kRopeFactors, kTopkNorm, kConvolution };
 
 // A matrix or vector of the GGUF as doubles, row-major: rows() rows of cols() each.
 struct Tensor {
@@ -97,6 +101,7 @@ class Reference {
       experts_used_ = Uint("expert_used_count");
     }
     rope_freqs_ = Read(f, "rope_freqs.weight");
+    if (f.Find(arch_ + ".ssm.conv_kernel")) ReadHybrid();
   }
 
   // Logits of every position of `tokens`, computed from scratch, leaving out `drop` (the
@@ -123,6 +128,29 @@ class Reference {
   int Uint(const std::string& key) const {
     return static_cast<int>(*f_.GetUint(arch_ + "." + key));
   }
+
+  // qwen35: DeltaNet sizes, which layers are DeltaNet (every layer but each
+  // full_attention_interval-th), MTP layers left out, and the RoPE pairs of M-RoPE's fourth
+  // section (position 0 for text: not rotated).
+  void ReadHybrid() {
+    conv_kernel_ = Uint("ssm.conv_kernel");
+    delta_hd_ = Uint("ssm.state_size");
+    delta_hk_ = Uint("ssm.group_count");
+    delta_hv_ = Uint("ssm.time_step_rank");
+    if (f_.Find(arch_ + ".nextn_predict_layers")) layers_ -= Uint("nextn_predict_layers");
+    const int interval =
+        f_.Find(arch_ + ".full_attention_interval") ? Uint("full_attention_interval") : 4;
+    for (int l = 0; l < layers_; ++l) recurrent_.push_back((l + 1) % interval != 0);
+    const std::vector<int64_t> sec = *f_.GetIntArray(arch_ + ".rope.dimension_sections");
+    const int64_t total = sec[0] + sec[1] + sec[2] + sec[3];
+    for (int i = 0; i < rope_dims_ / 2; ++i) {
+      const int64_t s = i % total;
+      const bool t = s % 3 == 0 && s < 3 * sec[0], h = s % 3 == 1 && s < 3 * sec[1],
+                 w = s % 3 == 2 && s < 3 * sec[2];
+      rope_static_.push_back(!(t || h || w));
+    }
+  }
+  bool IsRecurrent(int l) const { return !recurrent_.empty() && recurrent_[l]; }
   Tensor Blk(int l, const std::string& name) const {
     return Read(f_, "blk." + std::to_string(l) + "." + name);
   }
@@ -130,6 +158,7 @@ class Reference {
   void Rope(double* head, int64_t pos, Drop drop) const {
     const int half = rope_dims_ / 2;
     for (int i = 0; i < half; ++i) {
+      if (!rope_static_.empty() && rope_static_[i]) continue;
       double theta = pos * std::pow(base_, -2.0 * i / rope_dims_);
       if (rope_freqs_.present && drop != Drop::kRopeFactors) theta /= rope_freqs_.v[i];
       const int a = neox_ ? i : 2 * i, b = neox_ ? i + half : 2 * i + 1;
@@ -141,17 +170,48 @@ class Reference {
 
   void Layer(int l, Drop drop, std::vector<Vec>& x) const {
     const size_t n = x.size();
+    std::vector<Vec> h(n);
+    for (size_t t = 0; t < n; ++t) {
+      h[t] = x[t];
+      RmsNorm(h[t], 0, embd_, Blk(l, "attn_norm.weight"), eps_);
+    }
+    const std::vector<Vec> mixed = IsRecurrent(l) ? DeltaNet(l, drop, h) : Attention(l, drop, h);
+    const Tensor ffn_norm = recurrent_.empty() ? Blk(l, "ffn_norm.weight")
+                                               : Blk(l, "post_attention_norm.weight");
+    for (size_t t = 0; t < n; ++t) {
+      for (int i = 0; i < embd_; ++i) x[t][i] += mixed[t][i];
+      Vec hf = x[t];
+      RmsNorm(hf, 0, embd_, ffn_norm, eps_);
+      const Vec d = FfnOrExperts(l, drop, hf);
+      for (int i = 0; i < embd_; ++i) x[t][i] += d[i];
+    }
+  }
+
+  // Causal attention over the normed inputs h. qwen35: the Q projection's rows per head are
+  // [Q | gate], and the output is multiplied by sigmoid(gate) before attn_output.
+  std::vector<Vec> Attention(int l, Drop drop, const std::vector<Vec>& h) const {
+    const size_t n = h.size();
     const Tensor wq = Blk(l, "attn_q.weight"), wk = Blk(l, "attn_k.weight"),
                  wv = Blk(l, "attn_v.weight"), wo = Blk(l, "attn_output.weight");
     const Tensor bq = Blk(l, "attn_q.bias"), bk = Blk(l, "attn_k.bias"), bv = Blk(l, "attn_v.bias");
     const Tensor qn = Blk(l, "attn_q_norm.weight"), kn = Blk(l, "attn_k_norm.weight");
-    std::vector<Vec> q(n), k(n), v(n);
+    const bool gated = !recurrent_.empty();
+    std::vector<Vec> q(n), k(n), v(n), gate(n);
     for (size_t t = 0; t < n; ++t) {
-      Vec h = x[t];
-      RmsNorm(h, 0, embd_, Blk(l, "attn_norm.weight"), eps_);
-      q[t] = MatVec(wq, h);
-      k[t] = MatVec(wk, h);
-      v[t] = MatVec(wv, h);
+      q[t] = MatVec(wq, h[t]);
+      k[t] = MatVec(wk, h[t]);
+      v[t] = MatVec(wv, h[t]);
+      if (gated) {
+        const Vec qg = q[t];
+        q[t].assign(heads_ * head_dim_, 0.0);
+        gate[t].assign(heads_ * head_dim_, 0.0);
+        for (int hh = 0; hh < heads_; ++hh) {
+          for (int d = 0; d < head_dim_; ++d) {
+            q[t][hh * head_dim_ + d] = qg[2 * hh * head_dim_ + d];
+            gate[t][hh * head_dim_ + d] = qg[2 * hh * head_dim_ + head_dim_ + d];
+          }
+        }
+      }
       if (bq.present && drop != Drop::kBiases) {
         for (size_t i = 0; i < q[t].size(); ++i) q[t][i] += bq.v[i];
         for (size_t i = 0; i < k[t].size(); ++i) k[t][i] += bk.v[i];
@@ -170,10 +230,7 @@ class Reference {
         Rope(&k[t][hh * head_dim_], static_cast<int64_t>(t), drop);
       }
     }
-    const Tensor gate = Blk(l, "ffn_gate.weight"), up = Blk(l, "ffn_up.weight"),
-                 down = Blk(l, "ffn_down.weight");
-    const Tensor router = Blk(l, "ffn_gate_inp.weight"), gate_exps = Blk(l, "ffn_gate_exps.weight"),
-                 up_exps = Blk(l, "ffn_up_exps.weight"), down_exps = Blk(l, "ffn_down_exps.weight");
+    std::vector<Vec> out(n);
     for (size_t t = 0; t < n; ++t) {
       Vec attn(heads_ * head_dim_, 0.0);
       for (int hh = 0; hh < heads_; ++hh) {
@@ -195,37 +252,109 @@ class Reference {
           }
         }
       }
-      const Vec o = MatVec(wo, attn);
-      for (int i = 0; i < embd_; ++i) x[t][i] += o[i];
-      Vec h = x[t];
-      RmsNorm(h, 0, embd_, Blk(l, "ffn_norm.weight"), eps_);
-      if (experts_ == 0) {
-        const Vec d = Ffn(gate, up, down, 0, h);
-        for (int i = 0; i < embd_; ++i) x[t][i] += d[i];
-        continue;
+      if (gated) {
+        for (size_t i = 0; i < attn.size(); ++i) attn[i] *= 1.0 / (1.0 + std::exp(-gate[t][i]));
       }
-      // Softmax over the experts, the top k, their probabilities normalised to sum 1.
-      Vec p = MatVec(router, h);
-      const double max_logit = *std::max_element(p.begin(), p.end());
-      double sum = 0;
-      for (double& z : p) sum += (z = std::exp(z - max_logit));
-      std::vector<int> chosen;
-      double picked = 0;
-      for (int j = 0; j < experts_used_; ++j) {
-        int best = -1;
-        for (int e = 0; e < experts_; ++e) {
-          if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) continue;
-          if (best < 0 || p[e] > p[best]) best = e;
+      out[t] = MatVec(wo, attn);
+    }
+    return out;
+  }
+
+  // A gated DeltaNet layer over the normed inputs h, from a zero state (see the file comment
+  // of compute/cpu/delta_net.h for the formulas). kConvolution keeps only the newest tap.
+  std::vector<Vec> DeltaNet(int l, Drop drop, const std::vector<Vec>& h) const {
+    const size_t n = h.size();
+    const Tensor qkv = Blk(l, "attn_qkv.weight"), z = Blk(l, "attn_gate.weight"),
+                 conv = Blk(l, "ssm_conv1d.weight"), dt = Blk(l, "ssm_dt.bias"),
+                 a = Blk(l, "ssm_a"), beta = Blk(l, "ssm_beta.weight"),
+                 alpha = Blk(l, "ssm_alpha.weight"), norm = Blk(l, "ssm_norm.weight"),
+                 out = Blk(l, "ssm_out.weight");
+    const int hd = delta_hd_, key_dim = delta_hd_ * delta_hk_;
+    std::vector<Vec> mixed(n), c(n);
+    for (size_t t = 0; t < n; ++t) mixed[t] = MatVec(qkv, h[t]);
+    const int64_t channels = qkv.rows();
+    for (size_t t = 0; t < n; ++t) {
+      c[t].assign(channels, 0.0);
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        double sum = 0;
+        for (int j = drop == Drop::kConvolution ? conv_kernel_ - 1 : 0; j < conv_kernel_; ++j) {
+          const int64_t src = static_cast<int64_t>(t) - (conv_kernel_ - 1) + j;
+          if (src >= 0) sum += conv.Row(ch)[j] * mixed[src][ch];
         }
-        chosen.push_back(best);
-        picked += p[best];
-      }
-      for (int e : chosen) {
-        const Vec d = Ffn(gate_exps, up_exps, down_exps, e, h);
-        const double weight = drop == Drop::kTopkNorm ? p[e] / sum : p[e] / picked;
-        for (int i = 0; i < embd_; ++i) x[t][i] += weight * d[i];
+        c[t][ch] = sum / (1 + std::exp(-sum));
       }
     }
+    std::vector<Vec> state(delta_hv_, Vec(hd * hd, 0.0));  // [i * hd + j]: key i, value j
+    std::vector<Vec> y(n);
+    for (size_t t = 0; t < n; ++t) {
+      Vec qk = c[t];
+      for (int hh = 0; hh < 2 * delta_hk_; ++hh) {
+        double ss = 0;
+        for (int i = 0; i < hd; ++i) ss += qk[hh * hd + i] * qk[hh * hd + i];
+        for (int i = 0; i < hd; ++i) qk[hh * hd + i] /= std::sqrt(ss + eps_);
+      }
+      const Vec bt = MatVec(beta, h[t]), al = MatVec(alpha, h[t]), zt = MatVec(z, h[t]);
+      Vec gated(delta_hd_ * delta_hv_);
+      for (int hh = 0; hh < delta_hv_; ++hh) {
+        const double* q = &qk[(hh % delta_hk_) * hd];
+        const double* k = q + key_dim;
+        const double* v = &c[t][2 * key_dim + hh * hd];
+        const double b = 1 / (1 + std::exp(-bt[hh]));
+        const double decay = std::exp(std::log1p(std::exp(al[hh] + dt.v[hh])) * a.v[hh]);
+        Vec& S = state[hh];
+        for (double& s : S) s *= decay;
+        Vec o(hd, 0.0);
+        for (int j = 0; j < hd; ++j) {
+          double sk = 0;
+          for (int i = 0; i < hd; ++i) sk += S[i * hd + j] * k[i];
+          const double d = b * (v[j] - sk);
+          for (int i = 0; i < hd; ++i) S[i * hd + j] += k[i] * d;
+        }
+        for (int j = 0; j < hd; ++j) {
+          for (int i = 0; i < hd; ++i) o[j] += S[i * hd + j] * q[i];
+          o[j] /= std::sqrt(static_cast<double>(hd));
+        }
+        RmsNorm(o, 0, hd, norm, eps_);
+        for (int j = 0; j < hd; ++j) {
+          const double zz = zt[hh * hd + j];
+          gated[hh * hd + j] = o[j] * zz / (1 + std::exp(-zz));
+        }
+      }
+      y[t] = MatVec(out, gated);
+    }
+    return y;
+  }
+
+  // The layer's FFN for one normed token: dense, or the routed experts.
+  Vec FfnOrExperts(int l, Drop drop, const Vec& h) const {
+    const Tensor gate = Blk(l, "ffn_gate.weight"), up = Blk(l, "ffn_up.weight"),
+                 down = Blk(l, "ffn_down.weight");
+    if (experts_ == 0) return Ffn(gate, up, down, 0, h);
+    const Tensor router = Blk(l, "ffn_gate_inp.weight"), gate_exps = Blk(l, "ffn_gate_exps.weight"),
+                 up_exps = Blk(l, "ffn_up_exps.weight"), down_exps = Blk(l, "ffn_down_exps.weight");
+    // Softmax over the experts, the top k, their probabilities normalised to sum 1.
+    Vec p = MatVec(router, h);
+    const double max_logit = *std::max_element(p.begin(), p.end());
+    double sum = 0;
+    for (double& z : p) sum += (z = std::exp(z - max_logit));
+    std::vector<int> chosen;
+    double picked = 0;
+    for (int j = 0; j < experts_used_; ++j) {
+      int best = -1;
+      for (int e = 0; e < experts_; ++e) {
+        if (std::find(chosen.begin(), chosen.end(), e) != chosen.end()) continue;
+        if (best < 0 || p[e] > p[best]) best = e;
+      }
+      chosen.push_back(best);
+      picked += p[best];
+    }
+    Vec out(embd_, 0.0);
+    for (int e : chosen) {
+      const Vec d = Ffn(gate_exps, up_exps, down_exps, e, h);
+      const double weight = drop == Drop::kTopkNorm ? p[e] / sum : p[e] / picked;
+      for (int i = 0; i < embd_; ++i) out[i] += weight * d[i];
+    }
+    return out;
   }
 
   // The SwiGLU FFN of expert `e` (0 for a dense FFN): rows [e * R, (e + 1) * R) of each
@@ -253,6 +382,8 @@ class Reference {
   const GgufFile& f_;
   std::string arch_;
   int experts_ = 0, experts_used_ = 0;
+  int conv_kernel_ = 0, delta_hd_ = 0, delta_hk_ = 0, delta_hv_ = 0;  // qwen35 only
+  std::vector<bool> recurrent_, rope_static_;                         // qwen35 only
   int embd_, layers_, heads_, kv_heads_, head_dim_, rope_dims_;
   double base_, eps_;
   bool neox_;
@@ -299,6 +430,7 @@ ModelSpec ReferenceSpec(const std::string& arch) {
   spec.embd = 128;  // 4 heads of 32 (qwen3: of 64), 2 KV heads
   spec.ff = 256;
   if (arch == "qwen3" || arch == "qwen3moe") spec.head_dim = 64;
+  // qwen35 keeps its small heads (32): 3 DeltaNet layers then attention, as SmallArchSpec.
   if (arch == "llama3") spec.rope_original_ctx = 32;  // divisors matter within 40 positions
   return spec;
 }
@@ -328,7 +460,8 @@ TEST_P(ArchitectureReference, EngineLogitsMatchADoublePrecisionForwardPass) {
                      : arch == "qwen3"  ? Drop::kQkNorms
                      : arch == "llama3" ? Drop::kRopeFactors
                      : arch == "qwen3moe" ? Drop::kTopkNorm
-                                        : Drop::kNothing;
+                     : arch == "qwen35"   ? Drop::kConvolution
+                                          : Drop::kNothing;
   if (piece != Drop::kNothing) {
     const double without = MaxRelativeError(got, ref.Logits(tokens, piece));
     std::printf("%s: without its own piece %.3g\n", arch.c_str(), without);
@@ -337,7 +470,8 @@ TEST_P(ArchitectureReference, EngineLogitsMatchADoublePrecisionForwardPass) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ArchitectureReference,
-                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "llama3", "llama"));
+                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "qwen35", "llama3",
+                                           "llama"));
 
 }  // namespace
 }  // namespace prefixd

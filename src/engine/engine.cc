@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "base/check.h"
+#include "base/log.h"
 #include "base/thread_cpu_time.h"
 
 namespace prefixd {
@@ -23,7 +24,17 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
         absl::StrCat("block size ", opts.block_size, " is out of range [1, 4096]"));
   }
   if (opts.cache_bytes < 0) return absl::InvalidArgumentError("cache bytes must be >= 0");
-  KvLayout layout{hp.num_layers, hp.kv_dim(), opts.block_size, opts.kv_dtype};
+  // A hybrid's recurrent state at a cached position is not in the cache (no snapshots yet):
+  // resuming there would compute from a zero state, so nothing is reused at all.
+  std::string refusal;
+  if (hp.hybrid() && opts.prefix_cache) {
+    refusal = absl::StrCat("the model's architecture '", hp.arch,
+                           "' has recurrent (DeltaNet) layers whose state the prefix cache "
+                           "cannot snapshot yet; every request computes its whole prompt");
+    spdlog::warn("prefix cache off: {}", refusal);
+    opts.prefix_cache = false;
+  }
+  KvLayout layout{hp.num_attention_layers(), hp.kv_dim(), opts.block_size, opts.kv_dtype};
   const int64_t block_bytes = layout.BlockBytes();
   const int max_cached_blocks =
       opts.prefix_cache ? static_cast<int>(std::min<int64_t>(opts.cache_bytes / block_bytes, 1 << 30))
@@ -50,6 +61,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
     ASSIGN_OR_RETURN(backend, CreateCpuBackend(model, backend_options));
   }
   auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
+  engine->prefix_cache_refusal_ = std::move(refusal);
   RETURN_IF_ERROR(engine->CreateCache(max_cached_blocks));
   return engine;
 }
@@ -186,6 +198,11 @@ void Engine::Admit() {
       continue;
     }
     const CacheHit& hit = seq.ticket.hit();
+    if (const int64_t state = backend_->recurrent_state_floats(); state > 0) {
+      // The state is that of position 0; Create turned the cache off, so no hit can skip it.
+      PREFIXD_CHECK(hit.num_tokens == 0, "a cache hit on a model with recurrent state");
+      seq.recurrent_state.assign(state, 0.0f);
+    }
     seq.table.Adopt(hit.blocks);
     seq.num_computed = hit.num_tokens;
     if (seq.cached_tokens < 0) {
@@ -208,6 +225,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason) {
   IndexComputed(seq);
   cache_->Release(seq.ticket);
   seq.table.Release(pool_);
+  seq.recurrent_state = {};
   if (seq.cached_tokens < 0) seq.cached_tokens = 0;
 }
 
@@ -384,6 +402,7 @@ StatusOr<std::vector<StepEvent>> Engine::RunStep() {
     fs.want_logits = seq->request.record_logits ||
                      seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
     fs.all_logits = seq->request.record_logits;
+    fs.recurrent_state = seq->recurrent_state;
     batch.sequences.push_back(fs);
   }
   ForwardOutput out;

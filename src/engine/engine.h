@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -111,6 +112,10 @@ class Engine {
   int num_running() const { return static_cast<int>(running_.size()); }
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int64_t num_preemptions() const { return num_preemptions_; }
+  // Why the prefix cache reuses nothing for this model even though it was asked for (a hybrid
+  // model's recurrent state cannot be resumed from the cache yet), or empty. Every request is
+  // then a miss: prefix_cache is forced off in options().
+  const std::string& prefix_cache_refusal() const { return prefix_cache_refusal_; }
 
  private:
   // Step() without its timing.
@@ -154,6 +159,7 @@ class Engine {
   std::unique_ptr<PrefixCache> cache_;
   int64_t next_id_ = 0;
   int64_t num_preemptions_ = 0;
+  std::string prefix_cache_refusal_;
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::map<SequenceId, std::unique_ptr<Sequence>> finished_;

@@ -47,6 +47,7 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.num_kv_blocks = engine_->block_pool().num_blocks();
   info_.cache_budget_bytes = engine_->cache().stats().max_cached_blocks * info_.block_bytes;
   info_.prefix_cache = eo.prefix_cache;
+  info_.prefix_cache_refusal = engine_->prefix_cache_refusal();
   info_.max_running = eo.max_running;
   info_.max_batch_tokens = eo.max_batch_tokens;
   info_.max_queue = options.max_queue;
@@ -167,8 +168,9 @@ void EngineService::Shutdown() {
 
 namespace {
 
-RequestUsage UsageOf(const Sequence& seq, double ttft_ms) {
+RequestUsage UsageOf(const Sequence& seq, double ttft_ms, const std::string& refusal) {
   RequestUsage u;
+  u.prefix_cache_refusal = refusal;
   u.prompt_tokens = seq.num_prompt;
   u.completion_tokens = std::max(0, seq.num_generated());
   u.cached_tokens = std::max<int64_t>(0, seq.cached_tokens);
@@ -240,7 +242,7 @@ void EngineService::Loop() {
         ev.id = id;
         ev.finished = true;
         ev.finish = seq->finish;
-        ev.usage = UsageOf(*seq, 0);
+        ev.usage = UsageOf(*seq, 0, engine_->prefix_cache_refusal());
         (*live_)[id.value()].on_event(ev);
         live_->erase(id.value());
       }
@@ -258,7 +260,7 @@ void EngineService::Loop() {
       ev.id = id;
       ev.finished = true;
       ev.finish = FinishReason::kCancelled;
-      if (seq) ev.usage = UsageOf(*seq, it->second.ttft_ms);
+      if (seq) ev.usage = UsageOf(*seq, it->second.ttft_ms, engine_->prefix_cache_refusal());
       it->second.on_event(ev);
       live_->erase(it);
     }
@@ -295,7 +297,9 @@ void EngineService::Loop() {
           if (se.finish != FinishReason::kNone) {
             ev.finished = true;
             ev.finish = se.finish;
-            if (auto seq = engine_->TakeFinished(se.id)) ev.usage = UsageOf(*seq, live.ttft_ms);
+            if (auto seq = engine_->TakeFinished(se.id)) {
+              ev.usage = UsageOf(*seq, live.ttft_ms, engine_->prefix_cache_refusal());
+            }
           }
           live.on_event(ev);
           if (ev.finished) live_->erase(it);

@@ -41,6 +41,8 @@ struct RequestUsage {
   // First prompt token not served from cache (== cached_tokens), or -1 on a full hit.
   int64_t diverged_at_token = -1;
   double time_to_first_token_ms = 0;  // submitted -> first token sampled
+  // Why nothing could be reused for this model (Engine::prefix_cache_refusal), or empty.
+  std::string prefix_cache_refusal;
 };
 
 struct TokenEvent {
@@ -82,6 +84,9 @@ struct ServiceInfo {
   int32_t num_kv_blocks = 0;
   int64_t cache_budget_bytes = 0;
   bool prefix_cache = true;
+  // Set when the cache was asked for but the model cannot use it (Engine::prefix_cache_refusal;
+  // prefix_cache is then false).
+  std::string prefix_cache_refusal;
   int32_t max_running = 0;
   int32_t max_batch_tokens = 0;
   int32_t max_queue = 0;

@@ -196,7 +196,24 @@ TEST_P(ArchBatchInvariance, LogitsIndependentOfBatchChunkThreadsAndBlocks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, ArchBatchInvariance,
-                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "llama3"));
+                         ::testing::Values("qwen2", "qwen3", "qwen3moe", "qwen35", "llama3"));
+
+// qwen35's DeltaNet projections in quantised types, on both dot paths: its recurrent state
+// and logits never depend on the chunking, the threads or the batch companions.
+TEST(BatchInvariance, Qwen35InSeveralWeightTypes) {
+  for (TensorType type : {TensorType::kF16, TensorType::kQ8_0, TensorType::kQ4_0}) {
+    for (QuantDot quant_dot : {QuantDot::kInt8, QuantDot::kF32}) {
+      if (quant_dot == QuantDot::kF32 && cpu::GetIntTile(type) == nullptr) continue;
+      const std::string name = TensorTypeName(static_cast<uint32_t>(type));
+      SCOPED_TRACE(name + (quant_dot == QuantDot::kF32 ? " f32 dot" : " int8 dot"));
+      ModelSpec spec = SmallArchSpec("qwen35");
+      spec.type = type;
+      auto model = MakeTestModel(spec, "qwen35-" + name);
+      ASSERT_EQ(model->weights().layers[0].ssm_qkv.type, type);
+      CheckBatchInvariance(*model, KvDtype::kF16, quant_dot);
+    }
+  }
+}
 
 // qwen3moe's experts in other weight types: a token's logits never depend on which experts
 // the other tokens of its batch chose (the neighbours route elsewhere), on either dot path.
@@ -249,7 +266,7 @@ std::vector<int32_t> GenerateGreedy(const Model& model, KvDtype kv) {
 // architectures' outputs differ from one another for the same prompt and weights seed.
 TEST(Engine, EachArchitectureGenerates) {
   std::vector<std::vector<int32_t>> outputs;
-  for (const char* arch : {"llama", "qwen2", "qwen3", "qwen3moe", "llama3"}) {
+  for (const char* arch : {"llama", "qwen2", "qwen3", "qwen3moe", "qwen35", "llama3"}) {
     auto model = MakeTestModel(SmallArchSpec(arch), std::string("arch-") + arch);
     const std::vector<int32_t> tokens = GenerateGreedy(*model, KvDtype::kF16);
     ASSERT_EQ(tokens.size(), kGeneratePrompt.size() + 24) << arch;
@@ -368,6 +385,45 @@ TEST(Engine, PreemptionUnderBlockPressureKeepsResultsExact) {
   EXPECT_GT((*engine)->num_preemptions(), 0) << "the pool was meant to be too small";
   (*engine)->cache().Clear();
   EXPECT_EQ((*engine)->block_pool().num_free(), 30);
+}
+
+// The same on the hybrid: a preempted sequence restarts from position 0 with a zero recurrent
+// state (the cache holds no state to resume from), and still produces what it does alone.
+TEST(Engine, HybridPreemptionRestartsFromAZeroState) {
+  auto model = MakeTestModel(SmallArchSpec("qwen35"), "arch-qwen35");
+  std::vector<GenerateRequest> reqs;
+  for (int k = 0; k < 4; ++k) {
+    GenerateRequest r;
+    for (int i = 0; i < 20 + 3 * k; ++i) r.prompt.push_back((i * 7 + k * 13) % 300 + 3);
+    r.max_tokens = 30;
+    r.ignore_eos = true;
+    r.record_logits = true;
+    reqs.push_back(r);
+  }
+  EngineOptions eo;
+  eo.block_size = 4;
+  eo.context_length = 64;
+  std::vector<std::unique_ptr<Sequence>> alone;
+  for (const auto& r : reqs) {
+    auto engine = Engine::Create(*model, -1, eo);
+    auto id = (*engine)->Add(r);
+    while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+    alone.push_back((*engine)->TakeFinished(*id));
+  }
+  eo.num_kv_blocks = 30;
+  eo.max_running = 4;
+  auto engine = Engine::Create(*model, -1, eo);
+  std::vector<SequenceId> ids;
+  for (const auto& r : reqs) ids.push_back(*(*engine)->Add(r));
+  while ((*engine)->HasWork()) ASSERT_TRUE((*engine)->Step().ok());
+  for (size_t k = 0; k < ids.size(); ++k) {
+    auto seq = (*engine)->TakeFinished(ids[k]);
+    ASSERT_NE(seq, nullptr);
+    EXPECT_EQ(seq->tokens, alone[k]->tokens) << "sequence " << k;
+    EXPECT_EQ(seq->logits, alone[k]->logits) << "sequence " << k;
+    EXPECT_EQ(seq->cached_tokens, 0);
+  }
+  EXPECT_GT((*engine)->num_preemptions(), 0) << "the pool was meant to be too small";
 }
 
 }  // namespace

@@ -2,7 +2,8 @@
 //
 //   tokens:  [ prompt ............................ | generated ...... ]
 //            0                    num_computed ^    num_prompt ^
-//   KV exists for tokens [0, num_computed); the next step computes from num_computed.
+//   KV (and, for a hybrid model, the recurrent state) exists for tokens [0, num_computed);
+//   the next step computes from num_computed.
 //
 // Thread safety: owned by the engine thread.
 #pragma once
@@ -61,6 +62,9 @@ struct Sequence {
   // generated token (the row it was sampled from), each vocab_size floats.
   std::vector<float> logits;
   int64_t logits_start = -1;  // position of the first recorded row (-1: none yet)
+  // Hybrid models: the recurrent state after [0, num_computed) (Backend::
+  // recurrent_state_floats() floats, zeros at admission); empty otherwise and once finished.
+  std::vector<float> recurrent_state;
 
   // Prefix cache state: the request's ticket (what the cache keeps for it between Admit and
   // Release; ticket.hit() is what the last admission reused, locked while running), and the

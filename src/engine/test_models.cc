@@ -104,6 +104,13 @@ ModelSpec SmallArchSpec(const std::string& arch) {
       spec.experts_used = 2;
       spec.expert_ff = 64;
     }
+  } else if (arch == "qwen35") {
+    // 4 layers, DeltaNet, DeltaNet, DeltaNet, attention (the default interval of 4); DeltaNet
+    // heads from the head settings: 2 Q/K heads and 4 V heads of 32, 4 taps; RoPE over 8 of
+    // the 32 dims of each attention head.
+    spec.num_layers = 4;
+    spec.head_dim = 32;
+    spec.rope_freq_base = 10000000;
   } else if (arch == "llama3") {
     spec.rope_freq_base = 500000;
     spec.rope_scaling = "llama3";

@@ -16,14 +16,16 @@ struct ArchSpec {
   bool qkv_bias_required;  // qwen2 always has them
   bool qkv_bias_allowed;   // llama may have them (some fine-tunes), qwen3 never
   bool qk_norm;
-  bool moe;  // a mixture of experts in place of the dense FFN
+  bool moe;     // a mixture of experts in place of the dense FFN
+  bool hybrid;  // gated DeltaNet layers between gated attention layers (qwen35)
 };
 
 constexpr ArchSpec kArchitectures[] = {
-    {"llama", RopeStyle::kNormal, false, true, false, false},
-    {"qwen2", RopeStyle::kNeox, true, true, false, false},
-    {"qwen3", RopeStyle::kNeox, false, false, true, false},
-    {"qwen3moe", RopeStyle::kNeox, false, false, true, true},
+    {"llama", RopeStyle::kNormal, false, true, false, false, false},
+    {"qwen2", RopeStyle::kNeox, true, true, false, false, false},
+    {"qwen3", RopeStyle::kNeox, false, false, true, false, false},
+    {"qwen3moe", RopeStyle::kNeox, false, false, true, true, false},
+    {"qwen35", RopeStyle::kNeox, false, false, true, false, true},
 };
 
 const ArchSpec* FindArch(const std::string& name) {
@@ -166,6 +168,113 @@ Status ReadRopeScaling(const GgufFile& file, const std::string& arch, const Load
   return absl::OkStatus();
 }
 
+// `{arch}.key` as a count that may be 0 (absent: `fallback`).
+StatusOr<int32_t> CountOr(const GgufFile& file, const std::string& key, int32_t fallback,
+                          const Loader& l) {
+  auto v = file.GetUint(key);
+  if (absl::IsNotFound(v.status())) return fallback;
+  if (!v.ok()) return l.Error(std::string(v.status().message()));
+  if (*v > (1u << 30)) return l.Error(absl::StrCat(key, " = ", *v, " is out of range"));
+  return static_cast<int32_t>(*v);
+}
+
+// Which layers are DeltaNet layers: `attention.recurrent_layers` (one bool or integer per
+// block, MTP blocks included) when present, else every layer but each
+// `full_attention_interval`-th (default 4), as llama.cpp decides it.
+Status ReadLayerPattern(const GgufFile& file, const std::string& arch, const Loader& l,
+                        int32_t num_blocks, Hparams* hp) {
+  hp->recurrent.assign(hp->num_layers, false);
+  const std::string list_key = arch + ".attention.recurrent_layers";
+  if (const GgufValue* v = file.Find(list_key); v != nullptr) {
+    const GgufType e = v->elem_type;
+    const bool flags = e != GgufType::kString && e != GgufType::kArray &&
+                       e != GgufType::kFloat32 && e != GgufType::kFloat64;
+    if (v->type != GgufType::kArray || !flags ||
+        v->array.size() != static_cast<size_t>(num_blocks)) {
+      return l.Error(absl::StrCat(list_key, " must be an array of ", num_blocks,
+                                  " booleans (one per block)"));
+    }
+    for (int i = 0; i < hp->num_layers; ++i) {
+      const GgufValue& e = v->array[i];
+      hp->recurrent[i] = e.u != 0 || e.i != 0;
+    }
+  } else {
+    ASSIGN_OR_RETURN(const int32_t interval, l.Int("full_attention_interval", 4));
+    for (int i = 0; i < hp->num_layers; ++i) hp->recurrent[i] = (i + 1) % interval != 0;
+  }
+  if (hp->num_attention_layers() == 0) {
+    return l.Error("no layer is a full-attention layer; prefixd needs at least one (its KV "
+                   "pool holds attention K/V): lower full_attention_interval");
+  }
+  return absl::OkStatus();
+}
+
+// The pairs of RoPE dims that interleaved M-RoPE (llama.cpp's IMROPE) rotates with the fourth
+// position, which is 0 for text: pair i has sector s = i % sum(sections) and takes the
+// height/width/time position (all equal to the token's) when s % 3 is 1, 2, 0 and
+// s < 3 * sections[1], 3 * sections[2], 3 * sections[0]; otherwise the fourth.
+Status ReadRopeSections(const GgufFile& file, const std::string& arch, const Loader& l,
+                        Hparams* hp) {
+  const std::string key = arch + ".rope.dimension_sections";
+  auto sections = file.GetIntArray(key);
+  if (!sections.ok()) {
+    return l.Error(absl::StrCat(absl::IsNotFound(sections.status()) ? "missing metadata key "
+                                                                     : "bad metadata key ",
+                                key, " (the M-RoPE sections, e.g. [11, 11, 10, 0])"));
+  }
+  std::array<int64_t, 4> s = {0, 0, 0, 0};
+  int64_t total = 0;
+  for (size_t i = 0; i < sections->size() && i < 4; ++i) {
+    if ((*sections)[i] < 0) return l.Error(absl::StrCat(key, " has a negative section"));
+    s[i] = (*sections)[i];
+    total += s[i];
+  }
+  if (total == 0 || total > hp->head_dim) {
+    return l.Error(absl::StrCat(key, " sums to ", total, "; it must be in [1, head size ",
+                                hp->head_dim, "]"));
+  }
+  const int half = hp->rope_dims / 2;
+  hp->rope_pair_static.assign(half, false);
+  bool any = false;
+  for (int i = 0; i < half; ++i) {
+    const int64_t sector = i % total;
+    const bool positional = (sector % 3 == 1 && sector < 3 * s[1]) ||
+                            (sector % 3 == 2 && sector < 3 * s[2]) ||
+                            (sector % 3 == 0 && sector < 3 * s[0]);
+    hp->rope_pair_static[i] = !positional;
+    any = any || !positional;
+  }
+  if (!any) hp->rope_pair_static.clear();
+  return absl::OkStatus();
+}
+
+// qwen35's DeltaNet sizes, layer pattern and RoPE sections.
+Status ReadHybridHparams(const GgufFile& file, const std::string& arch, const Loader& l,
+                         int32_t num_blocks, Hparams* hp) {
+  DeltaNetShape& d = hp->delta_net;
+  ASSIGN_OR_RETURN(d.conv_kernel, l.Int("ssm.conv_kernel"));
+  ASSIGN_OR_RETURN(d.head_dim, l.Int("ssm.state_size"));
+  ASSIGN_OR_RETURN(d.num_k_heads, l.Int("ssm.group_count"));
+  ASSIGN_OR_RETURN(d.num_v_heads, l.Int("ssm.time_step_rank"));
+  ASSIGN_OR_RETURN(const int32_t inner, l.Int("ssm.inner_size"));
+  if (d.conv_kernel < 2) return l.Error("ssm.conv_kernel must be at least 2");
+  if (d.num_v_heads % d.num_k_heads != 0) {
+    return l.Error(absl::StrCat("ssm.time_step_rank (V heads, ", d.num_v_heads,
+                                ") is not a multiple of ssm.group_count (K heads, ",
+                                d.num_k_heads, ")"));
+  }
+  if (inner != d.value_dim()) {
+    return l.Error(absl::StrCat("ssm.inner_size ", inner, " != ssm.state_size ", d.head_dim,
+                                " * ssm.time_step_rank ", d.num_v_heads,
+                                " (the DeltaNet state needs square heads)"));
+  }
+  RETURN_IF_ERROR(ReadLayerPattern(file, arch, l, num_blocks, hp));
+  RETURN_IF_ERROR(ReadRopeSections(file, arch, l, hp));
+  hp->attn_output_gate = true;
+  hp->kv_slices_per_token = false;
+  return absl::OkStatus();
+}
+
 StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const Loader& l) {
   Hparams hp;
   hp.arch = arch.name;
@@ -173,6 +282,17 @@ StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const 
   hp.qk_norm = arch.qk_norm;
   ASSIGN_OR_RETURN(hp.embd, l.Int("embedding_length"));
   ASSIGN_OR_RETURN(hp.num_layers, l.Int("block_count"));
+  const int32_t num_blocks = hp.num_layers;
+  if (arch.hybrid) {
+    // Multi-token-prediction blocks come last; the forward pass does not run them.
+    ASSIGN_OR_RETURN(const int32_t nextn,
+                     CountOr(file, absl::StrCat(arch.name, ".nextn_predict_layers"), 0, l));
+    if (nextn >= num_blocks) {
+      return l.Error(absl::StrCat("nextn_predict_layers ", nextn, " leaves none of the ",
+                                  num_blocks, " blocks for the model itself"));
+    }
+    hp.num_layers = num_blocks - nextn;
+  }
   ASSIGN_OR_RETURN(hp.num_heads, l.Int("attention.head_count"));
   ASSIGN_OR_RETURN(hp.num_kv_heads, l.Int("attention.head_count_kv", hp.num_heads));
   // A mixture of experts needs feed_forward_length only as the experts' default width.
@@ -211,6 +331,7 @@ StatusOr<Hparams> ReadHparams(const GgufFile& file, const ArchSpec& arch, const 
   ASSIGN_OR_RETURN(hp.rope_freq_base, l.Float("rope.freq_base", 10000.0f));
   RETURN_IF_ERROR(ReadRopeScaling(file, arch.name, l, &hp));
   ASSIGN_OR_RETURN(hp.rms_eps, l.Float("attention.layer_norm_rms_epsilon", 1e-5f));
+  if (arch.hybrid) RETURN_IF_ERROR(ReadHybridHparams(file, arch.name, l, num_blocks, &hp));
   return hp;
 }
 
@@ -234,8 +355,48 @@ Status LoadRopeFreqs(const GgufFile& file, const Loader& l, Hparams* hp, ModelWe
   return absl::OkStatus();
 }
 
+// A qwen35 DeltaNet layer's own tensors (LayerWeights' ssm_*).
+Status LoadDeltaNet(const std::string& p, const Hparams& h, const Loader& l, LayerWeights* lw) {
+  const DeltaNetShape& d = h.delta_net;
+  ASSIGN_OR_RETURN(lw->ssm_qkv, l.Tensor(p + "attn_qkv.weight", h.embd, d.conv_dim(), true));
+  ASSIGN_OR_RETURN(lw->ssm_z, l.Tensor(p + "attn_gate.weight", h.embd, d.value_dim(), true));
+  ASSIGN_OR_RETURN(lw->ssm_beta, l.Tensor(p + "ssm_beta.weight", h.embd, d.num_v_heads, true));
+  ASSIGN_OR_RETURN(lw->ssm_alpha, l.Tensor(p + "ssm_alpha.weight", h.embd, d.num_v_heads, true));
+  ASSIGN_OR_RETURN(lw->ssm_conv1d,
+                   l.Tensor(p + "ssm_conv1d.weight", d.conv_kernel, d.conv_dim(), false));
+  ASSIGN_OR_RETURN(lw->ssm_dt, l.Tensor(p + "ssm_dt.bias", d.num_v_heads, 0, false));
+  ASSIGN_OR_RETURN(lw->ssm_a, l.Tensor(p + "ssm_a", d.num_v_heads, 0, false));
+  ASSIGN_OR_RETURN(lw->ssm_norm, l.Tensor(p + "ssm_norm.weight", d.head_dim, 0, false));
+  ASSIGN_OR_RETURN(lw->ssm_out, l.Tensor(p + "ssm_out.weight", d.value_dim(), h.embd, true));
+  return absl::OkStatus();
+}
+
+// A qwen35 layer: attention norm, then DeltaNet or gated attention (Q projection of 2 * q_dim
+// rows, Q/K norms), then post_attention_norm and the dense FFN.
+StatusOr<LayerWeights> LoadHybridLayer(const Loader& l, int i, const Hparams& h) {
+  LayerWeights lw;
+  const std::string p = absl::StrCat("blk.", i, ".");
+  ASSIGN_OR_RETURN(lw.attn_norm, l.Tensor(p + "attn_norm.weight", h.embd, 0, false));
+  if (h.IsRecurrent(i)) {
+    RETURN_IF_ERROR(LoadDeltaNet(p, h, l, &lw));
+  } else {
+    ASSIGN_OR_RETURN(lw.wq, l.Tensor(p + "attn_q.weight", h.embd, 2 * h.q_dim(), true));
+    ASSIGN_OR_RETURN(lw.wk, l.Tensor(p + "attn_k.weight", h.embd, h.kv_dim(), true));
+    ASSIGN_OR_RETURN(lw.wv, l.Tensor(p + "attn_v.weight", h.embd, h.kv_dim(), true));
+    ASSIGN_OR_RETURN(lw.wo, l.Tensor(p + "attn_output.weight", h.q_dim(), h.embd, true));
+    ASSIGN_OR_RETURN(lw.q_norm, l.Tensor(p + "attn_q_norm.weight", h.head_dim, 0, false));
+    ASSIGN_OR_RETURN(lw.k_norm, l.Tensor(p + "attn_k_norm.weight", h.head_dim, 0, false));
+  }
+  ASSIGN_OR_RETURN(lw.ffn_norm, l.Tensor(p + "post_attention_norm.weight", h.embd, 0, false));
+  ASSIGN_OR_RETURN(lw.ffn_gate, l.Tensor(p + "ffn_gate.weight", h.embd, h.ff, true));
+  ASSIGN_OR_RETURN(lw.ffn_up, l.Tensor(p + "ffn_up.weight", h.embd, h.ff, true));
+  ASSIGN_OR_RETURN(lw.ffn_down, l.Tensor(p + "ffn_down.weight", h.ff, h.embd, true));
+  return lw;
+}
+
 StatusOr<LayerWeights> LoadLayer(const GgufFile& file, const ArchSpec& arch, const Loader& l,
                                  int i, Hparams* hp) {
+  if (arch.hybrid) return LoadHybridLayer(l, i, *hp);
   const Hparams& h = *hp;
   LayerWeights lw;
   const std::string p = absl::StrCat("blk.", i, ".");

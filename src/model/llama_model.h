@@ -18,6 +18,15 @@
 // probabilities divided by their sum (llama.cpp's qwen3moe always normalises; Qwen3-MoE's
 // norm_topk_prob is true, and no GGUF key carries it). Qwen3-MoE has no shared expert.
 //
+// qwen35 (Qwen3.5 dense hybrid): most layers are gated DeltaNet layers (linear attention with
+// a short causal convolution and a recurrent state per sequence; DeltaNetShape below); every
+// `full_attention_interval`-th layer (or as `attention.recurrent_layers` says) is a gated
+// attention layer: Q/K RMS norms, partial NeoX RoPE over the text sections of the
+// interleaved M-RoPE (`rope.dimension_sections`), and a per-element sigmoid gate on the
+// attention output that the Q projection yields beside Q (per head: head_dim of Q, then
+// head_dim of gate). The FFN's norm is `post_attention_norm`. Layers past
+// `block_count - nextn_predict_layers` are multi-token-prediction layers: not loaded.
+//
 // Thread safety: immutable after Load; safe to read from any thread.
 #pragma once
 
@@ -37,6 +46,25 @@ namespace prefixd {
 enum class RopeStyle {
   kNormal,  // rotate adjacent pairs (x[2i], x[2i+1]): llama
   kNeox,    // rotate halves (x[i], x[i + d/2]): GPT-NeoX, Qwen
+};
+
+// The sizes of a gated DeltaNet layer (qwen35), as llama.cpp reads them.
+struct DeltaNetShape {
+  int32_t conv_kernel = 0;  // {arch}.ssm.conv_kernel: taps of the causal convolution
+  int32_t head_dim = 0;     // {arch}.ssm.state_size: K and V head size
+  int32_t num_k_heads = 0;  // {arch}.ssm.group_count: Q and K heads
+  int32_t num_v_heads = 0;  // {arch}.ssm.time_step_rank: V heads (a multiple of num_k_heads;
+                            // V head h reads Q/K head h % num_k_heads, as ggml's repeat does)
+
+  int64_t key_dim() const { return int64_t{head_dim} * num_k_heads; }
+  int64_t value_dim() const { return int64_t{head_dim} * num_v_heads; }
+  // Channels of the convolution: Q, K and V side by side.
+  int64_t conv_dim() const { return 2 * key_dim() + value_dim(); }
+  // One sequence's state in one layer: the last conv_kernel - 1 inputs of every channel, and
+  // a head_dim x head_dim matrix per V head.
+  int64_t conv_state_floats() const { return int64_t{conv_kernel - 1} * conv_dim(); }
+  int64_t ssm_state_floats() const { return int64_t{num_v_heads} * head_dim * head_dim; }
+  int64_t state_floats() const { return conv_state_floats() + ssm_state_floats(); }
 };
 
 struct Hparams {
@@ -59,16 +87,37 @@ struct Hparams {
   float rms_eps = 1e-5f;
   bool qkv_bias = false;  // blk.N.attn_{q,k,v}.bias are added after the projections
   bool qk_norm = false;
-  // Whether a prefix of any token length is a valid KV state (full attention in every layer:
-  // true for every architecture loaded today). Sliding-window or recurrent layers would make
-  // it false, and the cache then keeps no partial tails.
-  bool kv_slices_per_token = true;   // blk.N.attn_{q,k}_norm.weight: per-head RMS norm before RoPE
+  // Whether a prefix of any token length is a valid KV state (full attention in every layer).
+  // Recurrent layers (qwen35) make it false, and the cache then keeps no partial tails.
+  bool kv_slices_per_token = true;
   // Mixture of experts (qwen3moe); 0 experts for a dense model.
   int32_t num_experts = 0;       // {arch}.expert_count
   int32_t num_experts_used = 0;  // {arch}.expert_used_count: experts per token
   int32_t expert_ff = 0;         // {arch}.expert_feed_forward_length (default ff / used)
+  // Hybrid models (qwen35): recurrent[l] is true for a DeltaNet layer, false for attention;
+  // empty for attention-only models.
+  std::vector<bool> recurrent;
+  DeltaNetShape delta_net;
+  // qwen35: the Q projection gives 2 * head_dim per head (Q, then a sigmoid gate on the
+  // attention output).
+  bool attn_output_gate = false;
+  // RoPE pairs (of rope_dims / 2) rotated as at position 0, i.e. not at all: the fourth
+  // section of an interleaved M-RoPE, whose position is 0 for text. Empty: none.
+  std::vector<bool> rope_pair_static;
 
   bool moe() const { return num_experts > 0; }
+  bool hybrid() const { return !recurrent.empty(); }
+  bool IsRecurrent(int layer) const { return hybrid() && recurrent[layer]; }
+  // Layers with K/V in the paged pool (all but the recurrent ones).
+  int32_t num_attention_layers() const {
+    int32_t n = 0;
+    for (int l = 0; l < num_layers; ++l) n += IsRecurrent(l) ? 0 : 1;
+    return n;
+  }
+  // Floats of one sequence's recurrent state over all layers (0 for attention-only models).
+  int64_t recurrent_state_floats() const {
+    return (num_layers - num_attention_layers()) * delta_net.state_floats();
+  }
 
   int32_t q_dim() const { return num_heads * head_dim; }
   int32_t kv_dim() const { return num_kv_heads * head_dim; }
@@ -88,16 +137,27 @@ struct Weight {
 };
 
 struct LayerWeights {
+  // Attention layers. qwen35: wq has 2 * q_dim rows (see attn_output_gate).
   Weight attn_norm, wq, wk, wv, wo;
   Weight bq, bk, bv;      // Hparams::qkv_bias only: F32 vectors of q_dim, kv_dim, kv_dim
   Weight q_norm, k_norm;  // Hparams::qk_norm only: vectors of head_dim
-  Weight ffn_norm;
+  Weight ffn_norm;  // qwen35: blk.N.post_attention_norm.weight
   Weight ffn_gate, ffn_up, ffn_down;  // dense models only
   // Hparams::moe() only. The router: {embd} -> one logit per expert. The experts' matrices are
   // 3-D tensors (GGUF dims {cols, rows, experts}) held as one matrix of experts * rows rows;
   // ExpertSlice gives one expert's 2-D matrix.
   Weight ffn_gate_inp;
   Weight ffn_gate_exps, ffn_up_exps, ffn_down_exps;
+  // qwen35 DeltaNet layers only (DeltaNetShape's sizes; V heads H, embd E):
+  Weight ssm_qkv;     // blk.N.attn_qkv.weight: E -> conv_dim (Q, K, V before the convolution)
+  Weight ssm_z;       // blk.N.attn_gate.weight: E -> value_dim (the output gate z)
+  Weight ssm_beta;    // E -> H (beta = sigmoid of it)
+  Weight ssm_alpha;   // E -> H (the decay's input)
+  Weight ssm_conv1d;  // {conv_kernel, conv_dim}: one row of taps per channel, F32 or F16
+  Weight ssm_dt;      // blk.N.ssm_dt.bias {H}: added to alpha before the softplus
+  Weight ssm_a;       // blk.N.ssm_a {H}: -exp(A_log), the decay rate (negative)
+  Weight ssm_norm;    // {head_dim}: RMS norm of each V head's output
+  Weight ssm_out;     // value_dim -> E
 };
 
 // Expert `e`'s matrix within a 3-D expert tensor of `num_experts` experts: a view of the same

@@ -314,5 +314,109 @@ TEST_F(LlamaModelTest, SharedModelsLoad) {
   EXPECT_EQ((*tiny)->hparams().vocab_size, 32000);
 }
 
+// The same checks over a qwen35 (hybrid) file: 4 layers, DeltaNet x 3 then attention.
+class Qwen35ModelTest : public LlamaModelTest {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("prefixd-qwen35-model-test-" + std::to_string(::getpid()) + ".gguf"))
+                .string();
+    ModelSpec spec;
+    spec.arch = "qwen35";
+    spec.num_layers = 4;
+    spec.embd = 64;
+    spec.num_heads = 4;
+    spec.num_kv_heads = 2;
+    spec.head_dim = 32;
+    spec.ff = 96;
+    spec.vocab = 300;
+    spec.type = TensorType::kF16;
+    ASSERT_TRUE(WriteRandomModel(spec, path_).ok());
+    auto file = GgufFile::Open(path_);
+    ASSERT_TRUE(file.ok());
+    source_ = std::move(*file);
+  }
+};
+
+TEST_F(Qwen35ModelTest, LoadsItsLayerPatternAndDeltaNetSizes) {
+  auto model = Model::Load(path_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const Hparams& hp = (*model)->hparams();
+  EXPECT_EQ(hp.recurrent, (std::vector<bool>{true, true, true, false}));
+  EXPECT_EQ(hp.num_attention_layers(), 1);
+  EXPECT_EQ(hp.delta_net.conv_kernel, 4);
+  EXPECT_EQ(hp.delta_net.head_dim, 32);
+  EXPECT_EQ(hp.delta_net.num_k_heads, 2);
+  EXPECT_EQ(hp.delta_net.num_v_heads, 4);
+  EXPECT_EQ(hp.delta_net.conv_dim(), 2 * 64 + 128);
+  EXPECT_EQ(hp.recurrent_state_floats(), 3 * (3 * 256 + 4 * 32 * 32));
+  EXPECT_EQ(hp.rope_dims, 8);
+  EXPECT_TRUE(hp.rope_pair_static.empty()) << "[2, 1, 1, 0] leaves no pair to the 4th section";
+  EXPECT_TRUE(hp.attn_output_gate);
+  EXPECT_TRUE(hp.qk_norm);
+  EXPECT_FALSE(hp.kv_slices_per_token);
+  const ModelWeights& w = (*model)->weights();
+  EXPECT_EQ(w.layers[3].wq.rows, 2 * hp.q_dim());
+  EXPECT_EQ(w.layers[0].ssm_conv1d.cols, 4);
+  EXPECT_EQ(w.layers[0].ssm_conv1d.rows, 256);
+  EXPECT_EQ(w.layers[0].wq.data, nullptr);
+  EXPECT_EQ(w.layers[2].ffn_norm.name, "blk.2.post_attention_norm.weight");
+}
+
+TEST_F(Qwen35ModelTest, RecurrentLayersListOverridesTheInterval) {
+  Status st = LoadMutated([](auto& meta, auto&) {
+    std::vector<GgufValue> flags;
+    for (bool b : {true, false, true, true}) flags.push_back(GgufValue::Bool(b));
+    SetKey(meta, "qwen35.attention.recurrent_layers", GgufValue::Array(GgufType::kBool, flags));
+  });
+  // Layer 1 is now attention and has no attn_q: the pattern was read from the list.
+  ExpectError(st, "missing tensor blk.1.attn_q.weight");
+}
+
+TEST_F(Qwen35ModelTest, MultiTokenPredictionLayersAreSkipped) {
+  Status st = LoadMutated([](auto& meta, auto&) {
+    SetKey(meta, "qwen35.block_count", GgufValue::U32(5));
+    SetKey(meta, "qwen35.nextn_predict_layers", GgufValue::U32(1));
+  });
+  EXPECT_TRUE(st.ok()) << st;
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "qwen35.nextn_predict_layers", GgufValue::U32(4));
+              }),
+              "nextn_predict_layers 4 leaves none of the 4 blocks");
+}
+
+TEST_F(Qwen35ModelTest, MissingOrInconsistentHyperParametersAreRefused) {
+  ExpectError(LoadMutated([](auto& meta, auto&) { EraseKey(meta, "qwen35.ssm.state_size"); }),
+              "missing metadata key qwen35.ssm.state_size");
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "qwen35.ssm.inner_size", GgufValue::U32(100));
+              }),
+              "ssm.inner_size 100 != ssm.state_size 32 * ssm.time_step_rank 4");
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "qwen35.ssm.group_count", GgufValue::U32(3));
+              }),
+              "is not a multiple of ssm.group_count");
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "qwen35.full_attention_interval", GgufValue::U32(5));
+              }),
+              "no layer is a full-attention layer");
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                EraseKey(meta, "qwen35.rope.dimension_sections");
+              }),
+              "missing metadata key qwen35.rope.dimension_sections");
+}
+
+TEST_F(Qwen35ModelTest, MissingOrMisshapenDeltaNetTensorsAreRefused) {
+  ExpectError(LoadMutated([](auto&, auto& tensors) {
+                std::erase_if(tensors, [](const auto& t) { return t.name == "blk.1.ssm_a"; });
+              }),
+              "missing tensor blk.1.ssm_a");
+  ExpectError(LoadMutated([](auto& meta, auto&) {
+                SetKey(meta, "qwen35.ssm.conv_kernel", GgufValue::U32(3));
+              }),
+              "tensor blk.0.ssm_conv1d.weight has shape {4, 256} but the hyper-parameters need "
+              "{3, 256}");
+}
+
 }  // namespace
 }  // namespace prefixd

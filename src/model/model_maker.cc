@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <utility>
@@ -292,11 +293,34 @@ std::vector<float> Llama3RopeFactors(const ModelSpec& s) {
   return factors;
 }
 
+// qwen35's own fields (nothing to check for other architectures).
+Status ValidateHybrid(const ModelSpec& s) {
+  if (s.arch != "qwen35") return absl::OkStatus();
+  if (s.full_attention_interval < 1 || s.full_attention_interval > s.num_layers) {
+    return Invalid(absl::StrCat("full_attention_interval ", s.full_attention_interval,
+                                " is not in [1, num_layers ", s.num_layers,
+                                "]: the model needs at least one attention layer"));
+  }
+  if (s.delta_head_dim < 0 || s.delta_k_heads < 0 || s.delta_v_heads < 0) {
+    return Invalid("DeltaNet head size and head counts must be positive (or 0: the default)");
+  }
+  if (s.DeltaVHeads() % s.DeltaKHeads() != 0) {
+    return Invalid(absl::StrCat("DeltaNet K heads ", s.DeltaKHeads(), " do not divide V heads ",
+                                s.DeltaVHeads()));
+  }
+  if (s.delta_conv_kernel < 2) {
+    return Invalid(absl::StrCat("delta_conv_kernel ", s.delta_conv_kernel, " < 2"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 Status ValidateModelSpec(const ModelSpec& s) {
-  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3" && s.arch != "qwen3moe") {
-    return Invalid(absl::StrCat("arch '", s.arch, "'; supported: llama, qwen2, qwen3, qwen3moe"));
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3" && s.arch != "qwen3moe" &&
+      s.arch != "qwen35") {
+    return Invalid(
+        absl::StrCat("arch '", s.arch, "'; supported: llama, qwen2, qwen3, qwen3moe, qwen35"));
   }
   if (s.arch == "qwen3moe") {
     if (s.experts < 1) return Invalid(absl::StrCat("experts ", s.experts, " < 1"));
@@ -325,6 +349,11 @@ Status ValidateModelSpec(const ModelSpec& s) {
                                 "RoPE rotates pairs of dimensions"));
   }
   RETURN_IF_ERROR(ValidateRopeScaling(s));
+  if (s.rope_dims < 0 || s.RopeDims() % 2 != 0 || s.RopeDims() > s.HeadDim()) {
+    return Invalid(absl::StrCat("rope_dims ", s.RopeDims(), " must be even and at most the head "
+                                "size ", s.HeadDim()));
+  }
+  RETURN_IF_ERROR(ValidateHybrid(s));
   if (s.num_heads % s.num_kv_heads != 0) {
     return Invalid(absl::StrCat("num_kv_heads ", s.num_kv_heads, " does not divide num_heads ",
                                 s.num_heads));
@@ -351,8 +380,12 @@ Status ValidateModelSpec(const ModelSpec& s) {
   const uint64_t ffn = s.arch == "qwen3moe"
                             ? uint64_t(s.experts) * (embd + 3 * embd * uint64_t(s.expert_ff))
                             : 3 * embd * ff;
+  // A DeltaNet layer's matrices, counted on every layer (an upper bound for qwen35).
+  const uint64_t dv = uint64_t(s.DeltaHeadDim()) * s.DeltaVHeads();
+  const uint64_t delta = s.arch != "qwen35" ? 0
+                         : embd * (2 * uint64_t(s.DeltaHeadDim()) * s.DeltaKHeads() + 3 * dv);
   const uint64_t params =
-      vocab * embd * 2 + embd + layers * (2 * embd + embd * q * 2 + embd * kv * 2 + ffn);
+      vocab * embd * 2 + embd + layers * (2 * embd + embd * q * 3 + embd * kv * 2 + ffn + delta);
   if (params * 4 > kMaxModelBytes) {
     return Invalid(absl::StrCat("~", params, " parameters do not fit the in-memory writer (",
                                 kMaxModelBytes >> 30, " GiB)"));
@@ -370,6 +403,24 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length) {
 }
 
 namespace {
+
+// qwen35's own keys: head size always (llama.cpp's default n_embd / n_head rarely holds),
+// M-RoPE sections, DeltaNet sizes, the layer pattern.
+void SetHybridHparams(const ModelSpec& spec, GgufWriter& w) {
+  const std::string a = spec.arch + ".";
+  w.Set(a + "attention.key_length", GgufValue::U32(spec.HeadDim()));
+  w.Set(a + "attention.value_length", GgufValue::U32(spec.HeadDim()));
+  // Qwen3.5's [11, 11, 10, 0] for 32 pairs, in proportion for others.
+  const int half = spec.RopeDims() / 2;
+  w.Set(a + "rope.dimension_sections",
+        GgufValue::I32Array({(half + 2) / 3, (half + 1) / 3, half / 3, 0}));
+  w.Set(a + "ssm.conv_kernel", GgufValue::U32(spec.delta_conv_kernel));
+  w.Set(a + "ssm.state_size", GgufValue::U32(spec.DeltaHeadDim()));
+  w.Set(a + "ssm.group_count", GgufValue::U32(spec.DeltaKHeads()));
+  w.Set(a + "ssm.time_step_rank", GgufValue::U32(spec.DeltaVHeads()));
+  w.Set(a + "ssm.inner_size", GgufValue::U32(spec.DeltaHeadDim() * spec.DeltaVHeads()));
+  w.Set(a + "full_attention_interval", GgufValue::U32(spec.full_attention_interval));
+}
 
 // Hyper-parameters under `{arch}.`, as llama.cpp's converter writes them. vocab_size is set
 // to 0 here and filled in once a vocab_from source has decided it.
@@ -392,14 +443,52 @@ void SetHparams(const ModelSpec& spec, GgufWriter& w) {
     w.Set(a + "attention.key_length", GgufValue::U32(head_dim));
     w.Set(a + "attention.value_length", GgufValue::U32(head_dim));
   }
-  w.Set(a + "rope.dimension_count", GgufValue::U32(head_dim));
+  w.Set(a + "rope.dimension_count", GgufValue::U32(spec.RopeDims()));
   w.Set(a + "rope.freq_base", GgufValue::F32(spec.rope_freq_base));
+  if (spec.arch == "qwen35") SetHybridHparams(spec, w);
   if (spec.arch == "qwen3moe") {
     w.Set(a + "expert_count", GgufValue::U32(spec.experts));
     w.Set(a + "expert_used_count", GgufValue::U32(spec.experts_used));
     w.Set(a + "expert_feed_forward_length", GgufValue::U32(spec.expert_ff));
   }
   w.Set(a + "vocab_size", GgufValue::U32(0));
+}
+
+using AddTensorFn = std::function<Status(const std::string& name, std::vector<uint64_t> dims,
+                                          TensorType type, float mean, float std)>;
+
+// One qwen35 layer (see model_maker.h): a DeltaNet layer unless it is a
+// full_attention_interval-th one, then post_attention_norm and the dense FFN.
+Status AddHybridLayer(const ModelSpec& spec, int i, const AddTensorFn& add) {
+  const std::string blk = absl::StrCat("blk.", i, ".");
+  const uint64_t embd = spec.embd, ff = spec.ff, hd = spec.HeadDim();
+  const uint64_t q_dim = hd * spec.num_heads, kv_dim = hd * spec.num_kv_heads;
+  const uint64_t d = spec.DeltaHeadDim(), hv = spec.DeltaVHeads();
+  const uint64_t conv_dim = 2 * d * spec.DeltaKHeads() + d * hv, taps = spec.delta_conv_kernel;
+  const TensorType t = spec.type, f32 = TensorType::kF32;
+  RETURN_IF_ERROR(add(blk + "attn_norm.weight", {embd}, f32, 1, kNormStd));
+  if ((i + 1) % spec.full_attention_interval != 0) {
+    RETURN_IF_ERROR(add(blk + "attn_qkv.weight", {embd, conv_dim}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_gate.weight", {embd, d * hv}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "ssm_conv1d.weight", {taps, conv_dim}, f32, 0, MatrixStd(taps)));
+    RETURN_IF_ERROR(add(blk + "ssm_dt.bias", {hv}, f32, -2.0f, 0.5f));
+    RETURN_IF_ERROR(add(blk + "ssm_a", {hv}, f32, -1.0f, 0.25f));
+    RETURN_IF_ERROR(add(blk + "ssm_beta.weight", {embd, hv}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "ssm_alpha.weight", {embd, hv}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "ssm_norm.weight", {d}, f32, 1, kNormStd));
+    RETURN_IF_ERROR(add(blk + "ssm_out.weight", {d * hv, embd}, t, 0, MatrixStd(d * hv)));
+  } else {
+    RETURN_IF_ERROR(add(blk + "attn_q.weight", {embd, 2 * q_dim}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_k.weight", {embd, kv_dim}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_v.weight", {embd, kv_dim}, t, 0, MatrixStd(embd)));
+    RETURN_IF_ERROR(add(blk + "attn_q_norm.weight", {hd}, f32, 1, kNormStd));
+    RETURN_IF_ERROR(add(blk + "attn_k_norm.weight", {hd}, f32, 1, kNormStd));
+    RETURN_IF_ERROR(add(blk + "attn_output.weight", {q_dim, embd}, t, 0, MatrixStd(q_dim)));
+  }
+  RETURN_IF_ERROR(add(blk + "post_attention_norm.weight", {embd}, f32, 1, kNormStd));
+  RETURN_IF_ERROR(add(blk + "ffn_gate.weight", {embd, ff}, t, 0, MatrixStd(embd)));
+  RETURN_IF_ERROR(add(blk + "ffn_up.weight", {embd, ff}, t, 0, MatrixStd(embd)));
+  return add(blk + "ffn_down.weight", {ff, embd}, t, 0, MatrixStd(ff));
 }
 
 }  // namespace
@@ -451,6 +540,10 @@ Status WriteRandomModel(const ModelSpec& spec, const std::string& path) {
   }
   for (int i = 0; i < spec.num_layers; ++i) {
     const std::string blk = absl::StrCat("blk.", i, ".");
+    if (spec.arch == "qwen35") {
+      RETURN_IF_ERROR(AddHybridLayer(spec, i, add));
+      continue;
+    }
     RETURN_IF_ERROR(add(blk + "attn_norm.weight", {embd}, TensorType::kF32, 1, kNormStd));
     RETURN_IF_ERROR(add(blk + "attn_q.weight", {embd, q_dim}, spec.type, 0, MatrixStd(embd)));
     RETURN_IF_ERROR(add(blk + "attn_k.weight", {embd, kv_dim}, spec.type, 0, MatrixStd(embd)));

@@ -1,4 +1,4 @@
-// Writes llama-family (llama, qwen2, qwen3, qwen3moe) GGUF models with seeded random weights, for tests,
+// Writes llama-family (llama, qwen2, qwen3, qwen3moe, qwen35) GGUF models with seeded random weights, for tests,
 // benchmarks and `prefixd make-model`. The output is a function of the spec alone: the same
 // ModelSpec gives the same bytes on every machine (the generator uses integer arithmetic and
 // exactly rounded float operations only; the one libm call, pow for Llama 3 RoPE divisors, is
@@ -7,6 +7,7 @@
 // Thread safety: WriteRandomModel is reentrant; it shares no state between calls.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,9 +18,10 @@
 namespace prefixd {
 
 struct ModelSpec {
-  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (adds per-head Q/K RMS norms) or "qwen3moe"
-  // (qwen3 with a mixture of experts for the FFN). Metadata keys take the architecture as
-  // prefix (qwen2.embedding_length, ...).
+  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (adds per-head Q/K RMS norms), "qwen3moe"
+  // (qwen3 with a mixture of experts for the FFN) or "qwen35" (the Qwen3.5 hybrid: gated
+  // DeltaNet and gated attention layers). Metadata keys take the architecture as prefix
+  // (qwen2.embedding_length, ...).
   std::string arch = "llama";
   int num_layers = 2;
   int embd = 64;
@@ -64,8 +66,26 @@ struct ModelSpec {
   float rope_low_freq_factor = 1.0f;
   float rope_high_freq_factor = 4.0f;
   int rope_original_ctx = 8192;
+  // Leading dims of each head that RoPE rotates; 0: the whole head, or for qwen35 a quarter of
+  // it (Qwen3.5's partial_rotary_factor), rounded down to even and at least 2.
+  int rope_dims = 0;
+  // qwen35 only. Every full_attention_interval-th layer is a gated attention layer, the others
+  // gated DeltaNet layers with these sizes (0: from the head settings: head size HeadDim(),
+  // num_kv_heads K heads, num_heads V heads) and convolution taps.
+  int full_attention_interval = 4;
+  int delta_head_dim = 0;
+  int delta_k_heads = 0;
+  int delta_v_heads = 0;
+  int delta_conv_kernel = 4;
 
   int HeadDim() const { return head_dim > 0 ? head_dim : embd / num_heads; }
+  int RopeDims() const {
+    if (rope_dims > 0) return rope_dims;
+    return arch == "qwen35" ? std::max(2, HeadDim() / 4 / 2 * 2) : HeadDim();
+  }
+  int DeltaHeadDim() const { return delta_head_dim > 0 ? delta_head_dim : HeadDim(); }
+  int DeltaKHeads() const { return delta_k_heads > 0 ? delta_k_heads : num_kv_heads; }
+  int DeltaVHeads() const { return delta_v_heads > 0 ? delta_v_heads : num_heads; }
 };
 
 // The smallest synthetic vocabulary: <unk>, <s>, </s>, 256 byte tokens and a few pieces.
@@ -74,7 +94,9 @@ inline constexpr int kMinSyntheticVocab = 259 + 8;
 // Checks `spec`: positive sizes (qwen3moe: experts >= 1, 1 <= experts_used <= experts,
 // expert_ff >= 1; other architectures: no experts), an even head size (num_heads divides embd unless head_dim is
 // given), num_kv_heads divides num_heads, a supported type, architecture and RoPE scaling, a
-// large enough synthetic vocabulary.
+// large enough synthetic vocabulary, an even rope_dims of at most the head size; qwen35: a
+// full_attention_interval in [1, num_layers] (at least one attention layer), DeltaNet K heads
+// dividing V heads, at least 2 convolution taps.
 // InvalidArgument naming the offending field otherwise.
 Status ValidateModelSpec(const ModelSpec& spec);
 
@@ -112,6 +134,21 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length);
 //   blk.i.ffn_up_exps.weight   {embd, F, E}         type
 //   blk.i.ffn_down_exps.weight {F, embd, E}         type
 // and qwen3moe.expert_count, expert_used_count, expert_feed_forward_length.
+//
+// qwen35 (hd = HeadDim(), DeltaNet head size D, K heads Hk, V heads Hv, taps T,
+// conv_dim C = 2 D Hk + D Hv): a gated attention layer has attn_q {embd, 2*heads*hd} (Q and
+// its output gate per head), attn_k, attn_v, attn_q_norm, attn_k_norm, attn_output as qwen3;
+// a DeltaNet layer instead has
+//   blk.i.attn_qkv.weight   {embd, C}     type     blk.i.ssm_conv1d.weight {T, C}   F32
+//   blk.i.attn_gate.weight  {embd, D*Hv}  type     blk.i.ssm_dt.bias       {Hv}     F32
+//   blk.i.ssm_beta.weight   {embd, Hv}    type     blk.i.ssm_a             {Hv}     F32
+//   blk.i.ssm_alpha.weight  {embd, Hv}    type     blk.i.ssm_norm.weight   {D}      F32
+//   blk.i.ssm_out.weight    {D*Hv, embd}  type
+// and every layer's FFN norm is blk.i.post_attention_norm.weight; qwen35.ssm.{conv_kernel,
+// state_size, group_count, time_step_rank, inner_size}, full_attention_interval and
+// rope.dimension_sections (the RoPE pairs split about 11:11:10 like Qwen3.5's, none in the
+// fourth section) are written. ssm_a is -N(1, 0.25) (negative: a decay) and ssm_dt.bias
+// N(-2, 0.5), so a state decays by ~0.9 per token and remembers a few tokens back.
 //
 // Weights are approximately normal (sums of uniforms, bounded at 3.46 std): every matrix
 // N(0, 1 / row length), so each projection keeps its input's scale and the logits have std ~1;

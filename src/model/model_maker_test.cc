@@ -278,6 +278,55 @@ TEST_F(ModelMakerTest, Qwen3MoeHasARouterAndThreeDimensionalExperts) {
   EXPECT_FALSE(ValidateModelSpec(spec).ok()) << "experts are for qwen3moe only";
 }
 
+TEST_F(ModelMakerTest, Qwen35HasDeltaNetAndGatedAttentionLayers) {
+  ModelSpec spec = SmallSpec();
+  spec.arch = "qwen35";
+  spec.num_layers = 4;
+  spec.full_attention_interval = 2;
+  spec.head_dim = 16;
+  ASSERT_TRUE(WriteRandomModel(spec, Path("q35.gguf")).ok());
+  auto file = GgufFile::Open(Path("q35.gguf"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  const GgufFile& f = **file;
+  EXPECT_EQ(f.GetUint("qwen35.full_attention_interval").value(), 2u);
+  EXPECT_EQ(f.GetUint("qwen35.ssm.state_size").value(), 16u);     // the head size
+  EXPECT_EQ(f.GetUint("qwen35.ssm.group_count").value(), 2u);     // the KV heads
+  EXPECT_EQ(f.GetUint("qwen35.ssm.time_step_rank").value(), 4u);  // the heads
+  EXPECT_EQ(f.GetUint("qwen35.ssm.inner_size").value(), 64u);
+  EXPECT_EQ(f.GetUint("qwen35.rope.dimension_count").value(), 4u);  // a quarter of 16
+  EXPECT_EQ(f.GetIntArray("qwen35.rope.dimension_sections").value(),
+            (std::vector<int64_t>{1, 1, 0, 0}));
+  // Layers 0 and 2 are DeltaNet, 1 and 3 attention.
+  EXPECT_EQ(f.FindTensor("blk.0.attn_qkv.weight")->dims, (std::vector<uint64_t>{32, 128}));
+  EXPECT_EQ(f.FindTensor("blk.2.ssm_conv1d.weight")->dims, (std::vector<uint64_t>{4, 128}));
+  EXPECT_EQ(f.FindTensor("blk.2.ssm_conv1d.weight")->type, TensorType::kF32);
+  EXPECT_EQ(f.FindTensor("blk.0.ssm_out.weight")->dims, (std::vector<uint64_t>{64, 32}));
+  EXPECT_EQ(f.FindTensor("blk.0.attn_q.weight"), nullptr);
+  EXPECT_EQ(f.FindTensor("blk.1.attn_q.weight")->dims, (std::vector<uint64_t>{32, 128}));
+  EXPECT_EQ(f.FindTensor("blk.1.attn_qkv.weight"), nullptr);
+  EXPECT_NE(f.FindTensor("blk.3.post_attention_norm.weight"), nullptr);
+  EXPECT_EQ(f.FindTensor("blk.3.ffn_norm.weight"), nullptr);
+  auto a = f.FindTensor("blk.0.ssm_a");
+  ASSERT_NE(a, nullptr);
+  const float* av = reinterpret_cast<const float*>(f.TensorData(*a).data());
+  for (int h = 0; h < 4; ++h) EXPECT_LT(av[h], 0.0f) << "ssm_a is a decay rate: negative";
+  auto model = Model::Load(Path("q35.gguf"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->hparams().recurrent, (std::vector<bool>{true, false, true, false}));
+
+  spec.full_attention_interval = 5;
+  EXPECT_FALSE(ValidateModelSpec(spec).ok()) << "no attention layer";
+  spec.full_attention_interval = 4;
+  spec.delta_k_heads = 3;
+  EXPECT_FALSE(ValidateModelSpec(spec).ok()) << "K heads must divide V heads";
+  spec.delta_k_heads = 0;
+  spec.delta_conv_kernel = 1;
+  EXPECT_FALSE(ValidateModelSpec(spec).ok());
+  spec.delta_conv_kernel = 4;
+  spec.rope_dims = 3;
+  EXPECT_FALSE(ValidateModelSpec(spec).ok()) << "odd rope dims";
+}
+
 // Llama 3.1 scaling: short wavelengths keep their frequency (divisor 1), wavelengths past
 // original_ctx / low_freq_factor are divided by the factor, those between blend.
 TEST_F(ModelMakerTest, Llama3RopeScalingWritesFrequencyDivisors) {

@@ -108,6 +108,11 @@ HttpResponse HandleClear(ServerContext& ctx, const HttpRequest& req) {
 }
 
 HttpResponse HandleKillSwitch(ServerContext& ctx, bool enable) {
+  if (enable && !ctx.info().prefix_cache_refusal.empty()) {
+    return ErrorResponse(MakeApiError(
+        400, absl::StrCat("the prefix cache cannot be enabled for this model: ",
+                          ctx.info().prefix_cache_refusal)));
+  }
   if (enable && !ctx.info().prefix_cache) {
     return ErrorResponse(MakeApiError(400, "the prefix cache is off by configuration "
                                            "(--prefix-cache off); restart with --prefix-cache on"));

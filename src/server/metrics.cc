@@ -297,6 +297,7 @@ nlohmann::json HitHistoryJson(const HitRateWindow& window, int64_t now_s, int64_
 }
 
 std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& stats) {
+  if (!info.prefix_cache_refusal.empty()) return info.prefix_cache_refusal;
   if (!info.prefix_cache) return "the prefix cache is off (--prefix-cache off)";
   if (!stats.cache.enabled) {
     return "the prefix cache was disabled by the kill switch (POST /admin/api/cache/enable "

@@ -48,6 +48,7 @@ json UsageJson(const RequestUsage& usage, int32_t completion_tokens,
   pc["by_tier"] = std::move(by_tier);
   pc["load_ms"] = usage.cache_load_ms;
   pc["diverged_at_token"] = usage.diverged_at_token >= 0 ? json(usage.diverged_at_token) : json(nullptr);
+  if (!usage.prefix_cache_refusal.empty()) pc["disabled_reason"] = usage.prefix_cache_refusal;
   if (diverged_in_message.has_value()) {
     pc["diverged_in_message"] = usage.diverged_at_token >= 0 ? json(*diverged_in_message) : json(nullptr);
   }

@@ -13,6 +13,7 @@
 #include "base/fp16.h"
 #include "base/log.h"
 #include "compute/cpu/attention.h"
+#include "compute/cpu/exp_poly.h"
 #include "compute/cpu/dot.h"
 #include "compute/cpu/gemm.h"
 #include "compute/cpu/kernels.h"
@@ -25,7 +26,7 @@ StatusOr<std::unique_ptr<Backend>> CreateCpuBackend(const Model& model,
                                                     const CpuBackendOptions& options) {
   const Hparams& hp = model.hparams();
   KvLayout layout;
-  layout.num_layers = hp.num_layers;
+  layout.num_layers = hp.num_attention_layers();  // DeltaNet layers keep no K/V
   layout.kv_dim = hp.kv_dim();
   layout.block_size = options.block_size;
   layout.dtype = options.kv_dtype;
@@ -59,6 +60,11 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
       kv_(std::move(kv)),
       num_blocks_(num_blocks) {
   if (hp_.moe()) moe_ = std::make_unique<cpu::MoeFfn>();
+  for (int l = 0, kv = 0, rec = 0; l < hp_.num_layers; ++l) {
+    kv_layer_.push_back(hp_.IsRecurrent(l) ? -1 : kv++);
+    recurrent_index_.push_back(hp_.IsRecurrent(l) ? rec++ : -1);
+  }
+  if (hp_.hybrid()) delta_net_ = std::make_unique<cpu::DeltaNet>(hp_.delta_net, hp_.rms_eps);
   if (hp_.rope_freq_factors) {
     rope_factors_.resize(hp_.rope_dims / 2);
     cpu::RowToFloat(model.weights().rope_freqs, 0, rope_factors_.data());
@@ -77,6 +83,9 @@ CpuBackend::CpuBackend(const Model& model, const CpuBackendOptions& options, KvL
 
 std::vector<const Weight*> CpuBackend::LayerMatrices(const LayerWeights& lw, bool experts) const {
   std::vector<const Weight*> m = {&lw.wq, &lw.wk, &lw.wv, &lw.wo};
+  if (lw.ssm_qkv.data != nullptr) {  // a DeltaNet layer
+    m = {&lw.ssm_qkv, &lw.ssm_z, &lw.ssm_beta, &lw.ssm_alpha, &lw.ssm_out};
+  }
   if (!hp_.moe()) {
     m.insert(m.end(), {&lw.ffn_gate, &lw.ffn_up, &lw.ffn_down});
   } else {
@@ -87,17 +96,26 @@ std::vector<const Weight*> CpuBackend::LayerMatrices(const LayerWeights& lw, boo
 }
 
 Status CpuBackend::Validate(const ForwardBatch& batch) const {
-  return CheckForwardBatch(batch, hp_.vocab_size, layout_.block_size, num_blocks_);
+  RETURN_IF_ERROR(CheckForwardBatch(batch, hp_.vocab_size, layout_.block_size, num_blocks_));
+  const int64_t state = recurrent_state_floats();
+  for (size_t s = 0; s < batch.sequences.size(); ++s) {
+    if (static_cast<int64_t>(batch.sequences[s].recurrent_state.size()) != state) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "sequence ", s, " brings a recurrent state of ",
+          batch.sequences[s].recurrent_state.size(), " floats; this model needs ", state));
+    }
+  }
+  return absl::OkStatus();
 }
 
-void CpuBackend::StoreKv(int layer, const ForwardBatch& batch) {
+void CpuBackend::StoreKv(int kv_layer, const ForwardBatch& batch) {
   // Every token writes its own slot: the threads never touch the same bytes.
   pool_.ParallelFor(static_cast<int64_t>(slots_.size()), [&](int64_t begin, int64_t end, int) {
-    for (int64_t g = begin; g < end; ++g) StoreTokenKv(layer, batch, g);
+    for (int64_t g = begin; g < end; ++g) StoreTokenKv(kv_layer, batch, g);
   });
 }
 
-void CpuBackend::StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g) {
+void CpuBackend::StoreTokenKv(int kv_layer, const ForwardBatch& batch, int64_t g) {
   const int kv_dim = hp_.kv_dim();
   const TokenSlot& ts = slots_[g];
   const ForwardSequence& seq = batch.sequences[ts.seq];
@@ -106,7 +124,7 @@ void CpuBackend::StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g) {
   uint8_t* block = BlockData(b);
   for (int v = 0; v < 2; ++v) {
     const float* src = (v == 0 ? k_.data() : v_.data()) + g * kv_dim;
-    uint8_t* dst = block + layout_.RowOffset(layer, v, slot);
+    uint8_t* dst = block + layout_.RowOffset(kv_layer, v, slot);
     if (layout_.dtype == KvDtype::kF16) {
       cpu::ConvertF32ToF16(src, reinterpret_cast<uint16_t*>(dst), kv_dim);
     } else {
@@ -162,7 +180,7 @@ void CpuBackend::PackF16Weights() {
 // Causal attention for every token of the batch. A work item is a run of up to
 // kQueryBlock consecutive tokens of one sequence and one KV head: the run gathers each tile
 // of K/V once for all its queries (AttendQueries gives each query the bits it would get alone).
-void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
+void CpuBackend::Attention(int kv_layer, const ForwardBatch& batch) {
   constexpr int kQueryBlock = 16;
   const int hd = hp_.head_dim;
   const int group = hp_.num_heads / hp_.num_kv_heads;
@@ -193,7 +211,7 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
         a.layout = &layout_;
         a.kv_base = kv_.get();
         a.blocks = batch.sequences[ts.seq].blocks;
-        a.layer = layer;
+        a.layer = kv_layer;
         a.kv_head = kv_head;
         a.head_dim = hd;
         a.group = group;
@@ -213,10 +231,12 @@ void CpuBackend::Attention(int layer, const ForwardBatch& batch) {
 void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
   const int64_t q_dim = hp_.q_dim(), kv_dim = hp_.kv_dim();
   const int hd = hp_.head_dim;
-  const cpu::MatMulProduct qkv[] = {{&lw.wq, q_.data(), Packed(lw.wq)},
+  float* q_out = hp_.attn_output_gate ? qg_.data() : q_.data();
+  const cpu::MatMulProduct qkv[] = {{&lw.wq, q_out, Packed(lw.wq)},
                                      {&lw.wk, k_.data(), Packed(lw.wk)},
                                      {&lw.wv, v_.data(), Packed(lw.wv)}};
   cpu::MatMulShared(qkv, h_.data(), n, pool_, int_dot_);
+  if (hp_.attn_output_gate) SplitQueryGate(n);
   if (hp_.qkv_bias) {
     cpu::AddBias(lw.bq, n, q_.data());
     cpu::AddBias(lw.bk, n, k_.data());
@@ -239,6 +259,103 @@ void CpuBackend::ProjectQkv(const LayerWeights& lw, int64_t n) {
       }
     }
   });
+}
+
+// qwen35's Q projection gives, per head, head_dim of Q then head_dim of gate.
+void CpuBackend::SplitQueryGate(int64_t n) {
+  const int64_t q_dim = hp_.q_dim();
+  const int hd = hp_.head_dim;
+  for (int64_t g = 0; g < n; ++g) {
+    for (int hh = 0; hh < hp_.num_heads; ++hh) {
+      const float* src = &qg_[g * 2 * q_dim + int64_t{hh} * 2 * hd];
+      std::memcpy(&q_[g * q_dim + int64_t{hh} * hd], src, hd * sizeof(float));
+      std::memcpy(&attn_gate_[g * q_dim + int64_t{hh} * hd], src + hd, hd * sizeof(float));
+    }
+  }
+}
+
+void CpuBackend::ComputeRopeAngles(int64_t n) {
+  // RoPE angles depend on the position only: once per token for every head and layer.
+  const int64_t half = hp_.rope_dims / 2;
+  rope_cos_.resize(n * half);
+  rope_sin_.resize(n * half);
+  const float* factors = rope_factors_.empty() ? nullptr : rope_factors_.data();
+  pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+    for (int64_t g = b; g < e; ++g) {
+      cpu::RopeAngles(hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
+                      factors, &rope_cos_[g * half], &rope_sin_[g * half]);
+      // Pairs of M-RoPE's fourth section turn by position 0 (text): not at all.
+      for (size_t i = 0; i < hp_.rope_pair_static.size(); ++i) {
+        if (!hp_.rope_pair_static[i]) continue;
+        rope_cos_[g * half + i] = 1.0f;
+        rope_sin_[g * half + i] = 0.0f;
+      }
+    }
+  });
+}
+
+void CpuBackend::AttentionMix(int layer, const LayerWeights& lw, const ForwardBatch& batch,
+                              int64_t n) {
+  ProjectQkv(lw, n);
+  StoreKv(kv_layer_[layer], batch);
+  Attention(kv_layer_[layer], batch);
+  if (hp_.attn_output_gate) {
+    const int64_t total = n * hp_.q_dim();
+    pool_.ParallelFor(total, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) {
+        attn_[i] = attn_[i] * (1.0f / (1.0f + cpu::ExpPoly(-attn_gate_[i])));
+      }
+    });
+  }
+  cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_, Packed(lw.wo), int_dot_);
+}
+
+void CpuBackend::DeltaNetMix(int layer, const LayerWeights& lw, const ForwardBatch& batch,
+                             int64_t n) {
+  const DeltaNetShape& d = hp_.delta_net;
+  const int64_t offset = recurrent_index_[layer] * d.state_floats();
+  delta_runs_.clear();
+  int64_t g = 0;
+  for (const ForwardSequence& seq : batch.sequences) {
+    const int64_t len = static_cast<int64_t>(seq.tokens.size());
+    if (len > 0) {
+      float* state = seq.recurrent_state.data() + offset;
+      delta_runs_.push_back({g, len, state, state + d.conv_state_floats()});
+    }
+    g += len;
+  }
+  cpu::DeltaNetWeights w;
+  w.qkv = {&lw.ssm_qkv, Packed(lw.ssm_qkv)};
+  w.z = {&lw.ssm_z, Packed(lw.ssm_z)};
+  w.beta = {&lw.ssm_beta, Packed(lw.ssm_beta)};
+  w.alpha = {&lw.ssm_alpha, Packed(lw.ssm_alpha)};
+  w.out = {&lw.ssm_out, Packed(lw.ssm_out)};
+  w.conv = &lw.ssm_conv1d;
+  w.dt = &lw.ssm_dt;
+  w.a = &lw.ssm_a;
+  w.norm = &lw.ssm_norm;
+  // DeltaNet::Run's output must not overlap its input: it goes to moe_out_ (idle scratch in
+  // a dense model), then swaps into h_.
+  moe_out_.resize(n * hp_.embd);
+  delta_net_->Run(w, h_.data(), n, delta_runs_, moe_out_.data(), pool_, int_dot_);
+  std::swap(h_, moe_out_);
+}
+
+void CpuBackend::Ffn(const LayerWeights& lw, int64_t n) {
+  const int64_t embd = hp_.embd, ff = hp_.moe() ? 0 : hp_.ff;
+  if (hp_.moe()) {
+    moe_out_.resize(n * embd);
+    moe_->Run(cpu::MoeWeights::Of(lw, hp_), h_.data(), n, moe_out_.data(), pool_, int_dot_);
+    std::swap(h_, moe_out_);
+    return;
+  }
+  const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
+                                        {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
+  cpu::MatMulShared(gate_up, h_.data(), n, pool_, int_dot_);
+  pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
+    cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
+  });
+  cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down), int_dot_);
 }
 
 Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
@@ -264,19 +381,12 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   attn_.resize(n * q_dim);
   gate_.resize(n * ff);
   up_.resize(n * ff);
-
+  if (hp_.attn_output_gate) {
+    qg_.resize(n * 2 * q_dim);
+    attn_gate_.resize(n * q_dim);
+  }
   for (int64_t g = 0; g < n; ++g) cpu::RowToFloat(w.token_embd, slots_[g].token, &x_[g * embd]);
-  // RoPE angles depend on the position only: once per token for every head and layer.
-  const int64_t half = hp_.rope_dims / 2;
-  rope_cos_.resize(n * half);
-  rope_sin_.resize(n * half);
-  const float* factors = rope_factors_.empty() ? nullptr : rope_factors_.data();
-  pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
-    for (int64_t g = b; g < e; ++g) {
-      cpu::RopeAngles(hp_.rope_dims, slots_[g].pos, hp_.rope_freq_base, hp_.rope_freq_scale,
-                      factors, &rope_cos_[g * half], &rope_sin_[g * half]);
-    }
-  });
+  ComputeRopeAngles(n);
 
   for (int layer = 0; layer < hp_.num_layers; ++layer) {
     const LayerWeights& lw = w.layers[layer];
@@ -285,10 +395,11 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.attn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    ProjectQkv(lw, n);
-    StoreKv(layer, batch);
-    Attention(layer, batch);
-    cpu::MatMul(lw.wo, attn_.data(), n, h_.data(), pool_, Packed(lw.wo), int_dot_);
+    if (hp_.IsRecurrent(layer)) {
+      DeltaNetMix(layer, lw, batch, n);
+    } else {
+      AttentionMix(layer, lw, batch, n);
+    }
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
 
     pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
@@ -296,23 +407,17 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
         cpu::RmsNorm(&x_[g * embd], lw.ffn_norm, embd, hp_.rms_eps, &h_[g * embd]);
       }
     });
-    if (hp_.moe()) {
-      moe_out_.resize(n * embd);
-      moe_->Run(cpu::MoeWeights::Of(lw, hp_), h_.data(), n, moe_out_.data(), pool_, int_dot_);
-      std::swap(h_, moe_out_);
-    } else {
-      const cpu::MatMulProduct gate_up[] = {{&lw.ffn_gate, gate_.data(), Packed(lw.ffn_gate)},
-                                            {&lw.ffn_up, up_.data(), Packed(lw.ffn_up)}};
-      cpu::MatMulShared(gate_up, h_.data(), n, pool_, int_dot_);
-      pool_.ParallelFor(n, [&](int64_t b, int64_t e, int) {
-        cpu::SwiGlu(&gate_[b * ff], &up_[b * ff], (e - b) * ff);
-      });
-      cpu::MatMul(lw.ffn_down, gate_.data(), n, h_.data(), pool_, Packed(lw.ffn_down), int_dot_);
-    }
+    Ffn(lw, n);
     for (int64_t i = 0; i < n * embd; ++i) x_[i] = x_[i] + h_[i];
   }
+  ComputeLogits(batch, out);
+  return absl::OkStatus();
+}
 
+void CpuBackend::ComputeLogits(const ForwardBatch& batch, ForwardOutput* out) {
   // Logits only for the rows asked for: gather them, normalise, project.
+  const ModelWeights& w = model_.weights();
+  const int64_t embd = hp_.embd;
   out->vocab_size = hp_.vocab_size;
   out->first_row.assign(batch.sequences.size(), -1);
   std::vector<int64_t> rows;
@@ -333,7 +438,6 @@ Status CpuBackend::Forward(const ForwardBatch& batch, ForwardOutput* out) {
   }
   out->logits.resize(num_rows * hp_.vocab_size);
   cpu::MatMul(w.output, normed.data(), num_rows, out->logits.data(), pool_, Packed(w.output), int_dot_);
-  return absl::OkStatus();
 }
 
 void CpuBackend::CopyBlocks(std::span<const BlockCopy> copies) {

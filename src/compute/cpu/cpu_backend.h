@@ -1,5 +1,7 @@
-// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3, qwen3moe) on the CPU, over weights
-// used in place from the model's memory map and a KV pool in RAM.
+// CpuBackend: the llama-family forward pass (llama, qwen2, qwen3, qwen3moe, and the qwen35
+// hybrid) on the CPU, over weights used in place from the model's memory map and a KV pool in
+// RAM. A hybrid's DeltaNet layers keep no K/V: the pool holds its attention layers only, and
+// each sequence brings its recurrent state (ForwardSequence::recurrent_state).
 //
 // Thread safety: all calls from one thread (the engine's); kernels fan out to its ThreadPool.
 #pragma once
@@ -12,6 +14,7 @@
 
 #include "base/thread_pool.h"
 #include "compute/backend.h"
+#include "compute/cpu/delta_net.h"
 #include "compute/cpu/moe.h"
 
 namespace prefixd {
@@ -38,6 +41,7 @@ class CpuBackend : public Backend {
   const char* numerics() const override { return int_dot_ ? "cpu-7-i8" : "cpu-7"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
+  int64_t recurrent_state_floats() const override { return hp_.recurrent_state_floats(); }
   Status Forward(const ForwardBatch& batch, ForwardOutput* out) override;
   void CopyBlocks(std::span<const BlockCopy> copies) override;
   void ReadBlock(BlockId block, std::span<uint8_t> out) const override;
@@ -52,10 +56,23 @@ class CpuBackend : public Backend {
   };
   Status Validate(const ForwardBatch& batch) const;
   uint8_t* BlockData(BlockId b) const { return kv_.get() + b.value() * layout_.BlockBytes(); }
+  // RoPE angles of every token of the step (rope_cos_, rope_sin_).
+  void ComputeRopeAngles(int64_t n);
   void ProjectQkv(const LayerWeights& lw, int64_t n);
-  void StoreKv(int layer, const ForwardBatch& batch);
-  void StoreTokenKv(int layer, const ForwardBatch& batch, int64_t g);
-  void Attention(int layer, const ForwardBatch& batch);
+  // qwen35: the Q projection's rows per head are [Q | gate]; split them into q_ and attn_gate_.
+  void SplitQueryGate(int64_t n);
+  // `kv_layer`: the layer's index among those with K/V in the pool.
+  void StoreKv(int kv_layer, const ForwardBatch& batch);
+  void StoreTokenKv(int kv_layer, const ForwardBatch& batch, int64_t g);
+  void Attention(int kv_layer, const ForwardBatch& batch);
+  // The token mixer of `layer` over the normed activations h_, its output into h_:
+  // attention (with its output gate where the model has one) or a DeltaNet layer.
+  void AttentionMix(int layer, const LayerWeights& lw, const ForwardBatch& batch, int64_t n);
+  void DeltaNetMix(int layer, const LayerWeights& lw, const ForwardBatch& batch, int64_t n);
+  // The FFN (dense SwiGLU or MoE) over h_, its output into h_.
+  void Ffn(const LayerWeights& lw, int64_t n);
+  // Logits of the rows each sequence asked for, from the final activations x_.
+  void ComputeLogits(const ForwardBatch& batch, ForwardOutput* out);
   // The matrices of `lw` that the forward pass multiplies by: attention's, then the dense FFN's
   // or the router (and, with `experts`, the three expert tensors).
   std::vector<const Weight*> LayerMatrices(const LayerWeights& lw, bool experts) const;
@@ -88,8 +105,14 @@ class CpuBackend : public Backend {
   std::vector<QueryBlock> query_blocks_;  // attention's work items (Attention)
   std::vector<float> rope_cos_, rope_sin_;  // per token, rope_dims / 2 each (Forward)
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<float> qg_, attn_gate_;  // Hparams::attn_output_gate: Q projection, gate
   std::unique_ptr<cpu::MoeFfn> moe_;  // Hparams::moe() only: the MoE FFN and its scratch
   std::vector<float> moe_out_;
+  // Hybrid models only: per layer, its index among the attention layers (the KV layout's
+  // layers) or among the recurrent ones (its slot in a sequence's recurrent state).
+  std::vector<int> kv_layer_, recurrent_index_;
+  std::unique_ptr<cpu::DeltaNet> delta_net_;  // Hparams::hybrid() only
+  std::vector<cpu::DeltaNetRun> delta_runs_;
 };
 
 }  // namespace prefixd
