@@ -422,6 +422,98 @@ __attribute__((target("avx2,fma"))) void ScoreTileAvx2(const float* kt, int n, i
 
 using ScoreTileFn = void (*)(const float*, int, int, const float* const*, int, float, float* const*);
 
+// Scores straight from a tile's K rows, for a block with few query heads (a decode step): each
+// 16 x 16 (AVX-512) or 8 x 8 (AVX2) piece of the tile is transposed in registers and its dims
+// go into the scores at once, instead of through `kt` in memory. Every score is still one FMA
+// chain over d = 0, 1, ... with the same operands, so the bits are those of transpose + score.
+template <int NH, typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void ScoreRowsHeadsAvx512(
+    const T* const* rows, int n, int hd, const float* const* qs, float scale,
+    float* const* outs) {
+  const __m512 sv = _mm512_set1_ps(scale);
+  for (int i0 = 0; i0 < n; i0 += 16) {
+    __m512 a[NH];
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) a[h] = _mm512_setzero_ps();
+    for (int d0 = 0; d0 < hd; d0 += 16) {
+      const __mmask16 m = static_cast<__mmask16>(hd - d0 >= 16 ? 0xffff : (1u << (hd - d0)) - 1);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = i0 + i < n ? LoadRow(rows[i0 + i] + d0, m) : _mm512_setzero_ps();
+      }
+      Transpose16(r);
+      const int dims = std::min(16, hd - d0);
+      for (int d = 0; d < dims; ++d) {
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; ++h) a[h] = _mm512_fmadd_ps(r[d], _mm512_set1_ps(qs[h][d0 + d]), a[h]);
+      }
+    }
+    const __mmask16 keep = static_cast<__mmask16>(n - i0 >= 16 ? 0xffff : (1u << (n - i0)) - 1);
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) _mm512_mask_storeu_ps(outs[h] + i0, keep, _mm512_mul_ps(a[h], sv));
+  }
+}
+
+template <int NH, typename T>
+__attribute__((target("avx2,f16c,fma"))) void ScoreRowsHeadsAvx2(const T* const* rows, int n,
+                                                                 int hd, const float* const* qs,
+                                                                 float scale, float* const* outs) {
+  const __m256 sv = _mm256_set1_ps(scale);
+  for (int i0 = 0; i0 < n; i0 += 8) {
+    __m256 a[NH];
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) a[h] = _mm256_setzero_ps();
+    for (int d0 = 0; d0 < hd; d0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        r[i] = i0 + i < n ? LoadRow8(rows[i0 + i] + d0, hd - d0) : _mm256_setzero_ps();
+      }
+      Transpose8(r);
+      const int dims = std::min(8, hd - d0);
+      for (int d = 0; d < dims; ++d) {
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; ++h) a[h] = _mm256_fmadd_ps(r[d], _mm256_set1_ps(qs[h][d0 + d]), a[h]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) Store8(outs[h] + i0, _mm256_mul_ps(a[h], sv), n - i0);
+  }
+}
+
+template <typename T>
+using ScoreRowsFn = void (*)(const T* const*, int, int, const float* const*, int, float,
+                             float* const*);
+
+// The portable path: the tile through `kt`, as for a block (the same bits by definition).
+template <typename T>
+void ScoreRows(const T* const* rows, int n, int hd, const float* const* qs, int heads, float scale,
+               float* const* outs) {
+  thread_local std::vector<float> kt;
+  kt.resize(int64_t{hd} * kTileStride);
+  TransposeKeys(rows, n, hd, kt.data());
+  ScoreTile(kt.data(), n, hd, qs, heads, scale, outs);
+}
+
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void ScoreRowsAvx512(
+    const T* const* rows, int n, int hd, const float* const* qs, int heads, float scale,
+    float* const* outs) {
+  int h = 0;
+  for (; h + 3 <= heads; h += 3) ScoreRowsHeadsAvx512<3, T>(rows, n, hd, qs + h, scale, outs + h);
+  if (heads - h == 2) ScoreRowsHeadsAvx512<2, T>(rows, n, hd, qs + h, scale, outs + h);
+  if (heads - h == 1) ScoreRowsHeadsAvx512<1, T>(rows, n, hd, qs + h, scale, outs + h);
+}
+
+template <typename T>
+__attribute__((target("avx2,f16c,fma"))) void ScoreRowsAvx2(const T* const* rows, int n, int hd,
+                                                           const float* const* qs, int heads,
+                                                           float scale, float* const* outs) {
+  int h = 0;
+  for (; h + 3 <= heads; h += 3) ScoreRowsHeadsAvx2<3, T>(rows, n, hd, qs + h, scale, outs + h);
+  if (heads - h == 2) ScoreRowsHeadsAvx2<2, T>(rows, n, hd, qs + h, scale, outs + h);
+  if (heads - h == 1) ScoreRowsHeadsAvx2<1, T>(rows, n, hd, qs + h, scale, outs + h);
+}
+
 template <typename T>
 using AccumulateFn = void (*)(float*, float, const float*, const T* const*, int, int);
 
@@ -595,19 +687,22 @@ struct TileKernels {
   TileFoldFn tile_max, tile_sum;
   AccumulateFn<float> accumulate;         // over gathered float rows
   AccumulateFn<T> accumulate_in_place;  // over the pool's rows, converted as they are read
+  ScoreRowsFn<T> score_rows;            // scores from the pool's rows, no `kt`
 };
 
 template <typename T>
 TileKernels<T> PickTileKernels(Isa isa, int hd) {
   TileKernels<T> k = {&ExpTile, PickTranspose<T>(isa), &GatherValues<T>, PickScoreTile(isa),
                       &TileFold<false>, &TileFold<true>, PickAccumulate<float>(isa, hd),
-                      PickAccumulate<T>(isa, hd)};
+                      PickAccumulate<T>(isa, hd), &ScoreRows<T>};
   if (isa == Isa::kAvx512) {
+    k.score_rows = &ScoreRowsAvx512<T>;
     k.exp_tile = &ExpTileAvx512;
     k.gather = &GatherValuesAvx512<T>;
     k.tile_max = &TileFoldAvx512<false>;
     k.tile_sum = &TileFoldAvx512<true>;
   } else if (isa == Isa::kAvx2) {
+    k.score_rows = &ScoreRowsAvx2<T>;
     k.exp_tile = &ExpTileAvx2;
     k.gather = &GatherValuesAvx2<T>;
     k.tile_max = &TileFoldAvx2<false>;
@@ -638,6 +733,8 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
   // step's one or two heads read them in place (halves converted on load, the same floats, so
   // the same bits): gathering would cost more than it saves.
   const bool gather_values = heads >= kGatherValuesMinHeads;
+  // Likewise a single query's few heads score straight from the K rows (score_rows).
+  const bool keys_in_place = count == 1 && !gather_values;
   const int64_t head_offset = int64_t{a0.kv_head} * hd * layout.ElementBytes();
   const int64_t block_bytes = layout.BlockBytes();
   scratch->acc.assign(int64_t{heads} * hd, 0.0f);
@@ -676,7 +773,7 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
         ++block_index;
       }
     }
-    transpose(krows, n_tile, hd, scratch->keys.data());
+    if (!keys_in_place) transpose(krows, n_tile, hd, scratch->keys.data());
     if (gather_values) gather(vrows, n_tile, hd, scratch->values.data());
     // Queries whose positions end before this tile are done; the rest are a suffix of the
     // block (positions increase), each scoring its own first n keys of the tile.
@@ -688,7 +785,11 @@ void AttendBlock(Isa isa, const AttentionArgs* args, int count, AttentionScratch
     // Queries that see the whole tile (a suffix again) are scored in one call per run of equal
     // scales: every score is still its own chain, so the grouping changes no bit, and the
     // vector kernels get more heads to interleave.
-    for (int q = q0; q < count;) {
+    if (keys_in_place) {  // one query, which sees the whole tile up to its position
+      kernels.score_rows(krows, n_tile, hd, scratch->q_ptrs.data(), heads, a0.scale,
+                         scratch->score_ptrs.data());
+    }
+    for (int q = keys_in_place ? count : q0; q < count;) {
       const int n = keys_seen(q);
       int end = q + 1;
       while (n == kAttentionTile && end < count && args[end].scale == args[q].scale) ++end;

@@ -201,7 +201,7 @@ TEST(AttendQueries, EveryPathGivesThePortableBits) {
   const int num_blocks = static_cast<int>(positions.back() / kBlockSize) + 1;
   for (KvDtype dtype : {KvDtype::kF16, KvDtype::kF32}) {
     for (int hd : {4, 12, 20, 64, 100}) {
-      for (int group : {1, 3}) {
+      for (int group : {1, 2, 3, 4}) {
         KvLayout layout;
         layout.num_layers = kLayers;
         layout.kv_dim = kKvHeads * hd;
