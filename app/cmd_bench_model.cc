@@ -45,9 +45,9 @@ struct BenchFlags {
   bool json = false;
 };
 
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point a, Clock::time_point b) {
+double Seconds(MonoClock::time_point a, MonoClock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
@@ -67,12 +67,12 @@ Status BatchRound(Engine& engine, int n, int prompt_tokens, int gen_tokens, std:
     ids.push_back(id);
   }
   int64_t first = 0, later = 0;
-  const auto t0 = Clock::now();
+  const auto t0 = MonoClock::now();
   while (first < n && engine.HasWork()) {
     ASSIGN_OR_RETURN(auto events, engine.Step());
     for (const StepEvent& e : events) first += e.token.has_value();
   }
-  const auto t1 = Clock::now();
+  const auto t1 = MonoClock::now();
   if (first != n) {
     return absl::InternalError(absl::StrCat("prefill gave ", first, " first tokens for ", n,
                                             " sequences (steps did not keep the batch together)"));
@@ -81,7 +81,7 @@ Status BatchRound(Engine& engine, int n, int prompt_tokens, int gen_tokens, std:
     ASSIGN_OR_RETURN(auto events, engine.Step());
     for (const StepEvent& e : events) later += e.token.has_value();
   }
-  const auto t2 = Clock::now();
+  const auto t2 = MonoClock::now();
   for (SequenceId id : ids) engine.TakeFinished(id);
   if (later != int64_t{n} * gen_tokens) {
     return absl::InternalError(absl::StrCat("decode gave ", later, " tokens, not ", n, " x ", gen_tokens));
@@ -138,12 +138,12 @@ int RunBench(const BenchFlags& f) {
     pp.max_tokens = 1;
     auto id = (*engine)->Add(pp);
     if (!id.ok()) return Fail(id.status());
-    const auto t0 = Clock::now();
+    const auto t0 = MonoClock::now();
     while ((*engine)->HasWork()) {
       auto st = (*engine)->Step();
       if (!st.ok()) return Fail(st.status());
     }
-    const auto t1 = Clock::now();
+    const auto t1 = MonoClock::now();
     (*engine)->TakeFinished(*id);
 
     double tg_s = 0;
@@ -160,12 +160,12 @@ int RunBench(const BenchFlags& f) {
       tg.ignore_eos = true;
       id = (*engine)->Add(tg);
       if (!id.ok()) return Fail(id.status());
-      const auto t2 = Clock::now();
+      const auto t2 = MonoClock::now();
       while ((*engine)->HasWork()) {
         auto st = (*engine)->Step();
         if (!st.ok()) return Fail(st.status());
       }
-      tg_s = Seconds(t2, Clock::now());
+      tg_s = Seconds(t2, MonoClock::now());
       (*engine)->TakeFinished(*id);
     }
     if (rep > 0) {

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "app/common.h"
 #include "tier/redis_url.h"
 
@@ -68,6 +69,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--mru-partial-max-entries", f->mru_partial_max_entries,
                   "Partial block tails kept for resubmitted prompts (0: off)")
       ->envname("PREFIXD_MRU_PARTIAL_MAX_ENTRIES")->capture_default_str();
+  cmd->add_option("--retention-max-share", f->retention_max_share,
+                  "Share (0..1) of each tier's budget that retained blocks (cache_control, "
+                  "prompt_cache_retention, prefix_cache.retention) may hold; beyond it the oldest "
+                  "retention ends first")
+      ->envname("PREFIXD_RETENTION_MAX_SHARE")->capture_default_str();
   cmd->add_option("--remote-cache", f->remote_cache,
                   "Shared remote tier: redis://[[user]:password@]host[:port][/db] (empty: none). "
                   "The password may instead come from PREFIXD_REMOTE_CACHE_PASSWORD")
@@ -128,6 +134,12 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
     return absl::InvalidArgumentError("--mru-partial-max-entries must be >= 0");
   }
   eo.tiers.partial_max_entries = f.mru_partial_max_entries;
+  if (!(f.retention_max_share >= 0 && f.retention_max_share <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--retention-max-share must be between 0 and 1 (a share of each tier's budget); got ",
+        f.retention_max_share));
+  }
+  eo.retention_max_share = f.retention_max_share;
   ASSIGN_OR_RETURN(eo.tiers.remote, ToRemoteOptions(f));
   return eo;
 }

@@ -35,6 +35,7 @@ struct EngineFlags {
   std::string disk_prefix_cache = "auto:30";
   int64_t kv_cache_min_tokens = 0;
   int mru_partial_max_entries = 4;
+  double retention_max_share = 0.5;
   // Shared remote tier (L4) on Redis; empty URL: none.
   std::string remote_cache;
   std::string remote_cache_namespace = "prefixd";

@@ -21,15 +21,15 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 
 template <typename Fn>
 double TimeThreads(int threads, Fn fn) {
-  const auto start = Clock::now();
+  const auto start = MonoClock::now();
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) pool.emplace_back([&fn, t] { fn(t); });
   for (auto& th : pool) th.join();
-  return std::chrono::duration<double>(Clock::now() - start).count();
+  return std::chrono::duration<double>(MonoClock::now() - start).count();
 }
 
 volatile float g_sink;

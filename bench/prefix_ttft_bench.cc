@@ -18,9 +18,9 @@
 namespace prefixd {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 
-double Ms(Clock::time_point a, Clock::time_point b) {
+double Ms(MonoClock::time_point a, MonoClock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
@@ -29,7 +29,7 @@ std::pair<double, int64_t> TimeToFirstToken(Engine& engine, const std::vector<in
   GenerateRequest r;
   r.prompt = prompt;
   r.max_tokens = 1;
-  const auto t0 = Clock::now();
+  const auto t0 = MonoClock::now();
   auto id = engine.Add(r);
   if (!id.ok()) {
     std::fprintf(stderr, "%s\n", std::string(id.status().message()).c_str());
@@ -38,7 +38,7 @@ std::pair<double, int64_t> TimeToFirstToken(Engine& engine, const std::vector<in
   while (engine.HasWork()) {
     if (!engine.Step().ok()) std::exit(1);
   }
-  const auto t1 = Clock::now();
+  const auto t1 = MonoClock::now();
   return {Ms(t0, t1), engine.TakeFinished(*id)->cached_tokens};
 }
 
@@ -104,7 +104,7 @@ int Main(int argc, char** argv) {
   PrefixCache& cache = warm_engine->cache();
   const auto probe_prompt = with_suffix();
   const int iters = 2000;
-  const auto m0 = Clock::now();
+  const auto m0 = MonoClock::now();
   for (int i = 0; i < iters; ++i) {
     CacheHit hit = cache.Acquire("", probe_prompt, static_cast<int64_t>(probe_prompt.size()) - 1);
     // A finished request re-indexes its prompt: over the cached part that walks the same path.
@@ -113,7 +113,7 @@ int Main(int argc, char** argv) {
     // Acquire Ref'ed the blocks for a caller that would adopt them; give them back.
     for (BlockId b : hit.blocks) const_cast<BlockPool&>(warm_engine->block_pool()).Unref(b);
   }
-  const double match_us = Ms(m0, Clock::now()) * 1000 / iters;
+  const double match_us = Ms(m0, MonoClock::now()) * 1000 / iters;
 
   const double cold_ms = Median(cold), warm_ms = Median(warm);
   std::printf("model %s, %d threads, prompt %d shared + %d new tokens, %d reps (median)\n",

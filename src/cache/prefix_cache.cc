@@ -12,7 +12,11 @@ PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptio
       keyer_(options.hash, options.fingerprint, block_size),
       tree_(pool, block_size),
       tiers_(std::move(tiers)),
-      enabled_(options.enabled) {
+      enabled_(options.enabled),
+      clock_(options.clock != nullptr ? options.clock : SteadyClock::Get()),
+      max_retained_tokens_(static_cast<int64_t>(
+          static_cast<double>(options.max_cached_blocks) * block_size *
+          std::clamp(options.retention_max_share, 0.0, 1.0))) {
   if (tiers_ && options_.events) tiers_->SetEventLog(options_.events);
 }
 
@@ -26,9 +30,19 @@ Admission PrefixCache::Admit(CacheTicket& ticket, std::span<const int32_t> token
   if (enabled()) {
     keys = KeysOf(ticket, tokens);
     if (WaitsForSharedPrefill(ticket) || WaitsForReads(ticket)) return Admission::kPending;
+    ExpireRetention();
   }
   ticket.hit_ = AcquireKeyed(ticket.salt_, tokens, max_tokens, keys);
   EndReads(ticket);
+  if (ticket.hit_.node.valid()) {
+    // A hit refreshes the marks on its path, and renews what this request asks to keep.
+    tree_.RefreshRetention(ticket.hit_.node, clock_->NowMs());
+    ApplyRetention(ticket, tokens.first(ticket.hit_.num_tokens));
+  }
+  if (!ticket.retention_.empty() && !ticket.retention_counted_) {
+    ticket.retention_counted_ = true;
+    retention_requests_.fetch_add(1, std::memory_order_relaxed);
+  }
   if (ticket.hit_.num_tokens < ticket.num_prompt_ && !ticket.in_flight_) {
     ticket.in_flight_ = true;
     in_flight_.push_back(&ticket);
@@ -109,7 +123,31 @@ void PrefixCache::OnPromptComputed(CacheTicket& ticket, std::span<const int32_t>
 void PrefixCache::Insert(CacheTicket& ticket, std::span<const int32_t> tokens,
                          std::span<const BlockId> blocks) {
   if (!enabled() || tokens.empty()) return;
-  InsertKeyed(ticket.salt_, tokens, blocks, KeysOf(ticket, tokens));
+  InsertKeyed(ticket.salt_, tokens, blocks, KeysOf(ticket, tokens), &ticket);
+}
+
+void PrefixCache::ApplyRetention(const CacheTicket& ticket, std::span<const int32_t> tokens) {
+  if (ticket.retention_.empty()) return;
+  const int64_t now = clock_->NowMs();
+  for (const RetentionRange& r : ticket.retention_) {
+    const RetentionMark mark{r.priority, r.duration_ms, now + r.duration_ms};
+    tree_.Retain(ticket.salt_, tokens, r.begin, r.end, mark, now);
+  }
+  std::vector<EvictionPlan::Entry> demoted;
+  retention_capped_.fetch_add(tree_.CapRetention(max_retained_tokens_, tiers_ ? &demoted : nullptr),
+                              std::memory_order_relaxed);
+  // Past the pool's share, the oldest retention moves down a tier rather than ending.
+  if (tiers_ && !demoted.empty()) tiers_->Offload(demoted);
+  PublishGauges();
+}
+
+void PrefixCache::ExpireRetention() {
+  const int64_t now = clock_->NowMs();
+  if (now >= tree_.next_retention_expiry()) {
+    retention_expired_.fetch_add(tree_.ExpireRetention(now), std::memory_order_relaxed);
+    PublishGauges();
+  }
+  if (tiers_) tiers_->ExpireRetention(now);
 }
 
 void PrefixCache::Release(CacheTicket& ticket) {
@@ -173,9 +211,11 @@ void PrefixCache::Insert(std::string_view salt, std::span<const int32_t> tokens,
 }
 
 void PrefixCache::InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
-                              std::span<const BlockId> blocks, const BlockKeyChain* keys) {
+                              std::span<const BlockId> blocks, const BlockKeyChain* keys,
+                              const CacheTicket* ticket) {
   const int64_t before = options_.events ? tree_.Peek(salt, tokens).num_tokens : 0;
-  tree_.Insert(salt, tokens, blocks, keys);
+  tree_.Insert(salt, tokens, blocks, keys, ticket ? ticket->num_prompt_ : -1);
+  if (ticket) ApplyRetention(*ticket, tokens);
   if (options_.events) EmitPoolStored(tokens, *keys, before, static_cast<int64_t>(tokens.size()));
   if (options_.max_cached_blocks > 0 && tree_.cached_blocks() > options_.max_cached_blocks) {
     ApplyEviction(tree_.PrepareEvictionToBudget(options_.max_cached_blocks));
@@ -230,9 +270,10 @@ Status PrefixCache::ClearTier(std::string_view tier) {
 
 TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const {
   const int64_t pool_tokens = tree_.Peek(salt, tokens).num_tokens;
-  if (tiers_) return tiers_->Probe(pool_tokens, tokens, keyer_.Chain(salt, tokens));
   TierProbe p;
+  if (tiers_) p = tiers_->Probe(pool_tokens, tokens, keyer_.Chain(salt, tokens));
   p.pool_tokens = pool_tokens;
+  p.pool_retained_tokens = tree_.RetainedPrefixTokens(salt, tokens);
   return p;
 }
 
@@ -268,7 +309,8 @@ std::vector<BlockKey> PrefixCache::BlockKeys(std::string_view salt,
 
 ProbeResult PrefixCache::Probe(std::string_view salt, std::span<const int32_t> tokens) const {
   const MatchResult m = tree_.Peek(salt, tokens);
-  return ProbeResult{m.num_tokens, m.num_tokens / block_size_};
+  return ProbeResult{m.num_tokens, m.num_tokens / block_size_,
+                     tree_.RetainedPrefixTokens(salt, tokens)};
 }
 
 void PrefixCache::EmitPoolStored(std::span<const int32_t> tokens, const BlockKeyChain& keys,
@@ -290,6 +332,7 @@ void PrefixCache::PublishGauges() {
   nodes_.store(tree_.num_nodes(), std::memory_order_relaxed);
   cached_tokens_.store(tree_.cached_tokens(), std::memory_order_relaxed);
   cached_blocks_.store(tree_.cached_blocks(), std::memory_order_relaxed);
+  retained_tokens_.store(tree_.retained_tokens(), std::memory_order_relaxed);
 }
 
 PrefixCacheStats PrefixCache::stats() const {
@@ -305,6 +348,11 @@ PrefixCacheStats PrefixCache::stats() const {
   s.cached_blocks = cached_blocks_.load(std::memory_order_relaxed);
   s.locked_requests = locked_requests_.load(std::memory_order_relaxed);
   s.max_cached_blocks = options_.max_cached_blocks;
+  s.retained_tokens = retained_tokens_.load(std::memory_order_relaxed);
+  s.max_retained_tokens = max_retained_tokens_;
+  s.retention_expired_tokens = retention_expired_.load(std::memory_order_relaxed);
+  s.retention_capped_tokens = retention_capped_.load(std::memory_order_relaxed);
+  s.retention_requests = retention_requests_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -17,6 +17,14 @@
 // publishes the gauges. Block keys are hashed in one place too (BlockKeyer): once per
 // request, carried in its ticket, stored on the tree's nodes.
 //
+// Retention (ARCHITECTURE.md invariant 9): a ticket may carry token ranges to keep
+// (RetentionRange: cache_control breakpoints, prompt_cache_retention, prefix_cache.retention).
+// They are applied to the tree as marks when the prompt is indexed and again on every hit (a
+// hit also refreshes the marks already on its path), capped at --retention-max-share of the
+// pool budget (oldest first), and expire on the cache's Clock; evicted marked blocks carry
+// their mark to host RAM. Tokens a sequence generated are indexed as `generated`, the first
+// to go. Nothing here ever refuses an admission for retention's sake.
+//
 // Thread safety: every method except stats() and enabled() must be called on the engine
 // thread. stats() reads atomics and never blocks the engine (ARCHITECTURE.md invariant 5).
 #pragma once
@@ -30,11 +38,13 @@
 #include <string_view>
 #include <vector>
 
+#include "base/clock.h"
 #include "cache/block_keyer.h"
 #include "cache/kv_events.h"
 #include "cache/tier_controller.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
+#include "kv/retention_mark.h"
 #include "prefix/radix_tree.h"
 
 namespace prefixd {
@@ -49,6 +59,10 @@ struct PrefixCacheOptions {
   // Where residency changes go (--kv-events); nullptr: no events. Must outlive the cache.
   // With a log, blocks are keyed (hashed once per request) even without lower tiers.
   KvEventLog* events = nullptr;
+  // The clock retention marks run on (nullptr: SteadyClock); must outlive the cache.
+  const Clock* clock = nullptr;
+  // The share (0..1) of max_cached_blocks that retained tokens may hold (--retention-max-share).
+  double retention_max_share = 0.5;
 };
 
 // What a request got from the cache.
@@ -69,8 +83,10 @@ class CacheTicket {
   CacheTicket() = default;
   // `id` names the request's slow-tier reads (unique among live tickets); `num_prompt` is
   // the number of prompt tokens among the tokens it will be admitted with.
-  CacheTicket(int64_t id, std::string salt, int64_t num_prompt)
-      : id_(id), salt_(std::move(salt)), num_prompt_(num_prompt) {}
+  CacheTicket(int64_t id, std::string salt, int64_t num_prompt,
+              std::vector<RetentionRange> retention = {})
+      : id_(id), salt_(std::move(salt)), num_prompt_(num_prompt),
+        retention_(std::move(retention)) {}
 
   // What the last kReady Admit gave.
   const CacheHit& hit() const { return hit_; }
@@ -80,6 +96,7 @@ class CacheTicket {
   int64_t id_ = -1;
   std::string salt_;
   int64_t num_prompt_ = 0;
+  std::vector<RetentionRange> retention_;  // ranges of the prompt to keep
   std::span<const int32_t> tokens_;  // as last admitted (valid while in flight)
   BlockKeyChain keys_;               // of tokens_, when the cache keys blocks (it has tiers)
   bool keys_rooted_ = false;         // keys_.root is set
@@ -87,6 +104,7 @@ class CacheTicket {
   bool reads_pending_ = false;       // ... and not finished yet
   bool in_flight_ = false;           // admitted, prompt not computed yet: others may wait
   bool prompt_indexed_ = false;      // OnPromptComputed indexed the prompt
+  bool retention_counted_ = false;   // counted in retention_requests
   CacheHit hit_;
 };
 
@@ -108,6 +126,13 @@ struct PrefixCacheStats {
   int64_t cached_blocks = 0;
   int64_t locked_requests = 0;    // running requests holding a lock on the tree
   int64_t max_cached_blocks = 0;
+  // Retention in the pool: tokens on marked nodes now (gauge); tokens whose marks ended on
+  // the clock or beyond the retained share (counters); requests that asked for retention.
+  int64_t retained_tokens = 0;
+  int64_t max_retained_tokens = 0;
+  int64_t retention_expired_tokens = 0;
+  int64_t retention_capped_tokens = 0;
+  int64_t retention_requests = 0;
 
   double hit_rate() const {
     return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / (hits + misses);
@@ -121,6 +146,7 @@ struct PrefixCacheStats {
 struct ProbeResult {
   int64_t resident_tokens = 0;
   int64_t resident_blocks = 0;  // full blocks among the resident tokens
+  int64_t retained_tokens = 0;  // of the resident tokens, those on marked nodes
 };
 
 class PrefixCache {
@@ -183,6 +209,10 @@ class PrefixCache {
   // Completes `probe` with the remote tier: a round trip, so any thread but the engine's.
   void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
                    TierProbe* probe) const;
+  // Ends the marks whose time is up (pool and host RAM), on the cache's clock. Admit calls it;
+  // cheap while nothing is due.
+  void ExpireRetention();
+
   // Deletes this model's blocks from the remote tier (round trips: any thread but the
   // engine's). OK without a remote tier.
   Status ClearRemote();
@@ -224,8 +254,15 @@ class PrefixCache {
   // Acquire with the chain of `tokens` (keyed() only; else nullptr).
   CacheHit AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
                         int64_t max_tokens, const BlockKeyChain* keys);
+  // With `ticket`: its generated tokens are indexed as such and its retention applied before
+  // the budget trim (so what it asks to keep is never the first to go).
   void InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,
-                   std::span<const BlockId> blocks, const BlockKeyChain* keys);
+                   std::span<const BlockId> blocks, const BlockKeyChain* keys,
+                   const CacheTicket* ticket = nullptr);
+  // Marks the ticket's retention ranges on what the tree holds of `tokens`, then trims the
+  // retained share to its cap: the oldest marks end in the pool, and their blocks are copied
+  // to host RAM still retained (TierController::Offload).
+  void ApplyRetention(const CacheTicket& ticket, std::span<const int32_t> tokens);
   // The one place every eviction is applied: offloads the plan's blocks to host RAM in one
   // batch, removes its nodes, counts the blocks the tree dropped, publishes the gauges and
   // the KV events.
@@ -256,6 +293,10 @@ class PrefixCache {
   std::atomic<int64_t> hits_{0}, misses_{0}, query_tokens_{0}, hit_tokens_{0};
   std::atomic<int64_t> evicted_blocks_{0}, nodes_{0}, cached_tokens_{0}, cached_blocks_{0};
   std::atomic<int64_t> locked_requests_{0};
+  std::atomic<int64_t> retained_tokens_{0}, retention_expired_{0}, retention_capped_{0};
+  std::atomic<int64_t> retention_requests_{0};
+  const Clock* clock_;
+  const int64_t max_retained_tokens_;
 };
 
 }  // namespace prefixd

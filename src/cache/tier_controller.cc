@@ -10,7 +10,7 @@
 namespace prefixd {
 
 namespace {
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 // Remote candidates per lookup: past this many blocks (16k tokens at 16 per block), a prompt
 // reads the rest from its own computation rather than one huge MGET.
 constexpr size_t kMaxRemoteKeys = 1024;
@@ -21,7 +21,10 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     int block_size, BlockIo* io, BlockPool* pool) {
   auto tc = std::unique_ptr<TierController>(
       new TierController(options, fingerprint, hash, block_size, io, pool));
-  if (options.host_bytes > 0) tc->host_ = std::make_unique<HostStore>(options.host_bytes);
+  if (options.host_bytes > 0) {
+    tc->host_ = std::make_unique<HostStore>(options.host_bytes, options.clock,
+                                            options.retention_max_share);
+  }
   if (!options.disk_dir.empty()) {
     DiskStoreOptions d;
     d.dir = options.disk_dir;
@@ -30,6 +33,8 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     d.chain_kind = hash;
     d.progress = options.scan_progress;
     d.fs = options.disk_fs;
+    d.clock = options.clock;
+    d.retention_max_share = options.retention_max_share;
     ASSIGN_OR_RETURN(auto disk, DiskStore::Open(std::move(d)));
     spdlog::info("disk cache {}: {}", options.disk_dir, disk->scan_report().ToString());
     tc->disk_ = std::move(disk);
@@ -254,7 +259,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
                                 std::span<const int32_t> tokens, const BlockKeyChain& keys,
                                 int64_t max_tokens, const MakeRoom& make_room) {
   TierHit hit;
-  const auto t0 = Clock::now();
+  const auto t0 = MonoClock::now();
   const int bs = block_size_;
   const MatchResult l1 = tree.Peek(salt, tokens.first(std::min<size_t>(tokens.size(), max_tokens)));
   const int64_t first = l1.num_tokens / bs;  // first block index the pool cannot serve whole
@@ -292,7 +297,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     hit.partial_tokens = SpliceTail(tree, salt, tokens, keys, covered, max_tokens, make_room);
   }
   tree.Unlock(l1.node);
-  hit.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  hit.load_ms = std::chrono::duration<double, std::milli>(MonoClock::now() - t0).count();
   return hit;
 }
 
@@ -344,9 +349,17 @@ void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
   if (!host_) return;
   const int bs = block_size_;
   std::vector<BlockRecord> records;
+  std::vector<RetentionMark> marks;
+  std::vector<HostStore::Spilled> spilled;  // retained records host RAM hands down
   std::vector<int32_t> first_block;  // a node's first full block: its lead, then its own tokens
   for (const EvictionPlan::Entry& e : nodes) {
     const RemovedNode& n = e.node;
+    // Blocks host RAM (or the disk, written through) already holds keep ranking by what the
+    // tree asked.
+    if (n.retention.marked()) {
+      host_->Retain(n.keys, n.retention, &spilled);
+      if (disk_) disk_->Retain(n.keys, n.retention, /*remember_absent=*/false);
+    }
     // Key k is block index n.start / bs + k; it is n.blocks[k] and ends inside the edge.
     for (size_t k = 0; k < n.keys.size(); ++k) {
       if (host_->Contains(n.keys[k])) continue;
@@ -361,12 +374,31 @@ void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
         tokens = first_block;
       }
       records.push_back(MakeRecord(n.keys[k], parent, tokens, n.blocks[k]));
+      marks.push_back(n.retention);
     }
   }
-  if (records.empty()) return;
-  const int64_t n = static_cast<int64_t>(records.size());
-  host_->Write(std::move(records));
-  offloaded_.fetch_add(n, std::memory_order_relaxed);
+  if (!records.empty()) {
+    const int64_t n = static_cast<int64_t>(records.size());
+    host_->WriteRetained(std::move(records), marks, &spilled);
+    offloaded_.fetch_add(n, std::memory_order_relaxed);
+  }
+  SpillToDisk(std::move(spilled));
+}
+
+void TierController::SpillToDisk(std::vector<HostStore::Spilled> spilled) {
+  if (!disk_writer_ || spilled.empty()) return;
+  std::vector<BlockRecord> records;
+  for (HostStore::Spilled& s : spilled) {
+    // The mark waits for the write when the block is not on disk yet.
+    disk_->Retain(std::span<const BlockKey>(&s.record.key, 1), s.mark, /*remember_absent=*/true);
+    if (!disk_->Contains(s.record.key)) records.push_back(std::move(s.record));
+  }
+  spilled_to_disk_.fetch_add(static_cast<int64_t>(records.size()), std::memory_order_relaxed);
+  disk_writer_->Enqueue(std::move(records));
+}
+
+int TierController::ExpireRetention(int64_t now_ms) {
+  return (host_ ? host_->ExpireRetention(now_ms) : 0) + (disk_ ? disk_->ExpireRetention(now_ms) : 0);
 }
 
 void TierController::StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
@@ -451,8 +483,10 @@ TierProbe TierController::Probe(int64_t pool_tokens, std::span<const int32_t> to
     const int64_t n = static_cast<int64_t>(i + 1) * bs - std::max<int64_t>(i * bs, p.pool_tokens);
     if (host_ && host_->Contains(keys[i])) {
       p.host_tokens += n;
+      if (host_->MarkOf(keys[i]).marked()) p.host_retained_tokens += n;
     } else if (disk_ && disk_->Contains(keys[i])) {
       p.disk_tokens += n;
+      if (disk_->MarkOf(keys[i]).marked()) p.disk_retained_tokens += n;
     } else {
       break;
     }
@@ -522,6 +556,7 @@ TierControllerStats TierController::stats() const {
   s.partial = tails_.stats();
   s.partial.supported = partial_supported_;
   s.offloaded_blocks = offloaded_.load(std::memory_order_relaxed);
+  s.spilled_to_disk_blocks = spilled_to_disk_.load(std::memory_order_relaxed);
   s.onboarded_blocks = onboarded_.load(std::memory_order_relaxed);
   if (disk_writer_) {
     s.disk_writes_queued = disk_writer_->queued();

@@ -40,6 +40,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "base/clock.h"
 #include "base/file_system.h"
 #include "base/status.h"
 #include "cache/background_writer.h"
@@ -50,6 +51,8 @@
 #include "kv/block_pool.h"
 #include "prefix/partial_tail_store.h"
 #include "prefix/radix_tree.h"
+#include "tier/disk_store.h"
+#include "tier/host_store.h"
 #include "tier/redis_store.h"
 #include "tier/tier_store.h"
 
@@ -73,6 +76,10 @@ struct TierOptions {
   FileSystem* disk_fs = nullptr;
   // Start-up scan progress of the disk tier (files done, total).
   std::function<void(int64_t, int64_t)> scan_progress;
+  // Retention (--retention-max-share): the share of the host budget retained blocks may
+  // hold, and the clock their marks run on (nullptr: SteadyClock). Must outlive the controller.
+  double retention_max_share = 0.5;
+  const Clock* clock = nullptr;
 };
 
 // Prompt tokens one admission brought in from below the pool.
@@ -91,6 +98,10 @@ struct TierProbe {
   int64_t disk_tokens = 0;
   int64_t remote_tokens = 0;  // filled by ProbeRemote, off the engine thread
   int64_t partial_tokens = 0;
+  // Of pool_tokens, host_tokens and disk_tokens, those that carry a retention mark.
+  int64_t pool_retained_tokens = 0;
+  int64_t host_retained_tokens = 0;
+  int64_t disk_retained_tokens = 0;
 };
 
 // The blocks of one request to read ahead from the slow tiers, in prompt order: `disk`, then
@@ -111,6 +122,7 @@ struct TierControllerStats {
   RedisHealth remote_health;
   PartialTailStats partial;
   int64_t offloaded_blocks = 0;     // pool -> host
+  int64_t spilled_to_disk_blocks = 0;  // retained blocks host RAM pushed out, queued for disk
   int64_t onboarded_blocks = 0;     // host/disk/remote -> pool
   int64_t disk_writes_queued = 0;
   int64_t disk_writes_dropped = 0;  // queue full
@@ -162,8 +174,13 @@ class TierController {
 
   // Offloads to host RAM, in one batch, the full blocks of the nodes an eviction plan removes
   // (before the plan is applied: their blocks still hold the KV). Uses the keys stored on the
-  // nodes; nodes inserted without keys are skipped.
+  // nodes; nodes inserted without keys are skipped. A node's retention mark goes with its
+  // blocks (a block host RAM already holds takes it too); retained blocks that host RAM
+  // pushes out, or demotes past its retained share, are written to disk with their mark
+  // (when there is a disk tier) rather than losing it.
   void Offload(std::span<const EvictionPlan::Entry> nodes);
+  // Ends the lower tiers' retention marks whose time is up (host RAM, disk). Returns how many.
+  int ExpireRetention(int64_t now_ms);
   // A prompt's prefill completed: writes the blocks inside its scope to disk and remote (in
   // the background) and keeps its partial tails. `blocks` is its block table, `keys` the
   // chain of (at least) the prompt.
@@ -228,6 +245,8 @@ class TierController {
   std::optional<BlockRecord> TakePrefetched(const BlockKey& key);
   // Publishes the sizes of prefetched_ for stats() (read_mu_ held).
   void CountPrefetched();
+  // Retained records host RAM pushed out: down to disk (queued), else dropped.
+  void SpillToDisk(std::vector<HostStore::Spilled> spilled);
   // The records of blocks [0, end) of `prompt` that `store` does not hold, KV copied out.
   std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::span<const int32_t> prompt,
                                           std::span<const BlockId> blocks,
@@ -240,15 +259,15 @@ class TierController {
   BlockPool* pool_;
   // Declared before the stores and writers, so they outlive every write.
   std::unique_ptr<TierEventObserver> host_events_, disk_events_;
-  std::unique_ptr<TierStore> host_;
-  std::unique_ptr<TierStore> disk_;
+  std::unique_ptr<HostStore> host_;
+  std::unique_ptr<DiskStore> disk_;
   std::unique_ptr<RedisStore> remote_;
   PartialTailStore tails_;
   const bool partial_supported_;
   ScopePolicy scope_;
   const int max_pending_writes_;
 
-  std::atomic<int64_t> offloaded_{0}, onboarded_{0};
+  std::atomic<int64_t> offloaded_{0}, onboarded_{0}, spilled_to_disk_{0};
 
   // Write-through queues of the slow tiers (null when the tier is off).
   std::unique_ptr<BackgroundWriter> disk_writer_;

@@ -97,8 +97,12 @@ Status Engine::CreateCache(int max_cached_blocks) {
   // With the cache on and no budget (cache_bytes smaller than a block) nothing is kept.
   co.max_cached_blocks = std::max(1, max_cached_blocks);
   co.events = options.kv_events;
+  co.clock = options.clock;
+  co.retention_max_share = options.retention_max_share;
   std::unique_ptr<TierController> tiers;
   TierOptions to = options.tiers;
+  to.clock = options.clock;
+  to.retention_max_share = options.retention_max_share;
   to.partial_supported = hp.kv_slices_per_token;
   if (options.prefix_cache &&
       (to.host_bytes > 0 || !to.disk_dir.empty() || to.remote || to.partial_max_entries > 0)) {
@@ -139,7 +143,8 @@ StatusOr<SequenceId> Engine::Add(GenerateRequest request, std::optional<Sequence
   seq->num_prompt = static_cast<int32_t>(request.prompt.size());
   seq->sampler = std::make_unique<Sampler>(request.sampling);
   seq->request = std::move(request);
-  seq->ticket = CacheTicket(seq->id.value(), seq->request.cache_salt, seq->num_prompt);
+  seq->ticket = CacheTicket(seq->id.value(), seq->request.cache_salt, seq->num_prompt,
+                            seq->request.retention);
   const SequenceId sid = seq->id;
   if (seq->request.max_tokens == 0) {
     seq->cached_tokens = 0;

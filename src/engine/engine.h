@@ -53,6 +53,11 @@ struct EngineOptions {
   // KV events (--kv-events): where the cache reports residency changes; nullptr: none. Must
   // outlive the engine. The engine service flushes one batch per engine loop iteration.
   KvEventLog* kv_events = nullptr;
+  // Retention (ARCHITECTURE.md invariant 9): the share of each tier's budget that retained
+  // blocks may hold (--retention-max-share), and the clock marks expire on (nullptr: the
+  // steady clock; tests pass a ManualClock). The clock must outlive the engine.
+  double retention_max_share = 0.5;
+  const Clock* clock = nullptr;
 };
 
 // What one step did for one sequence.

@@ -11,17 +11,17 @@
 
 namespace prefixd {
 
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 
 struct EngineService::Live {
   std::function<void(const TokenEvent&)> on_event;
-  Clock::time_point submitted;
+  MonoClock::time_point submitted;
   double ttft_ms = -1;
 };
 
 namespace {
-double MsSince(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+double MsSince(MonoClock::time_point t) {
+  return std::chrono::duration<double, std::milli>(MonoClock::now() - t).count();
 }
 }  // namespace
 
@@ -51,6 +51,7 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.max_running = eo.max_running;
   info_.max_batch_tokens = eo.max_batch_tokens;
   info_.max_queue = options.max_queue;
+  info_.retention_max_share = eo.retention_max_share;
   if (engine_->cache().has_tiers()) {
     const TierOptions& to = eo.tiers;
     const TierControllerStats ts = engine_->cache().tier_stats();
@@ -223,7 +224,7 @@ void EngineService::Loop() {
     for (auto& task : tasks) task();
 
     for (auto& [id, req] : incoming) {
-      Live live{std::move(req.on_event), Clock::now()};
+      Live live{std::move(req.on_event), MonoClock::now()};
       auto added = engine_->Add(std::move(req.request), id);
       if (!added.ok()) {
         TokenEvent ev;

@@ -98,6 +98,7 @@ struct ServiceInfo {
   int32_t partial_max_entries = 0;
   std::string remote_cache;            // redis URL without the password; empty: no remote tier
   std::string remote_cache_namespace;
+  double retention_max_share = 0.5;  // --retention-max-share
   std::string kv_events_endpoint;  // empty: no KV events
   std::string kv_events_replay_endpoint;
 };

@@ -8,13 +8,17 @@
 #pragma once
 
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "cache/scope_policy.h"
+#include "kv/retention_mark.h"
 
 namespace prefixd {
 
 using RequestScope = ScopeSpec;
+// A request's retention: token ranges with a priority and a duration (kv/retention_mark.h).
+using RequestRetention = std::vector<RetentionRange>;
 
 // Parses "off", "full", "auto", "auto:N" or "N". InvalidArgument naming the accepted forms.
 inline StatusOr<RequestScope> ParseRequestScope(std::string_view text) { return ParseScopeSpec(text); }

@@ -42,6 +42,9 @@ struct GenerateRequest {
   // prompt. And the request's own scope (`prefix_cache.scope`), overriding the server's.
   std::vector<int64_t> message_starts;
   std::optional<RequestScope> scope;
+  // Ranges of the prompt to keep (cache_control breakpoints, prompt_cache_retention,
+  // prefix_cache.retention): ranked last for eviction until their time is up.
+  RequestRetention retention;
 };
 
 struct TokenLogprob {

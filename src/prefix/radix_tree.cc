@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <climits>
 #include <queue>
 
 #include "absl/container/flat_hash_set.h"
@@ -90,6 +91,8 @@ NodeStats RadixTree::StatsOf(const Node& n) const {
   s.start = n.start;
   s.num_tokens = static_cast<int64_t>(n.tokens.size());
   s.num_blocks = static_cast<int>(n.blocks.size());
+  s.retention_priority = n.retention.priority;
+  s.generated = n.generated;
   return s;
 }
 
@@ -185,6 +188,10 @@ int32_t RadixTree::Split(int32_t slot, int64_t offset) {
   PREFIXD_CHECK(offset > 0 && offset < static_cast<int64_t>(lower.tokens.size()),
                 "Split outside the edge");
   const int64_t split_pos = lower.start + offset;
+  // A mark covers both halves; it is re-indexed after the edge lengths changed.
+  const RetentionMark mark = lower.retention;
+  const int64_t marked_ms = lower.marked_ms;
+  if (mark.marked()) ClearMark(slot, /*rerank=*/false);
 
   //   before:  lower [start ............ end)      blocks first(start) .. last(end - 1)
   //   after:   upper [start, split_pos)            blocks first(start) .. last(split_pos - 1)
@@ -217,11 +224,16 @@ int32_t RadixTree::Split(int32_t slot, int64_t offset) {
   upper.num_direct_locks = 0;
   upper.last_access_tick = lower.last_access_tick;
   upper.num_hits = lower.num_hits;
+  upper.generated = lower.generated;
 
   nodes_[upper.parent].children[upper.tokens.front()] = up;
   upper.children.emplace(lower.tokens.front(), slot);
   lower.parent = up;
   ++num_nodes_;
+  if (mark.marked()) {
+    SetMark(up, mark, marked_ms);
+    SetMark(slot, mark, marked_ms);
+  }
   RefreshEvictable(slot);  // its stats (start, size, blocks) changed
   return up;
 }
@@ -235,9 +247,11 @@ void RadixTree::AssignKeys(Node& node, const BlockKeyChain* keys) const {
 }
 
 void RadixTree::Insert(std::string_view salt, std::span<const int32_t> tokens,
-                       std::span<const BlockId> blocks, const BlockKeyChain* keys) {
+                       std::span<const BlockId> blocks, const BlockKeyChain* keys,
+                       int64_t num_prompt) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return;
+  if (num_prompt < 0) num_prompt = n;
   PREFIXD_CHECK(static_cast<int64_t>(blocks.size()) >= (n + block_size_ - 1) / block_size_,
                 "Insert with fewer blocks than the tokens need");
   PREFIXD_CHECK(keys == nullptr || keys->size() >= n / block_size_,
@@ -268,6 +282,7 @@ void RadixTree::Insert(std::string_view salt, std::span<const int32_t> tokens,
         AddTreeRef(blocks[idx]);
       }
       AssignKeys(node, keys);
+      node.generated = pos >= num_prompt;
       Node& parent = nodes_[cur];
       if (parent.is_root || !parent.children.empty()) ++num_leaves_;  // else it replaces one
       parent.children.emplace(tokens[pos], leaf);
@@ -298,7 +313,17 @@ void RadixTree::Insert(std::string_view salt, std::span<const int32_t> tokens,
                   "cached branch (it wrote into a shared block without copy-on-write)");
     pos = split_pos;
   }
+  MarkPrompt(deepest, num_prompt);
   Touch(deepest);
+}
+
+void RadixTree::MarkPrompt(int32_t slot, int64_t num_prompt) {
+  for (int32_t s = slot; s >= 0 && !nodes_[s].is_root; s = nodes_[s].parent) {
+    Node& n = nodes_[s];
+    if (!n.generated || n.end() > num_prompt) continue;
+    n.generated = false;
+    RefreshEvictable(s);
+  }
 }
 
 // ---- locks ----
@@ -327,12 +352,14 @@ void RadixTree::Unlock(NodeId node) {
 void RadixTree::RefreshEvictable(int32_t slot) {
   Node& n = nodes_[slot];
   if (n.evictable) {
-    evictable_.erase({n.evict_priority, slot});
+    evictable_.erase({n.evict_level, n.evict_priority, slot});
     n.evictable = false;
   }
   if (!n.is_root && n.children.empty() && n.lock_count == 0) {
-    n.evict_priority = policy_->Priority(StatsOf(n));
-    evictable_.insert({n.evict_priority, slot});
+    const NodeStats stats = StatsOf(n);
+    n.evict_level = policy_->Level(stats);
+    n.evict_priority = policy_->Priority(stats);
+    evictable_.insert({n.evict_level, n.evict_priority, slot});
     n.evictable = true;
   }
 }
@@ -341,7 +368,8 @@ int RadixTree::RemoveLeaf(int32_t slot) {
   Node& n = nodes_[slot];
   PREFIXD_CHECK(n.evictable, "removing a node that is not an unlocked leaf");
   if (removal_observer_) removal_observer_(ViewOf(slot));
-  evictable_.erase({n.evict_priority, slot});
+  evictable_.erase({n.evict_level, n.evict_priority, slot});
+  if (n.retention.marked()) ClearMark(slot, /*rerank=*/false);
   int num_freed = 0;
   for (BlockId b : n.blocks) num_freed += DropTreeRef(b) ? 1 : 0;
   num_cached_tokens_ -= static_cast<int64_t>(n.tokens.size());
@@ -374,8 +402,8 @@ RemovedNode RadixTree::ViewOf(int32_t slot) const {
   const Node& n = nodes_[slot];
   int32_t root = slot;
   while (!nodes_[root].is_root) root = nodes_[root].parent;
-  return RemovedNode{IdOf(slot), nodes_[root].salt, n.start,   n.tokens,
-                     n.blocks,   n.keys,            n.parent_key};
+  return RemovedNode{IdOf(slot), nodes_[root].salt, n.start,     n.tokens,
+                     n.blocks,   n.keys,            n.parent_key, n.retention};
 }
 
 std::vector<int32_t> RadixTree::LeadTokens(int32_t slot) const {
@@ -394,7 +422,7 @@ std::vector<int32_t> RadixTree::LeadTokens(int32_t slot) const {
 // childless (a local heap), exactly the order RemoveLeaf's RefreshEvictable would give.
 template <typename Done>
 EvictionPlan RadixTree::PlanEviction(Done done) const {
-  using Candidate = std::pair<double, int32_t>;
+  using Candidate = EvictKey;
   EvictionPlan plan;
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> exposed;
   absl::flat_hash_map<int32_t, int32_t> dropped;        // block -> tree references dropped
@@ -405,7 +433,7 @@ EvictionPlan RadixTree::PlanEviction(Done done) const {
     const bool from_index =
         next != evictable_.end() && (exposed.empty() || *next < exposed.top());
     if (!from_index && exposed.empty()) break;
-    const int32_t slot = from_index ? (next++)->second : exposed.top().second;
+    const int32_t slot = from_index ? std::get<2>(*(next++)) : std::get<2>(exposed.top());
     if (!from_index) exposed.pop();
     const Node& n = nodes_[slot];
     for (BlockId b : n.blocks) {
@@ -420,7 +448,7 @@ EvictionPlan RadixTree::PlanEviction(Done done) const {
     if (parent.is_root) continue;
     size_t& left = children_left.try_emplace(n.parent, parent.children.size()).first->second;
     if (--left == 0 && parent.lock_count == 0) {
-      exposed.push({policy_->Priority(StatsOf(parent)), n.parent});
+      exposed.push(RankOf(n.parent));
     }
   }
   plan.num_uncached_blocks = num_cached_blocks_ - cached;
@@ -447,6 +475,117 @@ int RadixTree::ApplyEviction(const EvictionPlan& plan) {
   return num_freed;
 }
 
+// ---- retention ----
+
+RadixTree::EvictKey RadixTree::RankOf(int32_t slot) const {
+  const NodeStats stats = StatsOf(nodes_[slot]);
+  return EvictKey(policy_->Level(stats), policy_->Priority(stats), slot);
+}
+
+void RadixTree::SetMark(int32_t slot, const RetentionMark& mark, int64_t marked_ms) {
+  Node& n = nodes_[slot];
+  if (n.retention.marked()) ClearMark(slot, /*rerank=*/false);
+  n.retention = mark;
+  n.marked_ms = marked_ms;
+  retained_by_until_.insert({mark.until_ms, slot});
+  retained_by_age_.insert({marked_ms, slot});
+  num_retained_tokens_ += static_cast<int64_t>(n.tokens.size());
+  RefreshEvictable(slot);
+}
+
+void RadixTree::ClearMark(int32_t slot, bool rerank) {
+  Node& n = nodes_[slot];
+  if (!n.retention.marked()) return;
+  retained_by_until_.erase({n.retention.until_ms, slot});
+  retained_by_age_.erase({n.marked_ms, slot});
+  num_retained_tokens_ -= static_cast<int64_t>(n.tokens.size());
+  n.retention = RetentionMark{};
+  n.marked_ms = 0;
+  if (rerank) RefreshEvictable(slot);
+}
+
+int64_t RadixTree::MarkNode(int32_t slot, const RetentionMark& mark, int64_t now_ms) {
+  RetentionMark fresh = mark;
+  fresh.until_ms = std::max(mark.until_ms, now_ms + mark.duration_ms);
+  SetMark(slot, RetentionMark::Merge(nodes_[slot].retention, fresh), now_ms);
+  return static_cast<int64_t>(nodes_[slot].tokens.size());
+}
+
+int64_t RadixTree::Retain(std::string_view salt, std::span<const int32_t> tokens, int64_t begin,
+                          int64_t end, const RetentionMark& mark, int64_t now_ms) {
+  end = std::min<int64_t>(end, static_cast<int64_t>(tokens.size()));
+  begin = std::max<int64_t>(begin, 0);
+  int32_t cur = RootFor(salt);
+  if (!mark.marked() || begin >= end || cur < 0) return 0;
+  int64_t num_marked = 0;
+  int64_t pos = 0;
+  while (pos < end) {
+    auto it = nodes_[cur].children.find(tokens[pos]);
+    if (it == nodes_[cur].children.end()) break;
+    int32_t child = it->second;
+    const int64_t edge = static_cast<int64_t>(nodes_[child].tokens.size());
+    const int64_t k = CommonPrefix(nodes_[child].tokens.data(), tokens.data() + pos,
+                                   std::min(edge, end - pos));
+    // The edge is wanted up to `stop`: where the range ends or the path leaves the tree.
+    const int64_t stop = pos + k;
+    if (stop < pos + edge) child = Split(child, k);  // k >= 1: children differ in token 0
+    if (stop > begin) num_marked += MarkNode(child, mark, now_ms);
+    if (stop < pos + edge) break;
+    pos = stop;
+    cur = child;
+  }
+  return num_marked;
+}
+
+void RadixTree::RefreshRetention(NodeId node, int64_t now_ms) {
+  if (!node.valid()) return;
+  for (int32_t s = SlotOf(node); s >= 0 && !nodes_[s].is_root; s = nodes_[s].parent) {
+    const Node& n = nodes_[s];
+    if (n.retention.marked()) SetMark(s, n.retention.RefreshedAt(now_ms), now_ms);
+  }
+}
+
+int64_t RadixTree::ExpireRetention(int64_t now_ms) {
+  int64_t num_expired = 0;
+  while (!retained_by_until_.empty() && retained_by_until_.begin()->first <= now_ms) {
+    const int32_t slot = retained_by_until_.begin()->second;
+    num_expired += static_cast<int64_t>(nodes_[slot].tokens.size());
+    ClearMark(slot);
+  }
+  return num_expired;
+}
+
+int64_t RadixTree::CapRetention(int64_t max_tokens, std::vector<EvictionPlan::Entry>* demoted) {
+  int64_t num_demoted = 0;
+  while (num_retained_tokens_ > max_tokens && !retained_by_age_.empty()) {
+    const int32_t slot = retained_by_age_.begin()->second;
+    const Node& n = nodes_[slot];
+    num_demoted += static_cast<int64_t>(n.tokens.size());
+    if (demoted != nullptr) {
+      EvictionPlan::Entry entry{ViewOf(slot), {}};
+      if (n.keyed && n.start % block_size_ != 0 && !n.keys.empty()) entry.lead = LeadTokens(slot);
+      demoted->push_back(std::move(entry));
+    }
+    ClearMark(slot);
+  }
+  return num_demoted;
+}
+
+int64_t RadixTree::next_retention_expiry() const {
+  return retained_by_until_.empty() ? INT64_MAX : retained_by_until_.begin()->first;
+}
+
+int64_t RadixTree::RetainedPrefixTokens(std::string_view salt,
+                                        std::span<const int32_t> tokens) const {
+  const Walk walk = WalkPath(salt, tokens, nullptr);
+  int64_t retained = 0;
+  for (int32_t s = walk.deepest; s >= 0 && !nodes_[s].is_root; s = nodes_[s].parent) {
+    const Node& n = nodes_[s];
+    if (n.retention.marked()) retained += std::min(n.end(), walk.num_tokens) - n.start;
+  }
+  return retained;
+}
+
 // ---- inspection ----
 
 std::optional<NodeInfo> RadixTree::Inspect(NodeId node) const {
@@ -462,6 +601,8 @@ std::optional<NodeInfo> RadixTree::Inspect(NodeId node) const {
   info.num_direct_locks = n.num_direct_locks;
   info.num_children = static_cast<int>(n.children.size());
   info.stats = StatsOf(n);
+  info.retention = n.retention;
+  info.marked_ms = n.marked_ms;
   return info;
 }
 
@@ -531,14 +672,21 @@ void RadixTree::CheckInvariants() const {
       ++counts.refs[b.value()];
     }
     if (n.children.empty()) ++counts.num_leaves;
+    if (n.retention.marked()) {
+      ++counts.num_marked;
+      counts.num_retained_tokens += static_cast<int64_t>(n.tokens.size());
+      PREFIXD_CHECK(retained_by_until_.contains({n.retention.until_ms, s}) &&
+                        retained_by_age_.contains({n.marked_ms, s}),
+                    "a marked node is missing from the retention indexes");
+    }
     const bool should_be_evictable = n.children.empty() && n.lock_count == 0;
     PREFIXD_CHECK(n.evictable == should_be_evictable,
                   "eviction index out of date: an unlocked leaf is missing or another node is in");
     if (should_be_evictable) {
       ++counts.num_evictable;
-      PREFIXD_CHECK(n.evict_priority == policy_->Priority(StatsOf(n)),
-                    "an evictable leaf's priority is stale");
-      PREFIXD_CHECK(evictable_.contains({n.evict_priority, s}),
+      PREFIXD_CHECK(EvictKey(n.evict_level, n.evict_priority, s) == RankOf(s),
+                    "an evictable leaf's rank is stale");
+      PREFIXD_CHECK(evictable_.contains({n.evict_level, n.evict_priority, s}),
                     "an evictable leaf is missing from the eviction index");
     }
   }
@@ -558,6 +706,11 @@ void RadixTree::CheckCounts(const InvariantCounts& counts) const {
   PREFIXD_CHECK(counts.num_tokens == num_cached_tokens_, "cached token count out of step");
   PREFIXD_CHECK(counts.num_evictable == static_cast<int>(evictable_.size()),
                 "eviction index holds nodes that are not unlocked leaves");
+  PREFIXD_CHECK(counts.num_marked == static_cast<int>(retained_by_until_.size()) &&
+                    counts.num_marked == static_cast<int>(retained_by_age_.size()),
+                "retention indexes hold nodes that carry no mark");
+  PREFIXD_CHECK(counts.num_retained_tokens == num_retained_tokens_,
+                "retained token count out of step");
   int num_blocks = 0;
   for (size_t b = 0; b < refs.size(); ++b) {
     PREFIXD_CHECK(refs[b] == tree_refs_[b], "tree reference count of a block out of step");

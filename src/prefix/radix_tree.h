@@ -38,6 +38,14 @@
 // is above zero is never removed, so its blocks keep the tree's references. For every node,
 //   lock_count = num_direct_locks (Lock calls on it, minus Unlocks) + sum over its children.
 //
+// Retention (ARCHITECTURE.md invariant 9): Retain puts a RetentionMark on the nodes covering a
+// token range (splitting where the range ends inside an edge, so nothing past it is kept);
+// the policy's Level ranks marked leaves after all others, so retention decides what goes
+// LAST and never whether something can go. Marks end when ExpireRetention passes their
+// until_ms, or when CapRetention trims the oldest beyond a share; a hit (RefreshRetention)
+// makes them last their duration again. Nodes that Insert adds past the sequence's prompt
+// (num_prompt) are `generated`: level 0, the first to go, until a prompt sends them back.
+//
 // Thread safety: none; the engine thread owns the tree (and the pool). Match(touch = false)
 // and the const accessors change nothing (ARCHITECTURE.md invariant 5), so they may run
 // concurrently with each other, but not with any mutating call.
@@ -51,6 +59,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -60,6 +69,7 @@
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "prefix/eviction_policy.h"
+#include "kv/retention_mark.h"
 
 namespace prefixd {
 
@@ -90,6 +100,8 @@ struct NodeInfo {
   int num_direct_locks = 0;
   int num_children = 0;
   NodeStats stats;
+  RetentionMark retention;
+  int64_t marked_ms = 0;  // when the mark was last set or refreshed
 };
 
 // A node that leaves the tree: passed to the removal observer just before (the node is still
@@ -106,6 +118,8 @@ struct RemovedNode {
   // first of them (the chain's root for block 0).
   std::span<const BlockKey> keys;
   BlockKey parent_key;
+  // The node's retention mark (none: priority 0), so a lower tier can keep ranking it.
+  RetentionMark retention;
 };
 
 // What an eviction would remove, proposed by RadixTree::PrepareEviction* (the tree decides
@@ -157,8 +171,34 @@ class RadixTree {
   // `keys`, when given, are the chain keys of (at least) every full block of `tokens`; each new
   // node stores those of the blocks that end inside it (see RemovedNode::keys), so eviction and
   // offload never rehash a path. Nodes already present keep what they have.
+  // `num_prompt` (-1: all of `tokens`) is where the sequence's generated tokens start: a new
+  // node that starts at or after it is `generated`, and a node of the path that ends at or
+  // before it stops being so.
   void Insert(std::string_view salt, std::span<const int32_t> tokens,
-              std::span<const BlockId> blocks, const BlockKeyChain* keys = nullptr);
+              std::span<const BlockId> blocks, const BlockKeyChain* keys = nullptr,
+              int64_t num_prompt = -1);
+
+  // Marks the nodes that cover positions [begin, end) of `tokens`'s path under `salt` with
+  // `mark` (merged with a mark already there: RetentionMark::Merge), as far as the path is in
+  // the tree; where `end` falls inside an edge, the node is split there first, so that no
+  // token past `end` is marked. `now_ms` is when the mark was set (CapRetention trims the
+  // oldest first). Returns the number of tokens of the marked nodes (an edge marked twice
+  // counts twice). A mark with priority 0 or an empty range changes nothing.
+  int64_t Retain(std::string_view salt, std::span<const int32_t> tokens, int64_t begin,
+                 int64_t end, const RetentionMark& mark, int64_t now_ms);
+  // A hit on `node` (a MatchResult's): every mark on its path lasts its duration from
+  // `now_ms` again. An invalid NodeId is a no-op.
+  void RefreshRetention(NodeId node, int64_t now_ms);
+  // Ends every mark whose until_ms <= now_ms (the leaf is ranked again without it). Returns
+  // the number of tokens that stopped being retained.
+  int64_t ExpireRetention(int64_t now_ms);
+  // Ends the marks set or refreshed longest ago until retained_tokens() <= max_tokens.
+  // Returns the number of tokens that stopped being retained. `demoted`, when given, gets each
+  // node whose mark ended, as an eviction plan would list it, with the mark it had (spans
+  // valid until the tree next changes): the cache copies them a tier down, still retained.
+  int64_t CapRetention(int64_t max_tokens, std::vector<EvictionPlan::Entry>* demoted = nullptr);
+  // Tokens on the path of `tokens` under `salt` that carry a mark (no side effect).
+  int64_t RetainedPrefixTokens(std::string_view salt, std::span<const int32_t> tokens) const;
 
   // Lock/Unlock count on `node` and its ancestors. An invalid (default) NodeId is a no-op, so
   // the result of a Match with no hit can be locked and unlocked like any other. A stale id
@@ -205,6 +245,11 @@ class RadixTree {
   int num_leaves() const { return num_leaves_; }
   int num_evictable() const { return static_cast<int>(evictable_.size()); }
   int num_salts() const { return static_cast<int>(roots_.size()); }
+  // Token positions (edge lengths) of the nodes that carry a retention mark.
+  int64_t retained_tokens() const { return num_retained_tokens_; }
+  int num_retained_nodes() const { return static_cast<int>(retained_by_until_.size()); }
+  // The earliest until_ms of any mark; INT64_MAX when none.
+  int64_t next_retention_expiry() const;
   int block_size() const { return block_size_; }
   uint64_t clock() const { return clock_; }
 
@@ -236,9 +281,16 @@ class RadixTree {
     int32_t num_direct_locks = 0;                    // Lock(this) minus Unlock(this)
     uint64_t last_access_tick = 0;
     uint64_t num_hits = 0;
-    // In evictable_ (with evict_priority) exactly when: not a root, no children, unlocked.
+    // In evictable_ (with evict_level, evict_priority) exactly when: not a root, no children,
+    // unlocked.
     bool evictable = false;
+    int evict_level = 0;
     double evict_priority = 0.0;
+    // Retention: in retained_by_until_ and retained_by_age_ (keyed by until_ms and marked_ms)
+    // exactly when retention.marked().
+    RetentionMark retention;
+    int64_t marked_ms = 0;  // when the mark was last set or refreshed
+    bool generated = false;  // see Insert's num_prompt
     std::string salt;  // roots only
 
     int64_t end() const { return start + static_cast<int64_t>(tokens.size()); }
@@ -252,6 +304,8 @@ class RadixTree {
     int num_evictable = 0;
     int num_reached = 0;  // roots included
     int64_t num_tokens = 0;
+    int num_marked = 0;
+    int64_t num_retained_tokens = 0;
   };
 
   // Result of walking a query down the tree, without side effects.
@@ -293,6 +347,16 @@ class RadixTree {
   std::vector<int32_t> LeadTokens(int32_t slot) const;
   // Keys of a new node over [start, end) from `keys` (nullptr: none).
   void AssignKeys(Node& node, const BlockKeyChain* keys) const;
+  // Sets (merging) or clears the mark of `slot`, keeping the retention indexes and counters
+  // and the leaf's rank up to date.
+  int64_t MarkNode(int32_t slot, const RetentionMark& mark, int64_t now_ms);
+  void SetMark(int32_t slot, const RetentionMark& mark, int64_t marked_ms);
+  // Removes the mark from the indexes and counters; `rerank`: and re-ranks the leaf.
+  void ClearMark(int32_t slot, bool rerank = true);
+  // Clears `generated` on the nodes from `slot` up whose end is at most `num_prompt`.
+  void MarkPrompt(int32_t slot, int64_t num_prompt);
+  using EvictKey = std::tuple<int, double, int32_t>;  // (level, priority, slot)
+  EvictKey RankOf(int32_t slot) const;
 
   BlockPool* pool_;
   int block_size_;
@@ -304,8 +368,12 @@ class RadixTree {
   std::vector<int32_t> free_slots_;
   // One root per cache salt; a root exists only while it has children.
   absl::flat_hash_map<std::string, int32_t> roots_;
-  // Evictable leaves ordered by (priority, slot).
-  absl::btree_set<std::pair<double, int32_t>> evictable_;
+  // Evictable leaves ordered by (level, priority, slot).
+  absl::btree_set<EvictKey> evictable_;
+  // Marked nodes by (until_ms, slot) and by (marked_ms, slot).
+  absl::btree_set<std::pair<int64_t, int32_t>> retained_by_until_;
+  absl::btree_set<std::pair<int64_t, int32_t>> retained_by_age_;
+  int64_t num_retained_tokens_ = 0;  // sum of the edge lengths of marked nodes
   // tree_refs_[b]: number of nodes listing block b (the tree's references to it in the pool).
   std::vector<int32_t> tree_refs_;
   int num_cached_blocks_ = 0;  // blocks with tree_refs_ > 0

@@ -27,6 +27,33 @@ json TierRanges(const json& by_tier, int64_t total) {
   return ranges;
 }
 
+// What of the prompt carries a retention mark, per tier, and each tier's retained bytes and
+// expiries (ARCHITECTURE.md invariant 9).
+json RetentionProbeJson(const TierProbe& p, const ServiceStats& stats, const ServiceInfo& info) {
+  const PrefixCacheStats& c = stats.cache;
+  const int64_t pool_bytes = info.block_size > 0 ? c.retained_tokens * info.block_bytes / info.block_size : 0;
+  json tiers{{"pool", json{{"prompt_retained_tokens", p.pool_retained_tokens},
+                           {"retained_bytes", pool_bytes},
+                           {"expired_tokens", c.retention_expired_tokens},
+                           {"capped_tokens", c.retention_capped_tokens}}}};
+  if (stats.tiers && stats.tiers->host_enabled) {
+    const TierStats& h = stats.tiers->host;
+    tiers["host"] = json{{"prompt_retained_tokens", p.host_retained_tokens},
+                         {"retained_bytes", h.retained_bytes},
+                         {"expired", h.retention_expired},
+                         {"capped", h.retention_capped},
+                         {"spilled", h.retention_spilled}};
+  }
+  if (stats.tiers && stats.tiers->disk_enabled) {
+    const TierStats& d = stats.tiers->disk;
+    tiers["disk"] = json{{"prompt_retained_tokens", p.disk_retained_tokens},
+                         {"retained_bytes", d.retained_bytes},
+                         {"expired", d.retention_expired},
+                         {"capped", d.retention_capped}};
+  }
+  return tiers;
+}
+
 }  // namespace
 
 HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
@@ -67,6 +94,7 @@ HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
   if (stats.tiers && stats.tiers->partial.max_entries > 0) by_tier["partial"] = p.partial_tokens;
   j["ranges"] = TierRanges(by_tier, total);
   j["by_tier"] = std::move(by_tier);
+  j["retention"] = RetentionProbeJson(p, stats, ctx.info());
   if (prompt->starts) {
     j["num_messages"] = r.messages.size();
     j["diverges_in_message"] = resident < total ? json(prompt->starts->MessageOf(resident)) : json(nullptr);

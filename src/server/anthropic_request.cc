@@ -56,6 +56,20 @@ StatusOr<std::string> ReadTextOrBlocks(const json& v, const std::string& field) 
   return joined;
 }
 
+// A block's cache_control: a breakpoint at the end of chat message `message`.
+Status NoteCacheControl(const json& block, const std::string& field, size_t message, Conversion& c) {
+  return ReadCacheControl(block, field, static_cast<int64_t>(message), c.out.retention);
+}
+
+// The cache_control of a tool_result's content blocks (their text joins the tool message).
+Status NoteContentCacheControl(const json& content, const std::string& field, size_t message, Conversion& c) {
+  if (!content.is_array()) return absl::OkStatus();
+  for (size_t i = 0; i < content.size(); ++i) {
+    RETURN_IF_ERROR(NoteCacheControl(content[i], JsonPathJoin(field, i), message, c));
+  }
+  return absl::OkStatus();
+}
+
 Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& c) {
   std::string text;
   bool has_text = false;
@@ -71,14 +85,18 @@ Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& 
       ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
       text += t;
       has_text = true;
+      // The run of text is flushed as the next message.
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, c.out.messages.size(), c));
     } else if (type == "tool_result") {
       flush_text();
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, c.out.messages.size(), c));
       ChatMessage m{"tool", "", "", nullptr, ""};
       const json* id = FindField(blocks[i], "tool_use_id");
       if (id == nullptr) return Missing(JsonPathJoin(bf, "tool_use_id"));
       ASSIGN_OR_RETURN(m.tool_call_id, ReadString(*id, JsonPathJoin(bf, "tool_use_id")));
       if (const json* content = FindField(blocks[i], "content")) {
         ASSIGN_OR_RETURN(m.content, ReadTextOrBlocks(*content, JsonPathJoin(bf, "content")));
+        RETURN_IF_ERROR(NoteContentCacheControl(*content, JsonPathJoin(bf, "content"), c.out.messages.size(), c));
       }
       if (const json* e = FindField(blocks[i], "is_error")) {
         ASSIGN_OR_RETURN(bool unused, ReadBool(*e, JsonPathJoin(bf, "is_error")));
@@ -103,6 +121,7 @@ Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t 
   for (size_t i = 0; i < blocks.size(); ++i) {
     const std::string bf = JsonPathJoin(field, i);
     ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
+    RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, message, c));
     if (type == "text") {
       ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
       m.content += t;
@@ -135,6 +154,7 @@ Status ReadSystem(const json& body, Conversion& c) {
   if (v == nullptr) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::string text, ReadTextOrBlocks(*v, "system"));
   if (v->is_array() && v->empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(NoteContentCacheControl(*v, "system", c.out.messages.size(), c));
   c.out.messages.push_back(ChatMessage{"system", std::move(text), "", nullptr, ""});
   return absl::OkStatus();
 }
@@ -202,6 +222,8 @@ Status ReadTools(const json& body, Conversion& c) {
     const json* name = FindField(tool, "name");
     if (name == nullptr) return Missing(JsonPathJoin(f, "name"));
     ASSIGN_OR_RETURN(std::string tool_name, ReadString(*name, JsonPathJoin(f, "name")));
+    // Templates render tools before or inside the first message: its end keeps them.
+    RETURN_IF_ERROR(NoteCacheControl(tool, f, 0, c));
     const json* schema = FindField(tool, "input_schema");
     if (schema == nullptr) return Missing(JsonPathJoin(f, "input_schema"));
     if (!schema->is_object()) return WrongType(JsonPathJoin(f, "input_schema"), "an object", *schema);

@@ -19,14 +19,20 @@ json InputOf(const std::string& arguments) {
 
 }  // namespace
 
-json AnthropicUsageJson(const RequestUsage& usage, int32_t output_tokens, bool cache_indexed) {
+json AnthropicUsageJson(const RequestUsage& usage, int32_t output_tokens, bool cache_indexed,
+                        const CacheWriteBounds& write) {
   const int64_t prompt = usage.prompt_tokens;
   const int64_t read = std::min<int64_t>(usage.cached_tokens, prompt);
-  const int64_t created = cache_indexed ? prompt - read : 0;
+  const int64_t end = std::min<int64_t>(write.end, prompt);
+  const int64_t end_1h = std::min<int64_t>(write.end_1h, end);
+  const int64_t created = cache_indexed ? std::max<int64_t>(0, end - read) : 0;
+  const int64_t created_1h = cache_indexed ? std::max<int64_t>(0, end_1h - read) : 0;
   return json{{"input_tokens", prompt - read - created},
               {"output_tokens", output_tokens},
               {"cache_creation_input_tokens", created},
-              {"cache_read_input_tokens", read}};
+              {"cache_read_input_tokens", read},
+              {"cache_creation", json{{"ephemeral_5m_input_tokens", created - created_1h},
+                                      {"ephemeral_1h_input_tokens", created_1h}}}};
 }
 
 const char* AnthropicStopReason(FinishReason finish, bool stop_sequence, bool tool_use) {
@@ -48,7 +54,7 @@ std::string SseEvent(const char* name, const json& data) {
 
 json AnthropicWriter::Usage(const GenerationEnd& end) const {
   const bool indexed = end.cache_enabled && (end.completion_tokens > 0 || end.finish != FinishReason::kCancelled);
-  json u = AnthropicUsageJson(end.usage, end.completion_tokens, indexed);
+  json u = AnthropicUsageJson(end.usage, end.completion_tokens, indexed, end.cache_write);
   if (end.usage_json.contains("prefix_cache")) u["prefix_cache"] = end.usage_json["prefix_cache"];
   return u;
 }

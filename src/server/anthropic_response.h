@@ -9,20 +9,21 @@
 //    "usage": {"input_tokens": I, "output_tokens": O, "cache_creation_input_tokens": W,
 //              "cache_read_input_tokens": R, "prefix_cache": {... as chat completions ...}}}
 //
-// Usage, exactly (prompt tokens P = I + W + R):
+// Usage, exactly (prompt tokens P = I + W + R), with Anthropic's meaning:
 //   R  cache_read_input_tokens      the prompt's leading tokens whose KV came from the prefix
 //                                   cache (any tier): usage.prefix_cache.cached_tokens
-//   W  cache_creation_input_tokens  the rest of the prompt, P - R, which the engine indexes in
-//                                   the prefix cache once prefill completes, so a later request
-//                                   can read it; 0 when the cache is off (--prefix-cache off,
-//                                   the kill switch) or the request was cancelled with no
+//   W  cache_creation_input_tokens  the tokens from R up to the last cache_control breakpoint
+//                                   B (cache_retention.h), max(0, B - R), which the cache now
+//                                   retains for the breakpoint's ttl; split in
+//                                   cache_creation {ephemeral_5m_input_tokens,
+//                                   ephemeral_1h_input_tokens} at the last 1-hour breakpoint;
+//                                   0 without breakpoints, with the cache off (--prefix-cache
+//                                   off, the kill switch), or for a request cancelled with no
 //                                   token generated
-//   I  input_tokens                 P - R - W: prompt tokens neither read from the cache nor
-//                                   kept in it (all of P - R when the cache is off, else 0)
+//   I  input_tokens                 P - R - W: the tokens after the last breakpoint (prefixd
+//                                   still caches them, unretained, as any prompt)
 //   O  output_tokens                generated tokens, up to the one completing a stop sequence
-// cache_control breakpoints are not applied: every prompt is cached whole, as far as the
-// cache's budget allows. "abort" (prefixd's own) says the server cancelled the request at
-// shutdown.
+// "abort" (prefixd's own) says the server cancelled the request at shutdown.
 //
 // Streaming: event: message_start (usage so far: input_tokens = P, the cache split is not
 // known yet), ping, then per content block content_block_start, content_block_delta*
@@ -46,8 +47,9 @@
 namespace prefixd {
 
 // The usage object above. `cache_indexed`: the prompt past its cached prefix went into the
-// cache (GenerationEnd::cache_enabled, and prefill ran).
-nlohmann::json AnthropicUsageJson(const RequestUsage& usage, int32_t output_tokens, bool cache_indexed);
+// cache (GenerationEnd::cache_enabled, and prefill ran); `write`: where the breakpoints end.
+nlohmann::json AnthropicUsageJson(const RequestUsage& usage, int32_t output_tokens, bool cache_indexed,
+                                  const CacheWriteBounds& write);
 
 // "end_turn", "max_tokens", "stop_sequence", "tool_use" or "abort".
 const char* AnthropicStopReason(FinishReason finish, bool stop_sequence, bool tool_use);

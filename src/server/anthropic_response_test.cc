@@ -38,11 +38,29 @@ std::vector<std::pair<std::string, json>> Events(const std::string& stream) {
 }
 
 TEST(AnthropicResponse, UsageAddsUpToThePrompt) {
-  for (bool enabled : {true, false}) {
-    const json u = AnthropicUsageJson(End(FinishReason::kEos, 40, 32).usage, 5, enabled);
-    EXPECT_EQ(u["cache_read_input_tokens"], 32);
-    EXPECT_EQ(u["cache_creation_input_tokens"], enabled ? 8 : 0);
-    EXPECT_EQ(u["input_tokens"], enabled ? 0 : 8);
+  struct Case {
+    bool enabled;
+    int64_t cached, end, end_1h;          // the request
+    int64_t input, created, created_1h;  // what usage says
+  };
+  // A prompt of 40 tokens.
+  const Case cases[] = {
+      {true, 32, 0, 0, 8, 0, 0},      // no breakpoint: the rest is input
+      {false, 32, 36, 0, 8, 0, 0},    // cache off: nothing is written
+      {true, 10, 30, 0, 10, 20, 0},   // a 5m breakpoint at 30
+      {true, 10, 30, 20, 10, 20, 10}, // a 1h breakpoint at 20, then 5m at 30
+      {true, 35, 30, 20, 5, 0, 0},    // read past the last breakpoint: nothing to write
+      {true, 0, 40, 40, 0, 40, 40},   // the whole prompt for an hour
+  };
+  for (const Case& c : cases) {
+    const json u = AnthropicUsageJson(End(FinishReason::kEos, 40, c.cached).usage, 5, c.enabled,
+                                      CacheWriteBounds{c.end, c.end_1h});
+    SCOPED_TRACE(u.dump());
+    EXPECT_EQ(u["cache_read_input_tokens"], c.cached);
+    EXPECT_EQ(u["cache_creation_input_tokens"], c.created);
+    EXPECT_EQ(u["cache_creation"]["ephemeral_1h_input_tokens"], c.created_1h);
+    EXPECT_EQ(u["cache_creation"]["ephemeral_5m_input_tokens"], c.created - c.created_1h);
+    EXPECT_EQ(u["input_tokens"], c.input);
     EXPECT_EQ(u["input_tokens"].get<int64_t>() + u["cache_creation_input_tokens"].get<int64_t>() +
                   u["cache_read_input_tokens"].get<int64_t>(),
               40);
@@ -63,6 +81,7 @@ TEST(AnthropicResponse, WholeMessage) {
   AnthropicWriter w("msg_1", "m");
   GenerationEnd end = End(FinishReason::kCancelled, 10, 0);
   end.stop_sequence = "\n\n";
+  end.cache_write.end = 10;  // a breakpoint on the last message
   HttpResponse r = w.Whole("Once upon", nullptr, end);
   const json m = json::parse(r.body);
   EXPECT_EQ(r.status, 200);
@@ -101,7 +120,9 @@ TEST(AnthropicResponse, StreamedEventsInOrder) {
                             " \"x\"}}\n</tool_call>"}) {
     s += w.StreamText(piece, nullptr);
   }
-  s += w.StreamEnd(End(FinishReason::kEos, 10, 4));
+  GenerationEnd end = End(FinishReason::kEos, 10, 4);
+  end.cache_write.end = 10;
+  s += w.StreamEnd(end);
   std::vector<std::string> names;
   std::string text, partial_json;
   for (const auto& [name, data] : Events(s)) {

@@ -48,6 +48,10 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   bool logprobs = false;
   std::vector<int32_t> prompt;
   std::optional<ChatTokenStarts> chat;  // chat: where each message starts in `prompt`
+  // usage.prefix_cache.retention (null: nothing asked), and where the cache_control
+  // breakpoints end (Anthropic's usage).
+  json retention_usage;
+  CacheWriteBounds cache_write;
   CompletionStream stream;
   ServerClock::time_point received;
   int64_t received_unix_ms = 0;
@@ -101,7 +105,9 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
       // The assistant header after the last message counts as message n.
       if (u.diverged_at_token >= 0) message = chat->MessageOf(u.diverged_at_token);
     }
-    return UsageJson(u, stream.num_tokens(), message);
+    json usage = UsageJson(u, stream.num_tokens(), message);
+    if (!retention_usage.is_null()) usage["prefix_cache"]["retention"] = retention_usage;
+    return usage;
   }
 
   json LogprobsJson(const std::vector<LogprobEntry>& entries) const {
@@ -118,6 +124,7 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     e.completion_tokens = stream.num_tokens();
     e.usage_json = UsageFor();
     e.cache_enabled = ctx->service->stats().cache.enabled;
+    e.cache_write = cache_write;
     return e;
   }
 
@@ -271,6 +278,10 @@ void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRe
   gr.scope = r.prefix_cache.scope;
   // The scope policy aligns what the lower tiers keep to message boundaries.
   if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
+  const ResolvedRetention retention =
+      ResolveRetention(r.retention, static_cast<int64_t>(prompt->tokens.size()), prompt->starts);
+  gr.retention = retention.ranges;
+  if (r.retention.prompt_cache_key) ctx_->metrics.prompt_cache_key_requests.fetch_add(1);
 
   // Calls are parsed out only where the request offered tools and left the choice to the model.
   const bool parse_calls = r.tool_choice == ToolChoice::kAuto && r.tools.is_array() && !r.tools.empty();
@@ -289,6 +300,8 @@ void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRe
   const int32_t num_prompt = static_cast<int32_t>(prompt->tokens.size());
   job->prompt = std::move(prompt->tokens);
   job->chat = std::move(prompt->starts);
+  job->retention_usage = RetentionUsageJson(r.retention, retention);
+  job->cache_write = CacheWriteBounds{retention.cache_write_end, retention.cache_write_end_1h};
 
   ServiceRequest sr;
   sr.request = std::move(gr);

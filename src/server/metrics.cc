@@ -109,6 +109,11 @@ namespace {
 
 std::string Num(double v) { return absl::StrFormat("%.9g", v); }
 
+// The pool's retained tokens in KV bytes: the tree counts tokens, a block holds block_size.
+int64_t RetainedBytes(const ServiceInfo& info, const PrefixCacheStats& c) {
+  return info.block_size > 0 ? c.retained_tokens * info.block_bytes / info.block_size : 0;
+}
+
 void Metric(std::string& out, const char* name, const char* type, const char* help,
             double value) {
   absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ",
@@ -167,6 +172,19 @@ void TierMetrics(std::string& out, const TierControllerStats& t) {
              t, &TierStats::evictions);
   TierMetric(out, "prefixd_tier_quarantined_total", "counter",
              "Blocks that failed verification and were set aside.", t, &TierStats::quarantined);
+  TierMetric(out, "prefixd_tier_retained_blocks", "gauge",
+             "Blocks of a lower tier that carry a live retention mark.", t, &TierStats::retained_entries);
+  TierMetric(out, "prefixd_tier_retained_bytes", "gauge",
+             "Bytes of a lower tier that carry a live retention mark.", t, &TierStats::retained_bytes);
+  TierMetric(out, "prefixd_tier_retention_expired_total", "counter",
+             "Retention marks of a lower tier that ended because their time was up.", t,
+             &TierStats::retention_expired);
+  TierMetric(out, "prefixd_tier_retention_capped_total", "counter",
+             "Retention marks of a lower tier ended beyond its retained share, oldest first.", t,
+             &TierStats::retention_capped);
+  TierMetric(out, "prefixd_tier_retention_spilled_total", "counter",
+             "Retained blocks a lower tier's budget pushed out, handed down a tier.", t,
+             &TierStats::retention_spilled);
   Metric(out, "prefixd_tier_offloaded_blocks_total", "counter", "Blocks moved from the pool to host RAM.",
          t.offloaded_blocks);
   Metric(out, "prefixd_tier_onboarded_blocks_total", "counter",
@@ -224,6 +242,24 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
          static_cast<double>(c.cached_blocks) * static_cast<double>(info.block_bytes));
   Metric(out, "prefixd_prefix_cache_max_cached_blocks", "gauge",
          "Most KV blocks the prefix tree may hold (the cache budget).", c.max_cached_blocks);
+  Metric(out, "prefixd_prefix_cache_retained_tokens", "gauge",
+         "Tokens of the prefix tree that carry a live retention mark.", c.retained_tokens);
+  Metric(out, "prefixd_prefix_cache_retained_bytes", "gauge",
+         "KV bytes of the prefix tree that carry a live retention mark (tokens x bytes per token).",
+         RetainedBytes(info, c));
+  Metric(out, "prefixd_prefix_cache_retention_expired_tokens_total", "counter",
+         "Tokens of the prefix tree whose retention mark ended because its time was up.",
+         c.retention_expired_tokens);
+  Metric(out, "prefixd_prefix_cache_retention_capped_tokens_total", "counter",
+         "Tokens of the prefix tree whose retention mark ended beyond --retention-max-share.",
+         c.retention_capped_tokens);
+  Metric(out, "prefixd_retention_requests_total", "counter",
+         "Requests that asked to retain part of their prompt (cache_control, "
+         "prompt_cache_retention, prefix_cache.retention).",
+         c.retention_requests);
+  Metric(out, "prefixd_prompt_cache_key_requests_total", "counter",
+         "Generation requests that named a prompt_cache_key.",
+         metrics.prompt_cache_key_requests.load(std::memory_order_relaxed));
   Metric(out, "prefixd_requests_running", "gauge", "Requests in the running batch.",
          stats.requests_running);
   Metric(out, "prefixd_requests_waiting", "gauge", "Requests waiting for admission.",
@@ -307,7 +343,8 @@ std::string CacheDisabledReason(const ServiceInfo& info, const ServiceStats& sta
 }
 
 nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats& stats,
-                                    const HitRateWindow& window, int64_t now_s) {
+                                    const HitRateWindow& window, int64_t now_s,
+                                    int64_t prompt_cache_key_requests) {
   using json = nlohmann::json;
   const PrefixCacheStats& c = stats.cache;
   json j;
@@ -337,7 +374,15 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
   j["requests_waiting"] = stats.requests_waiting;
   json by_tier{{"pool", json{{"cached_tokens", c.cached_tokens},
                              {"cached_blocks", c.cached_blocks},
-                             {"cached_bytes", c.cached_blocks * info.block_bytes}}}};
+                             {"cached_bytes", c.cached_blocks * info.block_bytes},
+                             {"retained_tokens", c.retained_tokens},
+                             {"retained_bytes", RetainedBytes(info, c)},
+                             {"max_retained_tokens", c.max_retained_tokens},
+                             {"retention_expired_tokens", c.retention_expired_tokens},
+                             {"retention_capped_tokens", c.retention_capped_tokens}}}};
+  j["retention"] = json{{"max_share", info.retention_max_share},
+                        {"requests", c.retention_requests},
+                        {"prompt_cache_key_requests", prompt_cache_key_requests}};
   if (stats.tiers) {
     const TierControllerStats& t = *stats.tiers;
     auto store = [](const TierStats& s) {
@@ -345,7 +390,12 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
                   {"budget_bytes", s.budget_bytes}, {"hits", s.hits},
                   {"misses", s.misses},          {"writes", s.writes},
                   {"evictions", s.evictions},    {"quarantined", s.quarantined},
-                  {"write_failures", s.write_failures}};
+                  {"write_failures", s.write_failures},
+                  {"retained_blocks", s.retained_entries},
+                  {"retained_bytes", s.retained_bytes},
+                  {"retention_expired", s.retention_expired},
+                  {"retention_capped", s.retention_capped},
+                  {"retention_spilled", s.retention_spilled}};
     };
     if (t.host_enabled) by_tier["host"] = store(t.host);
     if (t.disk_enabled) {
@@ -376,6 +426,7 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
                               {"tokens_saved", p.tokens_saved},
                               {"supported", p.supported}};
     j["offloaded_blocks"] = t.offloaded_blocks;
+    j["spilled_to_disk_blocks"] = t.spilled_to_disk_blocks;
     j["onboarded_blocks"] = t.onboarded_blocks;
   }
   j["by_tier"] = std::move(by_tier);

@@ -106,6 +106,9 @@ class ServerMetrics {
 
   std::atomic<int64_t> client_disconnects{0};  // requests cancelled because the client left
   std::atomic<int64_t> stop_string_matches{0};
+  // Generation requests that named a prompt_cache_key (OpenAI's cache group; accepted, and
+  // counted here and echoed in usage: one server has no replicas to route a group to).
+  std::atomic<int64_t> prompt_cache_key_requests{0};
 
   // Counts an answered HTTP request by route and status code.
   void CountResponse(std::string_view route, int status);
@@ -132,8 +135,10 @@ nlohmann::json HistogramJson(const Histogram& h);
 nlohmann::json HitHistoryJson(const HitRateWindow& window, int64_t now_s, int64_t bucket_s,
                               int num_buckets, int64_t hits, int64_t misses);
 
-// The /v1/prefix_cache_stats object (see src/server/README.md).
+// The /v1/prefix_cache_stats object (see src/server/README.md). `prompt_cache_key_requests`
+// is ServerMetrics' count, shown under "retention".
 nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats& stats,
-                                    const HitRateWindow& window, int64_t now_s);
+                                    const HitRateWindow& window, int64_t now_s,
+                                    int64_t prompt_cache_key_requests = 0);
 
 }  // namespace prefixd

@@ -230,6 +230,7 @@ Status ReadCommonFields(const json& body, const RequestLimits& limits, OpenAiReq
   if (const json* v = FindField(body, "cache_salt")) {
     ASSIGN_OR_RETURN(out.cache_salt, ReadString(*v, "cache_salt"));
   }
+  RETURN_IF_ERROR(ReadOpenAiRetention(body, out.retention));
   if (const json* v = FindField(body, "prefix_cache")) {
     if (!v->is_object()) return WrongType("prefix_cache", "an object", *v);
     if (const json* s = FindField(*v, "scope")) {
@@ -246,6 +247,7 @@ Status ReadCommonFields(const json& body, const RequestLimits& limits, OpenAiReq
                        ReadInt(*w, "prefix_cache.window", 1, kMaxRequestScopeWindow));
       out.prefix_cache.window = static_cast<int>(window);
     }
+    if (const json* r = FindField(*v, "retention")) RETURN_IF_ERROR(ReadTokenRetention(*r, out.retention));
     // A window sets how many recent prompts "auto" compares with; alone it means auto.
     if (out.prefix_cache.window) {
       if (!out.prefix_cache.scope) out.prefix_cache.scope = RequestScope{};

@@ -21,7 +21,8 @@
 //   logprobs    completions: integer 0..5 (the chosen token plus that many alternatives);
 //               chat: bool, with top_logprobs 0..20
 //   stream, stream_options.include_usage, cache_salt, prefix_cache {scope: off|full|auto|
-//               auto:N|N, window: 1..256},
+//               auto:N|N, window: 1..256, retention: token ranges (cache_retention.h)},
+//               prompt_cache_retention (in_memory | 24h), prompt_cache_key,
 //   chat_template_kwargs (object), tools (array), tool_choice (auto | none; required and a
 //               named function are refused), model, ignore_eos
 //   limits      JSON nesting 64 levels; messages 16384; tools + tool_calls +
@@ -40,6 +41,7 @@
 
 #include "base/status.h"
 #include "engine/request_scope.h"
+#include "server/cache_retention.h"
 #include "server/json_body.h"
 
 namespace prefixd {
@@ -98,6 +100,9 @@ struct OpenAiRequest {
 
   std::string cache_salt;
   PrefixCacheRequest prefix_cache;
+  // What to keep (prefix_cache.retention, prompt_cache_retention, prompt_cache_key, and
+  // Anthropic's cache_control): cache_retention.h.
+  RetentionRequest retention;
 
   bool probe_tokens = false;  // probe only: also return each prompt token's text
 };

@@ -65,7 +65,8 @@ HttpResponse HandleProps(ServerContext& ctx, const HttpRequest& req) {
                        {"host_cache_bytes", i.host_cache_bytes},
                        {"disk_cache_bytes", i.disk_cache_bytes},
                        {"disk_policy", i.disk_cache_dir.empty() ? std::string("none") : i.disk_prefix_cache},
-                       {"partial_max_entries", i.partial_max_entries}};
+                       {"partial_max_entries", i.partial_max_entries},
+                       {"retention_max_share", i.retention_max_share}};
   // What a router needs to read the KV event stream (README, "KV events").
   j["prefix_cache"]["kv_events"] = {
       {"enabled", !i.kv_events_endpoint.empty()},
@@ -94,7 +95,8 @@ HttpResponse HandleCacheStats(ServerContext& ctx) {
   const ServiceStats s = ctx.service->stats();
   const int64_t now = ctx.NowS();
   ctx.hit_window.Record(now, s.cache.hits, s.cache.misses);
-  return JsonResponse(200, PrefixCacheStatsJson(ctx.info(), s, ctx.hit_window, now));
+  return JsonResponse(200, PrefixCacheStatsJson(ctx.info(), s, ctx.hit_window, now,
+                                                ctx.metrics.prompt_cache_key_requests.load()));
 }
 
 // The last requests, newest first, the time-to-first-token histogram and hits and misses

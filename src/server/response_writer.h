@@ -25,6 +25,13 @@
 
 namespace prefixd {
 
+// Where a request's cache_control breakpoints end in its prompt (0: none): Anthropic's usage
+// counts cache_creation up to `end`, of which up to `end_1h` at the 1-hour ttl.
+struct CacheWriteBounds {
+  int64_t end = 0;
+  int64_t end_1h = 0;
+};
+
 // How a generation ended, for the last event or the whole answer.
 struct GenerationEnd {
   FinishReason finish = FinishReason::kNone;
@@ -35,6 +42,7 @@ struct GenerationEnd {
   nlohmann::json usage_json;
   // The prefix cache was on, so the prompt past its cached prefix was indexed for later requests.
   bool cache_enabled = true;
+  CacheWriteBounds cache_write;
 };
 
 class ResponseWriter {

@@ -117,7 +117,11 @@ DiskStore::DiskStore(DiskStoreOptions options, FingerprintHash fingerprint, std:
       fingerprint_(fingerprint),
       model_dir_(std::move(model_dir)),
       quarantine_dir_(std::move(quarantine_dir)),
-      lock_(std::move(lock)) {
+      lock_(std::move(lock)),
+      clock_(options_.clock != nullptr ? options_.clock : SteadyClock::Get()),
+      max_retained_bytes_(static_cast<int64_t>(
+          static_cast<double>(std::max<int64_t>(options_.budget_bytes, 0)) *
+          std::clamp(options_.retention_max_share, 0.0, 1.0))) {
   counters_.budget_bytes.store(std::max<int64_t>(options_.budget_bytes, 0),
                                std::memory_order_relaxed);
 }
@@ -236,25 +240,113 @@ std::optional<DiskStore::ScannedFile> DiskStore::CheckBlockFile(const ScanCandid
 void DiskStore::InsertLocked(const BlockKey& key, int64_t bytes,
                              std::vector<std::string>& victims,
                              std::vector<BlockKey>* victim_keys) {
-  lru_.push_front(Entry{key, bytes, next_seq_++});
+  lru_.push_front(Entry{key, bytes, next_seq_++, RetentionMark{}});
   index_[key] = lru_.begin();
   bytes_ += bytes;
+  if (auto pending = pending_marks_.find(key); pending != pending_marks_.end()) {
+    PlaceLocked(lru_.begin(), pending->second, /*most_recent=*/true);
+    pending_marks_.erase(pending);
+    CapLocked();
+  }
   int64_t evicted = 0;
-  while (bytes_ > options_.budget_bytes && !lru_.empty()) {
-    const Entry& victim = lru_.back();
-    victims.push_back(PathFor(victim.key));
-    if (victim_keys != nullptr) victim_keys->push_back(victim.key);
-    bytes_ -= victim.bytes;
-    index_.erase(victim.key);
-    lru_.pop_back();
+  // Ordinary entries go first; retained ones only once none is left (never refused).
+  while (bytes_ > options_.budget_bytes && !(lru_.empty() && kept_.empty())) {
+    List& from = lru_.empty() ? kept_ : lru_;
+    const auto victim = std::prev(from.end());
+    victims.push_back(PathFor(victim->key));
+    if (victim_keys != nullptr) victim_keys->push_back(victim->key);
+    index_.erase(victim->key);
+    EraseLocked(victim);
     ++evicted;
   }
   counters_.evictions.fetch_add(evicted, std::memory_order_relaxed);
 }
 
+void DiskStore::PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent) {
+  List& from = it->mark.marked() ? kept_ : lru_;
+  List& to = mark.marked() ? kept_ : lru_;
+  if (it->mark.marked()) kept_bytes_ -= it->bytes;
+  if (mark.marked()) {
+    kept_bytes_ += it->bytes;
+    next_expiry_ms_ = std::min(next_expiry_ms_, mark.until_ms);
+  }
+  it->mark = mark;
+  to.splice(most_recent ? to.begin() : to.end(), from, it);
+}
+
+void DiskStore::TouchLocked(List::iterator it) {
+  const RetentionMark mark = it->mark.marked() ? it->mark.RefreshedAt(clock_->NowMs()) : it->mark;
+  PlaceLocked(it, mark, /*most_recent=*/true);
+}
+
+void DiskStore::EraseLocked(List::iterator it) {
+  bytes_ -= it->bytes;
+  if (it->mark.marked()) kept_bytes_ -= it->bytes;
+  (it->mark.marked() ? kept_ : lru_).erase(it);
+}
+
+void DiskStore::CapLocked() {
+  while (kept_bytes_ > max_retained_bytes_ && !kept_.empty()) {
+    PlaceLocked(std::prev(kept_.end()), RetentionMark{}, /*most_recent=*/true);
+    counters_.retention_capped.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+int DiskStore::Retain(std::span<const BlockKey> keys, const RetentionMark& mark,
+                      bool remember_absent) {
+  // Marks of blocks queued for writing: a backstop against keys whose write never comes.
+  constexpr size_t kMaxPendingMarks = 4096;
+  if (!mark.marked()) return 0;
+  int n = 0;
+  MutexLock lock(&mu_);
+  for (const BlockKey& key : keys) {
+    auto it = index_.find(key);
+    if (it != index_.end()) {
+      PlaceLocked(it->second, RetentionMark::Merge(it->second->mark, mark), true);
+      ++n;
+    } else if (remember_absent) {
+      if (pending_marks_.size() >= kMaxPendingMarks) pending_marks_.clear();
+      RetentionMark& m = pending_marks_[key];
+      m = RetentionMark::Merge(m, mark);
+    }
+  }
+  CapLocked();
+  PublishGaugesLocked();
+  return n;
+}
+
+int DiskStore::ExpireRetention(int64_t now_ms) {
+  MutexLock lock(&mu_);
+  if (now_ms < next_expiry_ms_) return 0;
+  int n = 0;
+  int64_t next = INT64_MAX;
+  for (auto it = kept_.begin(); it != kept_.end();) {
+    auto cur = it++;
+    if (cur->mark.until_ms > now_ms) {
+      next = std::min(next, cur->mark.until_ms);
+      continue;
+    }
+    PlaceLocked(cur, RetentionMark{}, /*most_recent=*/false);
+    ++n;
+  }
+  absl::erase_if(pending_marks_, [&](const auto& e) { return e.second.until_ms <= now_ms; });
+  next_expiry_ms_ = next;
+  counters_.retention_expired.fetch_add(n, std::memory_order_relaxed);
+  PublishGaugesLocked();
+  return n;
+}
+
+RetentionMark DiskStore::MarkOf(const BlockKey& key) const {
+  MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  return it == index_.end() ? RetentionMark{} : it->second->mark;
+}
+
 void DiskStore::PublishGaugesLocked() {
   counters_.entries.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
   counters_.bytes.store(bytes_, std::memory_order_relaxed);
+  counters_.retained_entries.store(static_cast<int64_t>(kept_.size()), std::memory_order_relaxed);
+  counters_.retained_bytes.store(kept_bytes_, std::memory_order_relaxed);
 }
 
 int DiskStore::CountPresentPrefix(std::span<const BlockKey> keys) const {
@@ -290,7 +382,7 @@ StatusOr<BlockRecord> DiskStore::ReadOne(const BlockKey& key) {
     if (it == index_.end()) {
       return absl::NotFoundError(absl::StrCat("block ", ToHex(key), " not on disk"));
     }
-    lru_.splice(lru_.begin(), lru_, it->second);
+    TouchLocked(it->second);
     seq = it->second->seq;
   }
   const std::string path = PathFor(key);
@@ -321,8 +413,7 @@ void DiskStore::Discard(const BlockKey& key, uint64_t seq, const Status& cause, 
   MutexLock lock(&mu_);
   auto it = index_.find(key);
   if (it == index_.end() || it->second->seq != seq) return;  // already replaced or dropped
-  bytes_ -= it->second->bytes;
-  lru_.erase(it->second);
+  EraseLocked(it->second);
   index_.erase(it);
   PublishGaugesLocked();
   // Under the lock, so no Write of this key can index a new file meanwhile: the file moved is
@@ -402,7 +493,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
       MutexLock lock(&mu_);
       auto it = index_.find(record.key);
       if (it != index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
+        PlaceLocked(it->second, it->second->mark, /*most_recent=*/true);
         continue;
       }
     }
@@ -431,7 +522,7 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
       if (generation_ != generation) {
         victims.push_back(path);  // Clear ran meanwhile: the block goes with everything else
       } else if (auto it = index_.find(record.key); it != index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);  // a concurrent writer won; same bytes
+        PlaceLocked(it->second, it->second->mark, true);  // a concurrent writer won; same bytes
       } else {
         evicted_keys.clear();
         InsertLocked(record.key, bytes, victims, observed() ? &evicted_keys : nullptr);
@@ -471,8 +562,7 @@ int DiskStore::Remove(std::span<const BlockKey> keys) {
     for (const BlockKey& key : keys) {
       auto it = index_.find(key);
       if (it == index_.end()) continue;
-      bytes_ -= it->second->bytes;
-      lru_.erase(it->second);
+      EraseLocked(it->second);
       index_.erase(it);
       paths.push_back(PathFor(key));
     }
@@ -487,11 +577,16 @@ Status DiskStore::Clear() {
   {
     MutexLock lock(&mu_);
     ++generation_;
-    paths.reserve(lru_.size());
+    paths.reserve(index_.size());
     for (const Entry& e : lru_) paths.push_back(PathFor(e.key));
+    for (const Entry& e : kept_) paths.push_back(PathFor(e.key));
     lru_.clear();
+    kept_.clear();
     index_.clear();
+    pending_marks_.clear();
     bytes_ = 0;
+    kept_bytes_ = 0;
+    next_expiry_ms_ = INT64_MAX;
     PublishGaugesLocked();
   }
   Status first_error;
@@ -516,30 +611,38 @@ void DiskStore::RemoveFiles(const std::vector<std::string>& paths) {
 std::vector<BlockKey> DiskStore::KeysByRecency() const {
   MutexLock lock(&mu_);
   std::vector<BlockKey> keys;
-  keys.reserve(lru_.size());
+  keys.reserve(index_.size());
+  for (const Entry& e : kept_) keys.push_back(e.key);
   for (const Entry& e : lru_) keys.push_back(e.key);
   return keys;
 }
 
 void DiskStore::CheckInvariants() const {
   MutexLock lock(&mu_);
-  PREFIXD_CHECK(index_.size() == lru_.size(), "disk store index and LRU list differ in size");
-  int64_t sum = 0;
-  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-    auto found = index_.find(it->key);
-    PREFIXD_CHECK(found != index_.end() && found->second == it,
-                  "disk store index does not point at the LRU entry of its key");
-    PREFIXD_CHECK(it->seq < next_seq_, "disk store entry from the future");
-    const StatusOr<FileInfo> info = fs_->Stat(PathFor(it->key));
-    PREFIXD_CHECK(info.ok(), "disk store indexes a block file that does not exist");
-    PREFIXD_CHECK(info->size == it->bytes, "disk store charges a size other than the file's");
-    sum += it->bytes;
+  PREFIXD_CHECK(index_.size() == lru_.size() + kept_.size(),
+                "disk store index and its two lists differ in size");
+  int64_t sum = 0, kept_sum = 0;
+  for (const List* list : {&lru_, &kept_}) {
+    for (auto it = list->begin(); it != list->end(); ++it) {
+      auto found = index_.find(it->key);
+      PREFIXD_CHECK(found != index_.end() && found->second == it,
+                    "disk store index does not point at the list entry of its key");
+      PREFIXD_CHECK(it->mark.marked() == (list == &kept_),
+                    "disk store entry in the list its retention mark does not say");
+      PREFIXD_CHECK(it->seq < next_seq_, "disk store entry from the future");
+      const StatusOr<FileInfo> info = fs_->Stat(PathFor(it->key));
+      PREFIXD_CHECK(info.ok(), "disk store indexes a block file that does not exist");
+      PREFIXD_CHECK(info->size == it->bytes, "disk store charges a size other than the file's");
+      sum += it->bytes;
+      if (list == &kept_) kept_sum += it->bytes;
+    }
   }
   PREFIXD_CHECK(sum == bytes_, "disk store byte count differs from the sum of its entries");
+  PREFIXD_CHECK(kept_sum == kept_bytes_, "disk store retained bytes differ from kept_'s entries");
   PREFIXD_CHECK(bytes_ <= std::max<int64_t>(options_.budget_bytes, 0),
                 "disk store over its budget");
   const TierStats stats = counters_.Snapshot();
-  PREFIXD_CHECK(stats.entries == static_cast<int64_t>(lru_.size()) && stats.bytes == bytes_,
+  PREFIXD_CHECK(stats.entries == static_cast<int64_t>(index_.size()) && stats.bytes == bytes_,
                 "disk store stats differ from its contents");
 }
 

@@ -23,6 +23,12 @@
 // Recency lives in memory; Open rebuilds the index by scanning, reading only the 72-byte
 // header of each file, and orders it by file mtime (oldest evicted first).
 //
+// Retention (ARCHITECTURE.md invariant 9), as HostStore's: entries with a RetentionMark live
+// in kept_, which the budget empties only once lru_ is empty; marks end at their until_ms
+// (ExpireRetention), or oldest first beyond retention_max_share of the budget; a read
+// refreshes them. Marks live in memory only: after a restart every block is ordinary. A mark
+// for a block still being written (Retain with remember_absent) waits for its Write.
+//
 // One DiskStore per (DIR, model) across all processes: Open fails while another holds LOCK
 // (it would delete the other's temp files and break its budget).
 //
@@ -33,6 +39,7 @@
 #pragma once
 
 #include <array>
+#include <climits>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -45,8 +52,10 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "base/clock.h"
 #include "base/mutex.h"
 #include "base/file_system.h"
+#include "kv/retention_mark.h"
 #include "tier/tier_store.h"
 
 namespace prefixd {
@@ -69,6 +78,10 @@ struct DiskStoreOptions {
   std::function<void(int64_t files_done, int64_t files_total)> progress;
   // Beyond this many files in quarantine/, a failed file is deleted instead of moved.
   int64_t max_quarantine_files = 1000;
+  // Retention: the clock marks run on (nullptr: SteadyClock; must outlive the store) and the
+  // share of the budget retained entries may hold.
+  const Clock* clock = nullptr;
+  double retention_max_share = 0.5;
 };
 
 // What Open found, for one log line at start-up.
@@ -113,8 +126,16 @@ class DiskStore final : public TierStore {
   // Where `key`'s file lives (whether or not it exists).
   std::string PathFor(const BlockKey& key) const;
 
-  // Indexed keys, most recently used first (tests, debugging).
+  // Indexed keys, retained ones first, each list most recently used first (tests, debugging).
   std::vector<BlockKey> KeysByRecency() const;
+
+  // Merges `mark` into the entries of `keys` the store holds; with `remember_absent`, a key
+  // not held yet takes the mark when a Write indexes it (a bounded memory: the marks of
+  // blocks queued for writing). Returns how many held entries took it.
+  int Retain(std::span<const BlockKey> keys, const RetentionMark& mark, bool remember_absent);
+  // Ends the marks whose until_ms <= now_ms. Returns how many.
+  int ExpireRetention(int64_t now_ms);
+  RetentionMark MarkOf(const BlockKey& key) const;
 
   // Stops the process if the index, the LRU list, the byte count, the budget and the counters
   // disagree, or an indexed file is missing or has another size. Does file I/O; call only
@@ -126,8 +147,18 @@ class DiskStore final : public TierStore {
     BlockKey key;
     int64_t bytes = 0;  // file size, charged against the budget
     uint64_t seq = 0;   // unique per insertion: tells a re-written entry from the one read
+    RetentionMark mark;  // marked exactly when the entry is in kept_
   };
   using List = std::list<Entry>;
+
+  // Under mu_: moves `it` to the front (or back) of the list `mark` says, with that mark.
+  void PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under mu_: a use of `it` (most recent in its list; a mark is refreshed).
+  void TouchLocked(List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Under mu_: drops `it` from its list and the byte counts (not from index_).
+  void EraseLocked(List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DiskStore(DiskStoreOptions options, FingerprintHash fingerprint, std::string model_dir,
             std::string quarantine_dir, std::unique_ptr<FileLock> lock);
@@ -175,7 +206,14 @@ class DiskStore final : public TierStore {
   DiskScanReport scan_report_;            // set by Open, then constant
 
   mutable Mutex mu_;
-  List lru_ ABSL_GUARDED_BY(mu_);  // front: most recently used
+  List lru_ ABSL_GUARDED_BY(mu_);   // unmarked entries; front: most recently used
+  List kept_ ABSL_GUARDED_BY(mu_);  // marked entries; front: most recently used or marked
+  int64_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_expiry_ms_ ABSL_GUARDED_BY(mu_) = INT64_MAX;  // no mark ends before this
+  // Marks for keys not indexed yet (Retain with remember_absent), at most kMaxPendingMarks.
+  absl::flat_hash_map<BlockKey, RetentionMark> pending_marks_ ABSL_GUARDED_BY(mu_);
+  const Clock* const clock_;
+  const int64_t max_retained_bytes_;
   absl::flat_hash_map<BlockKey, List::iterator> index_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of Entry::bytes; <= budget after each call
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;

@@ -1,12 +1,18 @@
 #include "tier/host_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "base/check.h"
 
 namespace prefixd {
 
-HostStore::HostStore(int64_t budget_bytes) : budget_bytes_(std::max<int64_t>(budget_bytes, 0)) {
+HostStore::HostStore(int64_t budget_bytes, const Clock* clock, double retention_max_share)
+    : budget_bytes_(std::max<int64_t>(budget_bytes, 0)),
+      clock_(clock != nullptr ? clock : SteadyClock::Get()),
+      max_retained_bytes_(static_cast<int64_t>(
+          static_cast<double>(std::max<int64_t>(budget_bytes, 0)) *
+          std::clamp(retention_max_share, 0.0, 1.0))) {
   counters_.budget_bytes.store(budget_bytes_, std::memory_order_relaxed);
 }
 
@@ -22,14 +28,70 @@ bool HostStore::Contains(const BlockKey& key) const {
   return index_.contains(key);
 }
 
+RetentionMark HostStore::MarkOf(const BlockKey& key) const {
+  MutexLock lock(&mu_);
+  auto it = index_.find(key);
+  return it == index_.end() ? RetentionMark{} : it->second->mark;
+}
+
+void HostStore::PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent) {
+  List& from = it->mark.marked() ? kept_ : lru_;
+  List& to = mark.marked() ? kept_ : lru_;
+  if (it->mark.marked()) kept_bytes_ -= it->bytes;
+  if (mark.marked()) {
+    kept_bytes_ += it->bytes;
+    next_expiry_ms_ = std::min(next_expiry_ms_, mark.until_ms);
+  }
+  it->mark = mark;
+  to.splice(most_recent ? to.begin() : to.end(), from, it);  // iterators stay valid
+}
+
+void HostStore::CapLocked(std::vector<Entry>& spilled) {
+  while (kept_bytes_ > max_retained_bytes_ && !kept_.empty()) {
+    const auto oldest = std::prev(kept_.end());
+    spilled.push_back(*oldest);  // shares the record; keeps the mark
+    PlaceLocked(oldest, RetentionMark{}, /*most_recent=*/true);
+    counters_.retention_capped.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+int HostStore::EvictLocked(std::vector<Entry>& evicted, std::vector<Entry>& spilled,
+                           ResidencyChanges& changes) {
+  int n = 0;
+  while (bytes_ > budget_bytes_) {
+    ++n;
+    const bool retained = lru_.empty();
+    List& from = retained ? kept_ : lru_;
+    Entry& victim = from.back();
+    bytes_ -= victim.bytes;
+    if (retained) kept_bytes_ -= victim.bytes;
+    index_.erase(victim.key);
+    if (observed()) changes.Evicted(victim.key);
+    (retained ? spilled : evicted).push_back(std::move(victim));
+    from.pop_back();
+  }
+  return n;
+}
+
+void HostStore::PublishLocked() {
+  counters_.entries.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
+  counters_.bytes.store(bytes_, std::memory_order_relaxed);
+  counters_.retained_entries.store(static_cast<int64_t>(kept_.size()), std::memory_order_relaxed);
+  counters_.retained_bytes.store(kept_bytes_, std::memory_order_relaxed);
+}
+
 std::vector<StatusOr<BlockRecord>> HostStore::Read(std::span<const BlockKey> keys) {
   std::vector<std::shared_ptr<const BlockRecord>> found(keys.size());
+  const int64_t now = clock_->NowMs();
   {
     MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
       auto it = index_.find(keys[i]);
       if (it == index_.end()) continue;
-      lru_.splice(lru_.begin(), lru_, it->second);  // most recent; iterators stay valid
+      // Most recent in its list; a hit refreshes a mark.
+      const RetentionMark mark =
+          it->second->mark.marked() ? it->second->mark.RefreshedAt(now) : RetentionMark{};
+      PlaceLocked(it->second, mark, /*most_recent=*/true);
       found[i] = it->second->record;
     }
   }
@@ -52,6 +114,14 @@ std::vector<StatusOr<BlockRecord>> HostStore::Read(std::span<const BlockKey> key
 }
 
 std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
+  return WriteRetained(std::move(records), {}, nullptr);
+}
+
+std::vector<Status> HostStore::WriteRetained(std::vector<BlockRecord> records,
+                                             std::span<const RetentionMark> marks,
+                                             std::vector<Spilled>* spilled_out) {
+  PREFIXD_CHECK(marks.empty() || marks.size() == records.size(),
+                "HostStore::WriteRetained needs no marks or one per record");
   std::vector<Status> out(records.size());
   // Allocate the shared records before locking; free the evicted ones after unlocking.
   std::vector<std::shared_ptr<const BlockRecord>> fresh(records.size());
@@ -65,19 +135,21 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
     }
     fresh[i] = std::make_shared<const BlockRecord>(std::move(records[i]));
   }
-  std::vector<Entry> evicted;
+  std::vector<Entry> evicted, spilled;
   // For the residency observer: what the batch did, and the records it names kept alive.
   ResidencyChanges changes;
   std::vector<std::shared_ptr<const BlockRecord>> stored;
-  int64_t writes = 0;
+  int64_t writes = 0, num_evicted = 0;
   {
     MutexLock lock(&mu_);
     for (size_t i = 0; i < fresh.size(); ++i) {
       if (fresh[i] == nullptr) continue;
       const BlockKey key = fresh[i]->key;
+      const RetentionMark mark = marks.empty() ? RetentionMark{} : marks[i];
       auto it = index_.find(key);
       if (it != index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
+        PlaceLocked(it->second, RetentionMark::Merge(it->second->mark, mark), true);
+        CapLocked(spilled);
         continue;
       }
       const int64_t bytes = static_cast<int64_t>(SerializedSize(*fresh[i]));
@@ -85,27 +157,72 @@ std::vector<Status> HostStore::Write(std::vector<BlockRecord> records) {
         stored.push_back(fresh[i]);
         changes.Stored(fresh[i].get());
       }
-      lru_.push_front(Entry{key, bytes, std::move(fresh[i])});
+      lru_.push_front(Entry{key, bytes, std::move(fresh[i]), RetentionMark{}});
       index_.emplace(key, lru_.begin());
       bytes_ += bytes;
       ++writes;
-      // The new entry fits the budget alone, so this stops before reaching it.
-      while (bytes_ > budget_bytes_) {
-        Entry& victim = lru_.back();
-        bytes_ -= victim.bytes;
-        index_.erase(victim.key);
-        if (observed()) changes.Evicted(victim.key);
-        evicted.push_back(std::move(victim));
-        lru_.pop_back();
-      }
+      if (mark.marked()) PlaceLocked(lru_.begin(), mark, true);
+      // Ordinary entries go first, the new one included when only retained ones are older:
+      // retention ranks what goes, it never refuses a write.
+      num_evicted += EvictLocked(evicted, spilled, changes);
+      CapLocked(spilled);
     }
-    counters_.entries.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
-    counters_.bytes.store(bytes_, std::memory_order_relaxed);
+    PublishLocked();
   }
   counters_.writes.fetch_add(writes, std::memory_order_relaxed);
-  counters_.evictions.fetch_add(static_cast<int64_t>(evicted.size()), std::memory_order_relaxed);
+  counters_.evictions.fetch_add(num_evicted, std::memory_order_relaxed);
+  counters_.retention_spilled.fetch_add(static_cast<int64_t>(spilled.size()),
+                                        std::memory_order_relaxed);
+  if (spilled_out != nullptr) {
+    for (Entry& e : spilled) spilled_out->push_back(Spilled{*e.record, e.mark});
+  }
   NotifyResidency(changes);
   return out;
+}
+
+int HostStore::Retain(std::span<const BlockKey> keys, const RetentionMark& mark,
+                      std::vector<Spilled>* spilled_out) {
+  if (!mark.marked()) return 0;
+  int n = 0;
+  std::vector<Entry> spilled;
+  {
+    MutexLock lock(&mu_);
+    for (const BlockKey& key : keys) {
+      auto it = index_.find(key);
+      if (it == index_.end()) continue;
+      PlaceLocked(it->second, RetentionMark::Merge(it->second->mark, mark), true);
+      ++n;
+    }
+    CapLocked(spilled);
+    PublishLocked();
+  }
+  counters_.retention_spilled.fetch_add(static_cast<int64_t>(spilled.size()),
+                                        std::memory_order_relaxed);
+  if (spilled_out != nullptr) {
+    for (Entry& e : spilled) spilled_out->push_back(Spilled{*e.record, e.mark});
+  }
+  return n;
+}
+
+int HostStore::ExpireRetention(int64_t now_ms) {
+  MutexLock lock(&mu_);
+  if (now_ms < next_expiry_ms_) return 0;
+  int n = 0;
+  int64_t next = INT64_MAX;
+  for (auto it = kept_.begin(); it != kept_.end();) {
+    auto cur = it++;
+    if (cur->mark.until_ms > now_ms) {
+      next = std::min(next, cur->mark.until_ms);
+      continue;
+    }
+    // It stopped being kept long ago as far as recency goes: the least recent of lru_.
+    PlaceLocked(cur, RetentionMark{}, /*most_recent=*/false);
+    ++n;
+  }
+  next_expiry_ms_ = next;
+  counters_.retention_expired.fetch_add(n, std::memory_order_relaxed);
+  PublishLocked();
+  return n;
 }
 
 int HostStore::Remove(std::span<const BlockKey> keys) {
@@ -116,25 +233,27 @@ int HostStore::Remove(std::span<const BlockKey> keys) {
       auto it = index_.find(key);
       if (it == index_.end()) continue;
       bytes_ -= it->second->bytes;
+      if (it->second->mark.marked()) kept_bytes_ -= it->second->bytes;
       removed.push_back(std::move(*it->second));
-      lru_.erase(it->second);
+      (removed.back().mark.marked() ? kept_ : lru_).erase(it->second);
       index_.erase(it);
     }
-    counters_.entries.store(static_cast<int64_t>(index_.size()), std::memory_order_relaxed);
-    counters_.bytes.store(bytes_, std::memory_order_relaxed);
+    PublishLocked();
   }
   return static_cast<int>(removed.size());
 }
 
 Status HostStore::Clear() {
-  List dropped;
+  List dropped, dropped_kept;
   {
     MutexLock lock(&mu_);
     dropped.swap(lru_);
+    dropped_kept.swap(kept_);
     index_.clear();
     bytes_ = 0;
-    counters_.entries.store(0, std::memory_order_relaxed);
-    counters_.bytes.store(0, std::memory_order_relaxed);
+    kept_bytes_ = 0;
+    next_expiry_ms_ = INT64_MAX;
+    PublishLocked();
   }
   return absl::OkStatus();
 }
@@ -142,29 +261,40 @@ Status HostStore::Clear() {
 std::vector<BlockKey> HostStore::KeysByRecency() const {
   MutexLock lock(&mu_);
   std::vector<BlockKey> keys;
-  keys.reserve(lru_.size());
+  keys.reserve(index_.size());
+  for (const Entry& e : kept_) keys.push_back(e.key);
   for (const Entry& e : lru_) keys.push_back(e.key);
   return keys;
 }
 
 void HostStore::CheckInvariants() const {
   MutexLock lock(&mu_);
-  PREFIXD_CHECK(index_.size() == lru_.size(), "host store index and LRU list differ in size");
-  int64_t sum = 0;
-  for (auto it = lru_.begin(); it != lru_.end(); ++it) {
-    PREFIXD_CHECK(it->record != nullptr && it->record->key == it->key,
-                  "host store entry holds a record for another key");
-    PREFIXD_CHECK(it->bytes == static_cast<int64_t>(SerializedSize(*it->record)),
-                  "host store entry charged the wrong size");
-    auto found = index_.find(it->key);
-    PREFIXD_CHECK(found != index_.end() && found->second == it,
-                  "host store index does not point at the LRU entry of its key");
-    sum += it->bytes;
+  PREFIXD_CHECK(index_.size() == lru_.size() + kept_.size(),
+                "host store index and its two lists differ in size");
+  int64_t sum = 0, kept_sum = 0;
+  for (const List* list : {&lru_, &kept_}) {
+    for (auto it = list->begin(); it != list->end(); ++it) {
+      PREFIXD_CHECK(it->record != nullptr && it->record->key == it->key,
+                    "host store entry holds a record for another key");
+      PREFIXD_CHECK(it->bytes == static_cast<int64_t>(SerializedSize(*it->record)),
+                    "host store entry charged the wrong size");
+      PREFIXD_CHECK(it->mark.marked() == (list == &kept_),
+                    "host store entry in the list its retention mark does not say");
+      PREFIXD_CHECK(!it->mark.marked() || it->mark.until_ms >= next_expiry_ms_,
+                    "host store expiry bound passed a mark");
+      auto found = index_.find(it->key);
+      PREFIXD_CHECK(found != index_.end() && found->second == it,
+                    "host store index does not point at the list entry of its key");
+      sum += it->bytes;
+      if (list == &kept_) kept_sum += it->bytes;
+    }
   }
   PREFIXD_CHECK(sum == bytes_, "host store byte count differs from the sum of its entries");
+  PREFIXD_CHECK(kept_sum == kept_bytes_, "host store retained bytes differ from kept_'s entries");
   PREFIXD_CHECK(bytes_ <= budget_bytes_, "host store over its budget");
   const TierStats stats = counters_.Snapshot();
-  PREFIXD_CHECK(stats.entries == static_cast<int64_t>(lru_.size()) && stats.bytes == bytes_,
+  PREFIXD_CHECK(stats.entries == static_cast<int64_t>(index_.size()) && stats.bytes == bytes_ &&
+                    stats.retained_bytes == kept_bytes_,
                 "host store stats differ from its contents");
 }
 

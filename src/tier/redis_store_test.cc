@@ -12,7 +12,7 @@
 namespace prefixd {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using MonoClock = std::chrono::steady_clock;
 
 constexpr BlockHashKind kKind = BlockHashKind::kXxh3;
 constexpr int kBlockTokens = 4;
@@ -73,8 +73,8 @@ class RedisStoreTest : public ::testing::Test {
 
   // Reads until a call reaches Redis again (the backoff is over), up to 3 s.
   static bool WaitUntilUp(RedisStore& store, const BlockKey& key) {
-    const auto deadline = Clock::now() + std::chrono::seconds(3);
-    while (Clock::now() < deadline) {
+    const auto deadline = MonoClock::now() + std::chrono::seconds(3);
+    while (MonoClock::now() < deadline) {
       if (store.LookupPrefix(std::span(&key, 1)).ok()) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
@@ -174,16 +174,16 @@ TEST_F(RedisStoreTest, OutageIsAMissThenHitsResumeAfterRestart) {
   EXPECT_TRUE(store->Contains(chain[0].key));
 
   redis_.Kill();
-  const auto t0 = Clock::now();
+  const auto t0 = MonoClock::now();
   std::vector<StatusOr<BlockRecord>> r = store->Read(KeysOf(chain));
-  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_LT(MonoClock::now() - t0, std::chrono::seconds(2));
   for (const auto& x : r) EXPECT_FALSE(x.ok());
   EXPECT_FALSE(store->Health().up);
   EXPECT_EQ(store->Health().outages, 1);
   // During the backoff, calls fail at once without touching the socket.
-  const auto t1 = Clock::now();
+  const auto t1 = MonoClock::now();
   for (const Status& s : store->Write(chain)) EXPECT_TRUE(absl::IsUnavailable(s)) << s;
-  EXPECT_LT(Clock::now() - t1, std::chrono::milliseconds(100));
+  EXPECT_LT(MonoClock::now() - t1, std::chrono::milliseconds(100));
   EXPECT_GE(store->Stats().write_failures, 2);
   EXPECT_FALSE(store->Contains(chain[0].key));  // Redis may come back empty: forget hints
 
@@ -202,9 +202,9 @@ TEST_F(RedisStoreTest, PausedRedisTimesOutInsteadOfHanging) {
   for (const Status& s : store->Write(chain)) ASSERT_TRUE(s.ok()) << s;
 
   redis_.Pause();  // SIGSTOP: the socket stays open, nothing answers
-  const auto t0 = Clock::now();
+  const auto t0 = MonoClock::now();
   std::vector<StatusOr<BlockRecord>> r = store->Read(KeysOf(chain));
-  const auto waited = Clock::now() - t0;
+  const auto waited = MonoClock::now() - t0;
   for (const auto& x : r) EXPECT_TRUE(absl::IsUnavailable(x.status())) << x.status();
   EXPECT_GE(waited, std::chrono::milliseconds(150));
   EXPECT_LT(waited, std::chrono::milliseconds(1500));
@@ -216,9 +216,9 @@ TEST_F(RedisStoreTest, PausedRedisTimesOutInsteadOfHanging) {
   // DEBUG SLEEP from another client: the same timeout, then recovery.
   std::thread sleeper([&] { redis_.Command({"DEBUG", "SLEEP", "0.6"}); });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const auto t1 = Clock::now();
+  const auto t1 = MonoClock::now();
   StatusOr<int> n = store->LookupPrefix(KeysOf(chain));
-  EXPECT_LT(Clock::now() - t1, std::chrono::milliseconds(1500));
+  EXPECT_LT(MonoClock::now() - t1, std::chrono::milliseconds(1500));
   EXPECT_FALSE(n.ok());
   sleeper.join();
   ASSERT_TRUE(WaitUntilUp(*store, chain[0].key));

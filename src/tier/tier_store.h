@@ -41,6 +41,15 @@ struct TierStats {
   int64_t evictions = 0;       // records dropped to stay under the budget
   int64_t quarantined = 0;     // records that failed verification and were set aside
   int64_t write_failures = 0;  // records Write could not store because of an error
+  // Retention (tiers that rank it; 0 elsewhere). Gauges: entries and bytes that carry a live
+  // retention mark. Counters: marks that ended on the clock (expired) or because the tier's
+  // retained share was full (capped, oldest first), and retained entries the budget pushed
+  // out that were handed down a tier instead of dropped (spilled).
+  int64_t retained_entries = 0;
+  int64_t retained_bytes = 0;
+  int64_t retention_expired = 0;
+  int64_t retention_capped = 0;
+  int64_t retention_spilled = 0;
 };
 
 // The atomics behind TierStats, for implementations. Relaxed: each value is exact, a
@@ -55,12 +64,19 @@ struct TierCounters {
   std::atomic<int64_t> evictions{0};
   std::atomic<int64_t> quarantined{0};
   std::atomic<int64_t> write_failures{0};
+  std::atomic<int64_t> retained_entries{0};
+  std::atomic<int64_t> retained_bytes{0};
+  std::atomic<int64_t> retention_expired{0};
+  std::atomic<int64_t> retention_capped{0};
+  std::atomic<int64_t> retention_spilled{0};
 
   TierStats Snapshot() const {
     constexpr auto r = std::memory_order_relaxed;
-    return TierStats{entries.load(r),   bytes.load(r),       budget_bytes.load(r),
-                     hits.load(r),      misses.load(r),      writes.load(r),
-                     evictions.load(r), quarantined.load(r), write_failures.load(r)};
+    return TierStats{entries.load(r),          bytes.load(r),            budget_bytes.load(r),
+                     hits.load(r),             misses.load(r),           writes.load(r),
+                     evictions.load(r),        quarantined.load(r),      write_failures.load(r),
+                     retained_entries.load(r), retained_bytes.load(r),   retention_expired.load(r),
+                     retention_capped.load(r), retention_spilled.load(r)};
   }
 };
 

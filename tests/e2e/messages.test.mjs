@@ -115,17 +115,57 @@ describe('Anthropic Messages API', { skip: skip ?? false }, () => {
       model: params.model, system: params.system, messages: params.messages });
     const first = await client.messages.create(params);
     assert.equal(promptTokens(first.usage), count);
-    // Only the opening ("System: ...") can be cached by earlier tests; the rest is new, and
-    // the whole prompt is cached from now on.
+    // Only the opening ("System: ...") can be cached by earlier tests; the rest is new. With
+    // no cache_control breakpoint nothing is written on purpose (Anthropic's meaning): the
+    // rest is input, though prefixd still caches it as any prompt.
     assert.ok(first.usage.cache_read_input_tokens < count - 4, JSON.stringify(first.usage));
     assert.equal(first.usage.cache_read_input_tokens, first.usage.prefix_cache.cached_tokens);
-    assert.equal(first.usage.cache_creation_input_tokens, count - first.usage.cache_read_input_tokens);
-    assert.equal(first.usage.input_tokens, 0);
+    assert.equal(first.usage.cache_creation_input_tokens, 0);
+    assert.equal(first.usage.input_tokens, count - first.usage.cache_read_input_tokens);
     const second = await client.messages.create(params);
     assert.equal(promptTokens(second.usage), count);
     assert.ok(second.usage.cache_read_input_tokens > first.usage.cache_read_input_tokens, JSON.stringify(second.usage));
     assert.equal(second.usage.cache_read_input_tokens, second.usage.prefix_cache.cached_tokens);
     assert.equal(textOf(second), textOf(first));
+  });
+
+  it('cache_control breakpoints: creation up to the last one, split by ttl, input after it', T, async () => {
+    const word = uniqueWord();
+    const system = [{ type: 'text', text: `You are ${word}, a patient storyteller.`,
+      cache_control: { type: 'ephemeral', ttl: '1h' } }];
+    const messages = [
+      { role: 'user', content: [{ type: 'text', text: `Tell me about ${word}.`, cache_control: { type: 'ephemeral' } }] },
+      { role: 'assistant', content: 'Once there was a fox.' },
+      { role: 'user', content: 'Go on.' }];
+    const params = { model: srv.model, system, messages, ...greedy };
+    const { input_tokens: count } = await client.messages.countTokens({ model: srv.model, system, messages });
+    const first = await client.messages.create(params);
+    const u = first.usage;
+    assert.equal(promptTokens(u), count, JSON.stringify(u));
+    assert.ok(u.cache_creation_input_tokens > 0, JSON.stringify(u));
+    assert.ok(u.input_tokens > 0, `the tokens after the last breakpoint are input: ${JSON.stringify(u)}`);
+    assert.equal(u.cache_creation.ephemeral_1h_input_tokens + u.cache_creation.ephemeral_5m_input_tokens,
+      u.cache_creation_input_tokens);
+    assert.ok(u.cache_creation.ephemeral_1h_input_tokens > 0, JSON.stringify(u));
+    assert.ok(u.cache_creation.ephemeral_5m_input_tokens > 0, JSON.stringify(u));
+    assert.ok(u.prefix_cache.retention.retained_tokens > 0, JSON.stringify(u.prefix_cache));
+    // The same request again reads at least up to the last breakpoint and writes nothing.
+    const second = await client.messages.create(params);
+    assert.equal(promptTokens(second.usage), count);
+    assert.ok(second.usage.cache_read_input_tokens >= u.cache_read_input_tokens + u.cache_creation_input_tokens,
+      JSON.stringify(second.usage));
+    assert.equal(second.usage.cache_creation_input_tokens, 0);
+    assert.equal(textOf(second), textOf(first));
+    const stats = await (await fetch(`${srv.url}/v1/prefix_cache_stats`)).json();
+    assert.ok(stats.by_tier.pool.retained_tokens > 0, JSON.stringify(stats.by_tier.pool));
+    assert.ok(stats.by_tier.pool.retained_bytes > 0);
+    assert.ok(stats.retention.requests >= 2, JSON.stringify(stats.retention));
+  });
+
+  it('a cache_control ttl other than 5m or 1h is a 400 naming the field', T, async () => {
+    await assert.rejects(client.messages.create({ model: srv.model, ...greedy,
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'hi', cache_control: { type: 'ephemeral', ttl: '2h' } }] }] }),
+    (e) => e.status === 400 && /cache_control\.ttl/.test(e.message));
   });
 
   it('the same conversation in both dialects renders the same prompt and shares its cache', T, async () => {

@@ -190,10 +190,12 @@
   // [holds, occupancy, evictions, activity] for a tier that is on.
   function tierCells(tier, stats) {
     if (tier === 'pool') {
-      return [`${stats.cached_tokens} tokens, ${stats.cached_blocks} blocks (${bytes(stats.cached_bytes)})`,
+      const p = stats.by_tier.pool;
+      return [`${stats.cached_tokens} tokens, ${stats.cached_blocks} blocks (${bytes(stats.cached_bytes)})` + retainedNote(p.retained_bytes),
               occupancy(stats.cached_blocks, stats.max_cached_blocks, `${stats.cached_blocks} of ${stats.max_cached_blocks} blocks`),
               String(stats.evictions),
-              `${stats.nodes} tree nodes, ${stats.locked_requests} requests holding blocks`];
+              `${stats.nodes} tree nodes, ${stats.locked_requests} requests holding blocks` +
+                `, retention: ${p.retention_expired_tokens} tokens expired, ${p.retention_capped_tokens} capped`];
     }
     if (tier === 'partial') {
       const t = stats.by_tier.partial;
@@ -204,8 +206,16 @@
     let activity = `${t.hits} hits, ${t.misses} misses, ${t.writes} writes`;
     if (t.quarantined) activity += `, ${t.quarantined} quarantined`;
     if (tier === 'disk') activity += `, ${t.writes_pending} writes pending, ${t.writes_dropped} dropped`;
-    return [`${t.blocks} blocks (${bytes(t.bytes)})`, occupancy(t.bytes, t.budget_bytes, `${bytes(t.bytes)} of ${bytes(t.budget_bytes)}`),
+    if (t.retained_blocks || t.retention_expired || t.retention_spilled) {
+      activity += `, retention: ${t.retention_expired} expired, ${t.retention_capped} capped, ${t.retention_spilled} moved down`;
+    }
+    return [`${t.blocks} blocks (${bytes(t.bytes)})` + retainedNote(t.retained_bytes), occupancy(t.bytes, t.budget_bytes, `${bytes(t.bytes)} of ${bytes(t.budget_bytes)}`),
             String(t.evictions), activity];
+  }
+
+  // ", N retained" after what a tier holds (retention: cache_control, prompt_cache_retention).
+  function retainedNote(retainedBytes) {
+    return retainedBytes ? `, ${bytes(retainedBytes)} retained` : '';
   }
 
   function renderTiers(stats) {
@@ -380,6 +390,11 @@
     if (p.num_messages !== undefined) {
       summary += p.diverges_in_message === null ? '; every message is resident'
         : `; diverges in message ${p.diverges_in_message}` + (messages && messages[p.diverges_in_message] ? ` (${messages[p.diverges_in_message].role})` : ' (the assistant header)');
+    }
+    if (p.retention) {
+      const kept = tiersOf(p.retention).filter((t) => p.retention[t] && p.retention[t].prompt_retained_tokens > 0)
+        .map((t) => `${t} ${p.retention[t].prompt_retained_tokens}`).join(' · ');
+      if (kept) summary += ` · retained: ${kept}`;
     }
     if (!p.cache_enabled) summary += ` · the cache is not serving (see the header)`;
     const s = $('probe-summary');

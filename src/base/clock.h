@@ -1,0 +1,50 @@
+// Clock: the time the prefix cache's retention runs on (ARCHITECTURE.md invariant 9: marks
+// expire when their time is up). Injectable, so that tests move time forward by hand instead
+// of sleeping (STYLE.md, Tests: a fake clock).
+//
+//   SteadyClock   the process's monotonic clock, in milliseconds (the server's)
+//   ManualClock   starts at 0 (or a given time) and moves only when told (tests)
+//
+// Thread safety: NowMs() may be called from any thread; ManualClock::Advance/Set too (the
+// time is an atomic), but a test normally moves it between engine steps.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace prefixd {
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Milliseconds since an arbitrary epoch; never goes backwards.
+  virtual int64_t NowMs() const = 0;
+};
+
+class SteadyClock final : public Clock {
+ public:
+  int64_t NowMs() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  // One process-wide instance: stateless, so sharing it is free.
+  static const Clock* Get() {
+    static const SteadyClock clock;
+    return &clock;
+  }
+};
+
+class ManualClock final : public Clock {
+ public:
+  explicit ManualClock(int64_t start_ms = 0) : now_ms_(start_ms) {}
+  int64_t NowMs() const override { return now_ms_.load(std::memory_order_relaxed); }
+  // Moves time forward by `ms` (>= 0).
+  void Advance(int64_t ms) { now_ms_.fetch_add(ms < 0 ? 0 : ms, std::memory_order_relaxed); }
+
+ private:
+  std::atomic<int64_t> now_ms_;
+};
+
+}  // namespace prefixd
