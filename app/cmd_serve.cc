@@ -32,9 +32,11 @@ struct ServeFlags {
   EngineFlags engine;
   std::string kv_events;         // PUB endpoint; empty: no KV events
   std::string kv_events_replay;  // ROUTER endpoint; empty: the port after --kv-events'
+  std::string reuse_reply_tokens = "on";
 };
 
-int RunServe(const ServeFlags& f) {
+int RunServe(ServeFlags f) {
+  f.http.reuse_reply_tokens = f.reuse_reply_tokens == "on";
   // Signals go to one thread that waits for them, never to a worker in the middle of a step:
   // block them here, before any thread starts, so every thread inherits the mask.
   sigset_t stop_signals;
@@ -140,6 +142,17 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--kv-events-replay", f->kv_events_replay,
                   "The replay (ZMQ ROUTER) endpoint for --kv-events; default: its port + 1")
       ->envname("PREFIXD_KV_EVENTS_REPLAY");
+  cmd->add_option("--reuse-reply-tokens", f->reuse_reply_tokens,
+                  "A chat's assistant message that repeats, byte for byte, a reply this server "
+                  "generated (same cache_salt) is prompted with the generated token ids, so the "
+                  "reply's tokens hit the prefix cache; off: its text is tokenized again")
+      ->envname("PREFIXD_REUSE_REPLY_TOKENS")->check(CLI::IsMember({"on", "off"}))->capture_default_str();
+  cmd->add_option("--reply-record-max-bytes", f->http.reply_record_max_bytes,
+                  "Memory for the record of generated replies (text and ids); least recently used go first")
+      ->envname("PREFIXD_REPLY_RECORD_MAX_BYTES")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--reply-record-max-entries", f->http.reply_record_max_entries,
+                  "Generated replies recorded at most")
+      ->envname("PREFIXD_REPLY_RECORD_MAX_ENTRIES")->check(CLI::NonNegativeNumber)->capture_default_str();
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
 }

@@ -69,7 +69,7 @@ HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
                                ctx.info().model_id, "'");
     return JsonResponse(200, j);
   }
-  auto prompt = ctx.BuildPrompt(r);
+  auto prompt = ctx.BuildPrompt(r, /*touch_replies=*/false);
   if (!prompt.ok()) return StatusResponse(prompt.status());
   const int64_t total = static_cast<int64_t>(prompt->tokens.size());
   // Per tier, in lookup order; the tiers hold consecutive runs of the prompt, so the

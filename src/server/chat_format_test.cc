@@ -39,6 +39,16 @@ TEST(ChatFormat, NoTemplateIsPlain) {
   EXPECT_EQ(r->generation_offset, r->text.size() - std::string("Assistant:").size());
 }
 
+// The generation prompt ends at "Assistant:" and a SentencePiece model's reply starts with a
+// space: sent back, the reply renders as it was generated, not after a second space.
+TEST(ChatFormat, PlainContentThatStartsWithASpaceFollowsTheColon) {
+  ChatFormat f("", TestVocab());
+  std::vector<ChatMessage> m = {{"user", "Hi", "", nullptr, ""}, {"assistant", " Once upon", "", nullptr, ""}};
+  auto r = f.Render(m, NoJson(), NoJson());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text, "User: Hi\nAssistant: Once upon\nAssistant:");
+}
+
 TEST(ChatFormat, RunsTheModelsTemplateWithToolsAndKwargs) {
   ChatFormat f(
       "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}"

@@ -28,6 +28,7 @@ CompletionStream::Delta CompletionStream::Consume(const TokenEvent& event) {
         }
         pending_logprobs_.push_back(std::move(e));
       }
+      generated_.push_back(event.token);
       const std::string piece = decoder_.Push(event.token);
       decoded_bytes_ += static_cast<int64_t>(piece.size());
       StopMatcher::Output out = matcher_.Push(piece);

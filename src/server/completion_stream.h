@@ -47,6 +47,9 @@ class CompletionStream {
   int32_t num_tokens() const { return num_tokens_; }
   int32_t num_text_tokens() const { return num_text_tokens_; }  // tokens that gave text
   const std::string& text() const { return text_; }  // everything sent so far
+  // The ids that gave text, in order (end-of-generation tokens left out), up to the one that
+  // completed a stop string: their pieces spell text() and, after a stop string, more.
+  const std::vector<int32_t>& generated_tokens() const { return generated_; }
   // The finish_reason string, once finished.
   const char* finish_reason() const { return FinishReasonString(finish_, matcher_.matched()); }
   FinishReason finish() const { return finish_; }
@@ -61,6 +64,7 @@ class CompletionStream {
   StopMatcher matcher_;
   const int top_logprobs_;
   std::string text_;
+  std::vector<int32_t> generated_;  // see generated_tokens()
   int64_t decoded_bytes_ = 0;  // bytes the decoder produced, before stop matching
   std::deque<LogprobEntry> pending_logprobs_;  // waiting for their text to be sent
   int32_t num_tokens_ = 0;

@@ -52,6 +52,9 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   // breakpoints end (Anthropic's usage).
   json retention_usage;
   CacheWriteBounds cache_write;
+  ReplyReuse replies;                   // chat: generated replies the prompt took the ids of
+  std::string cache_salt;
+  std::string prompt_tail;              // chat: the generation prompt (the reply follows it)
   CompletionStream stream;
   ServerClock::time_point received;
   int64_t received_unix_ms = 0;
@@ -107,6 +110,7 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     }
     json usage = UsageJson(u, stream.num_tokens(), message);
     if (!retention_usage.is_null()) usage["prefix_cache"]["retention"] = retention_usage;
+    if (chat && ctx->replies) usage["prefix_cache"]["reply_tokens"] = ReplyReuseJson(replies);
     return usage;
   }
 
@@ -176,6 +180,10 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   void Finish() {
     done = true;
     Observe();
+    // A reply the client got may come back as the next turn's assistant message.
+    if (chat && stream.error().ok() && !client_gone) {
+      ctx->RecordReply(cache_salt, prompt_tail, stream.text(), stream.generated_tokens());
+    }
     if (streaming) {
       if (!client_gone) {
         out->Write(stream.error().ok() ? writer->StreamEnd(End()) : writer->StreamError(ApiErrorFrom(stream.error())));
@@ -302,6 +310,9 @@ void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRe
   job->chat = std::move(prompt->starts);
   job->retention_usage = RetentionUsageJson(r.retention, retention);
   job->cache_write = CacheWriteBounds{retention.cache_write_end, retention.cache_write_end_1h};
+  job->replies = prompt->replies;
+  job->cache_salt = r.cache_salt;
+  if (prompt->chat) job->prompt_tail = prompt->chat->text.substr(std::min(prompt->chat->generation_offset, prompt->chat->text.size()));
 
   ServiceRequest sr;
   sr.request = std::move(gr);

@@ -42,6 +42,12 @@ struct HttpServerOptions {
   // Host names served besides the bound address (and, bound to loopback, localhost); "*"
   // serves any. Also the origins whose pages may POST.
   std::vector<std::string> allowed_hosts;
+  // A chat's assistant message that repeats a reply this server generated is prompted with
+  // the generated ids (server/reply_prompt.h); the record of replies keeps at most this many
+  // bytes and entries (least recently used go first).
+  bool reuse_reply_tokens = true;
+  size_t reply_record_max_bytes = size_t{64} << 20;
+  size_t reply_record_max_entries = 100000;
 };
 
 class HttpServer {

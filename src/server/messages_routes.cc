@@ -17,7 +17,7 @@ HttpResponse HandleCountTokens(ServerContext& ctx, const HttpRequest& req) {
   auto parsed = ParseMessagesRequest(req.body, ctx.limits(), MessagesEndpoint::kCountTokens);
   if (!parsed.ok()) return StatusResponse(parsed.status(), ApiDialect::kAnthropic);
   if (Status s = ctx.CheckModel(parsed->model); !s.ok()) return StatusResponse(s, ApiDialect::kAnthropic);
-  auto prompt = ctx.BuildPrompt(*parsed);
+  auto prompt = ctx.BuildPrompt(*parsed, /*touch_replies=*/false);
   if (!prompt.ok()) return StatusResponse(prompt.status(), ApiDialect::kAnthropic);
   return JsonResponse(200, nlohmann::json{{"input_tokens", prompt->tokens.size()}});
 }

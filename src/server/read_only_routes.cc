@@ -75,6 +75,7 @@ HttpResponse HandleProps(ServerContext& ctx, const HttpRequest& req) {
       {"block_size", i.block_size},
       {"hash", i.cache_hash},
       {"event_hash", "high 64 bits of the 128-bit chain key"}};
+  j["prefix_cache"]["reply_tokens"] = ReplyRecordJson(ctx.replies.get());
   if (full) {
     j["prefix_cache"]["disk_cache_dir"] = i.disk_cache_dir;
     j["prefix_cache"]["remote_cache"] = i.remote_cache;

@@ -38,7 +38,12 @@ ServerContext::ServerContext(EngineService* s, HttpServerOptions o)
       has_chat_template(!ChatTemplateSource(*s).empty()),
       tool_call_syntax(ToolCallSyntaxOf(chat_format.chat_template().source())),
       started_unix(UnixSeconds()),
-      started(ServerClock::now()) {}
+      started(ServerClock::now()) {
+  if (options.reuse_reply_tokens) {
+    replies = std::make_unique<ReplyRecord>(
+        ReplyRecord::Options{options.reply_record_max_bytes, options.reply_record_max_entries});
+  }
+}
 
 int64_t ServerContext::NowS() const {
   return std::chrono::duration_cast<std::chrono::seconds>(ServerClock::now() - started).count();
@@ -82,13 +87,19 @@ Status ServerContext::CheckModel(const std::string& model) const {
                                                   id, "' (GET /v1/models)"));
 }
 
-StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& r) const {
+StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& r, bool touch_replies) const {
   Prompt p;
   if (r.kind == ApiKind::kChat) {
     auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs);
     if (!chat.ok()) return InvalidArgumentFor("messages", std::string(chat.status().message()));
     p.chat = *std::move(chat);
-    p.tokens = tokenizer().Encode(p.chat->text, ChatEncodeOptions(*p.chat));
+    if (replies) {
+      ChatPromptTokens t = EncodeChatWithReplies(tokenizer(), *p.chat, r.messages, *replies, r.cache_salt, touch_replies);
+      p.tokens = std::move(t.tokens);
+      p.replies = t.replies;
+    } else {
+      p.tokens = tokenizer().Encode(p.chat->text, ChatEncodeOptions(*p.chat));
+    }
     p.starts = FindChatTokenStarts(tokenizer(), *p.chat, p.tokens);
   } else if (r.prompt_tokens) {
     p.tokens = *r.prompt_tokens;
@@ -99,6 +110,13 @@ StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& 
     return InvalidArgumentFor(r.kind == ApiKind::kChat ? "messages" : "prompt", "the prompt encodes to no tokens");
   }
   return p;
+}
+
+void ServerContext::RecordReply(const std::string& cache_salt, std::string_view prompt_tail, const std::string& text,
+                                std::span<const int32_t> generated) const {
+  if (!replies || text.empty()) return;
+  GeneratedReply reply = MakeGeneratedReply(tokenizer(), text, generated, prompt_tail);
+  if (!reply.tokens.empty()) replies->Insert(cache_salt, std::move(reply));
 }
 
 Status ServerContext::CheckFits(const OpenAiRequest& r, const Prompt& p) const {

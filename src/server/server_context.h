@@ -23,6 +23,8 @@
 #include "server/metrics.h"
 #include "server/openai_request.h"
 #include "server/recent_requests.h"
+#include "server/reply_prompt.h"
+#include "server/reply_record.h"
 #include "server/tool_call_parser.h"
 
 namespace prefixd {
@@ -42,6 +44,8 @@ struct ServerContext {
   ServerMetrics metrics;
   HitRateWindow hit_window;
   RecentRequests recent;
+  // The replies generated for chats, by salt and text; null with --reuse-reply-tokens off.
+  std::unique_ptr<ReplyRecord> replies;
   std::atomic<bool> stopping{false};
 
   const Tokenizer& tokenizer() const { return service->tokenizer(); }
@@ -64,11 +68,19 @@ struct ServerContext {
     std::vector<int32_t> tokens;
     std::optional<RenderedChat> chat;
     std::optional<ChatTokenStarts> starts;  // chat: from this one render and encoding
+    ReplyReuse replies;  // chat: the generated replies whose ids the prompt took
   };
   // The prompt tokens exactly as generation and the probe both use them: chat messages
-  // rendered with the model's format, text encoded with the vocabulary's BOS handling,
-  // token ids as given.
-  StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r) const;
+  // rendered with the model's format, text encoded with the vocabulary's BOS handling (with
+  // the generated ids of replies sent back, unless --reuse-reply-tokens off), token ids as
+  // given. `touch_replies`: the replies used count as recently used (false for the probe
+  // and count_tokens, which only observe).
+  StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r, bool touch_replies = true) const;
+  // Records a chat reply the client got, with the ids generated for it, for later prompts
+  // that send it back; `prompt_tail` is its prompt's generation prompt. No-op when the
+  // feature is off.
+  void RecordReply(const std::string& cache_salt, std::string_view prompt_tail, const std::string& text,
+                   std::span<const int32_t> generated) const;
   Status CheckFits(const OpenAiRequest& r, const Prompt& p) const;
 };
 

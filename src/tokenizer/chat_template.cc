@@ -16,11 +16,15 @@ constexpr std::string_view kChatMl =
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}";
 
-// For models without a template (tiny test models): one line per message.
+// For models without a template (tiny test models): one line per message. Content that
+// starts with a space follows the colon directly: the generation prompt ends at the colon and
+// a SentencePiece model's reply starts with a space, so the reply sent back renders exactly as
+// the prompt and the generated tokens spelled it (its tokens can then be reused).
 constexpr std::string_view kPlain =
     "{%- for message in messages %}"
     "{%- set role = 'System' if message.role in ['system', 'developer'] else message.role %}"
-    "{{- role[0] | upper ~ role[1:] ~ ': ' ~ (message.content or '') ~ '\\n' }}"
+    "{%- set content = message.content or '' %}"
+    "{{- role[0] | upper ~ role[1:] ~ ':' ~ ('' if content[:1] == ' ' else ' ') ~ content ~ '\\n' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- 'Assistant:' }}{%- endif %}";
 

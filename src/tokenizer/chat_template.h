@@ -9,6 +9,9 @@
 //
 //   System: ...\nUser: ...\nAssistant: ...\nTool: ...\n   then "Assistant:" as the generation prompt
 //
+// (content that starts with a space follows the colon without another one, so a reply the
+// model generated after "Assistant:" renders as it was generated).
+//
 // Message boundaries: message i starts at the first byte the template writes while it
 // iterates over message i (RenderTrace), which is its header, wherever the template puts
 // it; message 0 starts at byte 0 (BOS and any preamble belong to it). A message the template

@@ -222,9 +222,9 @@ std::vector<int32_t> SpmTokenizer::Encode(std::string_view text,
   const bool add_eos = options.add_eos.value_or(vocab_.add_eos) && vocab_.eos_id >= 0;
   if (add_bos) out.push_back(vocab_.bos_id);
 
-  // The first raw fragment and every one after a special token get the space prefix, whether
-  // or not BOS was added.
-  bool prev_special = true;
+  // The first raw fragment (unless the text continues earlier text) and every one after a
+  // special token get the space prefix, whether or not BOS was added.
+  bool prev_special = !options.continuation;
   std::string buffer;
   for (const Fragment& fragment : SplitOnSpecialTokens(text, options.parse_special)) {
     if (fragment.token >= 0) {

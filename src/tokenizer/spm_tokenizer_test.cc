@@ -213,6 +213,23 @@ TEST(SpmTokenizer, SpecialTokenTextIsParsedWhenAsked) {
             (std::vector<int32_t>{sp_a, ByteId('<'), Id(*t, "s"), ByteId('>'), Id(*t, "b")}));
 }
 
+// A text encoded in pieces (a chat prompt around a reply's own token ids) must not get a
+// second space prefix in the middle: only the start of the whole text gets one.
+TEST(SpmTokenizer, ContinuationGetsNoSpacePrefixButFragmentsAfterSpecialTokensDo) {
+  Vocab v = MakeVocab({{"\xE2\x96\x81", -3}, {"a", -3}, {"b", -3}, {"\xE2\x96\x81" "a", -1},
+                       {"\xE2\x96\x81" "b", -1}});
+  auto t = MustCreate(v);
+  const int32_t sp_a = Id(*t, "\xE2\x96\x81" "a");
+  const int32_t sp_b = Id(*t, "\xE2\x96\x81" "b");
+  EncodeOptions cont = NoBos();
+  cont.continuation = true;
+  EXPECT_EQ(t->Encode("a", cont), (std::vector<int32_t>{Id(*t, "a")}));
+  EXPECT_EQ(t->Encode(" a", cont), (std::vector<int32_t>{sp_a}));
+  EXPECT_EQ(t->Encode("a<s>b", cont), (std::vector<int32_t>{Id(*t, "a"), kBos, sp_b}));
+  // Without it, the start of the text gets the prefix.
+  EXPECT_EQ(t->Encode("a", NoBos()), (std::vector<int32_t>{sp_a}));
+}
+
 TEST(SpmTokenizer, LongerSpecialTokensAreCutFirst) {
   Vocab v = MakeVocab({{"x", -1}}, {"<a>", "<a><b>"});
   v.add_space_prefix = false;

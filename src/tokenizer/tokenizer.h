@@ -19,6 +19,10 @@ struct EncodeOptions {
   std::optional<bool> add_bos;  // nullopt: the vocabulary's own add_bos
   std::optional<bool> add_eos;  // nullopt: the vocabulary's own add_eos
   bool parse_special = true;    // text like "<s>" becomes the control token
+  // The text continues earlier text (a chat prompt encoded in pieces around token ids taken
+  // as they are): its first fragment gets no SentencePiece space prefix (add_space_prefix),
+  // which only the start of a text gets. Fragments after a special token still get it.
+  bool continuation = false;
 };
 
 // The checks every vocabulary kind makes: a token type per token, special ids in range (or -1),

@@ -1,0 +1,155 @@
+#include "server/reply_prompt.h"
+
+#include <algorithm>
+
+#include <gtest/gtest.h>
+
+#include "server/chat_format.h"
+#include "server/server_test_util.h"
+
+namespace prefixd {
+namespace {
+
+EncodeOptions Continuation() {
+  EncodeOptions o = PromptEncodeOptions();
+  o.add_bos = false;
+  o.continuation = true;
+  return o;
+}
+
+std::vector<int32_t> Concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+bool StartsWith(const std::vector<int32_t>& v, const std::vector<int32_t>& prefix) {
+  return v.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), v.begin());
+}
+
+ChatMessage Msg(std::string role, std::string content) { return {std::move(role), std::move(content), "", nullptr, ""}; }
+
+class ReplyPromptTest : public StoriesTokenizerTest {
+ protected:
+  // The ids a model could have generated for `text` (which starts with a space): one per
+  // character, a spelling the encoder never picks for a whole word.
+  std::vector<int32_t> CharByChar(const std::string& text) {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < text.size(); ++i) {
+      const std::vector<int32_t> one = tokenizer_->Encode(text.substr(i, 1), Continuation());
+      ids.insert(ids.end(), one.begin(), one.end());
+    }
+    return ids;
+  }
+};
+
+TEST_F(ReplyPromptTest, AReplyKeepsTheIdsThatSpellItUpToAStopStringCut) {
+  const std::vector<int32_t> ids = tokenizer_->Encode(" Once upon a time", Continuation());
+  ASSERT_GE(ids.size(), 4u);
+  GeneratedReply whole = MakeGeneratedReply(*tokenizer_, " Once upon a time", ids, "Assistant:");
+  EXPECT_EQ(whole.tokens, ids);
+  EXPECT_EQ(whole.covered_bytes(), whole.text.size());
+  EXPECT_EQ(whole.prompt_tail, "Assistant:");
+  // A stop string cut the text inside the last word: its token is left out.
+  GeneratedReply cut = MakeGeneratedReply(*tokenizer_, " Once upon a ti", ids, "");
+  EXPECT_EQ(cut.tokens, std::vector<int32_t>(ids.begin(), ids.end() - 1));
+  EXPECT_EQ(cut.covered_bytes(), std::string(" Once upon a").size());
+  // The prompt tail keeps its last 256 bytes.
+  EXPECT_EQ(MakeGeneratedReply(*tokenizer_, " Once", ids, std::string(300, 'x') + "END").prompt_tail.size(), 256u);
+}
+
+TEST_F(ReplyPromptTest, FindsTheWholeReplyAfterItsGenerationPrompt) {
+  GeneratedReply r = MakeGeneratedReply(*tokenizer_, " hi", tokenizer_->Encode(" hi", Continuation()), "Assistant:");
+  // " hi" occurs first inside the user's line; the place after "Assistant:" wins.
+  const std::string text = "User: say hi\nAssistant: hi\n";
+  auto span = FindReplySpan(text, 0, text.size(), r);
+  ASSERT_TRUE(span.has_value());
+  EXPECT_EQ(span->text_begin, text.find("Assistant:") + 10);
+  EXPECT_EQ(span->token_begin, 0u);
+  EXPECT_EQ(span->token_end, r.tokens.size());
+  // Without a tail, the first place.
+  r.prompt_tail.clear();
+  span = FindReplySpan(text, 0, text.size(), r);
+  ASSERT_TRUE(span.has_value());
+  EXPECT_EQ(span->text_begin, text.find(" hi"));
+  // Only within [begin, end).
+  EXPECT_FALSE(FindReplySpan(text, 0, 8, r).has_value());
+}
+
+TEST_F(ReplyPromptTest, ATemplateThatTrimsTheReplyKeepsItsWholeTokensInside) {
+  const std::string reply = " Once upon a time ";
+  GeneratedReply r = MakeGeneratedReply(*tokenizer_, reply, CharByChar(reply), "");
+  ASSERT_EQ(r.tokens.size(), reply.size());
+  const std::string text = "<header>\n\nOnce upon a time<end>";  // Llama 3's `| trim`
+  auto span = FindReplySpan(text, 0, text.size(), r);
+  ASSERT_TRUE(span.has_value());
+  EXPECT_EQ(span->token_begin, 1u);              // the leading space's token is gone
+  EXPECT_EQ(span->token_end, reply.size() - 1);  // and the trailing one
+  EXPECT_EQ(text.substr(span->text_begin, span->text_end - span->text_begin), "Once upon a time");
+  // Nothing of it in the text.
+  EXPECT_FALSE(FindReplySpan("<header>zzz<end>", 0, 16, r).has_value());
+}
+
+// The point of it all: the next turn's prompt starts with the previous prompt and then the
+// reply's generated ids, whatever spelling the model chose.
+TEST_F(ReplyPromptTest, TheNextPromptContinuesThePreviousPromptWithTheGeneratedIds) {
+  ChatFormat plain("", tokenizer_->vocab());
+  std::vector<ChatMessage> turn1 = {Msg("user", "Tell me a story.")};
+  auto chat1 = plain.Render(turn1, nullptr, nullptr);
+  ASSERT_TRUE(chat1.ok());
+  const std::vector<int32_t> prompt1 = tokenizer_->Encode(chat1->text, ChatEncodeOptions(*chat1));
+
+  const std::string reply = " Once upon a time";
+  const std::vector<int32_t> generated = CharByChar(reply);
+  ASSERT_NE(generated, tokenizer_->Encode(reply, Continuation()));
+  ReplyRecord record({});
+  record.Insert("salt", MakeGeneratedReply(*tokenizer_, reply, generated,
+                                           std::string_view(chat1->text).substr(chat1->generation_offset)));
+
+  std::vector<ChatMessage> turn2 = {turn1[0], Msg("assistant", reply), Msg("user", "More.")};
+  auto chat2 = plain.Render(turn2, nullptr, nullptr);
+  ASSERT_TRUE(chat2.ok());
+  ASSERT_NE(chat2->text.find("Assistant: Once upon a time\n"), std::string::npos) << chat2->text;
+  ChatPromptTokens with = EncodeChatWithReplies(*tokenizer_, *chat2, turn2, record, "salt", true);
+  EXPECT_TRUE(StartsWith(with.tokens, Concat(prompt1, generated)));
+  EXPECT_EQ(with.replies.num_messages, 1);
+  EXPECT_EQ(with.replies.num_tokens, static_cast<int64_t>(generated.size()));
+  EXPECT_EQ(with.replies.matches_text_encoding, std::optional<bool>(false));
+  // The rest is the template's tail and the next turn, encoded as continuing text.
+  const size_t after = chat2->text.find(reply) + reply.size();
+  EXPECT_EQ(with.tokens, Concat(Concat(prompt1, generated), tokenizer_->Encode(chat2->text.substr(after), Continuation())));
+  // Message starts still come out of the pieces: the reply's message starts where the
+  // previous prompt's generation prompt did, the next one after the reply.
+  ChatTokenStarts starts = FindChatTokenStarts(*tokenizer_, *chat2, with.tokens);
+  EXPECT_EQ(starts.message_starts[1], FindChatTokenStarts(*tokenizer_, *chat1, prompt1).generation_start);
+  EXPECT_GT(starts.message_starts[2], static_cast<int64_t>(prompt1.size() + generated.size()) - 1);
+
+  // Another salt, or the text changed by one byte: encoded as text.
+  const std::vector<int32_t> as_text = tokenizer_->Encode(chat2->text, ChatEncodeOptions(*chat2));
+  ChatPromptTokens other = EncodeChatWithReplies(*tokenizer_, *chat2, turn2, record, "other", true);
+  EXPECT_EQ(other.tokens, as_text);
+  EXPECT_EQ(other.replies.num_messages, 0);
+  turn2[1].content += " ";
+  auto chat3 = plain.Render(turn2, nullptr, nullptr);
+  ASSERT_TRUE(chat3.ok());
+  EXPECT_EQ(EncodeChatWithReplies(*tokenizer_, *chat3, turn2, record, "salt", true).replies.num_messages, 0);
+}
+
+// Where the generated ids are the ones the encoder picks, the prompt is exactly the encoding
+// of its text: the feature changes nothing but what the cache can serve.
+TEST_F(ReplyPromptTest, IdsTheEncoderWouldPickGiveTheTextEncoding) {
+  ChatFormat plain("", tokenizer_->vocab());
+  const std::string reply = " The cat sat.";
+  std::vector<ChatMessage> chat = {Msg("user", "Hi"), Msg("assistant", reply), Msg("user", "And?"),
+                                   Msg("assistant", reply), Msg("user", "Again?")};
+  auto rendered = plain.Render(chat, nullptr, nullptr);
+  ASSERT_TRUE(rendered.ok());
+  ReplyRecord record({});
+  record.Insert("", MakeGeneratedReply(*tokenizer_, reply, tokenizer_->Encode(reply, Continuation()), "Assistant:"));
+  ChatPromptTokens t = EncodeChatWithReplies(*tokenizer_, *rendered, chat, record, "", false);
+  EXPECT_EQ(t.replies.num_messages, 2);  // the same reply, sent back twice
+  EXPECT_EQ(t.replies.matches_text_encoding, std::optional<bool>(true));
+  EXPECT_EQ(t.tokens, tokenizer_->Encode(rendered->text, ChatEncodeOptions(*rendered)));
+}
+
+}  // namespace
+}  // namespace prefixd
