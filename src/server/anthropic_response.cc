@@ -113,7 +113,7 @@ std::string AnthropicWriter::Blocks(const std::vector<ToolCallEvent>& events) {
         break;
       case ToolCallEvent::Kind::kCallStart:
         start(Block::kToolUse, json{{"type", "tool_use"},
-                                    {"id", RandomId("toolu_")},
+                                    {"id", NoteCallId(RandomId("toolu_"))},
                                     {"name", e.text},
                                     {"input", json::object()}});
         break;
@@ -162,7 +162,7 @@ HttpResponse AnthropicWriter::Whole(const std::string& text, json /*logprobs*/, 
         }
         break;
       case ToolCallEvent::Kind::kCallStart:
-        content.push_back(json{{"type", "tool_use"}, {"id", RandomId("toolu_")}, {"name", e.text}});
+        content.push_back(json{{"type", "tool_use"}, {"id", NoteCallId(RandomId("toolu_"))}, {"name", e.text}});
         arguments.emplace_back();
         break;
       case ToolCallEvent::Kind::kArguments: arguments.back() += e.text; break;

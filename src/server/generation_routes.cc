@@ -180,13 +180,11 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   void Finish() {
     done = true;
     Observe();
-    // A reply the client got may come back as the next turn's assistant message.
-    if (chat && stream.error().ok() && !client_gone) {
-      ctx->RecordReply(cache_salt, prompt_tail, stream.text(), stream.generated_tokens());
-    }
     if (streaming) {
       if (!client_gone) {
-        out->Write(stream.error().ok() ? writer->StreamEnd(End()) : writer->StreamError(ApiErrorFrom(stream.error())));
+        std::string last = stream.error().ok() ? writer->StreamEnd(End()) : writer->StreamError(ApiErrorFrom(stream.error()));
+        RecordReply();
+        out->Write(std::move(last));
       }
       out->Finish();
     } else if (client_gone) {
@@ -195,12 +193,29 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     } else if (!stream.error().ok()) {
       out->Send(StatusResponse(stream.error(), writer->dialect()));
     } else {
-      out->Send(writer->Whole(stream.text(), LogprobsJson(logprob_entries), End()));
+      HttpResponse whole = writer->Whole(stream.text(), LogprobsJson(logprob_entries), End());
+      RecordReply();
+      out->Send(std::move(whole));
     }
     const int status = client_gone ? 499 : stream.error().ok() ? 200 : HttpStatusFor(stream.error());
     ctx->metrics.CountResponse(writer->route(), status);
     routes->Forget(this);
     routes->num_active_.fetch_sub(1);
+  }
+
+  // REQUIRES: mu held; the answer is made (its tool call ids given) and not sent yet, so that a
+  // client that sends the reply straight back finds it recorded. A chat reply goes into the
+  // record of replies under what the client got: the text outside calls and the calls' ids.
+  void RecordReply() {
+    if (!chat || !stream.error().ok()) return;
+    std::string content = stream.text();
+    if (writer->tool_call_syntax() != ToolCallSyntax::kNone) {
+      ParsedToolCalls parsed = ParseToolCalls(writer->tool_call_syntax(), content);
+      if (parsed.calls.size() != writer->call_ids().size()) return;  // not what the client got
+      content = std::move(parsed.text);
+    }
+    ctx->RecordReply(cache_salt, ReplyKey(content, writer->call_ids()), prompt_tail, stream.text(),
+                     stream.generated_tokens());
   }
 
   // Records the request's duration and adds it to the recent requests.

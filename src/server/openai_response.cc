@@ -177,7 +177,7 @@ std::string OpenAiWriter::EventChunks(const std::vector<ToolCallEvent>& events, 
         logprobs = nullptr;
         break;
       case ToolCallEvent::Kind::kCallStart:
-        call_ids_.push_back(RandomId("call_"));
+        call_ids_.push_back(NoteCallId(RandomId("call_")));
         out += SseData(ToolCallChunkJson(meta_, e.call, call_ids_.back(), e.text, ""));
         break;
       case ToolCallEvent::Kind::kArguments:
@@ -219,7 +219,7 @@ HttpResponse OpenAiWriter::Whole(const std::string& text, json logprobs, const G
   if (!parsed.calls.empty()) {
     json calls = json::array();
     for (const ParsedToolCalls::Call& c : parsed.calls) {
-      calls.push_back(json{{"id", RandomId("call_")},
+      calls.push_back(json{{"id", NoteCallId(RandomId("call_"))},
                            {"type", "function"},
                            {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
     }

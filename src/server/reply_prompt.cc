@@ -1,6 +1,7 @@
 #include "server/reply_prompt.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <memory>
 
 namespace prefixd {
@@ -50,6 +51,25 @@ struct Splice {
 
 }  // namespace
 
+std::string ReplyKey(std::string_view content, std::span<const std::string> call_ids) {
+  std::string key(content);
+  // NUL cannot occur in an id the server made, so content and ids cannot be confused.
+  for (const std::string& id : call_ids) {
+    key += '\0';
+    key += id;
+  }
+  return key;
+}
+
+std::vector<std::string> CallIdsOf(const nlohmann::ordered_json& tool_calls) {
+  std::vector<std::string> ids;
+  if (!tool_calls.is_array()) return ids;
+  for (const auto& call : tool_calls) {
+    if (call.is_object() && call.contains("id") && call["id"].is_string()) ids.push_back(call["id"].get<std::string>());
+  }
+  return ids;
+}
+
 GeneratedReply MakeGeneratedReply(const Tokenizer& tokenizer, std::string text, std::span<const int32_t> generated,
                                   std::string_view prompt_tail) {
   GeneratedReply r;
@@ -77,6 +97,7 @@ std::optional<ReplySpan> FindReplySpan(std::string_view text, size_t begin, size
     if (best && n - tb <= best->token_end - best->token_begin) break;
     const size_t lowest_end = n > kMaxEndCut ? std::max(tb + 1, n - kMaxEndCut) : tb + 1;
     for (size_t te = n; te >= lowest_end && searches < kMaxSearches; --te) {
+      if (best && te - tb <= best->token_end - best->token_begin) break;
       const size_t from = reply.start_of(tb);
       const size_t to = reply.ends[te - 1];
       if (to == from) break;  // shorter runs spell no bytes either
@@ -98,8 +119,10 @@ ChatPromptTokens EncodeChatWithReplies(const Tokenizer& tokenizer, const Rendere
   const size_t n = std::min(messages.size(), chat.message_offsets.size());
   for (size_t i = 0; i < n; ++i) {
     const ChatMessage& m = messages[i];
-    if (m.role != "assistant" || m.content.empty()) continue;
-    std::shared_ptr<const GeneratedReply> reply = record.Find(salt, m.content, touch);
+    if (m.role != "assistant") continue;
+    const std::vector<std::string> ids = CallIdsOf(m.tool_calls);
+    if (m.content.empty() && ids.empty()) continue;
+    std::shared_ptr<const GeneratedReply> reply = record.Find(salt, ReplyKey(m.content, ids), touch);
     if (!reply) continue;
     // The message's bytes, and never before the end of the last reply taken.
     size_t begin = chat.message_offsets[i];
@@ -117,9 +140,9 @@ ChatPromptTokens EncodeChatWithReplies(const Tokenizer& tokenizer, const Rendere
   for (const Splice& s : splices) {
     AppendEncoded(tokenizer, chat, text.substr(cursor, s.span.text_begin - cursor), first, out.tokens);
     first = false;
-    const auto first = s.reply->tokens.begin();
-    out.tokens.insert(out.tokens.end(), first + static_cast<ptrdiff_t>(s.span.token_begin),
-                      first + static_cast<ptrdiff_t>(s.span.token_end));
+    const auto ids = s.reply->tokens.begin();
+    out.tokens.insert(out.tokens.end(), ids + static_cast<std::ptrdiff_t>(s.span.token_begin),
+                      ids + static_cast<std::ptrdiff_t>(s.span.token_end));
     out.replies.num_messages += 1;
     out.replies.num_tokens += static_cast<int64_t>(s.span.token_end - s.span.token_begin);
     cursor = s.span.text_end;

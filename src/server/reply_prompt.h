@@ -37,7 +37,14 @@
 
 namespace prefixd {
 
-// The reply a client got (`text`), with the generated ids whose pieces spell it from its
+// The record's key for a reply as the client got it and sends it back: its text outside tool
+// calls (the message content) and, when it made calls, the ids the server gave them (ids are
+// random and unique, so they name the reply; the calls' JSON is re-rendered by the template).
+std::string ReplyKey(std::string_view content, std::span<const std::string> call_ids);
+// The ids of an assistant message's tool_calls (entries without a string id are skipped).
+std::vector<std::string> CallIdsOf(const nlohmann::ordered_json& tool_calls);
+
+// The reply a client got (`text`, everything generated, tool calls included), with the generated ids whose pieces spell it from its
 // start: the ids stop before the first one that does not (a stop string cut the text inside
 // it, or nothing is left). `prompt_tail`: the prompt's generation prompt; its last 256 bytes
 // are kept.
@@ -75,7 +82,8 @@ struct ChatPromptTokens {
 };
 
 // The prompt ids of `chat` (rendered from `messages`): Encode(chat.text) where no assistant
-// message repeats a reply `record` holds for `salt`, else the text around each such reply
+// message repeats a reply `record` holds for `salt` (ReplyKey of its content and tool call
+// ids), else the text around each such reply
 // encoded as text and the reply's own ids in between (see the banner). `touch`: the replies
 // found become the most recently used in the record.
 ChatPromptTokens EncodeChatWithReplies(const Tokenizer& tokenizer, const RenderedChat& chat,

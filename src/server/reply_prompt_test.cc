@@ -102,7 +102,7 @@ TEST_F(ReplyPromptTest, TheNextPromptContinuesThePreviousPromptWithTheGeneratedI
   const std::vector<int32_t> generated = CharByChar(reply);
   ASSERT_NE(generated, tokenizer_->Encode(reply, Continuation()));
   ReplyRecord record({});
-  record.Insert("salt", MakeGeneratedReply(*tokenizer_, reply, generated,
+  record.Insert("salt", reply, MakeGeneratedReply(*tokenizer_, reply, generated,
                                            std::string_view(chat1->text).substr(chat1->generation_offset)));
 
   std::vector<ChatMessage> turn2 = {turn1[0], Msg("assistant", reply), Msg("user", "More.")};
@@ -144,11 +144,59 @@ TEST_F(ReplyPromptTest, IdsTheEncoderWouldPickGiveTheTextEncoding) {
   auto rendered = plain.Render(chat, nullptr, nullptr);
   ASSERT_TRUE(rendered.ok());
   ReplyRecord record({});
-  record.Insert("", MakeGeneratedReply(*tokenizer_, reply, tokenizer_->Encode(reply, Continuation()), "Assistant:"));
+  record.Insert("", reply, MakeGeneratedReply(*tokenizer_, reply, tokenizer_->Encode(reply, Continuation()), "Assistant:"));
   ChatPromptTokens t = EncodeChatWithReplies(*tokenizer_, *rendered, chat, record, "", false);
   EXPECT_EQ(t.replies.num_messages, 2);  // the same reply, sent back twice
   EXPECT_EQ(t.replies.matches_text_encoding, std::optional<bool>(true));
   EXPECT_EQ(t.tokens, tokenizer_->Encode(rendered->text, ChatEncodeOptions(*rendered)));
+}
+
+// A reply that made a tool call comes back as a message with the call's id and its JSON; the
+// template writes the call as the model did (here Qwen2.5's <tool_call> form), so the whole
+// reply, call included, is taken as generated.
+TEST_F(ReplyPromptTest, AToolCallReplyIsFoundByItsCallIds) {
+  const std::string source = ReadTestTemplate("qwen2.5-instruct.jinja");
+  ASSERT_FALSE(source.empty());
+  ChatFormat qwen(source, tokenizer_->vocab());
+  std::vector<ChatMessage> turn1 = {Msg("user", "Weather in Paris?")};
+  auto chat1 = qwen.Render(turn1, nullptr, nullptr);
+  ASSERT_TRUE(chat1.ok()) << chat1.status();
+  const std::vector<int32_t> prompt1 = tokenizer_->Encode(chat1->text, ChatEncodeOptions(*chat1));
+
+  const std::string raw = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  const std::vector<int32_t> generated = CharByChar(raw);
+  const std::vector<std::string> ids = {"call_abc"};
+  ReplyRecord record({});
+  record.Insert("", ReplyKey("", ids),
+                MakeGeneratedReply(*tokenizer_, raw, generated,
+                                   std::string_view(chat1->text).substr(chat1->generation_offset)));
+
+  ChatMessage call = Msg("assistant", "");
+  call.tool_calls = nlohmann::ordered_json::parse(
+      R"([{"id": "call_abc", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}])");
+  ChatMessage result = Msg("tool", "21 C");
+  result.tool_call_id = "call_abc";
+  std::vector<ChatMessage> turn2 = {turn1[0], call, result};
+  auto chat2 = qwen.Render(turn2, nullptr, nullptr);
+  ASSERT_TRUE(chat2.ok()) << chat2.status();
+  ChatPromptTokens t = EncodeChatWithReplies(*tokenizer_, *chat2, turn2, record, "", true);
+  EXPECT_EQ(t.replies.num_messages, 1);
+  EXPECT_EQ(t.replies.num_tokens, static_cast<int64_t>(generated.size()));
+  EXPECT_TRUE(StartsWith(t.tokens, Concat(prompt1, generated))) << chat2->text;
+
+  // Another id is another reply.
+  turn2[1].tool_calls[0]["id"] = "call_xyz";
+  auto chat3 = qwen.Render(turn2, nullptr, nullptr);
+  ASSERT_TRUE(chat3.ok());
+  EXPECT_EQ(EncodeChatWithReplies(*tokenizer_, *chat3, turn2, record, "", true).replies.num_messages, 0);
+}
+
+TEST(ReplyKey, ContentAloneOrWithCallIds) {
+  EXPECT_EQ(ReplyKey("hi", {}), "hi");
+  const std::vector<std::string> ids = {"a", "b"};
+  EXPECT_EQ(ReplyKey("hi", ids), std::string("hi\0a\0b", 6));
+  EXPECT_EQ(CallIdsOf(nlohmann::ordered_json::parse(R"([{"id": "a"}, {"type": "function"}, {"id": 3}, {"id": "b"}])")), ids);
+  EXPECT_TRUE(CallIdsOf(nullptr).empty());
 }
 
 }  // namespace

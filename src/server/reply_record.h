@@ -3,12 +3,14 @@
 // prompted with the ids the model generated instead of a re-tokenization of the text, which
 // often differs and would make the reply's tokens miss the prefix cache (reply_prompt.h).
 //
-//   generation ends:  Insert(salt, {text, tokens, ends})
-//   next turn:        Find(salt, assistant content) -> the same reply, or null
+//   generation ends:  Insert(salt, key, {text, tokens, ends})
+//   next turn:        Find(salt, key of the assistant message) -> the same reply, or null
 //
-// Keys: an entry is found by a 64-bit hash of (cache salt, text), seeded at random per
-// process so that a client cannot aim collisions at a bucket; a hit is verified byte for byte
-// against the stored salt and text, so a collision is a miss, never another tenant's reply.
+// The key is what the client got and sends back (reply_prompt.h ReplyKey): the reply's text,
+// or, for a reply with tool calls, the text outside the calls and the ids the server gave
+// them. An entry is found by a 64-bit hash of (cache salt, key), seeded at random per process
+// so that a client cannot aim collisions at a bucket; a hit is verified byte for byte against
+// the stored salt and key, so a collision is a miss, never another tenant's reply.
 // Bounded: at most `max_entries` entries and `max_bytes` bytes (Bytes(): text, salt, ids and
 // a fixed overhead); the least recently used entries go first. A reply larger than the whole
 // byte budget is not recorded.
@@ -54,19 +56,19 @@ class ReplyRecord {
     size_t max_entries = 100000;
   };
   // The hash of an entry's key; tests pass one that collides on purpose.
-  using Hasher = uint64_t (*)(std::string_view salt, std::string_view text, uint64_t seed);
+  using Hasher = uint64_t (*)(std::string_view salt, std::string_view key, uint64_t seed);
 
   explicit ReplyRecord(Options options, Hasher hasher = nullptr);
 
-  // Records `reply` for `salt`, as the most recently used entry; an entry with the same salt
-  // and text is replaced (the newest generation wins). Evicts least recently used entries
+  // Records `reply` under (`salt`, `key`), as the most recently used entry; an entry with the
+  // same salt and key is replaced (the newest generation wins). Evicts least recently used entries
   // until both budgets hold. False (and nothing recorded) when the reply alone is larger
   // than max_bytes, or max_entries is 0.
-  bool Insert(std::string_view salt, GeneratedReply reply);
+  bool Insert(std::string_view salt, std::string key, GeneratedReply reply);
 
-  // The reply recorded under exactly `salt` and `text`, or null. `touch`: it becomes the most
+  // The reply recorded under exactly `salt` and `key`, or null. `touch`: it becomes the most
   // recently used (the probe and count_tokens pass false: observing changes nothing).
-  std::shared_ptr<const GeneratedReply> Find(std::string_view salt, std::string_view text, bool touch);
+  std::shared_ptr<const GeneratedReply> Find(std::string_view salt, std::string_view key, bool touch);
 
   struct Stats {
     int64_t num_entries = 0;
@@ -79,7 +81,7 @@ class ReplyRecord {
   const Options& options() const { return options_; }
 
   // What one entry costs against max_bytes.
-  static size_t Bytes(std::string_view salt, const GeneratedReply& reply);
+  static size_t Bytes(std::string_view salt, std::string_view key, const GeneratedReply& reply);
 
   // Aborts (PREFIXD_CHECK) when the bookkeeping is broken: the index and the list disagree,
   // a byte count is off, a budget is exceeded, a reply's ends are out of order.
@@ -89,13 +91,14 @@ class ReplyRecord {
   struct Entry {
     uint64_t hash;
     std::string salt;
+    std::string key;
     std::shared_ptr<const GeneratedReply> reply;
     size_t bytes;
   };
   using List = std::list<Entry>;
 
-  // The entry for (salt, text) with this hash, or lru_.end(). REQUIRES: mu_ held.
-  List::iterator FindLocked(uint64_t hash, std::string_view salt, std::string_view text)
+  // The entry for (salt, key) with this hash, or lru_.end(). REQUIRES: mu_ held.
+  List::iterator FindLocked(uint64_t hash, std::string_view salt, std::string_view key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EraseLocked(List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

@@ -21,11 +21,11 @@ GeneratedReply Reply(std::string text, std::vector<int32_t> tokens) {
 }
 
 // Everything lands in one of two buckets: keys collide all the time.
-uint64_t CollidingHash(std::string_view, std::string_view text, uint64_t) { return text.size() % 2; }
+uint64_t CollidingHash(std::string_view, std::string_view key, uint64_t) { return key.size() % 2; }
 
 TEST(ReplyRecord, FindsOnlyTheExactTextUnderTheSameSalt) {
   ReplyRecord record({});
-  ASSERT_TRUE(record.Insert("tenant-a", Reply("Once upon a time", {5, 6, 7})));
+  ASSERT_TRUE(record.Insert("tenant-a", "Once upon a time", Reply("Once upon a time", {5, 6, 7})));
   auto hit = record.Find("tenant-a", "Once upon a time", true);
   ASSERT_NE(hit, nullptr);
   EXPECT_EQ(hit->tokens, (std::vector<int32_t>{5, 6, 7}));
@@ -39,9 +39,9 @@ TEST(ReplyRecord, FindsOnlyTheExactTextUnderTheSameSalt) {
 
 TEST(ReplyRecord, CollidingHashesAreToldApartByTheirText) {
   ReplyRecord record({}, &CollidingHash);
-  ASSERT_TRUE(record.Insert("", Reply("aa", {1})));
-  ASSERT_TRUE(record.Insert("", Reply("bb", {2})));
-  ASSERT_TRUE(record.Insert("x", Reply("aa", {3})));
+  ASSERT_TRUE(record.Insert("", "aa", Reply("aa", {1})));
+  ASSERT_TRUE(record.Insert("", "bb", Reply("bb", {2})));
+  ASSERT_TRUE(record.Insert("x", "aa", Reply("aa", {3})));
   record.CheckInvariants();
   EXPECT_EQ(record.Find("", "aa", true)->tokens, std::vector<int32_t>{1});
   EXPECT_EQ(record.Find("", "bb", true)->tokens, std::vector<int32_t>{2});
@@ -51,8 +51,8 @@ TEST(ReplyRecord, CollidingHashesAreToldApartByTheirText) {
 
 TEST(ReplyRecord, TheNewestReplyForATextReplacesTheOld) {
   ReplyRecord record({});
-  record.Insert("", Reply("hi", {1, 2}));
-  record.Insert("", Reply("hi", {3}));
+  record.Insert("", "hi", Reply("hi", {1, 2}));
+  record.Insert("", "hi", Reply("hi", {3}));
   EXPECT_EQ(record.stats().num_entries, 1);
   EXPECT_EQ(record.stats().evictions, 0);
   EXPECT_EQ(record.Find("", "hi", true)->tokens, std::vector<int32_t>{3});
@@ -60,31 +60,31 @@ TEST(ReplyRecord, TheNewestReplyForATextReplacesTheOld) {
 }
 
 TEST(ReplyRecord, EvictsTheLeastRecentlyUsedAndRefusesWhatCannotFit) {
-  const size_t one = ReplyRecord::Bytes("", Reply("a", {1}));
+  const size_t one = ReplyRecord::Bytes("", "a", Reply("a", {1}));
   ReplyRecord record({.max_bytes = 2 * one, .max_entries = 100});
-  record.Insert("", Reply("a", {1}));
-  record.Insert("", Reply("b", {2}));
+  record.Insert("", "a", Reply("a", {1}));
+  record.Insert("", "b", Reply("b", {2}));
   ASSERT_NE(record.Find("", "a", true), nullptr);  // a is now the most recent
-  record.Insert("", Reply("c", {3}));              // b goes
+  record.Insert("", "c", Reply("c", {3}));              // b goes
   EXPECT_EQ(record.Find("", "b", false), nullptr);
   EXPECT_NE(record.Find("", "a", false), nullptr);
   EXPECT_NE(record.Find("", "c", false), nullptr);
   EXPECT_EQ(record.stats().evictions, 1);
-  EXPECT_FALSE(record.Insert("", Reply(std::string(2 * one, 'x'), {1})));
+  EXPECT_FALSE(record.Insert("", "x", Reply(std::string(2 * one, 'x'), {1})));
   EXPECT_EQ(record.stats().num_entries, 2);
   record.CheckInvariants();
 
   ReplyRecord none({.max_bytes = 1 << 20, .max_entries = 0});
-  EXPECT_FALSE(none.Insert("", Reply("a", {1})));
+  EXPECT_FALSE(none.Insert("", "a", Reply("a", {1})));
 }
 
 TEST(ReplyRecord, FindWithoutTouchLeavesTheOrderAlone) {
-  const size_t one = ReplyRecord::Bytes("", Reply("a", {1}));
+  const size_t one = ReplyRecord::Bytes("", "a", Reply("a", {1}));
   ReplyRecord record({.max_bytes = 2 * one, .max_entries = 100});
-  record.Insert("", Reply("a", {1}));
-  record.Insert("", Reply("b", {2}));
+  record.Insert("", "a", Reply("a", {1}));
+  record.Insert("", "b", Reply("b", {2}));
   ASSERT_NE(record.Find("", "a", false), nullptr);  // a stays the least recent
-  record.Insert("", Reply("c", {3}));
+  record.Insert("", "c", Reply("c", {3}));
   EXPECT_EQ(record.Find("", "a", false), nullptr);
   EXPECT_NE(record.Find("", "b", false), nullptr);
 }
@@ -101,7 +101,7 @@ class RefRecord {
  public:
   explicit RefRecord(ReplyRecord::Options o) : o_(o) {}
   bool Insert(const std::string& salt, const GeneratedReply& r) {
-    const size_t bytes = ReplyRecord::Bytes(salt, r);
+    const size_t bytes = ReplyRecord::Bytes(salt, r.text, r);
     if (bytes > o_.max_bytes || o_.max_entries == 0) return false;
     Erase(salt, r.text);
     list_.push_front({salt, r.text, r.tokens, bytes});
@@ -157,7 +157,7 @@ TEST(ReplyRecord, RandomizedAgainstAList) {
         std::vector<int32_t> tokens(rng() % 6);
         for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % 1000);
         GeneratedReply r = Reply(text, tokens);
-        ASSERT_EQ(record.Insert(salt, r), ref.Insert(salt, r)) << "op " << op;
+        ASSERT_EQ(record.Insert(salt, r.text, r), ref.Insert(salt, r)) << "op " << op;
       } else {
         const bool touch = rng() % 3 != 0;
         auto got = record.Find(salt, text, touch);
@@ -189,7 +189,7 @@ TEST(ReplyRecord, ConcurrentInsertsAndFinds) {
       for (int i = 0; i < 2000; ++i) {
         const std::string text = "reply " + std::to_string(rng() % 200);
         if (rng() % 2 == 0) {
-          record.Insert("s", Reply(text, {static_cast<int32_t>(text.size())}));
+          record.Insert("s", text, Reply(text, {static_cast<int32_t>(text.size())}));
         } else if (auto r = record.Find("s", text, rng() % 2 == 0)) {
           if (r->text != text || r->tokens != std::vector<int32_t>{static_cast<int32_t>(text.size())}) ++wrong;
         }

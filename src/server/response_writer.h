@@ -52,6 +52,7 @@ class ResponseWriter {
   // Parses tool calls of `syntax` out of the text (kNone: the text passes through). Call
   // before any text is written.
   void EnableToolCalls(ToolCallSyntax syntax) {
+    syntax_ = syntax;
     if (syntax != ToolCallSyntax::kNone) parser_.emplace(syntax);
   }
 
@@ -95,9 +96,22 @@ class ResponseWriter {
     return CollectToolCalls(events);
   }
   int num_calls() const { return parser_ ? parser_->num_calls() : 0; }
+  // Every call id a writer gives out goes through here (the record of replies keys on them).
+  const std::string& NoteCallId(std::string id) {
+    given_call_ids_.push_back(std::move(id));
+    return given_call_ids_.back();
+  }
+
+ public:
+  // The ids given to the answer's tool calls, in order (empty without calls).
+  const std::vector<std::string>& call_ids() const { return given_call_ids_; }
+  // The syntax calls are parsed in (kNone: not parsed).
+  ToolCallSyntax tool_call_syntax() const { return syntax_; }
 
  private:
+  ToolCallSyntax syntax_ = ToolCallSyntax::kNone;
   std::optional<ToolCallParser> parser_;
+  std::vector<std::string> given_call_ids_;
 };
 
 }  // namespace prefixd

@@ -112,11 +112,11 @@ StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& 
   return p;
 }
 
-void ServerContext::RecordReply(const std::string& cache_salt, std::string_view prompt_tail, const std::string& text,
-                                std::span<const int32_t> generated) const {
-  if (!replies || text.empty()) return;
+void ServerContext::RecordReply(const std::string& cache_salt, std::string key, std::string_view prompt_tail,
+                                const std::string& text, std::span<const int32_t> generated) const {
+  if (!replies || text.empty() || key.empty()) return;
   GeneratedReply reply = MakeGeneratedReply(tokenizer(), text, generated, prompt_tail);
-  if (!reply.tokens.empty()) replies->Insert(cache_salt, std::move(reply));
+  if (!reply.tokens.empty()) replies->Insert(cache_salt, std::move(key), std::move(reply));
 }
 
 Status ServerContext::CheckFits(const OpenAiRequest& r, const Prompt& p) const {

@@ -76,11 +76,11 @@ struct ServerContext {
   // given. `touch_replies`: the replies used count as recently used (false for the probe
   // and count_tokens, which only observe).
   StatusOr<Prompt> BuildPrompt(const OpenAiRequest& r, bool touch_replies = true) const;
-  // Records a chat reply the client got, with the ids generated for it, for later prompts
-  // that send it back; `prompt_tail` is its prompt's generation prompt. No-op when the
-  // feature is off.
-  void RecordReply(const std::string& cache_salt, std::string_view prompt_tail, const std::string& text,
-                   std::span<const int32_t> generated) const;
+  // Records a chat reply, with the ids generated for it, for later prompts that send it back:
+  // `key` is what the client got (ReplyKey), `text` everything generated, `prompt_tail` its
+  // prompt's generation prompt. No-op when the feature is off.
+  void RecordReply(const std::string& cache_salt, std::string key, std::string_view prompt_tail,
+                   const std::string& text, std::span<const int32_t> generated) const;
   Status CheckFits(const OpenAiRequest& r, const Prompt& p) const;
 };
 

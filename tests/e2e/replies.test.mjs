@@ -10,6 +10,8 @@
 // The last test measures the reply tokens reused per turn, off (before) and on (after), for
 // each chat format family, and prints the table that BENCHMARKS.md quotes:
 //   tests/e2e/run.sh replies.test.mjs
+// PREFIXD_REPLY_MODES=default (a comma list of off, on, default: no flag) measures a binary
+// without the flag (main before this feature), with --test-name-pattern 'per chat format'.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ const vocabModel = path.join(repoRoot, '../shared/models/llama-2-tiny-random.ggu
 const skip = missingPrerequisite();
 const T = { timeout: 180000 };
 const MAX_TOKENS = 48;
+const MODES = (process.env.PREFIXD_REPLY_MODES ?? 'off,on').split(',');
 const QUESTIONS = ['Tell me a story about a cat.', 'What happened next?', 'And then?', 'Who else was there?',
   'How did it end?'];
 
@@ -122,7 +125,7 @@ describe('reply tokens: the plain format (stories260K) in both dialects', { skip
     assert.equal(openAiTurn(await next('tenant-a')).replies.messages, 1);
   });
 
-  it('off: no reply is reused, and the answers equal the on server\'s where the ids equal the text\'s encoding', T, async () => {
+  it('off: usage has no reply_tokens, and the answers equal the on server\'s where the ids equal the text\'s encoding', T, async () => {
     // One conversation (the on server's replies), sent to both servers turn by turn.
     let compared = 0;
     const turns = await converse(async (messages) => {
@@ -181,8 +184,8 @@ describe('reply tokens reused per turn, per chat format (printed for BENCHMARKS.
     for (const f of FAMILIES) {
       const model = f.qwen3 ? (qwen3 ??= f.model(dir)) : f.model(dir);
       const figures = {};
-      for (const mode of ['off', 'on']) {
-        const srv = await startServer({ model, args: ['--reuse-reply-tokens', mode] });
+      for (const mode of MODES) {
+        const srv = await startServer({ model, args: mode === 'default' ? [] : ['--reuse-reply-tokens', mode] });
         try {
           const turns = await converse(async (messages) => openAiTurn(await srv.client.chat.completions.create({
             model: srv.model, messages, max_tokens: MAX_TOKENS, temperature: 0,
@@ -195,22 +198,24 @@ describe('reply tokens reused per turn, per chat format (printed for BENCHMARKS.
         }
       }
       const mean = (xs) => (xs.reduce((a, b) => a + b, 0) / xs.length);
-      rows.push({ format: f.name, turns: figures.on.length,
-        reply_ids: mean(figures.on.map((p) => p.ids)).toFixed(1),
-        reused_off: mean(figures.off.map((p) => p.reused)).toFixed(1),
-        reused_on: mean(figures.on.map((p) => p.reused)).toFixed(1),
-        cacheable_on: mean(figures.on.map((p) => p.reusable)).toFixed(1) });
-      for (const [i, p] of figures.on.entries()) {
+      const row = { format: f.name };
+      for (const mode of MODES) {
+        row[mode] = `${mean(figures[mode].map((p) => p.reused)).toFixed(1)} of ${mean(figures[mode].map((p) => p.ids)).toFixed(1)}` +
+          ` (cacheable ${mean(figures[mode].map((p) => p.reusable)).toFixed(1)})`;
+      }
+      rows.push(row);
+      for (const [i, p] of (figures.on ?? []).entries()) {
         // Where the template prints the reply as generated, every cacheable id comes back. Llama 3
         // trims the reply: there only replies without space at either end are whole.
         const whole = f.full || (f.name.startsWith('Llama 3') && p.text === p.text.trim() && p.text.length > 0);
         if (whole) assert.equal(p.reused, p.reusable, `${f.name}, turn ${i + 1}: reused ${p.reused} of ${p.reusable}`);
       }
     }
-    console.log(`reply tokens reused per turn (mean over ${QUESTIONS.length - 1} turns, max_tokens ${MAX_TOKENS}, greedy):`);
-    console.log('| format | reply ids | reused, off (before) | reused, on (after) | cacheable |');
-    console.log('| --- | --- | --- | --- | --- |');
-    for (const r of rows) console.log(`| ${r.format} | ${r.reply_ids} | ${r.reused_off} | ${r.reused_on} | ${r.cacheable_on} |`);
+    console.log(`reply ids reused per turn: mean over ${QUESTIONS.length - 1} turns of reused of the previous reply's ids ` +
+      `(cacheable: all but the last id of a reply cut by max_tokens ${MAX_TOKENS}), greedy:`);
+    console.log(`| format | ${MODES.map((m) => `--reuse-reply-tokens ${m}`).join(' | ')} |`);
+    console.log(`| --- | ${MODES.map(() => '---').join(' | ')} |`);
+    for (const r of rows) console.log(`| ${r.format} | ${MODES.map((m) => r[m]).join(' | ')} |`);
     writeFileSync(path.join(os.tmpdir(), 'prefixd-reply-reuse.json'), JSON.stringify(rows, null, 1));
   });
 });
