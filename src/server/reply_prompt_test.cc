@@ -85,8 +85,13 @@ TEST_F(ReplyPromptTest, ATemplateThatTrimsTheReplyKeepsItsWholeTokensInside) {
   EXPECT_EQ(span->token_begin, 1u);              // the leading space's token is gone
   EXPECT_EQ(span->token_end, reply.size() - 1);  // and the trailing one
   EXPECT_EQ(text.substr(span->text_begin, span->text_end - span->text_begin), "Once upon a time");
-  // Nothing of it in the text.
-  EXPECT_FALSE(FindReplySpan("<header>zzz<end>", 0, 16, r).has_value());
+  // Nothing of it in the text. One character near its end would do (these ids are one per
+  // character); runs that end more than 4 tokens before the reply's end are not tried.
+  EXPECT_FALSE(FindReplySpan("#1#2#", 0, 5, r).has_value());
+  EXPECT_FALSE(FindReplySpan("#1#a#", 0, 5, r).has_value());
+  auto near_end = FindReplySpan("#1#e#", 0, 5, r);
+  ASSERT_TRUE(near_end.has_value());
+  EXPECT_EQ(near_end->text_begin, 3u);
 }
 
 // The point of it all: the next turn's prompt starts with the previous prompt and then the

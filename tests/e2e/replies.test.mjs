@@ -201,7 +201,7 @@ describe('reply tokens reused per turn, per chat format (printed for BENCHMARKS.
       const row = { format: f.name };
       for (const mode of MODES) {
         row[mode] = `${mean(figures[mode].map((p) => p.reused)).toFixed(1)} of ${mean(figures[mode].map((p) => p.ids)).toFixed(1)}` +
-          ` (cacheable ${mean(figures[mode].map((p) => p.reusable)).toFixed(1)})`;
+          ` (cacheable ${mean(figures[mode].map((p) => p.reusable)).toFixed(1)}; per turn ${figures[mode].map((p) => p.reused).join(', ')})`;
       }
       rows.push(row);
       for (const [i, p] of (figures.on ?? []).entries()) {
