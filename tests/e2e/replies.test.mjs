@@ -105,6 +105,24 @@ describe('reply tokens: the plain format (stories260K) in both dialects', { skip
     assert.ok(props.json.prefix_cache.reply_tokens.hits >= QUESTIONS.length - 1);
   });
 
+  it('OpenAI chat, streamed: the reply is recorded before the stream ends', T, async () => {
+    const salt = uniqueWord();
+    const turns = await converse(async (messages) => {
+      const stream = await on.client.chat.completions.create(
+        chatParams(on, messages, { cache_salt: salt, stream: true, stream_options: { include_usage: true } }));
+      let text = '';
+      let finish = null;
+      let usage = null;
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta?.content) text += chunk.choices[0].delta.content;
+        if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+      }
+      return openAiTurn({ choices: [{ message: { content: text }, finish_reason: finish }], usage });
+    }, (t) => ({ role: 'assistant', content: t.text }));
+    assertWholeReplyCached(turns, 'streamed chat');
+  });
+
   it('Anthropic messages: the same, sending back the content blocks the client got', T, async () => {
     const client = new Anthropic({ baseURL: on.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
     const salt = uniqueWord();
