@@ -50,8 +50,13 @@ describe('bench-serve', { skip: skip ?? false }, () => {
         assert.ok(s.token_hit_rate >= 0 && s.token_hit_rate < 1, what);
         // Nothing beats the ideal: the longest prefix each prompt shares with an earlier one.
         assert.ok(s.ideal_cached_tokens > 0 && s.cached_tokens <= s.ideal_cached_tokens, what);
-        // The pool alone reaches it on every workload but the restart (which loses the pool).
-        if (config === 'pool' && w.name !== 'restart') assert.equal(s.cached_tokens, s.ideal_cached_tokens, what);
+        // The pool alone reaches it one request at a time on every workload but the restart
+        // (which loses the pool); concurrent requests may each miss a partial tail the others
+        // are still computing.
+        if (config === 'pool' && w.name !== 'restart') {
+          if (w.concurrency === 1) assert.equal(s.cached_tokens, s.ideal_cached_tokens, what);
+          else assert.ok(s.cached_tokens >= 0.9 * s.ideal_cached_tokens, what);
+        }
         if (config === 'off') assert.equal(s.cached_tokens, 0, what);
         // The same prompt again, or one sharing a 64-token head: the cache must serve some.
         else assert.ok(s.cached_tokens > 0, `${what}: ${JSON.stringify(s)}`);
