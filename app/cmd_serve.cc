@@ -33,6 +33,7 @@ struct ServeFlags {
   std::string kv_events;         // PUB endpoint; empty: no KV events
   std::string kv_events_replay;  // ROUTER endpoint; empty: the port after --kv-events'
   std::string reuse_reply_tokens = "on";
+  std::string request_log;       // --request-log FILE; empty: none
 };
 
 int RunServe(ServeFlags f) {
@@ -72,6 +73,14 @@ int RunServe(ServeFlags f) {
   auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), *eo);
   if (!engine.ok()) return Fail(engine.status());
   so.max_queue = f.max_queue;
+  // Declared before the service, which appends to it until it stops.
+  std::unique_ptr<RequestLog> request_log;
+  if (!f.request_log.empty()) {
+    auto log = RequestLog::Open(f.request_log, RequestLogHeaderOf(**engine));
+    if (!log.ok()) return Fail(log.status());
+    request_log = std::move(*log);
+    so.request_log = request_log.get();
+  }
   EngineService service(*loaded->model, *loaded->tokenizer, *std::move(engine), so);
   HttpServer server(&service, f.http);
   auto port = server.Bind();
@@ -153,6 +162,10 @@ void AddServeCommand(CLI::App& app, std::function<int()>* run) {
   cmd->add_option("--reply-record-max-entries", f->http.reply_record_max_entries,
                   "Generated replies recorded at most")
       ->envname("PREFIXD_REPLY_RECORD_MAX_ENTRIES")->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--request-log", f->request_log,
+                  "Append one JSON line per finished request (token hashes and lengths, never "
+                  "text) for `prefixd replay --request-log`")
+      ->envname("PREFIXD_REQUEST_LOG");
   AddEngineFlags(cmd, &f->engine);
   cmd->callback([f, run] { *run = [f] { return RunServe(*f); }; });
 }

@@ -17,6 +17,7 @@ PACKAGES=(
   libboost-dev libzmq3-dev cppzmq-dev libmsgpack-dev libmsgpack-cxx-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server gnuplot-nox chromium fonts-dejavu-core
+  python3-zmq python3-msgpack
 )
 NODE_MIN=20
 

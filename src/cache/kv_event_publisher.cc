@@ -112,7 +112,10 @@ StatusOr<KvEventBatch> DecodeKvEventBatch(std::string_view payload) {
       auto medium = [&](uint32_t at) {
         const std::string m = n > at && f[at].type == msgpack::type::STR ? f[at].as<std::string>()
                                                                           : "GPU";
-        return m == "CPU" ? KvMedium::kHost : m == "DISK" ? KvMedium::kDisk : KvMedium::kPool;
+        return m == "CPU"      ? KvMedium::kHost
+               : m == "DISK"   ? KvMedium::kDisk
+               : m == "REMOTE" ? KvMedium::kRemote
+                               : KvMedium::kPool;
       };
       KvEvent e;
       if (tag == "BlockStored" && n >= 5) {

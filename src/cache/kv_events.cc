@@ -10,6 +10,7 @@ std::string_view MediumName(KvMedium medium) {
     case KvMedium::kPool: return "GPU";
     case KvMedium::kHost: return "CPU";
     case KvMedium::kDisk: return "DISK";
+    case KvMedium::kRemote: return "REMOTE";
   }
   return "GPU";
 }

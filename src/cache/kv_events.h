@@ -7,6 +7,12 @@
 //   PrefixCache::ClearTier                              Cleared           its tier's medium
 //   host store (Offload's writes, its LRU eviction)     Stored, Removed   "CPU"
 //   disk store (write-through, its LRU eviction)        Stored, Removed   "DISK"
+//   disk store's start-up scan (TierController::SetEventLog)  Stored      "DISK"
+//   remote store (write-through: written or refreshed)  Stored            "REMOTE"
+//   PrefixCache::ClearRemote                            Cleared           "REMOTE"
+//   (Redis drops keys itself, by TTL or maxmemory, unseen: no Removed for "REMOTE". Partial
+//   tails are not announced: they have no chain key a router could match, only a parent key
+//   and a few tokens, and there are at most --mru-partial-max-entries of them.)
 //            |  KvEventLog::Stored/Removed/Cleared (any thread; appended under a mutex)
 //            v
 //   KvEventLog::Flush (the engine thread once per step; the publisher's thread when idle)
@@ -34,8 +40,8 @@
 namespace prefixd {
 
 // Where a block is resident. The strings are vLLM's where it has one ("GPU", "CPU").
-enum class KvMedium { kPool, kHost, kDisk };
-std::string_view MediumName(KvMedium medium);  // "GPU", "CPU", "DISK"
+enum class KvMedium { kPool, kHost, kDisk, kRemote };
+std::string_view MediumName(KvMedium medium);  // "GPU", "CPU", "DISK", "REMOTE"
 
 // The 64-bit form of a key in events (BlockKey::hi).
 inline uint64_t EventHash(const BlockKey& key) { return key.hi; }

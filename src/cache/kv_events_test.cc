@@ -193,7 +193,7 @@ void ExpectIndexMatchesProbe(const Index& index, PrefixCache& cache,
                              const std::vector<std::vector<int32_t>>& prompts) {
   for (const auto& p : prompts) {
     const std::vector<BlockKey> keys = cache.BlockKeys("", p);
-    const TierProbe probe = cache.ProbeTiers("", p);
+    const TierProbe probe = cache.ProbeTiers("", p, cache.ProbeKeys("", p));
     size_t g = 0;
     while (g < keys.size() && index.Has(KvMedium::kPool, keys[g])) ++g;
     EXPECT_EQ(static_cast<size_t>(probe.pool_tokens / kBs), g) << "pool, prompt of " << p.size();
@@ -330,6 +330,30 @@ TEST_F(KvEventStream, SubscriberThatMissesBatchesCatchesUpThroughReplay) {
   EXPECT_GT(sub->replayed(), 0);
   EXPECT_GT(pub->stats().replay_requests, 0);
   ExpectIndexMatchesProbe(sub->index(), *tc->cache, prompts);
+}
+
+// A restart: a new cache over the same disk folder announces, on a fresh stream, every block
+// its start-up scan found, so a new subscriber's index equals the probe before any request.
+TEST_F(KvEventStream, TheBlocksTheDiskScanFindsAreAnnouncedAsStored) {
+  const auto prompts = Prompts(20, 3);
+  for (const auto& p : prompts) tc->Run(p);
+  Settle();
+  const int64_t on_disk = tc->cache->tier_stats().disk.entries;
+  ASSERT_GT(on_disk, 0);
+  tc.reset();
+  auto created = KvEventPublisher::Create(LoopbackOptions());
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<KvEventPublisher> pub2 = std::move(*created);
+  Subscriber sub2(*pub2);
+  tc = std::make_unique<TieredCache>(pub2->log(), dir);
+  tc->cache->FlushEvents();
+  ASSERT_TRUE(sub2.CatchUp(pub2->log()->num_batches()));
+  auto it = sub2.index().blocks.find(KvMedium::kDisk);
+  ASSERT_NE(it, sub2.index().blocks.end());
+  EXPECT_EQ(static_cast<int64_t>(it->second.size()), on_disk);
+  EXPECT_EQ(tc->cache->tier_stats().disk.entries, on_disk);
+  ExpectIndexMatchesProbe(sub2.index(), *tc->cache, prompts);
+  tc.reset();  // before pub2, whose log it writes to
 }
 
 TEST(KvEvents, FullQueueDropsTheOldestAndNeverBlocks) {

@@ -268,21 +268,33 @@ Status PrefixCache::ClearTier(std::string_view tier) {
   return absl::OkStatus();
 }
 
-TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const {
+BlockKeyChain PrefixCache::ProbeKeys(std::string_view salt, std::span<const int32_t> tokens) const {
+  if (!tiers_) return BlockKeyChain{};  // the pool's probe needs no keys
+  return keyer_.Chain(salt, tokens);
+}
+
+TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens,
+                                  const BlockKeyChain& keys) const {
   const int64_t pool_tokens = tree_.Peek(salt, tokens).num_tokens;
   TierProbe p;
-  if (tiers_) p = tiers_->Probe(pool_tokens, tokens, keyer_.Chain(salt, tokens));
+  if (tiers_) p = tiers_->Probe(pool_tokens, tokens, keys);
   p.pool_tokens = pool_tokens;
   p.pool_retained_tokens = tree_.RetainedPrefixTokens(salt, tokens);
   return p;
 }
 
-void PrefixCache::ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
-                              TierProbe* probe) const {
-  if (tiers_) tiers_->ProbeRemote(keyer_.Chain(salt, tokens), probe);
+void PrefixCache::ProbeRemote(const BlockKeyChain& keys, TierProbe* probe) const {
+  if (tiers_) tiers_->ProbeRemote(keys, probe);
 }
 
-Status PrefixCache::ClearRemote() { return tiers_ ? tiers_->ClearRemote() : absl::OkStatus(); }
+Status PrefixCache::ClearRemote() {
+  if (!tiers_) return absl::OkStatus();
+  Status st = tiers_->ClearRemote();
+  // Announced even when the clear failed part way: a router must not keep routing to blocks
+  // that may be gone (a miss costs a recompute; a stale route costs the same and more).
+  if (options_.events && tiers_->stats().remote_enabled) options_.events->Cleared(KvMedium::kRemote);
+  return st;
+}
 
 void PrefixCache::FlushDiskWrites() {
   if (tiers_) tiers_->FlushDiskWrites();

@@ -204,11 +204,15 @@ class PrefixCache {
   // server's own tiers; the shared remote tier is cleared only when named.
   Status ClearTier(std::string_view tier);
 
-  // Per-tier residency of `tokens`, changing nothing (engine thread; no remote).
-  TierProbe ProbeTiers(std::string_view salt, std::span<const int32_t> tokens) const;
+  // The chain of block keys of `tokens` under `salt`, for the probes below: the probe's
+  // caller hashes once, on its own thread (any thread), with the cache's BlockKeyer.
+  BlockKeyChain ProbeKeys(std::string_view salt, std::span<const int32_t> tokens) const;
+  // Per-tier residency of `tokens`, changing nothing (engine thread; no remote). `keys` is
+  // ProbeKeys(salt, tokens).
+  TierProbe ProbeTiers(std::string_view salt, std::span<const int32_t> tokens,
+                       const BlockKeyChain& keys) const;
   // Completes `probe` with the remote tier: a round trip, so any thread but the engine's.
-  void ProbeRemote(std::string_view salt, std::span<const int32_t> tokens,
-                   TierProbe* probe) const;
+  void ProbeRemote(const BlockKeyChain& keys, TierProbe* probe) const;
   // Ends the marks whose time is up (pool and host RAM), on the cache's clock. Admit calls it;
   // cheap while nothing is due.
   void ExpireRetention();

@@ -20,7 +20,7 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     const TierOptions& options, std::vector<uint8_t> fingerprint, BlockHashKind hash,
     int block_size, BlockIo* io, BlockPool* pool) {
   auto tc = std::unique_ptr<TierController>(
-      new TierController(options, fingerprint, hash, block_size, io, pool));
+      new TierController(options, fingerprint, block_size, io, pool));
   if (options.host_bytes > 0) {
     tc->host_ = std::make_unique<HostStore>(options.host_bytes, options.clock,
                                             options.retention_max_share);
@@ -55,9 +55,8 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
 }
 
 TierController::TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
-                               BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool)
+                               int block_size, BlockIo* io, BlockPool* pool)
     : fingerprint_(std::move(fingerprint)),
-      hash_(hash),
       block_size_(block_size),
       io_(io),
       pool_(pool),
@@ -461,6 +460,14 @@ void TierController::SetEventLog(KvEventLog* log) {
   if (disk_) {
     disk_events_ = std::make_unique<TierEventObserver>(log, KvMedium::kDisk);
     disk_->SetResidencyObserver(disk_events_.get());
+    // What the start-up scan found is resident too: a router learns it now, not only as it
+    // is rewritten.
+    const int64_t n = disk_->AnnounceResident(*disk_events_);
+    if (n > 0) spdlog::info("KV events: {} blocks found on disk at start-up announced", n);
+  }
+  if (remote_) {
+    remote_events_ = std::make_unique<TierEventObserver>(log, KvMedium::kRemote);
+    remote_->SetResidencyObserver(remote_events_.get());
   }
 }
 

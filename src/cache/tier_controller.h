@@ -211,13 +211,15 @@ class TierController {
   TierControllerStats stats() const;
 
   // KV events: the host and disk stores report to `log` what they store (offload, write-
-  // through) and what they evict to stay under budget, on the thread that writes. Call once,
-  // before the first request; `log` must outlive the controller.
+  // through) and what they evict to stay under budget, on the thread that writes; the remote
+  // store what it wrote or refreshed. The blocks the disk's start-up scan found are announced
+  // here, as stored (reads their files' first bytes). Call once, before the first request;
+  // `log` must outlive the controller.
   void SetEventLog(KvEventLog* log);
 
  private:
-  TierController(const TierOptions& options, std::vector<uint8_t> fingerprint,
-                 BlockHashKind hash, int block_size, BlockIo* io, BlockPool* pool);
+  TierController(const TierOptions& options, std::vector<uint8_t> fingerprint, int block_size,
+                 BlockIo* io, BlockPool* pool);
   // Fresh pool blocks, asking `make_room` when short. nullopt when there is no room.
   std::optional<std::vector<BlockId>> AllocateForOnboard(int n, const MakeRoom& make_room);
   // The records of the blocks after `first` that host RAM or the read-ahead hold, in order,
@@ -253,12 +255,11 @@ class TierController {
                                           const BlockKeyChain& keys, int64_t end) const;
 
   const std::vector<uint8_t> fingerprint_;
-  const BlockHashKind hash_;
   const int block_size_;
   BlockIo* io_;
   BlockPool* pool_;
   // Declared before the stores and writers, so they outlive every write.
-  std::unique_ptr<TierEventObserver> host_events_, disk_events_;
+  std::unique_ptr<TierEventObserver> host_events_, disk_events_, remote_events_;
   std::unique_ptr<HostStore> host_;
   std::unique_ptr<DiskStore> disk_;
   std::unique_ptr<RedisStore> remote_;

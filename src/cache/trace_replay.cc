@@ -3,9 +3,6 @@
 #include <algorithm>
 
 #include "base/check.h"
-#include "cache/prefix_cache.h"
-#include "kv/block_pool.h"
-#include "kv/block_table.h"
 
 namespace prefixd {
 
@@ -13,17 +10,27 @@ namespace {
 
 int64_t BlocksFor(int64_t tokens, int block_size) { return (tokens + block_size - 1) / block_size; }
 
-// The pool that holds every token of the trace at once (prompts and outputs, each in its own
-// blocks), so nothing is ever evicted: the "unbounded" budget.
-int64_t UnboundedBlocks(std::span<const TraceRequest> requests, const ReplayOptions& o) {
-  int64_t blocks = 0;
-  for (const TraceRequest& r : requests) {
-    blocks += BlocksFor(r.input_length + (o.with_output ? r.output_length : 0), o.block_size) + 1;
-  }
-  return std::max<int64_t>(blocks, 1);
+// Tokens a request computes: its prompt, then every generated token but the last.
+int64_t ComputedTokens(const TraceRequest& r, bool with_output) {
+  return r.input_length + (with_output ? std::max<int64_t>(r.output_length - 1, 0) : 0);
 }
 
 }  // namespace
+
+void ReplayResult::Add(const ReplayOutcome& o, int64_t prompt) {
+  ++requests;
+  prompt_tokens += prompt;
+  cached_tokens += o.cached_tokens;
+  hit_requests += o.cached_tokens > 0;
+  host_tokens += o.tier.host_tokens;
+  disk_tokens += o.tier.disk_tokens;
+  partial_tokens += o.tier.partial_tokens;
+  host_hit_requests += o.tier.host_tokens > 0;
+  disk_hit_requests += o.tier.disk_tokens > 0;
+  partial_hit_requests += o.tier.partial_tokens > 0;
+  unservable += o.unservable;
+  by_request.push_back(o);
+}
 
 std::vector<int32_t> TracePromptTokens(const TraceRequest& request) {
   std::vector<int32_t> tokens;
@@ -46,63 +53,54 @@ int64_t IdealCachedTokens(const TraceRequest& request, const absl::flat_hash_set
   return std::max<int64_t>(0, std::min(leading * kTraceBlockTokens, request.input_length - 1));
 }
 
-ReplayResult ReplayTrace(std::span<const TraceRequest> requests, const ReplayOptions& options) {
-  PREFIXD_CHECK(options.block_size > 0, "ReplayTrace: block size must be positive");
-  ReplayResult result;
-  result.pool_blocks = options.pool_blocks > 0 ? options.pool_blocks : UnboundedBlocks(requests, options);
-  PREFIXD_CHECK(result.pool_blocks < (int64_t{1} << 31), "ReplayTrace: pool too large");
-  BlockPool pool(static_cast<int>(result.pool_blocks));
-  PrefixCacheOptions cache_options;
-  cache_options.max_cached_blocks = static_cast<int>(result.pool_blocks);
-  PrefixCache cache(&pool, options.block_size, cache_options);
-  absl::flat_hash_set<int64_t> seen;
+StatusOr<ReplayResult> ReplayTrace(std::span<const TraceRequest> requests,
+                                   const ReplayOptions& options) {
+  ReplayConfig config = options.cache;
+  const int bs = config.block_size;
+  if (bs < 1) return absl::InvalidArgumentError("replay: the block size must be positive");
+  int64_t all_blocks = 0, longest = 0;
+  for (const TraceRequest& r : requests) {
+    const int64_t blocks = BlocksFor(ComputedTokens(r, options.with_output), bs) + 1;
+    all_blocks += blocks;
+    longest = std::max(longest, blocks);
+  }
+  // Unbounded: every token of the trace fits, each request in its own blocks.
+  if (config.max_cached_blocks <= 0) config.max_cached_blocks = std::max<int64_t>(all_blocks, 1);
+  if (config.num_kv_blocks <= 0) config.num_kv_blocks = config.max_cached_blocks + longest;
   // Generated tokens: ids above every prompt token, never repeated.
   int64_t max_id = 0;
   for (const TraceRequest& r : requests) {
     for (int64_t h : r.hash_ids) max_id = std::max(max_id, h);
   }
   int64_t next_output = (max_id + 1) * kTraceBlockTokens;
-  PREFIXD_CHECK(next_output < (int64_t{1} << 31), "ReplayTrace: hash ids too large for token ids");
-
+  if (next_output >= (int64_t{1} << 31)) {
+    return absl::InvalidArgumentError("replay: hash ids too large for token ids (2^31 / 512)");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<CacheReplayer> replayer, CacheReplayer::Create(config));
+  ReplayResult result;
+  result.pool_blocks = config.max_cached_blocks;
+  result.num_kv_blocks = config.num_kv_blocks;
+  absl::flat_hash_set<int64_t> seen;
   for (const TraceRequest& r : requests) {
     std::vector<int32_t> tokens = TracePromptTokens(r);
     const int64_t n = static_cast<int64_t>(tokens.size());
-    ++result.requests;
-    result.prompt_tokens += n;
     result.ideal_tokens += IdealCachedTokens(r, seen);
     for (int64_t h : r.hash_ids) seen.insert(h);
-    result.cached_by_request.push_back(0);
-    if (n == 0) continue;
-    if (options.with_output) {
-      for (int64_t i = 0; i < r.output_length && next_output < (int64_t{1} << 31); ++i) {
-        tokens.push_back(static_cast<int32_t>(next_output++));
-      }
-    }
-    const int64_t total = static_cast<int64_t>(tokens.size());
-    if (BlocksFor(total, options.block_size) + 1 > result.pool_blocks) {
-      ++result.unservable;  // as the server refuses a prompt longer than its pool
+    if (n == 0) {
+      result.Add(ReplayOutcome{}, 0);
       continue;
     }
-    // As Engine::Admit: the last prompt token is always computed.
-    CacheHit hit = cache.Acquire("", tokens, n - 1);
-    result.cached_tokens += hit.num_tokens;
-    result.cached_by_request.back() = hit.num_tokens;
-    if (hit.num_tokens > 0) ++result.hit_requests;
-    BlockTable table;
-    table.Adopt(hit.blocks);
-    // As Engine::ReserveWrite: evict until the rest fits (copy-on-write of a partly matched
-    // block included). The hit's own path is locked, so it stays.
-    while (!table.PrepareWrite(pool, options.block_size, hit.num_tokens, total)) {
-      const int needed = static_cast<int>(BlocksFor(total - hit.num_tokens, options.block_size)) + 1;
-      PREFIXD_CHECK(cache.Evict(needed) > 0, "ReplayTrace: the pool cannot hold one request");
+    const int64_t computed = ComputedTokens(r, options.with_output);
+    while (static_cast<int64_t>(tokens.size()) < computed && next_output < (int64_t{1} << 31)) {
+      tokens.push_back(static_cast<int32_t>(next_output++));
     }
-    // The engine indexes the prompt when its prefill completes and the whole sequence when it
-    // finishes; one request at a time, the second insert alone leaves the same tree.
-    cache.Insert("", tokens, table.blocks());
-    cache.Release(hit);
-    table.Release(pool);
+    ReplayedRequest q;
+    q.tokens = tokens;
+    q.num_prompt = n;
+    result.Add(replayer->Run(q), n);
   }
-  result.evicted_blocks = cache.stats().evicted_blocks;
+  result.evicted_blocks = replayer->cache_stats().evicted_blocks;
+  result.offloaded_blocks = replayer->tier_stats().offloaded_blocks;
   return result;
 }
 

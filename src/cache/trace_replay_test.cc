@@ -31,6 +31,12 @@ std::vector<TraceRequest> RandomTrace(std::mt19937& rng, int num_requests, bool 
   return trace;
 }
 
+ReplayResult Replay(std::span<const TraceRequest> trace, const ReplayOptions& options) {
+  StatusOr<ReplayResult> r = ReplayTrace(trace, options);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *std::move(r) : ReplayResult{};
+}
+
 int64_t CommonPrefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   const auto [ia, ib] = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
   return ia - a.begin();
@@ -56,9 +62,9 @@ TEST(TraceReplay, UnboundedHitsAreTheLongestCommonPrefixWithAnEarlierPrompt) {
   for (int block_size : {1, 4, 16, 64}) {
     const std::vector<TraceRequest> trace = RandomTrace(rng, 60, /*full_blocks=*/false);
     ReplayOptions o;
-    o.block_size = block_size;
-    const ReplayResult got = ReplayTrace(trace, o);
-    ASSERT_EQ(got.cached_by_request.size(), trace.size());
+    o.cache.block_size = block_size;
+    const ReplayResult got = Replay(trace, o);
+    ASSERT_EQ(got.by_request.size(), trace.size());
     EXPECT_EQ(got.evicted_blocks, 0);
     std::vector<std::vector<int32_t>> earlier;
     int64_t want_total = 0;
@@ -67,7 +73,7 @@ TEST(TraceReplay, UnboundedHitsAreTheLongestCommonPrefixWithAnEarlierPrompt) {
       int64_t want = 0;
       for (const auto& e : earlier) want = std::max(want, CommonPrefix(tokens, e));
       want = std::min<int64_t>(want, static_cast<int64_t>(tokens.size()) - 1);
-      ASSERT_EQ(got.cached_by_request[i], want) << "block size " << block_size << " request " << i;
+      ASSERT_EQ(got.by_request[i].cached_tokens, want) << "block size " << block_size << " request " << i;
       want_total += want;
       earlier.push_back(tokens);
     }
@@ -80,31 +86,49 @@ TEST(TraceReplay, UnboundedHitsAreTheLongestCommonPrefixWithAnEarlierPrompt) {
 TEST(TraceReplay, UnboundedReplayOfWholeBlocksReachesTheIdeal) {
   std::mt19937 rng(9);
   const std::vector<TraceRequest> trace = RandomTrace(rng, 80, /*full_blocks=*/true);
-  const ReplayResult r = ReplayTrace(trace, ReplayOptions{});
+  const ReplayResult r = Replay(trace, ReplayOptions{});
   EXPECT_GT(r.ideal_tokens, 0);
   EXPECT_EQ(r.cached_tokens, r.ideal_tokens);
   EXPECT_DOUBLE_EQ(r.cached_fraction(), r.ideal_fraction());
 }
 
-// A pool smaller than the trace evicts, never serves more than the unbounded replay, and
-// serves nothing of a request longer than the whole pool.
+// A budget smaller than the trace evicts and never serves more than the unbounded replay.
 TEST(TraceReplay, ABoundedPoolEvictsAndNeverBeatsTheUnboundedOne) {
   std::mt19937 rng(11);
   const std::vector<TraceRequest> trace = RandomTrace(rng, 80, /*full_blocks=*/false);
-  const ReplayResult unbounded = ReplayTrace(trace, ReplayOptions{});
+  const ReplayResult unbounded = Replay(trace, ReplayOptions{});
   ReplayOptions small;
-  small.pool_blocks = 200;  // a few requests' worth at 16 tokens per block
-  const ReplayResult bounded = ReplayTrace(trace, small);
+  small.cache.max_cached_blocks = 200;  // a few requests' worth at 16 tokens per block
+  const ReplayResult bounded = Replay(trace, small);
   EXPECT_GT(bounded.evicted_blocks, 0);
   EXPECT_LT(bounded.cached_tokens, unbounded.cached_tokens);
   for (size_t i = 0; i < trace.size(); ++i) {
-    EXPECT_LE(bounded.cached_by_request[i], unbounded.cached_by_request[i]) << i;
+    EXPECT_LE(bounded.by_request[i].cached_tokens, unbounded.by_request[i].cached_tokens) << i;
   }
-  ReplayOptions tiny;
-  tiny.pool_blocks = 1;  // every request needs more
-  const ReplayResult none = ReplayTrace(trace, tiny);
-  EXPECT_EQ(none.unservable, static_cast<int64_t>(trace.size()));
-  EXPECT_EQ(none.cached_tokens, 0);
+  EXPECT_EQ(bounded.unservable, 0);
+}
+
+// Host RAM behind a small pool: what the pool evicts comes back from host RAM, and the
+// per-tier counts add up to the cached tokens.
+TEST(TraceReplay, HostRamServesWhatThePoolEvicted) {
+  std::mt19937 rng(13);
+  const std::vector<TraceRequest> trace = RandomTrace(rng, 80, /*full_blocks=*/false);
+  ReplayOptions pool_only;
+  pool_only.cache.max_cached_blocks = 200;
+  ReplayOptions with_host = pool_only;
+  with_host.cache.host_blocks = 100000;
+  const ReplayResult a = Replay(trace, pool_only);
+  const ReplayResult b = Replay(trace, with_host);
+  EXPECT_EQ(a.host_tokens, 0);
+  EXPECT_GT(b.host_tokens, 0);
+  EXPECT_GT(b.offloaded_blocks, 0);
+  EXPECT_GT(b.cached_tokens, a.cached_tokens);
+  int64_t sum = 0;
+  for (const ReplayOutcome& o : b.by_request) {
+    EXPECT_LE(o.tier.host_tokens + o.tier.disk_tokens + o.tier.partial_tokens, o.cached_tokens);
+    sum += o.cached_tokens;
+  }
+  EXPECT_EQ(sum, b.cached_tokens);
 }
 
 TEST(TraceReplay, IdealCountsLeadingSeenIdsUpToTheLastToken) {

@@ -8,6 +8,7 @@
 
 #include "base/log.h"
 #include "base/thread_cpu_time.h"
+#include "cache/kv_events.h"
 
 namespace prefixd {
 
@@ -105,11 +106,21 @@ ProbeResult EngineService::Probe(const std::string& salt, std::vector<int32_t> t
       ProbeResult{});
 }
 
-TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t> tokens) {
+TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t> tokens,
+                                     std::vector<uint64_t>* block_hashes) {
+  // Hashed once, here on the caller's thread: the engine thread only walks the tree and the
+  // tiers' indexes.
+  BlockKeyChain keys = engine_->cache().ProbeKeys(salt, tokens);
+  if (block_hashes != nullptr) {
+    // Without lower tiers the probe needs no keys; the hashes still do.
+    if (keys.keys.empty()) keys.keys = engine_->cache().BlockKeys(salt, tokens);
+    for (const BlockKey& k : keys.keys) block_hashes->push_back(EventHash(k));
+  }
   TierProbe p = RunOnEngineThread<TierProbe>(
-      [this, salt, &tokens] { return engine_->cache().ProbeTiers(salt, tokens); }, TierProbe{});
+      [this, salt, &tokens, &keys] { return engine_->cache().ProbeTiers(salt, tokens, keys); },
+      TierProbe{});
   // The remote part is a round trip to Redis: here, on the caller's thread, not the engine's.
-  engine_->cache().ProbeRemote(salt, tokens, &p);
+  engine_->cache().ProbeRemote(keys, &p);
   return p;
 }
 
@@ -203,6 +214,10 @@ void EngineService::PublishGauges() {
   thread_cpu_seconds_.store(ThreadCpuSeconds(), std::memory_order_relaxed);
 }
 
+void EngineService::LogFinished(const Sequence& seq) {
+  if (options_.request_log) options_.request_log->Append(seq);
+}
+
 void EngineService::Loop() {
   pthread_setname_np(pthread_self(), "prefixd-engine");  // visible in top -H, perf, gdb
   while (true) {
@@ -244,6 +259,7 @@ void EngineService::Loop() {
         ev.finished = true;
         ev.finish = seq->finish;
         ev.usage = UsageOf(*seq, 0, engine_->prefix_cache_refusal());
+        LogFinished(*seq);
         (*live_)[id.value()].on_event(ev);
         live_->erase(id.value());
       }
@@ -261,7 +277,10 @@ void EngineService::Loop() {
       ev.id = id;
       ev.finished = true;
       ev.finish = FinishReason::kCancelled;
-      if (seq) ev.usage = UsageOf(*seq, it->second.ttft_ms, engine_->prefix_cache_refusal());
+      if (seq) {
+        ev.usage = UsageOf(*seq, it->second.ttft_ms, engine_->prefix_cache_refusal());
+        LogFinished(*seq);
+      }
       it->second.on_event(ev);
       live_->erase(it);
     }
@@ -300,6 +319,7 @@ void EngineService::Loop() {
             ev.finish = se.finish;
             if (auto seq = engine_->TakeFinished(se.id)) {
               ev.usage = UsageOf(*seq, live.ttft_ms, engine_->prefix_cache_refusal());
+              LogFinished(*seq);
             }
           }
           live.on_event(ev);

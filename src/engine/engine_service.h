@@ -26,6 +26,7 @@
 #include "base/status.h"
 #include "cache/prefix_cache.h"
 #include "engine/engine.h"
+#include "engine/request_log.h"
 #include "tokenizer/tokenizer.h"
 
 namespace prefixd {
@@ -67,6 +68,9 @@ struct ServiceOptions {
   // The KV event endpoints as bound (for /props); empty: no KV events.
   std::string kv_events_endpoint;
   std::string kv_events_replay_endpoint;
+  // --request-log: each finished request is appended (engine thread); nullptr: none. Must
+  // outlive the service.
+  RequestLog* request_log = nullptr;
 };
 
 // Fixed facts about the running model and cache, for /props and /v1/models.
@@ -140,7 +144,10 @@ class EngineService {
   ProbeResult Probe(const std::string& salt, std::vector<int32_t> tokens);
   // Per-tier residency (pool, host, disk, partial tail), computed the same way, changing
   // nothing.
-  TierProbe ProbeTiers(const std::string& salt, std::vector<int32_t> tokens);
+  // `block_hashes`, when given, gets each full block's hash as KV events name it (the high 64
+  // bits of its chain key), so a router's view can be checked against this replica's.
+  TierProbe ProbeTiers(const std::string& salt, std::vector<int32_t> tokens,
+                       std::vector<uint64_t>* block_hashes = nullptr);
   // Drops every cached entry not in use. Returns the number of blocks freed.
   int ClearCache();
   // Clears one tier: "pool", "host", "disk", "partial" or "all". InvalidArgument for another
@@ -163,6 +170,8 @@ class EngineService {
   // the service is shutting down. The caller waits; the engine does not.
   template <typename T>
   T RunOnEngineThread(std::function<T()> fn, T if_stopped);
+  // A request left the engine: logs it (--request-log). Engine thread.
+  void LogFinished(const Sequence& seq);
   // Copies the engine's gauges into the atomics stats() reads (engine thread).
   void PublishGauges();
 

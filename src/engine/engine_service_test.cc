@@ -1,8 +1,11 @@
 #include "engine/engine_service.h"
 
+#include "cache/block_keyer.h"
+
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -18,13 +21,14 @@ struct Fixture {
   std::unique_ptr<Tokenizer> tokenizer;
   std::unique_ptr<EngineService> service;
 
-  explicit Fixture(int max_queue = 256) {
+  explicit Fixture(int max_queue = 256, RequestLog* request_log = nullptr) {
     tokenizer = std::move(*Tokenizer::Create(*LoadVocab(model->gguf())));
     EngineOptions eo;
     eo.context_length = 256;
     eo.max_running = 4;
     ServiceOptions so;
     so.max_queue = max_queue;
+    so.request_log = request_log;
     service = std::make_unique<EngineService>(*model, *tokenizer,
                                               std::move(*Engine::Create(*model, -1, eo)), so);
   }
@@ -194,7 +198,10 @@ TEST(EngineService, ProbeTiersAndClearOneTier) {
   Collector c;
   ASSERT_TRUE(f.service->Submit({Req(prompt, 2), c.Callback()}).ok());
   c.done.wait();
+  // The probe hashes the prompt once, with the cache's keyer: 2 full blocks of 16.
+  const int64_t hashed = BlockKeyer::num_hashed_blocks();
   TierProbe p = f.service->ProbeTiers("", prompt);
+  EXPECT_EQ(BlockKeyer::num_hashed_blocks() - hashed, 2);
   EXPECT_EQ(p.pool_tokens, 40);
   EXPECT_TRUE(f.service->ClearCacheTier("pool").ok());
   p = f.service->ProbeTiers("", prompt);
@@ -208,6 +215,64 @@ TEST(EngineService, ProbeTiersAndClearOneTier) {
   EXPECT_EQ(f.service->ClearCacheTier("attic").code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(f.service->stats().tiers.has_value());
   EXPECT_EQ(f.service->stats().tiers->partial.stashes, 1);
+}
+
+}  // namespace
+}  // namespace prefixd
+
+namespace prefixd {
+namespace {
+
+// Equal token prefixes give equal hashes, and nothing after the first difference is equal.
+TEST(RequestLog, TokenHashesFollowPrefixesOnly) {
+  const std::vector<int32_t> a = {5, 6, 7, 8}, b = {5, 6, 9, 8};
+  const std::vector<int32_t> ha = HashTokenChain(42, a), hb = HashTokenChain(42, b);
+  EXPECT_EQ(ha[0], hb[0]);
+  EXPECT_EQ(ha[1], hb[1]);
+  EXPECT_NE(ha[2], hb[2]);
+  EXPECT_NE(ha[3], hb[3]);  // same token, different prefix
+  EXPECT_NE(HashTokenChain(43, a)[0], ha[0]);  // another secret
+  for (int32_t h : ha) EXPECT_GE(h, 0);
+}
+
+// A service with --request-log writes the header, then one line per request that computed
+// something: lengths, hashed tokens (prompt and computed generated tokens), cached tokens.
+TEST(RequestLog, ServiceLogsEachFinishedRequest) {
+  const std::string path = ::testing::TempDir() + "/request_log_test.jsonl";
+  RequestLogHeader header;
+  header.block_size = 16;
+  auto log = RequestLog::Open(path, header);
+  ASSERT_TRUE(log.ok()) << log.status();
+  {
+    Fixture f(256, log->get());
+    std::vector<int32_t> prompt(40, 9);
+    for (int i = 0; i < 2; ++i) {
+      Collector c;
+      ASSERT_TRUE(f.service->Submit({Req(prompt, 3), c.Callback()}).ok());
+      c.done.wait();
+    }
+    Collector none;  // max_tokens 0: the cache never sees it, so it is not logged
+    ASSERT_TRUE(f.service->Submit({Req(prompt, 0), none.Callback()}).ok());
+    none.done.wait();
+  }
+  (*log)->Flush();
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[0].find("\"prefixd_request_log\":1"), std::string::npos);
+  EXPECT_NE(lines[1].find("\"prompt_tokens\":40,\"computed_tokens\":42"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("\"cached_tokens\":0"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[2].find("\"cached_tokens\":39"), std::string::npos) << lines[2];
+  // The same prompt hashes the same: the token arrays agree on the prompt's 40 values.
+  auto tokens = [](const std::string& l) {
+    const size_t b = l.find("\"tokens\":[") + 10, e = l.find(']', b);
+    return l.substr(b, e - b);
+  };
+  const std::string t1 = tokens(lines[1]), t2 = tokens(lines[2]);
+  size_t commas = 0, at = 0;
+  while (commas < 40 && at < t1.size()) commas += t1[at++] == ',';
+  EXPECT_EQ(t1.substr(0, at), t2.substr(0, at));
 }
 
 }  // namespace

@@ -196,11 +196,11 @@ TEST_F(TieredCacheTest, ScopeOffWritesNothingToDisk) {
 TEST_F(TieredCacheTest, ProbeReportsEachTierWithoutChangingAnything) {
   auto e = Make(true, 64 << 20, false, 4, 20);
   RunOne(*e, prompt_);
-  TierProbe p = e->cache().ProbeTiers("", prompt_);
+  TierProbe p = e->cache().ProbeTiers("", prompt_, e->cache().ProbeKeys("", prompt_));
   EXPECT_EQ(p.pool_tokens, 200);
   EvictFromPool(*e);
   const auto before = e->cache().tier_stats();
-  p = e->cache().ProbeTiers("", prompt_);
+  p = e->cache().ProbeTiers("", prompt_, e->cache().ProbeKeys("", prompt_));
   EXPECT_EQ(p.pool_tokens, 0);
   EXPECT_EQ(p.host_tokens, 192);
   EXPECT_EQ(p.partial_tokens, 8);
@@ -252,11 +252,11 @@ TEST_F(TieredCacheTest, ClearingTheDiskDropsItsTailsAndTheProbeSeesNothingAfter)
   RunOne(*e, prompt_);
   e->cache().FlushDiskWrites();
   ASSERT_TRUE(e->cache().ClearTier("pool").ok());
-  TierProbe p = e->cache().ProbeTiers("", prompt_);
+  TierProbe p = e->cache().ProbeTiers("", prompt_, e->cache().ProbeKeys("", prompt_));
   ASSERT_EQ(p.disk_tokens, 192);
   ASSERT_EQ(p.partial_tokens, 8) << "the prompt's tail, whose parent block is on disk";
   ASSERT_TRUE(e->cache().ClearTier("disk").ok());
-  p = e->cache().ProbeTiers("", prompt_);
+  p = e->cache().ProbeTiers("", prompt_, e->cache().ProbeKeys("", prompt_));
   EXPECT_EQ(p.pool_tokens + p.host_tokens + p.disk_tokens + p.partial_tokens, 0);
   EXPECT_EQ(e->cache().tier_stats().partial.entries, 0);
   EXPECT_EQ(e->cache().tier_stats().disk.entries, 0);

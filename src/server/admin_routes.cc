@@ -74,7 +74,9 @@ HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
   const int64_t total = static_cast<int64_t>(prompt->tokens.size());
   // Per tier, in lookup order; the tiers hold consecutive runs of the prompt, so the
   // resident prefix is their sum.
-  const TierProbe p = ctx.service->ProbeTiers(r.cache_salt, prompt->tokens);
+  std::vector<uint64_t> hashes;
+  const TierProbe p = ctx.service->ProbeTiers(r.cache_salt, prompt->tokens,
+                                              r.probe_block_hashes ? &hashes : nullptr);
   const ServiceStats stats = ctx.service->stats();
   const int64_t resident =
       std::min(total, p.pool_tokens + p.host_tokens + p.disk_tokens + p.remote_tokens + p.partial_tokens);
@@ -100,6 +102,12 @@ HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
     j["diverges_in_message"] = resident < total ? json(prompt->starts->MessageOf(resident)) : json(nullptr);
     j["message_starts"] = prompt->starts->message_starts;
     j["generation_start"] = prompt->starts->generation_start;
+  }
+  if (r.probe_block_hashes) {
+    // 16 hex digits each: JSON numbers past 2^53 lose bits in JavaScript.
+    json h = json::array();
+    for (uint64_t v : hashes) h.push_back(absl::StrCat(absl::Hex(v, absl::kZeroPad16)));
+    j["block_hashes"] = std::move(h);
   }
   if (r.probe_tokens) {
     json pieces = json::array();

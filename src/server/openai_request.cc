@@ -418,6 +418,9 @@ StatusOr<OpenAiRequest> ParseProbeRequest(std::string_view body, const RequestLi
   if (const json* v = FindField(j, "tokens")) {
     ASSIGN_OR_RETURN(out.probe_tokens, ReadBool(*v, "tokens"));
   }
+  if (const json* v = FindField(j, "block_hashes")) {
+    ASSIGN_OR_RETURN(out.probe_block_hashes, ReadBool(*v, "block_hashes"));
+  }
   return out;
 }
 

@@ -105,6 +105,7 @@ struct OpenAiRequest {
   RetentionRequest retention;
 
   bool probe_tokens = false;  // probe only: also return each prompt token's text
+  bool probe_block_hashes = false;  // probe only: also return the KV events' hash of each block
 };
 
 // What validation needs to know about the served model, and the per-field limits, all checked

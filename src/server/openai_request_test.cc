@@ -429,6 +429,11 @@ TEST(OpenAiRequest, ProbeBodies) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->kind, ApiKind::kCompletion);
   EXPECT_TRUE(b->probe_tokens);
+  EXPECT_FALSE(b->probe_block_hashes);
+  auto c = ParseProbeRequest(R"({"prompt":[5,6,7],"block_hashes":true})", kLimits);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->probe_block_hashes);
+  EXPECT_FALSE(ParseProbeRequest(R"({"prompt":"a","block_hashes":1})", kLimits).ok());
   auto bad = ParseProbeRequest(R"({"prompt":"hello","tokens":"yes"})", kLimits);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("tokens"), std::string::npos) << bad.status();

@@ -237,6 +237,46 @@ std::optional<DiskStore::ScannedFile> DiskStore::CheckBlockFile(const ScanCandid
   return ScannedFile{c.key, info->size, info->mtime_ns};
 }
 
+int64_t DiskStore::AnnounceResident(ResidencyObserver& observer) const {
+  std::vector<BlockKey> keys = KeysByRecency();
+  std::reverse(keys.begin(), keys.end());  // oldest first, as the scan indexed them
+  constexpr size_t kBatch = 256;           // records per OnStored call
+  std::vector<BlockRecord> records;
+  int64_t announced = 0;
+  auto flush = [&] {
+    std::vector<const BlockRecord*> ptrs;
+    for (const BlockRecord& r : records) ptrs.push_back(&r);
+    observer.OnStored(ptrs);
+    announced += static_cast<int64_t>(records.size());
+    records.clear();
+  };
+  for (const BlockKey& key : keys) {
+    const std::string path = PathFor(key);
+    StatusOr<std::vector<uint8_t>> head = fs_->ReadFilePrefix(path, kBlockRecordHeaderBytes);
+    if (!head.ok()) continue;
+    StatusOr<BlockRecordHeader> h = ParseHeader(*head, fingerprint_);
+    if (!h.ok() || h->key != key) continue;
+    const size_t token_bytes = 4 * static_cast<size_t>(h->num_tokens);
+    StatusOr<std::vector<uint8_t>> front = fs_->ReadFilePrefix(path, kBlockRecordHeaderBytes + token_bytes);
+    if (!front.ok() || front->size() < kBlockRecordHeaderBytes + token_bytes) continue;
+    BlockRecord r;
+    r.key = key;
+    r.parent = h->parent;
+    r.tokens.resize(h->num_tokens);
+    const uint8_t* p = front->data() + kBlockRecordHeaderBytes;
+    for (size_t i = 0; i < r.tokens.size(); ++i, p += 4) {  // little-endian on disk
+      r.tokens[i] = static_cast<int32_t>(uint32_t{p[0]} | uint32_t{p[1]} << 8 |
+                                         uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24);
+    }
+    // Tokens that do not hash to the key would mislead a router: skip them as a read would.
+    if (options_.chain_kind && ChainKey(*options_.chain_kind, r.parent, r.tokens) != key) continue;
+    records.push_back(std::move(r));
+    if (records.size() == kBatch) flush();
+  }
+  if (!records.empty()) flush();
+  return announced;
+}
+
 void DiskStore::InsertLocked(const BlockKey& key, int64_t bytes,
                              std::vector<std::string>& victims,
                              std::vector<BlockKey>* victim_keys) {

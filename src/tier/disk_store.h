@@ -137,6 +137,14 @@ class DiskStore final : public TierStore {
   int ExpireRetention(int64_t now_ms);
   RetentionMark MarkOf(const BlockKey& key) const;
 
+  // Tells `observer` of every block the store holds now as stored, oldest first, with its
+  // parent key and token ids read from its file's first bytes (no KV; the checksum is checked
+  // only when the block is read for use, as after any scan). For an observer set after Open,
+  // so that it learns what the start-up scan found (KV events: a router sees the disk's
+  // blocks after a restart). A file that cannot be read or parsed any more is skipped (a
+  // later Read quarantines it). Returns the number announced. File I/O: call at start-up.
+  int64_t AnnounceResident(ResidencyObserver& observer) const;
+
   // Stops the process if the index, the LRU list, the byte count, the budget and the counters
   // disagree, or an indexed file is missing or has another size. Does file I/O; call only
   // while no other thread uses the store.

@@ -232,6 +232,7 @@ std::vector<Status> RedisStore::Write(std::vector<BlockRecord> records) {
     }
   }
   StatusOr<std::vector<RedisReplyPtr>> done = write_conn_->Pipeline(cmds);
+  ResidencyChanges changes;  // written or refreshed: held in Redis now (for the observer)
   for (size_t i = 0; i < records.size(); ++i) {
     const redisReply* r = done.ok() ? (*done)[i].get() : nullptr;
     if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
@@ -245,7 +246,13 @@ std::vector<Status> RedisStore::Write(std::vector<BlockRecord> records) {
       counters_.writes.fetch_add(1, std::memory_order_relaxed);
     }
     Remember(records[i].key);
+    // Held now, whoever wrote it (a SET NX that lost to a racing replica's identical value
+    // replies nil), except a key that expired between EXISTS and EXPIRE (EXPIRE replies 0).
+    if (observed() && !(r->type == REDIS_REPLY_INTEGER && r->integer == 0)) {
+      changes.Stored(&records[i]);
+    }
   }
+  NotifyResidency(changes);
   return out;
 }
 

@@ -1,0 +1,132 @@
+#include "app/replay_input.h"
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+
+namespace prefixd {
+
+namespace {
+
+// Calls `on_line(json, where)` for each non-blank line; stops at the first error.
+template <typename F>
+Status ForEachJsonLine(const std::string& path, const char* what, F on_line) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open the ", what, " ", path));
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = absl::StrCat(path, ":", line_number, ": ");
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      return absl::InvalidArgumentError(where + "not a JSON object");
+    }
+    try {
+      RETURN_IF_ERROR(on_line(j, where));
+    } catch (const nlohmann::json::exception& e) {
+      return absl::InvalidArgumentError(absl::StrCat(where, "a field is missing or has the wrong type (", e.what(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status ParseTraceLine(const nlohmann::json& j, const std::string& where, TraceRequest& r) {
+  r.timestamp = j.value("timestamp", 0.0);
+  r.input_length = j.at("input_length").get<int64_t>();
+  r.output_length = j.value("output_length", int64_t{0});
+  r.hash_ids = j.at("hash_ids").get<std::vector<int64_t>>();
+  const int64_t need = (r.input_length + kTraceBlockTokens - 1) / kTraceBlockTokens;
+  if (r.input_length < 0 || r.output_length < 0 || static_cast<int64_t>(r.hash_ids.size()) < need) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "input_length ", r.input_length, " needs ", need,
+                                                   " hash_ids of ", kTraceBlockTokens, " tokens, it has ",
+                                                   r.hash_ids.size()));
+  }
+  for (int64_t h : r.hash_ids) {
+    if (h < 0 || h >= (int64_t{1} << 31) / kTraceBlockTokens - 1) {
+      return absl::InvalidArgumentError(absl::StrCat(where, "hash id ", h, " is out of range"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Status ParseHeader(const nlohmann::json& j, const std::string& where, RequestLogHeader& h) {
+  if (j.value("prefixd_request_log", 0) != 1) {
+    return absl::InvalidArgumentError(where + "not a prefixd request log (the first line must be its "
+                                      "header, {\"prefixd_request_log\":1,...}, as serve --request-log writes)");
+  }
+  h.block_size = j.at("block_size").get<int>();
+  h.block_bytes = j.at("block_bytes").get<int64_t>();
+  h.num_kv_blocks = j.at("num_kv_blocks").get<int64_t>();
+  h.max_cached_blocks = j.at("max_cached_blocks").get<int64_t>();
+  h.max_chunk_tokens = j.at("max_chunk_tokens").get<int>();
+  h.max_batch_tokens = j.at("max_batch_tokens").get<int>();
+  h.host_bytes = j.at("host_bytes").get<int64_t>();
+  h.disk_bytes = j.at("disk_bytes").get<int64_t>();
+  h.disk_scope = j.at("disk_scope").get<std::string>();
+  h.min_tokens = j.at("min_tokens").get<int64_t>();
+  h.partial_max_entries = j.at("partial_max_entries").get<int>();
+  h.partial_supported = j.at("partial_supported").get<bool>();
+  return absl::OkStatus();
+}
+
+Status ParseRequest(const nlohmann::json& j, const std::string& where, LoggedRequest& r) {
+  r.salt = j.value("salt", std::string());
+  r.tokens = j.at("tokens").get<std::vector<int32_t>>();
+  r.num_prompt = j.at("prompt_tokens").get<int64_t>();
+  r.num_computed = j.at("computed_tokens").get<int64_t>();
+  r.message_starts = j.value("message_starts", std::vector<int64_t>());
+  if (j.contains("scope")) {
+    auto scope = ParseScopeSpec(j.at("scope").get<std::string>());
+    if (!scope.ok()) return absl::InvalidArgumentError(where + std::string(scope.status().message()));
+    r.scope = *scope;
+  }
+  r.cached_tokens = j.value("cached_tokens", int64_t{0});
+  if (j.contains("by_tier")) {
+    const nlohmann::json& t = j.at("by_tier");
+    r.host_tokens = t.value("host", int64_t{0});
+    r.disk_tokens = t.value("disk", int64_t{0});
+    r.partial_tokens = t.value("partial", int64_t{0});
+  }
+  if (r.num_prompt < 1 || r.num_computed < 1 || static_cast<int64_t>(r.tokens.size()) < r.num_prompt ||
+      static_cast<int64_t>(r.tokens.size()) < r.num_computed) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "prompt_tokens ", r.num_prompt, " and computed_tokens ",
+                                                   r.num_computed, " must be >= 1 and within the ",
+                                                   r.tokens.size(), " tokens"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+StatusOr<std::vector<TraceRequest>> ReadTrace(const std::string& path) {
+  std::vector<TraceRequest> out;
+  RETURN_IF_ERROR(ForEachJsonLine(path, "trace", [&](const nlohmann::json& j, const std::string& where) -> Status {
+    TraceRequest r;
+    RETURN_IF_ERROR(ParseTraceLine(j, where, r));
+    out.push_back(std::move(r));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+StatusOr<RequestLogFile> ReadRequestLog(const std::string& path) {
+  RequestLogFile out;
+  bool have_header = false;
+  RETURN_IF_ERROR(ForEachJsonLine(path, "request log", [&](const nlohmann::json& j, const std::string& where) -> Status {
+    if (!have_header) {
+      have_header = true;
+      return ParseHeader(j, where, out.header);
+    }
+    LoggedRequest r;
+    RETURN_IF_ERROR(ParseRequest(j, where, r));
+    out.requests.push_back(std::move(r));
+    return absl::OkStatus();
+  }));
+  if (!have_header) return absl::InvalidArgumentError("the request log " + path + " is empty");
+  return out;
+}
+
+}  // namespace prefixd

@@ -1,0 +1,166 @@
+#include "cache/cache_replayer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "base/check.h"
+#include "tier/block_record.h"
+
+namespace prefixd {
+
+// Pool blocks hold no bytes: reads give zeros, writes are dropped.
+class CacheReplayer::NullBlockIo final : public BlockIo {
+ public:
+  void ReadBlock(BlockId, std::span<uint8_t> out) const override {
+    std::memset(out.data(), 0, out.size());
+  }
+  void WriteBlock(BlockId, std::span<const uint8_t>) override {}
+  int64_t block_bytes() const override { return kReplayBlockBytes; }
+};
+
+namespace {
+
+// A folder for the disk tier's files: under /dev/shm when there is one, where fsync costs
+// nothing (the replay keeps no file past its run), else the system's temporary folder.
+StatusOr<std::string> MakeScratchDir() {
+  std::error_code ec;
+  std::filesystem::path base = "/dev/shm";
+  if (!std::filesystem::is_directory(base, ec)) base = std::filesystem::temp_directory_path(ec);
+  std::string templ = (base / "prefixd-replay-XXXXXX").string();
+  if (mkdtemp(templ.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot create a scratch folder for the disk tier under ",
+                                            base.string(), ": ", std::strerror(errno),
+                                            "; set TMPDIR to a writable folder"));
+  }
+  return templ;
+}
+
+// The replay's model fingerprint: any fixed bytes (no file outlives the replay).
+std::vector<uint8_t> ReplayFingerprint() {
+  const std::string_view tag = "prefixd replay";
+  return std::vector<uint8_t>(tag.begin(), tag.end());
+}
+
+}  // namespace
+
+int64_t TierBlocks(int64_t budget_bytes, int block_size, int64_t block_bytes) {
+  if (budget_bytes <= 0) return 0;
+  return budget_bytes / static_cast<int64_t>(SerializedSize(block_size, block_bytes));
+}
+
+StatusOr<std::unique_ptr<CacheReplayer>> CacheReplayer::Create(const ReplayConfig& config) {
+  if (config.block_size < 1 || config.num_kv_blocks < 1 || config.max_cached_blocks < 1 ||
+      config.max_chunk_tokens < 1 || config.max_batch_tokens < 1 || config.host_blocks < 0 ||
+      config.disk_blocks < 0 || config.num_kv_blocks >= (int64_t{1} << 31)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "replay config out of range: block_size ", config.block_size, ", num_kv_blocks ",
+        config.num_kv_blocks, ", max_cached_blocks ", config.max_cached_blocks,
+        ", max_chunk_tokens ", config.max_chunk_tokens, ", max_batch_tokens ",
+        config.max_batch_tokens, ", host_blocks ", config.host_blocks, ", disk_blocks ",
+        config.disk_blocks, " (sizes must be positive, tiers >= 0, the pool under 2^31 blocks)"));
+  }
+  std::string scratch;
+  if (config.disk_blocks > 0) {
+    ASSIGN_OR_RETURN(scratch, MakeScratchDir());
+  }
+  auto replayer = std::unique_ptr<CacheReplayer>(new CacheReplayer(config, std::move(scratch)));
+  RETURN_IF_ERROR(replayer->Init());
+  return replayer;
+}
+
+CacheReplayer::CacheReplayer(const ReplayConfig& config, std::string scratch_dir)
+    : config_(config), scratch_dir_(std::move(scratch_dir)), io_(std::make_unique<NullBlockIo>()) {}
+
+Status CacheReplayer::Init() {
+  pool_ = std::make_unique<BlockPool>(static_cast<int>(config_.num_kv_blocks));
+  PrefixCacheOptions co;
+  co.fingerprint = ReplayFingerprint();
+  co.max_cached_blocks = static_cast<int>(std::min<int64_t>(config_.max_cached_blocks, 1 << 30));
+  const int64_t record = static_cast<int64_t>(SerializedSize(config_.block_size, kReplayBlockBytes));
+  TierOptions to;
+  to.host_bytes = config_.host_blocks * record;
+  to.disk_dir = scratch_dir_;
+  to.disk_bytes = config_.disk_blocks * record;
+  to.partial_max_entries = config_.partial_max_entries;
+  to.partial_supported = config_.partial_supported;
+  to.scope = config_.scope;
+  to.min_tokens = config_.min_tokens;
+  // The server queues at most this many records per slow tier; Run flushes after each
+  // request, so only a request of more blocks than that would differ (its writes beyond are
+  // dropped on the server too).
+  std::unique_ptr<TierController> tiers;
+  // The same rule as Engine::CreateCache: a controller exists when any lower tier does.
+  if (to.host_bytes > 0 || !to.disk_dir.empty() || to.partial_max_entries > 0) {
+    ASSIGN_OR_RETURN(tiers, TierController::Create(to, co.fingerprint, co.hash, config_.block_size,
+                                                   io_.get(), pool_.get()));
+  }
+  cache_ = std::make_unique<PrefixCache>(pool_.get(), config_.block_size, co, std::move(tiers));
+  return absl::OkStatus();
+}
+
+CacheReplayer::~CacheReplayer() {
+  cache_.reset();  // joins the tiers' threads before their folder goes
+  if (!scratch_dir_.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(scratch_dir_, ec);
+  }
+}
+
+bool CacheReplayer::ReserveWrite(BlockTable& table, int64_t computed, int64_t len) {
+  const int bs = config_.block_size;
+  while (!table.PrepareWrite(*pool_, bs, computed, computed + len)) {
+    const int needed = static_cast<int>((len + bs - 1) / bs) + 1;
+    if (cache_->Evict(needed) == 0) return false;
+  }
+  return true;
+}
+
+ReplayOutcome CacheReplayer::Run(const ReplayedRequest& r) {
+  PREFIXD_CHECK(r.num_prompt > 0 && r.num_prompt <= static_cast<int64_t>(r.tokens.size()),
+                "CacheReplayer::Run: the prompt must be non-empty and within the tokens");
+  ReplayOutcome out;
+  const std::span<const int32_t> prompt = r.tokens.first(r.num_prompt);
+  const int64_t total = static_cast<int64_t>(r.tokens.size());
+  CacheTicket ticket(next_ticket_++, std::string(r.salt), r.num_prompt);
+  // Pending only while the disk tier reads ahead (one request at a time: no shared prefill).
+  while (cache_->Admit(ticket, prompt) == Admission::kPending) cache_->WaitForReads(100);
+  const CacheHit& hit = ticket.hit();
+  BlockTable table;
+  table.Adopt(hit.blocks);
+  int64_t computed = hit.num_tokens;
+  out.cached_tokens = std::min(hit.num_tokens, r.num_prompt);
+  out.tier = hit.tier;
+  out.tier.load_ms = 0;
+  // Prefill in chunks, as Engine::PlanStep with one running sequence; then one token per step.
+  while (computed < total) {
+    const int64_t len = computed < r.num_prompt
+                            ? std::min<int64_t>({r.num_prompt - computed, config_.max_chunk_tokens,
+                                                 config_.max_batch_tokens})
+                            : 1;
+    if (!ReserveWrite(table, computed, len)) {
+      out.unservable = true;
+      break;
+    }
+    const bool prompt_done = computed < r.num_prompt && computed + len >= r.num_prompt;
+    computed += len;
+    if (prompt_done) {
+      cache_->OnPromptComputed(ticket, prompt, table.blocks(), r.message_starts, r.scope);
+      // The server's writes run in the background; its next request came after they landed.
+      cache_->FlushDiskWrites();
+    }
+  }
+  // As Engine::Finish: index what was computed, unlock, drop the table's references.
+  if (computed > 0) cache_->Insert(ticket, r.tokens.first(computed), table.blocks());
+  cache_->Release(ticket);
+  table.Release(*pool_);
+  return out;
+}
+
+}  // namespace prefixd
