@@ -70,6 +70,7 @@ bool NeedsBlockBytes(const ReplayFlags& f) {
 StatusOr<ReplayConfig> BaseConfig(const std::optional<RequestLogHeader>& h) {
   ReplayConfig c;
   if (!h) return c;
+  c.enabled = h->prefix_cache;
   c.block_size = h->block_size;
   c.num_kv_blocks = h->num_kv_blocks;
   c.max_cached_blocks = h->max_cached_blocks;

@@ -57,6 +57,7 @@ Status ParseHeader(const nlohmann::json& j, const std::string& where, RequestLog
     return absl::InvalidArgumentError(where + "not a prefixd request log (the first line must be its "
                                       "header, {\"prefixd_request_log\":1,...}, as serve --request-log writes)");
   }
+  h.prefix_cache = j.value("prefix_cache", true);
   h.block_size = j.at("block_size").get<int>();
   h.block_bytes = j.at("block_bytes").get<int64_t>();
   h.num_kv_blocks = j.at("num_kv_blocks").get<int64_t>();

@@ -81,6 +81,7 @@ CacheReplayer::CacheReplayer(const ReplayConfig& config, std::string scratch_dir
 Status CacheReplayer::Init() {
   pool_ = std::make_unique<BlockPool>(static_cast<int>(config_.num_kv_blocks));
   PrefixCacheOptions co;
+  co.enabled = config_.enabled;
   co.fingerprint = ReplayFingerprint();
   co.max_cached_blocks = static_cast<int>(std::min<int64_t>(config_.max_cached_blocks, 1 << 30));
   const int64_t record = static_cast<int64_t>(SerializedSize(config_.block_size, kReplayBlockBytes));

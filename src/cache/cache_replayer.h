@@ -45,6 +45,7 @@ inline constexpr int64_t kReplayBlockBytes = 8;
 
 // How the server ran: its pool, its engine's chunking, its cache and tier budgets.
 struct ReplayConfig {
+  bool enabled = true;            // false: the server ran with its prefix cache off
   int block_size = 16;
   int64_t num_kv_blocks = 0;      // pool size (the server's /props num_kv_blocks); > 0
   int64_t max_cached_blocks = 0;  // the tree's budget (--cache-bytes over block bytes); > 0

@@ -9,7 +9,7 @@
 namespace prefixd {
 namespace {
 
-std::vector<int32_t> Run(int32_t first, int n) {
+std::vector<int32_t> Tokens(int32_t first, int n) {
   std::vector<int32_t> t(n);
   std::iota(t.begin(), t.end(), first);
   return t;
@@ -30,9 +30,11 @@ ReplayOutcome ReplayABA(const ReplayConfig& config) {
   auto replayer = CacheReplayer::Create(config);
   EXPECT_TRUE(replayer.ok()) << replayer.status();
   if (!replayer.ok()) return {};
-  const std::vector<int32_t> a = Run(0, 42), b = Run(1000, 42);  // 40 prompt tokens, 2 computed
-  ReplayedRequest ra{.salt = "", .tokens = a, .num_prompt = 40};
-  ReplayedRequest rb{.salt = "", .tokens = b, .num_prompt = 40};
+  const std::vector<int32_t> a = Tokens(0, 42), b = Tokens(1000, 42);  // 40 prompt tokens, 2 computed
+  ReplayedRequest ra, rb;
+  ra.tokens = a;
+  rb.tokens = b;
+  ra.num_prompt = rb.num_prompt = 40;
   EXPECT_EQ((*replayer)->Run(ra).cached_tokens, 0);
   EXPECT_EQ((*replayer)->Run(rb).cached_tokens, 0);
   const ReplayOutcome again = (*replayer)->Run(ra);
@@ -76,6 +78,21 @@ TEST(CacheReplayer, TierBlocksChargesEachBlockItsRecordSize) {
   EXPECT_EQ(TierBlocks(record - 1, 16, 4096), 0);
   EXPECT_EQ(TierBlocks(record * 3, 16, 4096), 3);
   EXPECT_EQ(TierBlocks(record * 4 - 1, 16, 4096), 3);
+}
+
+// A server whose prefix cache was off (or refused for its model) reused nothing.
+TEST(CacheReplayer, ACacheThatIsOffServesNothing) {
+  ReplayConfig c = SmallPool();
+  c.enabled = false;
+  c.host_blocks = 100;
+  auto replayer = CacheReplayer::Create(c);
+  ASSERT_TRUE(replayer.ok()) << replayer.status();
+  const std::vector<int32_t> a = Tokens(0, 42);
+  ReplayedRequest r;
+  r.tokens = a;
+  r.num_prompt = 40;
+  EXPECT_EQ((*replayer)->Run(r).cached_tokens, 0);
+  EXPECT_EQ((*replayer)->Run(r).cached_tokens, 0);
 }
 
 TEST(CacheReplayer, RefusesAConfigOutOfRange) {

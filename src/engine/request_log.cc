@@ -47,6 +47,7 @@ RequestLogHeader RequestLogHeaderOf(const Engine& engine) {
   const PrefixCache& cache = engine.cache();
   const TierControllerStats ts = cache.tier_stats();
   RequestLogHeader h;
+  h.prefix_cache = eo.prefix_cache;
   h.block_size = eo.block_size;
   h.block_bytes = engine.backend().kv_layout().BlockBytes();
   h.num_kv_blocks = engine.block_pool().num_blocks();
@@ -71,7 +72,8 @@ StatusOr<std::unique_ptr<RequestLog>> RequestLog::Open(const std::string& path,
                                                    "; give --request-log a writable path"));
   }
   const std::string line = absl::StrCat(
-      "{\"prefixd_request_log\":1,\"block_size\":", h.block_size, ",\"block_bytes\":",
+      "{\"prefixd_request_log\":1,\"prefix_cache\":", h.prefix_cache ? "true" : "false",
+      ",\"block_size\":", h.block_size, ",\"block_bytes\":",
       h.block_bytes, ",\"num_kv_blocks\":", h.num_kv_blocks, ",\"max_cached_blocks\":",
       h.max_cached_blocks, ",\"max_chunk_tokens\":", h.max_chunk_tokens, ",\"max_batch_tokens\":",
       h.max_batch_tokens, ",\"host_bytes\":", h.host_bytes, ",\"disk_bytes\":", h.disk_bytes,

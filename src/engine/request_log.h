@@ -2,7 +2,7 @@
 // `prefixd replay --request-log FILE` replays through the cache without a model, to predict
 // what other budgets would reuse. It records what the cache saw, never text:
 //
-//   line 1:  {"prefixd_request_log":1, "block_size":16, "block_bytes":..., "num_kv_blocks":...,
+//   line 1:  {"prefixd_request_log":1, "prefix_cache":true, "block_size":16, "block_bytes":..., "num_kv_blocks":...,
 //             "max_cached_blocks":..., "max_chunk_tokens":..., "max_batch_tokens":...,
 //             "host_bytes":..., "disk_bytes":..., "disk_scope":"auto:30", "min_tokens":0,
 //             "partial_max_entries":4, "partial_supported":true}
@@ -43,6 +43,7 @@ namespace prefixd {
 
 // What a replay needs to rebuild the server's cache (the header line).
 struct RequestLogHeader {
+  bool prefix_cache = true;  // false: off (--prefix-cache off, or refused for the model)
   int block_size = 16;
   int64_t block_bytes = 0;
   int64_t num_kv_blocks = 0;
