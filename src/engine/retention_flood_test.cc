@@ -142,7 +142,7 @@ TEST_F(RetentionFloodTest, RetainedPrefixComesBackFromHostRamAfterThePoolLetItGo
   e->cache().Evict(1 << 20);
   ASSERT_EQ(e->cache().Probe("", agent).resident_tokens, 0);
   Flood(*e, 3);
-  const TierProbe probe = e->cache().ProbeTiers("", agent);
+  const TierProbe probe = e->cache().ProbeTiers("", agent, e->cache().ProbeKeys("", agent));
   EXPECT_GE(probe.host_retained_tokens, kPrefixTokens - kPrefixTokens % kBs);
   ASSERT_GT(e->cache().tier_stats().host.evictions, 3 * kHostBlocks);
   const Turn next = Run(*e, agent, Keep(true));
