@@ -158,7 +158,9 @@ TEST_P(PrefixCacheExactness, MultiTurnChatExtendsPromptWithOutput) {
     const auto req = Greedy(conversation, 12);
     const Output o = RunOne(*engine, req);
     ExpectSame(o, Cold(req), vocab_, "turn " + std::to_string(turn));
-    if (turn > 0) EXPECT_GT(o.cached_tokens, 0) << "turn " << turn;
+    if (turn > 0) {
+      EXPECT_GT(o.cached_tokens, 0) << "turn " << turn;
+    }
     conversation = o.tokens;  // prompt + reply
     const auto user = RandomTokens(rng, 7 + turn, 3, vocab_);
     conversation.insert(conversation.end(), user.begin(), user.end());
