@@ -151,8 +151,9 @@ class ReferenceRetainedLru {
   }
   void Cap(std::vector<BlockKey>* spilled) {
     while (kept_bytes_ > max_retained_ && !kept_.empty()) {
-      spilled->push_back(kept_.back());
-      Place(kept_.back(), RetentionMark{}, true);
+      const BlockKey oldest = kept_.back();  // a copy: Place removes the list's node
+      spilled->push_back(oldest);
+      Place(oldest, RetentionMark{}, true);
     }
   }
 
