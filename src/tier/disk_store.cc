@@ -303,15 +303,7 @@ void DiskStore::InsertLocked(const BlockKey& key, int64_t bytes,
 }
 
 void DiskStore::PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent) {
-  List& from = it->mark.marked() ? kept_ : lru_;
-  List& to = mark.marked() ? kept_ : lru_;
-  if (it->mark.marked()) kept_bytes_ -= it->bytes;
-  if (mark.marked()) {
-    kept_bytes_ += it->bytes;
-    next_expiry_ms_ = std::min(next_expiry_ms_, mark.until_ms);
-  }
-  it->mark = mark;
-  to.splice(most_recent ? to.begin() : to.end(), from, it);
+  Lists().Place(it, mark, most_recent);
 }
 
 void DiskStore::TouchLocked(List::iterator it) {
@@ -358,19 +350,8 @@ int DiskStore::Retain(std::span<const BlockKey> keys, const RetentionMark& mark,
 int DiskStore::ExpireRetention(int64_t now_ms) {
   MutexLock lock(&mu_);
   if (now_ms < next_expiry_ms_) return 0;
-  int n = 0;
-  int64_t next = INT64_MAX;
-  for (auto it = kept_.begin(); it != kept_.end();) {
-    auto cur = it++;
-    if (cur->mark.until_ms > now_ms) {
-      next = std::min(next, cur->mark.until_ms);
-      continue;
-    }
-    PlaceLocked(cur, RetentionMark{}, /*most_recent=*/false);
-    ++n;
-  }
+  const int n = Lists().Expire(now_ms);
   absl::erase_if(pending_marks_, [&](const auto& e) { return e.second.until_ms <= now_ms; });
-  next_expiry_ms_ = next;
   counters_.retention_expired.fetch_add(n, std::memory_order_relaxed);
   PublishGaugesLocked();
   return n;

@@ -56,6 +56,7 @@
 #include "base/mutex.h"
 #include "base/file_system.h"
 #include "kv/retention_mark.h"
+#include "tier/retention_lists.h"
 #include "tier/tier_store.h"
 
 namespace prefixd {
@@ -160,6 +161,10 @@ class DiskStore final : public TierStore {
   using List = std::list<Entry>;
 
   // Under mu_: moves `it` to the front (or back) of the list `mark` says, with that mark.
+  // The retention lists' shared mechanics over this store's members (retention_lists.h).
+  RetentionLists<List> Lists() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return {lru_, kept_, kept_bytes_, next_expiry_ms_};
+  }
   void PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Under mu_: a use of `it` (most recent in its list; a mark is refreshed).

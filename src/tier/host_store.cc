@@ -35,15 +35,7 @@ RetentionMark HostStore::MarkOf(const BlockKey& key) const {
 }
 
 void HostStore::PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent) {
-  List& from = it->mark.marked() ? kept_ : lru_;
-  List& to = mark.marked() ? kept_ : lru_;
-  if (it->mark.marked()) kept_bytes_ -= it->bytes;
-  if (mark.marked()) {
-    kept_bytes_ += it->bytes;
-    next_expiry_ms_ = std::min(next_expiry_ms_, mark.until_ms);
-  }
-  it->mark = mark;
-  to.splice(most_recent ? to.begin() : to.end(), from, it);  // iterators stay valid
+  Lists().Place(it, mark, most_recent);
 }
 
 void HostStore::CapLocked(std::vector<Entry>& spilled) {
@@ -207,19 +199,7 @@ int HostStore::Retain(std::span<const BlockKey> keys, const RetentionMark& mark,
 int HostStore::ExpireRetention(int64_t now_ms) {
   MutexLock lock(&mu_);
   if (now_ms < next_expiry_ms_) return 0;
-  int n = 0;
-  int64_t next = INT64_MAX;
-  for (auto it = kept_.begin(); it != kept_.end();) {
-    auto cur = it++;
-    if (cur->mark.until_ms > now_ms) {
-      next = std::min(next, cur->mark.until_ms);
-      continue;
-    }
-    // It stopped being kept long ago as far as recency goes: the least recent of lru_.
-    PlaceLocked(cur, RetentionMark{}, /*most_recent=*/false);
-    ++n;
-  }
-  next_expiry_ms_ = next;
+  const int n = Lists().Expire(now_ms);
   counters_.retention_expired.fetch_add(n, std::memory_order_relaxed);
   PublishLocked();
   return n;

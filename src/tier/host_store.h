@@ -37,6 +37,7 @@
 #include "base/clock.h"
 #include "base/mutex.h"
 #include "kv/retention_mark.h"
+#include "tier/retention_lists.h"
 #include "tier/tier_store.h"
 
 namespace prefixd {
@@ -98,6 +99,10 @@ class HostStore final : public TierStore {
   using List = std::list<Entry>;
 
   // Under mu_: moves `it` to the front of the list its mark says, with that mark.
+  // The retention lists' shared mechanics over this store's members (retention_lists.h).
+  RetentionLists<List> Lists() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return {lru_, kept_, kept_bytes_, next_expiry_ms_};
+  }
   void PlaceLocked(List::iterator it, const RetentionMark& mark, bool most_recent)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Under mu_: ends the oldest marks while kept_bytes_ > the retained share of the budget;
