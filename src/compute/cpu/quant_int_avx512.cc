@@ -124,6 +124,22 @@ PREFIXD_VNNI inline void TransposeGroup(const typename W::Block* wb, __m256i* c,
                                        wb[6].d, wb[7].d));
 }
 
+// The end of a row for kT tokens: the ragged last group (GroupTerm) into each token's eight
+// accumulators, then the canonical fold.
+template <typename W, int kT>
+PREFIXD_VNNI inline void FinishTokens(__m256* acc, const typename W::Block* wb,
+                                      const Q8x32Block* const* xb, int64_t nb, float* out) {
+  const int64_t full = nb / 8 * 8;
+#pragma GCC unroll 8
+  for (int t = 0; t < kT; ++t) {
+    if (full < nb)
+      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
+    alignas(32) float a[8];
+    _mm256_store_ps(a, acc[t]);
+    out[t] = FoldAcc8(a);
+  }
+}
+
 // One weight row with kT tokens, each into the canonical eight accumulators, folded. A group
 // of eight blocks is transposed (dword k of every block in one register, block i in lane i),
 // the activations once per tile (xt) and the weights here (decode and small batches, where each
@@ -176,14 +192,7 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
           _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
     }
   }
-#pragma GCC unroll 8
-  for (int t = 0; t < kT; ++t) {
-    if (full < nb)
-      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
-    alignas(32) float a[8];
-    _mm256_store_ps(a, acc[t]);
-    out[t] = FoldAcc8(a);
-  }
+  FinishTokens<W, kT>(acc, wb, xb, nb, out);
 }
 
 // Byte offset of register k of full group g (g a multiple of 8) in the paired layout of a
@@ -256,14 +265,7 @@ PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const u
                                                    _mm256_cvtepi32_ps(sums)));
     }
   }
-#pragma GCC unroll 8
-  for (int t = 0; t < kT; ++t) {
-    if (full < nb)
-      acc[t] = GroupTerm<W>(acc[t], wb + full, xb[t] + full, static_cast<int>(nb - full));
-    alignas(32) float a[8];
-    _mm256_store_ps(a, acc[t]);
-    out[t] = FoldAcc8(a);
-  }
+  FinishTokens<W, kT>(acc, wb, xb, nb, out);
 }
 
 template <typename W>
