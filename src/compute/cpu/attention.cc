@@ -270,17 +270,22 @@ __attribute__((target("avx512f"), always_inline)) inline void Transpose16(__m512
   }
 }
 
+// r[d] = dim d0 + d of keys i0 .. i0 + 15 (zeros past n keys or hd dims).
+template <typename T>
+__attribute__((target("avx512f,avx512bw,avx512vl,f16c"), always_inline)) inline void
+LoadTransposed16(const T* const* rows, int n, int i0, int d0, int hd, __m512* r) {
+  const __mmask16 m = static_cast<__mmask16>(hd - d0 >= 16 ? 0xffff : (1u << (hd - d0)) - 1);
+  for (int i = 0; i < 16; ++i) r[i] = i0 + i < n ? LoadRow(rows[i0 + i] + d0, m) : _mm512_setzero_ps();
+  Transpose16(r);
+}
+
 template <typename T>
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c"))) void TransposeKeysAvx512(
     const T* const* rows, int n, int hd, float* kt) {
   for (int i0 = 0; i0 < kTileStride; i0 += 16) {
     for (int d0 = 0; d0 < hd; d0 += 16) {
-      const __mmask16 m = static_cast<__mmask16>(hd - d0 >= 16 ? 0xffff : (1u << (hd - d0)) - 1);
       __m512 r[16];
-      for (int i = 0; i < 16; ++i) {
-        r[i] = i0 + i < n ? LoadRow(rows[i0 + i] + d0, m) : _mm512_setzero_ps();
-      }
-      Transpose16(r);
+      LoadTransposed16(rows, n, i0, d0, hd, r);
       for (int d = 0; d < 16 && d0 + d < hd; ++d) _mm512_storeu_ps(kt + (d0 + d) * kTileStride + i0, r[d]);
     }
   }
@@ -306,16 +311,21 @@ __attribute__((target("avx2"), always_inline)) inline void Transpose8(__m256* r)
   }
 }
 
+// r[d] = dim d0 + d of keys i0 .. i0 + 7 (zeros past n keys or hd dims).
+template <typename T>
+__attribute__((target("avx2,f16c"), always_inline)) inline void LoadTransposed8(
+    const T* const* rows, int n, int i0, int d0, int hd, __m256* r) {
+  for (int i = 0; i < 8; ++i) r[i] = i0 + i < n ? LoadRow8(rows[i0 + i] + d0, hd - d0) : _mm256_setzero_ps();
+  Transpose8(r);
+}
+
 template <typename T>
 __attribute__((target("avx2,f16c"))) void TransposeKeysAvx2(const T* const* rows, int n, int hd,
                                                            float* kt) {
   for (int i0 = 0; i0 < kTileStride; i0 += 8) {
     for (int d0 = 0; d0 < hd; d0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) {
-        r[i] = i0 + i < n ? LoadRow8(rows[i0 + i] + d0, hd - d0) : _mm256_setzero_ps();
-      }
-      Transpose8(r);
+      LoadTransposed8(rows, n, i0, d0, hd, r);
       for (int d = 0; d < 8 && d0 + d < hd; ++d) _mm256_storeu_ps(kt + (d0 + d) * kTileStride + i0, r[d]);
     }
   }
@@ -436,12 +446,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void ScoreRowsHead
 #pragma GCC unroll 4
     for (int h = 0; h < NH; ++h) a[h] = _mm512_setzero_ps();
     for (int d0 = 0; d0 < hd; d0 += 16) {
-      const __mmask16 m = static_cast<__mmask16>(hd - d0 >= 16 ? 0xffff : (1u << (hd - d0)) - 1);
       __m512 r[16];
-      for (int i = 0; i < 16; ++i) {
-        r[i] = i0 + i < n ? LoadRow(rows[i0 + i] + d0, m) : _mm512_setzero_ps();
-      }
-      Transpose16(r);
+      LoadTransposed16(rows, n, i0, d0, hd, r);
       const int dims = std::min(16, hd - d0);
       for (int d = 0; d < dims; ++d) {
 #pragma GCC unroll 4
@@ -465,10 +471,7 @@ __attribute__((target("avx2,f16c,fma"))) void ScoreRowsHeadsAvx2(const T* const*
     for (int h = 0; h < NH; ++h) a[h] = _mm256_setzero_ps();
     for (int d0 = 0; d0 < hd; d0 += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) {
-        r[i] = i0 + i < n ? LoadRow8(rows[i0 + i] + d0, hd - d0) : _mm256_setzero_ps();
-      }
-      Transpose8(r);
+      LoadTransposed8(rows, n, i0, d0, hd, r);
       const int dims = std::min(8, hd - d0);
       for (int d = 0; d < dims; ++d) {
 #pragma GCC unroll 4
