@@ -11,7 +11,12 @@
 // prefixd: `prefixd generate -m M -p PROMPT -n N --ignore-eos --json --quant-dot Q` (greedy:
 // temperature 0), which reports its prompt ids and generated ids. The peer: `llama-server -m M`
 // on a free loopback port (startPeerServer, bench/serve/server.mjs), then POST /completion
-// with those prompt ids, top-k 1 as the only sampler, `ignore_eos`, `return_tokens`, no prompt cache.
+// with those prompt ids, top-k 1 as the only sampler, `ignore_eos`, `return_tokens`, no prompt cache,
+// Where the engines part, one more peer request (the prompt plus the agreed tokens, one token,
+// `n_probs: 2`) gives the peer's margin there (its pick's log-probability minus the runner-up's)
+// and whether prefixd's pick is that runner-up, so a parting at a near-tie is told from a real
+// difference. (Per-step probabilities of the long request cannot be used: llama-server merges
+// the entries of tokens that end mid UTF-8 character.)
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
@@ -72,6 +77,23 @@ async function peerGreedy(url, promptIds) {
   return (await r.json()).tokens;
 }
 
+// Where the engines part (after `agreedIds`): the peer's margin between its top two there and
+// whether prefixd's token `mine` is the runner-up (margin null: no probabilities came back).
+async function parting(url, promptIds, agreedIds, mine) {
+  const r = await fetch(`${url}/completion`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      prompt: [...promptIds, ...agreedIds], n_predict: 1, samplers: ["top_k"], top_k: 1,
+      temperature: 0, ignore_eos: true, cache_prompt: false, n_probs: 2,
+    }),
+  });
+  if (!r.ok) throw new Error(`llama-server: HTTP ${r.status}: ${await r.text()}`);
+  const top = (await r.json()).completion_probabilities?.[0]?.top_logprobs ?? [];
+  if (top.length < 2) return { margin: null, runner_up: false };
+  return { margin: top[0].logprob - top[1].logprob, runner_up: mine === top[1].id };
+}
+
 function agreed(a, b) {
   let i = 0;
   while (i < a.length && i < b.length && a[i] === b[i]) i++;
@@ -89,10 +111,16 @@ try {
       row.prompt_ids ??= mine.prompt_ids;
       const theirs = await peerGreedy(peer.url, mine.prompt_ids);
       row[q] = agreed(mine.generated_ids, theirs);
+      if (row[q] < n) {
+        row[`${q}_parting`] = await parting(peer.url, mine.prompt_ids,
+          mine.generated_ids.slice(0, row[q]), mine.generated_ids[row[q]]);
+      }
     }
     rows.push(row);
     console.log(`${JSON.stringify(prompt)}: tokens agreeing before the first difference (of ${n}): ` +
-                opt["quant-dot"].split(",").map((q) => `${q} ${row[q]}`).join(", "));
+                opt["quant-dot"].split(",").map((q) => `${q} ${row[q]}` + (row[`${q}_parting`]
+                  ? ` (peer margin there ${row[`${q}_parting`].margin?.toExponential(2)}` +
+                    `${row[`${q}_parting`].runner_up ? ", prefixd took its runner-up" : ""})` : "")).join(", "));
   }
 } finally {
   await peer.stop();
