@@ -6,7 +6,9 @@
 #
 #   bench/peer/make-models.sh [--dir DIR] [--prefixd build/app/prefixd] [--f16-only] [SHAPE...]
 #
-# SHAPE: llama-124m (default first), qwen3-0.6b, llama3.2-1b; none given: all three.
+# SHAPE: llama-124m (default first), qwen3-0.6b, llama3.2-1b; none given: all three. Issue 18's
+# families: qwen35-small (hybrid: 12 gated DeltaNet + 4 gated attention layers) and qwen3moe-small
+# (32 experts, 8 used per token), made only when named.
 # Needs the peer: scripts/build-peer.sh. Existing files are kept (delete them to remake).
 set -euo pipefail
 
@@ -46,6 +48,16 @@ shape_flags() {
            "--tie-output --rope-base 500000 --rms-eps 1e-5 --rope-scaling llama3" \
            "--rope-scaling-factor 32 --rope-low-freq-factor 1 --rope-high-freq-factor 4" \
            "--rope-original-ctx 8192" ;;
+    qwen35-small)  # Qwen3.5's layout at 1024 wide: every 4th layer gated attention (8 heads of
+      # 256, 2 KV heads, RoPE over a quarter), the rest gated DeltaNet (16 Q/K and 16 V heads of 128)
+      echo "--arch qwen35 --layers 16 --embd 1024 --heads 8 --kv-heads 2 --head-dim 256 --ff 3584" \
+           "--full-attention-interval 4 --delta-k-heads 16 --delta-v-heads 16 --delta-head-dim 128" \
+           "--vocab 32000 --ctx 2048 --rope-base 10000000 --rms-eps 1e-6" \
+           "--vocab-from $SHARED/models/llama-2-tiny-random.gguf" ;;
+    qwen3moe-small)  # Qwen3-30B-A3B's layout scaled down: 32 experts of 512, 8 used per token
+      echo "--arch qwen3moe --layers 8 --embd 1024 --heads 16 --kv-heads 4 --head-dim 64 --ff 3072" \
+           "--experts 32 --experts-used 8 --expert-ff 512 --vocab 32000 --ctx 2048" \
+           "--rope-base 1000000 --rms-eps 1e-6 --vocab-from $SHARED/models/llama-2-tiny-random.gguf" ;;
     *) echo "make-models: unknown shape $1" >&2; return 1 ;;
   esac
 }

@@ -1,6 +1,8 @@
 #include "compute/cpu/delta_net.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "base/check.h"
 #include "compute/cpu/dot.h"
@@ -12,7 +14,6 @@ namespace prefixd::cpu {
 namespace {
 
 float Sigmoid(float x) { return 1.0f / (1.0f + ExpPoly(-x)); }
-float Silu(float x) { return x / (1.0f + ExpPoly(-x)); }
 
 // x / sqrt(sum of squares + eps), in place (llama.cpp: rms_norm(x, eps / n) / sqrt(n)). The
 // sum in double, in order, as RmsNorm's.
@@ -61,25 +62,44 @@ void DeltaNet::Run(const DeltaNetWeights& w, const float* x, int64_t n,
 void DeltaNet::Convolve(const Weight& taps, std::span<const DeltaNetRun> runs, ThreadPool& pool) {
   const int64_t channels = shape_.conv_dim();
   const int k = shape_.conv_kernel;
-  // Work items are (run, channel): each walks its run's tokens in order, so a channel's window
-  // is the state's k - 1 inputs followed by the tokens, as if the sequence had never been cut.
-  pool.ParallelFor(static_cast<int64_t>(runs.size()) * channels, [&](int64_t b, int64_t e, int) {
-    std::vector<float> tap(k), window(k);
+  // The taps transposed (tap j of every channel side by side), so that one token's convolution
+  // runs across channels in vector registers.
+  std::vector<float> tap(k), taps_t(k * channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    RowToFloat(taps, c, tap.data());
+    for (int j = 0; j < k; ++j) taps_t[j * channels + c] = tap[j];
+  }
+  // Work items are (run, chunk of channels): each walks its run's tokens in order, so a
+  // channel's window is the state's k - 1 inputs followed by the tokens, as if the sequence had
+  // never been cut. Per channel the sum is the taps in order, oldest input first, from 0
+  // (ggml_ssm_conv's order), each product rounded before its sum: the bits of a scalar loop.
+  constexpr int64_t kChunk = 64;
+  const int64_t chunks = (channels + kChunk - 1) / kChunk;
+  pool.ParallelFor(static_cast<int64_t>(runs.size()) * chunks, [&](int64_t b, int64_t e, int) {
+    std::vector<float> history((k - 1) * kChunk);
+    std::vector<const float*> window(k);
     for (int64_t item = b; item < e; ++item) {
-      const DeltaNetRun& run = runs[item / channels];
-      const int64_t c = item % channels;
-      RowToFloat(taps, c, tap.data());
-      float* state = run.conv_state + c * (k - 1);
-      for (int j = 0; j < k - 1; ++j) window[j] = state[j];
+      const DeltaNetRun& run = runs[item / chunks];
+      const int64_t c0 = (item % chunks) * kChunk, w = std::min(kChunk, channels - c0);
+      float* state = run.conv_state + c0 * (k - 1);  // channel c's k - 1 inputs, oldest first
+      for (int j = 0; j < k - 1; ++j) {
+        for (int64_t c = 0; c < w; ++c) history[j * kChunk + c] = state[c * (k - 1) + j];
+        window[j] = &history[j * kChunk];
+      }
       for (int64_t t = 0; t < run.count; ++t) {
         const int64_t g = run.first + t;
-        window[k - 1] = mixed_[g * channels + c];
-        float sum = 0.0f;  // taps in order, oldest input first (ggml_ssm_conv's order)
-        for (int j = 0; j < k; ++j) sum += window[j] * tap[j];
-        conv_[g * channels + c] = Silu(sum);
+        window[k - 1] = &mixed_[g * channels + c0];
+        float* out = &conv_[g * channels + c0];
+        std::fill(out, out + w, 0.0f);
+        for (int j = 0; j < k; ++j) AddProductRow(out, window[j], &taps_t[j * channels + c0], w);
+        Silu(out, w);
         for (int j = 0; j + 1 < k; ++j) window[j] = window[j + 1];
       }
-      for (int j = 0; j < k - 1; ++j) state[j] = window[j];
+      // The last k - 1 inputs become the state (rows of `history` not yet overwritten, or
+      // mixed_'s token rows).
+      for (int j = 0; j < k - 1; ++j) {
+        for (int64_t c = 0; c < w; ++c) state[c * (k - 1) + j] = window[j][c];
+      }
     }
   });
 }
@@ -109,7 +129,6 @@ void DeltaNet::Recur(std::span<const DeltaNetRun> runs, ThreadPool& pool) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const DotF32Fn dot = GetDotF32();
   pool.ParallelFor(static_cast<int64_t>(runs.size()) * hv, [&](int64_t b, int64_t e, int) {
-    std::vector<float> delta(hd);
     for (int64_t item = b; item < e; ++item) {
       const DeltaNetRun& run = runs[item / hv];
       const int h = static_cast<int>(item % hv);
@@ -121,14 +140,18 @@ void DeltaNet::Recur(std::span<const DeltaNetRun> runs, ThreadPool& pool) {
         const float* k = q + key_dim;
         const float* v = &conv_[g * channels + 2 * key_dim + int64_t{h} * hd];
         const float decay = alpha_[g * hv + h], beta = beta_[g * hv + h];
-        for (int64_t i = 0; i < int64_t{hd} * hd; ++i) state[i] = state[i] * decay;
-        for (int j = 0; j < hd; ++j) delta[j] = (v[j] - dot(state + int64_t{j} * hd, k, hd)) * beta;
+        float* o = &o_[g * s.value_dim() + int64_t{h} * hd];
+        // Row j of the state (value channel j) depends on no other row: decay it, read its
+        // error against v, correct it and read the output from it while it is in L1 (one pass
+        // over the head's state per token, not four). Same operations per element as four
+        // passes would do, so the same bits.
         for (int j = 0; j < hd; ++j) {
           float* row = state + int64_t{j} * hd;
-          for (int i = 0; i < hd; ++i) row[i] = row[i] + k[i] * delta[j];
+          ScaleRow(row, decay, hd);
+          const float delta = (v[j] - dot(row, k, hd)) * beta;
+          AddScaledRow(row, k, delta, hd);
+          o[j] = dot(row, q, hd) * scale;
         }
-        float* o = &o_[g * s.value_dim() + int64_t{h} * hd];
-        for (int j = 0; j < hd; ++j) o[j] = dot(state + int64_t{j} * hd, q, hd) * scale;
       }
     }
   });
@@ -141,8 +164,7 @@ void DeltaNet::GateOutput(const Weight& norm, int64_t n, ThreadPool& pool) {
     std::vector<float> normed(hd);
     for (int64_t i = b; i < e; ++i) {
       RmsNorm(&o_[i * hd], norm, hd, eps_, normed.data());
-      float* z = &z_[i * hd];
-      for (int j = 0; j < hd; ++j) z[j] = Silu(z[j]) * normed[j];
+      SwiGlu(&z_[i * hd], normed.data(), hd);  // SiLU(z) * normed
     }
   });
 }

@@ -327,26 +327,33 @@ void AddBias(const Weight& bias, int64_t num_tokens, float* y) {
 }
 
 namespace {
-void SwiGluPortable(float* gate, const float* up, int64_t n) {
+// SiLU(gate) * up (kGated) or SiLU(gate) alone, in place: the same expression per lane on every
+// path, so the same bits (SiLU alone skips the product rather than multiplying by 1).
+template <bool kGated>
+void SiluPortable(float* gate, const float* up, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
-    gate[i] = (g / (1.0f + ExpPoly(-g))) * up[i];
+    const float silu = g / (1.0f + ExpPoly(-g));
+    gate[i] = kGated ? silu * up[i] : silu;
   }
 }
 
-__attribute__((target("avx512f,fma"))) void SwiGluAvx512(float* gate, const float* up, int64_t n) {
+template <bool kGated>
+__attribute__((target("avx512f,fma"))) void SiluAvx512(float* gate, const float* up, int64_t n) {
   const __m512 one = _mm512_set1_ps(1.0f);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
     const __m512 e = ExpPolyAvx512(_mm512_sub_ps(_mm512_setzero_ps(), g));
-    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
-    _mm512_mask_storeu_ps(gate + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i)));
+    __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+    if constexpr (kGated) silu = _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, up + i));
+    _mm512_mask_storeu_ps(gate + i, m, silu);
   }
 }
 
 // The same per lane in 8-lane registers (the tail through masked loads and stores).
-__attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up, int64_t n) {
+template <bool kGated>
+__attribute__((target("avx2,fma"))) void SiluAvx2(float* gate, const float* up, int64_t n) {
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t i = 0; i < n; i += 8) {
@@ -354,9 +361,81 @@ __attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up
     const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), lanes);
     const __m256 g = _mm256_maskload_ps(gate + i, m);
     const __m256 e = ExpPolyAvx2(_mm256_sub_ps(_mm256_setzero_ps(), g));
-    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
-    _mm256_maskstore_ps(gate + i, m, _mm256_mul_ps(silu, _mm256_maskload_ps(up + i, m)));
+    __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, e));
+    if constexpr (kGated) silu = _mm256_mul_ps(silu, _mm256_maskload_ps(up + i, m));
+    _mm256_maskstore_ps(gate + i, m, silu);
   }
+}
+
+void SwiGluPortable(float* gate, const float* up, int64_t n) { SiluPortable<true>(gate, up, n); }
+void SwiGluAvx512(float* gate, const float* up, int64_t n) { SiluAvx512<true>(gate, up, n); }
+void SwiGluAvx2(float* gate, const float* up, int64_t n) { SiluAvx2<true>(gate, up, n); }
+void SiluOnlyPortable(float* x, int64_t n) { SiluPortable<false>(x, nullptr, n); }
+void SiluOnlyAvx512(float* x, int64_t n) { SiluAvx512<false>(x, nullptr, n); }
+void SiluOnlyAvx2(float* x, int64_t n) { SiluAvx2<false>(x, nullptr, n); }
+
+// x * s and x + y * s per element, each product and sum rounded on its own (no fused
+// multiply-add), so every width gives the scalar loop's bits.
+void ScaleRowPortable(float* x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] * s;
+}
+void AddScaledRowPortable(float* x, const float* y, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i] * s;
+}
+
+void AddProductRowPortable(float* x, const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + a[i] * b[i];
+}
+
+__attribute__((target("avx512f"))) void AddProductRowAvx512(float* x, const float* a,
+                                                           const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+    _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), p));
+  }
+}
+__attribute__((target("avx2"))) void AddProductRowAvx2(float* x, const float* a, const float* b,
+                                                      int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), p));
+  }
+  AddProductRowPortable(x + i, a + i, b + i, n - i);
+}
+
+__attribute__((target("avx512f"))) void ScaleRowAvx512(float* x, float s, int64_t n) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+  }
+}
+__attribute__((target("avx512f"))) void AddScaledRowAvx512(float* x, const float* y, float s,
+                                                          int64_t n) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = static_cast<__mmask16>(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+    const __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, y + i), vs);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), p));
+  }
+}
+
+__attribute__((target("avx2"))) void ScaleRowAvx2(float* x, float s, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
+  ScaleRowPortable(x + i, s, n - i);
+}
+__attribute__((target("avx2"))) void AddScaledRowAvx2(float* x, const float* y, float s, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 p = _mm256_mul_ps(_mm256_loadu_ps(y + i), vs);
+    _mm256_storeu_ps(x + i, _mm256_add_ps(_mm256_loadu_ps(x + i), p));
+  }
+  AddScaledRowPortable(x + i, y + i, s, n - i);
 }
 
 bool HasAvx512SwiGlu() { return GetCpuFeatures().avx512f && GetCpuFeatures().fma; }
@@ -374,6 +453,48 @@ std::vector<std::pair<const char*, SwiGluFn>> RunnableSwiGluPaths() {
   std::vector<std::pair<const char*, SwiGluFn>> out = {{"generic", &SwiGluPortable}};
   if (HasAvx2SwiGlu()) out.emplace_back("avx2", &SwiGluAvx2);
   if (HasAvx512SwiGlu()) out.emplace_back("avx512", &SwiGluAvx512);
+  return out;
+}
+
+void ScaleRow(float* x, float s, int64_t n) {
+  static const ScaleRowFn fn = GetCpuFeatures().avx512f ? &ScaleRowAvx512
+                               : GetCpuFeatures().avx2  ? &ScaleRowAvx2
+                                                        : &ScaleRowPortable;
+  fn(x, s, n);
+}
+
+void AddScaledRow(float* x, const float* y, float s, int64_t n) {
+  static const AddScaledRowFn fn = GetCpuFeatures().avx512f ? &AddScaledRowAvx512
+                                   : GetCpuFeatures().avx2  ? &AddScaledRowAvx2
+                                                            : &AddScaledRowPortable;
+  fn(x, y, s, n);
+}
+
+void AddProductRow(float* x, const float* a, const float* b, int64_t n) {
+  static const AddProductRowFn fn = GetCpuFeatures().avx512f ? &AddProductRowAvx512
+                                    : GetCpuFeatures().avx2  ? &AddProductRowAvx2
+                                                             : &AddProductRowPortable;
+  fn(x, a, b, n);
+}
+
+void Silu(float* x, int64_t n) {
+  static const SiluFn fn = HasAvx512SwiGlu() ? &SiluOnlyAvx512
+                           : HasAvx2SwiGlu() ? &SiluOnlyAvx2
+                                             : &SiluOnlyPortable;
+  fn(x, n);
+}
+
+std::vector<RowPaths> RunnableRowPaths() {
+  std::vector<RowPaths> out = {{"generic", &ScaleRowPortable, &AddScaledRowPortable,
+                                &AddProductRowPortable, &SiluOnlyPortable}};
+  if (GetCpuFeatures().avx2) {
+    out.push_back({"avx2", &ScaleRowAvx2, &AddScaledRowAvx2, &AddProductRowAvx2,
+                   HasAvx2SwiGlu() ? &SiluOnlyAvx2 : &SiluOnlyPortable});
+  }
+  if (GetCpuFeatures().avx512f) {
+    out.push_back({"avx512", &ScaleRowAvx512, &AddScaledRowAvx512, &AddProductRowAvx512,
+                   HasAvx512SwiGlu() ? &SiluOnlyAvx512 : &SiluOnlyPortable});
+  }
   return out;
 }
 

@@ -65,4 +65,26 @@ using SwiGluFn = void (*)(float* gate, const float* up, int64_t n);
 // Every path this CPU can run, named, for tests.
 std::vector<std::pair<const char*, SwiGluFn>> RunnableSwiGluPaths();
 
+// x[i] = x[i] * s, x[i] = x[i] + y[i] * s and x[i] = x[i] + a[i] * b[i] (each product rounded
+// before the sum: no fused multiply-add), and x[i] = SiLU(x[i]) as SwiGlu computes it;
+// vectorised where the CPU allows, the same bits on every path (DeltaNet's state update and
+// convolution).
+void ScaleRow(float* x, float s, int64_t n);
+void AddScaledRow(float* x, const float* y, float s, int64_t n);
+void AddProductRow(float* x, const float* a, const float* b, int64_t n);
+void Silu(float* x, int64_t n);
+using ScaleRowFn = void (*)(float* x, float s, int64_t n);
+using AddScaledRowFn = void (*)(float* x, const float* y, float s, int64_t n);
+using AddProductRowFn = void (*)(float* x, const float* a, const float* b, int64_t n);
+using SiluFn = void (*)(float* x, int64_t n);
+struct RowPaths {
+  const char* name;
+  ScaleRowFn scale;
+  AddScaledRowFn add_scaled;
+  AddProductRowFn add_product;
+  SiluFn silu;
+};
+// Every path this CPU can run, named, for tests.
+std::vector<RowPaths> RunnableRowPaths();
+
 }  // namespace prefixd::cpu

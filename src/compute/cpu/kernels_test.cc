@@ -70,6 +70,62 @@ TEST(AddBias, AddsTheSameVectorToEveryToken) {
   EXPECT_EQ(y, (std::vector<float>{1.5f, 0.0f, 3.0f, 10.5f, 19.0f, 32.0f}));
 }
 
+// DeltaNet's row kernels: every path gives the portable loop's bits (products rounded before
+// the sums, never fused; SiLU as SwiGlu's), at ragged lengths, with special values.
+TEST(RowUpdates, EveryPathGivesThePortableBits) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> x0(300), y(301);
+  for (float& v : x0) v = normal(rng);
+  for (float& v : y) v = normal(rng);
+  x0[3] = std::numeric_limits<float>::infinity();
+  y[5] = -0.0f;
+  x0[7] = 1e-38f;  // a product that goes subnormal
+  const auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  };
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{15}, int64_t{16}, int64_t{17},
+                    int64_t{128}, int64_t{300}}) {
+    for (float s : {0.9731f, -1.25e-3f, 3.0e5f}) {
+      const RowPaths ref = RunnableRowPaths()[0];
+      std::vector<float> want_scaled(x0.begin(), x0.begin() + n), want_added = want_scaled;
+      ref.scale(want_scaled.data(), s, n);
+      ref.add_scaled(want_added.data(), y.data(), s, n);
+      for (int64_t i = 0; i < n; ++i) {  // the portable loop is the plain expression
+        ASSERT_EQ(bits(want_scaled[i]), bits(x0[i] * s));
+        const float p = y[i] * s;
+        ASSERT_EQ(bits(want_added[i]), bits(x0[i] + p));
+      }
+      std::vector<float> want_product(x0.begin(), x0.begin() + n), want_silu = want_product;
+      ref.add_product(want_product.data(), y.data(), y.data() + 1, n);
+      ref.silu(want_silu.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const float p = y[i] * y[i + 1];
+        ASSERT_EQ(bits(want_product[i]), bits(x0[i] + p));
+        if (std::isfinite(x0[i])) {
+          EXPECT_NEAR(want_silu[i], x0[i] / (1.0 + std::exp(-double{x0[i]})), 1e-6 * std::fabs(x0[i]) + 1e-30);
+        }
+      }
+      for (const RowPaths& path : RunnableRowPaths()) {
+        std::vector<float> scaled(x0.begin(), x0.begin() + n), added = scaled, product = scaled,
+                                                               silu = scaled;
+        path.scale(scaled.data(), s, n);
+        path.add_scaled(added.data(), y.data(), s, n);
+        path.add_product(product.data(), y.data(), y.data() + 1, n);
+        path.silu(silu.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          ASSERT_EQ(bits(scaled[i]), bits(want_scaled[i])) << path.name << " n=" << n << " i=" << i;
+          ASSERT_EQ(bits(added[i]), bits(want_added[i])) << path.name << " n=" << n << " i=" << i;
+          ASSERT_EQ(bits(product[i]), bits(want_product[i])) << path.name << " n=" << n << " i=" << i;
+          ASSERT_EQ(bits(silu[i]), bits(want_silu[i])) << path.name << " n=" << n << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
 // SwiGLU: the vector path gives the portable bits (ragged lengths, extreme and special gates),
 // and both are close to SiLU computed in double.
 TEST(SwiGlu, EveryPathGivesThePortableBitsAndTheFunction) {
