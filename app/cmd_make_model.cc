@@ -25,7 +25,8 @@ struct MakeFlags {
 };
 
 constexpr TensorType kMakeTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
-                                     TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                                     TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1,
+                                     TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
                                      TensorType::kQ5_K, TensorType::kQ6_K};
 
 // How many tensors of each type `path` holds, e.g. "q4_K x 2, q4_0 x 14, f32 x 5".
@@ -119,7 +120,7 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
                       "Vocabulary size (with --vocab-from: default and 0 mean the file's size)")
           ->capture_default_str();
   cmd->add_option("--ctx", f->spec.ctx, "Context length")->capture_default_str();
-  cmd->add_option("--type", f->type, "Weight type of the matrices: f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k (rows that "
+  cmd->add_option("--type", f->type, "Weight type of the matrices: f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k (rows that "
                   "a K-quant block does not divide fall back to q4_0 or q8_0)")->capture_default_str();
   cmd->add_option("--seed", f->spec.seed, "Weight seed")->capture_default_str();
   cmd->add_option("--vocab-from", f->spec.vocab_from, "Take the vocabulary of this GGUF");

@@ -13,7 +13,7 @@ namespace prefixd {
 
 void AddQuantDotFlag(CLI::App* cmd, std::string* quant_dot) {
   cmd->add_option("--quant-dot", *quant_dot,
-                  "Quantised weights (q8_0, q4_0, q4_K, q5_K, q6_K) on the CPU: int8 (activations quantised to 8 bits, "
+                  "Quantised weights (q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K) on the CPU: int8 (activations quantised to 8 bits, "
                   "integer dot products) or f32 (weights dequantised, the F32 reference); the two "
                   "give different logits and never share KV blocks")
       ->envname("PREFIXD_QUANT_DOT")->check(CLI::IsMember({"int8", "f32"}))->capture_default_str();

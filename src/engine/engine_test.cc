@@ -131,6 +131,7 @@ TEST(BatchInvariance, RandomGqaModelF32WeightsF32Kv) {
 // (quant_int.h), whose tiles serve decode and prefill alike.
 TEST(BatchInvariance, RandomModelInEveryWeightType) {
   for (TensorType type : {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                          TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
                           TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     for (QuantDot quant_dot : {QuantDot::kInt8, QuantDot::kF32}) {
       // Types without an integer tile run the same arithmetic either way: once is enough.
@@ -148,7 +149,8 @@ TEST(BatchInvariance, RandomModelInEveryWeightType) {
 // of one are never served to the other), logits that differ but stay close. A model with no
 // integer-path weights keeps the F32 path's id.
 TEST(BatchInvariance, Int8DotDiffersFromF32DotByLittle) {
-  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+  for (TensorType type : {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1,
+                          TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
                           TensorType::kQ5_K, TensorType::kQ6_K}) {
     SCOPED_TRACE(TensorTypeName(static_cast<uint32_t>(type)));
     auto model = MakeTestModel(TestModelShape::kRows256, type);

@@ -37,7 +37,8 @@ const ArchSpec* FindArch(const std::string& name) {
 
 // The matrix types the CPU backend computes with (compute/cpu/quant_dequant.h).
 constexpr TensorType kMatrixTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
-                                       TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_K,
+                                       TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1,
+                                       TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kQ4_K,
                                        TensorType::kQ5_K, TensorType::kQ6_K};
 
 bool IsSupportedWeightType(TensorType t) {

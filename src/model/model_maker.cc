@@ -91,6 +91,9 @@ uint32_t FileType(TensorType type) {
   switch (type) {
     case TensorType::kF16: return 1;
     case TensorType::kQ4_0: return 2;
+    case TensorType::kQ4_1: return 3;
+    case TensorType::kQ5_0: return 8;
+    case TensorType::kQ5_1: return 9;
     case TensorType::kQ8_0: return 7;
     case TensorType::kQ4_K: return 14;  // Q4_K_S: every matrix q4_K
     case TensorType::kQ5_K: return 16;  // Q5_K_S
@@ -360,7 +363,7 @@ Status ValidateModelSpec(const ModelSpec& s) {
   }
   if (!CanQuantizeTo(s.type)) {
     return Invalid(absl::StrCat("type ", TensorTypeName(static_cast<uint32_t>(s.type)),
-                                " (only f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K)"));
+                                " (only f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K)"));
   }
   if (!(s.rope_freq_base > 0)) return Invalid("rope_freq_base must be positive");
   if (!(s.rms_eps > 0)) return Invalid("rms_eps must be positive");

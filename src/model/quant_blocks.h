@@ -6,6 +6,9 @@
 //
 //   Q8_0   x = d * q                      q int8,  one f16 scale per 32
 //   Q4_0   x = d * (q - 8)                q 0..15, one f16 scale per 32
+//   Q4_1   x = d * q + m                  q 0..15, f16 scale and min per 32
+//   Q5_0   x = d * (q - 16)               q 0..31, one f16 scale per 32
+//   Q5_1   x = d * q + m                  q 0..31, f16 scale and min per 32
 //   Q4_K   x = (d * sc) * q - (dmin * m)  q 0..15, 6-bit sc/m per 32, f16 d/dmin per 256
 //   Q5_K   x = (d * sc) * q - (dmin * m)  q 0..31, 6-bit sc/m per 32, f16 d/dmin per 256
 //   Q6_K   x = (d * sc) * (q - 32)        q 0..63, int8 sc per 16, f16 d per 256
@@ -18,7 +21,7 @@
 
 namespace prefixd {
 
-inline constexpr int kQk = 32;    // elements per Q8_0 / Q4_0 block
+inline constexpr int kQk = 32;    // elements per Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 block
 inline constexpr int kQkK = 256;  // elements per K-quant super-block
 
 struct BlockQ8_0 {
@@ -30,6 +33,35 @@ struct BlockQ4_0 {
   uint16_t d;             // f16 scale
   uint8_t qs[kQk / 2];    // element j in the low nibble of qs[j], element j + 16 in the high
 };
+
+struct BlockQ4_1 {
+  uint16_t d;           // f16 scale
+  uint16_t m;           // f16 min, added after the product
+  uint8_t qs[kQk / 2];  // as Q4_0
+};
+
+// Q5_0 and Q5_1: as Q4_0 / Q4_1 plus a fifth bit per element, element j's in bit j of qh read
+// as a little-endian uint32 (Q5Level).
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQk / 2];
+};
+
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQk / 2];
+};
+
+// Element j's (0..31) level 0..31 in a Q5_0 / Q5_1 block.
+inline int Q5Level(const uint8_t* qh, const uint8_t* qs, int j) {
+  const int low = j < kQk / 2 ? (qs[j] & 0xF) : (qs[j - kQk / 2] >> 4);
+  const uint32_t high = static_cast<uint32_t>(qh[0]) | (static_cast<uint32_t>(qh[1]) << 8) |
+                        (static_cast<uint32_t>(qh[2]) << 16) | (static_cast<uint32_t>(qh[3]) << 24);
+  return low | static_cast<int>(((high >> j) & 1) << 4);
+}
 
 // Q4_K and Q5_K pack eight 6-bit scales and eight 6-bit mins into 12 bytes (see
 // GetScaleMinK4). Elements come in four groups of 64: group g's first 32 use sub-block 2g
@@ -62,7 +94,8 @@ struct BlockQ6_K {
   uint16_t d;  // f16 super-block scale
 };
 
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18);
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 
 // Sub-block j's (0..7) 6-bit scale and min in a Q4_K/Q5_K scales array: j < 4 in the low 6

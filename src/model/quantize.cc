@@ -34,6 +34,16 @@ void QuantizeQ8_0(const float* x, BlockQ8_0* b) {
   }
 }
 
+// 32 levels 0..31 into Q5_0 / Q5_1's nibbles and high-bit word (quant_blocks.h).
+void PackQ5(const uint8_t* q, uint8_t* qh, uint8_t* qs) {
+  uint32_t high = 0;
+  for (int j = 0; j < kQk; ++j) high |= static_cast<uint32_t>(q[j] >> 4) << j;
+  for (int k = 0; k < 4; ++k) qh[k] = static_cast<uint8_t>(high >> (8 * k));
+  for (int j = 0; j < kQk / 2; ++j) {
+    qs[j] = static_cast<uint8_t>((q[j] & 0xF) | ((q[j + kQk / 2] & 0xF) << 4));
+  }
+}
+
 // The element of largest magnitude maps to -8 exactly; the other side reaches at most +7.
 void QuantizeQ4_0(const float* x, BlockQ4_0* b) {
   float amax = 0, max = 0;
@@ -48,6 +58,50 @@ void QuantizeQ4_0(const float* x, BlockQ4_0* b) {
   for (int j = 0; j < kQk / 2; ++j) {
     b->qs[j] = static_cast<uint8_t>(q(j) | (q(j + kQk / 2) << 4));
   }
+}
+
+// Q5_0: Q4_0 with 32 levels, the element of largest magnitude at -16.
+void QuantizeQ5_0(const float* x, BlockQ5_0* b) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kQk; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = ThroughHalf(max / -16.0f, &b->d);
+  uint8_t q[kQk];
+  for (int j = 0; j < kQk; ++j) {
+    q[j] = static_cast<uint8_t>(d != 0 ? RoundClamp(x[j] / d, -16, 15) + 16 : 16);
+  }
+  PackQ5(q, b->qh, b->qs);
+}
+
+// Q4_1 / Q5_1: the affine map x = d * q + m onto [0, levels], m the block's minimum. Writes d
+// and m (as f16) and the levels into `q`.
+void QuantizeAffine32(const float* x, int levels, uint16_t* d_out, uint16_t* m_out, uint8_t* q) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < kQk; ++j) {
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
+  const float d = ThroughHalf((hi - lo) / static_cast<float>(levels), d_out);
+  const float m = ThroughHalf(lo, m_out);
+  for (int j = 0; j < kQk; ++j) {
+    q[j] = static_cast<uint8_t>(d > 0 ? RoundClamp((x[j] - m) / d, 0, levels) : 0);
+  }
+}
+
+void QuantizeQ4_1(const float* x, BlockQ4_1* b) {
+  uint8_t q[kQk];
+  QuantizeAffine32(x, 15, &b->d, &b->m, q);
+  for (int j = 0; j < kQk / 2; ++j) b->qs[j] = static_cast<uint8_t>(q[j] | (q[j + kQk / 2] << 4));
+}
+
+void QuantizeQ5_1(const float* x, BlockQ5_1* b) {
+  uint8_t q[kQk];
+  QuantizeAffine32(x, 31, &b->d, &b->m, q);
+  PackQ5(q, b->qh, b->qs);
 }
 
 // Q4_K / Q5_K: per 32-element sub-block an affine map x = D_j * q - M_j onto [0, levels].
@@ -164,6 +218,9 @@ bool CanQuantizeTo(TensorType type) {
     case TensorType::kBF16:
     case TensorType::kQ8_0:
     case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
     case TensorType::kQ4_K:
     case TensorType::kQ5_K:
     case TensorType::kQ6_K:
@@ -189,6 +246,9 @@ void QuantizeRow(TensorType type, const float* x, int64_t n, uint8_t* out) {
       return;
     case TensorType::kQ8_0: return QuantizeBlocks<BlockQ8_0, kQk>(&QuantizeQ8_0, x, n, out);
     case TensorType::kQ4_0: return QuantizeBlocks<BlockQ4_0, kQk>(&QuantizeQ4_0, x, n, out);
+    case TensorType::kQ4_1: return QuantizeBlocks<BlockQ4_1, kQk>(&QuantizeQ4_1, x, n, out);
+    case TensorType::kQ5_0: return QuantizeBlocks<BlockQ5_0, kQk>(&QuantizeQ5_0, x, n, out);
+    case TensorType::kQ5_1: return QuantizeBlocks<BlockQ5_1, kQk>(&QuantizeQ5_1, x, n, out);
     case TensorType::kQ4_K: return QuantizeBlocks<BlockQ4_K, kQkK>(&QuantizeQ4_K, x, n, out);
     case TensorType::kQ5_K: return QuantizeBlocks<BlockQ5_K, kQkK>(&QuantizeQ5_K, x, n, out);
     case TensorType::kQ6_K: return QuantizeBlocks<BlockQ6_K, kQkK>(&QuantizeQ6_K, x, n, out);

@@ -208,6 +208,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{TensorType::kF32, false}, Case{TensorType::kF16, false},
                       Case{TensorType::kBF16, false}, Case{TensorType::kQ8_0, false},
                       Case{TensorType::kQ8_0, true}, Case{TensorType::kQ4_0, true},
+                      Case{TensorType::kQ5_0, true}, Case{TensorType::kQ5_1, true},
+                      Case{TensorType::kQ4_1, false},
                       Case{TensorType::kQ4_K, false}, Case{TensorType::kQ4_K, true},
                       Case{TensorType::kQ6_K, true}),
     [](const ::testing::TestParamInfo<Case>& info) {

@@ -53,6 +53,38 @@ void DequantQ4_0Generic(const uint8_t* row, int64_t n, float* out) {
   }
 }
 
+// ggml's x0*d + m: the product rounded, then the min added (the build never contracts to FMA).
+void DequantQ4_1Generic(const uint8_t* row, int64_t n, float* out) {
+  const BlockQ4_1* blocks = reinterpret_cast<const BlockQ4_1*>(row);
+  for (int64_t i = 0; i < n / kQk; ++i, out += kQk) {
+    const float d = HalfToFloat(blocks[i].d), m = HalfToFloat(blocks[i].m);
+    for (int j = 0; j < kQk / 2; ++j) {
+      out[j] = static_cast<float>(blocks[i].qs[j] & 0xF) * d + m;
+      out[j + kQk / 2] = static_cast<float>(blocks[i].qs[j] >> 4) * d + m;
+    }
+  }
+}
+
+void DequantQ5_0Generic(const uint8_t* row, int64_t n, float* out) {
+  const BlockQ5_0* blocks = reinterpret_cast<const BlockQ5_0*>(row);
+  for (int64_t i = 0; i < n / kQk; ++i, out += kQk) {
+    const float d = HalfToFloat(blocks[i].d);
+    for (int j = 0; j < kQk; ++j) {
+      out[j] = static_cast<float>(Q5Level(blocks[i].qh, blocks[i].qs, j) - 16) * d;
+    }
+  }
+}
+
+void DequantQ5_1Generic(const uint8_t* row, int64_t n, float* out) {
+  const BlockQ5_1* blocks = reinterpret_cast<const BlockQ5_1*>(row);
+  for (int64_t i = 0; i < n / kQk; ++i, out += kQk) {
+    const float d = HalfToFloat(blocks[i].d), m = HalfToFloat(blocks[i].m);
+    for (int j = 0; j < kQk; ++j) {
+      out[j] = static_cast<float>(Q5Level(blocks[i].qh, blocks[i].qs, j)) * d + m;
+    }
+  }
+}
+
 // Q4_K and Q5_K: `high_bits` is the Q5_K qh array, or null for Q4_K.
 void DequantAffineK(uint16_t d16, uint16_t dmin16, const uint8_t* scales, const uint8_t* qs,
                     const uint8_t* high_bits, float* out) {
@@ -123,6 +155,9 @@ DequantRowFn GenericPath(TensorType type) {
     case TensorType::kBF16: return &DequantBf16Generic;
     case TensorType::kQ8_0: return &DequantQ8_0Generic;
     case TensorType::kQ4_0: return &DequantQ4_0Generic;
+    case TensorType::kQ4_1: return &DequantQ4_1Generic;
+    case TensorType::kQ5_0: return &DequantQ5_0Generic;
+    case TensorType::kQ5_1: return &DequantQ5_1Generic;
     case TensorType::kQ4_K: return &DequantQ4_KGeneric;
     case TensorType::kQ5_K: return &DequantQ5_KGeneric;
     case TensorType::kQ6_K: return &DequantQ6_KGeneric;

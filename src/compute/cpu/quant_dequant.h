@@ -1,5 +1,5 @@
 // Dequantisation of weight rows to F32, for every weight type the CPU backend computes with:
-// f32, f16, bf16, q8_0, q4_0, q4_K, q5_K, q6_K (layouts in model/quant_blocks.h).
+// f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K (layouts in model/quant_blocks.h).
 //
 // Dequantisation is exact per element (each value is a fixed sequence of float operations on
 // its block's integers and f16 scales, the same on every path), so kernels that dequantise a

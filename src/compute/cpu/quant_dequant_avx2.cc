@@ -60,6 +60,44 @@ PREFIXD_AVX2 inline __m256i Bytes8(const uint8_t* p) {
   return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
 }
 
+// The levels of elements [j, j + 8) of a 32-element Q4_1 / Q5_0 / Q5_1 block: nibbles of
+// qs[j % 16 ..] (low for j < 16, else high) with bit j + lane of `qh` as the fifth bit (qh = 0
+// for Q4_1).
+PREFIXD_AVX2 inline __m256i Levels8(const uint8_t* qs, uint32_t qh, int j) {
+  const __m256i b = Bytes8(qs + j % 16);
+  const __m256i low = j < 16 ? _mm256_and_si256(b, _mm256_set1_epi32(0xF)) : _mm256_srli_epi32(b, 4);
+  const __m256i shift = _mm256_add_epi32(_mm256_set1_epi32(j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(qh)), shift),
+                                       _mm256_set1_epi32(1));
+  return _mm256_or_si256(low, _mm256_slli_epi32(bit, 4));
+}
+
+inline uint32_t HighWord(const uint8_t* qh) {
+  return static_cast<uint32_t>(qh[0]) | (static_cast<uint32_t>(qh[1]) << 8) |
+         (static_cast<uint32_t>(qh[2]) << 16) | (static_cast<uint32_t>(qh[3]) << 24);
+}
+
+// Q4_1, Q5_0, Q5_1: float(level - kOffset) * d, then + m where the type has a min (the
+// portable product, then sum).
+template <typename Block, int kOffset, bool kMin, bool kFive>
+PREFIXD_AVX2 void DequantSmallAvx2(const uint8_t* row, int64_t n, float* out) {
+  const Block* blocks = reinterpret_cast<const Block*>(row);
+  for (int64_t i = 0; i < n / kQk; ++i, out += kQk) {
+    const Block& b = blocks[i];
+    const __m256 d = _mm256_set1_ps(HalfToFloat(b.d));
+    uint32_t qh = 0;
+    __m256 m = _mm256_setzero_ps();
+    if constexpr (kFive) qh = HighWord(b.qh);
+    if constexpr (kMin) m = _mm256_set1_ps(HalfToFloat(b.m));
+    for (int j = 0; j < kQk; j += 8) {
+      const __m256i q = _mm256_sub_epi32(Levels8(b.qs, qh, j), _mm256_set1_epi32(kOffset));
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(q), d);
+      if constexpr (kMin) v = _mm256_add_ps(v, m);
+      _mm256_storeu_ps(out + j, v);
+    }
+  }
+}
+
 // Q4_K and Q5_K (`high_bits` the Q5_K qh array, or null): the portable DequantAffineK, whose
 // element is `d1 * float(q) - m1`, a product then a difference (two roundings; the target has
 // no FMA, so the compiler cannot fuse them either).
@@ -147,6 +185,9 @@ DequantRowFn Avx2DequantPath(TensorType type) {
     case TensorType::kBF16: return &DequantBf16Avx2;
     case TensorType::kQ8_0: return &DequantQ8_0Avx2;
     case TensorType::kQ4_0: return &DequantQ4_0Avx2;
+    case TensorType::kQ4_1: return &DequantSmallAvx2<BlockQ4_1, 0, true, false>;
+    case TensorType::kQ5_0: return &DequantSmallAvx2<BlockQ5_0, 16, false, true>;
+    case TensorType::kQ5_1: return &DequantSmallAvx2<BlockQ5_1, 0, true, true>;
     case TensorType::kQ4_K: return &DequantQ4_KAvx2;
     case TensorType::kQ5_K: return &DequantQ5_KAvx2;
     case TensorType::kQ6_K: return &DequantQ6_KAvx2;

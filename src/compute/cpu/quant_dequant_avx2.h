@@ -10,7 +10,8 @@
 
 namespace prefixd::cpu {
 
-// The AVX2 path for `type` (bf16, q8_0, q4_0, q4_K, q5_K, q6_K), or null where there is none.
+// The AVX2 path for `type` (bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K,
+// q5_K, q6_K), or null where there is none.
 // Precondition for calling the result: the CPU has AVX2.
 DequantRowFn Avx2DequantPath(TensorType type);
 

@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "base/fp16.h"
 #include "model/quant_blocks.h"
 
@@ -82,6 +84,49 @@ PREFIXD_AVX512 inline void ForEachChunkQ4_0(const uint8_t* row, int64_t n, Sink&
     sink(i * kQk, _mm512_mul_ps(U8MinusToFloat(LowNibbles(v), 8), d),
          _mm512_mul_ps(U8MinusToFloat(HighNibbles(v), 8), d));
   }
+}
+
+// Q4_1, Q5_0, Q5_1: float(level - kOffset) * d, then + m where the type has a min, as the
+// portable dequantisers. The fifth bits of elements [0, 16) are qh's low 16 bits, of
+// [16, 32) its high 16, each OR-ed in as 16 under a mask.
+template <typename Block, int kOffset, bool kMin, bool kFive, typename Sink>
+PREFIXD_AVX512 inline void ForEachChunkSmall(const uint8_t* row, int64_t n, Sink& sink) {
+  const Block* blocks = reinterpret_cast<const Block*>(row);
+  const __m512i offset = _mm512_set1_epi32(kOffset), sixteen = _mm512_set1_epi32(16);
+  for (int64_t i = 0; i < n / kQk; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(blocks + i) + 2048, _MM_HINT_T0);
+    const Block& b = blocks[i];
+    const __m512 d = _mm512_set1_ps(HalfScale(b.d));
+    const __m128i v = Load16(b.qs);
+    __m512i q0 = _mm512_cvtepu8_epi32(LowNibbles(v)), q1 = _mm512_cvtepu8_epi32(HighNibbles(v));
+    if constexpr (kFive) {
+      uint32_t qh;
+      std::memcpy(&qh, b.qh, 4);  // little-endian, as the file stores it
+      q0 = _mm512_mask_or_epi32(q0, static_cast<__mmask16>(qh & 0xFFFF), q0, sixteen);
+      q1 = _mm512_mask_or_epi32(q1, static_cast<__mmask16>(qh >> 16), q1, sixteen);
+    }
+    __m512 w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q0, offset)), d);
+    __m512 w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, offset)), d);
+    if constexpr (kMin) {
+      const __m512 m = _mm512_set1_ps(HalfScale(b.m));
+      w0 = _mm512_add_ps(w0, m);
+      w1 = _mm512_add_ps(w1, m);
+    }
+    sink(i * kQk, w0, w1);
+  }
+}
+
+template <typename Sink>
+PREFIXD_AVX512 inline void ForEachChunkQ4_1(const uint8_t* row, int64_t n, Sink& sink) {
+  ForEachChunkSmall<BlockQ4_1, 0, true, false>(row, n, sink);
+}
+template <typename Sink>
+PREFIXD_AVX512 inline void ForEachChunkQ5_0(const uint8_t* row, int64_t n, Sink& sink) {
+  ForEachChunkSmall<BlockQ5_0, 16, false, true>(row, n, sink);
+}
+template <typename Sink>
+PREFIXD_AVX512 inline void ForEachChunkQ5_1(const uint8_t* row, int64_t n, Sink& sink) {
+  ForEachChunkSmall<BlockQ5_1, 0, true, true>(row, n, sink);
 }
 
 // One Q4_K / Q5_K super-block starting at element `base`; `high_bits` is Q5_K's qh or null.
@@ -215,6 +260,9 @@ PREFIXD_AVX512 inline float Fold16(__m512 a, __m512 b) {
   }
 PREFIXD_QUANT_KERNELS(Q8_0)
 PREFIXD_QUANT_KERNELS(Q4_0)
+PREFIXD_QUANT_KERNELS(Q4_1)
+PREFIXD_QUANT_KERNELS(Q5_0)
+PREFIXD_QUANT_KERNELS(Q5_1)
 PREFIXD_QUANT_KERNELS(Q4_K)
 PREFIXD_QUANT_KERNELS(Q5_K)
 PREFIXD_QUANT_KERNELS(Q6_K)
@@ -227,6 +275,9 @@ DequantRowFn Avx512DequantPath(TensorType type) {
     case TensorType::kBF16: return &DequantBf16;
     case TensorType::kQ8_0: return &DequantQ8_0;
     case TensorType::kQ4_0: return &DequantQ4_0;
+    case TensorType::kQ4_1: return &DequantQ4_1;
+    case TensorType::kQ5_0: return &DequantQ5_0;
+    case TensorType::kQ5_1: return &DequantQ5_1;
     case TensorType::kQ4_K: return &DequantQ4_K;
     case TensorType::kQ5_K: return &DequantQ5_K;
     case TensorType::kQ6_K: return &DequantQ6_K;
@@ -238,6 +289,9 @@ QuantDotFn Avx512QuantDot(TensorType type) {
   switch (type) {
     case TensorType::kQ8_0: return &DotQ8_0;
     case TensorType::kQ4_0: return &DotQ4_0;
+    case TensorType::kQ4_1: return &DotQ4_1;
+    case TensorType::kQ5_0: return &DotQ5_0;
+    case TensorType::kQ5_1: return &DotQ5_1;
     case TensorType::kQ4_K: return &DotQ4_K;
     case TensorType::kQ5_K: return &DotQ5_K;
     case TensorType::kQ6_K: return &DotQ6_K;

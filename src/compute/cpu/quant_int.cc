@@ -15,6 +15,9 @@ QuantActivation IntDotActivation(TensorType type) {
   switch (type) {
     case TensorType::kQ8_0:
     case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
       return QuantActivation::kQ8x32;
     case TensorType::kQ4_K:
     case TensorType::kQ5_K:
@@ -96,7 +99,8 @@ void QuantizeActivationPortable(QuantActivation format, const float* x, int64_t 
 }
 
 // The reference tiles: one (row, token) dot at a time, literally as quant_int.h reads.
-template <typename Block, typename WeightInt>
+// kMin: the block's min term (Q4_1, Q5_1) added to the product term.
+template <typename Block, bool kMin = false, typename WeightInt>
 void IntTilePortable(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy,
                      WeightInt weight_int) {
@@ -110,7 +114,11 @@ void IntTilePortable(const uint8_t* w, int64_t row_bytes, int num_rows, const ui
         int32_t isum = 0;
         for (int j = 0; j < 32; ++j) isum += weight_int(wb[b], j) * xb[b].q[j];
         const float dd = HalfToFloat(wb[b].d) * xb[b].d;
-        acc[b % 8] += dd * static_cast<float>(isum);
+        float t = dd * static_cast<float>(isum);
+        if constexpr (kMin) {
+          t = t + (HalfToFloat(wb[b].m) * xb[b].d) * static_cast<float>(xb[b].sum);
+        }
+        acc[b % 8] += t;
       }
       y[t * ldy + r] = FoldAcc8(acc);
     }
@@ -130,6 +138,26 @@ void IntTileQ4_0Portable(const uint8_t* w, int64_t row_bytes, int num_rows, cons
                                const int q = j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
                                return q - 8;
                              });
+}
+
+void IntTileQ4_1Portable(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                         int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  IntTilePortable<BlockQ4_1, true>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy,
+                                   [](const BlockQ4_1& b, int j) {
+                                     return j < 16 ? (b.qs[j] & 0x0F) : (b.qs[j - 16] >> 4);
+                                   });
+}
+
+void IntTileQ5_0Portable(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                         int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  IntTilePortable<BlockQ5_0>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy,
+                             [](const BlockQ5_0& b, int j) { return Q5Level(b.qh, b.qs, j) - 16; });
+}
+
+void IntTileQ5_1Portable(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                         int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  IntTilePortable<BlockQ5_1, true>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy,
+                                   [](const BlockQ5_1& b, int j) { return Q5Level(b.qh, b.qs, j); });
 }
 
 bool HasAvx2() {
@@ -171,6 +199,18 @@ std::vector<std::pair<const char*, IntTileFn>> RunnableIntTilePaths(TensorType t
     out.emplace_back("generic", &IntTileQ4_0Portable);
     if (HasAvx2()) out.emplace_back("avx2", &IntTileQ4_0Avx2);
     if (HasVnni()) out.emplace_back("avx512vnni", &IntTileQ4_0Vnni);
+  } else if (type == TensorType::kQ4_1) {
+    out.emplace_back("generic", &IntTileQ4_1Portable);
+    if (HasAvx2()) out.emplace_back("avx2", &IntTileQ4_1Avx2);
+    if (HasVnni()) out.emplace_back("avx512vnni", &IntTileQ4_1Vnni);
+  } else if (type == TensorType::kQ5_0) {
+    out.emplace_back("generic", &IntTileQ5_0Portable);
+    if (HasAvx2()) out.emplace_back("avx2", &IntTileQ5_0Avx2);
+    if (HasVnni()) out.emplace_back("avx512vnni", &IntTileQ5_0Vnni);
+  } else if (type == TensorType::kQ5_1) {
+    out.emplace_back("generic", &IntTileQ5_1Portable);
+    if (HasAvx2()) out.emplace_back("avx2", &IntTileQ5_1Avx2);
+    if (HasVnni()) out.emplace_back("avx512vnni", &IntTileQ5_1Vnni);
   } else if (type == TensorType::kQ4_K) {
     out = IntTilePathsQ4K();
   } else if (type == TensorType::kQ5_K) {
@@ -190,6 +230,18 @@ IntTileFn GetIntTile(TensorType type) {
       return fn;
     }
     case TensorType::kQ4_0: {
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ4_1: {
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ5_0: {
+      static const IntTileFn fn = fastest(type);
+      return fn;
+    }
+    case TensorType::kQ5_1: {
       static const IntTileFn fn = fastest(type);
       return fn;
     }

@@ -1,13 +1,15 @@
-// AVX-512 paths of quant_int.h: the activation quantiser (F/BW/VL) and the Q8_0 / Q4_0 tiles
-// (AVX512-VNNI).
+// AVX-512 paths of quant_int.h: the activation quantiser (F/BW/VL) and the Q8_0, Q4_0, Q4_1,
+// Q5_0, Q5_1 tiles (AVX512-VNNI).
 //
 // vpdpbusd multiplies unsigned by signed bytes, so weights go in as unsigned u = w + c
-// (c = 128 for Q8_0 by flipping the sign bit, c = 8 for Q4_0 whose nibbles already are
-// w + 8), and a block's sum is sum(u * x) - c * sum(x), sum(x) from the activation block.
+// (c = 128 for Q8_0 by flipping the sign bit, c = 8 for Q4_0 and 16 for Q5_0 whose levels
+// already are w + c, c = 0 for Q4_1 / Q5_1 whose levels are the weight integers), and a
+// block's sum is sum(u * x) - c * sum(x), sum(x) from the activation block.
 // Everything is exact in int32, so the block sums equal the AVX2 and portable ones, and the
 // float steps are the same (see quant_int_avx2.cc for the accumulator layout).
 #include <immintrin.h>
 
+#include <cstring>
 #include <vector>
 
 #include "compute/cpu/quant_int_internal.h"
@@ -39,22 +41,59 @@ PREFIXD_AVX512 inline float BlockAmax(const float* x, int n) {
 struct Q8_0Weights {
   using Block = BlockQ8_0;
   static constexpr int kOffset = 128;
+  static constexpr bool kMin = false;
   PREFIXD_VNNI static inline __m256i Unsigned(const Block& b) {
     return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs)),
                             _mm256_set1_epi8(static_cast<char>(0x80)));
   }
 };
 
-struct Q4_0Weights {
-  using Block = BlockQ4_0;
-  static constexpr int kOffset = 8;
+// The nibble types: levels as unsigned bytes, element j in byte j (Q5_0 / Q5_1 with bit j of
+// their little-endian qh word as 16). Q4_0 and Q5_0 subtract kOffset * sum(x); Q4_1 and Q5_1
+// (kMin) have offset 0 and add the block's min term (quant_int.h).
+PREFIXD_VNNI inline __m256i Nibbles(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
+  return _mm256_set_m128i(hi, lo);
+}
+
+template <typename B, int kOff, bool kHasMin, bool kFive>
+struct NibbleWeights {
+  using Block = B;
+  static constexpr int kOffset = kOff;
+  static constexpr bool kMin = kHasMin;
   PREFIXD_VNNI static inline __m256i Unsigned(const Block& b) {
-    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
-    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(0x0F));
-    return _mm256_set_m128i(hi, lo);
+    if constexpr (kFive) {
+      uint32_t qh;
+      std::memcpy(&qh, b.qh, 4);
+      return _mm256_or_si256(Nibbles(b.qs), _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+    }
+    return Nibbles(b.qs);
   }
 };
+using Q4_0Weights = NibbleWeights<BlockQ4_0, 8, false, false>;
+using Q4_1Weights = NibbleWeights<BlockQ4_1, 0, true, false>;
+using Q5_0Weights = NibbleWeights<BlockQ5_0, 16, false, true>;
+using Q5_1Weights = NibbleWeights<BlockQ5_1, 0, true, true>;
+
+// The term of eight blocks from their raw sums sum(u * x): (dw * dx) * float(raw - sx), sx the
+// offset times sum(x), plus (mw * dx) * sf for kMin types, sf = float(sum(x)): quant_int.h's
+// float steps in their order.
+template <typename W>
+PREFIXD_VNNI inline __m256 Term(__m256i raw, __m256 dw, __m256 mw, __m256 dx, __m256i sx, __m256 sf) {
+  const __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(_mm256_sub_epi32(raw, sx)));
+  if constexpr (W::kMin) return _mm256_add_ps(t, _mm256_mul_ps(_mm256_mul_ps(mw, dx), sf));
+  return t;
+}
+
+template <typename W>
+PREFIXD_VNNI inline __m512 Term512(__m512i raw, __m512 dw, __m512 mw, __m512 dx, __m512i sx,
+                                   __m512 sf) {
+  const __m512 t = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(_mm512_sub_epi32(raw, sx)));
+  if constexpr (W::kMin) return _mm512_add_ps(t, _mm512_mul_ps(_mm512_mul_ps(mw, dx), sf));
+  return t;
+}
 
 PREFIXD_VNNI inline __m256i SumsOf8(const __m256i* v) {
   const __m256i s01 = _mm256_hadd_epi32(v[0], v[1]), s23 = _mm256_hadd_epi32(v[2], v[3]);
@@ -69,8 +108,8 @@ template <typename W>
 PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, const Q8x32Block* xb,
                                      int k) {
   __m256i v[8];
-  alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(16) uint16_t dw[8] = {0, 0, 0, 0, 0, 0, 0, 0}, mw[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(32) float dx[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   alignas(32) int32_t sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j) {
@@ -79,17 +118,21 @@ PREFIXD_VNNI inline __m256 GroupTerm(__m256 acc, const typename W::Block* wb, co
                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[j].q)));
       dw[j] = wb[j].d;
       dx[j] = xb[j].d;
-      sx[j] = xb[j].sum;
+      sx[j] = xb[j].sum * W::kOffset;
+      if constexpr (W::kMin) {
+        mw[j] = wb[j].m;
+        sf[j] = static_cast<float>(xb[j].sum);
+      }
     } else {
       v[j] = _mm256_setzero_si256();  // a missing block adds (0 * 0) * 0 = +0 to its lane
     }
   }
-  const __m256i sums = _mm256_sub_epi32(
-      SumsOf8(v), _mm256_mullo_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(sx)),
-                                     _mm256_set1_epi32(W::kOffset)));
-  const __m256 dd = _mm256_mul_ps(
-      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dw))), _mm256_load_ps(dx));
-  return _mm256_add_ps(acc, _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sums)));
+  const auto half = [](const uint16_t* h) PREFIXD_VNNI {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+  };
+  return _mm256_add_ps(acc, Term<W>(SumsOf8(v), half(dw), half(mw), _mm256_load_ps(dx),
+                                    _mm256_load_si256(reinterpret_cast<const __m256i*>(sx)),
+                                    _mm256_load_ps(sf)));
 }
 
 // 8 x 8 dwords transposed: c[k] dword i = r[i] dword k.
@@ -113,15 +156,21 @@ PREFIXD_VNNI inline void Transpose8x8(const __m256i* r, __m256i* c) {
 }
 
 // A group of eight weight blocks transposed (c[k] = dword k of every block, block i in lane
-// i) and their scales as floats.
+// i) and their scales (and mins, kMin types) as floats.
 template <typename W>
-PREFIXD_VNNI inline void TransposeGroup(const typename W::Block* wb, __m256i* c, __m256* dw) {
+PREFIXD_VNNI inline void TransposeGroup(const typename W::Block* wb, __m256i* c, __m256* dw,
+                                        __m256* mw) {
   __m256i r[8];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) r[i] = W::Unsigned(wb[i]);
   Transpose8x8(r, c);
   *dw = _mm256_cvtph_ps(_mm_setr_epi16(wb[0].d, wb[1].d, wb[2].d, wb[3].d, wb[4].d, wb[5].d,
                                        wb[6].d, wb[7].d));
+  *mw = _mm256_setzero_ps();
+  if constexpr (W::kMin) {
+    *mw = _mm256_cvtph_ps(_mm_setr_epi16(wb[0].m, wb[1].m, wb[2].m, wb[3].m, wb[4].m, wb[5].m,
+                                         wb[6].m, wb[7].m));
+  }
 }
 
 // The end of a row for kT tokens: the ragged last group (GroupTerm) into each token's eight
@@ -149,8 +198,8 @@ PREFIXD_VNNI inline void FinishTokens(__m256* acc, const typename W::Block* wb,
 template <typename W, int kT>
 PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Block* const* xb,
                                       const uint8_t* const* xt, const float* const* dxs,
-                                      const int32_t* const* sxs, int64_t nb, bool prefetch,
-                                      float* out) {
+                                      const int32_t* const* sxs, const float* const* sfs,
+                                      int64_t nb, bool prefetch, float* out) {
   __m256 acc[kT];
 #pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
@@ -164,8 +213,8 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       }
     }
     __m256i c[8];
-    __m256 dw;
-    TransposeGroup<W>(wb + g, c, &dw);
+    __m256 dw, mw;
+    TransposeGroup<W>(wb + g, c, &dw, &mw);
 #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       // Eight registers per group, 32 bytes each (unaligned loads: a vector of __m256i
@@ -185,11 +234,10 @@ PREFIXD_VNNI inline void RowDotTokens(const typename W::Block* wb, const Q8x32Bl
       a2 = _mm256_dpbusd_epi32(a2, c[6], x[6]);
       a3 = _mm256_dpbusd_epi32(a3, c[7], x[7]);
       const __m256i raw = _mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3));
-      const __m256i sums =
-          _mm256_sub_epi32(raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)));
-      const __m256 dx = _mm256_loadu_ps(dxs[t] + g);
-      acc[t] =
-          _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(sums)));
+      const __m256 sf = W::kMin ? _mm256_loadu_ps(sfs[t] + g) : _mm256_setzero_ps();
+      acc[t] = _mm256_add_ps(
+          acc[t], Term<W>(raw, dw, mw, _mm256_loadu_ps(dxs[t] + g),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + g)), sf));
     }
   }
   FinishTokens<W, kT>(acc, wb, xb, nb, out);
@@ -209,9 +257,10 @@ inline int64_t PairedOffset(int64_t g, int k, int64_t full) {
 // (group g, then g + 8), so the bits are RowDotTokens' bits.
 template <typename W, int kT>
 PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const uint8_t* wt,
-                                            const float* dwt, const Q8x32Block* const* xb,
-                                            const uint8_t* const* xt, const float* const* dxs,
-                                            const int32_t* const* sxs, int64_t nb, float* out) {
+                                            const float* dwt, const float* mwt,
+                                            const Q8x32Block* const* xb, const uint8_t* const* xt,
+                                            const float* const* dxs, const int32_t* const* sxs,
+                                            const float* const* sfs, int64_t nb, float* out) {
   __m256 acc[kT];
 #pragma GCC unroll 8
   for (int t = 0; t < kT; ++t) acc[t] = _mm256_setzero_ps();
@@ -222,6 +271,7 @@ PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const u
 #pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) c[k] = _mm512_loadu_si512(wg + 64 * k);
     const __m512 dw = _mm512_loadu_ps(dwt + g);
+    const __m512 mw = W::kMin ? _mm512_loadu_ps(mwt + g) : _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const uint8_t* xg = xt[t] + g * 32;
@@ -234,9 +284,9 @@ PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const u
       a2 = _mm512_dpbusd_epi32(a2, c[6], _mm512_loadu_si512(xg + 384));
       a3 = _mm512_dpbusd_epi32(a3, c[7], _mm512_loadu_si512(xg + 448));
       const __m512i raw = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
-      const __m512i sums = _mm512_sub_epi32(raw, _mm512_loadu_si512(sxs[t] + g));
-      const __m512 term = _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_loadu_ps(dxs[t] + g)),
-                                        _mm512_cvtepi32_ps(sums));
+      const __m512 sf = W::kMin ? _mm512_loadu_ps(sfs[t] + g) : _mm512_setzero_ps();
+      const __m512 term = Term512<W>(raw, dw, mw, _mm512_loadu_ps(dxs[t] + g),
+                                     _mm512_loadu_si512(sxs[t] + g), sf);
       acc[t] = _mm256_add_ps(acc[t], _mm512_castps512_ps256(term));
       acc[t] = _mm256_add_ps(acc[t], _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(term), 1)));
     }
@@ -247,6 +297,7 @@ PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const u
     for (int k = 0; k < 8; ++k)
       c[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (paired + k) * 32));
     const __m256 dw = _mm256_loadu_ps(dwt + paired);
+    const __m256 mw = W::kMin ? _mm256_loadu_ps(mwt + paired) : _mm256_setzero_ps();
 #pragma GCC unroll 8
     for (int t = 0; t < kT; ++t) {
       const uint8_t* xg = xt[t] + paired * 32;
@@ -259,39 +310,39 @@ PREFIXD_VNNI inline void RowDotTokensPaired(const typename W::Block* wb, const u
             a[k], c[k + 4], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * (k + 4))));
       }
       const __m256i raw = _mm256_add_epi32(_mm256_add_epi32(a[0], a[1]), _mm256_add_epi32(a[2], a[3]));
-      const __m256i sums = _mm256_sub_epi32(
-          raw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + paired)));
-      acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(dxs[t] + paired)),
-                                                   _mm256_cvtepi32_ps(sums)));
+      const __m256 sf = W::kMin ? _mm256_loadu_ps(sfs[t] + paired) : _mm256_setzero_ps();
+      acc[t] = _mm256_add_ps(
+          acc[t], Term<W>(raw, dw, mw, _mm256_loadu_ps(dxs[t] + paired),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sxs[t] + paired)), sf));
     }
   }
   FinishTokens<W, kT>(acc, wb, xb, nb, out);
 }
 
+// What a tile prepares once for all its rows: each token's block scales, offset-scaled sums and
+// (kMin types) sums as floats, loaded eight at a time in the inner loop, and its full groups
+// transposed (one register per block of the group, `full` registers per token), in the
+// paired layout when the rows are pretransposed too.
+struct TileTokens {
+  std::vector<float> dx, sf;
+  std::vector<int32_t> sx;
+  std::vector<uint8_t> xt;
+};
+
 template <typename W>
-PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
-                       int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
-  const int64_t nb = n / 32, full = nb / 8 * 8;
-  constexpr int kT = 4;
-  auto token = [&](int t) { return reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride); };
-  // Once for every row of the tile: the tokens' block scales and offset-scaled sums (loaded
-  // eight at a time in the inner loop) and their full groups transposed (one register per
-  // block of the group, `full` registers per token).
-  thread_local std::vector<float> dx_all;
-  thread_local std::vector<int32_t> sx_all;
-  thread_local std::vector<uint8_t> xt_all;
-  dx_all.resize(num_tokens * nb);
-  sx_all.resize(num_tokens * nb);
-  xt_all.resize(num_tokens * full * 32);
-  // With more than one group of tokens, a row's groups are transposed once into L1 (wt, dwt)
-  // and every token group reads them there, rows and tokens in the paired layout.
-  const bool pretranspose = num_tokens > kT && full > 0;
-  auto offset = [&](int64_t g, int k) { return pretranspose ? PairedOffset(g, k, full) : (g + k) * 32; };
+PREFIXD_VNNI void PrepareTokens(const uint8_t* xq, int64_t xq_stride, int num_tokens, int64_t nb,
+                                bool paired, TileTokens& tt) {
+  const int64_t full = nb / 8 * 8;
+  tt.dx.resize(num_tokens * nb);
+  tt.sx.resize(num_tokens * nb);
+  tt.sf.resize(W::kMin ? num_tokens * nb : 0);
+  tt.xt.resize(num_tokens * full * 32);
   for (int t = 0; t < num_tokens; ++t) {
-    const Q8x32Block* xb = token(t);
+    const Q8x32Block* xb = reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride);
     for (int64_t b = 0; b < nb; ++b) {
-      dx_all[t * nb + b] = xb[b].d;
-      sx_all[t * nb + b] = xb[b].sum * W::kOffset;
+      tt.dx[t * nb + b] = xb[b].d;
+      tt.sx[t * nb + b] = xb[b].sum * W::kOffset;
+      if constexpr (W::kMin) tt.sf[t * nb + b] = static_cast<float>(xb[b].sum);
     }
     for (int64_t g = 0; g < full; g += 8) {
       __m256i rows[8], cols[8];
@@ -299,65 +350,82 @@ PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const 
         rows[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[g + i].q));
       Transpose8x8(rows, cols);
       for (int k = 0; k < 8; ++k) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&xt_all[t * full * 32 + offset(g, k)]), cols[k]);
+        const int64_t off = paired ? PairedOffset(g, k, full) : (g + k) * 32;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&tt.xt[t * full * 32 + off]), cols[k]);
       }
     }
   }
+}
+
+template <typename W>
+PREFIXD_VNNI void Tile(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                       int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  const int64_t nb = n / 32, full = nb / 8 * 8;
+  constexpr int kT = 4;
+  // With more than one group of tokens, a row's groups are transposed once into L1 (wt, dwt,
+  // mwt) and every token group reads them there, rows and tokens in the paired layout.
+  const bool pretranspose = num_tokens > kT && full > 0;
+  thread_local TileTokens tt;
+  PrepareTokens<W>(xq, xq_stride, num_tokens, nb, pretranspose, tt);
   thread_local std::vector<uint8_t> wt;  // `full` registers, 32 bytes each
-  thread_local std::vector<float> dwt;
+  thread_local std::vector<float> dwt, mwt;
   if (pretranspose) {
     wt.resize(full * 32);
     dwt.resize(full);
+    mwt.resize(full);
   }
+  // Token t's pointers into the prepared arrays.
+  struct Token {
+    const Q8x32Block* xb;
+    const uint8_t* xt;
+    const float *dx, *sf;
+    const int32_t* sx;
+  };
+  auto token = [&](int t) {
+    return Token{reinterpret_cast<const Q8x32Block*>(xq + t * xq_stride),
+                 tt.xt.data() + t * full * 32, tt.dx.data() + t * nb,
+                 W::kMin ? tt.sf.data() + t * nb : nullptr, tt.sx.data() + t * nb};
+  };
   for (int r = 0; r < num_rows; ++r) {
     const auto* wb = reinterpret_cast<const typename W::Block*>(w + r * row_bytes);
     if (pretranspose) {
       for (int64_t g = 0; g < full; g += 8) {
         __m256i c[8];
-        __m256 dw;
-        TransposeGroup<W>(wb + g, c, &dw);
+        __m256 dw, mw;
+        TransposeGroup<W>(wb + g, c, &dw, &mw);
         for (int k = 0; k < 8; ++k) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + offset(g, k)), c[k]);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(wt.data() + PairedOffset(g, k, full)), c[k]);
         }
         _mm256_storeu_ps(dwt.data() + g, dw);
+        _mm256_storeu_ps(mwt.data() + g, mw);
       }
     }
-    const uint8_t* wtp = pretranspose ? wt.data() : nullptr;
-    const float* dwtp = pretranspose ? dwt.data() : nullptr;
-    int t = 0;
-    for (; t + kT <= num_tokens; t += kT) {
-      const Q8x32Block* xb[kT];
-      const uint8_t* xt[kT];
-      const float* dxs[kT];
-      const int32_t* sxs[kT];
-      float out[kT];
+    // kT tokens at a time, then one at a time (decode: one token, prefetching the next rows).
+    auto run = [&]<int kN>(int t0, float* out) PREFIXD_VNNI {
+      const Q8x32Block* xb[kN];
+      const uint8_t* xt[kN];
+      const float *dxs[kN], *sfs[kN];
+      const int32_t* sxs[kN];
 #pragma GCC unroll 8
-      for (int i = 0; i < kT; ++i) {
-        xb[i] = token(t + i);
-        xt[i] = xt_all.data() + (t + i) * full * 32;
-        dxs[i] = dx_all.data() + (t + i) * nb;
-        sxs[i] = sx_all.data() + (t + i) * nb;
+      for (int i = 0; i < kN; ++i) {
+        const Token tok = token(t0 + i);
+        xb[i] = tok.xb, xt[i] = tok.xt, dxs[i] = tok.dx, sfs[i] = tok.sf, sxs[i] = tok.sx;
       }
       if (pretranspose) {
-        RowDotTokensPaired<W, kT>(wb, wtp, dwtp, xb, xt, dxs, sxs, nb, out);
+        RowDotTokensPaired<W, kN>(wb, wt.data(), dwt.data(), mwt.data(), xb, xt, dxs, sxs, sfs,
+                                  nb, out);
       } else {
-        RowDotTokens<W, kT>(wb, xb, xt, dxs, sxs, nb, /*prefetch=*/false, out);
+        RowDotTokens<W, kN>(wb, xb, xt, dxs, sxs, sfs, nb, /*prefetch=*/kN == 1 && t0 == 0, out);
       }
+    };
+    int t = 0;
+    for (; t + kT <= num_tokens; t += kT) {
+      float out[kT];
+      run.template operator()<kT>(t, out);
 #pragma GCC unroll 8
       for (int i = 0; i < kT; ++i) y[(t + i) * ldy + r] = out[i];
     }
-    for (; t < num_tokens; ++t) {
-      const Q8x32Block* xb = token(t);
-      const uint8_t* xt = xt_all.data() + t * full * 32;
-      const float* dxs = dx_all.data() + t * nb;
-      const int32_t* sxs = sx_all.data() + t * nb;
-      if (pretranspose) {
-        RowDotTokensPaired<W, 1>(wb, wtp, dwtp, &xb, &xt, &dxs, &sxs, nb, &y[t * ldy + r]);
-      } else {
-        RowDotTokens<W, 1>(wb, &xb, &xt, &dxs, &sxs, nb, /*prefetch=*/t == 0,
-                           &y[t * ldy + r]);
-      }
-    }
+    for (; t < num_tokens; ++t) run.template operator()<1>(t, &y[t * ldy + r]);
   }
 }
 
@@ -395,6 +463,21 @@ void IntTileQ8_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const ui
 void IntTileQ4_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
   Tile<Q4_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void IntTileQ4_1Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q4_1Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void IntTileQ5_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q5_0Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
+}
+
+void IntTileQ5_1Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy) {
+  Tile<Q5_1Weights>(w, row_bytes, num_rows, xq, xq_stride, num_tokens, n, y, ldy);
 }
 
 }  // namespace prefixd::cpu

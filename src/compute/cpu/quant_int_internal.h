@@ -14,12 +14,24 @@ void IntTileQ8_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const ui
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
 void IntTileQ4_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ4_1Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ5_0Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ5_1Avx2(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
 
 // AVX-512 F/BW/VL (quant_int_avx512.cc); the tiles also need AVX512-VNNI.
 void QuantizeActivationAvx512(QuantActivation format, const float* x, int64_t n, void* out);
 void IntTileQ8_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
 void IntTileQ4_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ4_1Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ5_0Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
+                     int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
+void IntTileQ5_1Vnni(const uint8_t* w, int64_t row_bytes, int num_rows, const uint8_t* xq,
                      int64_t xq_stride, int num_tokens, int64_t n, float* y, int64_t ldy);
 
 // The canonical fold of quant_int.h's eight partial sums:

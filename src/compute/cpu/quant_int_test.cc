@@ -26,7 +26,13 @@ uint32_t Bits(float f) {
   return b;
 }
 
-constexpr TensorType kTileTypes[] = {TensorType::kQ8_0, TensorType::kQ4_0};
+constexpr TensorType kTileTypes[] = {TensorType::kQ8_0, TensorType::kQ4_0, TensorType::kQ4_1,
+                                     TensorType::kQ5_0, TensorType::kQ5_1};
+
+size_t BlockBytes(TensorType type) {
+  return static_cast<size_t>(GetTensorTypeTraits(static_cast<uint32_t>(type))->block_bytes);
+}
+bool HasMin(TensorType type) { return type == TensorType::kQ4_1 || type == TensorType::kQ5_1; }
 
 // Activations with the shapes that break quantisers, block by block (32 elements): Gaussian
 // at scales from 1e-30 to 1e30, all zeros, one outlier, exact half-steps (ties), denormals.
@@ -68,10 +74,10 @@ std::vector<float> TrickyActivations(int64_t n, std::mt19937& rng) {
 }
 
 // A row of `nb` blocks of `type` with random integers (Q8_0: -128 included) and f16 scales
-// from 2^-24 (denormal) to 2^10, some blocks all-zero, some with scale 0.
+// (and mins) from 2^-24 (denormal) to 2^10, some blocks all-zero, some with scale 0.
 std::vector<uint8_t> RandomWeightRow(TensorType type, int64_t nb, std::mt19937& rng) {
   std::uniform_int_distribution<int> byte(0, 255), exp_dist(-24, 10), kind(0, 9);
-  const size_t block_bytes = type == TensorType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  const size_t block_bytes = BlockBytes(type);
   std::vector<uint8_t> row(nb * block_bytes);
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t* p = row.data() + b * block_bytes;
@@ -81,19 +87,38 @@ std::vector<uint8_t> RandomWeightRow(TensorType type, int64_t nb, std::mt19937& 
     std::memcpy(p, &h, 2);
     for (size_t i = 2; i < block_bytes; ++i) p[i] = k == 2 ? 0 : static_cast<uint8_t>(byte(rng));
     if (type == TensorType::kQ8_0 && k == 3) std::memset(p + 2, 0x80, 32);  // all -128
+    if (HasMin(type)) {
+      const float m = k == 4 ? 0.0f : std::ldexp(1.0f + byte(rng) / 256.0f, exp_dist(rng));
+      const uint16_t hm = FloatToHalf(byte(rng) % 2 ? -m : m);
+      std::memcpy(p + 2, &hm, 2);
+    }
   }
   return row;
 }
 
+// The weight integer of element j (quant_int.h): the level minus Q4_0's 8 or Q5_0's 16.
 int WeightInt(TensorType type, const uint8_t* block, int j) {
-  if (type == TensorType::kQ8_0) return static_cast<int8_t>(block[2 + j]);
-  const uint8_t q = block[2 + (j % 16)];
-  return (j < 16 ? q & 0x0F : q >> 4) - 8;
+  switch (type) {
+    case TensorType::kQ8_0: return static_cast<int8_t>(block[2 + j]);
+    case TensorType::kQ5_0: return Q5Level(block + 2, block + 6, j) - 16;
+    case TensorType::kQ5_1: return Q5Level(block + 4, block + 8, j);
+    default: break;
+  }
+  const uint8_t q = block[(HasMin(type) ? 4 : 2) + (j % 16)];
+  return (j < 16 ? q & 0x0F : q >> 4) - (HasMin(type) ? 0 : 8);
 }
 
 float WeightScale(const uint8_t* block) {
   uint16_t h;
   std::memcpy(&h, block, 2);
+  return HalfToFloat(h);
+}
+
+// The block's min (0 for types without one).
+float WeightMin(TensorType type, const uint8_t* block) {
+  if (!HasMin(type)) return 0.0f;
+  uint16_t h;
+  std::memcpy(&h, block + 2, 2);
   return HalfToFloat(h);
 }
 
@@ -217,6 +242,13 @@ TEST(QuantInt, EveryTilePathMatchesThePortableOne) {
     ASSERT_STREQ(paths.front().first, "generic");
     ASSERT_EQ(GetIntTile(type), paths.back().second);
     if (paths.size() == 1) std::printf("%s\n", "only the portable tile runs here; none compared");
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+      EXPECT_GE(paths.size(), 2u) << TensorTypeName(static_cast<uint32_t>(type))
+                                  << ": this CPU has AVX2 but no avx2 tile ran";
+    }
+    std::printf("%s: %zu tile paths compared with the portable one\n",
+                TensorTypeName(static_cast<uint32_t>(type)).c_str(), paths.size() - 1);
     for (int iter = 0; iter < 300; ++iter) {
       const Problem p = RandomProblem(type, rng);
       const std::vector<float> want = RunTile(paths.front().second, p);
@@ -233,8 +265,9 @@ TEST(QuantInt, EveryTilePathMatchesThePortableOne) {
 }
 
 // y within (nb + 8) * 2^-23 * sum |t_b| (plus subnormal terms) of the double-precision sum of
-// dequantised weights times dequantised activations: each t_b is two float products (2 roundings),
-// the eight accumulators take nb / 8 adds each and the fold three.
+// dequantised weights times dequantised activations: each t_b is two float products (2 roundings;
+// with a min term two more and a sum, measured against both terms' magnitudes), the eight
+// accumulators take nb / 8 adds each and the fold three.
 TEST(QuantInt, TilesAreCloseToTheDoubleReference) {
   std::mt19937 rng(14);
   for (const TensorType type : kTileTypes) {
@@ -249,16 +282,18 @@ TEST(QuantInt, TilesAreCloseToTheDoubleReference) {
           double ref = 0, mag = 0, isum_mag = 0;
           for (int64_t b = 0; b < nb; ++b) {
             const uint8_t* wb = p.w.data() + r * p.row_bytes + b * block_bytes;
-            double s = 0;
+            // Dequantised weight times dequantised activation, summed in double.
+            double s = 0, min_part = 0;
             int isum = 0;
             for (int j = 0; j < 32; ++j) {
-              s += static_cast<double>(WeightScale(wb)) * WeightInt(type, wb, j) *
-                   (static_cast<double>(xb[b].d) * xb[b].q[j]);
+              const double xj = static_cast<double>(xb[b].d) * xb[b].q[j];
+              s += static_cast<double>(WeightScale(wb)) * WeightInt(type, wb, j) * xj;
+              min_part += static_cast<double>(WeightMin(type, wb)) * xj;
               isum += WeightInt(type, wb, j) * xb[b].q[j];
             }
-            ref += s;
-            mag += std::fabs(s);
-            isum_mag += std::abs(isum) + 2;
+            ref += s + min_part;
+            mag += std::fabs(s) + std::fabs(min_part);
+            isum_mag += std::abs(isum) + std::abs(xb[b].sum) + 2;
           }
           // Where d_w * d_x is subnormal it has an absolute error up to 2^-150, which the
           // integer sum then multiplies: that, not the relative bound, dominates there.
@@ -327,6 +362,9 @@ TEST(QuantInt, BitComparisonCatchesAWrongReductionOrder) {
 TEST(QuantInt, ActivationFormatPerType) {
   EXPECT_EQ(IntDotActivation(TensorType::kQ8_0), QuantActivation::kQ8x32);
   EXPECT_EQ(IntDotActivation(TensorType::kQ4_0), QuantActivation::kQ8x32);
+  EXPECT_EQ(IntDotActivation(TensorType::kQ4_1), QuantActivation::kQ8x32);
+  EXPECT_EQ(IntDotActivation(TensorType::kQ5_0), QuantActivation::kQ8x32);
+  EXPECT_EQ(IntDotActivation(TensorType::kQ5_1), QuantActivation::kQ8x32);
   EXPECT_EQ(IntDotActivation(TensorType::kQ4_K), QuantActivation::kQ8x256);
   EXPECT_EQ(IntDotActivation(TensorType::kQ5_K), QuantActivation::kQ8x256);
   EXPECT_EQ(IntDotActivation(TensorType::kQ6_K), QuantActivation::kQ8x256);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -22,6 +23,7 @@ namespace prefixd::cpu {
 namespace {
 
 constexpr TensorType kTypes[] = {TensorType::kBF16, TensorType::kQ8_0, TensorType::kQ4_0,
+                                 TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
                                  TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
 
 std::string Name(TensorType t) { return TensorTypeName(static_cast<uint32_t>(t)); }
@@ -77,6 +79,16 @@ float Step(TensorType type, const std::vector<float>& x, int64_t i) {
   switch (type) {
     case TensorType::kQ8_0: return amax(block(32)) / 127;
     case TensorType::kQ4_0: return amax(block(32)) / 8;
+    case TensorType::kQ5_0: return amax(block(32)) / 16;
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_1: {  // the range over the levels, plus the f16 rounding of the min
+      float lo = INFINITY, hi = -INFINITY;
+      for (float v : block(32)) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+      return (hi - lo) / (type == TensorType::kQ4_1 ? 15 : 31) + std::fabs(lo) * 0x1p-11f;
+    }
     case TensorType::kQ6_K: {
       float m = 0;
       for (int j = 0; j < 16; ++j) m = std::max(m, amax(block(256).subspan(16 * j, 16)));
@@ -185,7 +197,7 @@ TEST(Quant, FusedDotMatchesTheDotOfTheDequantisedRow) {
     }
   }
   if (compared == 0) GTEST_SKIP() << "no fused kernels on this CPU (they need AVX-512)";
-  EXPECT_EQ(compared, 5);  // q8_0, q4_0, q4_K, q5_K, q6_K
+  EXPECT_EQ(compared, 8);  // q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K
 }
 
 // Hand-built blocks decoded by the GGUF formulas, independently of the quantisers, so a layout
@@ -211,6 +223,48 @@ TEST(QuantLayout, Q8_0AndQ4_0) {
       EXPECT_EQ(out[j], 0.5f * (j - 8)) << "q4_0 low " << j;
       EXPECT_EQ(out[j + 16], 0.5f * (7 - j)) << "q4_0 high " << j;
     }
+  }
+}
+
+// Q4_1, Q5_0, Q5_1 by ggml's dequantize_row_* expressions (the fifth bit of element j < 16 is
+// (qh >> j) << 4 & 0x10, of element j + 16 (qh >> (j + 12)) & 0x10).
+TEST(QuantLayout, Q4_1AndQ5_0AndQ5_1) {
+  const uint32_t qh = 0xA5C3F00Fu;
+  uint8_t qs[16];
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  auto level = [&](int j, bool five) {  // element j's level, ggml's way
+    const int nib = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    if (!five) return nib;
+    const int k = j % 16;
+    return nib | static_cast<int>(j < 16 ? ((qh >> k) << 4) & 0x10 : (qh >> (k + 12)) & 0x10);
+  };
+  {
+    BlockQ4_1 b{};
+    b.d = kHalf;
+    b.m = FloatToHalf(-3.0f);
+    std::memcpy(b.qs, qs, 16);
+    float out[32];
+    GetDequantRow(TensorType::kQ4_1)(reinterpret_cast<uint8_t*>(&b), 32, out);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(out[j], level(j, false) * 0.5f - 3.0f) << "q4_1 " << j;
+  }
+  {
+    BlockQ5_0 b{};
+    b.d = kQuarter;
+    std::memcpy(b.qh, &qh, 4);
+    std::memcpy(b.qs, qs, 16);
+    float out[32];
+    GetDequantRow(TensorType::kQ5_0)(reinterpret_cast<uint8_t*>(&b), 32, out);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(out[j], (level(j, true) - 16) * 0.25f) << "q5_0 " << j;
+  }
+  {
+    BlockQ5_1 b{};
+    b.d = kHalf;
+    b.m = FloatToHalf(1.5f);
+    std::memcpy(b.qh, &qh, 4);
+    std::memcpy(b.qs, qs, 16);
+    float out[32];
+    GetDequantRow(TensorType::kQ5_1)(reinterpret_cast<uint8_t*>(&b), 32, out);
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(out[j], level(j, true) * 0.5f + 1.5f) << "q5_1 " << j;
   }
 }
 
@@ -302,13 +356,15 @@ Matrix MakeMatrix(TensorType type, int64_t rows, int64_t cols, uint32_t seed) {
 
 // Relative RMS error of the product against the unquantised weights' product, per type. On this
 // data the measured errors are bf16 0.0016, q8_0 0.0053, q6_K 0.017, q5_K 0.038, q4_K 0.080,
-// q4_0 0.087: each bound is 1.6-3x the measured error.
+// q4_0 0.087: each bound is 1.6-3x the measured error. The 32-element types' are printed.
 double ProductTolerance(TensorType type) {
   switch (type) {
     case TensorType::kBF16: return 0.005;
     case TensorType::kQ8_0: return 0.01;
     case TensorType::kQ6_K: return 0.03;
     case TensorType::kQ5_K: return 0.06;
+    case TensorType::kQ5_0: return 0.08;
+    case TensorType::kQ5_1: return 0.06;
     default: return 0.15;  // q4_0, q4_K
   }
 }
@@ -345,6 +401,9 @@ TEST(Quant, MatVecAndMatMulMatchTheDequantisedDoubleReference) {
         }
         EXPECT_LE(std::sqrt(sq_err / sq_ref), ProductTolerance(type))
             << Name(type) << " cols " << cols << " tokens " << tokens;
+        if (cols == 768 && tokens == 5) {
+          std::printf("%s: relative RMS error %.3g\n", Name(type).c_str(), std::sqrt(sq_err / sq_ref));
+        }
       }
     }
   }
