@@ -121,7 +121,7 @@ void AddMakeModelCommand(CLI::App& app, std::function<int()>* run) {
           ->capture_default_str();
   cmd->add_option("--ctx", f->spec.ctx, "Context length")->capture_default_str();
   cmd->add_option("--type", f->type, "Weight type of the matrices: f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k (rows that "
-                  "a K-quant block does not divide fall back to q4_0 or q8_0)")->capture_default_str();
+                  "a K-quant block does not divide fall back to q5_0, q5_1 or q8_0, as llama-quantize's do)")->capture_default_str();
   cmd->add_option("--seed", f->spec.seed, "Weight seed")->capture_default_str();
   cmd->add_option("--vocab-from", f->spec.vocab_from, "Take the vocabulary of this GGUF");
   cmd->add_option("--tokenizer-json", f->spec.tokenizer_json,

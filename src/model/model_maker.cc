@@ -401,7 +401,10 @@ TensorType MatrixType(TensorType wanted, uint64_t row_length) {
     return row_length % GetTensorTypeTraits(static_cast<uint32_t>(t))->block_elements == 0;
   };
   if (fits(wanted)) return wanted;
-  const TensorType fallback = wanted == TensorType::kQ4_K ? TensorType::kQ4_0 : TensorType::kQ8_0;
+  // llama-quantize's tensor_type_fallback for the types make-model writes.
+  const TensorType fallback = wanted == TensorType::kQ4_K   ? TensorType::kQ5_0
+                              : wanted == TensorType::kQ5_K ? TensorType::kQ5_1
+                                                            : TensorType::kQ8_0;
   return fits(fallback) ? fallback : TensorType::kF16;
 }
 

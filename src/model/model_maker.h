@@ -35,8 +35,8 @@ struct ModelSpec {
   // Vocabulary size. 0 means "the size of vocab_from's vocabulary" (only with vocab_from).
   int vocab = 512;
   int ctx = 256;                     // llama.context_length
-  // Of the matrices (see MatrixType): f32, f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K; norms
-  // are always F32.
+  // Of the matrices (see MatrixType): f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K,
+  // q5_K or q6_K; norms are always F32.
   TensorType type = TensorType::kF32;
   uint64_t seed = 0;
   // Path of a GGUF whose tokenizer.* metadata is copied (padded with unused "[PAD{id}]"
@@ -101,9 +101,9 @@ inline constexpr int kMinSyntheticVocab = 259 + 8;
 Status ValidateModelSpec(const ModelSpec& spec);
 
 // The type a matrix with rows of `row_length` elements gets when the spec asks for `wanted`:
-// `wanted` when the row is a whole number of its blocks; otherwise, as llama.cpp falls back
-// for such rows, a 32-element type (q4_K -> q4_0; q5_K, q6_K -> q8_0), or f16 when even that
-// does not divide the row. (A Qwen2.5-0.5B-shaped model, n_embd 896, is mostly fallbacks.)
+// `wanted` when the row is a whole number of its blocks; otherwise, as llama-quantize falls
+// back for such rows, a 32-element type (q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0), or f16
+// when even that does not divide the row. (A Qwen2.5-0.5B-shaped model, n_embd 896, is mostly fallbacks.)
 TensorType MatrixType(TensorType wanted, uint64_t row_length);
 
 // Writes the model described by `spec` to `path` (atomically, via GgufWriter::Write).

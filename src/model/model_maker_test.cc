@@ -395,10 +395,13 @@ TEST_F(ModelMakerTest, QuantisedTypesAndTheirFallbacks) {
   spec.embd = 256;
   spec.num_heads = 4;
   spec.ff = 96;
-  for (auto [type, fallback] : {std::pair{TensorType::kQ4_K, TensorType::kQ4_0},
-                                std::pair{TensorType::kQ5_K, TensorType::kQ8_0},
+  for (auto [type, fallback] : {std::pair{TensorType::kQ4_K, TensorType::kQ5_0},
+                                std::pair{TensorType::kQ5_K, TensorType::kQ5_1},
                                 std::pair{TensorType::kQ6_K, TensorType::kQ8_0},
                                 std::pair{TensorType::kQ8_0, TensorType::kQ8_0},
+                                std::pair{TensorType::kQ4_1, TensorType::kQ4_1},
+                                std::pair{TensorType::kQ5_0, TensorType::kQ5_0},
+                                std::pair{TensorType::kQ5_1, TensorType::kQ5_1},
                                 std::pair{TensorType::kBF16, TensorType::kBF16}}) {
     spec.type = type;
     ASSERT_TRUE(WriteRandomModel(spec, Path("q.gguf")).ok());

@@ -1,12 +1,12 @@
 // Integer dot products of quantised weight rows with 8-bit quantised activations (issue 15):
-// the fast path for Q8_0, Q4_0, Q4_K, Q5_K and Q6_K weights. The dequantise-to-F32 path
+// the fast path for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K weights. The dequantise-to-F32 path
 // (quant_dequant.h) stays as the reference; this path has its own numerics id, so KV blocks
 // computed by one are never served to the other.
 //
 // Activations. Each token's input row is quantised once per matrix product (MatMulShared
 // quantises it once for all the products that share it), in one of two formats:
 //
-//   Q8x32  (for Q8_0, Q4_0): blocks of 32.   d = amax / 127, q = round(x * (1 / d)),
+//   Q8x32  (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): blocks of 32.   d = amax / 127, q = round(x * (1 / d)),
 //                             sum = sum of the 32 q.
 //   Q8x256 (for K-quants):    blocks of 256.  d = amax / 127, q = round(x * (1 / d)),
 //                             bsums[g] = sum of q over elements 16g .. 16g + 15.
@@ -19,9 +19,12 @@
 // Canonical reduction of one output element (ARCHITECTURE.md invariant 1). Integer sums are
 // exact, so their order never matters; only the float steps are fixed:
 //
-//   Q8_0, Q4_0: for weight block b (32 elements), isum_b = exact integer sum of w_int * q
-//     (w_int = q for Q8_0, q - 8 for Q4_0) and t_b = (d_w * d_x) * float(isum_b): two
-//     multiplies in that order, d_w the block's f16 scale as float, no FMA. Eight float
+//   Q8_0, Q4_0, Q5_0, Q4_1, Q5_1: for weight block b (32 elements), isum_b = exact integer
+//     sum of w_int * q (w_int = q for Q8_0, level - 8 for Q4_0, level - 16 for Q5_0, the level
+//     0..15 / 0..31 itself for Q4_1 / Q5_1) and t_b = (d_w * d_x) * float(isum_b): two
+//     multiplies in that order, d_w the block's f16 scale as float, no FMA. Q4_1 / Q5_1 then
+//     add their min term: t_b = t_b + (m_w * d_x) * float(sum), m_w the block's f16 min, sum
+//     the activation block's (two more products, then one add). Eight float
 //     partial sums, acc[b % 8] += t_b in block order starting from +0.0f, folded as
 //     (acc[0..4) + acc[4..8)), then (0,1) + (2,3), then 0 + 1 (lane i + lane i + half).
 //   Q4_K, Q5_K (super-block b of 256): S1 = exact sum over the 8 sub-blocks j of
