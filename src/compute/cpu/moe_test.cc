@@ -168,7 +168,7 @@ TEST_P(MoeTypes, MatchesANaivePerTokenImplementation) {
   }
   // F32 arithmetic over the same weights: float rounding only. The integer path also rounds
   // the activations (the input, and the experts' SwiGLU outputs) to 8 bits: one scale per 32
-  // elements for q8_0 and q4_0 (~1.4% here), per 256 for the K-quants (~2.3%).
+  // elements for q8_0 and the nibble types (~1.4% here), per 256 for the K-quants (~2.3%).
   const bool int_path = int_dot && UsesIntDot(layer.gate.w);
   EXPECT_LT(worst, int_path ? 3e-2 : 1e-5);
   EXPECT_GE(expert_sets.size(), 4u) << "the tokens should spread over the experts";
