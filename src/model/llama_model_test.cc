@@ -225,8 +225,8 @@ TEST_F(LlamaModelTest, TensorShapeThatDoesNotFitTheHyperParameters) {
 }
 
 TEST_F(LlamaModelTest, UnsupportedWeightTypesAreRefusedNamingTypeAndTensor) {
-  // q5_0 and iq4_nl are valid GGUF types (32-element blocks) that no kernel here computes.
-  for (auto [type, name, block_bytes] : {std::tuple{TensorType::kQ5_0, "q5_0", 22},
+  // q8_1 and iq4_nl are valid GGUF types (32-element blocks) that no kernel here computes.
+  for (auto [type, name, block_bytes] : {std::tuple{TensorType::kQ8_1, "q8_1", 36},
                                          std::tuple{TensorType::kIQ4_NL, "iq4_nl", 18}}) {
     ExpectError(LoadMutated([&](auto&, auto& tensors) {
                   for (auto& t : tensors) {
@@ -255,7 +255,8 @@ TEST_F(LlamaModelTest, QuantisedNormWeightsAreRefused) {
 TEST_F(LlamaModelTest, Bf16AndQuantisedMatricesLoad) {
   for (auto [type, block, block_bytes] :
        {std::tuple{TensorType::kBF16, 1, 2}, std::tuple{TensorType::kQ8_0, 32, 34},
-        std::tuple{TensorType::kQ4_0, 32, 18}}) {
+        std::tuple{TensorType::kQ4_0, 32, 18}, std::tuple{TensorType::kQ4_1, 32, 20},
+        std::tuple{TensorType::kQ5_0, 32, 22}, std::tuple{TensorType::kQ5_1, 32, 24}}) {
     Status st = LoadMutated([&](auto&, auto& tensors) {
       for (auto& t : tensors) {
         if (t.dims.size() == 2) {

@@ -507,7 +507,7 @@ TEST_F(ModelMakerTest, RejectsBadSpecs) {
   s.vocab = 100;
   expect_bad(s, "smallest synthetic vocabulary");
   s = SmallSpec();
-  s.type = TensorType::kQ5_0;
+  s.type = TensorType::kQ2_K;
   expect_bad(s, "only f32, f16, bf16");
   s = SmallSpec();
   s.arch = "gpt2";
