@@ -47,6 +47,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--cache-hash", f->cache_hash,
                   "Block key hash: xxh3, or sha256 where engineered collisions are a concern")
       ->envname("PREFIXD_CACHE_HASH")->check(CLI::IsMember({"xxh3", "sha256"}))->capture_default_str();
+  cmd->add_option("--state-checkpoint-blocks", f->state_checkpoint_blocks,
+                  "Hybrid models (qwen35): snapshot the recurrent state every this many blocks, "
+                  "where a cached prefix can resume; each snapshot counts against --cache-bytes "
+                  "(0: no snapshots, no prefix reuse for such models)")
+      ->envname("PREFIXD_STATE_CHECKPOINT_BLOCKS")->capture_default_str();
   cmd->add_option("--max-running", f->max_running, "Sequences batched at once")
       ->envname("PREFIXD_MAX_RUNNING")->capture_default_str();
   cmd->add_option("--max-batch-tokens", f->max_batch_tokens, "Tokens per engine step")
@@ -120,6 +125,12 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   eo.prefix_cache = f.prefix_cache == "on";
   eo.cache_bytes = f.cache_bytes;
   eo.cache_hash = f.cache_hash == "sha256" ? BlockHashKind::kSha256 : BlockHashKind::kXxh3;
+  if (f.state_checkpoint_blocks < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--state-checkpoint-blocks must be >= 0 (0 turns snapshots off); got ",
+        f.state_checkpoint_blocks));
+  }
+  eo.state_checkpoint_blocks = f.state_checkpoint_blocks;
   eo.max_running = f.max_running;
   eo.max_batch_tokens = f.max_batch_tokens;
   eo.max_chunk_tokens = f.max_batch_tokens;

@@ -179,6 +179,7 @@ CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_
     PublishGauges();  // onboarding inserted into the tree
   }
   MatchResult m = tree_.Match(salt, query, /*touch=*/true);
+  CutToResumePoint(m, hit.tier);
   if (m.num_tokens == 0) {
     misses_.fetch_add(1, std::memory_order_relaxed);
     return hit;
@@ -192,6 +193,21 @@ CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_
   hit.blocks = std::move(m.blocks);
   hit.node = m.node;
   return hit;
+}
+
+void PrefixCache::CutToResumePoint(MatchResult& m, TierHit& tier) const {
+  if (options_.snapshots == nullptr || m.num_tokens == 0) return;
+  const int64_t resume = options_.snapshots->ResumePoint(m.blocks, m.num_tokens, block_size_);
+  int64_t cut = m.num_tokens - resume;
+  // Lower tiers added the match's last tokens, the partial tail last of all.
+  for (int64_t* t : {&tier.partial_tokens, &tier.remote_tokens, &tier.disk_tokens,
+                     &tier.host_tokens}) {
+    const int64_t d = std::min(cut, *t);
+    *t -= d;
+    cut -= d;
+  }
+  m.num_tokens = resume;
+  m.blocks.resize((resume + block_size_ - 1) / block_size_);
 }
 
 void PrefixCache::Release(CacheHit& hit) {

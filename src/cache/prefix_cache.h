@@ -45,6 +45,7 @@
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
 #include "kv/retention_mark.h"
+#include "kv/state_snapshots.h"
 #include "prefix/radix_tree.h"
 
 namespace prefixd {
@@ -63,6 +64,10 @@ struct PrefixCacheOptions {
   const Clock* clock = nullptr;
   // The share (0..1) of max_cached_blocks that retained tokens may hold (--retention-max-share).
   double retention_max_share = 0.5;
+  // Hybrid models (recurrent layers): the pool's state snapshots. A hit is cut back to the
+  // longest matched position that has one (StateSnapshots::ResumePoint), the only places a
+  // sequence can resume exactly. nullptr for attention-only models. Must outlive the cache.
+  const StateSnapshots* snapshots = nullptr;
 };
 
 // What a request got from the cache.
@@ -281,6 +286,9 @@ class PrefixCache {
   bool WaitsForReads(CacheTicket& ticket);
   void EndReads(CacheTicket& ticket);
   void LeaveInFlight(CacheTicket& ticket);
+  // Hybrid models: cuts `m` back to where a state snapshot lets a sequence resume, and the
+  // per-tier counts of `tier` with it (their tokens are the match's last ones).
+  void CutToResumePoint(MatchResult& m, TierHit& tier) const;
   void PublishGauges();
 
   BlockPool* pool_;

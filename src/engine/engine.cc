@@ -24,21 +24,34 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
         absl::StrCat("block size ", opts.block_size, " is out of range [1, 4096]"));
   }
   if (opts.cache_bytes < 0) return absl::InvalidArgumentError("cache bytes must be >= 0");
-  // A hybrid's recurrent state at a cached position is not in the cache (no snapshots yet):
-  // resuming there would compute from a zero state, so nothing is reused at all.
+  // A hybrid resumes only where a recurrent-state snapshot was taken: with none asked for,
+  // resuming would compute from a zero state, so nothing is reused at all.
   std::string refusal;
-  if (hp.hybrid() && opts.prefix_cache) {
+  if (opts.state_checkpoint_blocks < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("state checkpoint blocks must be >= 0, not ",
+                                                   opts.state_checkpoint_blocks));
+  }
+  if (hp.hybrid() && opts.prefix_cache && opts.state_checkpoint_blocks == 0) {
     refusal = absl::StrCat("the model's architecture '", hp.arch,
-                           "' has recurrent (DeltaNet) layers whose state the prefix cache "
-                           "cannot snapshot yet; every request computes its whole prompt");
+                           "' has recurrent (DeltaNet) layers and --state-checkpoint-blocks is 0, "
+                           "so no state snapshot exists to resume from; every request computes "
+                           "its whole prompt (set it to 1 or more to reuse prefixes)");
     spdlog::warn("prefix cache off: {}", refusal);
     opts.prefix_cache = false;
   }
   KvLayout layout{hp.num_attention_layers(), hp.kv_dim(), opts.block_size, opts.kv_dtype};
   const int64_t block_bytes = layout.BlockBytes();
+  // A cached block of a hybrid also carries, on average, 1/k of a state snapshot.
+  int64_t cached_block_bytes = block_bytes;
+  if (hp.hybrid() && opts.prefix_cache) {
+    const int64_t state_bytes = hp.recurrent_state_floats() * int64_t{sizeof(float)};
+    cached_block_bytes += (state_bytes + opts.state_checkpoint_blocks - 1) /
+                          opts.state_checkpoint_blocks;
+  }
   const int max_cached_blocks =
-      opts.prefix_cache ? static_cast<int>(std::min<int64_t>(opts.cache_bytes / block_bytes, 1 << 30))
-                        : 0;
+      opts.prefix_cache
+          ? static_cast<int>(std::min<int64_t>(opts.cache_bytes / cached_block_bytes, 1 << 30))
+          : 0;
   if (opts.num_kv_blocks <= 0) {
     const int per_seq = layout.BlocksFor(opts.context_length) + 1;  // +1: a copied boundary block
     opts.num_kv_blocks = per_seq * opts.max_running + max_cached_blocks;
@@ -62,6 +75,11 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
   }
   auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
   engine->prefix_cache_refusal_ = std::move(refusal);
+  if (const int64_t state = engine->backend_->recurrent_state_floats(); state > 0 && opts.prefix_cache) {
+    engine->snapshots_ = std::make_unique<StateSnapshots>(opts.num_kv_blocks, state);
+    StateSnapshots* snapshots = engine->snapshots_.get();
+    engine->pool_.SetFreeListener([snapshots](BlockId b) { snapshots->Drop(b); });
+  }
   RETURN_IF_ERROR(engine->CreateCache(max_cached_blocks));
   return engine;
 }
@@ -99,6 +117,7 @@ Status Engine::CreateCache(int max_cached_blocks) {
   co.events = options.kv_events;
   co.clock = options.clock;
   co.retention_max_share = options.retention_max_share;
+  co.snapshots = snapshots_.get();
   std::unique_ptr<TierController> tiers;
   TierOptions to = options.tiers;
   to.clock = options.clock;
@@ -203,11 +222,7 @@ void Engine::Admit() {
       continue;
     }
     const CacheHit& hit = seq.ticket.hit();
-    if (const int64_t state = backend_->recurrent_state_floats(); state > 0) {
-      // The state is that of position 0; Create turned the cache off, so no hit can skip it.
-      PREFIXD_CHECK(hit.num_tokens == 0, "a cache hit on a model with recurrent state");
-      seq.recurrent_state.assign(state, 0.0f);
-    }
+    RestoreState(seq, hit);
     seq.table.Adopt(hit.blocks);
     seq.num_computed = hit.num_tokens;
     if (seq.cached_tokens < 0) {
@@ -217,6 +232,44 @@ void Engine::Admit() {
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
+}
+
+void Engine::RestoreState(Sequence& seq, const CacheHit& hit) {
+  const int64_t state = backend_->recurrent_state_floats();
+  if (state == 0) return;
+  if (hit.num_tokens == 0) {
+    seq.recurrent_state.assign(state, 0.0f);
+    return;
+  }
+  // The cache cut the hit back to a snapshot (CutToResumePoint), and the hit's blocks are
+  // Ref'ed, so the snapshot beside its last block is there.
+  PREFIXD_CHECK(snapshots_ != nullptr, "a cache hit on a hybrid model without snapshots");
+  const std::span<const float> saved =
+      snapshots_->Get(hit.blocks.back(), hit.num_tokens);
+  PREFIXD_CHECK(!saved.empty(), "a hybrid's cache hit ends where no state snapshot is");
+  seq.recurrent_state.assign(saved.begin(), saved.end());
+}
+
+bool Engine::IsSnapshotPoint(const Sequence& seq, int64_t position) const {
+  if (position <= 0) return false;
+  const int64_t every = int64_t{options_.block_size} * options_.state_checkpoint_blocks;
+  // The position before the prompt's last token: a repeat of the prompt resumes there (the
+  // last token is always computed, for its logits).
+  return position % every == 0 || position == seq.num_prompt - 1;
+}
+
+int64_t Engine::CapAtSnapshotPoint(const Sequence& seq, int64_t len) const {
+  if (snapshots_ == nullptr) return len;
+  const int64_t every = int64_t{options_.block_size} * options_.state_checkpoint_blocks;
+  int64_t stop = (seq.num_computed / every + 1) * every;
+  if (seq.num_computed < seq.num_prompt - 1) stop = std::min<int64_t>(stop, seq.num_prompt - 1);
+  return std::min(len, stop - seq.num_computed);
+}
+
+void Engine::MaybeSnapshot(Sequence& seq) {
+  if (snapshots_ == nullptr || !IsSnapshotPoint(seq, seq.num_computed)) return;
+  const BlockId block = seq.table.blocks()[(seq.num_computed - 1) / options_.block_size];
+  snapshots_->Put(block, seq.num_computed, seq.recurrent_state);
 }
 
 void Engine::IndexComputed(Sequence& seq) {
@@ -320,7 +373,8 @@ std::vector<Engine::Chunk> Engine::PlanStep(std::vector<BlockCopy>* copies,
     if (budget <= 0) break;
     if (!is_running(seq)) continue;  // preempted earlier in this loop
     const int64_t pending = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t len = std::min<int64_t>({pending, options_.max_chunk_tokens, budget});
+    const int64_t len = CapAtSnapshotPoint(
+        *seq, std::min<int64_t>({pending, options_.max_chunk_tokens, budget}));
     auto protect = [&](const Sequence* cand) {
       return cand == seq || std::any_of(chunks.begin(), chunks.end(),
                                         [&](const Chunk& ch) { return ch.seq == cand; });
@@ -349,6 +403,7 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
     auto [seq, len] = chunks[s];
     const int64_t first_pos = seq->num_computed;
     seq->num_computed += len;
+    MaybeSnapshot(*seq);  // before the prompt is indexed and written through below
     if (seq->request.record_logits) RecordLogits(*seq, first_pos, out, out.first_row[s], len);
     if (first_pos < seq->num_prompt && seq->num_computed >= seq->num_prompt) {
       cache_->OnPromptComputed(seq->ticket,

@@ -27,6 +27,7 @@
 #include "compute/backend.h"
 #include "engine/sequence.h"
 #include "kv/block_pool.h"
+#include "kv/state_snapshots.h"
 #include "model/llama_model.h"
 
 namespace prefixd {
@@ -58,6 +59,11 @@ struct EngineOptions {
   // steady clock; tests pass a ManualClock). The clock must outlive the engine.
   double retention_max_share = 0.5;
   const Clock* clock = nullptr;
+  // Hybrid models (--state-checkpoint-blocks): the recurrent state is snapshotted every this
+  // many blocks (and at each prompt's end), the only places a cached prefix can resume. Each
+  // snapshot costs Backend::recurrent_state_floats() floats, counted against cache_bytes. 0:
+  // no snapshots, and the prefix cache reuses nothing for such a model (prefix_cache_refusal).
+  int state_checkpoint_blocks = 1;
 };
 
 // What one step did for one sequence.
@@ -111,6 +117,9 @@ class Engine {
   const PrefixCache& cache() const { return *cache_; }
   const BlockPool& block_pool() const { return pool_; }
   const Backend& backend() const { return *backend_; }
+  // Hybrid models with the cache on: the recurrent-state snapshots beside the pool's blocks;
+  // nullptr otherwise.
+  const StateSnapshots* state_snapshots() const { return snapshots_.get(); }
   const EngineOptions& options() const { return options_; }
   const Model& model() const { return model_; }
   int32_t context_length() const { return options_.context_length; }
@@ -118,8 +127,8 @@ class Engine {
   int num_waiting() const { return static_cast<int>(waiting_.size()); }
   int64_t num_preemptions() const { return num_preemptions_; }
   // Why the prefix cache reuses nothing for this model even though it was asked for (a hybrid
-  // model's recurrent state cannot be resumed from the cache yet), or empty. Every request is
-  // then a miss: prefix_cache is forced off in options().
+  // model run with --state-checkpoint-blocks 0 has no snapshots to resume its recurrent state
+  // from), or empty. Every request is then a miss: prefix_cache is forced off in options().
   const std::string& prefix_cache_refusal() const { return prefix_cache_refusal_; }
 
  private:
@@ -146,6 +155,16 @@ class Engine {
   // evicts cached entries, then preempts newer sequences not in `protect`.
   std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,
                                                      const std::function<bool(const Sequence*)>& protect);
+  // Hybrid models: `len` cut so that the chunk ends at the sequence's next snapshot point (a
+  // checkpoint block boundary, or the position before its prompt's last token), where the
+  // engine can copy the recurrent state out; `len` unchanged otherwise.
+  int64_t CapAtSnapshotPoint(const Sequence& seq, int64_t len) const;
+  bool IsSnapshotPoint(const Sequence& seq, int64_t position) const;
+  // Saves `seq`'s recurrent state beside the block of its last computed token when
+  // num_computed is a snapshot point.
+  void MaybeSnapshot(Sequence& seq);
+  // Admission of a hybrid: the recurrent state at the hit's end (zeros at 0, else its snapshot).
+  void RestoreState(Sequence& seq, const CacheHit& hit);
   // Indexes what `seq` computed ([0, num_computed)) in the prefix cache.
   void IndexComputed(Sequence& seq);
   // Ends `seq`: indexes it, unlocks its cache path and releases its blocks.
@@ -161,6 +180,7 @@ class Engine {
   EngineOptions options_;
   std::unique_ptr<Backend> backend_;
   BlockPool pool_;
+  std::unique_ptr<StateSnapshots> snapshots_;  // before cache_: the cache reads it
   std::unique_ptr<PrefixCache> cache_;
   int64_t next_id_ = 0;
   int64_t num_preemptions_ = 0;

@@ -2,8 +2,9 @@
 // attention layers), ARCHITECTURE.md invariants 1 and 8: a prompt cut at any point (prefill
 // chunks, a continuation from a saved state) gives the same logits and the same recurrent
 // state, bit for bit, as one cold pass; so do other batch companions and thread counts. And
-// until the cache keeps state snapshots, the engine reuses nothing for such a model, and says
-// why, rather than resume from a state it does not have.
+// with state snapshots turned off (--state-checkpoint-blocks 0) the engine reuses nothing for
+// such a model, and says why, rather than resume from a state it does not have. Resuming from
+// snapshots: hybrid_prefix_cache_test.cc.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -154,9 +155,9 @@ std::vector<EngineRun> RunEngine(const Model& model, const EngineOptions& eo,
   return runs;
 }
 
-// The engine with its prefix cache asked for: the same prompt twice, then a prompt that
-// extends it. Nothing is reused (the cache keeps no recurrent state yet), the refusal is
-// stated, and the outputs equal those of an engine with the cache off.
+// The engine with its prefix cache asked for but no state snapshots: the same prompt twice,
+// then a prompt that extends it. Nothing is reused, the refusal is stated, and the outputs
+// equal those of an engine with the cache off.
 TEST_F(HybridExactness, EngineReusesNothingAndSaysWhy) {
   const std::vector<int32_t> a = Prompt(13, 40);
   std::vector<int32_t> longer = a;
@@ -165,6 +166,7 @@ TEST_F(HybridExactness, EngineReusesNothingAndSaysWhy) {
   eo.context_length = 256;
   eo.max_chunk_tokens = 7;
   eo.num_threads = 2;
+  eo.state_checkpoint_blocks = 0;
   std::string refusal;
   const auto with_cache = RunEngine(*model_, eo, {a, a, longer}, &refusal);
   EXPECT_NE(refusal.find("recurrent"), std::string::npos) << refusal;

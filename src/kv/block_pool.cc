@@ -31,7 +31,10 @@ void BlockPool::Ref(BlockId id) {
 void BlockPool::Unref(BlockId id) {
   PREFIXD_CHECK(id.value() >= 0 && id.value() < num_blocks(), "Unref of a block id out of range");
   PREFIXD_CHECK(refcounts_[id.value()] >= 1, "Unref of a free block: refcount would go below 0");
-  if (--refcounts_[id.value()] == 0) free_.push_back(id);
+  if (--refcounts_[id.value()] == 0) {
+    if (on_free_) on_free_(id);
+    free_.push_back(id);
+  }
 }
 
 int BlockPool::RefCount(BlockId id) const {

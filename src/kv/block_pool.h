@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -45,6 +46,10 @@ class BlockPool {
   int low_watermark() const { return low_watermark_; }
   bool WantsEviction() const { return num_free() < low_watermark_; }
 
+  // Called with each block whose last reference goes, before it is free again: what lives
+  // beside a block and must not outlive it (StateSnapshots) is dropped there.
+  void SetFreeListener(std::function<void(BlockId)> listener) { on_free_ = std::move(listener); }
+
   // Stops the process if the free list and the refcounts disagree.
   void CheckInvariants() const;
 
@@ -55,6 +60,7 @@ class BlockPool {
   // reused as late as possible.
   std::deque<BlockId> free_;
   int low_watermark_;
+  std::function<void(BlockId)> on_free_;
 };
 
 }  // namespace prefixd

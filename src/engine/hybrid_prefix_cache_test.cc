@@ -1,0 +1,187 @@
+// Exact prefix caching on a hybrid model (qwen35), ARCHITECTURE.md invariants 1 and 8: the
+// cache keeps recurrent-state snapshots at checkpoint block boundaries and at each prompt's
+// end (before its last token), a request resumes at the deepest one its match reaches, and
+// `cached_tokens` says exactly where; the logits of a resumed request equal a cold run's bit
+// for bit.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "engine/engine.h"
+#include "engine/test_models.h"
+
+namespace prefixd {
+namespace {
+
+std::vector<int32_t> Prompt(uint32_t seed, int len) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> tokens(len);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % 320);
+  return tokens;
+}
+
+// A resumed request records logits from its first computed position on: `got` must be the
+// last rows of the cold run's `cold`, bit for bit.
+bool SameBits(const std::vector<float>& got, const std::vector<float>& cold) {
+  return !got.empty() && got.size() <= cold.size() &&
+         std::memcmp(got.data(), cold.data() + (cold.size() - got.size()),
+                     got.size() * sizeof(float)) == 0;
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  std::vector<float> logits;
+  int64_t cached_tokens = -1;
+};
+
+GenerateRequest Request(const std::vector<int32_t>& prompt, int max_tokens = 4) {
+  GenerateRequest r;
+  r.prompt = prompt;
+  r.max_tokens = max_tokens;
+  r.ignore_eos = true;
+  r.record_logits = true;
+  return r;
+}
+
+// Runs `prompts` one after the other (each can reuse what the earlier ones left).
+std::vector<Outcome> RunInOrder(Engine& engine, const std::vector<std::vector<int32_t>>& prompts) {
+  std::vector<Outcome> runs;
+  for (const auto& p : prompts) {
+    auto id = engine.Add(Request(p));
+    EXPECT_TRUE(id.ok()) << id.status();
+    while (engine.HasWork()) EXPECT_TRUE(engine.Step().ok());
+    auto seq = engine.TakeFinished(*id);
+    EXPECT_NE(seq, nullptr);
+    runs.push_back({seq->tokens, seq->logits, seq->cached_tokens});
+  }
+  return runs;
+}
+
+class HybridPrefixCache : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ModelSpec spec = SmallArchSpec("qwen35");
+    spec.type = TensorType::kF16;
+    model_ = MakeTestModel(spec, "hybrid-prefix-cache-f16");
+    ASSERT_TRUE(model_->hparams().hybrid());
+  }
+
+  EngineOptions Options(int checkpoint_blocks) const {
+    EngineOptions eo;
+    eo.block_size = 16;
+    eo.context_length = 512;
+    eo.num_threads = 2;
+    eo.max_chunk_tokens = 512;
+    eo.state_checkpoint_blocks = checkpoint_blocks;
+    return eo;
+  }
+
+  std::unique_ptr<Engine> MakeEngine(const EngineOptions& eo) const {
+    auto engine = Engine::Create(*model_, -1, eo);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+
+  // `prompt` alone, on an engine with the cache off and one thread: the reference.
+  Outcome Cold(const std::vector<int32_t>& prompt) const {
+    EngineOptions eo = Options(1);
+    eo.prefix_cache = false;
+    eo.num_threads = 1;
+    return RunInOrder(*MakeEngine(eo), {prompt})[0];
+  }
+
+  std::unique_ptr<Model> model_;
+};
+
+// Every split point 0..48 of a 49-token prompt: a first request shares exactly `split` tokens
+// with it (then diverges), so its prompt's end-state snapshot sits at `split`; the second
+// resumes there (cached_tokens == split, block boundary or not) with the cold run's logits.
+TEST_F(HybridPrefixCache, EverySplitPointResumesThereWithColdBits) {
+  const std::vector<int32_t> prompt = Prompt(31, 49);
+  const Outcome cold = Cold(prompt);
+  for (int split = 0; split < 49; ++split) {
+    std::vector<int32_t> first(prompt.begin(), prompt.begin() + split);
+    first.push_back((prompt[split] + 1) % 320);  // diverges right after the split
+    auto engine = MakeEngine(Options(1));
+    const std::vector<Outcome> runs = RunInOrder(*engine, {first, prompt});
+    EXPECT_EQ(runs[1].cached_tokens, split) << "split " << split;
+    EXPECT_EQ(runs[1].logits.size(), cold.logits.size() / (49 + 3) * (49 + 3 - split));
+    EXPECT_EQ(runs[1].tokens, cold.tokens) << "split " << split;
+    EXPECT_TRUE(SameBits(runs[1].logits, cold.logits)) << "logits differ at split " << split;
+    EXPECT_EQ(engine->cache().stats().hits, split > 0 ? 1 : 0) << "split " << split;
+  }
+}
+
+// Checkpoints every 4 blocks of 16: a match that ends before the cached prompt's end resumes
+// at the largest multiple of 64 at or below it, and the outputs are still the cold ones.
+TEST_F(HybridPrefixCache, CheckpointsEveryFourBlocksResumeAtMultiplesOf64) {
+  const std::vector<int32_t> cached = Prompt(41, 220);
+  for (int match : {10, 63, 64, 65, 127, 128, 150, 200}) {
+    std::vector<int32_t> prompt(cached.begin(), cached.begin() + match);
+    for (int32_t t : Prompt(100 + match, 12)) prompt.push_back(t);
+    prompt[match] = (cached[match] + 1) % 320;  // the match ends exactly at `match`
+    auto engine = MakeEngine(Options(4));
+    const std::vector<Outcome> runs = RunInOrder(*engine, {cached, prompt});
+    EXPECT_EQ(runs[1].cached_tokens, match / 64 * 64) << "match " << match;
+    const Outcome cold = Cold(prompt);
+    EXPECT_EQ(runs[1].tokens, cold.tokens) << "match " << match;
+    EXPECT_TRUE(SameBits(runs[1].logits, cold.logits)) << "logits differ, match " << match;
+    // Snapshots every 4 blocks and one at the prompt's end: 220 tokens + 3 decoded.
+    EXPECT_GE(engine->state_snapshots()->count(), 3);
+  }
+}
+
+// The same prompt again resumes at its end (before the last token, which is always computed).
+TEST_F(HybridPrefixCache, RepeatedPromptResumesAtItsEnd) {
+  const std::vector<int32_t> prompt = Prompt(51, 45);
+  auto engine = MakeEngine(Options(1));
+  const std::vector<Outcome> runs = RunInOrder(*engine, {prompt, prompt});
+  EXPECT_EQ(runs[0].cached_tokens, 0);
+  EXPECT_EQ(runs[1].cached_tokens, 44);
+  const Outcome cold = Cold(prompt);
+  EXPECT_TRUE(SameBits(runs[0].logits, cold.logits));
+  EXPECT_TRUE(SameBits(runs[1].logits, cold.logits));
+}
+
+// 16 requests sharing a 70-token prefix, added together: they wait for the first one's
+// prefill, then share its blocks and snapshots; each gets the cold run's tokens and logits.
+TEST_F(HybridPrefixCache, SixteenConcurrentSharersGetColdBits) {
+  const std::vector<int32_t> prefix = Prompt(61, 70);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 16; ++i) {
+    prompts.push_back(prefix);
+    for (int32_t t : Prompt(200 + i, 5)) prompts.back().push_back(t);
+  }
+  EngineOptions eo = Options(1);
+  eo.max_chunk_tokens = 24;
+  auto engine = MakeEngine(eo);
+  std::vector<SequenceId> ids;
+  for (const auto& p : prompts) ids.push_back(*engine->Add(Request(p)));
+  while (engine->HasWork()) ASSERT_TRUE(engine->Step().ok());
+  int sharers = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto seq = engine->TakeFinished(ids[i]);
+    ASSERT_NE(seq, nullptr);
+    const Outcome cold = Cold(prompts[i]);
+    EXPECT_EQ(seq->tokens, cold.tokens) << i;
+    EXPECT_TRUE(SameBits(seq->logits, cold.logits)) << "logits differ for sharer " << i;
+    if (seq->cached_tokens == 64) ++sharers;  // the deepest checkpoint inside the prefix
+  }
+  EXPECT_EQ(sharers, 15) << "all but the first should resume from the shared prefix";
+}
+
+// --state-checkpoint-blocks 0: no snapshots, so nothing is reused, and the engine says why.
+TEST_F(HybridPrefixCache, NoCheckpointsMeansNoReuseAndAReason) {
+  const std::vector<int32_t> prompt = Prompt(71, 40);
+  auto engine = MakeEngine(Options(0));
+  EXPECT_NE(engine->prefix_cache_refusal().find("--state-checkpoint-blocks"), std::string::npos)
+      << engine->prefix_cache_refusal();
+  EXPECT_EQ(engine->state_snapshots(), nullptr);
+  const std::vector<Outcome> runs = RunInOrder(*engine, {prompt, prompt});
+  EXPECT_EQ(runs[1].cached_tokens, 0);
+  EXPECT_TRUE(SameBits(runs[1].logits, Cold(prompt).logits));
+}
+
+}  // namespace
+}  // namespace prefixd

@@ -1,0 +1,66 @@
+#include "kv/state_snapshots.h"
+
+#include <algorithm>
+
+#include "base/check.h"
+
+namespace prefixd {
+
+StateSnapshots::StateSnapshots(int num_blocks, int64_t state_floats)
+    : state_floats_(state_floats), entries_(num_blocks) {
+  PREFIXD_CHECK(state_floats > 0, "a state snapshot store needs a state of at least one float");
+}
+
+void StateSnapshots::Put(BlockId block, int64_t position, std::span<const float> state) {
+  PREFIXD_CHECK(block.value() >= 0 && block.value() < static_cast<int>(entries_.size()),
+                "state snapshot on a block id out of range");
+  PREFIXD_CHECK(static_cast<int64_t>(state.size()) == state_floats_,
+                "state snapshot of the wrong size");
+  PREFIXD_CHECK(position > 0, "a state snapshot is taken after at least one token");
+  std::vector<Entry>& entries = entries_[block.value()];
+  for (Entry& e : entries) {
+    if (e.position == position) {
+      e.state.assign(state.begin(), state.end());
+      return;
+    }
+  }
+  entries.push_back(Entry{position, std::vector<float>(state.begin(), state.end())});
+  count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::span<const float> StateSnapshots::Get(BlockId block, int64_t position) const {
+  for (const Entry& e : entries_[block.value()]) {
+    if (e.position == position) return e.state;
+  }
+  return {};
+}
+
+int64_t StateSnapshots::PositionAtMost(BlockId block, int64_t limit) const {
+  int64_t best = -1;
+  for (const Entry& e : entries_[block.value()]) {
+    if (e.position <= limit) best = std::max(best, e.position);
+  }
+  return best;
+}
+
+void StateSnapshots::Drop(BlockId block) {
+  std::vector<Entry>& entries = entries_[block.value()];
+  if (entries.empty()) return;
+  count_.fetch_sub(static_cast<int64_t>(entries.size()), std::memory_order_relaxed);
+  entries = {};  // give the memory back now: snapshots can be megabytes
+}
+
+int64_t StateSnapshots::ResumePoint(std::span<const BlockId> blocks, int64_t num_tokens,
+                                    int block_size) const {
+  if (num_tokens <= 0) return 0;
+  PREFIXD_CHECK(static_cast<int64_t>(blocks.size()) * block_size >= num_tokens,
+                "ResumePoint: the blocks do not cover the tokens");
+  for (int64_t j = (num_tokens - 1) / block_size; j >= 0; --j) {
+    const int64_t p =
+        PositionAtMost(blocks[j], std::min<int64_t>(num_tokens, (j + 1) * block_size));
+    if (p > j * block_size) return p;
+  }
+  return 0;
+}
+
+}  // namespace prefixd

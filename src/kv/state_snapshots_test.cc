@@ -1,0 +1,87 @@
+// StateSnapshots: a snapshot is found only at its exact position, is replaced by a later Put,
+// and goes with its block when the pool frees it (the free listener), so a reused block never
+// serves another sequence's state.
+#include "kv/state_snapshots.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace prefixd {
+namespace {
+
+TEST(StateSnapshots, FoundOnlyAtItsPosition) {
+  StateSnapshots s(4, 3);
+  const std::vector<float> a = {1, 2, 3};
+  s.Put(BlockId(1), 16, a);
+  EXPECT_EQ(s.PositionAtMost(BlockId(1), 100), 16);
+  EXPECT_EQ(s.PositionAtMost(BlockId(1), 15), -1);
+  EXPECT_EQ(s.PositionAtMost(BlockId(0), 100), -1);
+  ASSERT_EQ(s.Get(BlockId(1), 16).size(), 3u);
+  EXPECT_EQ(s.Get(BlockId(1), 16)[2], 3.0f);
+  EXPECT_TRUE(s.Get(BlockId(1), 15).empty());
+  EXPECT_TRUE(s.Get(BlockId(0), 16).empty());
+  EXPECT_EQ(s.count(), 1);
+  EXPECT_EQ(s.bytes(), 3 * 4);
+}
+
+TEST(StateSnapshots, ABlockKeepsOnePerPositionAndDropFreesAll) {
+  StateSnapshots s(2, 2);
+  s.Put(BlockId(0), 7, std::vector<float>{1, 1});
+  s.Put(BlockId(0), 16, std::vector<float>{2, 2});
+  s.Put(BlockId(0), 16, std::vector<float>{3, 3});  // replaces
+  EXPECT_EQ(s.count(), 2);
+  EXPECT_EQ(s.Get(BlockId(0), 7)[0], 1.0f);
+  EXPECT_EQ(s.Get(BlockId(0), 16)[0], 3.0f);
+  EXPECT_EQ(s.PositionAtMost(BlockId(0), 15), 7);
+  EXPECT_EQ(s.PositionAtMost(BlockId(0), 16), 16);
+  s.Drop(BlockId(0));
+  s.Drop(BlockId(0));  // dropping nothing is fine
+  EXPECT_EQ(s.count(), 0);
+  EXPECT_EQ(s.PositionAtMost(BlockId(0), 100), -1);
+}
+
+// The deepest snapshot at or below the match's end: a block boundary or a prompt's end.
+TEST(StateSnapshots, ResumePointIsTheDeepestSnapshotInTheMatch) {
+  constexpr int kBs = 4;
+  StateSnapshots s(8, 1);
+  const std::vector<BlockId> blocks = {BlockId(0), BlockId(1), BlockId(2), BlockId(3)};
+  EXPECT_EQ(s.ResumePoint(blocks, 15, kBs), 0);
+  s.Put(BlockId(0), 4, std::vector<float>{1});
+  s.Put(BlockId(2), 12, std::vector<float>{1});
+  s.Put(BlockId(3), 14, std::vector<float>{1});  // a prompt's end inside block 3
+  EXPECT_EQ(s.ResumePoint(blocks, 0, kBs), 0);
+  EXPECT_EQ(s.ResumePoint(blocks, 3, kBs), 0);
+  EXPECT_EQ(s.ResumePoint(blocks, 4, kBs), 4);
+  EXPECT_EQ(s.ResumePoint(blocks, 11, kBs), 4);  // block 1 has none
+  EXPECT_EQ(s.ResumePoint(blocks, 12, kBs), 12);
+  EXPECT_EQ(s.ResumePoint(blocks, 13, kBs), 12);  // before the snapshot in block 3: unusable
+  EXPECT_EQ(s.ResumePoint(blocks, 14, kBs), 14);
+  EXPECT_EQ(s.ResumePoint(blocks, 16, kBs), 14);
+  s.Put(BlockId(3), 16, std::vector<float>{1});  // block 3's end, beside its prompt end
+  EXPECT_EQ(s.ResumePoint(blocks, 15, kBs), 14);
+  EXPECT_EQ(s.ResumePoint(blocks, 16, kBs), 16);
+  // A snapshot outside its block's positions (not how the engine puts them) is never used.
+  s.Put(BlockId(1), 3, std::vector<float>{1});
+  EXPECT_EQ(s.ResumePoint(blocks, 11, kBs), 4);
+}
+
+TEST(StateSnapshots, GoesWithItsBlockWhenThePoolFreesIt) {
+  BlockPool pool(2);
+  StateSnapshots s(2, 1);
+  pool.SetFreeListener([&](BlockId b) { s.Drop(b); });
+  auto blocks = pool.Allocate(1);
+  ASSERT_TRUE(blocks);
+  const BlockId b = (*blocks)[0];
+  s.Put(b, 16, std::vector<float>{5});
+  pool.Ref(b);
+  pool.Unref(b);  // still referenced once: the snapshot stays
+  EXPECT_EQ(s.PositionAtMost(b, 16), 16);
+  pool.Unref(b);  // freed: the snapshot goes
+  EXPECT_EQ(s.PositionAtMost(b, 16), -1);
+  EXPECT_EQ(s.count(), 0);
+  pool.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace prefixd
