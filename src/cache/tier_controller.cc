@@ -61,6 +61,7 @@ TierController::TierController(const TierOptions& options, std::vector<uint8_t> 
       io_(io),
       pool_(pool),
       tails_(options.partial_supported ? options.partial_max_entries : 0),
+      snapshots_(options.snapshots),
       partial_supported_(options.partial_supported),
       scope_(options.scope, options.min_tokens),
       max_pending_writes_(options.max_pending_writes) {
@@ -248,7 +249,7 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
     } else {
       rec = TakePrefetched(key);
     }
-    if (!rec || static_cast<int64_t>(rec->kv.size()) != io_->block_bytes()) break;
+    if (!rec || !PayloadFits(rec->kv.size())) break;
     records.push_back(std::move(*rec));
   }
   return records;
@@ -272,12 +273,12 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
     if (fresh && !records.empty()) {
       std::vector<BlockId> blocks(l1.blocks.begin(), l1.blocks.begin() + first);
       for (size_t k = 0; k < records.size(); ++k) {
-        io_->WriteBlock((*fresh)[k], records[k].kv);
+        const int64_t index = first + static_cast<int64_t>(k);
+        LoadPayload(records[k].kv, (*fresh)[k], (index + 1) * bs);
         blocks.push_back((*fresh)[k]);
         // Counted up to max_tokens only: the block holding the last prompt token is onboarded
         // too, but that token is recomputed, so usage's per-tier counts add up to
         // cached_tokens.
-        const int64_t index = first + static_cast<int64_t>(k);
         const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
         const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
         (source[k] == host_.get()   ? hit.host_tokens
@@ -320,11 +321,12 @@ int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
     return 0;
   }
   std::optional<PartialTail> tail = tails_.Take(parent, tokens.subspan(p));
-  if (!tail || static_cast<int64_t>(tail->kv.size()) != io_->block_bytes()) {
+  // A hybrid's tail carries the state before the prompt's last token (StashTail).
+  const int64_t state_at = p + static_cast<int64_t>(tail ? tail->tokens.size() : 0) - 1;
+  if (!tail || !LoadPayload(tail->kv, (*block)[0], state_at)) {
     pool_->Unref((*block)[0]);
     return 0;
   }
-  io_->WriteBlock((*block)[0], tail->kv);
   const int64_t n = std::min<int64_t>(static_cast<int64_t>(tail->tokens.size()), max_tokens - p);
   std::vector<BlockId> blocks(before.blocks.begin(), before.blocks.begin() + p / bs);
   blocks.push_back((*block)[0]);
@@ -334,14 +336,30 @@ int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
 }
 
 BlockRecord TierController::MakeRecord(const BlockKey& key, const BlockKey& parent,
-                                       std::span<const int32_t> tokens, BlockId block) const {
+                                       std::span<const int32_t> tokens, BlockId block,
+                                       int64_t end) const {
   BlockRecord r;
   r.key = key;
   r.parent = parent;
   r.tokens.assign(tokens.begin(), tokens.end());
   r.kv.resize(io_->block_bytes());
   io_->ReadBlock(block, r.kv);
+  if (snapshots_) snapshots_->AppendBytes(block, end, &r.kv);
   return r;
+}
+
+bool TierController::PayloadFits(size_t bytes) const {
+  const int64_t n = static_cast<int64_t>(bytes);
+  return n == io_->block_bytes() ||
+         (snapshots_ != nullptr && n == io_->block_bytes() + snapshots_->state_bytes());
+}
+
+bool TierController::LoadPayload(std::span<const uint8_t> payload, BlockId block, int64_t end) {
+  if (!PayloadFits(payload.size())) return false;
+  const size_t kv = static_cast<size_t>(io_->block_bytes());
+  io_->WriteBlock(block, payload.first(kv));
+  if (payload.size() > kv) snapshots_->PutBytes(block, end, payload.subspan(kv));
+  return true;
 }
 
 void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
@@ -372,7 +390,8 @@ void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
         first_block.insert(first_block.end(), n.tokens.begin(), n.tokens.begin() + bs + begin);
         tokens = first_block;
       }
-      records.push_back(MakeRecord(n.keys[k], parent, tokens, n.blocks[k]));
+      const int64_t end = (n.start / bs + static_cast<int64_t>(k) + 1) * bs;
+      records.push_back(MakeRecord(n.keys[k], parent, tokens, n.blocks[k], end));
       marks.push_back(n.retention);
     }
   }
@@ -411,6 +430,9 @@ void TierController::StashTail(std::span<const int32_t> prompt, std::span<const 
   tail.tokens.assign(prompt.begin() + index * bs, prompt.begin() + end);
   tail.kv.resize(io_->block_bytes());
   io_->ReadBlock(blocks[index], tail.kv);
+  // A hybrid resumes a repeat of this prompt before its last token (always recomputed): the
+  // state there goes with the tail, when it lies inside the tail's block.
+  if (snapshots_) snapshots_->AppendBytes(blocks[index], end - 1, &tail.kv);
   tails_.Stash(std::move(tail));
 }
 
@@ -447,7 +469,8 @@ std::vector<BlockRecord> TierController::RecordsToWrite(const TierStore& store,
     // Remote: Contains is the store's memory of what it wrote or read lately, so a prefix
     // every request repeats is not re-sent each time.
     if (store.Contains(keys.keys[i])) continue;
-    records.push_back(MakeRecord(keys.keys[i], keys.Parent(i), prompt.subspan(i * bs, bs), blocks[i]));
+    records.push_back(
+        MakeRecord(keys.keys[i], keys.Parent(i), prompt.subspan(i * bs, bs), blocks[i], (i + 1) * bs));
   }
   return records;
 }

@@ -49,6 +49,7 @@
 #include "kv/block_io.h"
 #include "kv/block_key.h"
 #include "kv/block_pool.h"
+#include "kv/state_snapshots.h"
 #include "prefix/partial_tail_store.h"
 #include "prefix/radix_tree.h"
 #include "tier/disk_store.h"
@@ -80,6 +81,11 @@ struct TierOptions {
   // hold, and the clock their marks run on (nullptr: SteadyClock). Must outlive the controller.
   double retention_max_share = 0.5;
   const Clock* clock = nullptr;
+  // Hybrid models: the pool's recurrent-state snapshots (nullptr: none). A full block's
+  // snapshot at its end goes down with it (its record's payload: KV bytes, then the state
+  // bytes) and comes back up with it; a partial tail carries the state at its end. Must
+  // outlive the controller.
+  StateSnapshots* snapshots = nullptr;
 };
 
 // Prompt tokens one admission brought in from below the pool.
@@ -232,10 +238,14 @@ class TierController {
                      const MakeRoom& make_room);
   void StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
                  const BlockKeyChain& keys, int64_t end);
-  // A record of one full block: `tokens` are its block_size tokens; the KV is copied out of
-  // pool block `block`.
+  // A record of one full block: `tokens` are its block_size tokens, ending at position `end`;
+  // the KV is copied out of pool block `block`, and the state snapshot at `end`, if any.
   BlockRecord MakeRecord(const BlockKey& key, const BlockKey& parent,
-                         std::span<const int32_t> tokens, BlockId block) const;
+                         std::span<const int32_t> tokens, BlockId block, int64_t end) const;
+  // A record's payload (or a tail's) into pool block `block`: the KV bytes, then, when the
+  // payload carries one, the state snapshot at `end`. False when its size fits neither.
+  bool LoadPayload(std::span<const uint8_t> payload, BlockId block, int64_t end);
+  bool PayloadFits(size_t bytes) const;
   void ReaderLoop();
   struct Prefetched;
   // Reads the blocks of `ticket`'s `reads` (reader thread, read_mu_ not held): disk, then one
@@ -264,6 +274,7 @@ class TierController {
   std::unique_ptr<DiskStore> disk_;
   std::unique_ptr<RedisStore> remote_;
   PartialTailStore tails_;
+  StateSnapshots* snapshots_;
   const bool partial_supported_;
   ScopePolicy scope_;
   const int max_pending_writes_;

@@ -122,7 +122,9 @@ Status Engine::CreateCache(int max_cached_blocks) {
   TierOptions to = options.tiers;
   to.clock = options.clock;
   to.retention_max_share = options.retention_max_share;
-  to.partial_supported = hp.kv_slices_per_token;
+  // A hybrid's tails carry the recurrent state at their end, so they resume exactly too.
+  to.partial_supported = hp.kv_slices_per_token || snapshots_ != nullptr;
+  to.snapshots = snapshots_.get();
   if (options.prefix_cache &&
       (to.host_bytes > 0 || !to.disk_dir.empty() || to.remote || to.partial_max_entries > 0)) {
     ASSIGN_OR_RETURN(tiers, TierController::Create(to, co.fingerprint, co.hash, options.block_size,

@@ -1,6 +1,7 @@
 #include "kv/state_snapshots.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/check.h"
 
@@ -48,6 +49,24 @@ void StateSnapshots::Drop(BlockId block) {
   if (entries.empty()) return;
   count_.fetch_sub(static_cast<int64_t>(entries.size()), std::memory_order_relaxed);
   entries = {};  // give the memory back now: snapshots can be megabytes
+}
+
+bool StateSnapshots::AppendBytes(BlockId block, int64_t position,
+                                 std::vector<uint8_t>* bytes) const {
+  const std::span<const float> state = Get(block, position);
+  if (state.empty()) return false;
+  const size_t at = bytes->size();
+  bytes->resize(at + state_bytes());
+  std::memcpy(bytes->data() + at, state.data(), state_bytes());
+  return true;
+}
+
+bool StateSnapshots::PutBytes(BlockId block, int64_t position, std::span<const uint8_t> bytes) {
+  if (static_cast<int64_t>(bytes.size()) != state_bytes()) return false;
+  std::vector<float> state(state_floats_);
+  std::memcpy(state.data(), bytes.data(), bytes.size());
+  Put(block, position, state);
+  return true;
 }
 
 int64_t StateSnapshots::ResumePoint(std::span<const BlockId> blocks, int64_t num_tokens,

@@ -42,6 +42,15 @@ class StateSnapshots {
   int64_t PositionAtMost(BlockId block, int64_t limit) const;
   void Drop(BlockId block);
 
+  // The byte form the lower tiers carry after a block's KV bytes (ARCHITECTURE.md, "The cache,
+  // tier by tier"): exactly state_bytes() bytes, the floats in host order (the tiers' records
+  // are checksummed and fingerprinted by model, so a state never meets another model).
+  // Appends the snapshot of `block` at `position` to `bytes`; false (nothing appended) if none.
+  bool AppendBytes(BlockId block, int64_t position, std::vector<uint8_t>* bytes) const;
+  // Puts the snapshot `bytes` holds (state_bytes() of them) on `block` at `position`; false
+  // (nothing put) when the size is wrong.
+  bool PutBytes(BlockId block, int64_t position, std::span<const uint8_t> bytes);
+
   // Where a sequence whose first `num_tokens` tokens are in `blocks` (ceil(num_tokens /
   // block_size) of them, as a tree match gives) can resume: the largest snapshot position at
   // or below num_tokens on those blocks (a snapshot at q sits on the block of token q - 1),

@@ -66,6 +66,20 @@ TEST(StateSnapshots, ResumePointIsTheDeepestSnapshotInTheMatch) {
   EXPECT_EQ(s.ResumePoint(blocks, 11, kBs), 4);
 }
 
+TEST(StateSnapshots, BytesRoundTripAndAWrongSizeIsRefused) {
+  StateSnapshots s(2, 3);
+  const std::vector<float> state = {1.5f, -2.0f, 3.25f};
+  s.Put(BlockId(0), 16, state);
+  std::vector<uint8_t> bytes = {9};  // what came before (a block's KV) stays
+  EXPECT_FALSE(s.AppendBytes(BlockId(0), 15, &bytes));
+  ASSERT_TRUE(s.AppendBytes(BlockId(0), 16, &bytes));
+  ASSERT_EQ(bytes.size(), 1u + 12u);
+  EXPECT_FALSE(s.PutBytes(BlockId(1), 16, std::span<const uint8_t>(bytes)));  // 13 bytes
+  ASSERT_TRUE(s.PutBytes(BlockId(1), 16, std::span<const uint8_t>(bytes).subspan(1)));
+  const std::span<const float> got = s.Get(BlockId(1), 16);
+  EXPECT_EQ(std::vector<float>(got.begin(), got.end()), state);
+}
+
 TEST(StateSnapshots, GoesWithItsBlockWhenThePoolFreesIt) {
   BlockPool pool(2);
   StateSnapshots s(2, 1);

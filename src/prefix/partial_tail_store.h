@@ -30,7 +30,9 @@ namespace prefixd {
 struct PartialTail {
   BlockKey parent;
   std::vector<int32_t> tokens;  // 1 .. block_size - 1 tokens
-  std::vector<uint8_t> kv;      // a whole block's bytes; slots past tokens.size() unused
+  // A whole block's bytes (slots past tokens.size() unused), then, for a hybrid model, the
+  // recurrent-state snapshot before the tail's last token (StateSnapshots::AppendBytes).
+  std::vector<uint8_t> kv;
 };
 
 struct PartialTailStats {
