@@ -291,10 +291,14 @@ BlockKeyChain PrefixCache::ProbeKeys(std::string_view salt, std::span<const int3
 
 TierProbe PrefixCache::ProbeTiers(std::string_view salt, std::span<const int32_t> tokens,
                                   const BlockKeyChain& keys) const {
-  const int64_t pool_tokens = tree_.Peek(salt, tokens).num_tokens;
+  const MatchResult m = tree_.Peek(salt, tokens);
+  const int64_t pool_tokens = m.num_tokens;
   TierProbe p;
   if (tiers_) p = tiers_->Probe(pool_tokens, tokens, keys);
   p.pool_tokens = pool_tokens;
+  p.pool_resume_tokens = options_.snapshots
+                             ? options_.snapshots->ResumePoint(m.blocks, m.num_tokens, block_size_)
+                             : pool_tokens;
   p.pool_retained_tokens = tree_.RetainedPrefixTokens(salt, tokens);
   return p;
 }
@@ -381,6 +385,10 @@ PrefixCacheStats PrefixCache::stats() const {
   s.retention_expired_tokens = retention_expired_.load(std::memory_order_relaxed);
   s.retention_capped_tokens = retention_capped_.load(std::memory_order_relaxed);
   s.retention_requests = retention_requests_.load(std::memory_order_relaxed);
+  if (options_.snapshots != nullptr) {
+    s.state_snapshots = options_.snapshots->count();
+    s.state_snapshot_bytes = options_.snapshots->bytes();
+  }
   return s;
 }
 

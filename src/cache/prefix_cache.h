@@ -138,6 +138,10 @@ struct PrefixCacheStats {
   int64_t retention_expired_tokens = 0;
   int64_t retention_capped_tokens = 0;
   int64_t retention_requests = 0;
+  // Hybrid models: recurrent-state snapshots beside the pool's blocks (those of the tree and
+  // of running sequences) and their bytes; 0 otherwise.
+  int64_t state_snapshots = 0;
+  int64_t state_snapshot_bytes = 0;
 
   double hit_rate() const {
     return hits + misses == 0 ? 0.0 : static_cast<double>(hits) / (hits + misses);

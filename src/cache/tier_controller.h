@@ -100,6 +100,9 @@ struct TierHit {
 // What is resident for a prompt in each tier, without touching anything.
 struct TierProbe {
   int64_t pool_tokens = 0;
+  // Of pool_tokens, where a hybrid model could resume (its deepest state snapshot: see
+  // StateSnapshots::ResumePoint); pool_tokens for other models.
+  int64_t pool_resume_tokens = 0;
   int64_t host_tokens = 0;
   int64_t disk_tokens = 0;
   int64_t remote_tokens = 0;  // filled by ProbeRemote, off the engine thread

@@ -46,7 +46,18 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.block_size = eo.block_size;
   info_.block_bytes = engine_->backend().kv_layout().BlockBytes();
   info_.num_kv_blocks = engine_->block_pool().num_blocks();
-  info_.cache_budget_bytes = engine_->cache().stats().max_cached_blocks * info_.block_bytes;
+  if (const StateSnapshots* snapshots = engine_->state_snapshots(); snapshots != nullptr) {
+    info_.state_checkpoint_blocks = eo.state_checkpoint_blocks;
+    info_.state_snapshot_bytes = snapshots->state_bytes();
+  }
+  // A hybrid's cached block also carries 1/k of a snapshot (Engine::Create's accounting).
+  const int64_t snapshot_share =
+      info_.state_checkpoint_blocks > 0
+          ? (info_.state_snapshot_bytes + info_.state_checkpoint_blocks - 1) /
+                info_.state_checkpoint_blocks
+          : 0;
+  info_.cache_budget_bytes =
+      engine_->cache().stats().max_cached_blocks * (info_.block_bytes + snapshot_share);
   info_.prefix_cache = eo.prefix_cache;
   info_.prefix_cache_refusal = engine_->prefix_cache_refusal();
   info_.max_running = eo.max_running;
@@ -180,9 +191,9 @@ void EngineService::Shutdown() {
 
 namespace {
 
-RequestUsage UsageOf(const Sequence& seq, double ttft_ms, const std::string& refusal) {
+RequestUsage UsageOf(const Sequence& seq, double ttft_ms, const ServiceInfo& info) {
   RequestUsage u;
-  u.prefix_cache_refusal = refusal;
+  u.prefix_cache_refusal = info.prefix_cache_refusal;
   u.prompt_tokens = seq.num_prompt;
   u.completion_tokens = std::max(0, seq.num_generated());
   u.cached_tokens = std::max<int64_t>(0, seq.cached_tokens);
@@ -197,6 +208,10 @@ RequestUsage UsageOf(const Sequence& seq, double ttft_ms, const std::string& ref
   // The last prompt token is always computed, so a full hit leaves exactly one.
   u.diverged_at_token = u.cached_tokens < seq.num_prompt - 1 ? u.cached_tokens : -1;
   u.time_to_first_token_ms = std::max(0.0, ttft_ms);
+  // A hybrid's hit resumes from exactly one state snapshot, at cached_tokens.
+  if (info.state_checkpoint_blocks > 0) {
+    u.state_snapshot_bytes = u.cached_tokens > 0 ? info.state_snapshot_bytes : 0;
+  }
   return u;
 }
 
@@ -258,7 +273,7 @@ void EngineService::Loop() {
         ev.id = id;
         ev.finished = true;
         ev.finish = seq->finish;
-        ev.usage = UsageOf(*seq, 0, engine_->prefix_cache_refusal());
+        ev.usage = UsageOf(*seq, 0, info_);
         LogFinished(*seq);
         (*live_)[id.value()].on_event(ev);
         live_->erase(id.value());
@@ -278,7 +293,7 @@ void EngineService::Loop() {
       ev.finished = true;
       ev.finish = FinishReason::kCancelled;
       if (seq) {
-        ev.usage = UsageOf(*seq, it->second.ttft_ms, engine_->prefix_cache_refusal());
+        ev.usage = UsageOf(*seq, it->second.ttft_ms, info_);
         LogFinished(*seq);
       }
       it->second.on_event(ev);
@@ -318,7 +333,7 @@ void EngineService::Loop() {
             ev.finished = true;
             ev.finish = se.finish;
             if (auto seq = engine_->TakeFinished(se.id)) {
-              ev.usage = UsageOf(*seq, live.ttft_ms, engine_->prefix_cache_refusal());
+              ev.usage = UsageOf(*seq, live.ttft_ms, info_);
               LogFinished(*seq);
             }
           }

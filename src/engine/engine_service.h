@@ -44,6 +44,9 @@ struct RequestUsage {
   double time_to_first_token_ms = 0;  // submitted -> first token sampled
   // Why nothing could be reused for this model (Engine::prefix_cache_refusal), or empty.
   std::string prefix_cache_refusal;
+  // Hybrid models with snapshots: the bytes of the recurrent-state snapshot the request
+  // resumed from (0 when it resumed from nothing); -1 for other models (not reported).
+  int64_t state_snapshot_bytes = -1;
 };
 
 struct TokenEvent {
@@ -103,6 +106,10 @@ struct ServiceInfo {
   std::string remote_cache;            // redis URL without the password; empty: no remote tier
   std::string remote_cache_namespace;
   double retention_max_share = 0.5;  // --retention-max-share
+  // Hybrid models with the cache on: the recurrent state is snapshotted every this many
+  // blocks (--state-checkpoint-blocks), each snapshot this many bytes; 0 otherwise.
+  int32_t state_checkpoint_blocks = 0;
+  int64_t state_snapshot_bytes = 0;
   std::string kv_events_endpoint;  // empty: no KV events
   std::string kv_events_replay_endpoint;
 };

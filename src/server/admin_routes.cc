@@ -97,6 +97,11 @@ HttpResponse HandleProbe(ServerContext& ctx, const HttpRequest& req) {
   j["ranges"] = TierRanges(by_tier, total);
   j["by_tier"] = std::move(by_tier);
   j["retention"] = RetentionProbeJson(p, stats, ctx.info());
+  if (ctx.info().state_checkpoint_blocks > 0) {
+    // A hybrid resumes only at a state snapshot: where the pool's deepest one for this prompt
+    // is (the lower tiers' snapshots are found when they are onboarded).
+    j["state_snapshot"] = json{{"pool_resume_at", p.pool_resume_tokens}};
+  }
   if (prompt->starts) {
     j["num_messages"] = r.messages.size();
     j["diverges_in_message"] = resident < total ? json(prompt->starts->MessageOf(resident)) : json(nullptr);

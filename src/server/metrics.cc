@@ -253,6 +253,12 @@ std::string PrometheusText(const ServiceInfo& info, const ServiceStats& stats,
   Metric(out, "prefixd_prefix_cache_retention_capped_tokens_total", "counter",
          "Tokens of the prefix tree whose retention mark ended beyond --retention-max-share.",
          c.retention_capped_tokens);
+  Metric(out, "prefixd_prefix_cache_state_snapshots", "gauge",
+         "Recurrent-state snapshots of a hybrid model beside the pool's blocks (tree and running "
+         "requests); 0 for other models.",
+         c.state_snapshots);
+  Metric(out, "prefixd_prefix_cache_state_snapshot_bytes", "gauge",
+         "Bytes of those recurrent-state snapshots.", c.state_snapshot_bytes);
   Metric(out, "prefixd_retention_requests_total", "counter",
          "Requests that asked to retain part of their prompt (cache_control, "
          "prompt_cache_retention, prefix_cache.retention).",
@@ -372,6 +378,12 @@ nlohmann::json PrefixCacheStatsJson(const ServiceInfo& info, const ServiceStats&
   j["pool_total_blocks"] = stats.pool_total_blocks;
   j["requests_running"] = stats.requests_running;
   j["requests_waiting"] = stats.requests_waiting;
+  if (info.state_checkpoint_blocks > 0) {
+    j["state_snapshots"] = json{{"count", c.state_snapshots},
+                                {"bytes", c.state_snapshot_bytes},
+                                {"bytes_each", info.state_snapshot_bytes},
+                                {"checkpoint_blocks", info.state_checkpoint_blocks}};
+  }
   json by_tier{{"pool", json{{"cached_tokens", c.cached_tokens},
                              {"cached_blocks", c.cached_blocks},
                              {"cached_bytes", c.cached_blocks * info.block_bytes},

@@ -49,6 +49,11 @@ json UsageJson(const RequestUsage& usage, int32_t completion_tokens,
   pc["load_ms"] = usage.cache_load_ms;
   pc["diverged_at_token"] = usage.diverged_at_token >= 0 ? json(usage.diverged_at_token) : json(nullptr);
   if (!usage.prefix_cache_refusal.empty()) pc["disabled_reason"] = usage.prefix_cache_refusal;
+  if (usage.state_snapshot_bytes >= 0) {
+    // Hybrid models: the recurrent state came from one snapshot at cached_tokens (or none).
+    pc["state_snapshot"] = json{{"resumed_at", usage.cached_tokens > 0 ? json(usage.cached_tokens) : json(nullptr)},
+                                {"bytes", usage.state_snapshot_bytes}};
+  }
   if (diverged_in_message.has_value()) {
     pc["diverged_in_message"] = usage.diverged_at_token >= 0 ? json(*diverged_in_message) : json(nullptr);
   }

@@ -12,7 +12,9 @@
 //   40         16    key (hi, lo)
 //   56         16    parent key (hi, lo): the previous block's key, or the root key h_0
 //   72         4*N   token ids (int32)
-//   72+4N      M     kv bytes (KvLayout order: layer-major, K rows then V rows)
+//   72+4N      M     kv bytes (KvLayout order: layer-major, K rows then V rows); for a hybrid
+//                    model's checkpoint block, followed by its recurrent-state snapshot
+//                    (StateSnapshots::AppendBytes): M counts both
 //   72+4N+M    8     XXH3-64 of bytes [0, 72+4N+M)
 //   total      80 + 4N + M
 //

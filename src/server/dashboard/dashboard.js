@@ -191,7 +191,11 @@
   function tierCells(tier, stats) {
     if (tier === 'pool') {
       const p = stats.by_tier.pool;
-      return [`${stats.cached_tokens} tokens, ${stats.cached_blocks} blocks (${bytes(stats.cached_bytes)})` + retainedNote(p.retained_bytes),
+      // A hybrid's blocks carry recurrent-state snapshots, where a cached prefix can resume.
+      const snaps = stats.state_snapshots
+        ? `, ${stats.state_snapshots.count} state snapshots (${bytes(stats.state_snapshots.bytes)}, every ${stats.state_snapshots.checkpoint_blocks} blocks)`
+        : '';
+      return [`${stats.cached_tokens} tokens, ${stats.cached_blocks} blocks (${bytes(stats.cached_bytes)})` + snaps + retainedNote(p.retained_bytes),
               occupancy(stats.cached_blocks, stats.max_cached_blocks, `${stats.cached_blocks} of ${stats.max_cached_blocks} blocks`),
               String(stats.evictions),
               `${stats.nodes} tree nodes, ${stats.locked_requests} requests holding blocks` +
@@ -396,6 +400,7 @@
         .map((t) => `${t} ${p.retention[t].prompt_retained_tokens}`).join(' · ');
       if (kept) summary += ` · retained: ${kept}`;
     }
+    if (p.state_snapshot) summary += ` · resumes at token ${p.state_snapshot.pool_resume_at} (the pool's deepest state snapshot)`;
     if (!p.cache_enabled) summary += ` · the cache is not serving (see the header)`;
     const s = $('probe-summary');
     s.textContent = summary;
