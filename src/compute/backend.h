@@ -34,6 +34,16 @@ struct ForwardSequence {
   // state, owned by the caller, holding the state after positions [0, start_pos) (all zeros
   // for start_pos 0). Forward advances it past this chunk's tokens. Empty otherwise.
   std::span<float> recurrent_state;
+  // Hybrid models: states to copy out inside the chunk (snapshot points that do not fall at
+  // its end), in increasing `after` (1 <= after < tokens.size()): the whole recurrent state
+  // after the chunk's first `after` tokens, in recurrent_state's layout, into `dest`
+  // (recurrent_state_floats() floats, owned by the caller). Lets a prefill chunk run whole
+  // instead of stopping at every snapshot point.
+  struct StateCapture {
+    int64_t after = 0;
+    float* dest = nullptr;
+  };
+  std::span<const StateCapture> state_captures;
 };
 
 struct ForwardBatch {

@@ -260,18 +260,35 @@ bool Engine::IsSnapshotPoint(const Sequence& seq, int64_t position) const {
   return position % every == 0 || position == seq.num_prompt - 1;
 }
 
-int64_t Engine::CapAtSnapshotPoint(const Sequence& seq, int64_t len) const {
-  if (snapshots_ == nullptr) return len;
+void Engine::PlanCaptures(const Sequence& seq, int64_t len, std::vector<StateCapture>* out) {
+  out->clear();
+  if (snapshots_ == nullptr) return;
   const int64_t every = int64_t{options_.block_size} * options_.state_checkpoint_blocks;
-  int64_t stop = (seq.num_computed / every + 1) * every;
-  if (seq.num_computed < seq.num_prompt - 1) stop = std::min<int64_t>(stop, seq.num_prompt - 1);
-  return std::min(len, stop - seq.num_computed);
+  const int64_t first = seq.num_computed, end = first + len;
+  std::vector<int64_t> points;
+  for (int64_t p = (first / every + 1) * every; p < end; p += every) points.push_back(p);
+  if (const int64_t p = seq.num_prompt - 1; p > first && p < end) points.push_back(p);
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  for (const int64_t p : points) {
+    if (capture_buffers_.size() <= capture_buffers_used_) capture_buffers_.emplace_back();
+    std::vector<float>& buffer = capture_buffers_[capture_buffers_used_++];
+    buffer.resize(snapshots_->state_floats());
+    out->push_back({p, buffer.data()});
+  }
 }
 
-void Engine::MaybeSnapshot(Sequence& seq) {
-  if (snapshots_ == nullptr || !IsSnapshotPoint(seq, seq.num_computed)) return;
-  const BlockId block = seq.table.blocks()[(seq.num_computed - 1) / options_.block_size];
-  snapshots_->Put(block, seq.num_computed, seq.recurrent_state);
+void Engine::SaveSnapshots(Sequence& seq, std::span<const StateCapture> captured) {
+  if (snapshots_ == nullptr) return;
+  const std::span<const BlockId> blocks = seq.table.blocks();
+  for (const StateCapture& c : captured) {  // the state after [0, c.position), taken mid-chunk
+    snapshots_->Put(blocks[(c.position - 1) / options_.block_size], c.position,
+                    std::span<const float>(c.state, snapshots_->state_floats()));
+  }
+  if (IsSnapshotPoint(seq, seq.num_computed)) {
+    snapshots_->Put(blocks[(seq.num_computed - 1) / options_.block_size], seq.num_computed,
+                    seq.recurrent_state);
+  }
 }
 
 void Engine::IndexComputed(Sequence& seq) {
@@ -375,8 +392,7 @@ std::vector<Engine::Chunk> Engine::PlanStep(std::vector<BlockCopy>* copies,
     if (budget <= 0) break;
     if (!is_running(seq)) continue;  // preempted earlier in this loop
     const int64_t pending = static_cast<int64_t>(seq->tokens.size()) - seq->num_computed;
-    const int64_t len = CapAtSnapshotPoint(
-        *seq, std::min<int64_t>({pending, options_.max_chunk_tokens, budget}));
+    const int64_t len = std::min<int64_t>({pending, options_.max_chunk_tokens, budget});
     auto protect = [&](const Sequence* cand) {
       return cand == seq || std::any_of(chunks.begin(), chunks.end(),
                                         [&](const Chunk& ch) { return ch.seq == cand; });
@@ -405,7 +421,7 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
     auto [seq, len] = chunks[s];
     const int64_t first_pos = seq->num_computed;
     seq->num_computed += len;
-    MaybeSnapshot(*seq);  // before the prompt is indexed and written through below
+    SaveSnapshots(*seq, captures_[s]);  // before the prompt is indexed and written through below
     if (seq->request.record_logits) RecordLogits(*seq, first_pos, out, out.first_row[s], len);
     if (first_pos < seq->num_prompt && seq->num_computed >= seq->num_prompt) {
       cache_->OnPromptComputed(seq->ticket,
@@ -456,7 +472,16 @@ StatusOr<std::vector<StepEvent>> Engine::RunStep() {
   const double forward_cpu_start = ThreadCpuSeconds();
   backend_->CopyBlocks(copies);
   ForwardBatch batch;
-  for (const auto& [seq, len] : chunks) {
+  captures_.resize(chunks.size());
+  forward_captures_.resize(chunks.size());
+  capture_buffers_used_ = 0;
+  for (size_t s = 0; s < chunks.size(); ++s) {
+    const auto& [seq, len] = chunks[s];
+    PlanCaptures(*seq, len, &captures_[s]);
+    forward_captures_[s].clear();
+    for (const StateCapture& c : captures_[s]) {
+      forward_captures_[s].push_back({c.position - seq->num_computed, c.state});
+    }
     ForwardSequence fs;
     fs.tokens = std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, len);
     fs.start_pos = seq->num_computed;
@@ -465,6 +490,7 @@ StatusOr<std::vector<StepEvent>> Engine::RunStep() {
                      seq->num_computed + len == static_cast<int64_t>(seq->tokens.size());
     fs.all_logits = seq->request.record_logits;
     fs.recurrent_state = seq->recurrent_state;
+    fs.state_captures = forward_captures_[s];
     batch.sequences.push_back(fs);
   }
   ForwardOutput out;

@@ -155,14 +155,19 @@ class Engine {
   // evicts cached entries, then preempts newer sequences not in `protect`.
   std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,
                                                      const std::function<bool(const Sequence*)>& protect);
-  // Hybrid models: `len` cut so that the chunk ends at the sequence's next snapshot point (a
-  // checkpoint block boundary, or the position before its prompt's last token), where the
-  // engine can copy the recurrent state out; `len` unchanged otherwise.
-  int64_t CapAtSnapshotPoint(const Sequence& seq, int64_t len) const;
+  // Hybrid models: a snapshot point is a checkpoint block boundary or the position before a
+  // prompt's last token. The points strictly inside a chunk of `len` tokens from
+  // seq.num_computed are captured by the backend during the forward pass (into
+  // capture_buffers_), the one at its end is the sequence's own state afterwards.
+  struct StateCapture {
+    int64_t position = 0;  // the state after [0, position)
+    float* state = nullptr;
+  };
   bool IsSnapshotPoint(const Sequence& seq, int64_t position) const;
-  // Saves `seq`'s recurrent state beside the block of its last computed token when
-  // num_computed is a snapshot point.
-  void MaybeSnapshot(Sequence& seq);
+  void PlanCaptures(const Sequence& seq, int64_t len, std::vector<StateCapture>* out);
+  // After a chunk: saves the captured states and, at a snapshot point, the sequence's own,
+  // each beside the block of the token before its position.
+  void SaveSnapshots(Sequence& seq, std::span<const StateCapture> captured);
   // Admission of a hybrid: the recurrent state at the hit's end (zeros at 0, else its snapshot).
   void RestoreState(Sequence& seq, const CacheHit& hit);
   // Indexes what `seq` computed ([0, num_computed)) in the prefix cache.
@@ -181,6 +186,11 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   BlockPool pool_;
   std::unique_ptr<StateSnapshots> snapshots_;  // before cache_: the cache reads it
+  // Per step, per chunk: the states captured mid-chunk (buffers reused across steps).
+  std::vector<std::vector<StateCapture>> captures_;
+  std::vector<std::vector<ForwardSequence::StateCapture>> forward_captures_;
+  std::vector<std::vector<float>> capture_buffers_;
+  size_t capture_buffers_used_ = 0;
   std::unique_ptr<PrefixCache> cache_;
   int64_t next_id_ = 0;
   int64_t num_preemptions_ = 0;

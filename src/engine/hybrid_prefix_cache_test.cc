@@ -171,6 +171,35 @@ TEST_F(HybridPrefixCache, SixteenConcurrentSharersGetColdBits) {
   EXPECT_EQ(sharers, 15) << "all but the first should resume from the shared prefix";
 }
 
+// Snapshots do not cut prefill into blocks: the backend copies the states of the points inside
+// a chunk out during the forward pass, so a 100-token prompt takes as many steps with the cache
+// on (snapshots at 16, 32, 48, 64, 80, 96 and 99) as with it off, and a second engine resumes
+// from each of those mid-chunk snapshots with the cold run's bits.
+TEST_F(HybridPrefixCache, SnapshotsAreTakenInsideChunksWithoutCuttingThem) {
+  const std::vector<int32_t> prompt = Prompt(81, 100);
+  const auto steps = [&](bool cache) {
+    EngineOptions eo = Options(1);
+    eo.prefix_cache = cache;
+    auto engine = MakeEngine(eo);
+    auto id = engine->Add(Request(prompt, 2));
+    EXPECT_TRUE(id.ok());
+    int n = 0;
+    for (; engine->HasWork(); ++n) EXPECT_TRUE(engine->Step().ok());
+    if (cache) EXPECT_GE(engine->state_snapshots()->count(), 7);
+    return n;
+  };
+  EXPECT_EQ(steps(true), steps(false));
+  for (int split : {16, 48, 96, 99}) {
+    std::vector<int32_t> other(prompt.begin(), prompt.begin() + split);
+    for (int32_t t : Prompt(300 + split, 8)) other.push_back(t);
+    other[split] = (prompt[split] + 1) % 320;
+    auto engine = MakeEngine(Options(1));
+    const std::vector<Outcome> runs = RunInOrder(*engine, {prompt, other});
+    EXPECT_EQ(runs[1].cached_tokens, split) << split;
+    EXPECT_TRUE(SameBits(runs[1].logits, Cold(other).logits)) << "logits differ, split " << split;
+  }
+}
+
 // --state-checkpoint-blocks 0: no snapshots, so nothing is reused, and the engine says why.
 TEST_F(HybridPrefixCache, NoCheckpointsMeansNoReuseAndAReason) {
   const std::vector<int32_t> prompt = Prompt(71, 40);

@@ -315,13 +315,24 @@ void CpuBackend::DeltaNetMix(int layer, const LayerWeights& lw, const ForwardBat
   const DeltaNetShape& d = hp_.delta_net;
   const int64_t offset = recurrent_index_[layer] * d.state_floats();
   delta_runs_.clear();
+  delta_captures_.clear();
+  for (const ForwardSequence& seq : batch.sequences) {
+    for (const ForwardSequence::StateCapture& c : seq.state_captures) {
+      float* state = c.dest + offset;
+      delta_captures_.push_back({c.after, state, state + d.conv_state_floats()});
+    }
+  }
   int64_t g = 0;
+  size_t first_capture = 0;
   for (const ForwardSequence& seq : batch.sequences) {
     const int64_t len = static_cast<int64_t>(seq.tokens.size());
+    const size_t captures = seq.state_captures.size();
     if (len > 0) {
       float* state = seq.recurrent_state.data() + offset;
-      delta_runs_.push_back({g, len, state, state + d.conv_state_floats()});
+      delta_runs_.push_back({g, len, state, state + d.conv_state_floats(),
+                             std::span(delta_captures_).subspan(first_capture, captures)});
     }
+    first_capture += captures;
     g += len;
   }
   cpu::DeltaNetWeights w;

@@ -113,6 +113,7 @@ class CpuBackend : public Backend {
   std::vector<int> kv_layer_, recurrent_index_;
   std::unique_ptr<cpu::DeltaNet> delta_net_;  // Hparams::hybrid() only
   std::vector<cpu::DeltaNetRun> delta_runs_;
+  std::vector<cpu::DeltaNetRun::Capture> delta_captures_;
 };
 
 }  // namespace prefixd

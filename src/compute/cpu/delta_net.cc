@@ -86,6 +86,13 @@ void DeltaNet::Convolve(const Weight& taps, std::span<const DeltaNetRun> runs, T
         for (int64_t c = 0; c < w; ++c) history[j * kChunk + c] = state[c * (k - 1) + j];
         window[j] = &history[j * kChunk];
       }
+      // The last k - 1 inputs as a state (rows of `history`, or mixed_'s token rows).
+      const auto save = [&](float* to) {
+        for (int j = 0; j < k - 1; ++j) {
+          for (int64_t c = 0; c < w; ++c) to[c * (k - 1) + j] = window[j][c];
+        }
+      };
+      size_t capture = 0;
       for (int64_t t = 0; t < run.count; ++t) {
         const int64_t g = run.first + t;
         window[k - 1] = &mixed_[g * channels + c0];
@@ -94,12 +101,11 @@ void DeltaNet::Convolve(const Weight& taps, std::span<const DeltaNetRun> runs, T
         for (int j = 0; j < k; ++j) AddProductRow(out, window[j], &taps_t[j * channels + c0], w);
         Silu(out, w);
         for (int j = 0; j + 1 < k; ++j) window[j] = window[j + 1];
+        if (capture < run.captures.size() && run.captures[capture].after == t + 1) {
+          save(run.captures[capture++].conv_state + c0 * (k - 1));
+        }
       }
-      // The last k - 1 inputs become the state (rows of `history` not yet overwritten, or
-      // mixed_'s token rows).
-      for (int j = 0; j < k - 1; ++j) {
-        for (int64_t c = 0; c < w; ++c) state[c * (k - 1) + j] = window[j][c];
-      }
+      save(state);
     }
   });
 }
@@ -134,6 +140,7 @@ void DeltaNet::Recur(std::span<const DeltaNetRun> runs, ThreadPool& pool) {
       const int h = static_cast<int>(item % hv);
       const int kh = h % s.num_k_heads;
       float* state = run.ssm_state + int64_t{h} * hd * hd;
+      size_t capture = 0;
       for (int64_t t = 0; t < run.count; ++t) {
         const int64_t g = run.first + t;
         const float* q = &conv_[g * channels + int64_t{kh} * hd];
@@ -151,6 +158,10 @@ void DeltaNet::Recur(std::span<const DeltaNetRun> runs, ThreadPool& pool) {
           const float delta = (v[j] - dot(row, k, hd)) * beta;
           AddScaledRow(row, k, delta, hd);
           o[j] = dot(row, q, hd) * scale;
+        }
+        if (capture < run.captures.size() && run.captures[capture].after == t + 1) {
+          std::copy(state, state + int64_t{hd} * hd,
+                    run.captures[capture++].ssm_state + int64_t{h} * hd * hd);
         }
       }
     }

@@ -61,6 +61,14 @@ struct DeltaNetRun {
   // num_v_heads matrices of head_dim x head_dim; in head h, row j (a value dim) holds S_ij
   // over key dims i (llama.cpp's layout, so a row is contiguous for the dot products).
   float* ssm_state = nullptr;
+  // States to copy out after the run's first `after` tokens (increasing; after < count), in
+  // conv_state's and ssm_state's layouts.
+  struct Capture {
+    int64_t after = 0;
+    float* conv_state = nullptr;
+    float* ssm_state = nullptr;
+  };
+  std::span<const Capture> captures;
 };
 
 class DeltaNet {
