@@ -112,7 +112,7 @@ else
   # about 4x the plain build) and disk_store_test (fsync-bound, as long in the plain build) are
   # most of it. A test that hangs is killed after 300 s, not the default 600.
   TSAN_TESTS=(base_test host_store_test disk_store_test redis_store_test tier_controller_test
-    tiered_cache_test engine_service_test http_server_test http_transport_test)
+    copy_offload_test tiered_cache_test engine_service_test http_server_test http_transport_test)
   stage_begin "TSan build (${#TSAN_TESTS[@]} tests)"
   ok=1
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPREFIXD_BENCH=OFF \

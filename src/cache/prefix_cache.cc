@@ -23,6 +23,7 @@ PrefixCache::PrefixCache(BlockPool* pool, int block_size, const PrefixCacheOptio
 // ---- admission ----
 
 Admission PrefixCache::Admit(CacheTicket& ticket, std::span<const int32_t> tokens) {
+  if (tiers_) tiers_->ReleaseCopied();
   ticket.tokens_ = tokens;
   // At least the last known token is always computed: its logits are needed to sample.
   const int64_t max_tokens = static_cast<int64_t>(tokens.size()) - 1;
@@ -239,9 +240,31 @@ void PrefixCache::InsertKeyed(std::string_view salt, std::span<const int32_t> to
   PublishGauges();
 }
 
-int PrefixCache::Evict(int num_blocks) { return ApplyEviction(tree_.PrepareEviction(num_blocks)); }
+int PrefixCache::Evict(int num_blocks) {
+  if (tiers_ && pool_->num_held() > 0) {
+    // Blocks nobody uses wait for their copies (memory copies only: a short wait that cannot
+    // deadlock). Had the engine thread copied them, they would be free already, and the
+    // caller might not be short at all: give them back and let it ask again, so that the tree
+    // loses no more than it would have.
+    const int before = pool_->num_free();
+    tiers_->WaitForCopies();
+    return pool_->num_free() - before;
+  }
+  const int freed = ApplyEviction(tree_.PrepareEviction(num_blocks));
+  // The caller needs the room now: the plan's blocks become free when their copies land.
+  if (tiers_ && pool_->num_held() > 0) tiers_->WaitForCopies();
+  return freed;
+}
 
-int PrefixCache::Clear() { return ApplyEviction(tree_.PrepareClear()); }
+int PrefixCache::Clear() {
+  const int freed = ApplyEviction(tree_.PrepareClear());
+  WaitForCopies();  // so that what it freed is free when it returns
+  return freed;
+}
+
+void PrefixCache::WaitForCopies() {
+  if (tiers_) tiers_->WaitForCopies();
+}
 
 int PrefixCache::ApplyEviction(const EvictionPlan& plan) {
   if (!plan.empty()) {
@@ -312,7 +335,7 @@ Status PrefixCache::ClearRemote() {
   Status st = tiers_->ClearRemote();
   // Announced even when the clear failed part way: a router must not keep routing to blocks
   // that may be gone (a miss costs a recompute; a stale route costs the same and more).
-  if (options_.events && tiers_->stats().remote_enabled) options_.events->Cleared(KvMedium::kRemote);
+  if (options_.events && tiers_->has_remote()) options_.events->Cleared(KvMedium::kRemote);
   return st;
 }
 
@@ -357,6 +380,7 @@ void PrefixCache::EmitPoolStored(std::span<const int32_t> tokens, const BlockKey
 }
 
 void PrefixCache::FlushEvents() {
+  if (tiers_) tiers_->ReleaseCopied();  // once per engine loop: a safe point
   if (options_.events) options_.events->Flush();
 }
 

@@ -13,7 +13,8 @@
 //
 // Eviction is a plan (RadixTree::PrepareEviction*) applied in ONE place, ApplyEviction: the
 // budget trim after Insert, Evict for room, Clear, and the room Onboard asks for all go
-// through it; it offloads the plan's blocks to host RAM in one batch, counts them and
+// through it; it offloads the plan's blocks to host RAM in one batch (copied off the engine
+// thread: the pool holds them until the copies land, see TierController), counts them and
 // publishes the gauges. Block keys are hashed in one place too (BlockKeyer): once per
 // request, carried in its ticket, stored on the tree's nodes.
 //
@@ -205,10 +206,18 @@ class PrefixCache {
   void Insert(std::string_view salt, std::span<const int32_t> tokens,
               std::span<const BlockId> blocks);
   // Evicts least-recently-used unlocked entries until `num_blocks` pool blocks became free or
-  // nothing evictable is left. Returns the number freed.
+  // nothing evictable is left. Returns the number freed. Blocks being copied to host RAM are
+  // free once their copies land: Evict waits for those (the caller needs the room now), a
+  // budget trim does not. While blocks nobody uses wait for copies, Evict only waits for
+  // them and returns how many that freed (the caller asks again if still short), so the tree
+  // never loses more than it would if the copies were made at once.
   int Evict(int num_blocks);
   // Drops every unlocked entry. Returns the number of blocks freed.
   int Clear();
+  // Waits for the blocks being copied to lower tiers (offload, write-through) to be copied,
+  // and returns the ones nobody uses to the pool. The idle engine calls it, so that what
+  // the tiers hold, their counters and events are settled when there is nothing to do.
+  void WaitForCopies();
   // Clears one tier: "pool", "host", "disk", "remote", "partial" or "all". "all" is this
   // server's own tiers; the shared remote tier is cleared only when named.
   Status ClearTier(std::string_view tier);

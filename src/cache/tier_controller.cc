@@ -51,6 +51,13 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
   if (tc->disk_ || tc->remote_) {
     tc->reader_ = std::thread([t = tc.get()] { t->ReaderLoop(); });
   }
+  if (tc->host_ || tc->disk_ || tc->remote_) {
+    // Bounded like the slow tiers' queues: past it, a copy is dropped (and counted), never
+    // waited for. Its jobs are in memory only (no I/O), so it drains fast.
+    tc->copier_ = std::make_unique<BackgroundWriter>(
+        [t = tc.get()](std::vector<PendingWrite>& job) { t->Land(job); },
+        options.max_pending_writes);
+  }
   return tc;
 }
 
@@ -72,6 +79,10 @@ TierController::TierController(const TierOptions& options, std::vector<uint8_t> 
 }
 
 TierController::~TierController() {
+  // The copier's jobs feed the writers below: finish them first, and give the pool (which
+  // outlives the controller) back the blocks they held.
+  if (copier_) WaitForCopies();
+  copier_.reset();
   disk_writer_.reset();
   remote_writer_.reset();
   {
@@ -88,7 +99,7 @@ SlowReads TierController::KeysToLoad(const BlockKeyChain& chain, int64_t pool_to
   const std::vector<BlockKey>& keys = chain.keys;
   size_t i = pool_tokens / block_size_;
   for (; i < keys.size(); ++i) {
-    if (host_ && host_->Contains(keys[i])) continue;
+    if (HostHas(keys[i])) continue;
     if (!disk_ || !disk_->Contains(keys[i])) break;
     out.disk.push_back(keys[i]);
   }
@@ -220,6 +231,9 @@ void TierController::ReaderLoop() {
 std::optional<std::vector<BlockId>> TierController::AllocateForOnboard(int n,
                                                                       const MakeRoom& make_room) {
   if (n <= 0) return std::vector<BlockId>{};
+  // Blocks waiting for their copies would be free had the copies been made at once: count
+  // them as such before asking the tree for room.
+  if (pool_->num_free() < n && pool_->num_held() > 0) WaitForCopies();
   if (pool_->num_free() < n) make_room(n - pool_->num_free());
   return pool_->Allocate(n);
 }
@@ -234,7 +248,7 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
   const std::vector<BlockKey>& keys = chain.keys;
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
-    if (host_ && host_->Contains(keys[i])) t = host_.get();
+    if (HostHas(keys[i])) t = host_.get();
     else t = PrefetchedFrom(keys[i]);
     if (t == nullptr) break;
     source->push_back(t);
@@ -335,17 +349,20 @@ int64_t TierController::SpliceTail(RadixTree& tree, std::string_view salt,
   return n;
 }
 
-BlockRecord TierController::MakeRecord(const BlockKey& key, const BlockKey& parent,
-                                       std::span<const int32_t> tokens, BlockId block,
-                                       int64_t end) const {
-  BlockRecord r;
-  r.key = key;
-  r.parent = parent;
-  r.tokens.assign(tokens.begin(), tokens.end());
-  r.kv.resize(io_->block_bytes());
-  io_->ReadBlock(block, r.kv);
-  if (snapshots_) snapshots_->AppendBytes(block, end, &r.kv);
-  return r;
+PendingWrite TierController::HoldForCopy(const BlockKey& key, const BlockKey& parent,
+                                         std::span<const int32_t> tokens, BlockId block,
+                                         int64_t end, uint8_t tiers) {
+  PendingWrite w;
+  w.record.key = key;
+  w.record.parent = parent;
+  w.record.tokens.assign(tokens.begin(), tokens.end());
+  // The snapshot map is the engine thread's: its bytes are taken now, the KV by the copier.
+  if (snapshots_) snapshots_->AppendBytes(block, end, &w.record.kv);
+  w.source = block;
+  w.tiers = tiers;
+  pool_->Hold(block);
+  ++holds_in_flight_;
+  return w;
 }
 
 bool TierController::PayloadFits(size_t bytes) const {
@@ -365,21 +382,21 @@ bool TierController::LoadPayload(std::span<const uint8_t> payload, BlockId block
 void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
   if (!host_) return;
   const int bs = block_size_;
-  std::vector<BlockRecord> records;
-  std::vector<RetentionMark> marks;
+  std::vector<PendingWrite> job;
   std::vector<HostStore::Spilled> spilled;  // retained records host RAM hands down
   std::vector<int32_t> first_block;  // a node's first full block: its lead, then its own tokens
   for (const EvictionPlan::Entry& e : nodes) {
     const RemovedNode& n = e.node;
     // Blocks host RAM (or the disk, written through) already holds keep ranking by what the
-    // tree asked.
+    // tree asked: marked on what host RAM holds once the copies before this one landed.
     if (n.retention.marked()) {
+      WaitForCopies();
       host_->Retain(n.keys, n.retention, &spilled);
       if (disk_) disk_->Retain(n.keys, n.retention, /*remember_absent=*/false);
     }
     // Key k is block index n.start / bs + k; it is n.blocks[k] and ends inside the edge.
+    // Whether host RAM holds it already is asked by the copier, in order, before it copies.
     for (size_t k = 0; k < n.keys.size(); ++k) {
-      if (host_->Contains(n.keys[k])) continue;
       const BlockKey parent = k == 0 ? n.parent_key : n.keys[k - 1];
       const int64_t begin = (n.start / bs + static_cast<int64_t>(k)) * bs - n.start;
       std::span<const int32_t> tokens;
@@ -391,16 +408,79 @@ void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
         tokens = first_block;
       }
       const int64_t end = (n.start / bs + static_cast<int64_t>(k) + 1) * bs;
-      records.push_back(MakeRecord(n.keys[k], parent, tokens, n.blocks[k], end));
-      marks.push_back(n.retention);
+      job.push_back(HoldForCopy(n.keys[k], parent, tokens, n.blocks[k], end, kToHost));
+      job.back().mark = n.retention;
     }
   }
-  if (!records.empty()) {
-    const int64_t n = static_cast<int64_t>(records.size());
-    host_->WriteRetained(std::move(records), marks, &spilled);
-    offloaded_.fetch_add(n, std::memory_order_relaxed);
-  }
   SpillToDisk(std::move(spilled));
+  // Known as on their way only now: a WaitForCopies above forgets what it saw land.
+  for (const PendingWrite& w : job) {
+    offloading_.insert(w.record.key);
+    if (w.mark.marked()) offloading_expiry_ms_ = std::min(offloading_expiry_ms_, w.mark.until_ms);
+  }
+  copier_->Enqueue(std::move(job));
+}
+
+void TierController::Land(std::vector<PendingWrite>& job) {
+  std::vector<BlockRecord> host_records, disk_records, remote_records;
+  std::vector<RetentionMark> marks;
+  for (PendingWrite& w : job) {
+    uint8_t to = w.tiers;
+    // As the engine thread would have asked before copying, had it copied: the jobs before
+    // this one have landed, and host RAM changes only through them (HostHas, WaitForCopies).
+    if ((to & kToHost) && host_->Contains(w.record.key)) to &= ~kToHost;
+    if (to == 0) continue;
+    if (w.source.valid()) {
+      // record.kv holds what follows the KV (a state snapshot, or nothing): the KV goes first.
+      const size_t kv = static_cast<size_t>(io_->block_bytes());
+      w.record.kv.insert(w.record.kv.begin(), kv, 0);
+      io_->ReadBlock(w.source, std::span<uint8_t>(w.record.kv).first(kv));
+    }
+    if (to & kToDisk) disk_records.push_back(w.record);
+    if (to & kToRemote) remote_records.push_back(w.record);
+    if (to & kToHost) {
+      host_records.push_back(std::move(w.record));
+      marks.push_back(w.mark);
+    }
+  }
+  if (!host_records.empty()) {
+    const int64_t n = static_cast<int64_t>(host_records.size());
+    std::vector<HostStore::Spilled> spilled;
+    host_->WriteRetained(std::move(host_records), marks, &spilled);
+    offloaded_.fetch_add(n, std::memory_order_relaxed);
+    SpillToDisk(std::move(spilled));
+  }
+  if (!disk_records.empty()) disk_writer_->Enqueue(std::move(disk_records));
+  if (!remote_records.empty()) remote_writer_->Enqueue(std::move(remote_records));
+}
+
+void TierController::ReleaseCopied() {
+  if (holds_in_flight_ == 0 || !copier_) return;
+  std::vector<BlockId> done;
+  copier_->TakeReleased(&done);
+  for (BlockId b : done) pool_->Unhold(b);
+  holds_in_flight_ -= static_cast<int64_t>(done.size());
+}
+
+void TierController::WaitForCopies() {
+  if (!copier_) return;
+  copier_->Flush();
+  offloading_.clear();
+  offloading_expiry_ms_ = INT64_MAX;
+  ReleaseCopied();
+}
+
+bool TierController::HostHas(const BlockKey& key) const {
+  if (!host_) return false;
+  if (!offloading_.empty()) {
+    // A key neither held nor queued cannot be there after the copies either (they only add
+    // the queued keys); otherwise the copies decide (they may also push a held key out).
+    if (!offloading_.contains(key) && !host_->Contains(key)) return false;
+    copier_->Flush();
+    offloading_.clear();
+    offloading_expiry_ms_ = INT64_MAX;
+  }
+  return host_->Contains(key);
 }
 
 void TierController::SpillToDisk(std::vector<HostStore::Spilled> spilled) {
@@ -416,7 +496,13 @@ void TierController::SpillToDisk(std::vector<HostStore::Spilled> spilled) {
 }
 
 int TierController::ExpireRetention(int64_t now_ms) {
-  return (host_ ? host_->ExpireRetention(now_ms) : 0) + (disk_ ? disk_->ExpireRetention(now_ms) : 0);
+  int n = 0;
+  // Host RAM's marks end in order with the copies: only when one is due, held or in flight.
+  if (host_ && now_ms >= std::min(offloading_expiry_ms_, host_->next_retention_expiry_ms())) {
+    WaitForCopies();
+    n += host_->ExpireRetention(now_ms);
+  }
+  return n + (disk_ ? disk_->ExpireRetention(now_ms) : 0);
 }
 
 void TierController::StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
@@ -452,27 +538,25 @@ void TierController::OnPrefillComplete(std::span<const int32_t> prompt,
                   spec.ToString(), d.candidates, d.longest_shared, d.end, len, d.reason);
   }
   if (d.keep_tail && d.end != len) StashTail(prompt, blocks, keys, d.end);
-  if (disk_writer_) disk_writer_->Enqueue(RecordsToWrite(*disk_, prompt, blocks, keys, d.end));
-  if (remote_writer_) {
-    remote_writer_->Enqueue(RecordsToWrite(*remote_, prompt, blocks, keys, d.end));
-  }
+  copier_->Enqueue(WritesThrough(prompt, blocks, keys, d.end));
 }
 
-std::vector<BlockRecord> TierController::RecordsToWrite(const TierStore& store,
-                                                        std::span<const int32_t> prompt,
+std::vector<PendingWrite> TierController::WritesThrough(std::span<const int32_t> prompt,
                                                         std::span<const BlockId> blocks,
-                                                        const BlockKeyChain& keys,
-                                                        int64_t end) const {
+                                                        const BlockKeyChain& keys, int64_t end) {
   const int bs = block_size_;
-  std::vector<BlockRecord> records;
+  std::vector<PendingWrite> job;
   for (int64_t i = 0; (i + 1) * bs <= end && i < static_cast<int64_t>(blocks.size()); ++i) {
     // Remote: Contains is the store's memory of what it wrote or read lately, so a prefix
     // every request repeats is not re-sent each time.
-    if (store.Contains(keys.keys[i])) continue;
-    records.push_back(
-        MakeRecord(keys.keys[i], keys.Parent(i), prompt.subspan(i * bs, bs), blocks[i], (i + 1) * bs));
+    uint8_t to = 0;
+    if (disk_ && !disk_->Contains(keys.keys[i])) to |= kToDisk;
+    if (remote_ && !remote_->Contains(keys.keys[i])) to |= kToRemote;
+    if (to == 0) continue;
+    job.push_back(HoldForCopy(keys.keys[i], keys.Parent(i), prompt.subspan(i * bs, bs), blocks[i],
+                              (i + 1) * bs, to));
   }
-  return records;
+  return job;
 }
 
 void TierController::SetEventLog(KvEventLog* log) {
@@ -495,10 +579,12 @@ void TierController::SetEventLog(KvEventLog* log) {
 }
 
 void TierController::FlushDiskWrites() {
+  if (copier_) copier_->Flush();  // it feeds the writer
   if (disk_writer_) disk_writer_->Flush();
 }
 
 void TierController::FlushRemoteWrites() {
+  if (copier_) copier_->Flush();
   if (remote_writer_) remote_writer_->Flush();
 }
 
@@ -511,7 +597,7 @@ TierProbe TierController::Probe(int64_t pool_tokens, std::span<const int32_t> to
   int64_t covered = p.pool_tokens;
   for (size_t i = p.pool_tokens / bs; i < keys.size(); ++i) {
     const int64_t n = static_cast<int64_t>(i + 1) * bs - std::max<int64_t>(i * bs, p.pool_tokens);
-    if (host_ && host_->Contains(keys[i])) {
+    if (HostHas(keys[i])) {
       p.host_tokens += n;
       if (host_->MarkOf(keys[i]).marked()) p.host_retained_tokens += n;
     } else if (disk_ && disk_->Contains(keys[i])) {
@@ -552,6 +638,7 @@ Status TierController::ClearRemote() {
 }
 
 Status TierController::Clear(std::string_view tier) {
+  WaitForCopies();  // what they would add must go too
   if (tier == "host") return host_ ? host_->Clear() : absl::OkStatus();
   if (tier == "partial") {
     tails_.Clear();
@@ -573,6 +660,7 @@ Status TierController::Clear(std::string_view tier) {
 }
 
 TierControllerStats TierController::stats() const {
+  if (copier_) copier_->Flush();
   TierControllerStats s;
   s.host_enabled = host_ != nullptr;
   s.disk_enabled = disk_ != nullptr;

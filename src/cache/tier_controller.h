@@ -20,8 +20,18 @@
 // the prefix cache) or, for offload, the keys the tree stored on its nodes. It never evicts
 // from the tree either: Onboard asks its caller for room (PrefixCache applies the plan).
 //
-// Thread safety: engine thread only, except stats() and ProbeRemote(). Slow-tier writes run on
-// writer threads, reads ahead on the reader thread; the stores serialize their own I/O.
+// The engine thread never copies a block down either: offload and write-through hold the
+// blocks in the pool (BlockPool::Hold) and queue them, in order, to the copier (a
+// BackgroundWriter), whose thread copies the KV out, stores it in host RAM or passes it to the
+// slow tiers' writers, and hands the blocks back; ReleaseCopied ends their holds, so the pool
+// never reuses a block a copy still reads. What host RAM holds is decided in the same order as
+// if the copies were made at once: a lookup that meets a block host RAM holds or will hold
+// waits for the copies in flight first (so hits never depend on the copier's timing), and so
+// do the host tier's other engine-thread changes (retention marks due, clear).
+//
+// Thread safety: engine thread only, except stats() and ProbeRemote(). Copies run on the
+// copier thread, slow-tier writes on writer threads, reads ahead on the reader thread; the
+// stores serialize their own I/O.
 #pragma once
 
 #include <atomic>
@@ -186,8 +196,16 @@ class TierController {
   // nodes; nodes inserted without keys are skipped. A node's retention mark goes with its
   // blocks (a block host RAM already holds takes it too); retained blocks that host RAM
   // pushes out, or demotes past its retained share, are written to disk with their mark
-  // (when there is a disk tier) rather than losing it.
+  // (when there is a disk tier) rather than losing it. The copies are made by the copier: the
+  // blocks are held until ReleaseCopied sees them done.
   void Offload(std::span<const EvictionPlan::Entry> nodes);
+  // Ends the holds of the blocks whose copies are done (engine thread; cheap when none).
+  void ReleaseCopied();
+  // Waits for every copy queued so far, then ReleaseCopied (engine thread): for room, for a
+  // consistent view (the pool's free blocks, host RAM's contents), or when idle.
+  void WaitForCopies();
+  // Pool blocks held for copies not yet released.
+  int64_t holds_in_flight() const { return holds_in_flight_; }
   // Ends the lower tiers' retention marks whose time is up (host RAM, disk). Returns how many.
   int ExpireRetention(int64_t now_ms);
   // A prompt's prefill completed: writes the blocks inside its scope to disk and remote (in
@@ -205,18 +223,24 @@ class TierController {
   // Redis, so call it off the engine thread (any thread). Remote blocks found end the
   // partial-tail part (partial_tokens = 0): a tail is found only after onboarding.
   void ProbeRemote(const BlockKeyChain& keys, TierProbe* probe) const;
-  // Clears "host", "disk", "remote" or "partial". Clearing disk or remote also drops the
+  // Clears "host", "disk", "remote" or "partial" (after the copies in flight). Clearing disk or
+  // remote also drops the
   // partial tails. "remote" here drops only the tails (engine thread); ClearRemote does the
   // rest.
   Status Clear(std::string_view tier);
-  // Waits for the queued remote writes, then deletes this model's keys in this namespace
+  // Waits for the copies and the queued remote writes, then deletes this model's keys in this
+  // namespace
   // (SCAN + UNLINK): round trips, so any thread but the engine's. OK when there is no remote.
   Status ClearRemote();
-  // Blocks until the queued disk (or remote) writes are done (tests, shutdown).
+  // Blocks until the copies and the queued disk (or remote) writes are done (tests, shutdown;
+  // any thread).
   void FlushDiskWrites();
   void FlushRemoteWrites();
 
   const ScopeSpec& default_scope() const { return scope_.default_spec(); }
+  bool has_remote() const { return remote_ != nullptr; }
+  // Waits for the copies in flight (memory copies, never slow I/O), so that the counters
+  // include every offload and write-through asked for before the call. Any thread.
   TierControllerStats stats() const;
 
   // KV events: the host and disk stores report to `log` what they store (offload, write-
@@ -241,14 +265,25 @@ class TierController {
                      const MakeRoom& make_room);
   void StashTail(std::span<const int32_t> prompt, std::span<const BlockId> blocks,
                  const BlockKeyChain& keys, int64_t end);
-  // A record of one full block: `tokens` are its block_size tokens, ending at position `end`;
-  // the KV is copied out of pool block `block`, and the state snapshot at `end`, if any.
-  BlockRecord MakeRecord(const BlockKey& key, const BlockKey& parent,
-                         std::span<const int32_t> tokens, BlockId block, int64_t end) const;
   // A record's payload (or a tail's) into pool block `block`: the KV bytes, then, when the
   // payload carries one, the state snapshot at `end`. False when its size fits neither.
   bool LoadPayload(std::span<const uint8_t> payload, BlockId block, int64_t end);
   bool PayloadFits(size_t bytes) const;
+  // Where the copier sends a write (PendingWrite::tiers).
+  static constexpr uint8_t kToHost = 1, kToDisk = 2, kToRemote = 4;
+  // A write of one full block for the copier: `tokens` are its block_size tokens, ending at
+  // position `end`; its KV stays in pool block `block`, held until the copy is done. The
+  // state snapshot at `end`, if any, is copied now (engine thread) into record.kv, which the
+  // copier completes by putting the KV before it.
+  PendingWrite HoldForCopy(const BlockKey& key, const BlockKey& parent,
+                           std::span<const int32_t> tokens, BlockId block, int64_t end,
+                           uint8_t tiers);
+  // The copier's sink (copier thread): copies each write's KV out of the pool and stores it
+  // in host RAM (skipping blocks it holds by then) or queues it for disk and remote.
+  void Land(std::vector<PendingWrite>& job);
+  // Host RAM holds `key` once the copies in flight have landed (engine thread). Waits for
+  // them only when the answer could depend on them: `key` is queued or held now.
+  bool HostHas(const BlockKey& key) const;
   void ReaderLoop();
   struct Prefetched;
   // Reads the blocks of `ticket`'s `reads` (reader thread, read_mu_ not held): disk, then one
@@ -262,10 +297,10 @@ class TierController {
   void CountPrefetched();
   // Retained records host RAM pushed out: down to disk (queued), else dropped.
   void SpillToDisk(std::vector<HostStore::Spilled> spilled);
-  // The records of blocks [0, end) of `prompt` that `store` does not hold, KV copied out.
-  std::vector<BlockRecord> RecordsToWrite(const TierStore& store, std::span<const int32_t> prompt,
+  // Writes of blocks [0, end) of `prompt` for the slow tiers that do not hold them.
+  std::vector<PendingWrite> WritesThrough(std::span<const int32_t> prompt,
                                           std::span<const BlockId> blocks,
-                                          const BlockKeyChain& keys, int64_t end) const;
+                                          const BlockKeyChain& keys, int64_t end);
 
   const std::vector<uint8_t> fingerprint_;
   const int block_size_;
@@ -287,6 +322,15 @@ class TierController {
   // Write-through queues of the slow tiers (null when the tier is off).
   std::unique_ptr<BackgroundWriter> disk_writer_;
   std::unique_ptr<BackgroundWriter> remote_writer_;
+  // Copies blocks out of the pool (Land); declared after the writers it feeds, so it is
+  // destroyed (finishing its jobs) before them.
+  std::unique_ptr<BackgroundWriter> copier_;
+  // Engine thread: blocks held for the copier, not yet released.
+  int64_t holds_in_flight_ = 0;
+  // Engine thread: keys queued for host RAM since the copier was last seen idle, and the
+  // earliest retention end among them (INT64_MAX: none marked).
+  mutable absl::flat_hash_set<BlockKey> offloading_;
+  mutable int64_t offloading_expiry_ms_ = INT64_MAX;
 
   // Read-ahead of slow-tier blocks, filled by reader_.
   struct Prefetched {

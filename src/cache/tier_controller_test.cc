@@ -174,6 +174,11 @@ TEST(TierController, EvictedBlocksAreOffloadedAndOnboardedWithTheirBytes) {
   tc->Offload(plan.nodes);
   tree.ApplyEviction(plan);
   EXPECT_EQ(tc->stats().offloaded_blocks, 2) << "two full blocks; the partial third is not";
+  // The copier read the two blocks off the engine thread: the pool held them until then, and
+  // gives them back once the controller sees the copies done.
+  EXPECT_EQ(pool.num_free(), 14);
+  EXPECT_EQ(pool.num_held(), 2);
+  tc->WaitForCopies();
   EXPECT_EQ(pool.num_free(), 16);
   const TierHit hit = Onboard(*tc, tree, c.prompt, 10);
   EXPECT_EQ(hit.host_tokens, 8);

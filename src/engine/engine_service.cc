@@ -342,6 +342,9 @@ void EngineService::Loop() {
         }
       }
     }
+    // Idle: nothing is lost by waiting for the copies to lower tiers, and what the tiers hold,
+    // their counters and their KV events are then settled for whoever looks next.
+    if (!engine_->HasWork()) engine_->cache().WaitForCopies();
     PublishGauges();
     engine_->cache().FlushEvents();  // this iteration's KV events: one batch
     if (stopping && live_->empty()) {

@@ -2,7 +2,10 @@
 // backend keeps it (RAM, device memory), and host memory. The tier controller offloads and
 // onboards blocks through it without knowing the backend.
 //
-// Thread safety: the engine thread only (the pool's bytes change under its steps).
+// Thread safety: WriteBlock on the engine thread only (the pool's bytes change under its
+// steps). ReadBlock also from one other thread (the tier controller's copier), concurrently
+// with steps, for a block no step writes: a full block held in the pool (BlockPool::Hold),
+// whose KV was computed by a step that ended before the block was handed over.
 #pragma once
 
 #include <cstdint>

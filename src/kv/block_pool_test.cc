@@ -66,6 +66,90 @@ TEST(BlockPool, RandomOperationsMatchReferenceModel) {
   }
 }
 
+TEST(BlockPool, HeldBlockWaitsForItsLastHold) {
+  BlockPool pool(2);
+  auto got = pool.Allocate(2);
+  ASSERT_TRUE(got.has_value());
+  const BlockId b = (*got)[0];
+  pool.Hold(b);
+  pool.Hold(b);  // copied for two tiers
+  pool.Unref(b);
+  EXPECT_EQ(pool.num_free(), 0) << "a block whose copy still reads it must not be handed out";
+  EXPECT_EQ(pool.num_held(), 1);
+  EXPECT_FALSE(pool.Allocate(1).has_value());
+  pool.Unhold(b);
+  EXPECT_EQ(pool.num_free(), 0);
+  pool.Unhold(b);
+  EXPECT_EQ(pool.num_free(), 1);
+  EXPECT_EQ(pool.num_held(), 0);
+  pool.CheckInvariants();
+}
+
+TEST(BlockPool, HoldOfAFreeBlockDies) {
+  BlockPool pool(2);
+  EXPECT_DEATH(pool.Hold(BlockId(0)), "Hold of a block nobody uses");
+  EXPECT_DEATH(pool.Unhold(BlockId(0)), "Unhold of a block that is not held");
+}
+
+// The pending-copy bookkeeping: random references, holds (a copy starts on a used block),
+// unholds (a copy lands) and allocations against a model of (refcount, holds) per block. The
+// pool must never hand out a block that is referenced or held, and must free a block exactly
+// when both counts reach 0.
+TEST(BlockPool, RandomHoldsMatchReferenceModel) {
+  std::mt19937 rng(4321);
+  constexpr int kBlocks = 48;
+  BlockPool pool(kBlocks);
+  std::map<int, std::pair<int, int>> model;  // block -> (refcount, holds); absent: free
+  auto pick = [&](auto pred) -> int {
+    std::vector<int> c;
+    for (auto& [b, rh] : model) if (pred(rh)) c.push_back(b);
+    return c.empty() ? -1 : c[rng() % c.size()];
+  };
+  for (int step = 0; step < 30000; ++step) {
+    const int op = rng() % 5;
+    if (op == 0) {
+      const int n = rng() % 4;
+      auto got = pool.Allocate(n);
+      ASSERT_EQ(got.has_value(), n <= kBlocks - static_cast<int>(model.size()));
+      if (got) {
+        for (BlockId id : *got) {
+          ASSERT_EQ(model.count(id.value()), 0u) << "handed out a used or held block";
+          model[id.value()] = {1, 0};
+        }
+      }
+    } else if (op == 1) {
+      const int b = pick([](auto rh) { return rh.first >= 1; });
+      if (b < 0) continue;
+      pool.Ref(BlockId(b));
+      ++model[b].first;
+    } else if (op == 2) {
+      const int b = pick([](auto rh) { return rh.first >= 1; });
+      if (b < 0) continue;
+      pool.Unref(BlockId(b));
+      if (--model[b].first == 0 && model[b].second == 0) model.erase(b);
+    } else if (op == 3) {
+      const int b = pick([](auto rh) { return rh.first >= 1; });
+      if (b < 0) continue;
+      pool.Hold(BlockId(b));
+      ++model[b].second;
+    } else {
+      const int b = pick([](auto rh) { return rh.second >= 1; });
+      if (b < 0) continue;
+      pool.Unhold(BlockId(b));
+      if (--model[b].second == 0 && model[b].first == 0) model.erase(b);
+    }
+    pool.CheckInvariants();
+    int held = 0;
+    for (auto& [b, rh] : model) {
+      ASSERT_EQ(pool.RefCount(BlockId(b)), rh.first);
+      ASSERT_EQ(pool.HoldCount(BlockId(b)), rh.second);
+      if (rh.first == 0) ++held;
+    }
+    ASSERT_EQ(pool.num_held(), held);
+    ASSERT_EQ(pool.num_free(), kBlocks - static_cast<int>(model.size()));
+  }
+}
+
 TEST(BlockTable, PrepareWriteAllocatesAndCopiesSharedBlocksOnly) {
   BlockPool pool(10);
   BlockTable a;

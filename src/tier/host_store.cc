@@ -205,6 +205,11 @@ int HostStore::ExpireRetention(int64_t now_ms) {
   return n;
 }
 
+int64_t HostStore::next_retention_expiry_ms() const {
+  MutexLock lock(&mu_);
+  return next_expiry_ms_;
+}
+
 int HostStore::Remove(std::span<const BlockKey> keys) {
   std::vector<Entry> removed;
   {

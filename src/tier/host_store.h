@@ -67,6 +67,9 @@ class HostStore final : public TierStore {
              std::vector<Spilled>* spilled = nullptr);
   // Ends the marks whose until_ms <= now_ms. Returns how many. Cheap while none is due.
   int ExpireRetention(int64_t now_ms);
+  // No mark ends before this (INT64_MAX: none held): ExpireRetention(now) changes nothing
+  // for an earlier `now`.
+  int64_t next_retention_expiry_ms() const;
   // The mark of `key` (unmarked when absent or not retained). No recency update.
   RetentionMark MarkOf(const BlockKey& key) const;
 

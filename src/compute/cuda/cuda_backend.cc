@@ -330,9 +330,13 @@ void CudaBackend::CopyBlocks(std::span<const BlockCopy> copies) {
 
 void CudaBackend::ReadBlock(BlockId block, std::span<uint8_t> out) const {
   PREFIXD_CHECK(static_cast<int64_t>(out.size()) == layout_.BlockBytes(), "ReadBlock size");
+  // Called from the tier controller's copier thread too, whose current device is its own.
+  cudaError_t err = cudaSetDevice(options_.device);
   // On the step's stream, so it sees every write of the steps before it.
-  cudaError_t err = cudaMemcpyAsync(out.data(), BlockData(block), out.size(),
-                                    cudaMemcpyDeviceToHost, stream_);
+  if (err == cudaSuccess) {
+    err = cudaMemcpyAsync(out.data(), BlockData(block), out.size(), cudaMemcpyDeviceToHost,
+                          stream_);
+  }
   if (err == cudaSuccess) err = cudaStreamSynchronize(stream_);
   PREFIXD_CHECK(err == cudaSuccess, "CUDA block read failed");
 }
