@@ -2,7 +2,9 @@
 // a router runs one) rebuilds the per-tier index of block hashes from the stream, and after a
 // mixed workload (pool evictions to host RAM, disk writes, missed batches caught up through
 // the replay socket, clears, a restart whose disk blocks the start-up scan announces) its
-// index says, for every prompt, exactly what the admin probe reports, tier by tier.
+// index says, for every prompt, exactly what the admin probe reports, tier by tier. The same
+// for the shared remote tier (a real redis-server): blocks written there and cleared appear
+// and disappear under the REMOTE medium as the probe sees them.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -11,7 +13,8 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
-import { missingPrerequisite, startServer, withTimeout } from './server.mjs';
+import { RedisProcess, freePort, redisMissing } from './redis_process.mjs';
+import { missingPrerequisite, startServer, uniqueWord, withTimeout } from './server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // A Python with Debian's python3-zmq and python3-msgpack (the distribution's own first).
@@ -57,17 +60,18 @@ function ids(seed, n) {
 const shared = ids(1, 48);  // three blocks every prompt starts with
 const prompts = Array.from({ length: 8 }, (_, i) => [...shared, ...ids(100 + i, 40 + 8 * i)]);
 
-async function waitForDiskIdle(srv, timeoutMs = 20000) {
+// Waits until the slow tier `tier` (disk, remote) has no write queued or in flight.
+async function waitForWritesIdle(srv, tier = 'disk', timeoutMs = 20000) {
   const deadline = Date.now() + timeoutMs;
-  while ((await srv.stats()).by_tier.disk.writes_pending !== 0) {
-    if (Date.now() > deadline) throw new Error('disk writes still pending');
+  while ((await srv.stats()).by_tier[tier].writes_pending !== 0) {
+    if (Date.now() > deadline) throw new Error(`${tier} writes still pending`);
     await sleep(10);
   }
 }
 
-async function complete(srv, prompt) {
+async function complete(srv, prompt, tier = 'disk') {
   const r = await srv.client.completions.create({ model: srv.model, prompt, temperature: 0, max_tokens: 4 });
-  await waitForDiskIdle(srv);
+  await waitForWritesIdle(srv, tier);
   return r.usage.prefix_cache?.by_tier ?? {};
 }
 
@@ -90,12 +94,20 @@ async function compareWithProbe(srv, sub, bs) {
       else if (media[b].includes('DISK')) want.disk += tokens;
       else break;
     }
-    const got = { poolBlocks: Math.floor(bt.pool / bs), host: bt.host ?? 0, disk: bt.disk ?? 0 };
+    // The remote tier continues from the first block the others lack, as ProbeRemote does.
+    const covered = bt.pool + want.host + want.disk;
+    let r = Math.floor(covered / bs);
+    const first = r;
+    while (r < media.length && media[r].includes('REMOTE')) r++;
+    want.remote = r > first ? r * bs - covered : 0;
+    const got = { poolBlocks: Math.floor(bt.pool / bs), host: bt.host ?? 0, disk: bt.disk ?? 0,
+      remote: bt.remote ?? 0 };
     assert.deepEqual(want, got, `prompt ${n}: the subscriber's index ${JSON.stringify(want)}, ` +
       `the probe ${JSON.stringify(bt)}; media per block ${JSON.stringify(media)}`);
     seen.pool += got.poolBlocks;
     seen.host += got.host;
     seen.disk += got.disk;
+    seen.remote = (seen.remote ?? 0) + got.remote;
   }
   return seen;
 }
@@ -141,7 +153,7 @@ describe('KV events end to end', { skip: skip ?? false }, () => {
         await sub.call({ cmd: 'sync' });
         seen = await compareWithProbe(srv, sub, bs);
       }
-      assert.deepEqual([seen.pool, seen.host], [0, 0]);
+      assert.deepEqual([seen.pool, seen.host, seen.remote], [0, 0, 0]);
       assert.ok(seen.disk > 0, 'the disk still holds blocks');
     } finally {
       await srv.stop();
@@ -159,6 +171,57 @@ describe('KV events end to end', { skip: skip ?? false }, () => {
       assert.ok((byTier.disk ?? 0) > 0, `a disk hit after the restart: ${JSON.stringify(byTier)}`);
       await sub.call({ cmd: 'sync' });
       await compareWithProbe(srv, sub, ev.block_size);
+    } finally {
+      await srv.stop();
+      await sub.stop();
+    }
+  });
+});
+
+describe('KV events of the remote tier end to end', { skip: skip ?? redisMissing() ?? false }, () => {
+  let redis;
+  after(async () => { await redis?.stop(); });
+
+  it('blocks written to Redis and cleared appear and disappear as the probe sees them', { timeout: 120000 }, async () => {
+    redis = new RedisProcess(await freePort());
+    await redis.start();
+    const probeSrv = await startServer();
+    const blockBytes = (await probeSrv.request('GET', '/props')).json.kv.block_bytes;
+    await probeSrv.stop();
+    // No host RAM and no disk: what the pool drops is found again only in Redis.
+    const args = ['--kv-events', 'tcp://127.0.0.1:*', '--cache-bytes', String(10 * blockBytes),
+      '--host-cache-bytes', '0', '--remote-cache', `redis://127.0.0.1:${redis.port}/0`,
+      '--remote-cache-namespace', `kv-events-${uniqueWord()}`, '--remote-cache-timeout-ms', '2000',
+      '--disk-prefix-cache', 'full'];
+    const sub = startSubscriber();
+    const srv = await startServer({ args });
+    try {
+      const ev = (await srv.request('GET', '/props')).json.prefix_cache.kv_events;
+      await sub.call({ cmd: 'connect', pub: ev.endpoint, replay: ev.replay_endpoint });
+      const bs = ev.block_size;
+      for (const p of prompts) await complete(srv, p, 'remote');
+      await sub.call({ cmd: 'sync' });
+      let seen = await compareWithProbe(srv, sub, bs);
+      assert.ok(seen.remote > 0 && seen.pool > 0, `the pool and Redis hold blocks: ${JSON.stringify(seen)}`);
+      assert.ok((await srv.stats()).evictions > 0, 'the pool evicted');
+
+      // A remote hit: onboarded blocks are announced in the pool too.
+      const byTier = await complete(srv, prompts[0], 'remote');
+      assert.ok((byTier.remote ?? 0) > 0, `a remote hit: ${JSON.stringify(byTier)}`);
+      await sub.call({ cmd: 'sync' });
+      await compareWithProbe(srv, sub, bs);
+
+      // Cleared: announced as AllBlocksCleared on REMOTE.
+      assert.equal((await srv.admin('/admin/api/cache/clear', { tier: 'remote' })).status, 200);
+      await sub.call({ cmd: 'sync' });
+      seen = await compareWithProbe(srv, sub, bs);
+      assert.equal(seen.remote, 0, `nothing in Redis after the clear: ${JSON.stringify(seen)}`);
+
+      // Written again by new prefills, and announced again.
+      for (const p of prompts.slice(4)) await complete(srv, [...p, ...ids(7, 32)], 'remote');
+      await sub.call({ cmd: 'sync' });
+      seen = await compareWithProbe(srv, sub, bs);
+      assert.ok(seen.remote > 0, `Redis holds blocks again: ${JSON.stringify(seen)}`);
     } finally {
       await srv.stop();
       await sub.stop();
