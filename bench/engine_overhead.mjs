@@ -66,7 +66,11 @@ async function runOnce(base, config, requests, maxTokens) {
     const outside = metric(text, 'prefixd_engine_thread_cpu_outside_forward_seconds_total');
     const cpu = metric(text, 'prefixd_engine_thread_cpu_seconds_total');
     const wall = metric(text, 'prefixd_engine_step_seconds_total');
+    const forwardWall = metric(text, 'prefixd_engine_forward_seconds_total');
+    // Wall time of the steps outside the forward pass: what a step's latency pays for the
+    // cache (waits included), but stretched by other processes on a loaded machine.
     return { steps, outside_cpu_s: outside, thread_cpu_s: cpu, step_wall_s: wall,
+      forward_wall_s: forwardWall, outside_wall_us_per_step: ((wall - forwardWall) / steps) * 1e6,
       outside_us_per_step: (outside / steps) * 1e6, outside_share_of_thread_cpu: outside / cpu };
   } finally {
     await server.stop();
@@ -101,19 +105,20 @@ async function main() {
         rows.push({ round: r, bin, config, load_1min: load, ...res });
         console.log(`round ${r} ${bin} ${config}: ${res.steps} steps, outside forward ` +
           `${res.outside_us_per_step.toFixed(1)} us/step (${(100 * res.outside_share_of_thread_cpu).toFixed(2)}% ` +
-          `of the engine thread's CPU), load ${load.toFixed(1)}`);
+          `of the engine thread's CPU; wall ${res.outside_wall_us_per_step.toFixed(1)} us/step), load ${load.toFixed(1)}`);
       }
     }
   }
-  console.log('\n| binary | configuration | steps (mean) | CPU outside forward, us/step (median) | share of engine-thread CPU (median) |');
-  console.log('| --- | --- | --- | --- | --- |');
+  console.log('\n| binary | configuration | steps (mean) | CPU outside forward, us/step (median) | share of engine-thread CPU (median) | wall outside forward, us/step (median) |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
   const median = (xs) => { const s = [...xs].sort((x, y) => x - y); return s[Math.floor(s.length / 2)]; };
   for (const bin of bins) {
     for (const config of configs) {
       const rs = rows.filter((x) => x.bin === bin && x.config === config);
       const steps = rs.reduce((s, x) => s + x.steps, 0) / rs.length;
       console.log(`| ${bin} | ${config} | ${steps.toFixed(0)} | ${median(rs.map((x) => x.outside_us_per_step)).toFixed(1)} | ` +
-        `${(100 * median(rs.map((x) => x.outside_share_of_thread_cpu))).toFixed(2)}% |`);
+        `${(100 * median(rs.map((x) => x.outside_share_of_thread_cpu))).toFixed(2)}% | ` +
+        `${median(rs.map((x) => x.outside_wall_us_per_step)).toFixed(1)} |`);
     }
   }
   if (a.json) writeFileSync(a.json, JSON.stringify({ argv: process.argv.slice(2), sizes, rows }, null, 1));

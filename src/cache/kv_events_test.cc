@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
@@ -354,6 +355,49 @@ TEST_F(KvEventStream, TheBlocksTheDiskScanFindsAreAnnouncedAsStored) {
   EXPECT_EQ(tc->cache->tier_stats().disk.entries, on_disk);
   ExpectIndexMatchesProbe(sub2.index(), *tc->cache, prompts);
   tc.reset();  // before pub2, whose log it writes to
+}
+
+// A disk block that fails verification when read is quarantined: a router must learn that
+// the disk no longer holds it (BlockRemoved, DISK), or it would route to a miss.
+TEST_F(KvEventStream, QuarantinedDiskBlocksAreAnnouncedAsRemoved) {
+  const auto prompts = Prompts(20, 9);
+  for (const auto& p : prompts) tc->Run(p);
+  ASSERT_TRUE(tc->cache->ClearTier("pool").ok());
+  ASSERT_TRUE(tc->cache->ClearTier("host").ok());
+  Settle();
+  // Damage every block file: each prompt's read-ahead fails at its first disk block.
+  int damaged = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file() || e.path().string().find("quarantine") != std::string::npos) continue;
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    const auto mid = static_cast<std::streamoff>(e.file_size() / 2);
+    char c = 0;
+    f.seekg(mid);
+    f.read(&c, 1);
+    c ^= 0x5a;
+    f.seekp(mid);
+    f.write(&c, 1);
+    ++damaged;
+  }
+  ASSERT_GT(damaged, 0);
+  // Admit only (the reads ahead run, nothing is computed or written again), then release.
+  for (const auto& p : prompts) {
+    CacheTicket t(tc->next_id++, "", static_cast<int64_t>(p.size()));
+    while (tc->cache->Admit(t, p) == Admission::kPending) tc->cache->WaitForReads(10);
+    BlockTable table;
+    table.Adopt(t.hit().blocks);
+    tc->cache->Release(t);
+    table.Release(tc->pool);
+  }
+  const int64_t end = Settle();
+  const TierControllerStats ts = tc->cache->tier_stats();
+  ASSERT_GT(ts.disk.quarantined, 0);
+  ASSERT_TRUE(sub->CatchUp(end));
+  auto it = sub->index().blocks.find(KvMedium::kDisk);
+  ASSERT_NE(it, sub->index().blocks.end());
+  EXPECT_EQ(static_cast<int64_t>(it->second.size()), ts.disk.entries)
+      << ts.disk.quarantined << " quarantined blocks";
+  ExpectIndexMatchesProbe(sub->index(), *tc->cache, prompts);
 }
 
 TEST(KvEvents, FullQueueDropsTheOldestAndNeverBlocks) {

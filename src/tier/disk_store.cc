@@ -431,15 +431,21 @@ StatusOr<BlockRecord> DiskStore::ReadOne(const BlockKey& key) {
 }
 
 void DiskStore::Discard(const BlockKey& key, uint64_t seq, const Status& cause, bool quarantine) {
-  MutexLock lock(&mu_);
-  auto it = index_.find(key);
-  if (it == index_.end() || it->second->seq != seq) return;  // already replaced or dropped
-  EraseLocked(it->second);
-  index_.erase(it);
-  PublishGaugesLocked();
-  // Under the lock, so no Write of this key can index a new file meanwhile: the file moved is
-  // the one that failed (or, at worst, an identical copy a racing writer renamed over it).
-  if (quarantine) Quarantine(PathFor(key), key, cause);
+  {
+    MutexLock lock(&mu_);
+    auto it = index_.find(key);
+    if (it == index_.end() || it->second->seq != seq) return;  // already replaced or dropped
+    EraseLocked(it->second);
+    index_.erase(it);
+    PublishGaugesLocked();
+    // Under the lock, so no Write of this key can index a new file meanwhile: the file moved
+    // is the one that failed (or, at worst, an identical copy a racing writer renamed over it).
+    if (quarantine) Quarantine(PathFor(key), key, cause);
+  }
+  // No longer resident: told as an eviction (KV events: removed from DISK), outside the lock.
+  ResidencyChanges changes;
+  changes.Evicted(key);
+  NotifyResidency(changes);
 }
 
 void DiskStore::Quarantine(const std::string& path, const BlockKey& key, const Status& cause) {

@@ -82,8 +82,9 @@ struct TierCounters {
 
 // Told what a store's residency became, for KV events (cache/kv_events.h): the records Write
 // indexed and the keys it dropped to stay under the budget (LRU), on the thread that wrote,
-// outside the store's lock. Not told of Remove or Clear (their callers know what they
-// dropped). Must not call back into the store.
+// and the keys a Read dropped (a disk file that failed verification and was quarantined, or
+// vanished), on the thread that read; always outside the store's lock. Not told of Remove or
+// Clear (their callers know what they dropped). Must not call back into the store.
 class ResidencyObserver {
  public:
   virtual ~ResidencyObserver() = default;
