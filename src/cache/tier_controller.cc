@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "base/log.h"
 #include "tier/disk_store.h"
@@ -52,11 +53,12 @@ StatusOr<std::unique_ptr<TierController>> TierController::Create(
     tc->reader_ = std::thread([t = tc.get()] { t->ReaderLoop(); });
   }
   if (tc->host_ || tc->disk_ || tc->remote_) {
-    // Bounded like the slow tiers' queues: past it, a copy is dropped (and counted), never
-    // waited for. Its jobs are in memory only (no I/O), so it drains fast.
+    // Unbounded: a queued copy holds a pool block (the pool bounds them) and no KV bytes
+    // until it is made, and dropping one would make what host RAM holds depend on timing.
+    // The slow tiers' writers it feeds keep their bounds (max_pending_writes).
     tc->copier_ = std::make_unique<BackgroundWriter>(
         [t = tc.get()](std::vector<PendingWrite>& job) { t->Land(job); },
-        options.max_pending_writes);
+        std::numeric_limits<int>::max());
   }
   return tc;
 }
