@@ -457,18 +457,22 @@ void TierController::Land(std::vector<PendingWrite>& job) {
 }
 
 void TierController::ReleaseCopied() {
-  if (holds_in_flight_ == 0 || !copier_) return;
+  if (!copier_ || (holds_in_flight_ == 0 && offloading_.empty())) return;
+  // Only this thread queues jobs: idle now means every job so far is done, and released.
+  const bool idle = copier_->idle();
   std::vector<BlockId> done;
   copier_->TakeReleased(&done);
   for (BlockId b : done) pool_->Unhold(b);
   holds_in_flight_ -= static_cast<int64_t>(done.size());
+  if (idle) {
+    offloading_.clear();
+    offloading_expiry_ms_ = INT64_MAX;
+  }
 }
 
 void TierController::WaitForCopies() {
   if (!copier_) return;
   copier_->Flush();
-  offloading_.clear();
-  offloading_expiry_ms_ = INT64_MAX;
   ReleaseCopied();
 }
 
