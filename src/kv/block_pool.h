@@ -63,8 +63,8 @@ class BlockPool {
   int low_watermark() const { return low_watermark_; }
   bool WantsEviction() const { return num_free() < low_watermark_; }
 
-  // Called with each block whose last reference goes, before it is free again: what lives
-  // beside a block and must not outlive it (StateSnapshots) is dropped there.
+  // Called with each block whose last reference (and last hold) goes, before it is free
+  // again: what lives beside a block and must not outlive it (StateSnapshots) is dropped there.
   void SetFreeListener(std::function<void(BlockId)> listener) { on_free_ = std::move(listener); }
 
   // Stops the process if the free list and the refcounts disagree.
