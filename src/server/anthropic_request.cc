@@ -56,16 +56,32 @@ StatusOr<std::string> ReadTextOrBlocks(const json& v, const std::string& field) 
   return joined;
 }
 
-// A block's cache_control: a breakpoint at the end of chat message `message`.
-Status NoteCacheControl(const json& block, const std::string& field, size_t message, Conversion& c) {
-  return ReadCacheControl(block, field, static_cast<int64_t>(message), c.out.retention);
+// A block's cache_control: a breakpoint where the block sits (cache_retention.h).
+Status NoteCacheControl(const json& block, const std::string& field, const CacheBreakpoint& where, Conversion& c) {
+  return ReadCacheControl(block, field, where, c.out.retention);
 }
 
-// The cache_control of a tool_result's content blocks (their text joins the tool message).
+// Where a block of chat message `message` ends: its text up to byte `content_end`, and
+// `tool_call` (-1: none).
+CacheBreakpoint InMessage(size_t message, size_t content_end, int64_t tool_call = -1) {
+  CacheBreakpoint bp;
+  bp.where = CacheBreakpoint::Where::kMessage;
+  bp.index = static_cast<int64_t>(message);
+  bp.content_end = static_cast<int64_t>(content_end);
+  bp.tool_call = tool_call;
+  return bp;
+}
+
+// The cache_control of text blocks joined into chat message `message` (system, tool_result
+// content): each ends where its text does in the joined content.
 Status NoteContentCacheControl(const json& content, const std::string& field, size_t message, Conversion& c) {
   if (!content.is_array()) return absl::OkStatus();
+  size_t end = 0;
   for (size_t i = 0; i < content.size(); ++i) {
-    RETURN_IF_ERROR(NoteCacheControl(content[i], JsonPathJoin(field, i), message, c));
+    if (const json* text = FindField(content[i], "text"); text != nullptr && text->is_string()) {
+      end += text->get_ref<const std::string&>().size();
+    }
+    RETURN_IF_ERROR(NoteCacheControl(content[i], JsonPathJoin(field, i), InMessage(message, end), c));
   }
   return absl::OkStatus();
 }
@@ -86,10 +102,9 @@ Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& 
       text += t;
       has_text = true;
       // The run of text is flushed as the next message.
-      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, c.out.messages.size(), c));
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, InMessage(c.out.messages.size(), text.size()), c));
     } else if (type == "tool_result") {
       flush_text();
-      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, c.out.messages.size(), c));
       ChatMessage m{"tool", "", "", nullptr, ""};
       const json* id = FindField(blocks[i], "tool_use_id");
       if (id == nullptr) return Missing(JsonPathJoin(bf, "tool_use_id"));
@@ -98,6 +113,8 @@ Status ReadUserBlocks(const json& blocks, const std::string& field, Conversion& 
         ASSIGN_OR_RETURN(m.content, ReadTextOrBlocks(*content, JsonPathJoin(bf, "content")));
         RETURN_IF_ERROR(NoteContentCacheControl(*content, JsonPathJoin(bf, "content"), c.out.messages.size(), c));
       }
+      // The whole result: up to the end of its content.
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, InMessage(c.out.messages.size(), m.content.size()), c));
       if (const json* e = FindField(blocks[i], "is_error")) {
         ASSIGN_OR_RETURN(bool unused, ReadBool(*e, JsonPathJoin(bf, "is_error")));
         (void)unused;
@@ -121,10 +138,12 @@ Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t 
   for (size_t i = 0; i < blocks.size(); ++i) {
     const std::string bf = JsonPathJoin(field, i);
     ASSIGN_OR_RETURN(std::string type, BlockType(blocks[i], bf));
-    RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, message, c));
     if (type == "text") {
       ASSIGN_OR_RETURN(std::string t, BlockText(blocks[i], bf));
       m.content += t;
+      // Text after a call keeps the calls before it too (templates print the text first).
+      const int64_t last_call = m.tool_calls.is_null() ? -1 : static_cast<int64_t>(m.tool_calls.size()) - 1;
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf, InMessage(message, m.content.size(), last_call), c));
     } else if (type == "tool_use") {
       const json* id = FindField(blocks[i], "id");
       const json* name = FindField(blocks[i], "name");
@@ -141,6 +160,8 @@ Status ReadAssistantBlocks(const json& blocks, const std::string& field, size_t 
                                           {"type", "function"},
                                           {"function", {{"name", call_name}, {"arguments", ""}}}});
       c.inputs.push_back(InputRef{message, m.tool_calls.size() - 1, body_message, i});
+      RETURN_IF_ERROR(NoteCacheControl(blocks[i], bf,
+                                       InMessage(message, m.content.size(), static_cast<int64_t>(m.tool_calls.size()) - 1), c));
     } else {
       return UnsupportedBlock(bf, type, "text and tool_use");
     }
@@ -222,8 +243,10 @@ Status ReadTools(const json& body, Conversion& c) {
     const json* name = FindField(tool, "name");
     if (name == nullptr) return Missing(JsonPathJoin(f, "name"));
     ASSIGN_OR_RETURN(std::string tool_name, ReadString(*name, JsonPathJoin(f, "name")));
-    // Templates render tools before or inside the first message: its end keeps them.
-    RETURN_IF_ERROR(NoteCacheControl(tool, f, 0, c));
+    CacheBreakpoint where;
+    where.where = CacheBreakpoint::Where::kTool;
+    where.index = static_cast<int64_t>(i);
+    RETURN_IF_ERROR(NoteCacheControl(tool, f, where, c));
     const json* schema = FindField(tool, "input_schema");
     if (schema == nullptr) return Missing(JsonPathJoin(f, "input_schema"));
     if (!schema->is_object()) return WrongType(JsonPathJoin(f, "input_schema"), "an object", *schema);

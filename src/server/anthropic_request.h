@@ -25,8 +25,8 @@
 // strings), temperature, top_p, top_k, stream, metadata (an object, not used), and the
 // fields every endpoint shares (ReadCommonFields: cache_salt, prefix_cache, seed, ...).
 // cache_control on system, content and tool_result blocks and on tools becomes a breakpoint
-// (cache_retention.h: the prompt up to the end of the chat message holding it is retained
-// for its ttl, and usage counts cache_creation up to the last one). Content blocks other than text,
+// (cache_retention.h: the prompt up to the end of that block, as rendered, is retained for its
+// ttl, and usage counts cache_creation up to the last one; cache_breakpoints.h finds the end). Content blocks other than text,
 // tool_use and tool_result (images, documents, thinking) and server tools are refused
 // naming their path. Limits as chat completions (RequestLimits): nesting depth while parsing,
 // the number of messages, and tools plus tool calls serialized together.

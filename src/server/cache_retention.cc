@@ -74,7 +74,7 @@ Status ReadOpenAiRetention(const json& body, RetentionRequest& out) {
   return absl::OkStatus();
 }
 
-Status ReadCacheControl(const json& block, const std::string& field, int64_t message,
+Status ReadCacheControl(const json& block, const std::string& field, const CacheBreakpoint& where,
                         RetentionRequest& out) {
   if (!block.is_object()) return absl::OkStatus();
   const json* cc = FindField(block, "cache_control");
@@ -88,7 +88,8 @@ Status ReadCacheControl(const json& block, const std::string& field, int64_t mes
     return InvalidArgumentFor(JsonPathJoin(f, "type"), absl::StrCat("'", JsonPathJoin(f, "type"), "' is '", t,
                                                             "'; only ephemeral is supported"));
   }
-  CacheBreakpoint bp{message, kCacheControlTtl5mMs};
+  CacheBreakpoint bp = where;
+  bp.duration_ms = kCacheControlTtl5mMs;
   if (const json* ttl = FindField(*cc, "ttl"); ttl != nullptr && !ttl->is_null()) {
     ASSIGN_OR_RETURN(std::string s, ReadString(*ttl, JsonPathJoin(f, "ttl")));
     if (s == "1h") {
@@ -108,7 +109,7 @@ Status ReadCacheControl(const json& block, const std::string& field, int64_t mes
 }
 
 ResolvedRetention ResolveRetention(const RetentionRequest& request, int64_t num_prompt,
-                                   const std::optional<ChatTokenStarts>& starts) {
+                                   std::span<const int64_t> breakpoint_ends) {
   ResolvedRetention out;
   auto add = [&](int64_t begin, int64_t end, int priority, int64_t duration_ms) {
     end = std::min(end, num_prompt);
@@ -123,18 +124,13 @@ ResolvedRetention ResolveRetention(const RetentionRequest& request, int64_t num_
   if (request.prompt_cache_retention == "24h") {
     add(0, num_prompt, kDefaultRetentionPriority, kPromptCacheRetention24hMs);
   }
-  if (starts) {
-    const std::vector<int64_t>& s = starts->message_starts;
-    for (const CacheBreakpoint& bp : request.breakpoints) {
-      // A message ends where the next starts; the last one where the generation prompt does.
-      const size_t next = static_cast<size_t>(bp.message) + 1;
-      const int64_t end = next < s.size() ? s[next] : starts->generation_start;
-      add(0, end, kDefaultRetentionPriority, bp.duration_ms);
-      out.cache_write_end = std::max(out.cache_write_end, std::min(end, num_prompt));
-      if (bp.duration_ms >= kCacheControlTtl1hMs) {
-        out.cache_write_end_1h = std::max(out.cache_write_end_1h, std::min(end, num_prompt));
-      }
-    }
+  const size_t n = std::min(request.breakpoints.size(), breakpoint_ends.size());
+  for (size_t i = 0; i < n; ++i) {
+    const CacheBreakpoint& bp = request.breakpoints[i];
+    const int64_t end = std::clamp<int64_t>(breakpoint_ends[i], 0, num_prompt);
+    add(0, end, kDefaultRetentionPriority, bp.duration_ms);
+    out.cache_write_end = std::max(out.cache_write_end, end);
+    if (bp.duration_ms >= kCacheControlTtl1hMs) out.cache_write_end_1h = std::max(out.cache_write_end_1h, end);
   }
   return out;
 }

@@ -4,11 +4,10 @@
 // loop.
 //
 //   Anthropic  cache_control: {type: "ephemeral", ttl?: "5m" | "1h"} on a system block, a
-//              message's content block or a tool: keeps the prompt up to the END of the
-//              message holding that block (blocks of one message are joined into one chat
-//              message, so a breakpoint cannot fall inside it); a tool's breakpoint keeps up
-//              to the end of the first message (templates render tools there, before or
-//              inside it). At most 4 breakpoints, as Anthropic's API.
+//              message's content block, a tool_result or a tool: keeps the prompt up to the
+//              END of that block as the template rendered it (cache_breakpoints.h finds it),
+//              and of everything Anthropic's order (tools, system, messages) puts before it.
+//              At most 4 breakpoints, as Anthropic's API.
 //   OpenAI     prompt_cache_retention: "in_memory" (the default: ordinary caching) | "24h"
 //              (the whole prompt, 24 hours); prompt_cache_key: a string naming the request's
 //              cache group, accepted, counted and echoed (one server has nothing to route).
@@ -16,9 +15,9 @@
 //              priority?: 50 (1..100), duration_s: (0, 30 days]}], at most 64 ranges, as
 //              TensorRT-LLM's token-range retention: the tokens [token_start, token_end).
 //
-//   prompt:  [ system ........ | user ......... | assistant ... | user ... | gen. prompt ]
-//   marks:   [== 1h breakpoint on system ======]
-//            [====== 5m breakpoint on the second user message ================]
+//   prompt:  [ system ........ | user: text1 text2 ...... | assistant ... | user ... | gen. prompt ]
+//   marks:   [== 1h breakpoint on system ===]
+//            [==== 5m breakpoint on text1 ==]
 //   usage:   cache_read = R (served from cache) ; cache_creation = B - R where B is the last
 //            breakpoint's position (split 1h / 5m at the last 1h breakpoint); input = the rest
 //
@@ -27,6 +26,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -34,7 +34,6 @@
 
 #include "base/status.h"
 #include "engine/request_scope.h"
-#include "tokenizer/chat_template.h"
 
 namespace prefixd {
 
@@ -45,10 +44,22 @@ inline constexpr int64_t kMaxRetentionDurationS = int64_t{30} * 24 * 3600;
 inline constexpr size_t kMaxCacheBreakpoints = 4;
 inline constexpr size_t kMaxRetentionRanges = 64;
 
-// A cache_control breakpoint: the prompt up to the end of chat message `message` (an index
-// into OpenAiRequest::messages), kept for `duration_ms`.
+// A cache_control breakpoint: where its block sits in the chat the template renders
+// (OpenAiRequest::messages and tools), kept for `duration_ms`.
+//   a tool                  kTool, index = the tool
+//   a block of a message    kMessage, index = the chat message (blocks of one Anthropic turn are
+//                           joined into one), content_end = the byte of the message's content
+//                           where the block's text (or the text before it) ends, -1 when none
+//                           does; tool_call = the message's tool call the block is or follows,
+//                           -1 when none
+// The block ends at the later of those two ends as rendered (assistant text after a tool_use
+// block renders before the call in most templates; the call is kept too).
 struct CacheBreakpoint {
-  int64_t message = 0;
+  enum class Where { kTool, kMessage };
+  Where where = Where::kMessage;
+  int64_t index = 0;
+  int64_t content_end = -1;
+  int64_t tool_call = -1;
   int64_t duration_ms = kCacheControlTtl5mMs;
 };
 
@@ -85,16 +96,18 @@ struct ResolvedRetention {
 Status ReadTokenRetention(const nlohmann::json& v, RetentionRequest& out);
 // prompt_cache_retention and prompt_cache_key of `body`.
 Status ReadOpenAiRetention(const nlohmann::json& body, RetentionRequest& out);
-// The cache_control of Anthropic block `block` (at JSON path `field`) that ends up in chat
-// message `message`: appends a breakpoint, or nothing without cache_control. InvalidArgument
-// for a type other than ephemeral, a ttl other than 5m/1h, or a fifth breakpoint.
-Status ReadCacheControl(const nlohmann::json& block, const std::string& field, int64_t message,
+// The cache_control of Anthropic block `block` (at JSON path `field`), which sits at `where`
+// (duration_ms ignored): appends a breakpoint, or nothing without cache_control.
+// InvalidArgument for a type other than ephemeral, a ttl other than 5m/1h, or a fifth
+// breakpoint.
+Status ReadCacheControl(const nlohmann::json& block, const std::string& field, const CacheBreakpoint& where,
                         RetentionRequest& out);
 
-// The ranges of a prompt of `num_prompt` tokens; `starts` locates chat messages (nullopt for
-// a raw prompt, where breakpoints cannot occur).
+// The ranges of a prompt of `num_prompt` tokens; `breakpoint_ends[i]` is where
+// request.breakpoints[i] ends in the prompt's tokens (cache_breakpoints.h; empty for a raw
+// prompt, where breakpoints cannot occur).
 ResolvedRetention ResolveRetention(const RetentionRequest& request, int64_t num_prompt,
-                                   const std::optional<ChatTokenStarts>& starts);
+                                   std::span<const int64_t> breakpoint_ends);
 
 // usage.prefix_cache.retention: {retained_tokens, duration_s, prompt_cache_key?,
 // prompt_cache_retention?}; null when the request asked for nothing.

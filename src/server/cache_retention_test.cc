@@ -32,7 +32,7 @@ TEST(CacheRetention, OpenAiFieldsAndTokenRangesAreRead) {
   EXPECT_FALSE(r->retention.token_ranges[1].token_end.has_value());
   EXPECT_EQ(r->retention.token_ranges[1].duration_ms, 500);
 
-  const ResolvedRetention res = ResolveRetention(r->retention, 100, std::nullopt);
+  const ResolvedRetention res = ResolveRetention(r->retention, 100, {});
   ASSERT_EQ(res.ranges.size(), 3u);
   EXPECT_EQ(res.ranges[0], (RetentionRange{4, 40, 90, 60000}));
   EXPECT_EQ(res.ranges[1], (RetentionRange{0, 100, 50, 500}));
@@ -49,7 +49,7 @@ TEST(CacheRetention, InMemoryAndAKeyAloneRetainNothing) {
   auto r = ParseChatRequest(Chat(R"("prompt_cache_retention":"in_memory","prompt_cache_key":"k")"), kLimits);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->retention.empty());
-  const ResolvedRetention res = ResolveRetention(r->retention, 50, std::nullopt);
+  const ResolvedRetention res = ResolveRetention(r->retention, 50, {});
   EXPECT_TRUE(res.ranges.empty());
   EXPECT_EQ(RetentionUsageJson(r->retention, res)["retained_tokens"], 0);
 }
@@ -73,8 +73,9 @@ TEST(CacheRetention, BadFieldsNameThemselves) {
 }
 
 // system (message 0), user text (1), assistant (2), then a user turn with a tool result (3)
-// and text (4): the breakpoints land on the chat messages that hold their blocks.
-TEST(CacheRetention, AnthropicBreakpointsMapToChatMessages) {
+// and text (4): each breakpoint says where its block sits (cache_breakpoints.h finds it in the
+// rendered prompt), and the resolved ranges end where those ends say.
+TEST(CacheRetention, AnthropicBreakpointsSayWhereTheirBlocksSit) {
   const std::string body = R"({"max_tokens":8,
     "system":[{"type":"text","text":"S","cache_control":{"type":"ephemeral","ttl":"1h"}}],
     "tools":[{"name":"f","input_schema":{},"cache_control":{"type":"ephemeral"}}],
@@ -82,26 +83,36 @@ TEST(CacheRetention, AnthropicBreakpointsMapToChatMessages) {
       {"role":"user","content":[{"type":"text","text":"a"}]},
       {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{}}]},
       {"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"r"},
-                                {"type":"text","text":"b","cache_control":{"type":"ephemeral","ttl":"5m"}}]}]})";
+                                {"type":"text","text":"bc","cache_control":{"type":"ephemeral","ttl":"5m"}}]}]})";
   auto r = ParseMessagesRequest(body, kLimits, MessagesEndpoint::kCreate);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->messages.size(), 5u);
   ASSERT_EQ(r->retention.breakpoints.size(), 3u);
-  EXPECT_EQ(r->retention.breakpoints[0].message, 0);
-  EXPECT_EQ(r->retention.breakpoints[0].duration_ms, kCacheControlTtl1hMs);
-  EXPECT_EQ(r->retention.breakpoints[1].message, 4);
-  EXPECT_EQ(r->retention.breakpoints[1].duration_ms, kCacheControlTtl5mMs);
-  EXPECT_EQ(r->retention.breakpoints[2].message, 0) << "a tool's breakpoint ends the first message";
+  const CacheBreakpoint& system = r->retention.breakpoints[0];
+  EXPECT_EQ(system.where, CacheBreakpoint::Where::kMessage);
+  EXPECT_EQ(system.index, 0);
+  EXPECT_EQ(system.content_end, 1);
+  EXPECT_EQ(system.tool_call, -1);
+  EXPECT_EQ(system.duration_ms, kCacheControlTtl1hMs);
+  const CacheBreakpoint& text = r->retention.breakpoints[1];
+  EXPECT_EQ(text.index, 4);
+  EXPECT_EQ(text.content_end, 2);
+  EXPECT_EQ(text.duration_ms, kCacheControlTtl5mMs);
+  const CacheBreakpoint& tool = r->retention.breakpoints[2];
+  EXPECT_EQ(tool.where, CacheBreakpoint::Where::kTool);
+  EXPECT_EQ(tool.index, 0);
 
-  ChatTokenStarts starts;
-  starts.message_starts = {0, 10, 20, 30, 40};
-  starts.generation_start = 50;
-  const ResolvedRetention res = ResolveRetention(r->retention, 53, starts);
-  EXPECT_EQ(res.cache_write_end, 50) << "the last message ends where the generation prompt starts";
+  const std::vector<int64_t> ends = {10, 50, 4};
+  const ResolvedRetention res = ResolveRetention(r->retention, 53, ends);
+  EXPECT_EQ(res.cache_write_end, 50);
   EXPECT_EQ(res.cache_write_end_1h, 10);
   ASSERT_EQ(res.ranges.size(), 3u);
   EXPECT_EQ(res.ranges[0], (RetentionRange{0, 10, 50, kCacheControlTtl1hMs}));
   EXPECT_EQ(res.ranges[1], (RetentionRange{0, 50, 50, kCacheControlTtl5mMs}));
+  EXPECT_EQ(res.ranges[2], (RetentionRange{0, 4, 50, kCacheControlTtl5mMs}));
+  // An end past the prompt (a render that disagrees) is cut to it.
+  const std::vector<int64_t> past = {10, 80, 4};
+  EXPECT_EQ(ResolveRetention(r->retention, 53, past).cache_write_end, 53);
 }
 
 TEST(CacheRetention, AnthropicCacheControlIsChecked) {

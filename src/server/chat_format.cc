@@ -12,12 +12,14 @@ nlohmann::ordered_json MessageJson(const ChatMessage& m) {
 
 StatusOr<RenderedChat> ChatFormat::Render(std::span<const ChatMessage> messages,
                                           const nlohmann::ordered_json& tools,
-                                          const nlohmann::ordered_json& kwargs) const {
+                                          const nlohmann::ordered_json& kwargs,
+                                          const nlohmann::ordered_json& blocks) const {
   ChatRenderInput in;
   for (const ChatMessage& m : messages) in.messages.push_back(MessageJson(m));
   in.tools = tools;
   in.kwargs = kwargs;
   in.add_generation_prompt = true;
+  in.blocks = blocks;
   return template_.Render(in);
 }
 

@@ -32,9 +32,12 @@ class ChatFormat {
 
   // Renders the request's chat followed by the generation prompt. InvalidArgument (for the
   // `messages` field) when the template refuses them (raise_exception: its message).
+  // `blocks`: objects of the tools or messages whose rendered ends to find
+  // (RenderedChat::block_ends; cache_breakpoints.h), or null.
   StatusOr<RenderedChat> Render(std::span<const ChatMessage> messages,
                                 const nlohmann::ordered_json& tools,
-                                const nlohmann::ordered_json& kwargs) const;
+                                const nlohmann::ordered_json& kwargs,
+                                const nlohmann::ordered_json& blocks = nullptr) const;
 
  private:
   ChatTemplate template_;

@@ -302,7 +302,7 @@ void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRe
   // The scope policy aligns what the lower tiers keep to message boundaries.
   if (prompt->starts) gr.message_starts = prompt->starts->message_starts;
   const ResolvedRetention retention =
-      ResolveRetention(r.retention, static_cast<int64_t>(prompt->tokens.size()), prompt->starts);
+      ResolveRetention(r.retention, static_cast<int64_t>(prompt->tokens.size()), prompt->breakpoint_ends);
   gr.retention = retention.ranges;
   if (r.retention.prompt_cache_key) ctx_->metrics.prompt_cache_key_requests.fetch_add(1);
 

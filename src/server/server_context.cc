@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "server/cache_breakpoints.h"
 #include "server/openai_response.h"
 #include "server/request_headers.h"
 
@@ -90,7 +91,7 @@ Status ServerContext::CheckModel(const std::string& model) const {
 StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& r, bool touch_replies) const {
   Prompt p;
   if (r.kind == ApiKind::kChat) {
-    auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs);
+    auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs, BreakpointBlocks(r));
     if (!chat.ok()) return InvalidArgumentFor("messages", std::string(chat.status().message()));
     p.chat = *std::move(chat);
     if (replies) {
@@ -101,6 +102,7 @@ StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& 
       p.tokens = tokenizer().Encode(p.chat->text, ChatEncodeOptions(*p.chat));
     }
     p.starts = FindChatTokenStarts(tokenizer(), *p.chat, p.tokens);
+    p.breakpoint_ends = BreakpointTokenEnds(chat_format, r, *p.chat, tokenizer(), p.tokens);
   } else if (r.prompt_tokens) {
     p.tokens = *r.prompt_tokens;
   } else {

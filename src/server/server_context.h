@@ -69,6 +69,8 @@ struct ServerContext {
     std::optional<RenderedChat> chat;
     std::optional<ChatTokenStarts> starts;  // chat: from this one render and encoding
     ReplyReuse replies;  // chat: the generated replies whose ids the prompt took
+    // chat: where each cache_control breakpoint's block ends, in tokens (cache_breakpoints.h)
+    std::vector<int64_t> breakpoint_ends;
   };
   // The prompt tokens exactly as generation and the probe both use them: chat messages
   // rendered with the model's format, text encoded with the vocabulary's BOS handling (with

@@ -103,6 +103,7 @@ StatusOr<RenderedChat> ChatTemplate::RenderOnce(const ChatRenderInput& input) co
 
   jinja::RenderTrace trace;
   trace.items = &input.messages;
+  if (input.blocks.is_array()) trace.blocks = &input.blocks;
   RenderedChat out;
   ASSIGN_OR_RETURN(out.text, template_.Render(context, &trace));
 
@@ -124,6 +125,7 @@ StatusOr<RenderedChat> ChatTemplate::RenderOnce(const ChatRenderInput& input) co
   for (size_t i = 1; i < n; ++i) out.message_offsets[i] = std::max(out.message_offsets[i], out.message_offsets[i - 1]);
   if (n > 0) out.generation_offset = std::max(out.generation_offset, out.message_offsets.back());
   out.starts_with_bos = !bos_token_.empty() && out.text.starts_with(bos_token_);
+  out.block_ends = std::move(trace.block_end);
   return out;
 }
 
@@ -228,6 +230,26 @@ std::optional<std::vector<size_t>> WalkPieces(const Tokenizer& tokenizer, std::s
 std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
                                                  std::span<const int32_t> tokens) {
   return WalkPieces(tokenizer, text, tokens, /*tolerant=*/false);
+}
+
+std::vector<int64_t> TokensCoveringBytes(const Tokenizer& tokenizer, std::string_view text,
+                                         std::span<const int32_t> tokens,
+                                         std::span<const size_t> offsets) {
+  std::optional<std::vector<size_t>> ends = TokenByteEnds(tokenizer, text, tokens);
+  if (!ends) ends = WalkPieces(tokenizer, text, tokens, /*tolerant=*/true);
+  std::vector<int64_t> out;
+  out.reserve(offsets.size());
+  for (const size_t p : offsets) {
+    if (p == 0) {
+      out.push_back(0);
+      continue;
+    }
+    // The first token ending at or past p holds byte p - 1; it and every one before it.
+    const auto it = std::lower_bound(ends->begin(), ends->end(), p);
+    out.push_back(it == ends->end() ? static_cast<int64_t>(ends->size())
+                                    : static_cast<int64_t>(it - ends->begin()) + 1);
+  }
+  return out;
 }
 
 ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedChat& chat,

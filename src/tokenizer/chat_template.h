@@ -46,6 +46,9 @@ struct ChatRenderInput {
   jinja::Json tools;                            // null: no tools (the variable stays undefined)
   jinja::Json kwargs;                           // null or an object of extra template variables
   bool add_generation_prompt = true;
+  // Objects of `messages` or `tools` (tools, tool calls) whose rendered ends to find
+  // (RenderedChat::block_ends); null: none.
+  jinja::Json blocks;
 };
 
 struct RenderedChat {
@@ -58,6 +61,10 @@ struct RenderedChat {
   bool starts_with_bos = false;
   // The model's template failed on this input and ChatML rendered it instead.
   bool used_fallback = false;
+  // Per ChatRenderInput::blocks entry: the byte offset where the template's iteration over
+  // that object ended (jinja::RenderTrace::block_end), npos when no loop iteration over it
+  // printed anything.
+  std::vector<size_t> block_ends;
 };
 
 class ChatTemplate {
@@ -142,6 +149,14 @@ ChatTokenStarts FindChatTokenStarts(const Tokenizer& tokenizer, const RenderedCh
 // added space prefix stands for none); nullopt when they do not.
 std::optional<std::vector<size_t>> TokenByteEnds(const Tokenizer& tokenizer, std::string_view text,
                                                  std::span<const int32_t> tokens);
+
+// For each byte offset p of `offsets`: how many leading tokens of `tokens` it takes to cover
+// text[0, p), the token holding byte p - 1 included (0 for p == 0). `tokens` spell `text`
+// (TokenByteEnds); when they do not, each token counts its piece's length in bytes (close:
+// only a normalizing vocabulary or unknown tokens get there).
+std::vector<int64_t> TokensCoveringBytes(const Tokenizer& tokenizer, std::string_view text,
+                                         std::span<const int32_t> tokens,
+                                         std::span<const size_t> offsets);
 
 // The index of the message whose tokens contain token `token_index` (binary search over
 // MessageTokenStart, O(log n) encodings); the number of messages when it falls in the

@@ -67,6 +67,7 @@ class Evaluator {
       trace_->first_output.assign(trace_->items->size(), std::string::npos);
       trace_->last_output_end = 0;
     }
+    if (trace_ && trace_->blocks) trace_->block_end.assign(trace_->blocks->size(), std::string::npos);
   }
 
   std::string Run(const Body& body) {
@@ -98,6 +99,19 @@ class Evaluator {
     for (size_t i = 0; i < trace_->items->size(); ++i) {
       if ((*trace_->items)[i] != item) continue;
       if (trace_->first_output[i] == std::string::npos) return static_cast<int>(i);
+      if (any < 0) any = static_cast<int>(i);
+    }
+    return any;
+  }
+
+  // The traced block an iteration's value stands for: the first equal block whose end is not
+  // found yet, else the first equal one; -1 when it is none of them.
+  int BlockIndex(const Json& item) const {
+    if (!trace_ || !trace_->blocks || !item.is_object()) return -1;
+    int any = -1;
+    for (size_t i = 0; i < trace_->blocks->size(); ++i) {
+      if ((*trace_->blocks)[i] != item) continue;
+      if (trace_->block_end[i] == std::string::npos) return static_cast<int>(i);
       if (any < 0) any = static_cast<int>(i);
     }
     return any;
@@ -207,8 +221,11 @@ class Evaluator {
       const int saved = current_;
       const int traced = TracedIndex(items[static_cast<size_t>(i)]);
       if (traced >= 0) current_ = traced;
+      const int block = BlockIndex(items[static_cast<size_t>(i)]);
+      const size_t out_before = out_.size();
       const Flow f = Exec(s.bodies[0]);
       current_ = saved;
+      if (block >= 0 && out_.size() > out_before) trace_->block_end[static_cast<size_t>(block)] = out_.size();
       scopes_.pop_back();
       if (f == Flow::kBreak) break;
     }

@@ -7,6 +7,12 @@
 // renders message i inside the iteration over message i whatever it prints before, after or
 // around it, so the first output attributed to message i is where message i starts.
 //
+// It can also trace where the iterations over other objects (a chat's tools and tool calls)
+// end: for a `for` loop whose item equals a traced block, the output's length when that
+// iteration is over, if the iteration wrote anything (cache_control breakpoints on a tool
+// keep the prompt up to there). Block tracing attributes nothing: it never moves a message's
+// start.
+//
 // Thread safety: immutable after Parse; Render may be called from any thread.
 #pragma once
 
@@ -26,6 +32,10 @@ struct RenderTrace {
   std::vector<size_t> first_output;
   // End of the last output attributed to any traced item (0 if none).
   size_t last_output_end = 0;
+  const Json* blocks = nullptr;  // an array of objects whose iterations' ends to find; null: none
+  // Filled by Render: where the output stood when the iteration over blocks[i] ended, npos
+  // when no iteration over it wrote anything (the template printed it another way, or not).
+  std::vector<size_t> block_end;
 };
 
 class Template {

@@ -127,5 +127,29 @@ TEST(JinjaTemplate, TraceAttributesOutputToTheIteratedItem) {
   EXPECT_EQ(trace.last_output_end, 19u);
 }
 
+// Blocks (tools, tool calls): where the last iteration over each that wrote output ended,
+// nested inside a traced message or not, without moving any message's start.
+TEST(JinjaTemplate, TraceFindsWhereBlockIterationsEnd) {
+  const Json tools = Json::parse(R"([{"name": "f"}, {"name": "g"}, {"name": "unused"}])");
+  const Json messages = Json::parse(R"([{"role": "user", "calls": [{"id": 1}, {"id": 2}]}])");
+  Json blocks = tools;
+  blocks.erase(2);
+  for (const Json& c : messages[0]["calls"]) blocks.push_back(c);
+  blocks.push_back(tools[2]);
+  auto t = Template::Parse(
+      "{% for t in tools %}{% if t.name != 'unused' %}<{{ t.name }}>{% endif %}{% endfor %}|"
+      "{% for m in messages %}[{% for c in m.calls %}c{{ c.id }};{% endfor %}]{% endfor %}"
+      "{% for t in tools %}{% endfor %}END");
+  ASSERT_TRUE(t.ok()) << t.status();
+  RenderTrace trace;
+  trace.items = &messages;
+  trace.blocks = &blocks;
+  auto out = t->Render({{"messages", messages}, {"tools", tools}}, &trace);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(*out, "<f><g>|[c1;c2;]END");
+  EXPECT_EQ(trace.block_end, (std::vector<size_t>{3, 6, 11, 14, std::string::npos}));
+  EXPECT_EQ(trace.first_output, (std::vector<size_t>{7})) << "block tracing attributes no output";
+}
+
 }  // namespace
 }  // namespace prefixd::jinja

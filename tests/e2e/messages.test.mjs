@@ -3,9 +3,13 @@
 // the same conversation sent in both dialects sharing its cached prefix, errors in Anthropic's
 // shape, and x-api-key.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Anthropic from '@anthropic-ai/sdk';
-import { missingPrerequisite, startServer, uniqueWord } from './server.mjs';
+import { binary, missingPrerequisite, repoRoot, startServer, uniqueWord } from './server.mjs';
 
 const skip = missingPrerequisite();
 const T = { timeout: 60000 };
@@ -255,5 +259,97 @@ describe('Anthropic Messages API with --api-key', { skip: skip ?? false }, () =>
       assert.equal(e.error.error.type, 'authentication_error');
       return true;
     });
+  });
+});
+
+// A breakpoint keeps the prompt up to the end of ITS block (a tool, a system block, a content
+// block), not of the chat message holding it. Qwen2.5's template (tests/e2e/templates) prints
+// the tools inside the system message, so a breakpoint on one tool used to reach the end of
+// that whole message. Each request has a cache salt of its own, so nothing is read from the
+// cache and cache_creation_input_tokens is exactly where the breakpoint ends; the distance
+// between two breakpoints is checked against count_tokens of the prompts with and without the
+// block between them (the vocabulary starts a token at each of these blocks' edges).
+const vocabModel = path.join(repoRoot, '../shared/models/llama-2-tiny-random.gguf');
+const here = path.dirname(new URL(import.meta.url).pathname);
+
+describe('cache_control breakpoints end at their block (Qwen2.5 template)', {
+  skip: skip ?? (existsSync(vocabModel) ? false : `${vocabModel} is missing`) }, () => {
+  let dir;
+  let srv;
+  let client;
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-breakpoints-'));
+    const model = path.join(dir, 'qwen25.gguf');
+    execFileSync(binary, ['make-model', '--out', model, '--vocab-from', vocabModel, '--vocab', '0',
+      '--chat-template', path.join(here, 'templates/qwen2.5-instruct.jinja'), '--layers', '1', '--embd', '32',
+      '--heads', '2', '--kv-heads', '2', '--ff', '64', '--ctx', '2048', '--tie-output'], { stdio: 'pipe' });
+    srv = await startServer({ model });
+    client = anthropicClient(srv);
+  });
+  after(async () => {
+    await srv?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const cc = { cache_control: { type: 'ephemeral' } };
+  const weather = { name: 'get_weather', description: 'Current weather in a city',
+    input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } };
+  const time = { name: 'get_time', description: 'Local time in a city',
+    input_schema: { type: 'object', properties: { city: { type: 'string' } } } };
+  const question = [{ role: 'user', content: 'What should I wear in Paris today?' }];
+  let salts = 0;
+
+  const count = async (params) => (await client.messages.countTokens({ model: srv.model, ...params })).input_tokens;
+  // Where the request's breakpoint ends, in prompt tokens.
+  async function breakpointEnd(params) {
+    const m = await client.messages.create({ model: srv.model, max_tokens: 1, temperature: 0,
+      cache_salt: `breakpoints-${++salts}`, ...params });
+    const u = m.usage;
+    assert.equal(promptTokens(u), await count(params), JSON.stringify(u));
+    assert.equal(u.cache_read_input_tokens, 0, JSON.stringify(u));
+    assert.ok(u.cache_creation_input_tokens > 0 && u.input_tokens > 0, JSON.stringify(u));
+    assert.equal(u.prefix_cache.retention.retained_tokens, u.cache_creation_input_tokens);
+    return u.cache_creation_input_tokens;
+  }
+
+  it('on a tool: up to that tool\'s definition, and the next tool adds exactly its own tokens', T, async () => {
+    const system = 'You dress people for the weather.';
+    const onFirst = await breakpointEnd({ system, messages: question, tools: [{ ...weather, ...cc }, time] });
+    const onSecond = await breakpointEnd({ system, messages: question, tools: [weather, { ...time, ...cc }] });
+    const both = await count({ system, messages: question, tools: [weather, time] });
+    const first = await count({ system, messages: question, tools: [weather] });
+    assert.equal(onSecond - onFirst, both - first, `first tool ends at ${onFirst}, second at ${onSecond}`);
+    // A system block's breakpoint keeps the tools before it in Anthropic's order, though Qwen
+    // prints the system text first: it ends where the last tool does.
+    const onSystem = await breakpointEnd({ system: [{ type: 'text', text: system, ...cc }], messages: question,
+      tools: [weather, time] });
+    assert.equal(onSystem, onSecond);
+  });
+
+  it('on a system block: up to that block of the system text', T, async () => {
+    const one = 'You are a patient storyteller.';
+    const two = ' You answer briefly.';
+    const onOne = await breakpointEnd({ system: [{ type: 'text', text: one, ...cc }, { type: 'text', text: two }],
+      messages: question });
+    const onTwo = await breakpointEnd({ system: [{ type: 'text', text: one }, { type: 'text', text: two, ...cc }],
+      messages: question });
+    assert.equal(onTwo - onOne, await count({ system: one + two, messages: question }) -
+      await count({ system: one, messages: question }));
+  });
+
+  it('on a middle content block: up to that block, not the end of its message', T, async () => {
+    // The last block ends in a newline: its last token never merges with the template's text after it.
+    const blocks = ['Here is my question.', ' Where is the cat?', ' Answer in one word.\n'];
+    const content = (marked) => blocks.map((text, i) => ({ type: 'text', text, ...(i === marked ? cc : {}) }));
+    const turn = (c) => [{ role: 'user', content: 'Hello.' }, { role: 'assistant', content: 'Hi.' }, { role: 'user', content: c }];
+    const onFirst = await breakpointEnd({ messages: turn(content(0)) });
+    const onMiddle = await breakpointEnd({ messages: turn(content(1)) });
+    const onLast = await breakpointEnd({ messages: turn(content(2)) });
+    const without = (i) => blocks.filter((_, k) => k !== i).join('');
+    const all = await count({ messages: turn(blocks.join('')) });
+    assert.equal(onMiddle - onFirst, all - await count({ messages: turn(without(1)) }));
+    assert.equal(onLast - onMiddle, all - await count({ messages: turn(without(2)) }));
+    // The generation prompt and the message's own end are after the last block.
+    assert.ok(onLast < all, `${onLast} < ${all}`);
   });
 });
