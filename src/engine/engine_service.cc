@@ -325,7 +325,13 @@ void EngineService::Loop() {
           if (se.token) {
             ev.token = *se.token;
             generated_tokens_total_.fetch_add(1, std::memory_order_relaxed);
-            if (live.ttft_ms < 0) live.ttft_ms = MsSince(live.submitted);
+            if (live.ttft_ms < 0) {
+              live.ttft_ms = MsSince(live.submitted);
+              // The prompt's figures are final once it produced a token.
+              if (const Sequence* seq = engine_->Find(se.id)) {
+                ev.usage = UsageOf(*seq, live.ttft_ms, info_);
+              }
+            }
           }
           ev.logprob = se.logprob;
           ev.top_logprobs = std::move(se.top_logprobs);

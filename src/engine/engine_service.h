@@ -57,7 +57,9 @@ struct TokenEvent {
   std::vector<TokenLogprob> top_logprobs;
   bool finished = false;
   FinishReason finish = FinishReason::kNone;
-  RequestUsage usage;  // complete when finished
+  // Complete when finished; on a request's first token, its prompt's figures (prompt and
+  // cached tokens, by tier) are set already.
+  RequestUsage usage;
   Status error;        // not OK when the request failed inside the engine
 };
 

@@ -77,14 +77,21 @@ json AnthropicWriter::Message(json content, const GenerationEnd* end) const {
   return m;
 }
 
-std::string AnthropicWriter::StreamStart(int32_t prompt_tokens) {
+std::string AnthropicWriter::MessageStart(json usage) {
+  started_ = true;
   json message = Message(json::array(), nullptr);
-  message["usage"] = json{{"input_tokens", prompt_tokens},
-                          {"output_tokens", 0},
-                          {"cache_creation_input_tokens", 0},
-                          {"cache_read_input_tokens", 0}};
+  usage["output_tokens"] = 0;
+  usage.erase("prefix_cache");
+  message["usage"] = std::move(usage);
   return SseEvent("message_start", json{{"type", "message_start"}, {"message", std::move(message)}}) +
          SseEvent("ping", json{{"type", "ping"}});
+}
+
+// message_start waits for the prompt's cache figures (StreamPrefilled).
+std::string AnthropicWriter::StreamStart(int32_t /*prompt_tokens*/) { return ""; }
+
+std::string AnthropicWriter::StreamPrefilled(const GenerationEnd& so_far) {
+  return started_ ? "" : MessageStart(Usage(so_far));
 }
 
 std::string AnthropicWriter::CloseBlock() {
@@ -131,7 +138,8 @@ std::string AnthropicWriter::StreamText(const std::string& text, json /*logprobs
 }
 
 std::string AnthropicWriter::StreamEnd(const GenerationEnd& end) {
-  std::string out = Blocks(Events("", true));
+  std::string out = started_ ? "" : MessageStart(Usage(end));
+  out += Blocks(Events("", true));
   out += CloseBlock();
   json message = Message(json::array(), &end);
   out += SseEvent("message_delta", json{{"type", "message_delta"},

@@ -25,8 +25,11 @@
 //   O  output_tokens                generated tokens, up to the one completing a stop sequence
 // "abort" (prefixd's own) says the server cancelled the request at shutdown.
 //
-// Streaming: event: message_start (usage so far: input_tokens = P, the cache split is not
-// known yet), ping, then per content block content_block_start, content_block_delta*
+// Streaming: the headers go out at once; event: message_start follows when the prompt is done
+// (StreamPrefilled: the first token came, so what the cache gave is known), with the usage's
+// prompt figures exactly as the final usage has them (input_tokens, cache_read_input_tokens,
+// cache_creation_input_tokens, cache_creation by ttl; output_tokens 0), then ping; a stream
+// that ends before any token sends it from the final usage. Then per content block content_block_start, content_block_delta*
 // (text_delta {text}, or input_json_delta {partial_json}: pieces of a tool call's input as
 // the model writes it), content_block_stop; then message_delta {stop_reason, stop_sequence}
 // with the final usage (all four figures), and message_stop. A failure mid-stream is
@@ -62,6 +65,7 @@ class AnthropicWriter : public ResponseWriter {
   AnthropicWriter(std::string id, std::string model) : id_(std::move(id)), model_(std::move(model)) {}
 
   std::string StreamStart(int32_t prompt_tokens) override;
+  std::string StreamPrefilled(const GenerationEnd& so_far) override;
   std::string StreamText(const std::string& text, nlohmann::json logprobs) override;
   std::string StreamEnd(const GenerationEnd& end) override;
   std::string StreamError(const ApiError& error) override;
@@ -78,11 +82,14 @@ class AnthropicWriter : public ResponseWriter {
   nlohmann::json Usage(const GenerationEnd& end) const;
   std::string Blocks(const std::vector<ToolCallEvent>& events);
   std::string CloseBlock();
+  // message_start and ping, with `usage`.
+  std::string MessageStart(nlohmann::json usage);
 
   std::string id_;
   std::string model_;
   Block open_ = Block::kNone;  // the content block being streamed
   int num_blocks_ = 0;         // blocks started so far; the open one is num_blocks_ - 1
+  bool started_ = false;       // message_start is out
 };
 
 }  // namespace prefixd

@@ -116,12 +116,19 @@ TEST(AnthropicResponse, StreamedEventsInOrder) {
   AnthropicWriter w("msg_1", "m");
   w.EnableToolCalls(ToolCallSyntax::kHermes);
   std::string s = w.StreamStart(10);
+  EXPECT_EQ(s, "") << "message_start waits for the prompt's cache figures";
+  GenerationEnd end = End(FinishReason::kEos, 10, 4);
+  end.cache_write.end = 10;
+  end.cache_write.end_1h = 7;
+  GenerationEnd prefilled = end;
+  prefilled.finish = FinishReason::kNone;
+  prefilled.completion_tokens = 0;
+  s += w.StreamPrefilled(prefilled);
+  EXPECT_EQ(w.StreamPrefilled(prefilled), "") << "once";
   for (const char* piece : {"Let me ", "look.", "\n<tool_c", "all>\n{\"name\": \"f\", \"arguments\": {\"q\":",
                             " \"x\"}}\n</tool_call>"}) {
     s += w.StreamText(piece, nullptr);
   }
-  GenerationEnd end = End(FinishReason::kEos, 10, 4);
-  end.cache_write.end = 10;
   s += w.StreamEnd(end);
   std::vector<std::string> names;
   std::string text, partial_json;
@@ -137,12 +144,18 @@ TEST(AnthropicResponse, StreamedEventsInOrder) {
       EXPECT_EQ(data["content_block"]["type"], "tool_use");
       EXPECT_EQ(data["content_block"]["name"], "f");
     }
-    if (name == "message_start") EXPECT_EQ(data["message"]["usage"]["input_tokens"], 10);
+    if (name == "message_start") {
+      // The prompt's figures, as the final usage has them.
+      EXPECT_EQ(data["message"]["usage"], json::parse(R"({"input_tokens":0,"output_tokens":0,
+        "cache_read_input_tokens":4,"cache_creation_input_tokens":6,
+        "cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":3}})"));
+    }
     if (name == "message_delta") {
       EXPECT_EQ(data["delta"]["stop_reason"], "tool_use");
       EXPECT_EQ(data["usage"]["output_tokens"], 5);
       EXPECT_EQ(data["usage"]["cache_read_input_tokens"], 4);
       EXPECT_EQ(data["usage"]["cache_creation_input_tokens"], 6);
+      EXPECT_EQ(data["usage"]["cache_creation"]["ephemeral_1h_input_tokens"], 3);
     }
   }
   EXPECT_EQ(text, "Let me look.");
@@ -152,6 +165,21 @@ TEST(AnthropicResponse, StreamedEventsInOrder) {
                                          "content_block_delta", "content_block_delta", "content_block_delta",
                                          "content_block_stop", "message_delta", "message_stop"};
   EXPECT_EQ(names, want);
+}
+
+// Cancelled before any token: message_start still comes first, from the final usage.
+TEST(AnthropicResponse, AStreamWithoutTokensStillStartsTheMessage) {
+  AnthropicWriter w("msg_1", "m");
+  std::string s = w.StreamStart(10);
+  GenerationEnd end = End(FinishReason::kCancelled, 10, 4);
+  end.completion_tokens = 0;
+  s += w.StreamEnd(end);
+  std::vector<std::string> names;
+  for (const auto& [name, data] : Events(s)) {
+    names.push_back(name);
+    if (name == "message_start") EXPECT_EQ(data["message"]["usage"]["cache_read_input_tokens"], 4);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"message_start", "ping", "message_delta", "message_stop"}));
 }
 
 TEST(AnthropicResponse, ErrorShape) {

@@ -63,6 +63,7 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   bool cancelled = false;    // Cancel was sent (stop string, client gone, shutdown)
   bool client_gone = false;
   bool done = false;         // the answer is written (queued) and the job forgotten
+  bool prefilled = false;    // streaming: the writer was told the prompt is done
   std::vector<LogprobEntry> logprob_entries;  // non-streaming: all of them
 
   // REQUIRES: mu held. Marks the request cancelled and returns its id for the caller to
@@ -132,6 +133,16 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
     return e;
   }
 
+  // The prompt's part of the usage, as the first token's event carries it.
+  GenerationEnd PromptEnd(const RequestUsage& usage) const {
+    GenerationEnd e;
+    e.usage = usage;
+    e.usage.prompt_tokens = static_cast<int32_t>(prompt.size());
+    e.cache_enabled = ctx->service->stats().cache.enabled;
+    e.cache_write = cache_write;
+    return e;
+  }
+
   // The engine thread, one event at a time.
   void OnEvent(const TokenEvent& ev) {
     std::optional<SequenceId> to_cancel;
@@ -155,6 +166,12 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
         ctx->metrics.inter_token_latency.Observe(SecondsBetween(*last_token_at, now));
       }
       last_token_at = now;
+    }
+    if (streaming && !prefilled && ev.token >= 0) {
+      // The first token: what the cache gave the prompt is known (some dialects say so first).
+      prefilled = true;
+      std::string bytes = writer->StreamPrefilled(PromptEnd(ev.usage));
+      if (!client_gone && !bytes.empty()) out->Write(std::move(bytes));
     }
     CompletionStream::Delta d = stream.Consume(ev);
     if (d.stop_matched) {

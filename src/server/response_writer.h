@@ -5,7 +5,7 @@
 // HttpResponse otherwise. With tool calls enabled, the text first goes through a
 // ToolCallParser (tool_call_parser.h) and the writer renders its calls.
 //
-//   stream:     StreamStart  StreamText*  (StreamEnd | StreamError)
+//   stream:     StreamStart  [StreamPrefilled]  StreamText*  (StreamEnd | StreamError)
 //   non-stream: Whole | Error
 //
 // Thread safety: none; used under the request's job lock.
@@ -58,6 +58,9 @@ class ResponseWriter {
 
   // The bytes sent with the headers of a streamed answer.
   virtual std::string StreamStart(int32_t prompt_tokens) = 0;
+  // The bytes for when the prompt is done and what the cache gave it is known (the first
+  // token came): `so_far` holds the prompt's usage (cached tokens, breakpoints), no output yet.
+  virtual std::string StreamPrefilled(const GenerationEnd& /*so_far*/) { return ""; }
   // The bytes for newly released text and its logprobs (null when not requested); may be "".
   virtual std::string StreamText(const std::string& text, nlohmann::json logprobs) = 0;
   // The last bytes of a stream that ended without error.

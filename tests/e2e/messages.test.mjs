@@ -166,6 +166,35 @@ describe('Anthropic Messages API', { skip: skip ?? false }, () => {
     assert.ok(stats.retention.requests >= 2, JSON.stringify(stats.retention));
   });
 
+  it('a streamed message_start carries the cache figures of the final usage', T, async () => {
+    const word = uniqueWord();
+    const params = { model: srv.model, ...greedy,
+      system: [{ type: 'text', text: `You are ${word}.`, cache_control: { type: 'ephemeral', ttl: '1h' } }],
+      messages: [{ role: 'user', content: [{ type: 'text', text: `Tell me about ${word}.`,
+        cache_control: { type: 'ephemeral' } }, { type: 'text', text: ' Briefly.' }] }] };
+    // The first stream writes the breakpoints' prefix, the second reads it.
+    for (const round of ['writes', 'reads']) {
+      let start;
+      let delta;
+      for await (const ev of client.messages.stream(params)) {
+        // Copied as they arrive: the SDK updates its message snapshot in place afterwards.
+        if (ev.type === 'message_start') start = structuredClone(ev.message.usage);
+        if (ev.type === 'message_delta') delta = structuredClone(ev.usage);
+      }
+      assert.ok(start && delta, round);
+      for (const k of ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens', 'cache_creation']) {
+        assert.deepEqual(start[k], delta[k], `${round}: message_start ${k} ${JSON.stringify(start)} vs ${JSON.stringify(delta)}`);
+      }
+      assert.equal(start.output_tokens, 0);
+      if (round === 'writes') {
+        assert.ok(start.cache_creation.ephemeral_1h_input_tokens > 0, JSON.stringify(start));
+        assert.ok(start.cache_creation.ephemeral_5m_input_tokens > 0, JSON.stringify(start));
+      } else {
+        assert.ok(start.cache_read_input_tokens > 0, JSON.stringify(start));
+      }
+    }
+  });
+
   it('a cache_control ttl other than 5m or 1h is a 400 naming the field', T, async () => {
     await assert.rejects(client.messages.create({ model: srv.model, ...greedy,
       messages: [{ role: 'user', content: [{ type: 'text', text: 'hi', cache_control: { type: 'ephemeral', ttl: '2h' } }] }] }),
