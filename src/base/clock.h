@@ -3,6 +3,7 @@
 // of sleeping (STYLE.md, Tests: a fake clock).
 //
 //   SteadyClock   the process's monotonic clock, in milliseconds (the server's)
+//   WallClock     Unix time in milliseconds (time across restarts: the disk's retention file)
 //   ManualClock   starts at 0 (or a given time) and moves only when told (tests)
 //
 // Thread safety: NowMs() may be called from any thread; ManualClock::Advance/Set too (the
@@ -32,6 +33,21 @@ class SteadyClock final : public Clock {
   // One process-wide instance: stateless, so sharing it is free.
   static const Clock* Get() {
     static const SteadyClock clock;
+    return &clock;
+  }
+};
+
+// Unix time in milliseconds (the system clock: it may be set back or forward). Only for time
+// that passes while no process runs, e.g. a retention mark kept across a restart.
+class WallClock final : public Clock {
+ public:
+  int64_t NowMs() const override {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+  static const Clock* Get() {
+    static const WallClock clock;
     return &clock;
   }
 };

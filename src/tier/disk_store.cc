@@ -6,6 +6,7 @@
 
 #include "base/check.h"
 #include "base/log.h"
+#include "tier/retention_file.h"
 
 namespace prefixd {
 namespace {
@@ -67,11 +68,11 @@ std::string FormatBytes(int64_t bytes) {
 
 std::string DiskScanReport::ToString() const {
   return absl::StrFormat(
-      "%d block files (%s) found in %.2f s; %d evicted to fit the budget, %d quarantined, %d "
-      "temp files of interrupted writes removed, %d foreign files and %d other models' folders "
-      "left alone, %d unrecognised files ignored",
-      files_found, FormatBytes(bytes_found), seconds, evicted, quarantined, temp_files_removed,
-      foreign_files, other_model_dirs, ignored_files);
+      "%d block files (%s) found in %.2f s, %d of them retained; %d evicted to fit the budget, "
+      "%d quarantined, %d temp files of interrupted writes removed, %d foreign files and %d "
+      "other models' folders left alone, %d unrecognised files ignored",
+      files_found, FormatBytes(bytes_found), seconds, retained, evicted, quarantined,
+      temp_files_removed, foreign_files, other_model_dirs, ignored_files);
 }
 
 StatusOr<std::unique_ptr<DiskStore>> DiskStore::Open(DiskStoreOptions options) {
@@ -119,6 +120,7 @@ DiskStore::DiskStore(DiskStoreOptions options, FingerprintHash fingerprint, std:
       quarantine_dir_(std::move(quarantine_dir)),
       lock_(std::move(lock)),
       clock_(options_.clock != nullptr ? options_.clock : SteadyClock::Get()),
+      wall_clock_(options_.wall_clock != nullptr ? options_.wall_clock : WallClock::Get()),
       max_retained_bytes_(static_cast<int64_t>(
           static_cast<double>(std::max<int64_t>(options_.budget_bytes, 0)) *
           std::clamp(options_.retention_max_share, 0.0, 1.0))) {
@@ -126,7 +128,50 @@ DiskStore::DiskStore(DiskStoreOptions options, FingerprintHash fingerprint, std:
                                std::memory_order_relaxed);
 }
 
-DiskStore::~DiskStore() = default;
+DiskStore::~DiskStore() {
+  if (Status s = SaveRetention(); !s.ok()) {
+    spdlog::warn("disk cache: cannot save the retention marks ({}); after a restart the blocks on disk start "
+                 "ordinary", std::string(s.message()));
+  }
+}
+
+Status DiskStore::SaveRetention() {
+  std::vector<KeyMark> marks;
+  {
+    MutexLock lock(&mu_);
+    marks.reserve(kept_.size());
+    for (const Entry& e : kept_) marks.push_back(KeyMark{e.key, e.mark});
+  }
+  const std::string path = JoinPath(model_dir_, kRetentionFileName);
+  const int64_t now = clock_->NowMs();
+  if (std::none_of(marks.begin(), marks.end(), [&](const KeyMark& m) { return m.mark.live(now); })) {
+    Status s = fs_->RemoveFile(path);
+    return absl::IsNotFound(s) ? absl::OkStatus() : s;
+  }
+  const std::vector<uint8_t> bytes = SerializeRetentionFile(marks, now, wall_clock_->NowMs());
+  return WriteFileAtomically(*fs_, path, absl::StrCat(path, kTempSuffix), bytes, options_.sync_dirs);
+}
+
+absl::flat_hash_map<BlockKey, RetentionMark> DiskStore::ReadRetentionFile() {
+  absl::flat_hash_map<BlockKey, RetentionMark> out;
+  const std::string path = JoinPath(model_dir_, kRetentionFileName);
+  StatusOr<std::vector<uint8_t>> bytes = fs_->ReadFile(path);
+  if (!bytes.ok()) {
+    if (!absl::IsNotFound(bytes.status())) {
+      spdlog::warn("disk cache: cannot read {} ({}); the blocks on disk start without retention marks", path,
+                   std::string(bytes.status().message()));
+    }
+    return out;
+  }
+  StatusOr<std::vector<KeyMark>> marks = ParseRetentionFile(*bytes, clock_->NowMs(), wall_clock_->NowMs());
+  if (!marks.ok()) {
+    spdlog::warn("disk cache: {} is refused ({}); the blocks on disk start without retention marks", path,
+                 std::string(marks.status().message()));
+    return out;
+  }
+  for (const KeyMark& m : *marks) out[m.key] = m.mark;
+  return out;
+}
 
 std::string DiskStore::PathFor(const BlockKey& key) const {
   const std::string hex = ToHex(key);
@@ -154,9 +199,14 @@ Status DiskStore::Scan() {
     return a.mtime_ns < b.mtime_ns;
   });
   std::vector<std::string> victims;
+  absl::flat_hash_map<BlockKey, RetentionMark> restored = ReadRetentionFile();
   {
     MutexLock lock(&mu_);
+    // InsertLocked gives each found block its mark before the budget evicts: retained ones last.
+    pending_marks_ = std::move(restored);
     for (const ScannedFile& f : found) InsertLocked(f.key, f.bytes, victims);
+    pending_marks_.clear();  // marks of blocks no longer on disk
+    scan_report_.retained = static_cast<int64_t>(kept_.size());
     PublishGaugesLocked();
   }
   scan_report_.evicted = static_cast<int64_t>(victims.size());
@@ -181,7 +231,11 @@ StatusOr<std::vector<DiskStore::ScanCandidate>> DiskStore::ListBlockFiles() {
   ASSIGN_OR_RETURN(const std::vector<DirEntry> shards, fs_->ListDir(model_dir_));
   for (const DirEntry& shard : shards) {
     if (!shard.is_dir || !IsLowerHex(shard.name, 2)) {
-      if (shard.name != kLockName) ++report.ignored_files;
+      if (shard.name == absl::StrCat(kRetentionFileName, kTempSuffix)) {
+        fs_->RemoveFile(JoinPath(model_dir_, shard.name)).IgnoreError();  // a crash mid-save
+      } else if (shard.name != kLockName && shard.name != kRetentionFileName) {
+        ++report.ignored_files;
+      }
       continue;
     }
     const std::string shard_dir = JoinPath(model_dir_, shard.name);
@@ -616,6 +670,7 @@ Status DiskStore::Clear() {
     next_expiry_ms_ = INT64_MAX;
     PublishGaugesLocked();
   }
+  paths.push_back(JoinPath(model_dir_, kRetentionFileName));  // no marks outlive a clear
   Status first_error;
   for (const std::string& path : paths) {
     Status s = fs_->RemoveFile(path);

@@ -26,8 +26,12 @@
 // Retention (ARCHITECTURE.md invariant 9), as HostStore's: entries with a RetentionMark live
 // in kept_, which the budget empties only once lru_ is empty; marks end at their until_ms
 // (ExpireRetention), or oldest first beyond retention_max_share of the budget; a read
-// refreshes them. Marks live in memory only: after a restart every block is ordinary. A mark
-// for a block still being written (Retain with remember_absent) waits for its Write.
+// refreshes them. A mark for a block still being written (Retain with remember_absent) waits
+// for its Write. The marks outlive a restart: the store writes them to DIR/<fp>/RETENTION when
+// it closes (SaveRetention; retention_file.h) and Open gives them back to the blocks it finds,
+// less the wall time the server was down, before the budget evicts anything. A crash keeps
+// the marks of the last close (each still ending when it would have); a damaged file is
+// logged and ignored (every block is then ordinary).
 //
 // One DiskStore per (DIR, model) across all processes: Open fails while another holds LOCK
 // (it would delete the other's temp files and break its budget).
@@ -83,6 +87,8 @@ struct DiskStoreOptions {
   // share of the budget retained entries may hold.
   const Clock* clock = nullptr;
   double retention_max_share = 0.5;
+  // Unix time for the retention file (nullptr: WallClock; must outlive the store).
+  const Clock* wall_clock = nullptr;
 };
 
 // What Open found, for one log line at start-up.
@@ -95,6 +101,7 @@ struct DiskScanReport {
   int64_t temp_files_removed = 0;  // writes a crash interrupted
   int64_t quarantined = 0;         // bad header, wrong size or name, or unreadable
   int64_t ignored_files = 0;       // names that are not ours (left alone)
+  int64_t retained = 0;            // found files that took back a mark from RETENTION
   double seconds = 0;              // wall time of Open
 
   std::string ToString() const;
@@ -137,6 +144,9 @@ class DiskStore final : public TierStore {
   // Ends the marks whose until_ms <= now_ms. Returns how many.
   int ExpireRetention(int64_t now_ms);
   RetentionMark MarkOf(const BlockKey& key) const;
+  // Writes the live marks to DIR/<fp>/RETENTION (removes it when there is none), atomically.
+  // The destructor calls it; file I/O.
+  Status SaveRetention();
 
   // Tells `observer` of every block the store holds now as stored, oldest first, with its
   // parent key and token ids read from its file's first bytes (no KV; the checksum is checked
@@ -187,6 +197,8 @@ class DiskStore final : public TierStore {
   };
   // Open's index rebuild: ListBlockFiles, CheckBlockFile on each, insert by mtime, evict.
   Status Scan();
+  // The marks DIR/<fp>/RETENTION holds, rebased on clock_ (empty when it is absent or refused).
+  absl::flat_hash_map<BlockKey, RetentionMark> ReadRetentionFile();
   // Names under DIR/<fp>: block files to check; deletes temp files; counts the rest.
   StatusOr<std::vector<ScanCandidate>> ListBlockFiles();
   // Header and size of one file: the file to index, or nullopt (foreign, gone, or
@@ -226,6 +238,7 @@ class DiskStore final : public TierStore {
   // Marks for keys not indexed yet (Retain with remember_absent), at most kMaxPendingMarks.
   absl::flat_hash_map<BlockKey, RetentionMark> pending_marks_ ABSL_GUARDED_BY(mu_);
   const Clock* const clock_;
+  const Clock* const wall_clock_;
   const int64_t max_retained_bytes_;
   absl::flat_hash_map<BlockKey, List::iterator> index_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_ ABSL_GUARDED_BY(mu_) = 0;  // sum of Entry::bytes; <= budget after each call
