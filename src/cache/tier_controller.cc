@@ -411,6 +411,7 @@ void TierController::Offload(std::span<const EvictionPlan::Entry> nodes) {
       }
       const int64_t end = (n.start / bs + static_cast<int64_t>(k) + 1) * bs;
       job.push_back(HoldForCopy(n.keys[k], parent, tokens, n.blocks[k], end, kToHost));
+      job.back().record.generated = n.generated;
       job.back().mark = n.retention;
     }
   }

@@ -402,8 +402,8 @@ RemovedNode RadixTree::ViewOf(int32_t slot) const {
   const Node& n = nodes_[slot];
   int32_t root = slot;
   while (!nodes_[root].is_root) root = nodes_[root].parent;
-  return RemovedNode{IdOf(slot), nodes_[root].salt, n.start,     n.tokens,
-                     n.blocks,   n.keys,            n.parent_key, n.retention};
+  return RemovedNode{IdOf(slot), nodes_[root].salt, n.start,     n.tokens,    n.blocks,
+                     n.keys,     n.parent_key,      n.retention, n.generated};
 }
 
 std::vector<int32_t> RadixTree::LeadTokens(int32_t slot) const {

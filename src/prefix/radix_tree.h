@@ -120,6 +120,9 @@ struct RemovedNode {
   BlockKey parent_key;
   // The node's retention mark (none: priority 0), so a lower tier can keep ranking it.
   RetentionMark retention;
+  // The node holds only tokens a sequence generated and no prompt has sent back: the lowest
+  // rank, in a lower tier too.
+  bool generated = false;
 };
 
 // What an eviction would remove, proposed by RadixTree::PrepareEviction* (the tree decides

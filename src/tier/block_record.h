@@ -63,6 +63,9 @@ struct BlockRecord {
   BlockKey parent;              // key of the block before, or the root key for block 0
   std::vector<int32_t> tokens;  // the block's tokens (block_size of them)
   std::vector<uint8_t> kv;      // the block's KV bytes, KvLayout::BlockBytes() of them
+  // Not stored (a ranking hint for the store it is written to): the block holds tokens a
+  // sequence generated that no prompt has sent back, so a tier places it least recent.
+  bool generated = false;
 
   friend bool operator==(const BlockRecord&, const BlockRecord&) = default;
 };

@@ -607,6 +607,9 @@ std::vector<Status> DiskStore::Write(std::vector<BlockRecord> records) {
       } else {
         evicted_keys.clear();
         InsertLocked(record.key, bytes, victims, observed() ? &evicted_keys : nullptr);
+        if (record.generated && !lru_.empty() && lru_.front().key == record.key) {
+          lru_.splice(lru_.end(), lru_, lru_.begin());  // generated and unmarked: the first to go
+        }
         PublishGaugesLocked();
         if (observed()) changes.Stored(&record);
         for (const BlockKey& k : evicted_keys) changes.Evicted(k);

@@ -23,6 +23,9 @@
 // Recency lives in memory; Open rebuilds the index by scanning, reading only the 72-byte
 // header of each file, and orders it by file mtime (oldest evicted first).
 //
+// A record written with `generated` set is ranked least recent once its write has made room
+// (as HostStore's; after a restart, files rank by mtime only).
+//
 // Retention (ARCHITECTURE.md invariant 9), as HostStore's: entries with a RetentionMark live
 // in kept_, which the budget empties only once lru_ is empty; marks end at their until_ms
 // (ExpireRetention), or oldest first beyond retention_max_share of the budget; a read

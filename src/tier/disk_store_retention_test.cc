@@ -109,6 +109,27 @@ TEST_F(DiskStoreRetention, ReadsRefreshAndTheShareIsCapped) {
   store->CheckInvariants();
 }
 
+// Generated tokens rank lowest on disk too: written least recent, so they go before older
+// prompt blocks, until a read ranks them as any block.
+TEST_F(DiskStoreRetention, GeneratedRecordsGoFirstUntilReadBack) {
+  auto store = Open(3 * kRecordBytes, 0.5);
+  BlockRecord generated = Record(2);
+  generated.generated = true;
+  ASSERT_TRUE(store->Write({Record(1)})[0].ok());
+  ASSERT_TRUE(store->Write({generated})[0].ok());
+  ASSERT_TRUE(store->Write({Record(3)})[0].ok());
+  EXPECT_EQ(store->KeysByRecency(), (std::vector<BlockKey>{Record(3).key, Record(1).key, generated.key}));
+  ASSERT_TRUE(store->Write({Record(4)})[0].ok());
+  EXPECT_FALSE(store->Contains(generated.key)) << "the generated block went before the older prompt block";
+  EXPECT_TRUE(store->Contains(Record(1).key));
+  ASSERT_TRUE(store->Write({generated})[0].ok());
+  ASSERT_TRUE(store->Read(std::vector<BlockKey>{generated.key})[0].ok());
+  ASSERT_TRUE(store->Write({Record(5)})[0].ok());
+  EXPECT_TRUE(store->Contains(generated.key)) << "read back, it is an ordinary recent block";
+  EXPECT_FALSE(store->Contains(Record(1).key));
+  store->CheckInvariants();
+}
+
 // Closed and opened again (a restart: a new process, whose steady clock has another epoch),
 // the store gives the marks back to their blocks, less the wall time it was down; a mark that
 // ended before the close, or while it was down, does not come back. Retained files still go

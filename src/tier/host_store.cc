@@ -157,6 +157,10 @@ std::vector<Status> HostStore::WriteRetained(std::vector<BlockRecord> records,
       // Ordinary entries go first, the new one included when only retained ones are older:
       // retention ranks what goes, it never refuses a write.
       num_evicted += EvictLocked(evicted, spilled, changes);
+      // Generated and unmarked: written, then ranked the first to go next.
+      if (!mark.marked() && !lru_.empty() && lru_.front().key == key && lru_.front().record->generated) {
+        lru_.splice(lru_.end(), lru_, lru_.begin());
+      }
       CapLocked(spilled);
     }
     PublishLocked();

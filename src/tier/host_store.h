@@ -8,6 +8,10 @@
 // Records are trusted (they never left this process), so Read does not verify them. Each
 // entry is charged SerializedSize(record) bytes, the same as on disk.
 //
+// A record written with `generated` set (tokens a sequence generated that no prompt has sent
+// back) is ranked least recent once its write has made room: the first to go next, as in the
+// pool; a Read (a prompt sent it back) makes it most recent like any entry.
+//
 // Retention (ARCHITECTURE.md invariant 9): entries written or marked with a RetentionMark live
 // in a second list, kept_, which the budget empties only once lru_ is empty: retained blocks
 // go last, and never block a write. Marks end at their until_ms (ExpireRetention: the entry

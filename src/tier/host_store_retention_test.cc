@@ -50,6 +50,34 @@ TEST(HostStoreRetention, RetainedEntriesGoLastAndSpillInsteadOfDropping) {
   EXPECT_EQ(small.Stats().retention_spilled, 1);
 }
 
+// Generated tokens rank lowest here as in the pool: written least recent, so they go before
+// older prompt blocks; a read (a prompt sent them back) ranks them as any entry; retained ones
+// are kept as retained.
+TEST(HostStoreRetention, GeneratedRecordsGoFirstUntilReadBack) {
+  ManualClock clock(0);
+  HostStore store(3 * kRecordBytes, &clock, 0.5);
+  BlockRecord generated = MakeRecord(2);
+  generated.generated = true;
+  store.Write({MakeRecord(1)});
+  store.Write({generated});
+  store.Write({MakeRecord(3)});
+  EXPECT_EQ(store.KeysByRecency(), (std::vector<BlockKey>{MakeRecord(3).key, MakeRecord(1).key, generated.key}));
+  store.Write({MakeRecord(4)});
+  EXPECT_FALSE(store.Contains(generated.key)) << "the generated block went before the older prompt block";
+  EXPECT_TRUE(store.Contains(MakeRecord(1).key));
+  store.Write({generated});
+  ASSERT_TRUE(store.Read(std::vector<BlockKey>{generated.key})[0].ok());
+  store.Write({MakeRecord(5)});
+  EXPECT_TRUE(store.Contains(generated.key)) << "read back, it is an ordinary recent entry";
+  EXPECT_FALSE(store.Contains(MakeRecord(1).key));
+  BlockRecord kept = MakeRecord(6);
+  kept.generated = true;
+  store.WriteRetained({kept}, std::vector<RetentionMark>{Mark(0, 1000)}, nullptr);
+  for (uint64_t id = 7; id <= 9; ++id) store.Write({MakeRecord(id)});
+  EXPECT_TRUE(store.Contains(kept.key)) << "retention outranks generated";
+  store.CheckInvariants();
+}
+
 TEST(HostStoreRetention, MarksExpireAndReadsRefreshThem) {
   ManualClock clock(0);
   HostStore store(10 * kRecordBytes, &clock, 1.0);
