@@ -78,7 +78,7 @@ size_t CallBlock(const OpenAiRequest& r, int64_t m, int64_t call) {
 
 }  // namespace
 
-ordered_json BreakpointBlocks(const OpenAiRequest& r) {
+ordered_json BreakpointBlocks(const ChatFormat& format, const OpenAiRequest& r) {
   if (r.retention.breakpoints.empty()) return nullptr;
   ordered_json blocks = ordered_json::array();
   if (r.tools.is_array()) {
@@ -86,7 +86,9 @@ ordered_json BreakpointBlocks(const OpenAiRequest& r) {
   }
   for (const ChatMessage& m : r.messages) {
     if (!m.tool_calls.is_array()) continue;
-    for (const ordered_json& c : m.tool_calls) blocks.push_back(c);
+    // As the template gets them (arguments as objects where it needs them).
+    const ordered_json j = MessageJson(m, format.object_arguments());
+    for (const ordered_json& c : j["tool_calls"]) blocks.push_back(c);
   }
   return blocks;
 }

@@ -39,7 +39,7 @@ namespace prefixd {
 // The objects whose rendered ends the breakpoints of `r` may need, for
 // ChatRenderInput::blocks: the tools, then each message's tool calls in order. Null when `r`
 // has no breakpoints (nothing is traced).
-nlohmann::ordered_json BreakpointBlocks(const OpenAiRequest& r);
+nlohmann::ordered_json BreakpointBlocks(const ChatFormat& format, const OpenAiRequest& r);
 
 // Per r.retention.breakpoints entry: the number of leading prompt tokens up to the end of its
 // block. `chat` was rendered with BreakpointBlocks(r) traced; `tokens` are the prompt's (they

@@ -33,7 +33,7 @@ Located Locate(const ChatFormat& format, const std::string& body) {
   auto r = ParseMessagesRequest(body, kLimits, MessagesEndpoint::kCreate);
   EXPECT_TRUE(r.ok()) << r.status();
   if (!r.ok()) return {};
-  auto chat = format.Render(r->messages, r->tools, r->chat_template_kwargs, BreakpointBlocks(*r));
+  auto chat = format.Render(r->messages, r->tools, r->chat_template_kwargs, BreakpointBlocks(format, *r));
   EXPECT_TRUE(chat.ok()) << chat.status();
   if (!chat.ok()) return {};
   Located out{*chat, BreakpointByteEnds(format, *r, *chat)};
@@ -96,9 +96,12 @@ TEST(CacheBreakpoints, ToolUseEndsAfterItsCall) {
     {"role":"user","content":[{"type":"tool_result","tool_use_id":"a","content":"sunny",
       "cache_control":{"type":"ephemeral"}},{"type":"text","text":"Thanks"}]}]})");
   ASSERT_EQ(l.ends.size(), 3u);
-  EXPECT_TRUE(l.Before(0).ends_with(R"({"name": "w", "arguments": "{\"city\":\"Paris\"}"}
+  // Qwen2.5 prints arguments with tojson: they reach it as objects (chat_format.h).
+  EXPECT_TRUE(l.Before(0).ends_with(R"({"name": "w", "arguments": {"city": "Paris"}}
 </tool_call>)")) << l.Before(0);
-  EXPECT_TRUE(l.After(0).starts_with("\n<tool_call>\n{\"name\": \"w\", \"arguments\": \"{\\\"city\\\":\\\"Rome\\\"}\"")) << l.After(0);
+  EXPECT_TRUE(l.After(0).starts_with(R"(
+<tool_call>
+{"name": "w", "arguments": {"city": "Rome"}})")) << l.After(0);
   EXPECT_TRUE(l.After(1).starts_with("<|im_end|>")) << "the text after the calls keeps both calls: " << l.After(1);
   EXPECT_TRUE(l.Before(2).ends_with("<tool_response>\nsunny")) << l.Before(2);
 }

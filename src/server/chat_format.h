@@ -21,14 +21,22 @@
 
 namespace prefixd {
 
+//
+// Tool calls' arguments: OpenAI's clients send them as a string of JSON (and the Anthropic
+// conversion writes `input` so), but many templates (Qwen2.5, Hermes, Llama 3.1, Mistral) print
+// them with `tojson`, which would write that string escaped, not the JSON object the model was
+// trained on and generated. Such a template (found once, by rendering a probe call whose
+// arguments are a string) gets arguments that parse as a JSON object as that object (key order
+// kept); a template that prints a string as it is (Qwen3) gets them as sent.
 class ChatFormat {
  public:
   // `source`: the GGUF's tokenizer.chat_template ("" when the file has none).
-  ChatFormat(std::string_view source, const Vocab& vocab)
-      : template_(ChatTemplate::FromSource(source, vocab)) {}
+  ChatFormat(std::string_view source, const Vocab& vocab);
 
   const ChatTemplate& chat_template() const { return template_; }
   const char* name() const { return template_.name(); }
+  // The template escapes string arguments: they are passed as objects (above).
+  bool object_arguments() const { return object_arguments_; }
 
   // Renders the request's chat followed by the generation prompt. InvalidArgument (for the
   // `messages` field) when the template refuses them (raise_exception: its message).
@@ -41,9 +49,11 @@ class ChatFormat {
 
  private:
   ChatTemplate template_;
+  bool object_arguments_ = false;
 };
 
-// The object a chat template reads for `m`.
-nlohmann::ordered_json MessageJson(const ChatMessage& m);
+// The object a chat template reads for `m`; with `object_arguments`, tool call arguments that
+// are a string of a JSON object are that object.
+nlohmann::ordered_json MessageJson(const ChatMessage& m, bool object_arguments = false);
 
 }  // namespace prefixd

@@ -49,6 +49,30 @@ TEST(ChatFormat, PlainContentThatStartsWithASpaceFollowsTheColon) {
   EXPECT_EQ(r->text, "User: Hi\nAssistant: Once upon\nAssistant:");
 }
 
+// Arguments that are not a JSON object stay as sent; a template that prints a string of
+// arguments as it is (Qwen3's `is string` branch) gets them as sent.
+TEST(ChatFormat, ArgumentsBecomeObjectsOnlyForTemplatesThatEscapeThem) {
+  const std::string prints_strings =
+      "{% for m in messages %}{% for c in m.tool_calls or [] %}{% if c.function.arguments is string %}"
+      "{{ c.function.arguments }}{% else %}{{ c.function.arguments | tojson }}{% endif %}{% endfor %}{% endfor %}";
+  ChatFormat keeps(prints_strings, TestVocab());
+  EXPECT_FALSE(keeps.object_arguments());
+  std::vector<ChatMessage> m = {{"assistant", "", "", nullptr, ""}};
+  m[0].tool_calls = nlohmann::ordered_json::parse(
+      R"([{"id": "a", "function": {"name": "f", "arguments": "{\"b\":1,\"a\":2}"}},
+          {"id": "b", "function": {"name": "f", "arguments": "not json"}}])");
+  auto kept = keeps.Render(m, NoJson(), NoJson());
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->text, R"({"b":1,"a":2}not json)");
+  ChatFormat escapes("{% for m in messages %}{% for c in m.tool_calls %}{{ c.function.arguments | tojson }}"
+                     "{% endfor %}{% endfor %}", TestVocab());
+  EXPECT_TRUE(escapes.object_arguments());
+  auto objects = escapes.Render(m, NoJson(), NoJson());
+  ASSERT_TRUE(objects.ok()) << objects.status();
+  EXPECT_EQ(objects->text, R"({"b": 1, "a": 2}"not json")") << "key order kept; a non-object string stays one";
+  EXPECT_FALSE(ChatFormat("", TestVocab()).object_arguments()) << "the plain format prints no calls";
+}
+
 TEST(ChatFormat, RunsTheModelsTemplateWithToolsAndKwargs) {
   ChatFormat f(
       "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}"
@@ -62,8 +86,10 @@ TEST(ChatFormat, RunsTheModelsTemplateWithToolsAndKwargs) {
   auto tools = nlohmann::ordered_json::parse(R"([{"type": "function", "function": {"name": "f"}}])");
   auto r = f.Render(m, tools, {{"flag", true}});
   ASSERT_TRUE(r.ok()) << r.status();
+  // The template prints arguments with tojson: the string of JSON reaches it as the object.
+  EXPECT_TRUE(f.object_arguments());
   EXPECT_EQ(r->text,
-            "<s>[user]Hi[assistant][{\"id\": \"c1\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}}]"
+            "<s>[user]Hi[assistant][{\"id\": \"c1\", \"function\": {\"name\": \"f\", \"arguments\": {}}}]"
             "<tools>[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]<flag>[assistant]");
   EXPECT_TRUE(r->starts_with_bos);
   EXPECT_EQ(r->message_offsets, (std::vector<size_t>{0, 11}));

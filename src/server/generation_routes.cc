@@ -225,14 +225,9 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   // record of replies under what the client got: the text outside calls and the calls' ids.
   void RecordReply() {
     if (!chat || !stream.error().ok()) return;
-    std::string content = stream.text();
-    if (writer->tool_call_syntax() != ToolCallSyntax::kNone) {
-      ParsedToolCalls parsed = ParseToolCalls(writer->tool_call_syntax(), content);
-      if (parsed.calls.size() != writer->call_ids().size()) return;  // not what the client got
-      content = std::move(parsed.text);
-    }
-    ctx->RecordReply(cache_salt, ReplyKey(content, writer->call_ids()), prompt_tail, stream.text(),
-                     stream.generated_tokens());
+    std::optional<std::string> key = GeneratedReplyKey(writer->tool_call_syntax(), stream.text(), writer->call_ids());
+    if (!key) return;  // not what the client got
+    ctx->RecordReply(cache_salt, *std::move(key), prompt_tail, stream.text(), stream.generated_tokens());
   }
 
   // Records the request's duration and adds it to the recent requests.

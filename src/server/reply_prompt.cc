@@ -61,6 +61,14 @@ std::string ReplyKey(std::string_view content, std::span<const std::string> call
   return key;
 }
 
+std::optional<std::string> GeneratedReplyKey(ToolCallSyntax syntax, std::string_view text,
+                                             std::span<const std::string> call_ids) {
+  if (syntax == ToolCallSyntax::kNone) return ReplyKey(text, call_ids);
+  ParsedToolCalls parsed = ParseToolCalls(syntax, text);
+  if (parsed.calls.size() != call_ids.size()) return std::nullopt;
+  return ReplyKey(parsed.text, call_ids);
+}
+
 std::vector<std::string> CallIdsOf(const nlohmann::ordered_json& tool_calls) {
   std::vector<std::string> ids;
   if (!tool_calls.is_array()) return ids;

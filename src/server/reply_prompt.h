@@ -32,6 +32,7 @@
 
 #include "server/openai_request.h"
 #include "server/reply_record.h"
+#include "server/tool_call_parser.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -41,6 +42,12 @@ namespace prefixd {
 // calls (the message content) and, when it made calls, the ids the server gave them (ids are
 // random and unique, so they name the reply; the calls' JSON is re-rendered by the template).
 std::string ReplyKey(std::string_view content, std::span<const std::string> call_ids);
+// The key a generated reply is recorded under (ReplyKey of what the client got): `text` is
+// everything generated; with tool calls parsed (`syntax` not kNone), its text outside the
+// calls and `call_ids`, the ids the writer gave them. nullopt when the calls parsed now are
+// not the ones the client got (their number differs).
+std::optional<std::string> GeneratedReplyKey(ToolCallSyntax syntax, std::string_view text,
+                                             std::span<const std::string> call_ids);
 // The ids of an assistant message's tool_calls (entries without a string id are skipped).
 std::vector<std::string> CallIdsOf(const nlohmann::ordered_json& tool_calls);
 

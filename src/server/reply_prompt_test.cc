@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include "server/anthropic_request.h"
+#include "server/anthropic_response.h"
 #include "server/chat_format.h"
+#include "server/openai_response.h"
 #include "server/server_test_util.h"
 
 namespace prefixd {
@@ -194,6 +197,83 @@ TEST_F(ReplyPromptTest, AToolCallReplyIsFoundByItsCallIds) {
   auto chat3 = qwen.Render(turn2, nullptr, nullptr);
   ASSERT_TRUE(chat3.ok());
   EXPECT_EQ(EncodeChatWithReplies(*tokenizer_, *chat3, turn2, record, "", true).replies.num_messages, 0);
+}
+
+// A tool-call turn end to end through the server's own pieces, in both dialects. The test
+// models cannot write a tool call, so the generated text and ids are given; everything else
+// is the real path: the dialect's response writer parses the call and gives it its id, the
+// reply is recorded under GeneratedReplyKey as GenerationJob records it, and the client's next
+// request (the answer's call sent back as the official clients send it, with a tool result) is
+// parsed, rendered with Qwen2.5's template and encoded as ServerContext::BuildPrompt does. The
+// whole reply, call included, comes back as the generated ids, right after the first prompt.
+TEST_F(ReplyPromptTest, AToolCallReplyIsReusedInBothDialects) {
+  const std::string source = ReadTestTemplate("qwen2.5-instruct.jinja");
+  ASSERT_FALSE(source.empty());
+  const ChatFormat qwen(source, tokenizer_->vocab());
+  ASSERT_TRUE(qwen.object_arguments()) << "Qwen2.5 prints arguments with tojson";
+  constexpr RequestLimits kLimits{/*context_length=*/4096, /*vocab_size=*/32000};
+  const std::string raw = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  const std::vector<int32_t> generated = CharByChar(raw);
+  using json = nlohmann::json;
+  const json schema = json::parse(R"({"type":"object","properties":{"city":{"type":"string"}}})");
+  const json question = {{"role", "user"}, {"content", "Weather in Paris?"}};
+
+  for (const bool anthropic : {false, true}) {
+    SCOPED_TRACE(anthropic ? "Anthropic" : "OpenAI");
+    json body = {{"messages", json::array({question})}};
+    if (anthropic) {
+      body["max_tokens"] = 16;
+      body["tools"] = json::array({{{"name", "get_weather"}, {"input_schema", schema}}});
+    } else {
+      body["tools"] = json::array({{{"type", "function"}, {"function", {{"name", "get_weather"}, {"parameters", schema}}}}});
+    }
+    auto parse = [&](const json& b) {
+      return anthropic ? ParseMessagesRequest(b.dump(), kLimits, MessagesEndpoint::kCreate) : ParseChatRequest(b.dump(), kLimits);
+    };
+    auto r1 = parse(body);
+    ASSERT_TRUE(r1.ok()) << r1.status();
+    auto chat1 = qwen.Render(r1->messages, r1->tools, r1->chat_template_kwargs);
+    ASSERT_TRUE(chat1.ok()) << chat1.status();
+    const std::vector<int32_t> prompt1 = tokenizer_->Encode(chat1->text, ChatEncodeOptions(*chat1));
+
+    // The answer, as the writer makes it, and the reply recorded as GenerationJob does.
+    std::unique_ptr<ResponseWriter> writer;
+    if (anthropic) {
+      writer = std::make_unique<AnthropicWriter>("msg_1", "m");
+    } else {
+      writer = std::make_unique<OpenAiWriter>(ResponseMeta{ApiKind::kChat, "chatcmpl-1", 0, "m"}, false);
+    }
+    writer->EnableToolCalls(ToolCallSyntax::kHermes);
+    GenerationEnd end;
+    end.finish = FinishReason::kEos;
+    const json answer = json::parse(writer->Whole(raw, nullptr, end).body);
+    ASSERT_EQ(writer->call_ids().size(), 1u);
+    const std::optional<std::string> key = GeneratedReplyKey(ToolCallSyntax::kHermes, raw, writer->call_ids());
+    ASSERT_TRUE(key.has_value());
+    ReplyRecord record({});
+    record.Insert("", *key, MakeGeneratedReply(*tokenizer_, raw, generated,
+                                               std::string_view(chat1->text).substr(chat1->generation_offset)));
+
+    // The next turn sends the answer back with the tool's result.
+    json turn2 = body;
+    if (anthropic) {
+      turn2["messages"].push_back({{"role", "assistant"}, {"content", answer["content"]}});
+      turn2["messages"].push_back({{"role", "user"}, {"content", json::array({{{"type", "tool_result"},
+          {"tool_use_id", answer["content"][0]["id"]}, {"content", "21 C"}}})}});
+    } else {
+      const json& message = answer["choices"][0]["message"];
+      turn2["messages"].push_back(message);
+      turn2["messages"].push_back({{"role", "tool"}, {"tool_call_id", message["tool_calls"][0]["id"]}, {"content", "21 C"}});
+    }
+    auto r2 = parse(turn2);
+    ASSERT_TRUE(r2.ok()) << r2.status();
+    auto chat2 = qwen.Render(r2->messages, r2->tools, r2->chat_template_kwargs);
+    ASSERT_TRUE(chat2.ok()) << chat2.status();
+    ChatPromptTokens t = EncodeChatWithReplies(*tokenizer_, *chat2, r2->messages, record, "", true);
+    EXPECT_EQ(t.replies.num_messages, 1);
+    EXPECT_EQ(t.replies.num_tokens, static_cast<int64_t>(generated.size())) << chat2->text;
+    EXPECT_TRUE(StartsWith(t.tokens, Concat(prompt1, generated))) << chat2->text;
+  }
 }
 
 TEST(ReplyKey, ContentAloneOrWithCallIds) {

@@ -91,7 +91,7 @@ Status ServerContext::CheckModel(const std::string& model) const {
 StatusOr<ServerContext::Prompt> ServerContext::BuildPrompt(const OpenAiRequest& r, bool touch_replies) const {
   Prompt p;
   if (r.kind == ApiKind::kChat) {
-    auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs, BreakpointBlocks(r));
+    auto chat = chat_format.Render(r.messages, r.tools, r.chat_template_kwargs, BreakpointBlocks(chat_format, r));
     if (!chat.ok()) return InvalidArgumentFor("messages", std::string(chat.status().message()));
     p.chat = *std::move(chat);
     if (replies) {
