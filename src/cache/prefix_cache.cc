@@ -133,6 +133,9 @@ void PrefixCache::ApplyRetention(const CacheTicket& ticket, std::span<const int3
   for (const RetentionRange& r : ticket.retention_) {
     const RetentionMark mark{r.priority, r.duration_ms, now + r.duration_ms};
     tree_.Retain(ticket.salt_, tokens, r.begin, r.end, mark, now);
+    // The disk's copies (written through, or queued) take the mark too, so that it outlives
+    // a restart even for blocks the pool still holds then.
+    if (tiers_) tiers_->RetainOnDisk(ticket.keys_, r.begin, std::min<int64_t>(r.end, tokens.size()), mark);
   }
   std::vector<EvictionPlan::Entry> demoted;
   retention_capped_.fetch_add(tree_.CapRetention(max_retained_tokens_, tiers_ ? &demoted : nullptr),

@@ -502,6 +502,15 @@ void TierController::SpillToDisk(std::vector<HostStore::Spilled> spilled) {
   disk_writer_->Enqueue(std::move(records));
 }
 
+void TierController::RetainOnDisk(const BlockKeyChain& keys, int64_t begin, int64_t end,
+                                  const RetentionMark& mark) {
+  if (!disk_ || !mark.marked()) return;
+  const int64_t first = (begin + block_size_ - 1) / block_size_;
+  const int64_t last = std::min(end / block_size_, keys.size());
+  if (first >= last) return;
+  disk_->Retain(std::span<const BlockKey>(keys.keys).subspan(first, last - first), mark, /*remember_absent=*/true);
+}
+
 int TierController::ExpireRetention(int64_t now_ms) {
   int n = 0;
   // Host RAM's marks end in order with the copies: only when one is due, held or in flight.

@@ -206,6 +206,9 @@ class TierController {
   void WaitForCopies();
   // Pool blocks held for copies not yet released.
   int64_t holds_in_flight() const { return holds_in_flight_; }
+  // Marks the full blocks of `keys` inside token range [begin, end) on disk with `mark`, those
+  // written already and those a write-through has queued (they take it when written).
+  void RetainOnDisk(const BlockKeyChain& keys, int64_t begin, int64_t end, const RetentionMark& mark);
   // Ends the lower tiers' retention marks whose time is up (host RAM, disk). Returns how many.
   int ExpireRetention(int64_t now_ms);
   // A prompt's prefill completed: writes the blocks inside its scope to disk and remote (in

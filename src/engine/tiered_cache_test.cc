@@ -424,6 +424,30 @@ TEST_F(TieredCacheTest, OnboardingFromASlowDiskDoesNotStallOtherDecodes) {
 }
 
 
+// A prompt's retention reaches its disk copies while the pool still holds it, so the marks
+// outlive a restart (the disk store's RETENTION file): after one, the blocks on disk are
+// retained, and served.
+TEST_F(TieredCacheTest, RetainedPromptsStayRetainedOnDiskAcrossARestart) {
+  {
+    auto e = Make(true, 0, true);
+    GenerateRequest r;
+    r.prompt = prompt_;
+    r.max_tokens = 2;
+    r.ignore_eos = true;
+    r.retention = {RetentionRange{0, 160, kDefaultRetentionPriority, 3'600'000}};
+    auto id = e->Add(r);
+    ASSERT_TRUE(id.ok()) << id.status();
+    while (e->HasWork()) ASSERT_TRUE(e->Step().ok());
+    e->cache().FlushDiskWrites();
+    EXPECT_EQ(e->cache().tier_stats().disk.entries, 12);
+    EXPECT_EQ(e->cache().tier_stats().disk.retained_entries, 160 / kBs) << "the blocks inside the range";
+  }
+  auto e = Make(true, 0, true);
+  EXPECT_EQ(e->cache().tier_stats().disk.entries, 12);
+  EXPECT_EQ(e->cache().tier_stats().disk.retained_entries, 160 / kBs);
+  EXPECT_EQ(RunOne(*e, prompt_).tier.disk_tokens, 192);
+}
+
 // Onboard takes disk blocks only from the read-ahead: asked for a prompt whose blocks were not
 // read ahead, it serves none of them rather than read the disk on the engine thread.
 TEST_F(TieredCacheTest, OnboardNeverReadsTheDiskItself) {
