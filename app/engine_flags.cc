@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "app/common.h"
 #include "tier/redis_url.h"
@@ -50,7 +51,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_option("--state-checkpoint-blocks", f->state_checkpoint_blocks,
                   "Hybrid models (qwen35): snapshot the recurrent state every this many blocks, "
                   "where a cached prefix can resume; each snapshot counts against --cache-bytes "
-                  "(0: no snapshots, no prefix reuse for such models)")
+                  "(auto: as many blocks as a snapshot's bytes fill in KV; 0: no snapshots, no "
+                  "prefix reuse for such models)")
       ->envname("PREFIXD_STATE_CHECKPOINT_BLOCKS")->capture_default_str();
   cmd->add_option("--max-running", f->max_running, "Sequences batched at once")
       ->envname("PREFIXD_MAX_RUNNING")->capture_default_str();
@@ -125,12 +127,14 @@ StatusOr<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   eo.prefix_cache = f.prefix_cache == "on";
   eo.cache_bytes = f.cache_bytes;
   eo.cache_hash = f.cache_hash == "sha256" ? BlockHashKind::kSha256 : BlockHashKind::kXxh3;
-  if (f.state_checkpoint_blocks < 0) {
+  if (f.state_checkpoint_blocks == "auto") {
+    eo.state_checkpoint_blocks = EngineOptions::kStateCheckpointAuto;
+  } else if (!absl::SimpleAtoi(f.state_checkpoint_blocks, &eo.state_checkpoint_blocks) ||
+             eo.state_checkpoint_blocks < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--state-checkpoint-blocks must be >= 0 (0 turns snapshots off); got ",
-        f.state_checkpoint_blocks));
+        "--state-checkpoint-blocks must be auto or a whole number >= 0 (0 turns snapshots "
+        "off); got '", f.state_checkpoint_blocks, "'"));
   }
-  eo.state_checkpoint_blocks = f.state_checkpoint_blocks;
   eo.max_running = f.max_running;
   eo.max_batch_tokens = f.max_batch_tokens;
   eo.max_chunk_tokens = f.max_batch_tokens;

@@ -26,7 +26,7 @@ struct EngineFlags {
   std::string prefix_cache = "on";
   int64_t cache_bytes = int64_t{256} << 20;
   std::string cache_hash = "xxh3";
-  int state_checkpoint_blocks = 1;  // hybrids: recurrent-state snapshot every k blocks
+  std::string state_checkpoint_blocks = "auto";  // hybrids: recurrent-state snapshot every k blocks
   int max_running = 16;
   int max_batch_tokens = 512;
   // Lower tiers (ARCHITECTURE.md, "The cache, tier by tier").

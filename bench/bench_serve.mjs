@@ -9,6 +9,7 @@
 //        [--max-tokens 16] [--disk-prefix-cache auto:30]
 //        [--set key=value,...] [--disk-root DIR] [--no-plots] [--prefix-tokens 1500] [--suffix-tokens 0] [--reps 3]
 //        [--policies auto:2,auto:8,auto:30,full] [--scope-pool-tokens 1024] [--dd-mib 512]
+//        [--server-args "--state-checkpoint-blocks 4 ..."]  (more flags for every prefixd server)
 //
 // Suites:
 //   workloads  regenerate, shared system prompt at several concurrencies, agent sessions,
@@ -104,6 +105,7 @@ async function main() {
   const base = { bin: path.resolve(a.bin ?? path.join(root, 'build/app/prefixd')),
     model: path.resolve(a.model ?? (quick ? path.join(root, '../shared/models/stories260K.gguf') : '/tmp/models/llama-124m-f16-ctx4096.gguf')),
     threads: Number(a.threads ?? 2), ctx: Number(a.ctx ?? (quick ? 2048 : 4096)),
+    extra: (a['server-args'] ?? '').split(' ').filter(Boolean),
     peerBin: a['peer-server'] ? path.resolve(a['peer-server']) : null };
   const suites = (a.suite ?? 'workloads,tiers,scope').split(',');
   const outDir = path.resolve(a.out ?? path.join(root, 'bench/results'));

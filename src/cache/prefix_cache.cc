@@ -240,6 +240,7 @@ void PrefixCache::InsertKeyed(std::string_view salt, std::span<const int32_t> to
   if (options_.max_cached_blocks > 0 && tree_.cached_blocks() > options_.max_cached_blocks) {
     ApplyEviction(tree_.PrepareEvictionToBudget(options_.max_cached_blocks));
   }
+  TrimSnapshots();
   PublishGauges();
 }
 
@@ -257,6 +258,18 @@ int PrefixCache::Evict(int num_blocks) {
   // The caller needs the room now: the plan's blocks become free when their copies land.
   if (tiers_ && pool_->num_held() > 0) tiers_->WaitForCopies();
   return freed;
+}
+
+void PrefixCache::TrimSnapshots() {
+  const StateSnapshots* snapshots = options_.snapshots;
+  if (snapshots == nullptr || options_.max_snapshot_bytes <= 0) return;
+  // A block's snapshots go when the block is free again, after its copies to lower tiers
+  // land: Evict waits for those, so each round sees what the last one dropped. Blocks that
+  // running sequences hold keep theirs (Evict frees nothing more and the loop ends).
+  for (int64_t rounds = tree_.cached_blocks() + 2;
+       snapshots->bytes() > options_.max_snapshot_bytes && rounds > 0; --rounds) {
+    if (Evict(1) == 0 && (!tiers_ || pool_->num_held() == 0)) break;
+  }
 }
 
 int PrefixCache::Clear() {

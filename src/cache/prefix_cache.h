@@ -69,6 +69,11 @@ struct PrefixCacheOptions {
   // longest matched position that has one (StateSnapshots::ResumePoint), the only places a
   // sequence can resume exactly. nullptr for attention-only models. Must outlive the cache.
   const StateSnapshots* snapshots = nullptr;
+  // Hybrid models: the bytes of snapshots the budget leaves beside max_cached_blocks' KV
+  // (--cache-bytes less the blocks' bytes); 0: unbounded. Checkpoints cost a known share per
+  // block, but prompt ends, request ends and copied blocks add snapshots of their own: past
+  // this, Insert evicts least-recently-used entries (their blocks' snapshots go with them).
+  int64_t max_snapshot_bytes = 0;
 };
 
 // What a request got from the cache.
@@ -290,6 +295,8 @@ class PrefixCache {
   // the KV events.
   // Returns the blocks that became free in the pool.
   int ApplyEviction(const EvictionPlan& plan);
+  // Hybrids: evicts least-recently-used entries while the snapshots exceed max_snapshot_bytes.
+  void TrimSnapshots();
   // The ticket's chain extended to `tokens` (nullptr when !keyed()).
   const BlockKeyChain* KeysOf(CacheTicket& ticket, std::span<const int32_t> tokens);
   // True when a running prefill with the ticket's salt shares at least a block more of its

@@ -27,9 +27,18 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
   // A hybrid resumes only where a recurrent-state snapshot was taken: with none asked for,
   // resuming would compute from a zero state, so nothing is reused at all.
   std::string refusal;
-  if (opts.state_checkpoint_blocks < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("state checkpoint blocks must be >= 0, not ",
-                                                   opts.state_checkpoint_blocks));
+  if (opts.state_checkpoint_blocks < 0 &&
+      opts.state_checkpoint_blocks != EngineOptions::kStateCheckpointAuto) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "state checkpoint blocks must be >= 0 (or auto), not ", opts.state_checkpoint_blocks));
+  }
+  KvLayout layout{hp.num_attention_layers(), hp.kv_dim(), opts.block_size, opts.kv_dtype};
+  const int64_t block_bytes = layout.BlockBytes();
+  const int64_t state_bytes = hp.recurrent_state_floats() * int64_t{sizeof(float)};
+  if (opts.state_checkpoint_blocks == EngineOptions::kStateCheckpointAuto) {
+    opts.state_checkpoint_blocks =
+        static_cast<int>(std::clamp<int64_t>((state_bytes + block_bytes - 1) / block_bytes, 1,
+                                             int64_t{1} << 20));
   }
   if (hp.hybrid() && opts.prefix_cache && opts.state_checkpoint_blocks == 0) {
     refusal = absl::StrCat("the model's architecture '", hp.arch,
@@ -39,12 +48,9 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
     spdlog::warn("prefix cache off: {}", refusal);
     opts.prefix_cache = false;
   }
-  KvLayout layout{hp.num_attention_layers(), hp.kv_dim(), opts.block_size, opts.kv_dtype};
-  const int64_t block_bytes = layout.BlockBytes();
   // A cached block of a hybrid also carries, on average, 1/k of a state snapshot.
   int64_t cached_block_bytes = block_bytes;
   if (hp.hybrid() && opts.prefix_cache) {
-    const int64_t state_bytes = hp.recurrent_state_floats() * int64_t{sizeof(float)};
     cached_block_bytes += (state_bytes + opts.state_checkpoint_blocks - 1) /
                           opts.state_checkpoint_blocks;
   }
@@ -118,6 +124,11 @@ Status Engine::CreateCache(int max_cached_blocks) {
   co.clock = options.clock;
   co.retention_max_share = options.retention_max_share;
   co.snapshots = snapshots_.get();
+  if (snapshots_ != nullptr) {
+    co.max_snapshot_bytes = std::max<int64_t>(
+        snapshots_->state_bytes(),
+        options.cache_bytes - int64_t{co.max_cached_blocks} * backend_->kv_layout().BlockBytes());
+  }
   std::unique_ptr<TierController> tiers;
   TierOptions to = options.tiers;
   to.clock = options.clock;
@@ -297,8 +308,16 @@ void Engine::IndexComputed(Sequence& seq) {
                  seq.table.blocks());
 }
 
+void Engine::SaveEndSnapshot(Sequence& seq) {
+  if (snapshots_ == nullptr || seq.num_computed <= 0 || seq.recurrent_state.empty()) return;
+  if (IsSnapshotPoint(seq, seq.num_computed)) return;  // SaveSnapshots took it already
+  snapshots_->Put(seq.table.blocks()[(seq.num_computed - 1) / options_.block_size],
+                  seq.num_computed, seq.recurrent_state);
+}
+
 void Engine::Finish(Sequence& seq, FinishReason reason) {
   seq.finish = reason;
+  SaveEndSnapshot(seq);
   IndexComputed(seq);
   cache_->Release(seq.ticket);
   seq.table.Release(pool_);
@@ -311,6 +330,7 @@ bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) 
     if (protect(it->get())) continue;
     Sequence& victim = **it;
     // Keep what it computed in the cache: when it comes back, most of it is a hit.
+    SaveEndSnapshot(victim);
     IndexComputed(victim);
     cache_->Release(victim.ticket);
     victim.table.Release(pool_);

@@ -60,10 +60,16 @@ struct EngineOptions {
   double retention_max_share = 0.5;
   const Clock* clock = nullptr;
   // Hybrid models (--state-checkpoint-blocks): the recurrent state is snapshotted every this
-  // many blocks (and at each prompt's end), the only places a cached prefix can resume. Each
-  // snapshot costs Backend::recurrent_state_floats() floats, counted against cache_bytes. 0:
-  // no snapshots, and the prefix cache reuses nothing for such a model (prefix_cache_refusal).
-  int state_checkpoint_blocks = 1;
+  // many blocks (and before each prompt's last token, and where a finished sequence's computed
+  // tokens end), the only places a cached prefix can resume. Each snapshot costs
+  // Backend::recurrent_state_floats() floats, counted against cache_bytes. 0: no snapshots,
+  // and the prefix cache reuses nothing for such a model (prefix_cache_refusal).
+  // kStateCheckpointAuto: as many blocks as one snapshot's bytes fill in KV blocks (at least
+  // 1), so the snapshots take about as much of the budget as the KV they stand beside: a real
+  // hybrid's state is ~100 blocks of its KV, and a snapshot every block would leave the cache
+  // room for a few hundred tokens. options() holds the resolved number.
+  static constexpr int kStateCheckpointAuto = -1;
+  int state_checkpoint_blocks = kStateCheckpointAuto;
 };
 
 // What one step did for one sequence.
@@ -168,6 +174,10 @@ class Engine {
   // After a chunk: saves the captured states and, at a snapshot point, the sequence's own,
   // each beside the block of the token before its position.
   void SaveSnapshots(Sequence& seq, std::span<const StateCapture> captured);
+  // A hybrid leaving the engine (finished or preempted): its state where its computed tokens
+  // end, so a next turn that sends back the reply (or the preempted sequence itself) resumes
+  // there instead of at the prompt's end.
+  void SaveEndSnapshot(Sequence& seq);
   // Admission of a hybrid: the recurrent state at the hit's end (zeros at 0, else its snapshot).
   void RestoreState(Sequence& seq, const CacheHit& hit);
   // Indexes what `seq` computed ([0, num_computed)) in the prefix cache.

@@ -5,6 +5,7 @@
 // for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -185,7 +186,9 @@ TEST_F(HybridPrefixCache, SnapshotsAreTakenInsideChunksWithoutCuttingThem) {
     EXPECT_TRUE(id.ok());
     int n = 0;
     for (; engine->HasWork(); ++n) EXPECT_TRUE(engine->Step().ok());
-    if (cache) EXPECT_GE(engine->state_snapshots()->count(), 7);
+    if (cache) {
+      EXPECT_GE(engine->state_snapshots()->count(), 7);
+    }
     return n;
   };
   EXPECT_EQ(steps(true), steps(false));
@@ -198,6 +201,81 @@ TEST_F(HybridPrefixCache, SnapshotsAreTakenInsideChunksWithoutCuttingThem) {
     EXPECT_EQ(runs[1].cached_tokens, split) << split;
     EXPECT_TRUE(SameBits(runs[1].logits, Cold(other).logits)) << "logits differ, split " << split;
   }
+}
+
+// A chat or agent turn sends the model's reply back: the finished request left a snapshot where
+// its computed tokens end (its prompt and all generated tokens but the last, which was sampled,
+// never computed), so the next prompt resumes there, past the prompt's end, with cold bits.
+TEST_F(HybridPrefixCache, ReplySentBackResumesAfterIt) {
+  const std::vector<int32_t> first = Prompt(91, 45);
+  auto engine = MakeEngine(Options(4));  // no checkpoint inside: only ends are snapshotted
+  const Outcome turn1 = RunInOrder(*engine, {first})[0];
+  ASSERT_EQ(turn1.tokens.size(), 45u + 4u);
+  std::vector<int32_t> next = turn1.tokens;  // prompt + reply
+  for (int32_t t : Prompt(92, 10)) next.push_back(t);
+  const Outcome turn2 = RunInOrder(*engine, {next})[0];
+  EXPECT_EQ(turn2.cached_tokens, 45 + 3) << "resumed at the prompt's end (44), not the reply's";
+  const Outcome cold = Cold(next);
+  EXPECT_EQ(turn2.tokens, cold.tokens);
+  EXPECT_TRUE(SameBits(turn2.logits, cold.logits)) << "logits differ after the reply";
+}
+
+// The next turn carries another reply than the one generated (an edited or re-rendered one):
+// it matches up to the prompt's end, which decoding into the prompt's last block did not lose
+// (that write copied the shared block, and the copy took the block's snapshots with it).
+TEST_F(HybridPrefixCache, AnotherReplyResumesAtThePromptsEnd) {
+  const std::vector<int32_t> first = Prompt(94, 45);
+  auto engine = MakeEngine(Options(4));
+  RunInOrder(*engine, {first});
+  std::vector<int32_t> next = first;
+  for (int32_t t : Prompt(95, 12)) next.push_back(t);
+  const Outcome turn2 = RunInOrder(*engine, {next})[0];
+  EXPECT_EQ(turn2.cached_tokens, 44);
+  EXPECT_TRUE(SameBits(turn2.logits, Cold(next).logits)) << "logits differ after the prompt";
+}
+
+// Snapshots count against --cache-bytes: besides the checkpoints' share, every request leaves
+// one at its prompt's end and one where it stopped. Many short requests would pile those up
+// past the budget; the cache evicts its least-recently-used entries instead, and the newest
+// prompt still resumes at its end.
+TEST_F(HybridPrefixCache, SnapshotsStayWithinTheBudget) {
+  EngineOptions eo = Options(4);
+  auto probe = MakeEngine(eo);
+  const int64_t state = probe->state_snapshots()->state_bytes();
+  const int64_t block = probe->backend().kv_layout().BlockBytes();
+  eo.cache_bytes = 40 * block + 3 * state;
+  auto engine = MakeEngine(eo);
+  const int64_t kv_blocks = engine->cache().stats().max_cached_blocks;
+  const int64_t snapshot_budget = eo.cache_bytes - kv_blocks * block;
+  ASSERT_GT(snapshot_budget, state);
+  std::vector<int32_t> last;
+  for (uint32_t i = 0; i < 12; ++i) {
+    last = Prompt(500 + i, 45);
+    RunInOrder(*engine, {last});
+    EXPECT_LE(engine->state_snapshots()->bytes(), snapshot_budget) << "after request " << i;
+  }
+  EXPECT_GT(engine->cache().stats().evicted_blocks, 0) << "12 requests should not fit";
+  const Outcome again = RunInOrder(*engine, {last})[0];
+  EXPECT_EQ(again.cached_tokens, 44);
+  EXPECT_TRUE(SameBits(again.logits, Cold(last).logits));
+}
+
+// The default, auto: a checkpoint every ceil(snapshot bytes / KV block bytes) blocks, so the
+// snapshots cost about what the KV beside them does.
+TEST_F(HybridPrefixCache, AutoCheckpointsSpanAsManyBlocksAsASnapshotsBytes) {
+  EngineOptions eo = Options(EngineOptions::kStateCheckpointAuto);
+  EXPECT_EQ(EngineOptions{}.state_checkpoint_blocks, EngineOptions::kStateCheckpointAuto);
+  auto engine = MakeEngine(eo);
+  ASSERT_NE(engine->state_snapshots(), nullptr);
+  const int64_t state = engine->state_snapshots()->state_bytes();
+  const int64_t block = engine->backend().kv_layout().BlockBytes();
+  const int64_t k = engine->options().state_checkpoint_blocks;
+  EXPECT_EQ(k, std::max<int64_t>(1, (state + block - 1) / block)) << state << " / " << block;
+  // Resuming still works at the resolved interval: a repeated prompt resumes at its end.
+  const std::vector<int32_t> prompt = Prompt(93, 40);
+  const std::vector<Outcome> runs = RunInOrder(*engine, {prompt, prompt});
+  EXPECT_EQ(runs[1].cached_tokens, 39);
+  EXPECT_TRUE(SameBits(runs[1].logits, Cold(prompt).logits));
 }
 
 // --state-checkpoint-blocks 0: no snapshots, so nothing is reused, and the engine says why.

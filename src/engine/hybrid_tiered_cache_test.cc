@@ -89,6 +89,7 @@ class HybridTieredCacheTest : public ::testing::Test {
     eo.context_length = 512;
     eo.max_running = 2;
     eo.num_threads = 2;
+    eo.state_checkpoint_blocks = 1;  // a snapshot beside every block, carried down with it
     const Hparams& hp = model_->hparams();
     const int64_t block_bytes =
         KvLayout{hp.num_attention_layers(), hp.kv_dim(), kBs, KvDtype::kF16}.BlockBytes();
