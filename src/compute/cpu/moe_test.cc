@@ -40,6 +40,49 @@ TEST(RouteToken, TopKInProbabilityOrderTiesToLowerIndexWeightsSumToOne) {
   EXPECT_EQ(w[0], 1.0f);
 }
 
+// RouteToken against a reference that spells out ggml's order for softmax gating with
+// normalised weights (build_moe_ffn: soft_max, argsort top-k, sum_rows, clamp, div): the
+// softmax sum in double and a float reciprocal, the k weights summed in double and rounded
+// once. Many experts and k = 8 (Qwen3-30B-A3B's routing), where a float running sum would
+// round differently; every weight must have the reference's bits.
+TEST(RouteToken, WeightsInGgmlOrderBitForBit) {
+  constexpr int kNum = 128, kK = 8;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  int num_float_sum_differs = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    float logits[kNum];
+    for (float& l : logits) l = normal(rng);
+    int32_t e[kK];
+    float w[kK];
+    RouteToken(logits, kNum, kK, e, w);
+    const float mx = *std::max_element(logits, logits + kNum);
+    float p[kNum];
+    double sum = 0;
+    for (int i = 0; i < kNum; ++i) sum += p[i] = ExpPoly(logits[i] - mx);
+    const float inv = static_cast<float>(1.0 / sum);
+    for (float& v : p) v *= inv;
+    std::vector<int> order(kNum);
+    for (int i = 0; i < kNum; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+    double picked = 0;
+    float picked_float = 0;
+    for (int j = 0; j < kK; ++j) {
+      ASSERT_EQ(e[j], order[j]) << "trial " << trial << " slot " << j;
+      picked += p[order[j]];
+      picked_float += p[order[j]];
+    }
+    const float divisor = std::max(static_cast<float>(picked), 6.103515625e-5f);
+    for (int j = 0; j < kK; ++j) {
+      ASSERT_EQ(w[j], p[order[j]] / divisor) << "trial " << trial << " slot " << j;
+    }
+    num_float_sum_differs += picked_float != static_cast<float>(picked);
+  }
+  // The case the order is about must occur, or the test checks nothing that a float sum
+  // would not also pass.
+  EXPECT_GT(num_float_sum_differs, 0);
+}
+
 // A weight tensor of `rows` rows of `cols` in `type`, from N(0, 1/cols)-ish random values,
 // with the F32 values it dequantises to.
 struct TestMatrix {
