@@ -21,7 +21,7 @@ namespace prefixd::cpu {
 // F16 weights take x rounded to F16 (round to nearest even, each element on its own, as
 // RoundToF16): y = dot(row, float(half(x))). ggml does the same (F16's vec_dot_type is F16),
 // so a product whose inputs are F16 gives llama.cpp's value up to the summation order; with
-// F32 activations, the gap was ~2^-12 per element, enough to flip a MoE router's top-k at
+// F32 activations, the gap was up to 2^-11 of each element, enough to flip a MoE router's top-k at
 // near-ties (issue 18). The products of two halves are exact in F32, so the reduction is the
 // same canonical F32 one.
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
