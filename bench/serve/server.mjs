@@ -85,11 +85,13 @@ const PEER_DEFAULT_SLOTS = 4;
 // Starts the native llama-server at `base.peerBin` on the same model and threads, with its
 // other defaults and a context that holds `base.ctx` tokens in each of its default slots (with
 // `--ctx-size base.ctx` four concurrent 1,500-token prompts fail with "Context size has been
-// exceeded"); resolves once /health answers 200 (the model is loaded).
+// exceeded"); resolves once /health answers 200 (the model is loaded). `base.peerArgs`: more
+// llama-server flags (e.g. ['-fa', 'off']), after these.
 export async function startPeerServer(base) {
   const port = await freePort();
   const argv = ['-m', base.model, '--host', '127.0.0.1', '--port', String(port),
-    '--threads', String(base.threads), '--ctx-size', String(base.ctx * PEER_DEFAULT_SLOTS)];
+    '--threads', String(base.threads), '--ctx-size', String(base.ctx * PEER_DEFAULT_SLOTS),
+    ...(base.peerArgs ?? [])];
   const proc = spawn(base.peerBin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   running.add(proc);
   let log = '';

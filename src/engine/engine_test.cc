@@ -183,7 +183,7 @@ TEST(BatchInvariance, Int8DotDiffersFromF32DotByLittle) {
       auto backend = CreateCpuBackend(*model, o);
       ASSERT_TRUE(backend.ok());
       const bool int_path = type == TensorType::kQ8_0 && q == QuantDot::kInt8;
-      EXPECT_STREQ((*backend)->numerics(), int_path ? "cpu-7-i8" : "cpu-7");
+      EXPECT_STREQ((*backend)->numerics(), int_path ? "cpu-8-i8" : "cpu-8");
     }
   }
 }

@@ -36,9 +36,10 @@ class CpuBackend : public Backend {
   // 5: attention's value accumulation fused (fma(p, v, acc)).
   // 6: a tile's softmax sum in a fixed tree (was sequential).
   // 7: SwiGLU's exp from exp_poly.h (was libm's expf).
-  // "cpu-7-i8": the same with the integer dot products of quant_int.h for the model's
-  // quantised matrices (QuantDot::kInt8 and at least one such matrix; otherwise "cpu-7").
-  const char* numerics() const override { return int_dot_ ? "cpu-7-i8" : "cpu-7"; }
+  // 8: F16 matrices multiply activations rounded to F16, as ggml does (kernels.h MatMul).
+  // "cpu-8-i8": the same with the integer dot products of quant_int.h for the model's
+  // quantised matrices (QuantDot::kInt8 and at least one such matrix; otherwise "cpu-8").
+  const char* numerics() const override { return int_dot_ ? "cpu-8-i8" : "cpu-8"; }
   const KvLayout& kv_layout() const override { return layout_; }
   int num_kv_blocks() const override { return num_blocks_; }
   int64_t recurrent_state_floats() const override { return hp_.recurrent_state_floats(); }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -238,7 +239,8 @@ TEST(Gemm, SharedInputProductsEqualSeparateProducts) {
 }
 
 // F16 matrices packed at start-up: decode (one token, GemvPackedF16Panel) and prefill (panels
-// unpacked into the GEMM) give the canonical dot's bits, the same as the row-major F16 path.
+// unpacked into the GEMM) give the canonical dot's bits, the same as the row-major F16 path
+// (each of the activations rounded to F16 first, as MatMul does for F16 weights).
 TEST(Gemm, PackedF16MatchesRowMajorF16BitForBit) {
   if (!HasBlockedGemm()) GTEST_SKIP() << "this CPU has neither AVX2+FMA+F16C nor AVX-512: F16 weights are never packed";
   std::mt19937 rng(14);
@@ -259,16 +261,93 @@ TEST(Gemm, PackedF16MatchesRowMajorF16BitForBit) {
     for (int tokens : {1, 3, 30}) {
       std::vector<float> x(tokens * cols);
       for (auto& v : x) v = Draw(rng);
-      std::vector<float> with(tokens * rows), without(tokens * rows);
+      std::vector<float> with(tokens * rows), without(tokens * rows), rounded(x.size());
       MatMul(weight, x.data(), tokens, with.data(), pool, packed.data());
       MatMul(weight, x.data(), tokens, without.data(), pool);
+      for (size_t i = 0; i < x.size(); ++i) rounded[i] = HalfToFloat(FloatToHalf(x[i]));
       for (int t = 0; t < tokens; ++t) {
         for (int r = 0; r < rows; ++r) {
-          const float want = DotF16Generic(&w16[r * cols], &x[t * cols], cols);
+          const float want = DotF16Generic(&w16[r * cols], &rounded[t * cols], cols);
           ASSERT_EQ(Bits(with[t * rows + r]), Bits(want)) << rows << "x" << cols << " t=" << t << " r=" << r;
           ASSERT_EQ(Bits(without[t * rows + r]), Bits(want)) << rows << "x" << cols << " t=" << t;
         }
       }
+    }
+  }
+}
+
+// RoundToF16 is the portable float -> half -> float round trip (nearest even; overflow to
+// infinity, halves' subnormals, signed zeros, NaN kept a NaN), in place or not, whatever the
+// split over threads.
+TEST(RoundToF16, EqualsThePortableRoundTrip) {
+  std::mt19937 rng(15);
+  ThreadPool pool(2);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x = {0.0f, -0.0f, 65504.0f, 65520.0f, -1e6f, 6.0e-8f, 2.9e-8f, 1e-30f,
+                          1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048, std::nanf("")};
+  while (x.size() < 40000) x.push_back(Draw(rng) * (normal(rng) > 0 ? 1.0f : 1e4f));
+  for (size_t n : {size_t{1}, size_t{11}, size_t{4096}, size_t{4097}, x.size()}) {
+    std::vector<float> out(n), in_place(x.begin(), x.begin() + n);
+    RoundToF16(x.data(), n, out.data(), pool);
+    RoundToF16(in_place.data(), n, in_place.data(), pool);
+    for (size_t i = 0; i < n; ++i) {
+      const float want = HalfToFloat(FloatToHalf(x[i]));
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(out[i]) && std::isnan(in_place[i])) << i;
+        continue;
+      }
+      ASSERT_EQ(Bits(out[i]), Bits(want)) << "n=" << n << " x=" << x[i];
+      ASSERT_EQ(Bits(in_place[i]), Bits(want)) << "n=" << n << " x=" << x[i];
+    }
+  }
+}
+
+// ggml's order of operations for F16 weights: the activations are rounded to F16, then
+// multiplied exactly. MatMul gives each output the canonical dot of the F16 row and the rounded
+// token (a reference computed with the portable dot and conversion), for decode and prefill;
+// products of other types that share the input in MatMulShared still take it unrounded.
+TEST(Gemm, F16WeightsTakeActivationsRoundedToF16) {
+  std::mt19937 rng(16);
+  ThreadPool pool(2);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (auto [rows, cols] : {std::pair<int, int>{70, 96}, {33, 45}, {40, 300}}) {
+    std::vector<uint16_t> w16(rows * cols);
+    std::vector<float> w32(rows * cols);
+    for (auto& v : w16) v = FloatToHalf(normal(rng) * 0.1f);
+    for (auto& v : w32) v = normal(rng) * 0.1f;
+    Weight half_w, float_w;
+    half_w.type = TensorType::kF16;
+    float_w.type = TensorType::kF32;
+    for (Weight* w : {&half_w, &float_w}) {
+      w->rows = rows;
+      w->cols = cols;
+    }
+    half_w.row_bytes = cols * 2;
+    half_w.data = reinterpret_cast<const uint8_t*>(w16.data());
+    float_w.row_bytes = cols * 4;
+    float_w.data = reinterpret_cast<const uint8_t*>(w32.data());
+    for (int tokens : {1, 2, 13, 30}) {
+      std::vector<float> x(tokens * cols), rounded(tokens * cols);
+      for (auto& v : x) v = normal(rng);
+      for (size_t i = 0; i < x.size(); ++i) rounded[i] = HalfToFloat(FloatToHalf(x[i]));
+      std::vector<float> alone(tokens * rows), shared_half(tokens * rows),
+          shared_float(tokens * rows);
+      MatMul(half_w, x.data(), tokens, alone.data(), pool);
+      const MatMulProduct both[] = {{&half_w, shared_half.data()}, {&float_w, shared_float.data()}};
+      MatMulShared(both, x.data(), tokens, pool);
+      int num_changed = 0;  // outputs the rounding moved: the test must see some
+      for (int t = 0; t < tokens; ++t) {
+        for (int r = 0; r < rows; ++r) {
+          const float want = DotF16Generic(&w16[r * cols], &rounded[t * cols], cols);
+          const size_t k = t * rows + r;
+          ASSERT_EQ(Bits(alone[k]), Bits(want)) << rows << "x" << cols << " t=" << t << " r=" << r;
+          ASSERT_EQ(Bits(shared_half[k]), Bits(want)) << rows << "x" << cols << " t=" << t;
+          ASSERT_EQ(Bits(shared_float[k]), Bits(DotF32Generic(&w32[r * cols], &x[t * cols], cols)))
+              << rows << "x" << cols << " t=" << t << " r=" << r;
+          num_changed += Bits(want) != Bits(DotF16Generic(&w16[r * cols], &x[t * cols], cols));
+        }
+      }
+      EXPECT_GT(num_changed, tokens * rows / 2) << rows << "x" << cols;
     }
   }
 }

@@ -158,7 +158,33 @@ void MatMulInt(std::span<const MatMulProduct> products, const float* x, int64_t 
   });
 }
 
+// The F32 reduction of every product (dequantised weights times x as given): one parallel
+// loop over the products' row tiles (decode) or panels (prefill).
+void MatMulFloat(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
+                 ThreadPool& pool);
+
 }  // namespace
+
+void RoundToF16(const float* x, int64_t n, float* out, ThreadPool& pool) {
+  // Through halves in chunks that stay in L1, by F16C where present (dot.h: the same bits as
+  // the portable conversion).
+  constexpr int64_t kChunk = 4096;
+  auto round = [&](int64_t begin, int64_t end, int) {
+    uint16_t halves[kChunk];
+    for (int64_t c = begin; c < end; ++c) {
+      const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+      ConvertF32ToF16(x + i0, halves, len);
+      ConvertF16ToF32(halves, out + i0, len);
+    }
+  };
+  const int64_t num_chunks = (n + kChunk - 1) / kChunk;
+  // A decode step's row (or a few) takes about a microsecond: less than the threads' meeting.
+  if (num_chunks <= 4) {
+    round(0, num_chunks, 0);
+  } else {
+    pool.ParallelFor(num_chunks, round);
+  }
+}
 
 bool UsesIntDot(const Weight& w) {
   return GetIntTile(w.type) != nullptr &&
@@ -183,6 +209,35 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
       return;
     }
   }
+  // F16 weights multiply the activations rounded to F16 (kernels.h says why); the others take
+  // x as it is. Products of both kinds (not in any file make-model or llama-quantize writes)
+  // run as two loops, one per input.
+  size_t num_f16 = 0;
+  for (const MatMulProduct& p : products) num_f16 += p.w->type == TensorType::kF16;
+  if (num_f16 == 0) {
+    MatMulFloat(products, x, num_tokens, pool);
+    return;
+  }
+  thread_local std::vector<float> rounded;
+  rounded.resize(num_tokens * cols);
+  RoundToF16(x, num_tokens * cols, rounded.data(), pool);
+  if (num_f16 == products.size()) {
+    MatMulFloat(products, rounded.data(), num_tokens, pool);
+    return;
+  }
+  std::vector<MatMulProduct> halves, others;
+  for (const MatMulProduct& p : products) {
+    (p.w->type == TensorType::kF16 ? halves : others).push_back(p);
+  }
+  MatMulFloat(halves, rounded.data(), num_tokens, pool);
+  MatMulFloat(others, x, num_tokens, pool);
+}
+
+namespace {
+
+void MatMulFloat(std::span<const MatMulProduct> products, const float* x, int64_t num_tokens,
+                 ThreadPool& pool) {
+  const int64_t cols = products[0].w->cols;
   const bool gemm = num_tokens >= 2 && HasBlockedGemm();
   // Work items: the products' row tiles (or panels) end to end, so the threads split them all
   // in one loop and meet once.
@@ -244,6 +299,8 @@ void MatMulShared(std::span<const MatMulProduct> products, const float* x, int64
     }
   });
 }
+
+}  // namespace
 
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
             const uint16_t* packed, bool int_dot) {

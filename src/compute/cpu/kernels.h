@@ -18,11 +18,22 @@ namespace prefixd::cpu {
 // `int_dot`: weights with an integer tile kernel (UsesIntDot) take x quantised to 8 bits and
 // the integer dot of quant_int.h; otherwise (and for every other weight) the F32 reduction of
 // the dequantised weights. Either way a token's outputs never depend on the batch.
+// F16 weights take x rounded to F16 (round to nearest even, each element on its own, as
+// RoundToF16): y = dot(row, float(half(x))). ggml does the same (F16's vec_dot_type is F16),
+// so a product whose inputs are F16 gives llama.cpp's value up to the summation order; with
+// F32 activations, the gap was up to 2^-11 of each element, enough to flip a MoE router's top-k at
+// near-ties (issue 18). The products of two halves are exact in F32, so the reduction is the
+// same canonical F32 one.
 void MatMul(const Weight& w, const float* x, int64_t num_tokens, float* y, ThreadPool& pool,
             const uint16_t* packed = nullptr, bool int_dot = false);
 
 // True where MatMul(..., int_dot = true) takes the integer path for `w`.
 bool UsesIntDot(const Weight& w);
+
+// out[i] = float(half(x[i])) for i < n (round to nearest even, as ggml's and F16C's F32 -> F16
+// conversion): what MatMul multiplies F16 weights by. `out` may be x. Element-wise, so any
+// split over pool's threads gives the same bits.
+void RoundToF16(const float* x, int64_t n, float* out, ThreadPool& pool);
 
 // Several products of the same input (Q, K and V; gate and up), each exactly as MatMul gives
 // it, in one parallel loop: the threads split the union of their rows and meet once, and

@@ -23,7 +23,9 @@ void RouteToken(const float* logits, int num_experts, int k, int32_t* experts, f
   const float inv = static_cast<float>(1.0 / sum);
   for (int e = 0; e < num_experts; ++e) p[e] *= inv;
   // k passes of "largest not yet taken": the first maximum wins, so ties go to the lower index.
-  float picked_sum = 0;
+  // The k weights' sum in double, rounded once, as ggml's sum_rows takes it (a float running
+  // sum rounds k - 1 times: the same for k = 2, not for Qwen3-30B-A3B's 8).
+  double picked_sum = 0;
   for (int j = 0; j < k; ++j) {
     int best = -1;
     for (int e = 0; e < num_experts; ++e) {
@@ -35,8 +37,8 @@ void RouteToken(const float* logits, int num_experts, int k, int32_t* experts, f
     picked_sum += p[best];
   }
   // llama.cpp clamps the sum at the smallest normal F16 before dividing.
-  picked_sum = std::max(picked_sum, 6.103515625e-5f);
-  for (int j = 0; j < k; ++j) weights[j] = weights[j] / picked_sum;
+  const float divisor = std::max(static_cast<float>(picked_sum), 6.103515625e-5f);
+  for (int j = 0; j < k; ++j) weights[j] = weights[j] / divisor;
 }
 
 void MoeFfn::Run(const MoeWeights& w, const float* x, int64_t n, float* out, ThreadPool& pool,

@@ -20,8 +20,9 @@ namespace prefixd::cpu {
 
 // One token's routing from its router logits: the `k` experts of largest softmax probability
 // (ties to the lower index), in descending order of probability, into `experts`, and their
-// probabilities divided by the sum of the k (the sum clamped below at 2^-14 as llama.cpp does)
-// into `weights`. The softmax uses exp_poly.h's exp and a sum in double, in expert order.
+// probabilities divided by the sum of the k (taken in double and rounded once, then clamped
+// below at 2^-14, as llama.cpp does) into `weights`. The softmax uses exp_poly.h's exp and a
+// sum in double, in expert order, then multiplies by the float reciprocal (ggml's soft_max).
 void RouteToken(const float* logits, int num_experts, int k, int32_t* experts, float* weights);
 
 // The MoE weights of one layer (LayerWeights' ffn_gate_inp and the three expert tensors).

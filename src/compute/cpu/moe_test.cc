@@ -13,6 +13,7 @@
 #include <set>
 #include <vector>
 
+#include "base/fp16.h"
 #include "compute/cpu/exp_poly.h"
 #include "compute/cpu/kernels.h"
 #include "model/quantize.h"
@@ -37,6 +38,49 @@ TEST(RouteToken, TopKInProbabilityOrderTiesToLowerIndexWeightsSumToOne) {
   RouteToken(logits, 5, 1, e, w);
   EXPECT_EQ(e[0], 1);
   EXPECT_EQ(w[0], 1.0f);
+}
+
+// RouteToken against a reference that spells out ggml's order for softmax gating with
+// normalised weights (build_moe_ffn: soft_max, argsort top-k, sum_rows, clamp, div): the
+// softmax sum in double and a float reciprocal, the k weights summed in double and rounded
+// once. Many experts and k = 8 (Qwen3-30B-A3B's routing), where a float running sum would
+// round differently; every weight must have the reference's bits.
+TEST(RouteToken, WeightsInGgmlOrderBitForBit) {
+  constexpr int kNum = 128, kK = 8;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  int num_float_sum_differs = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    float logits[kNum];
+    for (float& l : logits) l = normal(rng);
+    int32_t e[kK];
+    float w[kK];
+    RouteToken(logits, kNum, kK, e, w);
+    const float mx = *std::max_element(logits, logits + kNum);
+    float p[kNum];
+    double sum = 0;
+    for (int i = 0; i < kNum; ++i) sum += p[i] = ExpPoly(logits[i] - mx);
+    const float inv = static_cast<float>(1.0 / sum);
+    for (float& v : p) v *= inv;
+    std::vector<int> order(kNum);
+    for (int i = 0; i < kNum; ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+    double picked = 0;
+    float picked_float = 0;
+    for (int j = 0; j < kK; ++j) {
+      ASSERT_EQ(e[j], order[j]) << "trial " << trial << " slot " << j;
+      picked += p[order[j]];
+      picked_float += p[order[j]];
+    }
+    const float divisor = std::max(static_cast<float>(picked), 6.103515625e-5f);
+    for (int j = 0; j < kK; ++j) {
+      ASSERT_EQ(w[j], p[order[j]] / divisor) << "trial " << trial << " slot " << j;
+    }
+    num_float_sum_differs += picked_float != static_cast<float>(picked);
+  }
+  // The case the order is about must occur, or the test checks nothing that a float sum
+  // would not also pass.
+  EXPECT_GT(num_float_sum_differs, 0);
 }
 
 // A weight tensor of `rows` rows of `cols` in `type`, from N(0, 1/cols)-ish random values,
@@ -92,6 +136,8 @@ std::vector<float> RandomRows(int64_t n, uint32_t seed) {
 
 // The naive MoE of one token: softmax in double, top-k, normalised weights, each selected
 // expert's SwiGLU FFN in double over the dequantised weights.
+// The layer in double precision, except that the inputs of F16 matrices are rounded to F16
+// first, as MatMul (and ggml) multiply them (kernels.h).
 std::vector<double> NaiveMoe(const TestLayer& l, const float* x, std::vector<int>* chosen) {
   std::vector<double> logits(kExperts, 0.0), p(kExperts);
   for (int e = 0; e < kExperts; ++e) {
@@ -112,6 +158,9 @@ std::vector<double> NaiveMoe(const TestLayer& l, const float* x, std::vector<int
     chosen->push_back(best);
     picked += p[best];
   }
+  const auto input = [](const TestMatrix& m, double v) {
+    return m.w.type == TensorType::kF16 ? double(HalfToFloat(FloatToHalf(float(v)))) : v;
+  };
   std::vector<double> out(kEmbd, 0.0);
   for (int e : *chosen) {
     std::vector<double> act(kExpertFf);
@@ -119,15 +168,17 @@ std::vector<double> NaiveMoe(const TestLayer& l, const float* x, std::vector<int
       const int64_t row = e * kExpertFf + r;
       double g = 0, u = 0;
       for (int64_t c = 0; c < kEmbd; ++c) {
-        g += double(l.gate.dequantised[row * kEmbd + c]) * x[c];
-        u += double(l.up.dequantised[row * kEmbd + c]) * x[c];
+        g += double(l.gate.dequantised[row * kEmbd + c]) * input(l.gate, x[c]);
+        u += double(l.up.dequantised[row * kEmbd + c]) * input(l.up, x[c]);
       }
       act[r] = g / (1 + std::exp(-g)) * u;
     }
     for (int64_t r = 0; r < kEmbd; ++r) {
       const int64_t row = e * kEmbd + r;
       double y = 0;
-      for (int64_t c = 0; c < kExpertFf; ++c) y += double(l.down.dequantised[row * kExpertFf + c]) * act[c];
+      for (int64_t c = 0; c < kExpertFf; ++c) {
+        y += double(l.down.dequantised[row * kExpertFf + c]) * input(l.down, act[c]);
+      }
       out[r] += p[e] / picked * y;
     }
   }
@@ -166,7 +217,9 @@ TEST_P(MoeTypes, MatchesANaivePerTokenImplementation) {
     }
     worst = std::max(worst, std::sqrt(diff / scale));
   }
-  // F32 arithmetic over the same weights: float rounding only. The integer path also rounds
+  // F32 arithmetic over the same weights: float rounding only (F16 matrices: the reference
+  // rounds the double SwiGLU output to F16 where MoeFfn rounds the float one, so the two can
+  // land on either side of a half's rounding boundary: 4.8e-6 here). The integer path also rounds
   // the activations (the input, and the experts' SwiGLU outputs) to 8 bits: one scale per 32
   // elements for q8_0 and the nibble types (~1.4% here), per 256 for the K-quants (~2.3%).
   const bool int_path = int_dot && UsesIntDot(layer.gate.w);
