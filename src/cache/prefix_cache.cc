@@ -261,14 +261,15 @@ int PrefixCache::Evict(int num_blocks) {
 }
 
 void PrefixCache::TrimSnapshots() {
-  const StateSnapshots* snapshots = options_.snapshots;
+  StateSnapshots* snapshots = options_.snapshots;
   if (snapshots == nullptr || options_.max_snapshot_bytes <= 0) return;
-  // A block's snapshots go when the block is free again, after its copies to lower tiers
-  // land: Evict waits for those, so each round sees what the last one dropped. Blocks that
-  // running sequences hold keep theirs (Evict frees nothing more and the loop ends).
-  for (int64_t rounds = tree_.cached_blocks() + 2;
-       snapshots->bytes() > options_.max_snapshot_bytes && rounds > 0; --rounds) {
-    if (Evict(1) == 0 && (!tiers_ || pool_->num_held() == 0)) break;
+  // Snapshot by snapshot, not entry by entry: evicting the tree's least recently used leaves
+  // would take the deepest snapshots first (an agent's newest turn ends in a leaf, its older
+  // turns' ends are inner nodes), while the least recently used snapshot is usually one a
+  // later turn has already gone past. Runs on the engine thread between Match and the next
+  // Admit, never between a hit's cut to its resume point and the restore of its state.
+  while (snapshots->bytes() > options_.max_snapshot_bytes) {
+    if (!snapshots->DropLeastRecentlyUsed()) break;
   }
 }
 

@@ -68,11 +68,12 @@ struct PrefixCacheOptions {
   // Hybrid models (recurrent layers): the pool's state snapshots. A hit is cut back to the
   // longest matched position that has one (StateSnapshots::ResumePoint), the only places a
   // sequence can resume exactly. nullptr for attention-only models. Must outlive the cache.
-  const StateSnapshots* snapshots = nullptr;
+  StateSnapshots* snapshots = nullptr;
   // Hybrid models: the bytes of snapshots the budget leaves beside max_cached_blocks' KV
   // (--cache-bytes less the blocks' bytes); 0: unbounded. Checkpoints cost a known share per
   // block, but prompt ends, request ends and copied blocks add snapshots of their own: past
-  // this, Insert evicts least-recently-used entries (their blocks' snapshots go with them).
+  // this, Insert drops the least recently used snapshots (not their blocks: the KV stays, and
+  // a resume there moves back to an earlier snapshot).
   int64_t max_snapshot_bytes = 0;
 };
 
@@ -295,7 +296,7 @@ class PrefixCache {
   // the KV events.
   // Returns the blocks that became free in the pool.
   int ApplyEviction(const EvictionPlan& plan);
-  // Hybrids: evicts least-recently-used entries while the snapshots exceed max_snapshot_bytes.
+  // Hybrids: drops least recently used snapshots while they exceed max_snapshot_bytes.
   void TrimSnapshots();
   // The ticket's chain extended to `tokens` (nullptr when !keyed()).
   const BlockKeyChain* KeysOf(CacheTicket& ticket, std::span<const int32_t> tokens);

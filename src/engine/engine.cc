@@ -261,6 +261,7 @@ void Engine::RestoreState(Sequence& seq, const CacheHit& hit) {
       snapshots_->Get(hit.blocks.back(), hit.num_tokens);
   PREFIXD_CHECK(!saved.empty(), "a hybrid's cache hit ends where no state snapshot is");
   seq.recurrent_state.assign(saved.begin(), saved.end());
+  snapshots_->Touch(hit.blocks.back(), hit.num_tokens);  // recency for the budget's trim
 }
 
 bool Engine::IsSnapshotPoint(const Sequence& seq, int64_t position) const {

@@ -236,7 +236,7 @@ TEST_F(HybridPrefixCache, AnotherReplyResumesAtThePromptsEnd) {
 
 // Snapshots count against --cache-bytes: besides the checkpoints' share, every request leaves
 // one at its prompt's end and one where it stopped. Many short requests would pile those up
-// past the budget; the cache evicts its least-recently-used entries instead, and the newest
+// past the budget; the cache drops the least recently used snapshots instead, and the newest
 // prompt still resumes at its end.
 TEST_F(HybridPrefixCache, SnapshotsStayWithinTheBudget) {
   EngineOptions eo = Options(4);
@@ -254,7 +254,7 @@ TEST_F(HybridPrefixCache, SnapshotsStayWithinTheBudget) {
     RunInOrder(*engine, {last});
     EXPECT_LE(engine->state_snapshots()->bytes(), snapshot_budget) << "after request " << i;
   }
-  EXPECT_GT(engine->cache().stats().evicted_blocks, 0) << "12 requests should not fit";
+  EXPECT_LT(engine->state_snapshots()->count(), 24) << "12 requests leave 24 ends: some must go";
   const Outcome again = RunInOrder(*engine, {last})[0];
   EXPECT_EQ(again.cached_tokens, 44);
   EXPECT_TRUE(SameBits(again.logits, Cold(last).logits));

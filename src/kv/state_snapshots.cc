@@ -22,10 +22,11 @@ void StateSnapshots::Put(BlockId block, int64_t position, std::span<const float>
   for (Entry& e : entries) {
     if (e.position == position) {
       e.state.assign(state.begin(), state.end());
+      e.last_used = ++tick_;
       return;
     }
   }
-  entries.push_back(Entry{position, std::vector<float>(state.begin(), state.end())});
+  entries.push_back(Entry{position, std::vector<float>(state.begin(), state.end()), ++tick_});
   count_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -42,6 +43,32 @@ int64_t StateSnapshots::PositionAtMost(BlockId block, int64_t limit) const {
     if (e.position <= limit) best = std::max(best, e.position);
   }
   return best;
+}
+
+void StateSnapshots::Touch(BlockId block, int64_t position) {
+  for (Entry& e : entries_[block.value()]) {
+    if (e.position == position) e.last_used = ++tick_;
+  }
+}
+
+bool StateSnapshots::DropLeastRecentlyUsed() {
+  // A scan of every block: this runs only when the snapshots exceed their budget, and a pool
+  // has thousands of blocks, not millions.
+  std::vector<Entry>* oldest_block = nullptr;
+  size_t oldest_index = 0;
+  for (std::vector<Entry>& entries : entries_) {
+    for (size_t i = 0; i < entries.size(); ++i) {
+      if (oldest_block == nullptr || entries[i].last_used < (*oldest_block)[oldest_index].last_used) {
+        oldest_block = &entries;
+        oldest_index = i;
+      }
+    }
+  }
+  if (oldest_block == nullptr) return false;
+  oldest_block->erase(oldest_block->begin() + static_cast<std::ptrdiff_t>(oldest_index));
+  if (oldest_block->empty()) *oldest_block = {};  // give the memory back now
+  count_.fetch_sub(1, std::memory_order_relaxed);
+  return true;
 }
 
 void StateSnapshots::Drop(BlockId block) {

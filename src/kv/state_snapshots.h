@@ -41,6 +41,11 @@ class StateSnapshots {
   // The largest position at or below `limit` the block has a snapshot for, or -1.
   int64_t PositionAtMost(BlockId block, int64_t limit) const;
   void Drop(BlockId block);
+  // A resume used the snapshot of `block` at `position`: it becomes the most recently used.
+  void Touch(BlockId block, int64_t position);
+  // Drops the least recently used (put or touched) snapshot of any block; false when there is
+  // none. A dropped snapshot only moves resumes back to an earlier one: never a wrong state.
+  bool DropLeastRecentlyUsed();
 
   // The byte form the lower tiers carry after a block's KV bytes (ARCHITECTURE.md, "The cache,
   // tier by tier"): exactly state_bytes() bytes, the floats in host order (the tiers' records
@@ -66,7 +71,9 @@ class StateSnapshots {
   struct Entry {
     int64_t position = 0;
     std::vector<float> state;
+    uint64_t last_used = 0;  // tick_ when put or touched
   };
+  uint64_t tick_ = 0;
   const int64_t state_floats_;
   std::vector<std::vector<Entry>> entries_;  // by block id; usually none, at most a few
   std::atomic<int64_t> count_{0};

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
 #include <vector>
 
 namespace prefixd {
@@ -95,6 +97,71 @@ TEST(StateSnapshots, GoesWithItsBlockWhenThePoolFreesIt) {
   EXPECT_EQ(s.PositionAtMost(b, 16), -1);
   EXPECT_EQ(s.count(), 0);
   pool.CheckInvariants();
+}
+
+}  // namespace
+}  // namespace prefixd
+
+namespace prefixd {
+namespace {
+
+// Random Put / Touch / Drop / DropLeastRecentlyUsed against a list of (block, position, last
+// use): the snapshot dropped for the budget is always the one least recently put or touched,
+// and count() and Get agree with the list after every step.
+TEST(StateSnapshots, DropsTheLeastRecentlyUsedLikeAReferenceList) {
+  struct Ref {
+    int block;
+    int64_t position;
+    uint64_t used;
+    float value;
+  };
+  std::mt19937 rng(17);
+  constexpr int kBlocks = 6;
+  StateSnapshots s(kBlocks, 3);
+  std::vector<Ref> ref;
+  uint64_t tick = 0;
+  const auto find = [&](int b, int64_t p) {
+    return std::find_if(ref.begin(), ref.end(), [&](const Ref& r) { return r.block == b && r.position == p; });
+  };
+  for (int step = 0; step < 4000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    const int b = static_cast<int>(rng() % kBlocks);
+    const int64_t p = 1 + static_cast<int64_t>(rng() % 4);
+    if (op < 4) {
+      const float v = static_cast<float>(step);
+      s.Put(BlockId(b), p, std::vector<float>(3, v));
+      if (auto it = find(b, p); it != ref.end()) {
+        it->used = ++tick;
+        it->value = v;
+      } else {
+        ref.push_back({b, p, ++tick, v});
+      }
+    } else if (op < 6) {
+      s.Touch(BlockId(b), p);
+      if (auto it = find(b, p); it != ref.end()) it->used = ++tick;
+    } else if (op < 7) {
+      s.Drop(BlockId(b));
+      std::erase_if(ref, [&](const Ref& r) { return r.block == b; });
+    } else {
+      const bool dropped = s.DropLeastRecentlyUsed();
+      ASSERT_EQ(dropped, !ref.empty()) << "step " << step;
+      if (dropped) {
+        ref.erase(std::min_element(ref.begin(), ref.end(),
+                                   [](const Ref& x, const Ref& y) { return x.used < y.used; }));
+      }
+    }
+    ASSERT_EQ(s.count(), static_cast<int64_t>(ref.size())) << "step " << step;
+    for (int bb = 0; bb < kBlocks; ++bb) {
+      for (int64_t pp = 1; pp <= 4; ++pp) {
+        const auto it = find(bb, pp);
+        const std::span<const float> got = s.Get(BlockId(bb), pp);
+        ASSERT_EQ(got.empty(), it == ref.end()) << "step " << step << " block " << bb << " @" << pp;
+        if (!got.empty()) {
+          ASSERT_EQ(got[0], it->value);
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
