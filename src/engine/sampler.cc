@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/token_constraint.h"
+
 namespace prefixd {
 namespace {
 
@@ -47,11 +49,19 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     return best < 0 ? 0 : best;
   }
 
+  FillCandidates(logits);
+  if (candidates_.empty()) return 0;
+  return SampleCandidates();
+}
+
+void Sampler::FillCandidates(std::span<const float> logits) {
   candidates_.clear();
   for (size_t i = 0; i < logits.size(); ++i) {
     if (!std::isnan(logits[i])) candidates_.push_back({static_cast<int32_t>(i), logits[i]});
   }
-  if (candidates_.empty()) return 0;
+}
+
+int32_t Sampler::SampleCandidates() {
   bool sorted = false;
 
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < candidates_.size()) {
@@ -107,6 +117,59 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     if (u < cumulative) return candidates_[i].id;
   }
   return candidates_.back().id;
+}
+
+int32_t Sampler::FirstAllowed(std::span<const float> logits, TokenConstraint& constraint) {
+  // The argmax alone first: inside a string nearly every token is allowed, so this is the
+  // common case and costs one pass over the logits, no sort.
+  int32_t best = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isnan(logits[i])) continue;
+    if (best < 0 || logits[i] > logits[best]) best = static_cast<int32_t>(i);
+  }
+  if (best < 0) return -1;
+  if (constraint.Allows(best)) return best;
+  FillCandidates(logits);
+  // Then the rest in logit order, sorted a chunk at a time (64, 128, 256, ...): the first
+  // allowed one is usually near the top, and a full sort would cost O(V log V) every step.
+  size_t done = 0;
+  for (size_t chunk = 64; done < candidates_.size(); chunk *= 2) {
+    const size_t end = std::min(candidates_.size(), done + chunk);
+    std::partial_sort(candidates_.begin() + static_cast<std::ptrdiff_t>(done),
+                      candidates_.begin() + static_cast<std::ptrdiff_t>(end), candidates_.end(), MoreLikely{});
+    for (size_t i = done; i < end; ++i) {
+      if (constraint.Allows(candidates_[i].id)) return candidates_[i].id;
+    }
+    done = end;
+  }
+  return -1;
+}
+
+int32_t Sampler::Sample(std::span<const float> logits, TokenConstraint* constraint) {
+  if (constraint == nullptr) return Sample(logits);
+  const bool greedy = params_.temperature <= 0;
+  if (constraint->ListAllowed(&allowed_)) {
+    candidates_.clear();
+    for (int32_t id : allowed_) {
+      const float logit = logits[static_cast<size_t>(id)];
+      if (!std::isnan(logit)) candidates_.push_back({id, logit});
+    }
+    if (candidates_.empty()) return allowed_.empty() ? -1 : allowed_.front();
+    if (!greedy) return SampleCandidates();
+    return std::min_element(candidates_.begin(), candidates_.end(), MoreLikely{})->id;
+  }
+  if (greedy) return FirstAllowed(logits, *constraint);
+  const bool filtered = params_.top_k > 0 || params_.top_p < 1 || params_.min_p > 0;
+  if (!filtered) {
+    const int32_t first = Sample(logits);
+    if (constraint->Allows(first)) return first;
+  }
+  FillCandidates(logits);
+  const auto end = std::remove_if(candidates_.begin(), candidates_.end(),
+                                  [constraint](const Candidate& c) { return !constraint->Allows(c.id); });
+  candidates_.erase(end, candidates_.end());
+  if (candidates_.empty()) return -1;
+  return SampleCandidates();
 }
 
 }  // namespace prefixd
