@@ -67,14 +67,14 @@ std::vector<float> RandomLogits(std::mt19937& rng, size_t n) {
   return v;
 }
 
-struct Setup {
+struct RandomCase {
   std::shared_ptr<const TokenTexts> texts;
   std::vector<std::string> vocab;
   std::vector<std::string> words;
 };
 
-Setup RandomSetup(std::mt19937& rng) {
-  Setup s;
+RandomCase RandomCaseOf(std::mt19937& rng) {
+  RandomCase s;
   const int alphabet = std::uniform_int_distribution<int>(3, 20)(rng);
   s.vocab = RandomVocab(rng, std::uniform_int_distribution<int>(30, 400)(rng), alphabet);
   s.texts = std::make_shared<TokenTexts>(s.vocab);
@@ -100,7 +100,7 @@ TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
   std::mt19937 rng(7);
   int listed = 0, lazy = 0;
   for (int round = 0; round < 300; ++round) {
-    Setup s = RandomSetup(rng);
+    RandomCase s = RandomCaseOf(rng);
     auto reference = std::make_unique<WordsMatcher>(s.words);
     WordsMatcher* ref = reference.get();
     MatcherConstraint c(s.texts, std::make_unique<WordsMatcher>(s.words));
@@ -137,7 +137,7 @@ TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
 TEST(ConstrainedSampler, GreedyIsTheMaskedArgmaxAndSamplesAreAllowed) {
   std::mt19937 rng(11);
   for (int round = 0; round < 300; ++round) {
-    Setup s = RandomSetup(rng);
+    RandomCase s = RandomCaseOf(rng);
     MatcherConstraint c(s.texts, std::make_unique<WordsMatcher>(s.words));
     WordsMatcher ref(s.words);
     std::string text;

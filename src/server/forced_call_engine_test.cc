@@ -23,7 +23,7 @@ struct Outcome {
   int64_t cached_tokens = -1;
 };
 
-Outcome Run(EngineService& service, const GenerateRequest& request) {
+Outcome Generate(EngineService& service, const GenerateRequest& request) {
   struct State {
     std::mutex mu;
     Outcome out;
@@ -62,18 +62,18 @@ TEST(ForcedCallEngine, CachedAndColdRunsWriteTheSameWholeCall) {
     ASSERT_TRUE(grammar.ok()) << grammar.status();
     for (float temperature : {0.0f, 1.0f}) {
       GenerateRequest r;
-      // A prompt per case, so the first run of each is cold.
-      r.prompt = s.tokenizer->Encode(std::string("Once upon a time there was a little girl who wanted to know the ") +
-                                         (temperature > 0 ? "weather " : "sky ") + ToolCallSyntaxName(syntax) +
-                                         " in the big city by the sea, so she asked",
+      // A salt per case, so the first run of each is cold.
+      r.cache_salt = std::string(ToolCallSyntaxName(syntax)) + (temperature > 0 ? "-sampled" : "-greedy");
+      r.prompt = s.tokenizer->Encode("Once upon a time there was a little girl who wanted to know the weather in "
+                                     "the big city by the sea, so she asked",
                                      EncodeOptions{});
       r.max_tokens = 300;
       r.sampling.temperature = temperature;
       r.sampling.seed = 9;
       r.constraint = MakeCallConstraint(texts, *grammar);
-      const Outcome cold = Run(*s.service, r);
+      const Outcome cold = Generate(*s.service, r);
       r.constraint = MakeCallConstraint(texts, *grammar);  // each request owns its own
-      const Outcome cached = Run(*s.service, r);
+      const Outcome cached = Generate(*s.service, r);
       EXPECT_EQ(cold.cached_tokens, 0);
       EXPECT_GT(cached.cached_tokens, 0);
       EXPECT_EQ(cold.tokens, cached.tokens) << "the cache changed a constrained output";
@@ -92,7 +92,7 @@ TEST(ForcedCallEngine, CachedAndColdRunsWriteTheSameWholeCall) {
       GenerateRequest shortened = r;
       shortened.max_tokens = 3;
       shortened.constraint = MakeCallConstraint(texts, *grammar);
-      const Outcome cut = Run(*s.service, shortened);
+      const Outcome cut = Generate(*s.service, shortened);
       EXPECT_EQ(cut.finish, FinishReason::kLength);
       EXPECT_EQ(cut.tokens.size(), 3u);
       EXPECT_FALSE(shortened.constraint->IsComplete());

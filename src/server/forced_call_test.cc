@@ -143,7 +143,7 @@ ojson RandomSchema(std::mt19937& rng, int depth) {
 
 ojson RandomArguments(std::mt19937& rng) {
   ojson s = RandomSchema(rng, 1);
-  while (!s.is_object() || s.value("type", "") != "object") s = RandomSchema(rng, 1);
+  while (!s.is_object() || !s.contains("type") || s["type"] != "object") s = RandomSchema(rng, 1);
   return s;
 }
 
