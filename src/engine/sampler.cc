@@ -17,6 +17,9 @@ struct MoreLikely {
   }
 };
 
+// Unconstrained draws tried before the allowed tokens are listed (unfiltered sampling).
+constexpr int kMaxDrawAttempts = 4;
+
 }  // namespace
 
 double Sampler::ComputeWeights(double scale) {
@@ -130,45 +133,57 @@ int32_t Sampler::FirstAllowed(std::span<const float> logits, TokenConstraint& co
   if (best < 0) return -1;
   if (constraint.Allows(best)) return best;
   FillCandidates(logits);
-  // Then the rest in logit order, sorted a chunk at a time (64, 128, 256, ...): the first
-  // allowed one is usually near the top, and a full sort would cost O(V log V) every step.
-  size_t done = 0;
-  for (size_t chunk = 64; done < candidates_.size(); chunk *= 2) {
-    const size_t end = std::min(candidates_.size(), done + chunk);
-    std::partial_sort(candidates_.begin() + static_cast<std::ptrdiff_t>(done),
-                      candidates_.begin() + static_cast<std::ptrdiff_t>(end), candidates_.end(), MoreLikely{});
-    for (size_t i = done; i < end; ++i) {
-      if (constraint.Allows(candidates_[i].id)) return candidates_[i].id;
-    }
-    done = end;
+  // Then the next most likely ones; past those, the allowed tokens are rare (the end of a
+  // string at its maxLength, where only short tokens fit): listing them all, with shared
+  // prefixes fed once, is cheaper than testing the sorted vocabulary one by one.
+  const size_t chunk = std::min<size_t>(64, candidates_.size());
+  std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(chunk), candidates_.end(),
+                    MoreLikely{});
+  for (size_t i = 0; i < chunk; ++i) {
+    if (constraint.Allows(candidates_[i].id)) return candidates_[i].id;
   }
-  return -1;
+  constraint.ListAllAllowed(&allowed_);
+  return BestOf(logits, allowed_);
+}
+
+int32_t Sampler::BestOf(std::span<const float> logits, const std::vector<int32_t>& ids) {
+  candidates_.clear();
+  for (int32_t id : ids) {
+    const float logit = logits[static_cast<size_t>(id)];
+    if (!std::isnan(logit)) candidates_.push_back({id, logit});
+  }
+  if (candidates_.empty()) return ids.empty() ? -1 : *std::min_element(ids.begin(), ids.end());
+  return std::min_element(candidates_.begin(), candidates_.end(), MoreLikely{})->id;
 }
 
 int32_t Sampler::Sample(std::span<const float> logits, TokenConstraint* constraint) {
   if (constraint == nullptr) return Sample(logits);
   const bool greedy = params_.temperature <= 0;
-  if (constraint->ListAllowed(&allowed_)) {
-    candidates_.clear();
-    for (int32_t id : allowed_) {
-      const float logit = logits[static_cast<size_t>(id)];
-      if (!std::isnan(logit)) candidates_.push_back({id, logit});
+  bool listed = constraint->ListAllowed(&allowed_);
+  if (!listed && greedy) return FirstAllowed(logits, *constraint);
+  if (!listed) {
+    const bool filtered = params_.top_k > 0 || params_.top_p < 1 || params_.min_p > 0;
+    if (!filtered) {
+      // Rejection sampling, then the masked draw: still exact (see sampler.h), and inside a
+      // string, where most of the probability is allowed, a retry costs far less than
+      // listing the allowed tokens.
+      for (int attempt = 0; attempt < kMaxDrawAttempts; ++attempt) {
+        const int32_t drawn = Sample(logits);
+        if (constraint->Allows(drawn)) return drawn;
+      }
     }
-    if (candidates_.empty()) return allowed_.empty() ? -1 : allowed_.front();
-    if (!greedy) return SampleCandidates();
-    return std::min_element(candidates_.begin(), candidates_.end(), MoreLikely{})->id;
+    constraint->ListAllAllowed(&allowed_);
   }
-  if (greedy) return FirstAllowed(logits, *constraint);
-  const bool filtered = params_.top_k > 0 || params_.top_p < 1 || params_.min_p > 0;
-  if (!filtered) {
-    const int32_t first = Sample(logits);
-    if (constraint->Allows(first)) return first;
+  if (greedy) return BestOf(logits, allowed_);
+  candidates_.clear();
+  for (int32_t id : allowed_) {
+    const float logit = logits[static_cast<size_t>(id)];
+    if (!std::isnan(logit)) candidates_.push_back({id, logit});
   }
-  FillCandidates(logits);
-  const auto end = std::remove_if(candidates_.begin(), candidates_.end(),
-                                  [constraint](const Candidate& c) { return !constraint->Allows(c.id); });
-  candidates_.erase(end, candidates_.end());
-  if (candidates_.empty()) return -1;
+  if (candidates_.empty()) return allowed_.empty() ? -1 : *std::min_element(allowed_.begin(), allowed_.end());
+  // In id order, as the unconstrained draw sees them, so a seed's draws do not depend on the
+  // order the constraint listed them in.
+  std::sort(candidates_.begin(), candidates_.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
   return SampleCandidates();
 }
 

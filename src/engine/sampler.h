@@ -11,14 +11,14 @@
 //
 // With a TokenConstraint (token_constraint.h) the same choice is made among the tokens the
 // constraint allows, as if every other logit were -inf:
-// - greedy: the best allowed token, found by testing candidates in logit order (the argmax
-//   first, then the rest, sorted lazily in growing chunks) unless the constraint can list
-//   its few allowed tokens outright;
-// - no filter (top-k, top-p, min-p off): one draw over the whole vocabulary, kept when it is
-//   allowed, else one draw among the allowed tokens. Exact: an allowed token t comes out with
-//   p(t) + (1 - P(allowed)) * p(t) / P(allowed) = p(t) / P(allowed);
-// - with filters: the filters and the draw run over the allowed tokens only (every token is
-//   tested).
+// - greedy: the best allowed token: among those the constraint lists when that is cheap
+//   (few are allowed); else the argmax if allowed, else the first allowed of the next 64 most
+//   likely, else the best of all the allowed ones (the constraint lists them, at a cost);
+// - no filter (top-k, top-p, min-p off): up to 4 draws over the whole vocabulary, the first
+//   allowed one kept, else one draw among the allowed tokens. Exact: with A = P(allowed), an
+//   allowed token t comes out with p(t) (1 + (1-A) + ... + (1-A)^3) + (1-A)^4 p(t) / A
+//   = p(t) / A;
+// - with filters: the filters and the draw run over the allowed tokens only (all listed).
 //
 // Thread safety: none; one sampler per sequence, used by the engine thread.
 #pragma once
@@ -63,8 +63,11 @@ class Sampler {
   void FillCandidates(std::span<const float> logits);
   // Top-k, top-p, min-p, temperature and the draw over candidates_ (not empty).
   int32_t SampleCandidates();
-  // Greedy among the allowed tokens: candidates in logit order, lazily sorted.
+  // Greedy among the allowed tokens: the argmax, then the next most likely ones, then the
+  // best of all the allowed ones (listed by the constraint).
   int32_t FirstAllowed(std::span<const float> logits, TokenConstraint& constraint);
+  // The most likely of `ids` (lowest id on ties); -1 when empty.
+  int32_t BestOf(std::span<const float> logits, const std::vector<int32_t>& ids);
 
   // Fills weights_ with exp((logit - max logit) * scale) per candidate; returns their sum.
   double ComputeWeights(double scale);

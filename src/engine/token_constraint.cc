@@ -1,5 +1,7 @@
 #include "engine/token_constraint.h"
 
+#include <algorithm>
+
 #include "base/check.h"
 #include "tokenizer/tokenizer.h"
 
@@ -17,6 +19,15 @@ void TokenTexts::Index() {
   for (size_t id = 0; id < texts_.size(); ++id) {
     if (texts_[id].empty()) continue;  // control tokens: never allowed
     by_first_byte_[static_cast<uint8_t>(texts_[id][0])].push_back(static_cast<int32_t>(id));
+    sorted_.push_back(static_cast<int32_t>(id));
+  }
+  // std::string compares bytes as unsigned char, so each first byte's texts are one run.
+  std::stable_sort(sorted_.begin(), sorted_.end(), [this](int32_t a, int32_t b) { return texts_[a] < texts_[b]; });
+  size_t at = 0;
+  for (int b = 0; b < 256; ++b) {
+    const size_t begin = at;
+    while (at < sorted_.size() && static_cast<uint8_t>(texts_[sorted_[at]][0]) == b) ++at;
+    first_byte_range_[b] = {begin, at};
   }
 }
 
@@ -55,17 +66,54 @@ bool MatcherConstraint::Allows(int32_t token) {
   return true;
 }
 
+ByteMatcher& MatcherConstraint::Level(size_t depth) {
+  while (levels_.size() <= depth) levels_.push_back(matcher_->Clone());
+  return *levels_[depth];
+}
+
+bool MatcherConstraint::Walk(size_t lo, size_t hi, size_t depth, size_t budget, std::vector<int32_t>* out) {
+  const std::vector<int32_t>& sorted = texts_->sorted();
+  // A text that is the prefix itself sorts first.
+  while (lo < hi && texts_->text(sorted[lo]).size() == depth) out->push_back(sorted[lo++]);
+  if (out->size() > budget) return false;
+  while (lo < hi) {
+    const uint8_t c = static_cast<uint8_t>(texts_->text(sorted[lo])[depth]);
+    const size_t end = static_cast<size_t>(
+        std::partition_point(sorted.begin() + static_cast<std::ptrdiff_t>(lo), sorted.begin() + static_cast<std::ptrdiff_t>(hi),
+                             [&](int32_t id) { return static_cast<uint8_t>(texts_->text(id)[depth]) <= c; }) -
+        sorted.begin());
+    ByteMatcher& next = Level(depth + 1);
+    next.CopyFrom(Level(depth));
+    if (next.Feed(c) && !Walk(lo, end, depth + 1, budget, out)) return false;
+    lo = end;
+  }
+  return true;
+}
+
 bool MatcherConstraint::ListAllowed(std::vector<int32_t>* out) {
   RefreshFirstBytes();
-  // Listing tests every token with an allowed first byte; past an eighth of the vocabulary
-  // the lazy scan in logit order is cheaper (greedy usually stops at the first candidate).
-  if (num_first_tokens_ > texts_->size() / 8) return false;
+  int num_first_bytes = 0;
+  for (bool allowed : first_allowed_) num_first_bytes += allowed;
+  // Many first bytes (inside a string): the listing would cost more than the lazy scan, in
+  // which greedy usually stops at the first candidate.
+  if (num_first_bytes > 8 && num_first_tokens_ > texts_->size() / 8) return false;
+  return WalkAll(static_cast<size_t>(texts_->size() / 8), out);
+}
+
+void MatcherConstraint::ListAllAllowed(std::vector<int32_t>* out) {
+  RefreshFirstBytes();
+  WalkAll(texts_->sorted().size(), out);
+}
+
+bool MatcherConstraint::WalkAll(size_t budget, std::vector<int32_t>* out) {
   out->clear();
   for (int b = 0; b < 256; ++b) {
     if (!first_allowed_[b]) continue;
-    for (int32_t id : texts_->starting_with(static_cast<uint8_t>(b))) {
-      if (Allows(id)) out->push_back(id);
-    }
+    const auto [lo, hi] = texts_->first_byte_range(static_cast<uint8_t>(b));
+    ByteMatcher& first = Level(1);
+    first.CopyFrom(*matcher_);
+    first.Feed(static_cast<uint8_t>(b));
+    if (!Walk(lo, hi, 1, budget, out)) return false;
   }
   return true;
 }

@@ -94,7 +94,7 @@ TEST(TokenTexts, GroupsByFirstByteAndSkipsEmptyTexts) {
   }
 }
 
-// Allows and ListAllowed against the reference (text + piece is a prefix of a word), at every
+// Allows, ListAllowed and ListAllAllowed against the reference (text + piece is a prefix of a word), at every
 // state of random walks through random grammars.
 TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
   std::mt19937 rng(7);
@@ -120,6 +120,9 @@ TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
       } else {
         ++lazy;
       }
+      c.ListAllAllowed(&got);
+      std::sort(got.begin(), got.end());
+      ASSERT_EQ(got, expected);
       ASSERT_FALSE(expected.empty()) << "single letters keep every state alive";
       const int32_t pick = expected[std::uniform_int_distribution<size_t>(0, expected.size() - 1)(rng)];
       c.Accept(pick);
