@@ -4,7 +4,8 @@
 // weights and could never write a call by itself, so every call below is the constraint's work;
 // it comes back parsed, plain and streamed, through both official clients, and goes round trip
 // (the call and a tool result sent back). A template without a call syntax refuses a forced
-// call; so does an unknown tool name, in each dialect's error shape.
+// call; so does an unknown tool name, in each dialect's error shape. The same runs through a
+// Llama 3-style template (JSON calls with "parameters").
 //
 // The last test measures the constraint's cost per generated token on the 32,000-token
 // vocabulary of llama-2-tiny-random (the engine thread's CPU time outside the forward pass,
@@ -23,12 +24,26 @@ const vocabModel = path.join(repoRoot, '../shared/models/llama-2-tiny-random.ggu
 const skip = missingPrerequisite() ?? (existsSync(vocabModel) ? null : `${vocabModel} is missing`);
 const T = { timeout: 120000 };
 
-// A model with llama-2-tiny-random's 32,000-token vocabulary, random weights and the
-// Qwen2.5-Instruct template (Hermes <tool_call> syntax).
-function makeModel(dir) {
-  const tpl = path.join(dir, 'qwen2.5.jinja');
-  writeFileSync(tpl, readFileSync(path.join(here, 'templates/qwen2.5-instruct.jinja'), 'utf8'));
-  const out = path.join(dir, 'qwen2.5.gguf');
+// A Llama 3.1-style template reduced to what the Llama 3 JSON call syntax needs: a header
+// template that renders tools (so the server's parser reads {"name", "parameters"} calls), an
+// assistant turn's calls in that syntax, and tool results as ipython turns.
+const LLAMA3_TOOLS_TEMPLATE = `{{- bos_token }}
+{%- if tools %}{{- '<|start_header_id|>system<|end_header_id|>\n\nAnswer with a call as {"name": function name, "parameters": dictionary of argument name and its value}. Functions:\n' }}
+{%- for t in tools %}{{- t | tojson }}{{- '\n' }}{%- endfor %}{{- '<|eot_id|>' }}{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'assistant' and message.tool_calls %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- for c in message.tool_calls %}{{- '{"name": "' + c.function.name + '", "parameters": ' + (c.function.arguments | tojson) + '}' }}{%- endfor %}{{- '<|eot_id|>' }}
+{%- elif message.role == 'tool' %}{{- '<|start_header_id|>ipython<|end_header_id|>\n\n' + message.content + '<|eot_id|>' }}
+{%- else %}{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\n\n' + message.content + '<|eot_id|>' }}{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}`;
+
+// A model with llama-2-tiny-random's 32,000-token vocabulary, random weights and a chat
+// template: Qwen2.5-Instruct's (Hermes <tool_call> syntax) unless given.
+function makeModel(dir, name = 'qwen2.5', template = readFileSync(path.join(here, 'templates/qwen2.5-instruct.jinja'), 'utf8')) {
+  const tpl = path.join(dir, `${name}.jinja`);
+  writeFileSync(tpl, template);
+  const out = path.join(dir, `${name}.gguf`);
   execFileSync(binary, ['make-model', '--out', out, '--vocab-from', vocabModel, '--chat-template', tpl,
                         '--layers', '1', '--embd', '32', '--heads', '2', '--kv-heads', '2', '--ff', '64',
                         '--ctx', '2048', '--vocab', '0', '--tie-output'], { stdio: 'pipe' });
@@ -263,5 +278,57 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
                  `(${plain.tokens} tokens), forced call ${forced.us.toFixed(1)} us (${forced.tokens} tokens)`);
     console.log(`tool_choice cost: unconstrained ${plain.us.toFixed(1)} us/token, forced ${forced.us.toFixed(1)} us/token`);
     assert.ok(forced.tokens > 0 && plain.tokens > 0);
+  });
+});
+
+describe('forced tool calls in the Llama 3 JSON syntax', { skip: skip ?? false }, () => {
+  let dir;
+  let srv;
+  let anthropic;
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-llama-'));
+    srv = await startServer({ model: makeModel(dir, 'llama3-tools', LLAMA3_TOOLS_TEMPLATE) });
+    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+  });
+  after(async () => {
+    await srv?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const greedy = { temperature: 0, max_tokens: 200 };
+  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+
+  it('OpenAI: required, plain and streamed, then round trip', T, async () => {
+    const messages = question(uniqueWord());
+    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const whole = await srv.client.chat.completions.create(params);
+    assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+    const call = whole.choices[0].message.tool_calls[0];
+    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
+    let args = '';
+    let name = '';
+    let finish = null;
+    for await (const chunk of await srv.client.chat.completions.create({ ...params, stream: true })) {
+      const c = chunk.choices[0];
+      for (const tc of c?.delta?.tool_calls ?? []) {
+        name += tc.function?.name ?? '';
+        args += tc.function?.arguments ?? '';
+      }
+      if (c?.finish_reason) finish = c.finish_reason;
+    }
+    assert.equal(finish, 'tool_calls');
+    assert.deepEqual({ name, arguments: args }, call.function);
+    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+      messages: [...messages, whole.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
+    assert.ok(next.usage.prompt_tokens_details.cached_tokens >= whole.usage.prompt_tokens - 1, JSON.stringify(next.usage));
+  });
+
+  it('Anthropic: a named tool comes back as tool_use', T, async () => {
+    const m = await anthropic.messages.create({ model: srv.model, messages: question(uniqueWord()), tools: anthropicTools,
+      tool_choice: { type: 'tool', name: 'search' }, ...greedy });
+    assert.equal(m.stop_reason, 'tool_use');
+    const use = m.content.find((b) => b.type === 'tool_use');
+    assert.equal(use.name, 'search');
+    assertValid(use.input, SEARCH.parameters);
   });
 });
