@@ -453,12 +453,23 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
     if (seq->num_computed < static_cast<int64_t>(seq->tokens.size())) continue;
     const int32_t last_row = out.first_row[s] + (seq->request.record_logits ? len - 1 : 0);
     const auto logits = out.Row(last_row);
-    const int32_t token = seq->sampler->Sample(logits);
+    TokenConstraint* constraint = seq->request.constraint.get();
+    const int32_t token = seq->sampler->Sample(logits, constraint);
+    if (token < 0) {
+      // The constraint allows nothing here (the vocabulary has no token for any byte it
+      // needs): the output ends as it is, cut short.
+      Finish(*seq, FinishReason::kLength);
+      events->push_back({seq->id, std::nullopt, FinishReason::kLength});
+      continue;
+    }
+    if (constraint) constraint->Accept(token);
     seq->tokens.push_back(token);
     StepEvent ev{seq->id, token, FinishReason::kNone};
     if (seq->request.logprobs > 0) ComputeLogprobs(logits, token, seq->request.logprobs, &ev);
     if (!seq->request.ignore_eos && token == eos_id_) {
       ev.finish = FinishReason::kEos;
+    } else if (constraint && constraint->IsComplete()) {
+      ev.finish = FinishReason::kEos;  // the constrained output is whole: nothing may follow
     } else if (seq->num_generated() >= seq->request.max_tokens) {
       ev.finish = FinishReason::kLength;
     } else if (static_cast<int64_t>(seq->tokens.size()) >= options_.context_length) {

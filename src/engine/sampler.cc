@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/token_constraint.h"
+
 namespace prefixd {
 namespace {
 
@@ -14,6 +16,9 @@ struct MoreLikely {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
   }
 };
+
+// Unconstrained draws tried before the allowed tokens are listed (unfiltered sampling).
+constexpr int kMaxDrawAttempts = 4;
 
 }  // namespace
 
@@ -47,11 +52,19 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     return best < 0 ? 0 : best;
   }
 
+  FillCandidates(logits);
+  if (candidates_.empty()) return 0;
+  return SampleCandidates();
+}
+
+void Sampler::FillCandidates(std::span<const float> logits) {
   candidates_.clear();
   for (size_t i = 0; i < logits.size(); ++i) {
     if (!std::isnan(logits[i])) candidates_.push_back({static_cast<int32_t>(i), logits[i]});
   }
-  if (candidates_.empty()) return 0;
+}
+
+int32_t Sampler::SampleCandidates() {
   bool sorted = false;
 
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < candidates_.size()) {
@@ -107,6 +120,71 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     if (u < cumulative) return candidates_[i].id;
   }
   return candidates_.back().id;
+}
+
+int32_t Sampler::FirstAllowed(std::span<const float> logits, TokenConstraint& constraint) {
+  // The argmax alone first: inside a string nearly every token is allowed, so this is the
+  // common case and costs one pass over the logits, no sort.
+  int32_t best = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (std::isnan(logits[i])) continue;
+    if (best < 0 || logits[i] > logits[best]) best = static_cast<int32_t>(i);
+  }
+  if (best < 0) return -1;
+  if (constraint.Allows(best)) return best;
+  FillCandidates(logits);
+  // Then the next most likely ones; past those, the allowed tokens are rare (the end of a
+  // string at its maxLength, where only short tokens fit): listing them all, with shared
+  // prefixes fed once, is cheaper than testing the sorted vocabulary one by one.
+  const size_t chunk = std::min<size_t>(64, candidates_.size());
+  std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(chunk), candidates_.end(),
+                    MoreLikely{});
+  for (size_t i = 0; i < chunk; ++i) {
+    if (constraint.Allows(candidates_[i].id)) return candidates_[i].id;
+  }
+  constraint.ListAllAllowed(&allowed_);
+  return BestOf(logits, allowed_);
+}
+
+int32_t Sampler::BestOf(std::span<const float> logits, const std::vector<int32_t>& ids) {
+  candidates_.clear();
+  for (int32_t id : ids) {
+    const float logit = logits[static_cast<size_t>(id)];
+    if (!std::isnan(logit)) candidates_.push_back({id, logit});
+  }
+  if (candidates_.empty()) return ids.empty() ? -1 : *std::min_element(ids.begin(), ids.end());
+  return std::min_element(candidates_.begin(), candidates_.end(), MoreLikely{})->id;
+}
+
+int32_t Sampler::Sample(std::span<const float> logits, TokenConstraint* constraint) {
+  if (constraint == nullptr) return Sample(logits);
+  const bool greedy = params_.temperature <= 0;
+  bool listed = constraint->ListAllowed(&allowed_);
+  if (!listed && greedy) return FirstAllowed(logits, *constraint);
+  if (!listed) {
+    const bool filtered = params_.top_k > 0 || params_.top_p < 1 || params_.min_p > 0;
+    if (!filtered) {
+      // Rejection sampling, then the masked draw: still exact (see sampler.h), and inside a
+      // string, where most of the probability is allowed, a retry costs far less than
+      // listing the allowed tokens.
+      for (int attempt = 0; attempt < kMaxDrawAttempts; ++attempt) {
+        const int32_t drawn = Sample(logits);
+        if (constraint->Allows(drawn)) return drawn;
+      }
+    }
+    constraint->ListAllAllowed(&allowed_);
+  }
+  if (greedy) return BestOf(logits, allowed_);
+  candidates_.clear();
+  for (int32_t id : allowed_) {
+    const float logit = logits[static_cast<size_t>(id)];
+    if (!std::isnan(logit)) candidates_.push_back({id, logit});
+  }
+  if (candidates_.empty()) return allowed_.empty() ? -1 : *std::min_element(allowed_.begin(), allowed_.end());
+  // In id order, as the unconstrained draw sees them, so a seed's draws do not depend on the
+  // order the constraint listed them in.
+  std::sort(candidates_.begin(), candidates_.end(), [](const Candidate& a, const Candidate& b) { return a.id < b.id; });
+  return SampleCandidates();
 }
 
 }  // namespace prefixd

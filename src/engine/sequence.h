@@ -18,6 +18,7 @@
 #include "cache/prefix_cache.h"
 #include "engine/request_scope.h"
 #include "engine/sampler.h"
+#include "engine/token_constraint.h"
 #include "kv/block_table.h"
 
 namespace prefixd {
@@ -45,6 +46,10 @@ struct GenerateRequest {
   // Ranges of the prompt to keep (cache_control breakpoints, prompt_cache_retention,
   // prefix_cache.retention): ranked last for eviction until their time is up.
   RequestRetention retention;
+  // What the output must be (a forced tool call: token_constraint.h), or null. Per request,
+  // never shared; the sequence ends (kEos) once the constraint is complete, and with kLength
+  // if it allows no token at all. The cache never sees it: the KV of a prompt is the same.
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 struct TokenLogprob {

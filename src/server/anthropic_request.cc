@@ -277,13 +277,18 @@ Status ReadAnthropicToolChoice(const json& body, OpenAiRequest& out) {
     out.tool_choice = ToolChoice::kAuto;
   } else if (t == "none") {
     out.tool_choice = ToolChoice::kNone;
-  } else if (t == "any" || t == "tool") {
-    return ToolChoiceUnsupported("tool_choice.type", absl::StrCat("'", t, "'"));
+  } else if (t == "any") {
+    out.tool_choice = ToolChoice::kRequired;
+  } else if (t == "tool") {
+    const json* name = FindField(*v, "name");
+    if (name == nullptr) return Missing("tool_choice.name");
+    ASSIGN_OR_RETURN(out.tool_choice_name, ReadString(*name, "tool_choice.name"));
+    out.tool_choice = ToolChoice::kNamed;
   } else {
     return InvalidArgumentFor("tool_choice.type", absl::StrCat("'tool_choice.type' is '", t,
                                                                "'; it must be auto, none, any or tool"));
   }
-  return absl::OkStatus();
+  return CheckForcedTool(out, "tool_choice.name");
 }
 
 Status ReadStopSequences(const json& body, OpenAiRequest& out) {
@@ -332,6 +337,7 @@ StatusOr<OpenAiRequest> ParseMessagesRequest(std::string_view body, const Reques
   ASSIGN_OR_RETURN(json j, ParseJsonObject(body, limits.max_json_depth));
   Conversion c;
   c.out.kind = ApiKind::kChat;
+  c.out.tool_schema_field = "input_schema";
   if (endpoint == MessagesEndpoint::kCreate) {
     if (FindField(j, "max_tokens") == nullptr) return Missing("max_tokens");
     RETURN_IF_ERROR(ReadCommonFields(j, limits, c.out));

@@ -18,8 +18,9 @@
 //                                            -> [{type: "function", function: {name,
 //                                                 description?, parameters: input_schema}}]
 // `arguments` is `input` serialized compactly with its keys in the client's order, which is
-// what JSON.stringify gives an OpenAI client. tool_choice {type: auto|none} maps to
-// ToolChoice; any and tool (forcing a call) are refused.
+// what JSON.stringify gives an OpenAI client. tool_choice {type: auto|none|any|tool, name}
+// maps to ToolChoice (any: kRequired; tool: kNamed, its name among the tools, else a 400 naming
+// tool_choice.name); the tools' schemas are named input_schema in errors (tool_schema_field).
 //
 // Other fields: max_tokens (required on create, 1 .. context), stop_sequences (at most 16
 // strings), temperature, top_p, top_k, stream, metadata (an object, not used), and the

@@ -61,8 +61,10 @@ TEST(AnthropicRequest, BadBodiesNameTheirField) {
       {Body(R"("tools":[{"input_schema":{}}])"), "tools[0].name"},
       {Body(R"("tools":[{"type":"web_search_20250305","name":"web_search"}])"), "tools[0].type"},
       {Body(R"("tool_choice":"auto")"), "tool_choice"},
-      {Body(R"("tool_choice":{"type":"any"})"), "tool_choice.type"},
-      {Body(R"("tool_choice":{"type":"tool","name":"f"})"), "tool_choice.type"},
+      {Body(R"("tool_choice":{"type":"any"})"), "tool_choice"},
+      {Body(R"("tool_choice":{"type":"tool","name":"f"})"), "tool_choice"},
+      {Body(R"("tools":[{"name":"g","input_schema":{}}],"tool_choice":{"type":"tool","name":"f"})"), "tool_choice.name"},
+      {Body(R"("tools":[{"name":"g","input_schema":{}}],"tool_choice":{"type":"tool"})"), "tool_choice.name"},
       {Body(R"("tool_choice":{"type":"sometimes"})"), "tool_choice.type"},
       {Body("\"bad\": \"\xff\""), "bad"},
   };
@@ -74,10 +76,20 @@ TEST(AnthropicRequest, BadBodiesNameTheirField) {
   }
 }
 
-TEST(AnthropicRequest, ForcedToolChoiceIsRefusedClearly) {
-  auto r = Create(Body(R"("tool_choice":{"type":"any"})"));
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("not supported"), std::string::npos) << r.status();
+TEST(AnthropicRequest, ForcedToolChoiceIsAcceptedWithItsTool) {
+  const std::string tools = R"("tools":[{"name":"f","input_schema":{"type":"object"}},{"name":"g","input_schema":{}}],)";
+  auto any = Create(Body(tools + R"("tool_choice":{"type":"any"})"));
+  ASSERT_TRUE(any.ok()) << any.status();
+  EXPECT_EQ(any->tool_choice, ToolChoice::kRequired);
+  EXPECT_EQ(any->tool_schema_field, "input_schema");
+  auto named = Create(Body(tools + R"("tool_choice":{"type":"tool","name":"g","disable_parallel_tool_use":true})"));
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(named->tool_choice, ToolChoice::kNamed);
+  EXPECT_EQ(named->tool_choice_name, "g");
+  auto unknown = Create(Body(tools + R"("tool_choice":{"type":"tool","name":"h"})"));
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("'h', which is not among the request's tools (f, g)"), std::string::npos)
+      << unknown.status();
 }
 
 TEST(AnthropicRequest, NestingLimitAppliesWhileParsing) {

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "absl/strings/str_join.h"
 #include "server/api_error.h"
 #include "server/json_body.h"
 
@@ -268,27 +269,58 @@ Status AddToolsBytes(const nlohmann::ordered_json& part, const std::string& fiel
                                                 limits.max_tools_bytes, " bytes"));
 }
 
-Status ToolChoiceUnsupported(const std::string& field, std::string_view choice) {
-  return InvalidArgumentFor(
-      field, absl::StrCat("'", field, "' is ", std::string(choice),
-                          ": forcing a tool call is not supported (the chat template cannot constrain "
-                          "generation); send 'auto' (the model decides) or 'none' (no calls are parsed)"));
+Status CheckForcedTool(const OpenAiRequest& request, const std::string& name_field) {
+  if (request.tool_choice != ToolChoice::kRequired && request.tool_choice != ToolChoice::kNamed) {
+    return absl::OkStatus();
+  }
+  if (!request.tools.is_array() || request.tools.empty()) {
+    return InvalidArgumentFor("tool_choice", "'tool_choice' forces a tool call, but the request offers no "
+                                             "tools; send 'tools' or leave tool_choice out");
+  }
+  if (request.tool_choice == ToolChoice::kRequired) return absl::OkStatus();
+  std::vector<std::string> names;
+  for (const auto& tool : request.tools) {
+    const auto& function = tool.contains("function") ? tool["function"] : tool;
+    if (!function.is_object() || !function.contains("name") || !function["name"].is_string()) continue;
+    names.push_back(function["name"].get<std::string>());
+    if (names.back() == request.tool_choice_name) return absl::OkStatus();
+  }
+  return InvalidArgumentFor(name_field, absl::StrCat("'", name_field, "' is '", request.tool_choice_name,
+                                                     "', which is not among the request's tools (",
+                                                     absl::StrJoin(names, ", "), ")"));
 }
 
 namespace {
 
-// tool_choice: "auto" | "none"; "required" and a named function are refused.
+// tool_choice: "auto" | "none" | "required" | {type: "function", function: {name}}.
 Status ReadToolChoice(const json& body, OpenAiRequest& out) {
   const json* v = FindField(body, "tool_choice");
   if (v == nullptr) return absl::OkStatus();
-  if (v->is_object()) return ToolChoiceUnsupported("tool_choice", "a named function");
+  if (v->is_object()) {
+    const json* type = FindField(*v, "type");
+    if (type == nullptr) return Missing("tool_choice.type");
+    ASSIGN_OR_RETURN(std::string t, ReadString(*type, "tool_choice.type"));
+    if (t != "function") {
+      return InvalidArgumentFor("tool_choice.type", absl::StrCat("'tool_choice.type' is '", t,
+                                                                 "'; a named tool choice is {\"type\": \"function\", "
+                                                                 "\"function\": {\"name\": ...}}"));
+    }
+    const json* function = FindField(*v, "function");
+    if (function == nullptr) return Missing("tool_choice.function");
+    if (!function->is_object()) return WrongType("tool_choice.function", "an object", *function);
+    const json* name = FindField(*function, "name");
+    if (name == nullptr) return Missing("tool_choice.function.name");
+    ASSIGN_OR_RETURN(out.tool_choice_name, ReadString(*name, "tool_choice.function.name"));
+    out.tool_choice = ToolChoice::kNamed;
+    return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(std::string choice, ReadString(*v, "tool_choice"));
   if (choice == "auto") {
     out.tool_choice = ToolChoice::kAuto;
   } else if (choice == "none") {
     out.tool_choice = ToolChoice::kNone;
   } else if (choice == "required") {
-    return ToolChoiceUnsupported("tool_choice", "'required'");
+    out.tool_choice = ToolChoice::kRequired;
   } else {
     return InvalidArgumentFor("tool_choice", absl::StrCat("'tool_choice' is '", choice,
                                                           "'; it must be auto, none, required or an object"));
@@ -378,6 +410,7 @@ StatusOr<OpenAiRequest> ParseChatRequest(std::string_view body, const RequestLim
   RETURN_IF_ERROR(ReadCommonFields(j, limits, out));
   RETURN_IF_ERROR(ReadChatExtras(j, out));
   RETURN_IF_ERROR(KeepKeyOrder(body, limits, out));
+  RETURN_IF_ERROR(CheckForcedTool(out, "tool_choice.function.name"));
   if (const json* v = FindField(j, "logprobs")) {
     ASSIGN_OR_RETURN(out.logprobs, ReadBool(*v, "logprobs"));
   }

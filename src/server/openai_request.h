@@ -23,8 +23,9 @@
 //   stream, stream_options.include_usage, cache_salt, prefix_cache {scope: off|full|auto|
 //               auto:N|N, window: 1..256, retention: token ranges (cache_retention.h)},
 //               prompt_cache_retention (in_memory | 24h), prompt_cache_key,
-//   chat_template_kwargs (object), tools (array), tool_choice (auto | none; required and a
-//               named function are refused), model, ignore_eos
+//   chat_template_kwargs (object), tools (array), tool_choice (auto | none | required |
+//               {type: function, function: {name}}: a forced call needs tools, and a named one
+//               must be among them), model, ignore_eos
 //   limits      JSON nesting 64 levels; messages 16384; tools + tool_calls +
 //               chat_template_kwargs 1 MiB serialized (RequestLimits)
 //
@@ -48,9 +49,11 @@ namespace prefixd {
 
 enum class ApiKind { kCompletion, kChat };
 
-// Whether tool calls are parsed out of the generated text (tool_call_parser.h). Forcing a
-// call (OpenAI's "required" or a named function, Anthropic's "any" or "tool") is refused.
-enum class ToolChoice { kAuto, kNone };
+// Whether tool calls are parsed out of the generated text (tool_call_parser.h), and whether
+// one is forced: kRequired (OpenAI's "required", Anthropic's "any": a call to any offered
+// tool) and kNamed (OpenAI's named function, Anthropic's "tool": a call to that one) constrain
+// generation to a call (forced_call.h).
+enum class ToolChoice { kAuto, kNone, kRequired, kNamed };
 
 struct ChatMessage {
   std::string role;  // system, user, assistant or tool ("developer" is read as system)
@@ -81,6 +84,10 @@ struct OpenAiRequest {
   nlohmann::ordered_json tools;
   nlohmann::ordered_json chat_template_kwargs;
   ToolChoice tool_choice = ToolChoice::kAuto;
+  std::string tool_choice_name;  // kNamed: the tool
+  // Where each tool's JSON schema sits in a tool of the request, for errors: OpenAI's
+  // "function.parameters", Anthropic's "input_schema".
+  std::string tool_schema_field = "function.parameters";
 
   // nullopt: the default (completions 16 as OpenAI's; chat: the rest of the context).
   std::optional<int32_t> max_tokens;
@@ -136,7 +143,9 @@ Status ReadCommonFields(const nlohmann::json& body, const RequestLimits& limits,
 Status AddToolsBytes(const nlohmann::ordered_json& part, const std::string& field,
                      const RequestLimits& limits, size_t& bytes);
 
-// The 400 for a tool_choice that forces a call: `field` names it, `choice` says what it was.
-Status ToolChoiceUnsupported(const std::string& field, std::string_view choice);
+// A forced tool_choice against the request's tools (OpenAI's shape, read already): a forced
+// call needs tools, and kNamed a tool of that name (`name_field`, the JSON path of the name, is
+// named in the 400 otherwise).
+Status CheckForcedTool(const OpenAiRequest& request, const std::string& name_field);
 
 }  // namespace prefixd

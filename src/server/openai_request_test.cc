@@ -164,9 +164,16 @@ std::vector<BadCase> BadCases() {
       {C, Cmpl("\"stop\": [\"a\", null]"), "stop[1]"},
       {C, Cmpl("\"stop\": [\"a\", \"b\", \"c\", \"d\", \"e\"]"), "stop"},
       {H, Chat("\"stop\": true"), "stop"},
-      // tool_choice: auto and none only; forcing a call is refused.
+      // tool_choice: a forced call needs tools, and a named one must be among them.
       {H, Chat("\"tool_choice\": \"required\""), "tool_choice"},
       {H, Chat("\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}"), "tool_choice"},
+      {H, Chat("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"g\"}}], "
+               "\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}"),
+       "tool_choice.function.name"},
+      {H, Chat("\"tool_choice\": {\"type\": \"tool\", \"function\": {\"name\": \"f\"}}"), "tool_choice.type"},
+      {H, Chat("\"tool_choice\": {\"type\": \"function\"}"), "tool_choice.function"},
+      {H, Chat("\"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": 1}}"),
+       "tool_choice.function.name"},
       {H, Chat("\"tool_choice\": \"maybe\""), "tool_choice"},
       {H, Chat("\"tool_choice\": 3"), "tool_choice"},
       {H, Chat("\"stop\": [[\"a\"]]"), "stop[0]"},
@@ -514,6 +521,25 @@ TEST(OpenAiRequest, MessageCountIsLimited) {
   EXPECT_NE(r.status().message().find("the limit is 3"), std::string::npos);
   small.max_messages = 4;
   EXPECT_TRUE(ParseChatRequest(body, small).ok());
+}
+
+TEST(OpenAiRequest, ForcedToolChoiceRequiredAndNamed) {
+  const std::string tools =
+      R"("tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},)"
+      R"( {"type": "function", "function": {"name": "g"}}], )";
+  auto required = ParseChatRequest(Chat(tools + R"("tool_choice": "required")"), kLimits);
+  ASSERT_TRUE(required.ok()) << required.status();
+  EXPECT_EQ(required->tool_choice, ToolChoice::kRequired);
+  EXPECT_EQ(required->tool_schema_field, "function.parameters");
+  auto named = ParseChatRequest(Chat(tools + R"("tool_choice": {"type": "function", "function": {"name": "g"}})"), kLimits);
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(named->tool_choice, ToolChoice::kNamed);
+  EXPECT_EQ(named->tool_choice_name, "g");
+  auto unknown = ParseChatRequest(Chat(tools + R"("tool_choice": {"type": "function", "function": {"name": "h"}})"), kLimits);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(ParamOf(unknown.status()), "tool_choice.function.name");
+  EXPECT_NE(unknown.status().message().find("'h', which is not among the request's tools (f, g)"), std::string::npos)
+      << unknown.status();
 }
 
 }  // namespace

@@ -56,6 +56,12 @@ class ResponseWriter {
     if (syntax != ToolCallSyntax::kNone) parser_.emplace(syntax);
   }
 
+  // The request forces a call (forced_call.h): the text is held back until the end and parsed
+  // only if the call came out whole (SetForcedCallComplete(true) before the end); cut short
+  // (max_tokens, a stop string) it goes out as text. Call after EnableToolCalls.
+  void HoldForForcedCall() { forced_ = true; }
+  void SetForcedCallComplete(bool complete) { forced_complete_ = complete; }
+
   // The bytes sent with the headers of a streamed answer.
   virtual std::string StreamStart(int32_t prompt_tokens) = 0;
   // The bytes for when the prompt is done and what the cache gave it is known (the first
@@ -80,6 +86,17 @@ class ResponseWriter {
   // Streaming: the events `text` completes (at_end: and everything held back).
   std::vector<ToolCallEvent> Events(const std::string& text, bool at_end) {
     std::vector<ToolCallEvent> events;
+    if (forced_) {
+      held_ += text;
+      if (!at_end) return events;
+      if (!parser_ || !forced_complete_) {
+        if (!held_.empty()) events.push_back(ToolCallEvent{ToolCallEvent::Kind::kText, -1, std::move(held_)});
+        return events;
+      }
+      events = parser_->Push(held_);
+      for (ToolCallEvent& e : parser_->Finish()) events.push_back(std::move(e));
+      return events;
+    }
     if (!parser_) {
       if (!text.empty()) events.push_back(ToolCallEvent{ToolCallEvent::Kind::kText, -1, text});
       return events;
@@ -92,7 +109,7 @@ class ResponseWriter {
   }
   // Non-streaming: the whole text split into text and calls.
   ParsedToolCalls Parse(const std::string& text) const {
-    if (!parser_) return ParsedToolCalls{text, {}};
+    if (!parser_ || (forced_ && !forced_complete_)) return ParsedToolCalls{text, {}};
     ToolCallParser parser(*parser_);
     std::vector<ToolCallEvent> events = parser.Push(text);
     for (ToolCallEvent& e : parser.Finish()) events.push_back(std::move(e));
@@ -115,6 +132,9 @@ class ResponseWriter {
   ToolCallSyntax syntax_ = ToolCallSyntax::kNone;
   std::optional<ToolCallParser> parser_;
   std::vector<std::string> given_call_ids_;
+  bool forced_ = false;           // HoldForForcedCall
+  bool forced_complete_ = false;  // the forced call came out whole
+  std::string held_;              // forced: the text so far
 };
 
 }  // namespace prefixd

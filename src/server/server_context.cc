@@ -46,6 +46,11 @@ ServerContext::ServerContext(EngineService* s, HttpServerOptions o)
   }
 }
 
+std::shared_ptr<const TokenTexts> ServerContext::token_texts() {
+  std::call_once(token_texts_once, [this] { token_texts_ = std::make_shared<const TokenTexts>(tokenizer()); });
+  return token_texts_;
+}
+
 int64_t ServerContext::NowS() const {
   return std::chrono::duration_cast<std::chrono::seconds>(ServerClock::now() - started).count();
 }

@@ -10,12 +10,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_service.h"
+#include "engine/token_constraint.h"
 #include "server/api_error.h"
 #include "server/chat_format.h"
 #include "server/http_message.h"
@@ -39,6 +42,9 @@ struct ServerContext {
   ChatFormat chat_format;
   bool has_chat_template;
   ToolCallSyntax tool_call_syntax;  // how the chat template's model writes tool calls
+  // Every token's text, once per model, for forced tool calls' constraints (forced_call.h);
+  // built on first use (a model served without one never pays for it).
+  std::shared_ptr<const TokenTexts> token_texts();
   int64_t started_unix;
   ServerClock::time_point started;
   ServerMetrics metrics;
@@ -47,6 +53,8 @@ struct ServerContext {
   // The replies generated for chats, by salt and text; null with --reuse-reply-tokens off.
   std::unique_ptr<ReplyRecord> replies;
   std::atomic<bool> stopping{false};
+  std::once_flag token_texts_once;
+  std::shared_ptr<const TokenTexts> token_texts_;  // set once, under token_texts_once
 
   const Tokenizer& tokenizer() const { return service->tokenizer(); }
   const ServiceInfo& info() const { return service->info(); }

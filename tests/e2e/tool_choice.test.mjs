@@ -1,0 +1,334 @@
+// Forced tool calls (issue 19): tool_choice "required" / a named function (OpenAI) and
+// {type: "any"} / {type: "tool"} (Anthropic) constrain generation to one call in the chat
+// template's syntax, its arguments valid for the tool's schema. The model here has random
+// weights and could never write a call by itself, so every call below is the constraint's work;
+// it comes back parsed, plain and streamed, through both official clients, and goes round trip
+// (the call and a tool result sent back). A template without a call syntax refuses a forced
+// call; so does an unknown tool name, in each dialect's error shape. The same runs through a
+// Llama 3-style template (JSON calls with "parameters").
+//
+// The last test measures the constraint's cost per generated token on the 32,000-token
+// vocabulary of llama-2-tiny-random (the engine thread's CPU time outside the forward pass,
+// forced calls against unconstrained replies of the same lengths), and prints it.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import Anthropic from '@anthropic-ai/sdk';
+import { binary, metricValue, missingPrerequisite, repoRoot, startServer, uniqueWord } from './server.mjs';
+
+const here = path.dirname(new URL(import.meta.url).pathname);
+const vocabModel = path.join(repoRoot, '../shared/models/llama-2-tiny-random.gguf');
+const skip = missingPrerequisite() ?? (existsSync(vocabModel) ? null : `${vocabModel} is missing`);
+const T = { timeout: 120000 };
+
+// A Llama 3.1-style template reduced to what the Llama 3 JSON call syntax needs: a header
+// template that renders tools (so the server's parser reads {"name", "parameters"} calls), an
+// assistant turn's calls in that syntax, and tool results as ipython turns.
+const LLAMA3_TOOLS_TEMPLATE = `{{- bos_token }}
+{%- if tools %}{{- '<|start_header_id|>system<|end_header_id|>\n\nAnswer with a call as {"name": function name, "parameters": dictionary of argument name and its value}. Functions:\n' }}
+{%- for t in tools %}{{- t | tojson }}{{- '\n' }}{%- endfor %}{{- '<|eot_id|>' }}{%- endif %}
+{%- for message in messages %}
+{%- if message.role == 'assistant' and message.tool_calls %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- for c in message.tool_calls %}{{- '{"name": "' + c.function.name + '", "parameters": ' + (c.function.arguments | tojson) + '}' }}{%- endfor %}{{- '<|eot_id|>' }}
+{%- elif message.role == 'tool' %}{{- '<|start_header_id|>ipython<|end_header_id|>\n\n' + message.content + '<|eot_id|>' }}
+{%- else %}{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\n\n' + message.content + '<|eot_id|>' }}{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}`;
+
+// A model with llama-2-tiny-random's 32,000-token vocabulary, random weights and a chat
+// template: Qwen2.5-Instruct's (Hermes <tool_call> syntax) unless given.
+function makeModel(dir, name = 'qwen2.5', template = readFileSync(path.join(here, 'templates/qwen2.5-instruct.jinja'), 'utf8')) {
+  const tpl = path.join(dir, `${name}.jinja`);
+  writeFileSync(tpl, template);
+  const out = path.join(dir, `${name}.gguf`);
+  execFileSync(binary, ['make-model', '--out', out, '--vocab-from', vocabModel, '--chat-template', tpl,
+                        '--layers', '1', '--embd', '32', '--heads', '2', '--kv-heads', '2', '--ff', '64',
+                        '--ctx', '2048', '--vocab', '0', '--tie-output'], { stdio: 'pipe' });
+  return out;
+}
+
+const WEATHER = {
+  name: 'get_weather',
+  description: 'Current weather in a city',
+  parameters: {
+    type: 'object',
+    properties: {
+      city: { type: 'string', maxLength: 20 },
+      days: { type: 'integer' },
+      unit: { enum: ['celsius', 'fahrenheit'] },
+      hourly: { type: 'boolean' },
+    },
+    required: ['city', 'days'],
+  },
+};
+const SEARCH = {
+  name: 'search',
+  description: 'Search the web',
+  parameters: {
+    type: 'object',
+    properties: { query: { type: 'string', maxLength: 24 }, tags: { type: 'array', items: { type: 'string', maxLength: 6 }, maxItems: 3 } },
+    required: ['query'],
+  },
+};
+const openAiTools = [WEATHER, SEARCH].map((f) => ({ type: 'function', function: f }));
+const anthropicTools = [WEATHER, SEARCH].map((f) => ({ name: f.name, description: f.description, input_schema: f.parameters }));
+
+// The arguments follow the schema: the types, the enum, the bounds, the required properties,
+// no other property.
+function assertValid(args, schema) {
+  assert.equal(typeof args, 'object');
+  for (const r of schema.required ?? []) assert.ok(r in args, `missing ${r} in ${JSON.stringify(args)}`);
+  for (const [k, v] of Object.entries(args)) {
+    const s = schema.properties[k];
+    assert.ok(s, `unexpected property ${k}`);
+    if (s.enum) assert.ok(s.enum.includes(v), `${k}: ${v}`);
+    if (s.type === 'string') assert.ok(typeof v === 'string' && [...v].length <= s.maxLength, `${k}: ${v}`);
+    if (s.type === 'integer') assert.ok(Number.isInteger(v), `${k}: ${v}`);
+    if (s.type === 'boolean') assert.equal(typeof v, 'boolean');
+    if (s.type === 'array') {
+      assert.ok(Array.isArray(v) && v.length <= s.maxItems);
+      for (const x of v) assert.ok(typeof x === 'string' && [...x].length <= s.items.maxLength);
+    }
+  }
+}
+
+const schemaOf = (name) => [WEATHER, SEARCH].find((f) => f.name === name).parameters;
+
+describe('forced tool calls', { skip: skip ?? false }, () => {
+  let dir;
+  let srv;
+  let anthropic;
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-'));
+    srv = await startServer({ model: makeModel(dir) });
+    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+  });
+  after(async () => {
+    await srv?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const greedy = { temperature: 0, max_tokens: 200 };
+  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+
+  it('OpenAI: required gives a parsed call with finish_reason tool_calls, the same from the cache', T, async () => {
+    const messages = question(uniqueWord());
+    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const cold = await srv.client.chat.completions.create(params);
+    const choice = cold.choices[0];
+    assert.equal(choice.finish_reason, 'tool_calls');
+    assert.equal(choice.message.content, null);
+    assert.equal(choice.message.tool_calls.length, 1);
+    const call = choice.message.tool_calls[0];
+    assert.equal(call.type, 'function');
+    assert.match(call.id, /^call_/);
+    assert.ok(['get_weather', 'search'].includes(call.function.name));
+    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
+    // The same request again: its prompt comes from the cache, and the call is the same.
+    const warm = await srv.client.chat.completions.create(params);
+    assert.ok(warm.usage.prompt_tokens_details.cached_tokens > 0);
+    assert.equal(cold.usage.prompt_tokens_details.cached_tokens, 0);
+    assert.deepEqual(warm.choices[0].message.tool_calls.map((c) => c.function),
+                     choice.message.tool_calls.map((c) => c.function));
+  });
+
+  it('OpenAI: a named function, streamed, equals the whole answer', T, async () => {
+    const params = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools,
+      tool_choice: { type: 'function', function: { name: 'search' } }, ...greedy };
+    const whole = await srv.client.chat.completions.create(params);
+    assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+    const expected = whole.choices[0].message.tool_calls[0].function;
+    assert.equal(expected.name, 'search');
+    assertValid(JSON.parse(expected.arguments), SEARCH.parameters);
+
+    const stream = await srv.client.chat.completions.create({ ...params, stream: true });
+    let name = '';
+    let args = '';
+    let finish = null;
+    let content = '';
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      if (!c) continue;
+      if (c.delta?.content) content += c.delta.content;
+      for (const tc of c.delta?.tool_calls ?? []) {
+        assert.equal(tc.index, 0);
+        if (tc.function?.name) name += tc.function.name;
+        if (tc.function?.arguments) args += tc.function.arguments;
+      }
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+    assert.equal(finish, 'tool_calls');
+    assert.equal(content, '');
+    assert.deepEqual({ name, arguments: args }, { name: expected.name, arguments: expected.arguments });
+  });
+
+  it('OpenAI: the call and a tool result go round trip', T, async () => {
+    const messages = question(uniqueWord());
+    const first = await srv.client.chat.completions.create({ model: srv.model, messages, tools: openAiTools,
+      tool_choice: { type: 'function', function: { name: 'get_weather' } }, ...greedy });
+    const message = first.choices[0].message;
+    const call = message.tool_calls[0];
+    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+      messages: [...messages, message, { role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' }] });
+    assert.ok(['length', 'stop', 'tool_calls'].includes(next.choices[0].finish_reason));
+    // The reply (the call) is part of the next prompt, which the cache serves up to it.
+    assert.ok(next.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1,
+              JSON.stringify(next.usage));
+  });
+
+  it('OpenAI: cut short by max_tokens, the text stays text with finish_reason length', T, async () => {
+    const r = await srv.client.chat.completions.create({ model: srv.model, messages: question(uniqueWord()),
+      tools: openAiTools, tool_choice: 'required', temperature: 0, max_tokens: 6 });
+    const choice = r.choices[0];
+    assert.equal(choice.finish_reason, 'length');
+    assert.equal(choice.message.tool_calls, undefined);
+    assert.ok(choice.message.content.startsWith('<tool'), choice.message.content);
+    assert.equal(r.usage.completion_tokens, 6);
+  });
+
+  it('OpenAI: an unknown tool name or a schema the constraint cannot enforce is a 400 naming it', T, async () => {
+    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'), tools: openAiTools,
+      tool_choice: { type: 'function', function: { name: 'fly' } }, ...greedy }), (e) => {
+      assert.equal(e.status, 400);
+      assert.equal(e.param, 'tool_choice.function.name');
+      assert.match(e.message, /'fly', which is not among the request's tools/);
+      return true;
+    });
+    const patterned = { type: 'function', function: { name: 'p', parameters: { type: 'object',
+      properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } } };
+    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'),
+      tools: [patterned], tool_choice: 'required', ...greedy }), (e) => {
+      assert.equal(e.status, 400);
+      assert.equal(e.param, 'tools[0].function.parameters.properties.code.pattern');
+      return true;
+    });
+  });
+
+  it('Anthropic: any gives a tool_use block with stop_reason tool_use; tool, streamed, the same as whole', T, async () => {
+    const messages = question(uniqueWord());
+    const m = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
+      tool_choice: { type: 'any' }, ...greedy });
+    assert.equal(m.stop_reason, 'tool_use');
+    const uses = m.content.filter((b) => b.type === 'tool_use');
+    assert.equal(uses.length, 1);
+    assert.match(uses[0].id, /^toolu_/);
+    assertValid(uses[0].input, schemaOf(uses[0].name));
+
+    const params = { model: srv.model, messages, tools: anthropicTools,
+      tool_choice: { type: 'tool', name: 'get_weather' }, ...greedy };
+    const whole = await anthropic.messages.create(params);
+    const streamed = await anthropic.messages.stream(params).finalMessage();
+    for (const msg of [whole, streamed]) {
+      assert.equal(msg.stop_reason, 'tool_use');
+      const use = msg.content.find((b) => b.type === 'tool_use');
+      assert.equal(use.name, 'get_weather');
+      assertValid(use.input, WEATHER.parameters);
+    }
+    assert.deepEqual(streamed.content.find((b) => b.type === 'tool_use').input,
+                     whole.content.find((b) => b.type === 'tool_use').input);
+  });
+
+  it('Anthropic: the tool_use and its tool_result go round trip', T, async () => {
+    const messages = question(uniqueWord());
+    const first = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
+      tool_choice: { type: 'tool', name: 'search' }, ...greedy });
+    const use = first.content.find((b) => b.type === 'tool_use');
+    const next = await anthropic.messages.create({ model: srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
+      messages: [...messages, { role: 'assistant', content: first.content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'three results' }] }] });
+    assert.equal(next.type, 'message');
+    assert.ok(['max_tokens', 'end_turn', 'tool_use'].includes(next.stop_reason));
+    assert.ok(next.usage.cache_read_input_tokens > 0, JSON.stringify(next.usage));
+  });
+
+  it('Anthropic: an unknown tool name is a 400 in Anthropic\'s shape', T, async () => {
+    await assert.rejects(anthropic.messages.create({ model: srv.model, messages: question('x'), tools: anthropicTools,
+      tool_choice: { type: 'tool', name: 'fly' }, ...greedy }), (e) => {
+      assert.equal(e.status, 400);
+      assert.equal(e.error.type, 'error');
+      assert.equal(e.error.error.type, 'invalid_request_error');
+      assert.match(e.error.error.message, /tool_choice\.name.*'fly'/);
+      return true;
+    });
+  });
+
+  it('measures the constraint\'s cost per token on a 32,000-token vocabulary', T, async (t) => {
+    const cpuOutsideForward = async () => {
+      const text = (await srv.request('GET', '/metrics')).text;
+      return { cpu: metricValue(text, 'prefixd_engine_thread_cpu_outside_forward_seconds_total'),
+               tokens: metricValue(text, 'prefixd_generated_tokens_total') };
+    };
+    const N = 8;
+    const measure = async (forced) => {
+      const before = await cpuOutsideForward();
+      for (let i = 0; i < N; ++i) {
+        const body = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools, temperature: 0,
+          max_tokens: 64, ...(forced ? { tool_choice: 'required' } : { tool_choice: 'none', ignore_eos: true }) };
+        await srv.client.chat.completions.create(body);
+      }
+      const after = await cpuOutsideForward();
+      return { us: (after.cpu - before.cpu) * 1e6 / (after.tokens - before.tokens), tokens: after.tokens - before.tokens };
+    };
+    const plain = await measure(false);
+    const forced = await measure(true);
+    t.diagnostic(`engine CPU outside the forward pass per generated token: unconstrained ${plain.us.toFixed(1)} us ` +
+                 `(${plain.tokens} tokens), forced call ${forced.us.toFixed(1)} us (${forced.tokens} tokens)`);
+    console.log(`tool_choice cost: unconstrained ${plain.us.toFixed(1)} us/token, forced ${forced.us.toFixed(1)} us/token`);
+    assert.ok(forced.tokens > 0 && plain.tokens > 0);
+  });
+});
+
+describe('forced tool calls in the Llama 3 JSON syntax', { skip: skip ?? false }, () => {
+  let dir;
+  let srv;
+  let anthropic;
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-llama-'));
+    srv = await startServer({ model: makeModel(dir, 'llama3-tools', LLAMA3_TOOLS_TEMPLATE) });
+    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+  });
+  after(async () => {
+    await srv?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const greedy = { temperature: 0, max_tokens: 200 };
+  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+
+  it('OpenAI: required, plain and streamed, then round trip', T, async () => {
+    const messages = question(uniqueWord());
+    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const whole = await srv.client.chat.completions.create(params);
+    assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+    const call = whole.choices[0].message.tool_calls[0];
+    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
+    let args = '';
+    let name = '';
+    let finish = null;
+    for await (const chunk of await srv.client.chat.completions.create({ ...params, stream: true })) {
+      const c = chunk.choices[0];
+      for (const tc of c?.delta?.tool_calls ?? []) {
+        name += tc.function?.name ?? '';
+        args += tc.function?.arguments ?? '';
+      }
+      if (c?.finish_reason) finish = c.finish_reason;
+    }
+    assert.equal(finish, 'tool_calls');
+    assert.deepEqual({ name, arguments: args }, call.function);
+    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+      messages: [...messages, whole.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
+    assert.ok(next.usage.prompt_tokens_details.cached_tokens >= whole.usage.prompt_tokens - 1, JSON.stringify(next.usage));
+  });
+
+  it('Anthropic: a named tool comes back as tool_use', T, async () => {
+    const m = await anthropic.messages.create({ model: srv.model, messages: question(uniqueWord()), tools: anthropicTools,
+      tool_choice: { type: 'tool', name: 'search' }, ...greedy });
+    assert.equal(m.stop_reason, 'tool_use');
+    const use = m.content.find((b) => b.type === 'tool_use');
+    assert.equal(use.name, 'search');
+    assertValid(use.input, SEARCH.parameters);
+  });
+});
