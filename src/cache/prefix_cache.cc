@@ -262,13 +262,14 @@ int PrefixCache::Evict(int num_blocks) {
 
 void PrefixCache::TrimSnapshots() {
   StateSnapshots* snapshots = options_.snapshots;
-  if (snapshots == nullptr || options_.max_snapshot_bytes <= 0) return;
+  if (snapshots == nullptr || options_.max_cached_bytes <= 0) return;
   // Snapshot by snapshot, not entry by entry: evicting the tree's least recently used leaves
   // would take the deepest snapshots first (an agent's newest turn ends in a leaf, its older
   // turns' ends are inner nodes), while the least recently used snapshot is usually one a
   // later turn has already gone past. Runs on the engine thread between Match and the next
   // Admit, never between a hit's cut to its resume point and the restore of its state.
-  while (snapshots->bytes() > options_.max_snapshot_bytes) {
+  while (tree_.cached_blocks() * options_.block_bytes + snapshots->bytes() >
+         options_.max_cached_bytes) {
     if (!snapshots->DropLeastRecentlyUsed()) break;
   }
 }

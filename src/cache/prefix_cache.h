@@ -69,12 +69,14 @@ struct PrefixCacheOptions {
   // longest matched position that has one (StateSnapshots::ResumePoint), the only places a
   // sequence can resume exactly. nullptr for attention-only models. Must outlive the cache.
   StateSnapshots* snapshots = nullptr;
-  // Hybrid models: the bytes of snapshots the budget leaves beside max_cached_blocks' KV
-  // (--cache-bytes less the blocks' bytes); 0: unbounded. Checkpoints cost a known share per
-  // block, but prompt ends, request ends and copied blocks add snapshots of their own: past
-  // this, Insert drops the least recently used snapshots (not their blocks: the KV stays, and
-  // a resume there moves back to an earlier snapshot).
-  int64_t max_snapshot_bytes = 0;
+  // Hybrid models: the whole budget (--cache-bytes) that the tree's blocks (block_bytes each)
+  // and the snapshots share; 0: snapshots unbounded. max_cached_blocks caps the KV alone (it
+  // leaves the checkpoints their share); the snapshots may use whatever the KV does not, since
+  // prompt ends and request ends add snapshots of their own. Past the budget, Insert drops
+  // the least recently used snapshots (not their blocks: the KV stays, and a resume there
+  // moves back to an earlier snapshot).
+  int64_t max_cached_bytes = 0;
+  int64_t block_bytes = 0;
 };
 
 // What a request got from the cache.
@@ -296,7 +298,8 @@ class PrefixCache {
   // the KV events.
   // Returns the blocks that became free in the pool.
   int ApplyEviction(const EvictionPlan& plan);
-  // Hybrids: drops least recently used snapshots while they exceed max_snapshot_bytes.
+  // Hybrids: drops least recently used snapshots while blocks and snapshots exceed
+  // max_cached_bytes.
   void TrimSnapshots();
   // The ticket's chain extended to `tokens` (nullptr when !keyed()).
   const BlockKeyChain* KeysOf(CacheTicket& ticket, std::span<const int32_t> tokens);

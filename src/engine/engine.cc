@@ -125,9 +125,9 @@ Status Engine::CreateCache(int max_cached_blocks) {
   co.retention_max_share = options.retention_max_share;
   co.snapshots = snapshots_.get();
   if (snapshots_ != nullptr) {
-    co.max_snapshot_bytes = std::max<int64_t>(
-        snapshots_->state_bytes(),
-        options.cache_bytes - int64_t{co.max_cached_blocks} * backend_->kv_layout().BlockBytes());
+    co.block_bytes = backend_->kv_layout().BlockBytes();
+    co.max_cached_bytes = std::max<int64_t>(
+        options.cache_bytes, int64_t{co.max_cached_blocks} * co.block_bytes + snapshots_->state_bytes());
   }
   std::unique_ptr<TierController> tiers;
   TierOptions to = options.tiers;

@@ -177,7 +177,9 @@ TEST(AnthropicResponse, AStreamWithoutTokensStillStartsTheMessage) {
   std::vector<std::string> names;
   for (const auto& [name, data] : Events(s)) {
     names.push_back(name);
-    if (name == "message_start") EXPECT_EQ(data["message"]["usage"]["cache_read_input_tokens"], 4);
+    if (name == "message_start") {
+      EXPECT_EQ(data["message"]["usage"]["cache_read_input_tokens"], 4);
+    }
   }
   EXPECT_EQ(names, (std::vector<std::string>{"message_start", "ping", "message_delta", "message_stop"}));
 }
