@@ -5,7 +5,6 @@ namespace prefixd {
 CompletionStream::CompletionStream(const Tokenizer& tokenizer, std::vector<std::string> stops,
                                    int top_logprobs)
     : tokenizer_(tokenizer),
-      decoder_(tokenizer),
       matcher_(std::move(stops)),
       top_logprobs_(top_logprobs) {}
 
@@ -29,7 +28,7 @@ CompletionStream::Delta CompletionStream::Consume(const TokenEvent& event) {
         pending_logprobs_.push_back(std::move(e));
       }
       generated_.push_back(event.token);
-      const std::string piece = decoder_.Push(event.token);
+      const std::string piece = decoder_.Push(tokenizer_.Piece(event.token));
       decoded_bytes_ += static_cast<int64_t>(piece.size());
       StopMatcher::Output out = matcher_.Push(piece);
       delta.text += out.text;

@@ -1,8 +1,14 @@
 #include "server/completion_stream.h"
 
+#include <random>
+#include <sstream>
+
 #include <gtest/gtest.h>
 
+#include "server/anthropic_response.h"
+#include "server/openai_response.h"
 #include "server/server_test_util.h"
+#include "tokenizer/utf8_sanitizer.h"
 
 namespace prefixd {
 namespace {
@@ -131,6 +137,81 @@ TEST_F(CompletionStreamTest, ChunkingDoesNotChangeTheText) {
   out_b += b.Consume(Final(FinishReason::kCancelled)).text;
   EXPECT_EQ(out_a, out_b);
   EXPECT_EQ(a.num_tokens(), b.num_tokens());
+}
+
+// What a client reads out of the answer's JSON: the streamed deltas (SSE `data:` lines) or the
+// whole message, in either dialect.
+std::string TextReadFromStream(const std::string& sse, bool anthropic) {
+  std::string text;
+  std::istringstream lines(sse);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("data: {")) continue;
+    const nlohmann::json j = nlohmann::json::parse(line.substr(6));
+    if (anthropic) {
+      if (j["type"] == "content_block_delta" && j["delta"]["type"] == "text_delta") text += j["delta"]["text"].get<std::string>();
+    } else if (!j["choices"].empty() && j["choices"][0]["delta"].contains("content") && j["choices"][0]["delta"]["content"].is_string()) {
+      text += j["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  return text;
+}
+
+std::string TextReadFromWhole(const std::string& body, bool anthropic) {
+  const nlohmann::json j = nlohmann::json::parse(body);
+  if (!anthropic) return j["choices"][0]["message"]["content"].is_string() ? j["choices"][0]["message"]["content"].get<std::string>() : "";
+  std::string text;
+  for (const auto& block : j["content"]) {
+    if (block["type"] == "text") text += block["text"].get<std::string>();
+  }
+  return text;
+}
+
+// Random replies with ill-formed UTF-8 (byte tokens cut short, stray continuation bytes,
+// characters split over byte tokens): the client reads the same text streamed as whole, in
+// both dialects, and it is text() (the reply record's key), the bytes with each ill-formed
+// subpart replaced by U+FFFD; every delta is valid UTF-8 on its own.
+TEST_F(CompletionStreamTest, StreamedAndWholeAnswersGiveTheClientText) {
+  std::vector<int32_t> pool = Tokens(" the cat");
+  for (const uint8_t b : {0x80, 0x82, 0xAC, 0xA9, 0xBF, 0x9F, 0xC3, 0xE2, 0xE0, 0xED, 0xF0, 0xFF}) {
+    pool.push_back(ByteToken(*tokenizer_, b));
+    ASSERT_GE(pool.back(), 0);
+  }
+  std::mt19937 rng(23);
+  for (int run = 0; run < 300; ++run) {
+    std::vector<int32_t> tokens(1 + rng() % 16);
+    std::string bytes;
+    for (int32_t& t : tokens) {
+      t = pool[rng() % pool.size()];
+      bytes += tokenizer_->Piece(t);
+    }
+    for (const bool anthropic : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "run " << run << (anthropic ? " Anthropic" : " OpenAI"));
+      std::unique_ptr<ResponseWriter> streamed, whole;
+      if (anthropic) {
+        streamed = std::make_unique<AnthropicWriter>("msg_1", "m");
+        whole = std::make_unique<AnthropicWriter>("msg_1", "m");
+      } else {
+        streamed = std::make_unique<OpenAiWriter>(ResponseMeta{ApiKind::kChat, "chatcmpl-1", 0, "m"}, false);
+        whole = std::make_unique<OpenAiWriter>(ResponseMeta{ApiKind::kChat, "chatcmpl-1", 0, "m"}, false);
+      }
+      CompletionStream s(*tokenizer_, {}, -1);
+      std::string sse = streamed->StreamStart(3);
+      for (const int32_t t : tokens) {
+        const CompletionStream::Delta d = s.Consume(Token(t));
+        ASSERT_EQ(ReplaceInvalidUtf8(d.text), d.text);
+        sse += streamed->StreamText(d.text, nullptr);
+      }
+      const CompletionStream::Delta d = s.Consume(Final(FinishReason::kLength));
+      ASSERT_EQ(ReplaceInvalidUtf8(d.text), d.text);
+      sse += streamed->StreamText(d.text, nullptr);
+      GenerationEnd end;
+      end.finish = FinishReason::kLength;
+      sse += streamed->StreamEnd(end);
+      ASSERT_EQ(s.text(), ReplaceInvalidUtf8(bytes));
+      EXPECT_EQ(TextReadFromStream(sse, anthropic), s.text());
+      EXPECT_EQ(TextReadFromWhole(whole->Whole(s.text(), nullptr, end).body, anthropic), s.text());
+    }
+  }
 }
 
 TEST_F(CompletionStreamTest, ErrorIsKept) {

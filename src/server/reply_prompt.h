@@ -51,10 +51,12 @@ std::optional<std::string> GeneratedReplyKey(ToolCallSyntax syntax, std::string_
 // The ids of an assistant message's tool_calls (entries without a string id are skipped).
 std::vector<std::string> CallIdsOf(const nlohmann::ordered_json& tool_calls);
 
-// The reply a client got (`text`, everything generated, tool calls included), with the generated ids whose pieces spell it from its
-// start: the ids stop before the first one that does not (a stop string cut the text inside
-// it, or nothing is left). `prompt_tail`: the prompt's generation prompt; its last 256 bytes
-// are kept.
+// The reply a client got (`text`, everything generated, tool calls included, ill-formed UTF-8
+// replaced as CompletionStream::text() has it), with the generated ids whose pieces spell it
+// from its start once ill-formed UTF-8 in them is replaced: the ids stop before the first one
+// that does not (a stop string cut the text inside it, or nothing is left), and never end
+// inside a replaced character. `prompt_tail`: the prompt's generation prompt; its last 256
+// bytes are kept.
 GeneratedReply MakeGeneratedReply(const Tokenizer& tokenizer, std::string text,
                                   std::span<const int32_t> generated, std::string_view prompt_tail);
 
@@ -67,7 +69,8 @@ struct ReplySpan {
   size_t token_end = 0;
 };
 
-// The longest run of `reply`'s whole tokens (spelling at least one byte) whose text occurs in
+// The longest run of `reply`'s whole tokens (spelling at least one byte, starting and ending
+// between characters: GeneratedReply::ends_between_chars) whose text occurs in
 // text [begin, end); at an occurrence right after reply.prompt_tail when there is one, else at
 // the first. Runs are tried from the longest (whole reply, then up to 4 tokens cut off its
 // end, from every start), under a bound on the searches. nullopt when none occurs.

@@ -1,14 +1,17 @@
 #include "server/reply_prompt.h"
 
 #include <algorithm>
+#include <random>
 
 #include <gtest/gtest.h>
 
 #include "server/anthropic_request.h"
 #include "server/anthropic_response.h"
 #include "server/chat_format.h"
+#include "server/completion_stream.h"
 #include "server/openai_response.h"
 #include "server/server_test_util.h"
+#include "tokenizer/utf8_sanitizer.h"
 
 namespace prefixd {
 namespace {
@@ -273,6 +276,135 @@ TEST_F(ReplyPromptTest, AToolCallReplyIsReusedInBothDialects) {
     EXPECT_EQ(t.replies.num_messages, 1);
     EXPECT_EQ(t.replies.num_tokens, static_cast<int64_t>(generated.size())) << chat2->text;
     EXPECT_TRUE(StartsWith(t.tokens, Concat(prompt1, generated))) << chat2->text;
+  }
+}
+
+std::string PiecesOf(const Tokenizer& t, std::span<const int32_t> ids) {
+  std::string bytes;
+  for (const int32_t id : ids) bytes += t.Piece(id);
+  return bytes;
+}
+
+// A random model's reply: a byte-fallback sequence cut short inside the reply and at its end
+// (max_tokens). The client got U+FFFD for each and sends that text back; the record holds the
+// reply under that text, and the next prompt takes the generated ids, cut bytes and all.
+TEST_F(ReplyPromptTest, AReplyWithReplacedBytesIsFoundByTheTextTheClientGot) {
+  const int32_t e2 = ByteToken(*tokenizer_, 0xE2), x82 = ByteToken(*tokenizer_, 0x82);
+  ASSERT_GE(e2, 0);
+  ASSERT_GE(x82, 0);
+  std::vector<int32_t> generated = tokenizer_->Encode(" Once", Continuation());
+  const size_t first_cut = generated.size();
+  generated.insert(generated.end(), {e2, x82});
+  const std::vector<int32_t> upon = tokenizer_->Encode(" upon", Continuation());
+  generated.insert(generated.end(), upon.begin(), upon.end());
+  generated.insert(generated.end(), {e2, x82});
+  // What the client gets, as the server streams it.
+  CompletionStream stream(*tokenizer_, {}, -1);
+  for (const int32_t id : generated) {
+    TokenEvent e;
+    e.token = id;
+    stream.Consume(e);
+  }
+  TokenEvent last;
+  last.finished = true;
+  last.finish = FinishReason::kLength;
+  stream.Consume(last);
+  const std::string reply = stream.text();
+  ASSERT_EQ(reply, " Once\xEF\xBF\xBD upon\xEF\xBF\xBD");
+
+  ChatFormat plain("", tokenizer_->vocab());
+  std::vector<ChatMessage> turn1 = {Msg("user", "Tell me a story.")};
+  auto chat1 = plain.Render(turn1, nullptr, nullptr);
+  ASSERT_TRUE(chat1.ok());
+  const std::vector<int32_t> prompt1 = tokenizer_->Encode(chat1->text, ChatEncodeOptions(*chat1));
+  GeneratedReply g = MakeGeneratedReply(*tokenizer_, reply, stream.generated_tokens(),
+                                        std::string_view(chat1->text).substr(chat1->generation_offset));
+  EXPECT_EQ(g.tokens, generated);
+  EXPECT_EQ(g.covered_bytes(), reply.size());
+  // Each <0xE2> ends inside the U+FFFD its <0x82> ends.
+  EXPECT_EQ(g.mid_char_ends, (std::vector<uint32_t>{static_cast<uint32_t>(first_cut), static_cast<uint32_t>(generated.size() - 2)}));
+  ReplyRecord record({});
+  ASSERT_TRUE(record.Insert("salt", reply, std::move(g)));
+
+  std::vector<ChatMessage> turn2 = {turn1[0], Msg("assistant", reply), Msg("user", "More.")};
+  auto chat2 = plain.Render(turn2, nullptr, nullptr);
+  ASSERT_TRUE(chat2.ok());
+  ChatPromptTokens with = EncodeChatWithReplies(*tokenizer_, *chat2, turn2, record, "salt", true);
+  EXPECT_EQ(with.replies.num_messages, 1);
+  EXPECT_EQ(with.replies.num_tokens, static_cast<int64_t>(generated.size()));
+  EXPECT_TRUE(StartsWith(with.tokens, Concat(prompt1, generated)));
+  EXPECT_EQ(with.replies.matches_text_encoding, std::optional<bool>(false));  // the text holds U+FFFD, not the bytes
+}
+
+// Random replies of word and byte tokens (valid characters split over byte tokens, stray
+// continuation bytes, sequences cut short, overlong and surrogate leads), the text the client
+// got (the bytes with ill-formed UTF-8 replaced), sometimes cut at a character by a stop
+// string. The reference: splicing a run of ids into the text in place of the run's text
+// gives, once replaced, the same text; MakeGeneratedReply allows exactly the runs for which
+// that holds at their ends, and keeps the most ids whose bytes end where the text can end.
+TEST_F(ReplyPromptTest, RandomizedRunsOfIdsStandForTheirTextAsTheClientGotIt) {
+  std::vector<int32_t> pool;
+  for (const char* word : {" a", " the", "x", "\n"}) {
+    const std::vector<int32_t> ids = tokenizer_->Encode(word, Continuation());
+    pool.insert(pool.end(), ids.begin(), ids.end());
+  }
+  for (const uint8_t b : {0x80, 0x82, 0x9F, 0xA0, 0xAC, 0xA9, 0xBF, 0x98, 0xC3, 0xC0, 0xE2, 0xE0, 0xED, 0xF0, 0xF4, 0xFF}) {
+    pool.push_back(ByteToken(*tokenizer_, b));
+    ASSERT_GE(pool.back(), 0);
+  }
+  std::mt19937 rng(19);
+  for (int run = 0; run < 2000; ++run) {
+    std::vector<int32_t> ids(1 + rng() % 12);
+    for (int32_t& id : ids) id = pool[rng() % pool.size()];
+    const std::string bytes = PiecesOf(*tokenizer_, ids);
+    const std::string shown = ReplaceInvalidUtf8(bytes);
+    // A stop string cut: at a random character boundary of what the client would have got.
+    std::string text = shown;
+    if (rng() % 3 == 0) {
+      size_t cut = rng() % (shown.size() + 1);
+      while (cut < shown.size() && (static_cast<uint8_t>(shown[cut]) & 0xC0) == 0x80) ++cut;
+      text.resize(cut);
+    }
+    const GeneratedReply r = MakeGeneratedReply(*tokenizer_, text, ids, "");
+    ASSERT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), ids.begin())) << "run " << run;
+    // Reference for the number kept: the most ids whose bytes end where replacing the two sides
+    // apart changes nothing, and whose text the client's text starts with.
+    size_t want = 0;
+    for (size_t k = 1; k <= ids.size(); ++k) {
+      const std::string head = PiecesOf(*tokenizer_, std::span(ids).first(k));
+      const bool between = ReplaceInvalidUtf8(head) + ReplaceInvalidUtf8(bytes.substr(head.size())) == shown;
+      if (between && text.starts_with(ReplaceInvalidUtf8(head))) want = k;
+    }
+    ASSERT_EQ(r.tokens.size(), want) << "run " << run;
+    for (size_t tb = 0; tb < r.tokens.size(); ++tb) {
+      for (size_t te = tb + 1; te <= r.tokens.size(); ++te) {
+        const std::string spliced = text.substr(0, r.start_of(tb)) + PiecesOf(*tokenizer_, std::span(r.tokens).subspan(tb, te - tb)) +
+                                    text.substr(r.ends[te - 1]);
+        const bool allowed = (tb == 0 || r.ends_between_chars(tb - 1)) && r.ends_between_chars(te - 1);
+        const bool holds = ReplaceInvalidUtf8(spliced) == text;
+        // Allowed runs stand for their text; a run from the start that ends inside a replaced
+        // character does not (so the marks are not overcautious).
+        if (allowed) {
+          ASSERT_TRUE(holds) << "run " << run << " tokens [" << tb << ", " << te << ")";
+        }
+        if (tb == 0 && !r.ends_between_chars(te - 1)) {
+          ASSERT_FALSE(holds) << "run " << run << " te " << te;
+        }
+      }
+    }
+    // The whole reply is found where the client's text stands, and only as a whole when uncut.
+    const std::string chat = "User: hi\nAssistant:" + text + "\n";
+    auto span = FindReplySpan(chat, 0, chat.size(), r);
+    if (r.covered_bytes() > 0) {
+      ASSERT_TRUE(span.has_value()) << "run " << run;
+      if (text == shown) {
+        EXPECT_EQ(span->token_end - span->token_begin, r.tokens.size()) << "run " << run;
+      }
+      const std::string spliced = chat.substr(0, span->text_begin) +
+                                  PiecesOf(*tokenizer_, std::span(r.tokens).subspan(span->token_begin, span->token_end - span->token_begin)) +
+                                  chat.substr(span->text_end);
+      ASSERT_EQ(ReplaceInvalidUtf8(spliced), chat) << "run " << run;
+    }
   }
 }
 

@@ -32,7 +32,7 @@ size_t ReplyRecord::Bytes(std::string_view salt, std::string_view key, const Gen
   // The fixed part stands for the list node, the index node and the shared_ptr's block.
   constexpr size_t kOverhead = 160;
   return kOverhead + salt.size() + key.size() + reply.text.size() + reply.prompt_tail.size() + reply.tokens.size() * sizeof(int32_t) +
-         reply.ends.size() * sizeof(uint32_t);
+         (reply.ends.size() + reply.mid_char_ends.size()) * sizeof(uint32_t);
 }
 
 ReplyRecord::List::iterator ReplyRecord::FindLocked(uint64_t hash, std::string_view salt, std::string_view key) {
@@ -119,6 +119,10 @@ void ReplyRecord::CheckInvariants() const {
     PREFIXD_CHECK(r.tokens.size() == r.ends.size(), "a reply has one end per token");
     for (size_t i = 0; i < r.ends.size(); ++i) {
       PREFIXD_CHECK(r.ends[i] >= r.start_of(i) && r.ends[i] <= r.text.size(), "token ends ascend within the text");
+    }
+    for (size_t k = 0; k < r.mid_char_ends.size(); ++k) {
+      PREFIXD_CHECK(r.mid_char_ends[k] + size_t{1} < r.tokens.size() && (k == 0 || r.mid_char_ends[k - 1] < r.mid_char_ends[k]),
+                    "tokens that end inside a character ascend, and the last token ends between characters");
     }
     bytes += e.bytes;
   }

@@ -94,6 +94,7 @@ struct RefEntry {
   std::string salt;
   std::string text;
   std::vector<int32_t> tokens;
+  std::vector<uint32_t> mid_char_ends;
   size_t bytes;
 };
 
@@ -104,7 +105,7 @@ class RefRecord {
     const size_t bytes = ReplyRecord::Bytes(salt, r.text, r);
     if (bytes > o_.max_bytes || o_.max_entries == 0) return false;
     Erase(salt, r.text);
-    list_.push_front({salt, r.text, r.tokens, bytes});
+    list_.push_front({salt, r.text, r.tokens, r.mid_char_ends, bytes});
     while (Bytes() > o_.max_bytes || list_.size() > o_.max_entries) {
       list_.pop_back();
       ++evictions;
@@ -157,6 +158,10 @@ TEST(ReplyRecord, RandomizedAgainstAList) {
         std::vector<int32_t> tokens(rng() % 6);
         for (int32_t& t : tokens) t = static_cast<int32_t>(rng() % 1000);
         GeneratedReply r = Reply(text, tokens);
+        // Some tokens end inside a replaced character (never the last): they cost bytes too.
+        for (uint32_t i = 0; i + 1 < r.tokens.size(); ++i) {
+          if (rng() % 3 == 0) r.mid_char_ends.push_back(i);
+        }
         ASSERT_EQ(record.Insert(salt, r.text, r), ref.Insert(salt, r)) << "op " << op;
       } else {
         const bool touch = rng() % 3 != 0;
@@ -166,6 +171,7 @@ TEST(ReplyRecord, RandomizedAgainstAList) {
         if (got) {
           EXPECT_EQ(got->text, text);
           EXPECT_EQ(got->tokens, want->tokens);
+          EXPECT_EQ(got->mid_char_ends, want->mid_char_ends);
         }
       }
       record.CheckInvariants();
