@@ -81,6 +81,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(const Model& model, int32_t eos
   }
   auto engine = std::unique_ptr<Engine>(new Engine(model, eos_id, opts, std::move(backend)));
   engine->prefix_cache_refusal_ = std::move(refusal);
+  engine->cached_block_bytes_ = cached_block_bytes;
   if (const int64_t state = engine->backend_->recurrent_state_floats(); state > 0 && opts.prefix_cache) {
     engine->snapshots_ = std::make_unique<StateSnapshots>(opts.num_kv_blocks, state);
     StateSnapshots* snapshots = engine->snapshots_.get();
@@ -297,10 +298,12 @@ void Engine::SaveSnapshots(Sequence& seq, std::span<const StateCapture> captured
     snapshots_->Put(blocks[(c.position - 1) / options_.block_size], c.position,
                     std::span<const float>(c.state, snapshots_->state_floats()));
   }
-  if (IsSnapshotPoint(seq, seq.num_computed)) {
-    snapshots_->Put(blocks[(seq.num_computed - 1) / options_.block_size], seq.num_computed,
-                    seq.recurrent_state);
-  }
+  if (IsSnapshotPoint(seq, seq.num_computed)) PutOwnState(seq);
+}
+
+void Engine::PutOwnState(const Sequence& seq) {
+  snapshots_->Put(seq.table.blocks()[(seq.num_computed - 1) / options_.block_size],
+                  seq.num_computed, seq.recurrent_state);
 }
 
 void Engine::IndexComputed(Sequence& seq) {
@@ -312,8 +315,7 @@ void Engine::IndexComputed(Sequence& seq) {
 void Engine::SaveEndSnapshot(Sequence& seq) {
   if (snapshots_ == nullptr || seq.num_computed <= 0 || seq.recurrent_state.empty()) return;
   if (IsSnapshotPoint(seq, seq.num_computed)) return;  // SaveSnapshots took it already
-  snapshots_->Put(seq.table.blocks()[(seq.num_computed - 1) / options_.block_size],
-                  seq.num_computed, seq.recurrent_state);
+  PutOwnState(seq);
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason) {

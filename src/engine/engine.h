@@ -78,8 +78,9 @@ struct StepEvent {
   std::optional<int32_t> token;  // sampled this step
   FinishReason finish = FinishReason::kNone;
   // With GenerateRequest::logprobs > 0: the chosen token's logprob and the top alternatives.
-  std::optional<TokenLogprob> logprob;
-  std::vector<TokenLogprob> top_logprobs;
+  // ({}: a brace init that stops at finish leaves them empty without -Wextra's warning.)
+  std::optional<TokenLogprob> logprob{};
+  std::vector<TokenLogprob> top_logprobs{};
 };
 
 // Where the engine thread's steps go: the forward pass (K/V block copies included) and the
@@ -136,6 +137,9 @@ class Engine {
   // model run with --state-checkpoint-blocks 0 has no snapshots to resume its recurrent state
   // from), or empty. Every request is then a miss: prefix_cache is forced off in options().
   const std::string& prefix_cache_refusal() const { return prefix_cache_refusal_; }
+  // What one cached block costs against cache_bytes: its KV and, on a hybrid with the cache
+  // on, its share (1/state_checkpoint_blocks, rounded up) of a state snapshot.
+  int64_t cached_block_bytes() const { return cached_block_bytes_; }
 
  private:
   // Step() without its timing.
@@ -174,6 +178,9 @@ class Engine {
   // After a chunk: saves the captured states and, at a snapshot point, the sequence's own,
   // each beside the block of the token before its position.
   void SaveSnapshots(Sequence& seq, std::span<const StateCapture> captured);
+  // The sequence's own recurrent state where its computed tokens end, beside the block of
+  // the last of them. REQUIRES: snapshots on, seq.num_computed > 0.
+  void PutOwnState(const Sequence& seq);
   // A hybrid leaving the engine (finished or preempted): its state where its computed tokens
   // end, so a next turn that sends back the reply (or the preempted sequence itself) resumes
   // there instead of at the prompt's end.
@@ -205,6 +212,7 @@ class Engine {
   int64_t next_id_ = 0;
   int64_t num_preemptions_ = 0;
   std::string prefix_cache_refusal_;
+  int64_t cached_block_bytes_ = 0;  // see cached_block_bytes(); set once by Create
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::map<SequenceId, std::unique_ptr<Sequence>> finished_;

@@ -50,14 +50,7 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
     info_.state_checkpoint_blocks = eo.state_checkpoint_blocks;
     info_.state_snapshot_bytes = snapshots->state_bytes();
   }
-  // A hybrid's cached block also carries 1/k of a snapshot (Engine::Create's accounting).
-  const int64_t snapshot_share =
-      info_.state_checkpoint_blocks > 0
-          ? (info_.state_snapshot_bytes + info_.state_checkpoint_blocks - 1) /
-                info_.state_checkpoint_blocks
-          : 0;
-  info_.cache_budget_bytes =
-      engine_->cache().stats().max_cached_blocks * (info_.block_bytes + snapshot_share);
+  info_.cache_budget_bytes = engine_->cache().stats().max_cached_blocks * engine_->cached_block_bytes();
   info_.prefix_cache = eo.prefix_cache;
   info_.prefix_cache_refusal = engine_->prefix_cache_refusal();
   info_.max_running = eo.max_running;
