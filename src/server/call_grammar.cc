@@ -211,16 +211,7 @@ CallMatcher::Step CallMatcher::StepObject(Frame& f, const GrammarNode& n, uint8_
       return Step::kTaken;
     }
     case kAfter:
-      if (b == '}' && closable) return Step::kDone;
-      if (b == ',' && f.count < num) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, '}', closable, f.count < num);
   }
   return Step::kDead;
 }
@@ -248,16 +239,7 @@ CallMatcher::Step CallMatcher::StepMap(Frame& f, const GrammarNode& n, uint8_t b
       Push(n.item);
       return Step::kTaken;
     case kAfter:
-      if (b == '}') return Step::kDone;
-      if (b == ',' && f.count < n.max_count) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, '}', /*may_close=*/true, f.count < n.max_count);
   }
   return Step::kDead;
 }
@@ -277,16 +259,22 @@ CallMatcher::Step CallMatcher::StepArray(Frame& f, const GrammarNode& n, uint8_t
       Push(n.item);
       return Step::kRetry;
     case kAfter:
-      if (b == ']' && f.count >= n.min_count) return Step::kDone;
-      if (b == ',' && f.count < n.max_count) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, ']', f.count >= n.min_count, f.count < n.max_count);
+  }
+  return Step::kDead;
+}
+
+CallMatcher::Step CallMatcher::StepAfterMember(Frame& f, uint8_t b, uint8_t close, bool may_close,
+                                               bool may_continue) {
+  if (f.phase == kSpace) {
+    if (b != ' ') return Step::kDead;
+    f.phase = kNext;
+    return Step::kTaken;
+  }
+  if (b == close && may_close) return Step::kDone;
+  if (b == ',' && may_continue) {
+    f.phase = kSpace;
+    return Step::kTaken;
   }
   return Step::kDead;
 }

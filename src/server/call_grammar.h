@@ -109,6 +109,9 @@ class CallMatcher : public ByteMatcher {
   Step StepString(Frame& f, const GrammarNode& n, uint8_t b);
   Step StepNumber(Frame& f, const GrammarNode& n, uint8_t b);
   Step StepUnion(const GrammarNode& n, uint8_t b);
+  // The bracketed kinds after a member (kAfter) and after its ',' (kSpace): `close` ends the
+  // value when `may_close`; ", " starts the next member when `may_continue`.
+  Step StepAfterMember(Frame& f, uint8_t b, uint8_t close, bool may_close, bool may_continue);
   // Narrows an object's key candidates with byte `b`; false when none is left.
   bool NarrowKey(Frame& f, const GrammarNode& n, uint8_t b);
 

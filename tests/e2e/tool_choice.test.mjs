@@ -97,27 +97,33 @@ function assertValid(args, schema) {
 
 const schemaOf = (name) => [WEATHER, SEARCH].find((f) => f.name === name).parameters;
 
-describe('forced tool calls', { skip: skip ?? false }, () => {
-  let dir;
-  let srv;
-  let anthropic;
+const greedy = { temperature: 0, max_tokens: 200 };
+const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+
+// A server on a model made with `template` (makeModel), started before the enclosing suite's
+// tests and stopped after them; `s.srv` and `s.anthropic` (the official client on it) are set
+// once it runs.
+function serveForSuite(name, template) {
+  const s = {};
   before(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-'));
-    srv = await startServer({ model: makeModel(dir) });
-    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+    s.dir = mkdtempSync(path.join(os.tmpdir(), `prefixd-tool-choice-${name}-`));
+    s.srv = await startServer({ model: makeModel(s.dir, name, template) });
+    s.anthropic = new Anthropic({ baseURL: s.srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
   after(async () => {
-    await srv?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await s.srv?.stop();
+    if (s.dir) rmSync(s.dir, { recursive: true, force: true });
   });
+  return s;
+}
 
-  const greedy = { temperature: 0, max_tokens: 200 };
-  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+describe('forced tool calls', { skip: skip ?? false }, () => {
+  const s = serveForSuite('qwen2.5');
 
   it('OpenAI: required gives a parsed call with finish_reason tool_calls, the same from the cache', T, async () => {
     const messages = question(uniqueWord());
-    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
-    const cold = await srv.client.chat.completions.create(params);
+    const params = { model: s.srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const cold = await s.srv.client.chat.completions.create(params);
     const choice = cold.choices[0];
     assert.equal(choice.finish_reason, 'tool_calls');
     assert.equal(choice.message.content, null);
@@ -128,7 +134,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     assert.ok(['get_weather', 'search'].includes(call.function.name));
     assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
     // The same request again: its prompt comes from the cache, and the call is the same.
-    const warm = await srv.client.chat.completions.create(params);
+    const warm = await s.srv.client.chat.completions.create(params);
     assert.ok(warm.usage.prompt_tokens_details.cached_tokens > 0);
     assert.equal(cold.usage.prompt_tokens_details.cached_tokens, 0);
     assert.deepEqual(warm.choices[0].message.tool_calls.map((c) => c.function),
@@ -136,15 +142,15 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: a named function, streamed, equals the whole answer', T, async () => {
-    const params = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools,
+    const params = { model: s.srv.model, messages: question(uniqueWord()), tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'search' } }, ...greedy };
-    const whole = await srv.client.chat.completions.create(params);
+    const whole = await s.srv.client.chat.completions.create(params);
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
     const expected = whole.choices[0].message.tool_calls[0].function;
     assert.equal(expected.name, 'search');
     assertValid(JSON.parse(expected.arguments), SEARCH.parameters);
 
-    const stream = await srv.client.chat.completions.create({ ...params, stream: true });
+    const stream = await s.srv.client.chat.completions.create({ ...params, stream: true });
     let name = '';
     let args = '';
     let finish = null;
@@ -167,11 +173,11 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('OpenAI: the call and a tool result go round trip', T, async () => {
     const messages = question(uniqueWord());
-    const first = await srv.client.chat.completions.create({ model: srv.model, messages, tools: openAiTools,
+    const first = await s.srv.client.chat.completions.create({ model: s.srv.model, messages, tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'get_weather' } }, ...greedy });
     const message = first.choices[0].message;
     const call = message.tool_calls[0];
-    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+    const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
       messages: [...messages, message, { role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' }] });
     assert.ok(['length', 'stop', 'tool_calls'].includes(next.choices[0].finish_reason));
     // The reply (the call) is part of the next prompt, which the cache serves up to it.
@@ -180,7 +186,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: cut short by max_tokens, the text stays text with finish_reason length', T, async () => {
-    const r = await srv.client.chat.completions.create({ model: srv.model, messages: question(uniqueWord()),
+    const r = await s.srv.client.chat.completions.create({ model: s.srv.model, messages: question(uniqueWord()),
       tools: openAiTools, tool_choice: 'required', temperature: 0, max_tokens: 6 });
     const choice = r.choices[0];
     assert.equal(choice.finish_reason, 'length');
@@ -190,7 +196,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: an unknown tool name or a schema the constraint cannot enforce is a 400 naming it', T, async () => {
-    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'), tools: openAiTools,
+    await assert.rejects(s.srv.client.chat.completions.create({ model: s.srv.model, messages: question('x'), tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'fly' } }, ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.param, 'tool_choice.function.name');
@@ -199,7 +205,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     });
     const patterned = { type: 'function', function: { name: 'p', parameters: { type: 'object',
       properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } } };
-    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'),
+    await assert.rejects(s.srv.client.chat.completions.create({ model: s.srv.model, messages: question('x'),
       tools: [patterned], tool_choice: 'required', ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.param, 'tools[0].function.parameters.properties.code.pattern');
@@ -209,7 +215,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('Anthropic: any gives a tool_use block with stop_reason tool_use; tool, streamed, the same as whole', T, async () => {
     const messages = question(uniqueWord());
-    const m = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
+    const m = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools,
       tool_choice: { type: 'any' }, ...greedy });
     assert.equal(m.stop_reason, 'tool_use');
     const uses = m.content.filter((b) => b.type === 'tool_use');
@@ -217,10 +223,10 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     assert.match(uses[0].id, /^toolu_/);
     assertValid(uses[0].input, schemaOf(uses[0].name));
 
-    const params = { model: srv.model, messages, tools: anthropicTools,
+    const params = { model: s.srv.model, messages, tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'get_weather' }, ...greedy };
-    const whole = await anthropic.messages.create(params);
-    const streamed = await anthropic.messages.stream(params).finalMessage();
+    const whole = await s.anthropic.messages.create(params);
+    const streamed = await s.anthropic.messages.stream(params).finalMessage();
     for (const msg of [whole, streamed]) {
       assert.equal(msg.stop_reason, 'tool_use');
       const use = msg.content.find((b) => b.type === 'tool_use');
@@ -233,10 +239,10 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('Anthropic: the tool_use and its tool_result go round trip', T, async () => {
     const messages = question(uniqueWord());
-    const first = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
+    const first = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'search' }, ...greedy });
     const use = first.content.find((b) => b.type === 'tool_use');
-    const next = await anthropic.messages.create({ model: srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
+    const next = await s.anthropic.messages.create({ model: s.srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
       messages: [...messages, { role: 'assistant', content: first.content },
         { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'three results' }] }] });
     assert.equal(next.type, 'message');
@@ -245,7 +251,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('Anthropic: an unknown tool name is a 400 in Anthropic\'s shape', T, async () => {
-    await assert.rejects(anthropic.messages.create({ model: srv.model, messages: question('x'), tools: anthropicTools,
+    await assert.rejects(s.anthropic.messages.create({ model: s.srv.model, messages: question('x'), tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'fly' }, ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.error.type, 'error');
@@ -257,7 +263,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('measures the constraint\'s cost per token on a 32,000-token vocabulary', T, async (t) => {
     const cpuOutsideForward = async () => {
-      const text = (await srv.request('GET', '/metrics')).text;
+      const text = (await s.srv.request('GET', '/metrics')).text;
       return { cpu: metricValue(text, 'prefixd_engine_thread_cpu_outside_forward_seconds_total'),
                tokens: metricValue(text, 'prefixd_generated_tokens_total') };
     };
@@ -265,9 +271,9 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     const measure = async (forced) => {
       const before = await cpuOutsideForward();
       for (let i = 0; i < N; ++i) {
-        const body = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools, temperature: 0,
+        const body = { model: s.srv.model, messages: question(uniqueWord()), tools: openAiTools, temperature: 0,
           max_tokens: 64, ...(forced ? { tool_choice: 'required' } : { tool_choice: 'none', ignore_eos: true }) };
-        await srv.client.chat.completions.create(body);
+        await s.srv.client.chat.completions.create(body);
       }
       const after = await cpuOutsideForward();
       return { us: (after.cpu - before.cpu) * 1e6 / (after.tokens - before.tokens), tokens: after.tokens - before.tokens };
@@ -282,33 +288,19 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 });
 
 describe('forced tool calls in the Llama 3 JSON syntax', { skip: skip ?? false }, () => {
-  let dir;
-  let srv;
-  let anthropic;
-  before(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-llama-'));
-    srv = await startServer({ model: makeModel(dir, 'llama3-tools', LLAMA3_TOOLS_TEMPLATE) });
-    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
-  });
-  after(async () => {
-    await srv?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  const greedy = { temperature: 0, max_tokens: 200 };
-  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+  const s = serveForSuite('llama3-tools', LLAMA3_TOOLS_TEMPLATE);
 
   it('OpenAI: required, plain and streamed, then round trip', T, async () => {
     const messages = question(uniqueWord());
-    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
-    const whole = await srv.client.chat.completions.create(params);
+    const params = { model: s.srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const whole = await s.srv.client.chat.completions.create(params);
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
     const call = whole.choices[0].message.tool_calls[0];
     assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
     let args = '';
     let name = '';
     let finish = null;
-    for await (const chunk of await srv.client.chat.completions.create({ ...params, stream: true })) {
+    for await (const chunk of await s.srv.client.chat.completions.create({ ...params, stream: true })) {
       const c = chunk.choices[0];
       for (const tc of c?.delta?.tool_calls ?? []) {
         name += tc.function?.name ?? '';
@@ -318,13 +310,13 @@ describe('forced tool calls in the Llama 3 JSON syntax', { skip: skip ?? false }
     }
     assert.equal(finish, 'tool_calls');
     assert.deepEqual({ name, arguments: args }, call.function);
-    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+    const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
       messages: [...messages, whole.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
     assert.ok(next.usage.prompt_tokens_details.cached_tokens >= whole.usage.prompt_tokens - 1, JSON.stringify(next.usage));
   });
 
   it('Anthropic: a named tool comes back as tool_use', T, async () => {
-    const m = await anthropic.messages.create({ model: srv.model, messages: question(uniqueWord()), tools: anthropicTools,
+    const m = await s.anthropic.messages.create({ model: s.srv.model, messages: question(uniqueWord()), tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'search' }, ...greedy });
     assert.equal(m.stop_reason, 'tool_use');
     const use = m.content.find((b) => b.type === 'tool_use');
