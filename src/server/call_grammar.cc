@@ -111,7 +111,8 @@ bool CallMatcher::Feed(uint8_t b) {
       case Step::kTaken: return true;
       case Step::kDone:
         stack_.pop_back();
-        // A sequence whose last part just ended ends too, so IsComplete() is exact.
+        // A sequence whose last part just ended ends too, as does a repeat after its last
+        // allowed item, so IsComplete() is exact.
         while (!stack_.empty() && Ended(stack_.back())) stack_.pop_back();
         return true;
       case Step::kPass: stack_.pop_back(); continue;  // ended before `b`: the parent reads it
