@@ -197,7 +197,8 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   // REQUIRES: mu held; the stream finished.
   void Finish() {
     done = true;
-    // A forced call is whole when the constraint ended the generation (kEos) and nothing cut it.
+    // Forced calls are whole when the constraint or the model's end token (allowed only between
+    // whole calls) ended the generation (kEos) and nothing cut it.
     writer->SetForcedCallComplete(stream.finish() == FinishReason::kEos && !stream.stop_matched());
     Observe();
     if (streaming) {
