@@ -32,8 +32,8 @@ void TokenTexts::Index() {
 }
 
 MatcherConstraint::MatcherConstraint(std::shared_ptr<const TokenTexts> texts,
-                                     std::unique_ptr<ByteMatcher> matcher)
-    : texts_(std::move(texts)), matcher_(std::move(matcher)), scratch_(matcher_->Clone()) {}
+                                     std::unique_ptr<ByteMatcher> matcher, int32_t end_id)
+    : texts_(std::move(texts)), matcher_(std::move(matcher)), end_id_(end_id), scratch_(matcher_->Clone()) {}
 
 void MatcherConstraint::RefreshFirstBytes() {
   if (first_fresh_) return;
@@ -52,7 +52,8 @@ void MatcherConstraint::RefreshFirstBytes() {
 }
 
 bool MatcherConstraint::Allows(int32_t token) {
-  if (token < 0 || token >= texts_->size()) return false;
+  if (token < 0 || token >= texts_->size() || ended_) return false;
+  if (token == end_id_) return EndAllowed();
   const std::string_view text = texts_->text(token);
   if (text.empty()) return false;
   RefreshFirstBytes();
@@ -107,6 +108,9 @@ void MatcherConstraint::ListAllAllowed(std::vector<int32_t>* out) {
 
 bool MatcherConstraint::WalkAll(size_t budget, std::vector<int32_t>* out) {
   out->clear();
+  if (ended_) return true;
+  // The end token has no text, so no walk finds it.
+  if (EndAllowed()) out->push_back(end_id_);
   for (int b = 0; b < 256; ++b) {
     if (!first_allowed_[b]) continue;
     const auto [lo, hi] = texts_->first_byte_range(static_cast<uint8_t>(b));
@@ -119,6 +123,11 @@ bool MatcherConstraint::WalkAll(size_t budget, std::vector<int32_t>* out) {
 }
 
 void MatcherConstraint::Accept(int32_t token) {
+  if (token == end_id_) {
+    PREFIXD_CHECK(EndAllowed(), "constraint: the end token was accepted where the output cannot end (Allows was not asked)");
+    ended_ = true;
+    return;
+  }
   const std::string_view text = texts_->text(token);
   PREFIXD_CHECK(!text.empty(), "constraint: a token without text cannot be accepted");
   for (char c : text) {

@@ -12,7 +12,9 @@
 //
 // Tokens are pieces of text (TokenTexts: Tokenizer::Piece of every id, computed once per
 // model); a token is allowed when the output stays a valid prefix of the constraint's
-// language after its bytes. Tokens without text (control tokens) are never allowed.
+// language after its bytes. Tokens without text (control tokens) are never allowed, except
+// the end token (the engine's EOS) where the text so far is a whole word of the language that
+// could also go on (several tool calls: after each, the model chooses to end or write another).
 //
 // Ownership: one constraint per request, owned by its GenerateRequest (shared_ptr so the request
 // stays copyable; it is never shared between requests). Thread safety: none; used by the
@@ -87,6 +89,8 @@ class ByteMatcher {
   virtual bool Feed(uint8_t b) = 0;
   // The text read is whole and nothing may follow it.
   virtual bool IsComplete() const = 0;
+  // The text read is whole: the output may end here, or (unless IsComplete) go on.
+  virtual bool CanEnd() const { return IsComplete(); }
 };
 
 // A TokenConstraint over a ByteMatcher: a token is allowed when the matcher takes all its
@@ -95,17 +99,25 @@ class ByteMatcher {
 // "<tool_call>", a property name, the space of ": " that most SentencePiece tokens start
 // with), and gives up past an eighth of the vocabulary; otherwise (inside a string, where
 // nearly everything is allowed) the sampler goes lazily in logit order.
+//
+// `end_id` (the engine's EOS; -1: none) is allowed where the matcher CanEnd() but is not yet
+// complete; once accepted, the output is complete (the engine ends the sequence with kEos,
+// ignore_eos or not).
 class MatcherConstraint : public TokenConstraint {
  public:
-  MatcherConstraint(std::shared_ptr<const TokenTexts> texts, std::unique_ptr<ByteMatcher> matcher);
+  MatcherConstraint(std::shared_ptr<const TokenTexts> texts, std::unique_ptr<ByteMatcher> matcher,
+                    int32_t end_id = -1);
 
   bool Allows(int32_t token) override;
   bool ListAllowed(std::vector<int32_t>* out) override;
   void ListAllAllowed(std::vector<int32_t>* out) override;
   void Accept(int32_t token) override;
-  bool IsComplete() const override { return matcher_->IsComplete(); }
+  bool IsComplete() const override { return ended_ || matcher_->IsComplete(); }
 
  private:
+  // The end token may come next: the text is whole and may still go on.
+  bool EndAllowed() const { return end_id_ >= 0 && !ended_ && !matcher_->IsComplete() && matcher_->CanEnd(); }
+
   // Lists by walking the texts under each allowed first byte; false once past `budget`.
   bool WalkAll(size_t budget, std::vector<int32_t>* out);
   // Recomputes first_allowed_ for the current state, once per accepted token.
@@ -119,6 +131,8 @@ class MatcherConstraint : public TokenConstraint {
 
   std::shared_ptr<const TokenTexts> texts_;
   std::unique_ptr<ByteMatcher> matcher_;  // the state after every accepted token
+  const int32_t end_id_;                  // the end token, -1: none
+  bool ended_ = false;                    // the end token was accepted
   std::unique_ptr<ByteMatcher> scratch_;  // a copy, fed a candidate's bytes
   std::vector<std::unique_ptr<ByteMatcher>> levels_;  // Walk: the state after each prefix length
   // Which bytes the matcher takes next; valid while first_fresh_.

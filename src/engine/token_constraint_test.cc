@@ -33,6 +33,7 @@ class WordsMatcher : public ByteMatcher {
     }
     return word;
   }
+  bool CanEnd() const override { return std::find(words_.begin(), words_.end(), text_) != words_.end(); }
   bool IsPrefix(const std::string& s) const {
     return std::any_of(words_.begin(), words_.end(),
                        [&s](const std::string& w) { return w.compare(0, s.size(), s) == 0 && w.size() >= s.size(); });
@@ -96,19 +97,26 @@ TEST(TokenTexts, GroupsByFirstByteAndSkipsEmptyTexts) {
 
 // Allows, ListAllowed and ListAllAllowed against the reference (text + piece is a prefix of a word), at every
 // state of random walks through random grammars.
+// With an end token (the control token 0 in odd rounds), it is allowed exactly where the text
+// is a word that another word extends, and accepting it completes the output.
 TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
   std::mt19937 rng(7);
-  int listed = 0, lazy = 0;
+  int listed = 0, lazy = 0, ended_early = 0;
   for (int round = 0; round < 300; ++round) {
     RandomCase s = RandomCaseOf(rng);
+    const bool with_end = round % 2 == 1;
+    // A word that is a prefix of another, so that the end token has somewhere to be allowed.
+    if (with_end) s.words.push_back(s.words.front() + s.words.back());
     auto reference = std::make_unique<WordsMatcher>(s.words);
     WordsMatcher* ref = reference.get();
-    MatcherConstraint c(s.texts, std::make_unique<WordsMatcher>(s.words));
+    MatcherConstraint c(s.texts, std::make_unique<WordsMatcher>(s.words), with_end ? 0 : -1);
     std::string text;
+    bool ended = false;
     for (int step = 0; step < 40 && !c.IsComplete(); ++step) {
       std::vector<int32_t> expected;
       for (int32_t id = 0; id < s.texts->size(); ++id) {
-        const bool ok = !s.vocab[id].empty() && ref->IsPrefix(text + s.vocab[id]);
+        const bool ok = id == 0 ? with_end && ref->CanEnd() && !ref->IsComplete()
+                                : ref->IsPrefix(text + s.vocab[id]);
         ASSERT_EQ(c.Allows(id), ok) << "text '" << text << "' token '" << s.vocab[id] << "'";
         if (ok) expected.push_back(id);
       }
@@ -124,15 +132,27 @@ TEST(MatcherConstraint, AllowsWhatKeepsAPrefixRandomized) {
       std::sort(got.begin(), got.end());
       ASSERT_EQ(got, expected);
       ASSERT_FALSE(expected.empty()) << "single letters keep every state alive";
-      const int32_t pick = expected[std::uniform_int_distribution<size_t>(0, expected.size() - 1)(rng)];
+      // The end token, where allowed, half the time; else any allowed token.
+      const bool end_now = expected.front() == 0 && std::uniform_int_distribution<int>(0, 1)(rng) == 0;
+      const int32_t pick = end_now ? 0 : expected[std::uniform_int_distribution<size_t>(0, expected.size() - 1)(rng)];
       c.Accept(pick);
+      ended = pick == 0;
+      ended_early += ended;
       text += s.vocab[pick];
       for (char ch : s.vocab[pick]) ref->Feed(static_cast<uint8_t>(ch));
-      ASSERT_EQ(c.IsComplete(), ref->IsComplete());
+      ASSERT_EQ(c.IsComplete(), ended || ref->IsComplete());
+    }
+    if (ended) {
+      // Nothing is allowed after the end.
+      std::vector<int32_t> after;
+      c.ListAllAllowed(&after);
+      EXPECT_TRUE(after.empty());
+      EXPECT_FALSE(c.Allows(0));
     }
   }
   EXPECT_GT(listed, 0);
   EXPECT_GT(lazy, 0);
+  EXPECT_GT(ended_early, 0);
 }
 
 // Greedy picks the best allowed token (lowest id on ties), whichever path (list or lazy scan)

@@ -270,8 +270,8 @@ Status ReadAnthropicToolChoice(const json& body, OpenAiRequest& out) {
   if (type == nullptr) return Missing("tool_choice.type");
   ASSIGN_OR_RETURN(std::string t, ReadString(*type, "tool_choice.type"));
   if (const json* d = FindField(*v, "disable_parallel_tool_use")) {
-    ASSIGN_OR_RETURN(bool unused, ReadBool(*d, "tool_choice.disable_parallel_tool_use"));
-    (void)unused;
+    ASSIGN_OR_RETURN(bool disable, ReadBool(*d, "tool_choice.disable_parallel_tool_use"));
+    out.parallel_tool_calls = !disable;
   }
   if (t == "auto") {
     out.tool_choice = ToolChoice::kAuto;

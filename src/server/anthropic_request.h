@@ -18,9 +18,11 @@
 //                                            -> [{type: "function", function: {name,
 //                                                 description?, parameters: input_schema}}]
 // `arguments` is `input` serialized compactly with its keys in the client's order, which is
-// what JSON.stringify gives an OpenAI client. tool_choice {type: auto|none|any|tool, name}
-// maps to ToolChoice (any: kRequired; tool: kNamed, its name among the tools, else a 400 naming
-// tool_choice.name); the tools' schemas are named input_schema in errors (tool_schema_field).
+// what JSON.stringify gives an OpenAI client. tool_choice {type: auto|none|any|tool, name,
+// disable_parallel_tool_use} maps to ToolChoice (any: kRequired; tool: kNamed, its name among
+// the tools, else a 400 naming tool_choice.name) and parallel_tool_calls (not
+// disable_parallel_tool_use); the tools' schemas are named input_schema in errors
+// (tool_schema_field).
 //
 // Other fields: max_tokens (required on create, 1 .. context), stop_sequences (at most 16
 // strings), temperature, top_p, top_k, stream, metadata (an object, not used), and the

@@ -82,10 +82,15 @@ TEST(AnthropicRequest, ForcedToolChoiceIsAcceptedWithItsTool) {
   ASSERT_TRUE(any.ok()) << any.status();
   EXPECT_EQ(any->tool_choice, ToolChoice::kRequired);
   EXPECT_EQ(any->tool_schema_field, "input_schema");
+  EXPECT_TRUE(any->parallel_tool_calls);  // Anthropic's default: parallel tool use allowed
   auto named = Create(Body(tools + R"("tool_choice":{"type":"tool","name":"g","disable_parallel_tool_use":true})"));
   ASSERT_TRUE(named.ok()) << named.status();
   EXPECT_EQ(named->tool_choice, ToolChoice::kNamed);
   EXPECT_EQ(named->tool_choice_name, "g");
+  EXPECT_FALSE(named->parallel_tool_calls);
+  auto bad = Create(Body(tools + R"("tool_choice":{"type":"any","disable_parallel_tool_use":"yes"})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(ParamOf(bad.status()), "tool_choice.disable_parallel_tool_use");
   auto unknown = Create(Body(tools + R"("tool_choice":{"type":"tool","name":"h"})"));
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("'h', which is not among the request's tools (f, g)"), std::string::npos)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "base/check.h"
+
 namespace prefixd {
 
 namespace {
@@ -20,6 +22,11 @@ enum BracketPhase : int32_t {
 };
 
 enum StringPhase : int32_t { kQuote, kBody, kEscape, kHex, kUtf8 };
+enum RepeatPhase : int32_t {
+  kFirstItem,  // the first item is next
+  kBetween,    // after an item: the separator, or the end
+  kSeparator,  // inside the separator (pos: bytes matched)
+};
 enum NumberPhase : int32_t { kSign, kMinus, kZero, kInt, kDot, kFrac };
 
 bool IsDigit(uint8_t b) { return b >= '0' && b <= '9'; }
@@ -65,6 +72,18 @@ int32_t CallGrammar::AddUnion(const std::array<int32_t, GrammarNode::kNumSlots>&
   return Add(std::move(n));
 }
 
+int32_t CallGrammar::AddRepeat(int32_t item, std::string separator, int32_t max_count) {
+  if (max_count <= 1) return item;
+  PREFIXD_CHECK(!separator.empty(), "CallGrammar::AddRepeat: an empty separator cannot tell another item from the end");
+  GrammarNode n;
+  n.kind = Kind::kRepeat;
+  n.item = item;
+  n.separator = std::move(separator);
+  n.min_count = 1;
+  n.max_count = max_count;
+  return Add(std::move(n));
+}
+
 CallMatcher::CallMatcher(std::shared_ptr<const CallGrammar> grammar) : grammar_(std::move(grammar)) {
   stack_.reserve(32);
   Push(grammar_->root);
@@ -92,19 +111,32 @@ bool CallMatcher::Feed(uint8_t b) {
       case Step::kTaken: return true;
       case Step::kDone:
         stack_.pop_back();
-        // A sequence whose last part just ended ends too, so IsComplete() is exact.
-        while (!stack_.empty()) {
-          const Frame& top = stack_.back();
-          const GrammarNode& n = grammar_->nodes[static_cast<size_t>(top.node)];
-          if (n.kind != Kind::kSequence || top.phase < static_cast<int32_t>(n.children.size())) break;
-          stack_.pop_back();
-        }
+        // A sequence whose last part just ended ends too, as does a repeat after its last
+        // allowed item, so IsComplete() is exact.
+        while (!stack_.empty() && Ended(stack_.back())) stack_.pop_back();
         return true;
       case Step::kPass: stack_.pop_back(); continue;  // ended before `b`: the parent reads it
       case Step::kRetry: continue;                    // a new frame on top reads `b`
       case Step::kDead: return false;
     }
   }
+}
+
+bool CallMatcher::Ended(const Frame& f) const {
+  const GrammarNode& n = grammar_->nodes[static_cast<size_t>(f.node)];
+  if (n.kind == Kind::kSequence) return f.phase >= static_cast<int32_t>(n.children.size());
+  if (n.kind == Kind::kRepeat) return f.phase == kBetween && f.count >= n.max_count;
+  return false;
+}
+
+bool CallMatcher::CanEnd() const {
+  for (const Frame& f : stack_) {
+    const GrammarNode& n = grammar_->nodes[static_cast<size_t>(f.node)];
+    const bool may_end = (n.kind == Kind::kRepeat && f.phase == kBetween && f.count >= n.min_count) ||
+                         (n.kind == Kind::kSequence && f.phase >= static_cast<int32_t>(n.children.size()));
+    if (!may_end) return false;
+  }
+  return true;
 }
 
 CallMatcher::Step CallMatcher::StepFrame(uint8_t b) {
@@ -122,6 +154,7 @@ CallMatcher::Step CallMatcher::StepFrame(uint8_t b) {
     case Kind::kMap: return StepMap(f, n, b);
     case Kind::kArray: return StepArray(f, n, b);
     case Kind::kUnion: return StepUnion(n, b);
+    case Kind::kRepeat: return StepRepeat(f, n, b);
   }
   return Step::kDead;
 }
@@ -211,16 +244,7 @@ CallMatcher::Step CallMatcher::StepObject(Frame& f, const GrammarNode& n, uint8_
       return Step::kTaken;
     }
     case kAfter:
-      if (b == '}' && closable) return Step::kDone;
-      if (b == ',' && f.count < num) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, '}', closable, f.count < num);
   }
   return Step::kDead;
 }
@@ -248,16 +272,7 @@ CallMatcher::Step CallMatcher::StepMap(Frame& f, const GrammarNode& n, uint8_t b
       Push(n.item);
       return Step::kTaken;
     case kAfter:
-      if (b == '}') return Step::kDone;
-      if (b == ',' && f.count < n.max_count) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, '}', /*may_close=*/true, f.count < n.max_count);
   }
   return Step::kDead;
 }
@@ -277,16 +292,22 @@ CallMatcher::Step CallMatcher::StepArray(Frame& f, const GrammarNode& n, uint8_t
       Push(n.item);
       return Step::kRetry;
     case kAfter:
-      if (b == ']' && f.count >= n.min_count) return Step::kDone;
-      if (b == ',' && f.count < n.max_count) {
-        f.phase = kSpace;
-        return Step::kTaken;
-      }
-      return Step::kDead;
-    case kSpace:
-      if (b != ' ') return Step::kDead;
-      f.phase = kNext;
-      return Step::kTaken;
+    case kSpace: return StepAfterMember(f, b, ']', f.count >= n.min_count, f.count < n.max_count);
+  }
+  return Step::kDead;
+}
+
+CallMatcher::Step CallMatcher::StepAfterMember(Frame& f, uint8_t b, uint8_t close, bool may_close,
+                                               bool may_continue) {
+  if (f.phase == kSpace) {
+    if (b != ' ') return Step::kDead;
+    f.phase = kNext;
+    return Step::kTaken;
+  }
+  if (b == close && may_close) return Step::kDone;
+  if (b == ',' && may_continue) {
+    f.phase = kSpace;
+    return Step::kTaken;
   }
   return Step::kDead;
 }
@@ -388,6 +409,32 @@ CallMatcher::Step CallMatcher::StepNumber(Frame& f, const GrammarNode& n, uint8_
         return Step::kTaken;
       }
       return Step::kPass;
+  }
+  return Step::kDead;
+}
+
+CallMatcher::Step CallMatcher::StepRepeat(Frame& f, const GrammarNode& n, uint8_t b) {
+  switch (f.phase) {
+    case kFirstItem:
+      f.phase = kBetween;
+      f.count = 1;
+      Push(n.item);  // f is not used after the push
+      return Step::kRetry;
+    case kBetween:
+      // Not the separator: the repeat ended before `b`, which its parent reads (at the top,
+      // nothing may follow, and Feed refuses it).
+      if (f.count >= n.max_count || b != static_cast<uint8_t>(n.separator[0])) return Step::kPass;
+      f.phase = kSeparator;
+      f.pos = 0;
+      [[fallthrough]];
+    case kSeparator: {
+      if (b != static_cast<uint8_t>(n.separator[static_cast<size_t>(f.pos)])) return Step::kDead;
+      if (++f.pos < static_cast<int32_t>(n.separator.size())) return Step::kTaken;
+      f.phase = kBetween;
+      ++f.count;
+      Push(n.item);
+      return Step::kTaken;
+    }
   }
   return Step::kDead;
 }

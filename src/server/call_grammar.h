@@ -7,6 +7,10 @@
 //                                    └─ "put", "arguments": ─▶ [put's schema] ─┘
 //   Llama 3: {"name": ─── "get", "parameters": ─▶ [schema] ─── }
 //
+// Several calls (parallel tool calls) are a kRepeat of the call: one, then up to max_count-1
+// more, each after the template's separator ("\n" between Hermes calls). After each whole
+// call the text may end (CanEnd) or go on with the separator; the model chooses.
+//
 // The arguments are JSON in one fixed layout (Python's json.dumps: ", " and ": " between
 // items, no other space), so each value has one spelling per meaning and the model only picks
 // values. Every part is bounded (string length, digits, array items, nesting), so the language
@@ -37,6 +41,7 @@ struct GrammarNode {
     kMap,       // an object of any keys (strings, `key`) to `item` values, up to max_count members
     kArray,     // min_count..max_count `item` values
     kUnion,     // a value of one of several types, told apart by the first byte
+    kRepeat,    // `item`, then up to max_count-1 more, each after `separator`; may end after any
   };
   struct Property {
     std::string key;  // `"name": `, the key as JSON with the separator after it
@@ -52,9 +57,11 @@ struct GrammarNode {
   std::vector<Property> properties;                           // kObject, in the schema's order
   std::vector<int32_t> key_order;      // kObject: property indices sorted by key
   std::vector<int32_t> next_required;  // kObject: [i] = first required index >= i (size if none)
-  int32_t min_count = 0, max_count = 0;  // kString: characters; kArray: items; kMap: members
+  // kString: characters; kArray: items; kMap: members; kRepeat: items (min_count 1).
+  int32_t min_count = 0, max_count = 0;
   bool integer = false;                  // kNumber
-  int32_t item = -1;                     // kArray, kMap: the values
+  int32_t item = -1;                     // kArray, kMap: the values; kRepeat: the item
+  std::string separator;                 // kRepeat: between items, not empty
   int32_t key = -1;                      // kMap: the keys (a kString)
   std::array<int32_t, kNumSlots> by_type{};  // kUnion: node per type slot, -1: not allowed
 };
@@ -75,6 +82,9 @@ struct CallGrammar {
   int32_t AddSequence(std::vector<int32_t> children);
   // A union of the given slots; a single slot gives that node itself.
   int32_t AddUnion(const std::array<int32_t, GrammarNode::kNumSlots>& by_type);
+  // 1..max_count `item`s with `separator` between them; max_count 1 gives `item` itself.
+  // REQUIRES: separator not empty (its first byte tells another item from the end).
+  int32_t AddRepeat(int32_t item, std::string separator, int32_t max_count);
 };
 
 // Recognises CallGrammar's language byte by byte: a stack of frames, one per open node.
@@ -86,6 +96,9 @@ class CallMatcher : public ByteMatcher {
   void CopyFrom(const ByteMatcher& other) override;
   bool Feed(uint8_t b) override;
   bool IsComplete() const override { return stack_.empty(); }
+  // Every open frame is at a point where its node may end: a kRepeat between items (a
+  // sequence whose last part is that repeat stays open under it).
+  bool CanEnd() const override;
 
   // One open node: `phase` is where in it the text is; the rest is per kind.
   struct Frame {
@@ -109,6 +122,13 @@ class CallMatcher : public ByteMatcher {
   Step StepString(Frame& f, const GrammarNode& n, uint8_t b);
   Step StepNumber(Frame& f, const GrammarNode& n, uint8_t b);
   Step StepUnion(const GrammarNode& n, uint8_t b);
+  Step StepRepeat(Frame& f, const GrammarNode& n, uint8_t b);
+  // The frame's node has nothing left to read: a sequence past its last part, a repeat after
+  // its last allowed item. Feed pops such frames at once, so that IsComplete() is exact.
+  bool Ended(const Frame& f) const;
+  // The bracketed kinds after a member (kAfter) and after its ',' (kSpace): `close` ends the
+  // value when `may_close`; ", " starts the next member when `may_continue`.
+  Step StepAfterMember(Frame& f, uint8_t b, uint8_t close, bool may_close, bool may_continue);
   // Narrows an object's key candidates with byte `b`; false when none is left.
   bool NarrowKey(Frame& f, const GrammarNode& n, uint8_t b);
 

@@ -23,11 +23,20 @@ CallFrame FrameOf(ToolCallSyntax syntax) {
   return {"<tool_call>\n{\"name\": ", ", \"arguments\": ", "}\n</tool_call>"};
 }
 
+// What the template writes between two calls of one assistant turn ("" where it writes no
+// second call).
+std::string CallSeparator(ToolCallSyntax syntax) { return syntax == ToolCallSyntax::kHermes ? "\n" : ""; }
+
 }  // namespace
+
+int MaxForcedCalls(ToolCallSyntax syntax, bool parallel, int32_t end_id) {
+  if (!parallel || end_id < 0 || CallSeparator(syntax).empty()) return 1;
+  return kMaxParallelCalls;
+}
 
 StatusOr<std::shared_ptr<const CallGrammar>> BuildCallGrammar(ToolCallSyntax syntax, const ojson& tools,
                                                               const std::string& forced_name,
-                                                              const std::string& schema_field) {
+                                                              const std::string& schema_field, int max_calls) {
   if (syntax == ToolCallSyntax::kNone) {
     return InvalidArgumentFor("tool_choice",
                               "'tool_choice' forces a tool call, but the model's chat template has no "
@@ -61,13 +70,35 @@ StatusOr<std::shared_ptr<const CallGrammar>> BuildCallGrammar(ToolCallSyntax syn
   const int32_t open = grammar->AddLiteral(frame.open);
   const int32_t which = grammar->AddChoice(std::move(calls));
   const int32_t close = grammar->AddLiteral(frame.close);
-  grammar->root = grammar->AddSequence({open, which, close});
+  const int32_t call = grammar->AddSequence({open, which, close});
+  const std::string separator = CallSeparator(syntax);
+  grammar->root = separator.empty() ? call : grammar->AddRepeat(call, separator, max_calls);
   return std::shared_ptr<const CallGrammar>(std::move(grammar));
 }
 
 std::shared_ptr<TokenConstraint> MakeCallConstraint(std::shared_ptr<const TokenTexts> texts,
-                                                    std::shared_ptr<const CallGrammar> grammar) {
-  return std::make_shared<MatcherConstraint>(std::move(texts), std::make_unique<CallMatcher>(std::move(grammar)));
+                                                    std::shared_ptr<const CallGrammar> grammar, int32_t end_id) {
+  return std::make_shared<MatcherConstraint>(std::move(texts), std::make_unique<CallMatcher>(std::move(grammar)),
+                                             end_id);
+}
+
+bool ForcesCall(ToolChoice choice) { return choice == ToolChoice::kRequired || choice == ToolChoice::kNamed; }
+
+StatusOr<ForcedCallSetup> PrepareForcedCall(const OpenAiRequest& request, ToolCallSyntax syntax,
+                                            const std::function<std::shared_ptr<const TokenTexts>()>& texts,
+                                            int32_t end_id) {
+  ForcedCallSetup setup;
+  if (!ForcesCall(request.tool_choice)) {
+    setup.stops = request.stop;
+    return setup;
+  }
+  ASSIGN_OR_RETURN(auto grammar,
+                   BuildCallGrammar(syntax, request.tools,
+                                    request.tool_choice == ToolChoice::kNamed ? request.tool_choice_name : "",
+                                    request.tool_schema_field,
+                                    MaxForcedCalls(syntax, request.parallel_tool_calls, end_id)));
+  setup.constraint = MakeCallConstraint(texts(), std::move(grammar), end_id);
+  return setup;
 }
 
 }  // namespace prefixd

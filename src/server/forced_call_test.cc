@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <set>
 #include <string>
@@ -9,7 +10,9 @@
 
 #include "engine/sampler.h"
 #include "server/api_error.h"
+#include "server/completion_stream.h"
 #include "server/json_schema_grammar.h"
+#include "server/server_test_util.h"
 #include "server/tool_call_parser.h"
 
 namespace prefixd {
@@ -371,6 +374,252 @@ TEST(ForcedCall, RefusalsNameTheSchemaPart) {
   const auto g = *BuildCallGrammar(ToolCallSyntax::kHermes, ok, "g", "function.parameters");
   EXPECT_EQ(Match(g, "<tool_call>\n{\"name\": \"g\", \"arguments\": {\"k\": [1, {\"z\": null}]}}\n</tool_call>"),
             std::make_pair(true, true));
+}
+
+// ---- Several calls (parallel tool calls) ----
+
+// Whether every byte of `text` is taken, and whether the text may end there.
+std::pair<bool, bool> MatchMayEnd(const std::shared_ptr<const CallGrammar>& g, const std::string& text) {
+  CallMatcher m(g);
+  for (char c : text) {
+    if (!m.Feed(static_cast<uint8_t>(c))) return {false, false};
+  }
+  return {true, m.CanEnd()};
+}
+
+// The text parses into 1..max_calls calls and nothing else, each to one of `tools` with
+// arguments valid for its schema. Returns the number of calls.
+size_t ExpectValidCalls(ToolCallSyntax syntax, const std::string& text, const ojson& tools, const std::string& forced,
+                        size_t max_calls) {
+  const ParsedToolCalls parsed = ParseToolCalls(syntax, text);
+  EXPECT_GE(parsed.calls.size(), 1u) << text;
+  EXPECT_LE(parsed.calls.size(), max_calls) << text;
+  EXPECT_EQ(parsed.text, "") << text;
+  for (const ParsedToolCalls::Call& call : parsed.calls) {
+    if (!forced.empty()) {
+      EXPECT_EQ(call.name, forced);
+    }
+    const ojson* schema = nullptr;
+    for (const ojson& t : tools) {
+      if (t["function"]["name"] == call.name) schema = &t["function"]["parameters"];
+    }
+    if (schema == nullptr) {
+      ADD_FAILURE() << "unknown tool " << call.name << " in " << text;
+      continue;
+    }
+    const ojson args = ojson::parse(call.arguments, nullptr, false);
+    std::string why;
+    EXPECT_TRUE(!args.is_discarded() && Validates(args, *schema, &why)) << why << "\nargs " << call.arguments;
+  }
+  return parsed.calls.size();
+}
+
+TEST(ForcedCall, HowManyCallsEachFamilyMayWrite) {
+  EXPECT_EQ(MaxForcedCalls(ToolCallSyntax::kHermes, /*parallel=*/true, /*end_id=*/2), kMaxParallelCalls);
+  EXPECT_EQ(MaxForcedCalls(ToolCallSyntax::kHermes, /*parallel=*/false, 2), 1);
+  EXPECT_EQ(MaxForcedCalls(ToolCallSyntax::kHermes, true, /*end_id=*/-1), 1);  // it could never stop between calls
+  EXPECT_EQ(MaxForcedCalls(ToolCallSyntax::kLlama3, true, 2), 1);  // Llama 3's templates refuse a second call
+}
+
+// Calls the constraint wrote, joined as the template joins them: up to max_calls taken, the
+// text may end after each whole call and nowhere else, and nothing but "\n" goes between.
+TEST(ForcedCall, SequencesOfCallsJoinWithTheTemplatesSeparator) {
+  const ojson tools = ojson::parse(R"([{"type": "function", "function": {"name": "get", "parameters":
+      {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}},
+      {"type": "function", "function": {"name": "put", "parameters": {"type": "object"}}}])");
+  const auto three = *BuildCallGrammar(ToolCallSyntax::kHermes, tools, "", "function.parameters", 3);
+  const std::vector<std::string> calls = {
+      "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"q\": \"a\"}}\n</tool_call>",
+      "<tool_call>\n{\"name\": \"put\", \"arguments\": {}}\n</tool_call>",
+      "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"q\": \"}\\n</tool_call>\"}}\n</tool_call>"};
+  std::string text;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    text += (i > 0 ? "\n" : "") + calls[i];
+    EXPECT_EQ(MatchMayEnd(three, text), std::make_pair(true, true)) << text;
+    EXPECT_EQ(Match(three, text).second, i + 1 == calls.size()) << "complete only at the third call";
+    EXPECT_EQ(MatchMayEnd(three, text.substr(0, text.size() - 1)), std::make_pair(true, false));
+    EXPECT_EQ(ParseToolCalls(ToolCallSyntax::kHermes, text).calls.size(), i + 1);
+  }
+  EXPECT_FALSE(Match(three, text + "\n").first);  // a fourth is over the bound
+  EXPECT_EQ(MatchMayEnd(three, calls[0] + "\n"), std::make_pair(true, false));
+  EXPECT_FALSE(Match(three, calls[0] + "\n\n" + calls[1]).first);
+  EXPECT_FALSE(Match(three, calls[0] + calls[1]).first);
+  EXPECT_FALSE(Match(three, calls[0] + " ").first);
+  // One call only: whole and complete after it, nothing may follow.
+  const auto one = *BuildCallGrammar(ToolCallSyntax::kHermes, tools, "", "function.parameters", 1);
+  EXPECT_EQ(Match(one, calls[0]), std::make_pair(true, true));
+  EXPECT_FALSE(Match(one, calls[0] + "\n").first);
+  // A named tool binds every call.
+  const auto named = *BuildCallGrammar(ToolCallSyntax::kHermes, tools, "get", "function.parameters", 3);
+  EXPECT_EQ(MatchMayEnd(named, calls[0] + "\n" + calls[2]), std::make_pair(true, true));
+  EXPECT_FALSE(Match(named, calls[0] + "\n" + calls[1]).first);
+}
+
+// The constraint through two calls, token by token: the end token is refused inside a call and
+// allowed between calls; taken, it completes the output.
+TEST(ForcedCall, TheEndTokenIsAllowedOnlyBetweenCalls) {
+  const ojson tools = ojson::parse(R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])");
+  const std::vector<std::string> vocab = {"", "<tool_call>\n{\"name\": \"f\", \"arguments\": ", "{}", "}\n</tool_call>", "\n",
+                                          "}"};
+  auto texts = std::make_shared<TokenTexts>(vocab);
+  const int32_t end = 0;
+  auto constraint = MakeCallConstraint(texts, *BuildCallGrammar(ToolCallSyntax::kHermes, tools, "f", "function.parameters",
+                                                                kMaxParallelCalls),
+                                       end);
+  std::string text;
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 1, 2, 3};
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    EXPECT_EQ(constraint->Allows(end), i == 3) << "only after the first call: " << text;
+    ASSERT_TRUE(constraint->Allows(tokens[i])) << text << " + " << vocab[static_cast<size_t>(tokens[i])];
+    constraint->Accept(tokens[i]);
+    text += vocab[static_cast<size_t>(tokens[i])];
+  }
+  ASSERT_TRUE(constraint->Allows(end));
+  std::vector<int32_t> allowed;
+  constraint->ListAllAllowed(&allowed);
+  std::sort(allowed.begin(), allowed.end());
+  EXPECT_EQ(allowed, (std::vector<int32_t>{end, 4}));  // the end, or "\n" and a third call
+  EXPECT_FALSE(constraint->IsComplete());
+  constraint->Accept(end);
+  EXPECT_TRUE(constraint->IsComplete());
+  EXPECT_FALSE(constraint->Allows(4));
+  EXPECT_EQ(ParseToolCalls(ToolCallSyntax::kHermes, text).calls.size(), 2u);
+}
+
+// Random schemas and a random model that may end after any call: every output is 1..max_calls
+// valid calls; fewer than the bound only where the model took the end token.
+TEST(ForcedCall, RandomModelsWriteValidSequencesOfCallsRandomized) {
+  std::mt19937 rng(77);
+  const std::vector<std::string> vocab = TestVocab(rng);
+  auto texts = std::make_shared<TokenTexts>(vocab);
+  const int32_t end = 0;  // TestVocab's control token
+  std::vector<int> num_with_calls(kMaxParallelCalls + 1);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<ojson> schemas;
+    const ojson tools = RandomTools(rng, &schemas);
+    const std::string forced = round % 3 == 0 ? tools[0]["function"]["name"].get<std::string>() : "";
+    const int max_calls = std::uniform_int_distribution<int>(1, kMaxParallelCalls)(rng);
+    auto grammar = BuildCallGrammar(ToolCallSyntax::kHermes, tools, forced, "function.parameters", max_calls);
+    ASSERT_TRUE(grammar.ok()) << grammar.status();
+    auto constraint = MakeCallConstraint(texts, *grammar, end);
+    SamplingParams p;
+    p.temperature = round % 4 == 0 ? 0.0f : 1.0f;
+    p.seed = static_cast<uint64_t>(round);
+    Sampler sampler(p);
+    std::normal_distribution<float> noise(0, 2);
+    std::string text;
+    bool took_end = false;
+    for (int steps = 0; steps < 40000 && !constraint->IsComplete(); ++steps) {
+      std::vector<float> logits(vocab.size());
+      for (size_t i = 0; i < vocab.size(); ++i) {
+        logits[i] = noise(rng) + (vocab[i].find_first_of("\"]}") != std::string::npos ? 4.0f : 0.0f);
+      }
+      logits[end] = noise(rng) + 3.0f;  // as likely as "\n" and its kin: sometimes ends, sometimes goes on
+      const int32_t token = sampler.Sample(logits, constraint.get());
+      ASSERT_GE(token, 0) << "no token allowed after: " << text;
+      constraint->Accept(token);
+      if (token == end) {
+        took_end = true;
+        ASSERT_EQ(MatchMayEnd(*grammar, text), std::make_pair(true, true)) << "ended where it may not: " << text;
+      } else {
+        text += vocab[static_cast<size_t>(token)];
+      }
+    }
+    ASSERT_TRUE(constraint->IsComplete()) << text;
+    const size_t n = ExpectValidCalls(ToolCallSyntax::kHermes, text, tools, forced, static_cast<size_t>(max_calls));
+    if (n < static_cast<size_t>(max_calls)) {
+      EXPECT_TRUE(took_end) << "fewer calls than the bound without the end token: " << text;
+    }
+    ++num_with_calls[std::min<size_t>(n, kMaxParallelCalls)];
+  }
+  // Both outcomes happen: one call, and several.
+  EXPECT_GT(num_with_calls[1], 0);
+  int several = 0;
+  for (int n = 2; n <= kMaxParallelCalls; ++n) several += num_with_calls[n];
+  EXPECT_GT(several, 0);
+}
+
+// ---- Stop strings ----
+
+OpenAiRequest ForcedWeatherRequest(std::vector<std::string> stop) {
+  OpenAiRequest r;
+  r.kind = ApiKind::kChat;
+  r.tools = ojson::parse(R"([{"type": "function", "function": {"name": "get_weather", "parameters":
+      {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])");
+  r.tool_choice = ToolChoice::kRequired;
+  r.stop = std::move(stop);
+  return r;
+}
+
+TEST(ForcedCall, AForcedRequestIgnoresItsStopStrings) {
+  int num_texts_calls = 0;
+  auto texts = [&num_texts_calls] {
+    ++num_texts_calls;
+    return std::make_shared<const TokenTexts>(std::vector<std::string>{"", "a"});
+  };
+  OpenAiRequest r = ForcedWeatherRequest({"}", "Paris"});
+  auto forced = PrepareForcedCall(r, ToolCallSyntax::kHermes, texts, 0);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_NE(forced->constraint, nullptr);
+  EXPECT_TRUE(forced->stops.empty());
+  r.tool_choice = ToolChoice::kAuto;  // not forced: the stop strings apply
+  auto free = PrepareForcedCall(r, ToolCallSyntax::kHermes, texts, 0);
+  ASSERT_TRUE(free.ok());
+  EXPECT_EQ(free->constraint, nullptr);
+  EXPECT_EQ(free->stops, (std::vector<std::string>{"}", "Paris"}));
+  EXPECT_EQ(num_texts_calls, 1);  // the token texts only for the forced request
+  r.tool_choice = ToolChoice::kRequired;
+  EXPECT_FALSE(PrepareForcedCall(r, ToolCallSyntax::kNone, texts, 0).ok());  // the grammar's errors pass through
+}
+
+class ForcedCallStopsTest : public StoriesTokenizerTest {};
+
+// The call's text through the request's CompletionStream, as the route makes it: the forced
+// setup leaves the call whole where the request's own stop strings ("}", a word of an
+// argument) would have cut it.
+TEST_F(ForcedCallStopsTest, AStopStringInsideTheCallDoesNotCutIt) {
+  const OpenAiRequest r = ForcedWeatherRequest({"}", "Paris"});
+  auto texts = std::make_shared<const TokenTexts>(*tokenizer_);
+  auto forced = PrepareForcedCall(r, ToolCallSyntax::kHermes, [&texts] { return texts; }, tokenizer_->eos_id());
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  const std::string call = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  EncodeOptions o;
+  o.add_bos = false;
+  o.add_eos = false;
+  o.continuation = true;  // generated text: no SentencePiece space prefix
+  std::vector<int32_t> tokens = tokenizer_->Encode(call, o);
+  auto run = [&](std::vector<std::string> stops) {
+    CompletionStream stream(*tokenizer_, std::move(stops), -1);
+    for (int32_t t : tokens) {
+      TokenEvent e;
+      e.token = t;
+      if (stream.Consume(e).stop_matched) break;
+    }
+    TokenEvent last;
+    last.finished = true;
+    last.finish = stream.stop_matched() ? FinishReason::kCancelled : FinishReason::kEos;
+    stream.Consume(last);
+    return std::make_pair(stream.text(), stream.stop_matched());
+  };
+  for (int32_t t : tokens) {
+    ASSERT_TRUE(forced->constraint->Allows(t)) << tokenizer_->Piece(t);
+    forced->constraint->Accept(t);
+  }
+  // Parallel calls are allowed (the default): the model ends the output with its end token.
+  ASSERT_TRUE(forced->constraint->Allows(tokenizer_->eos_id()));
+  forced->constraint->Accept(tokenizer_->eos_id());
+  EXPECT_TRUE(forced->constraint->IsComplete());
+  tokens.push_back(tokenizer_->eos_id());
+  const auto [text, matched] = run(forced->stops);
+  EXPECT_FALSE(matched);
+  EXPECT_EQ(text, call);
+  const ParsedToolCalls parsed = ParseToolCalls(ToolCallSyntax::kHermes, text);
+  ASSERT_EQ(parsed.calls.size(), 1u);
+  EXPECT_EQ(parsed.calls[0].arguments, "{\"city\": \"Paris\"}");
+  // The request's own stop strings would have ended it inside the arguments.
+  const auto [cut, cut_matched] = run(r.stop);
+  EXPECT_TRUE(cut_matched);
+  EXPECT_EQ(cut, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"");
 }
 
 }  // namespace

@@ -197,7 +197,8 @@ struct GenerationJob : std::enable_shared_from_this<GenerationJob> {
   // REQUIRES: mu held; the stream finished.
   void Finish() {
     done = true;
-    // A forced call is whole when the constraint ended the generation (kEos) and nothing cut it.
+    // Forced calls are whole when the constraint or the model's end token (allowed only between
+    // whole calls) ended the generation (kEos) and nothing cut it.
     writer->SetForcedCallComplete(stream.finish() == FinishReason::kEos && !stream.stop_matched());
     Observe();
     if (streaming) {
@@ -322,19 +323,18 @@ void GenerationRoutes::Start(ServerClock::time_point received, StatusOr<OpenAiRe
   if (r.retention.prompt_cache_key) ctx_->metrics.prompt_cache_key_requests.fetch_add(1);
 
   // Calls are parsed out where the request offered tools and did not say none; a forced call
-  // constrains generation to one (forced_call.h), and its text is held until it is whole.
-  const bool forced = r.tool_choice == ToolChoice::kRequired || r.tool_choice == ToolChoice::kNamed;
-  if (forced) {
-    auto grammar = BuildCallGrammar(ctx_->tool_call_syntax, r.tools,
-                                    r.tool_choice == ToolChoice::kNamed ? r.tool_choice_name : "", r.tool_schema_field);
-    if (!grammar.ok()) return fail(grammar.status());
-    gr.constraint = MakeCallConstraint(ctx_->token_texts(), *std::move(grammar));
-  }
+  // constrains generation to calls, without stop strings (forced_call.h), and its text is held
+  // until it is whole.
+  auto forced = PrepareForcedCall(r, ctx_->tool_call_syntax, [this] { return ctx_->token_texts(); },
+                                  ctx_->tokenizer().eos_id());
+  if (!forced.ok()) return fail(forced.status());
+  gr.constraint = forced->constraint;
   const bool parse_calls = r.tool_choice != ToolChoice::kNone && r.tools.is_array() && !r.tools.empty();
   writer->EnableToolCalls(parse_calls ? ctx_->tool_call_syntax : ToolCallSyntax::kNone);
-  if (forced) writer->HoldForForcedCall();
+  if (gr.constraint) writer->HoldForForcedCall();
   const std::string route = writer->route();
-  auto job = std::make_shared<GenerationJob>(this, out, std::move(writer), r.stop, r.logprobs ? r.top_logprobs : -1);
+  auto job = std::make_shared<GenerationJob>(this, out, std::move(writer), std::move(forced->stops),
+                                             r.logprobs ? r.top_logprobs : -1);
   std::optional<SequenceId> to_cancel;
   std::unique_lock<std::mutex> lock(job->mu);  // the engine's first event waits for the set-up
   job->received = received;

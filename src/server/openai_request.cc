@@ -330,6 +330,9 @@ Status ReadToolChoice(const json& body, OpenAiRequest& out) {
 
 Status ReadChatExtras(const json& body, OpenAiRequest& out) {
   RETURN_IF_ERROR(ReadToolChoice(body, out));
+  if (const json* v = FindField(body, "parallel_tool_calls")) {
+    ASSIGN_OR_RETURN(out.parallel_tool_calls, ReadBool(*v, "parallel_tool_calls"));
+  }
   if (const json* v = FindField(body, "tools")) {
     if (!v->is_array()) return WrongType("tools", "an array", *v);
     out.tools = nlohmann::ordered_json::array();  // placeholder, as tool_calls

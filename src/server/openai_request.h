@@ -25,7 +25,8 @@
 //               prompt_cache_retention (in_memory | 24h), prompt_cache_key,
 //   chat_template_kwargs (object), tools (array), tool_choice (auto | none | required |
 //               {type: function, function: {name}}: a forced call needs tools, and a named one
-//               must be among them), model, ignore_eos
+//               must be among them), parallel_tool_calls (bool, default true: a forced
+//               request may write several calls), model, ignore_eos
 //   limits      JSON nesting 64 levels; messages 16384; tools + tool_calls +
 //               chat_template_kwargs 1 MiB serialized (RequestLimits)
 //
@@ -85,6 +86,9 @@ struct OpenAiRequest {
   nlohmann::ordered_json chat_template_kwargs;
   ToolChoice tool_choice = ToolChoice::kAuto;
   std::string tool_choice_name;  // kNamed: the tool
+  // A forced request may write several calls (OpenAI's parallel_tool_calls, default true; not
+  // Anthropic's tool_choice.disable_parallel_tool_use, default false): forced_call.h.
+  bool parallel_tool_calls = true;
   // Where each tool's JSON schema sits in a tool of the request, for errors: OpenAI's
   // "function.parameters", Anthropic's "input_schema".
   std::string tool_schema_field = "function.parameters";

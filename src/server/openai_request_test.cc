@@ -176,6 +176,7 @@ std::vector<BadCase> BadCases() {
        "tool_choice.function.name"},
       {H, Chat("\"tool_choice\": \"maybe\""), "tool_choice"},
       {H, Chat("\"tool_choice\": 3"), "tool_choice"},
+      {H, Chat("\"parallel_tool_calls\": \"no\""), "parallel_tool_calls"},
       {H, Chat("\"stop\": [[\"a\"]]"), "stop[0]"},
       // n, best_of, echo, suffix
       {C, Cmpl("\"n\": 2"), "n"},
@@ -531,10 +532,14 @@ TEST(OpenAiRequest, ForcedToolChoiceRequiredAndNamed) {
   ASSERT_TRUE(required.ok()) << required.status();
   EXPECT_EQ(required->tool_choice, ToolChoice::kRequired);
   EXPECT_EQ(required->tool_schema_field, "function.parameters");
-  auto named = ParseChatRequest(Chat(tools + R"("tool_choice": {"type": "function", "function": {"name": "g"}})"), kLimits);
+  EXPECT_TRUE(required->parallel_tool_calls);  // OpenAI's default
+  auto named = ParseChatRequest(
+      Chat(tools + R"("tool_choice": {"type": "function", "function": {"name": "g"}}, "parallel_tool_calls": false)"),
+      kLimits);
   ASSERT_TRUE(named.ok()) << named.status();
   EXPECT_EQ(named->tool_choice, ToolChoice::kNamed);
   EXPECT_EQ(named->tool_choice_name, "g");
+  EXPECT_FALSE(named->parallel_tool_calls);
   auto unknown = ParseChatRequest(Chat(tools + R"("tool_choice": {"type": "function", "function": {"name": "h"}})"), kLimits);
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(ParamOf(unknown.status()), "tool_choice.function.name");

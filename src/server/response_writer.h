@@ -56,9 +56,9 @@ class ResponseWriter {
     if (syntax != ToolCallSyntax::kNone) parser_.emplace(syntax);
   }
 
-  // The request forces a call (forced_call.h): the text is held back until the end and parsed
-  // only if the call came out whole (SetForcedCallComplete(true) before the end); cut short
-  // (max_tokens, a stop string) it goes out as text. Call after EnableToolCalls.
+  // The request forces calls (forced_call.h): the text is held back until the end and parsed
+  // only if the calls came out whole (SetForcedCallComplete(true) before the end); cut short
+  // (max_tokens) it goes out as text. Call after EnableToolCalls.
   void HoldForForcedCall() { forced_ = true; }
   void SetForcedCallComplete(bool complete) { forced_complete_ = complete; }
 

@@ -1,11 +1,14 @@
 // Forced tool calls (issue 19): tool_choice "required" / a named function (OpenAI) and
-// {type: "any"} / {type: "tool"} (Anthropic) constrain generation to one call in the chat
-// template's syntax, its arguments valid for the tool's schema. The model here has random
-// weights and could never write a call by itself, so every call below is the constraint's work;
-// it comes back parsed, plain and streamed, through both official clients, and goes round trip
-// (the call and a tool result sent back). A template without a call syntax refuses a forced
-// call; so does an unknown tool name, in each dialect's error shape. The same runs through a
-// Llama 3-style template (JSON calls with "parameters").
+// {type: "any"} / {type: "tool"} (Anthropic) constrain generation to calls in the chat
+// template's syntax, their arguments valid for the tool's schema: one call, or with parallel
+// calls allowed (OpenAI's parallel_tool_calls, Anthropic's disable_parallel_tool_use) several
+// in the Hermes syntax, the model choosing after each call between its end and another. The
+// model here has random weights and could never write a call by itself, so every call below is
+// the constraint's work; calls come back parsed, plain and streamed, through both official
+// clients, and go round trip (the calls and tool results sent back). Stop strings do not cut a
+// forced call. A template without a call syntax refuses a forced call; so does an unknown tool
+// name, in each dialect's error shape. The same runs through a Llama 3-style template (JSON
+// calls with "parameters", one call only).
 //
 // The last test measures the constraint's cost per generated token on the 32,000-token
 // vocabulary of llama-2-tiny-random (the engine thread's CPU time outside the forward pass,
@@ -97,38 +100,78 @@ function assertValid(args, schema) {
 
 const schemaOf = (name) => [WEATHER, SEARCH].find((f) => f.name === name).parameters;
 
-describe('forced tool calls', { skip: skip ?? false }, () => {
-  let dir;
-  let srv;
-  let anthropic;
+// OpenAI's tool_calls: at least one, each with its id and valid arguments for its tool.
+function assertValidCalls(calls) {
+  assert.ok(calls.length >= 1);
+  for (const call of calls) {
+    assert.equal(call.type, 'function');
+    assert.match(call.id, /^call_/);
+    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
+  }
+}
+
+// A streamed chat completion, gathered: its text, its calls by index ({name, arguments}) and
+// their ids, its finish reason.
+async function collectChatStream(stream) {
+  let content = '';
+  let finish = null;
+  const calls = [];
+  const ids = [];
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    if (!c) continue;
+    content += c.delta?.content ?? '';
+    for (const tc of c.delta?.tool_calls ?? []) {
+      calls[tc.index] ??= { name: '', arguments: '' };
+      if (tc.id) ids[tc.index] = tc.id;
+      calls[tc.index].name += tc.function?.name ?? '';
+      calls[tc.index].arguments += tc.function?.arguments ?? '';
+    }
+    if (c.finish_reason) finish = c.finish_reason;
+  }
+  assert.equal(calls.filter(Boolean).length, calls.length, 'every index from 0 has a call');
+  for (let i = 0; i < calls.length; ++i) assert.match(ids[i], /^call_/);
+  return { content, calls, finish };
+}
+
+const functionsOf = (message) => message.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments }));
+const toolUsesOf = (message) => message.content.filter((b) => b.type === 'tool_use');
+
+const greedy = { temperature: 0, max_tokens: 200 };
+const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+
+// A server on a model made with `template` (makeModel), started before the enclosing suite's
+// tests and stopped after them; `s.srv` and `s.anthropic` (the official client on it) are set
+// once it runs.
+function serveForSuite(name, template) {
+  const s = {};
   before(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-'));
-    srv = await startServer({ model: makeModel(dir) });
-    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+    s.dir = mkdtempSync(path.join(os.tmpdir(), `prefixd-tool-choice-${name}-`));
+    s.srv = await startServer({ model: makeModel(s.dir, name, template) });
+    s.anthropic = new Anthropic({ baseURL: s.srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
   after(async () => {
-    await srv?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await s.srv?.stop();
+    if (s.dir) rmSync(s.dir, { recursive: true, force: true });
   });
+  return s;
+}
 
-  const greedy = { temperature: 0, max_tokens: 200 };
-  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+describe('forced tool calls', { skip: skip ?? false }, () => {
+  const s = serveForSuite('qwen2.5');
 
-  it('OpenAI: required gives a parsed call with finish_reason tool_calls, the same from the cache', T, async () => {
+  it('OpenAI: required without parallel calls gives one parsed call with finish_reason tool_calls, the same from the cache', T, async () => {
     const messages = question(uniqueWord());
-    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
-    const cold = await srv.client.chat.completions.create(params);
+    const params = { model: s.srv.model, messages, tools: openAiTools, tool_choice: 'required',
+      parallel_tool_calls: false, ...greedy };
+    const cold = await s.srv.client.chat.completions.create(params);
     const choice = cold.choices[0];
     assert.equal(choice.finish_reason, 'tool_calls');
     assert.equal(choice.message.content, null);
     assert.equal(choice.message.tool_calls.length, 1);
-    const call = choice.message.tool_calls[0];
-    assert.equal(call.type, 'function');
-    assert.match(call.id, /^call_/);
-    assert.ok(['get_weather', 'search'].includes(call.function.name));
-    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
+    assertValidCalls(choice.message.tool_calls);
     // The same request again: its prompt comes from the cache, and the call is the same.
-    const warm = await srv.client.chat.completions.create(params);
+    const warm = await s.srv.client.chat.completions.create(params);
     assert.ok(warm.usage.prompt_tokens_details.cached_tokens > 0);
     assert.equal(cold.usage.prompt_tokens_details.cached_tokens, 0);
     assert.deepEqual(warm.choices[0].message.tool_calls.map((c) => c.function),
@@ -136,43 +179,28 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: a named function, streamed, equals the whole answer', T, async () => {
-    const params = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools,
+    const params = { model: s.srv.model, messages: question(uniqueWord()), tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'search' } }, ...greedy };
-    const whole = await srv.client.chat.completions.create(params);
+    const whole = await s.srv.client.chat.completions.create(params);
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
-    const expected = whole.choices[0].message.tool_calls[0].function;
-    assert.equal(expected.name, 'search');
-    assertValid(JSON.parse(expected.arguments), SEARCH.parameters);
+    assertValidCalls(whole.choices[0].message.tool_calls);
+    for (const call of whole.choices[0].message.tool_calls) assert.equal(call.function.name, 'search');
 
-    const stream = await srv.client.chat.completions.create({ ...params, stream: true });
-    let name = '';
-    let args = '';
-    let finish = null;
-    let content = '';
-    for await (const chunk of stream) {
-      const c = chunk.choices[0];
-      if (!c) continue;
-      if (c.delta?.content) content += c.delta.content;
-      for (const tc of c.delta?.tool_calls ?? []) {
-        assert.equal(tc.index, 0);
-        if (tc.function?.name) name += tc.function.name;
-        if (tc.function?.arguments) args += tc.function.arguments;
-      }
-      if (c.finish_reason) finish = c.finish_reason;
-    }
-    assert.equal(finish, 'tool_calls');
-    assert.equal(content, '');
-    assert.deepEqual({ name, arguments: args }, { name: expected.name, arguments: expected.arguments });
+    const streamed = await collectChatStream(await s.srv.client.chat.completions.create({ ...params, stream: true }));
+    assert.equal(streamed.finish, 'tool_calls');
+    assert.equal(streamed.content, '');
+    assert.deepEqual(streamed.calls,
+                     functionsOf(whole.choices[0].message));
   });
 
   it('OpenAI: the call and a tool result go round trip', T, async () => {
     const messages = question(uniqueWord());
-    const first = await srv.client.chat.completions.create({ model: srv.model, messages, tools: openAiTools,
+    const first = await s.srv.client.chat.completions.create({ model: s.srv.model, messages, tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'get_weather' } }, ...greedy });
     const message = first.choices[0].message;
-    const call = message.tool_calls[0];
-    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
-      messages: [...messages, message, { role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' }] });
+    const results = message.tool_calls.map((call) => ({ role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' }));
+    const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+      messages: [...messages, message, ...results] });
     assert.ok(['length', 'stop', 'tool_calls'].includes(next.choices[0].finish_reason));
     // The reply (the call) is part of the next prompt, which the cache serves up to it.
     assert.ok(next.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 1,
@@ -180,7 +208,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: cut short by max_tokens, the text stays text with finish_reason length', T, async () => {
-    const r = await srv.client.chat.completions.create({ model: srv.model, messages: question(uniqueWord()),
+    const r = await s.srv.client.chat.completions.create({ model: s.srv.model, messages: question(uniqueWord()),
       tools: openAiTools, tool_choice: 'required', temperature: 0, max_tokens: 6 });
     const choice = r.choices[0];
     assert.equal(choice.finish_reason, 'length');
@@ -190,7 +218,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   });
 
   it('OpenAI: an unknown tool name or a schema the constraint cannot enforce is a 400 naming it', T, async () => {
-    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'), tools: openAiTools,
+    await assert.rejects(s.srv.client.chat.completions.create({ model: s.srv.model, messages: question('x'), tools: openAiTools,
       tool_choice: { type: 'function', function: { name: 'fly' } }, ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.param, 'tool_choice.function.name');
@@ -199,7 +227,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     });
     const patterned = { type: 'function', function: { name: 'p', parameters: { type: 'object',
       properties: { code: { type: 'string', pattern: '^[A-Z]+$' } } } } };
-    await assert.rejects(srv.client.chat.completions.create({ model: srv.model, messages: question('x'),
+    await assert.rejects(s.srv.client.chat.completions.create({ model: s.srv.model, messages: question('x'),
       tools: [patterned], tool_choice: 'required', ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.param, 'tools[0].function.parameters.properties.code.pattern');
@@ -209,43 +237,43 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('Anthropic: any gives a tool_use block with stop_reason tool_use; tool, streamed, the same as whole', T, async () => {
     const messages = question(uniqueWord());
-    const m = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
-      tool_choice: { type: 'any' }, ...greedy });
+    const m = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools,
+      tool_choice: { type: 'any', disable_parallel_tool_use: true }, ...greedy });
     assert.equal(m.stop_reason, 'tool_use');
-    const uses = m.content.filter((b) => b.type === 'tool_use');
+    const uses = toolUsesOf(m);
     assert.equal(uses.length, 1);
     assert.match(uses[0].id, /^toolu_/);
     assertValid(uses[0].input, schemaOf(uses[0].name));
 
-    const params = { model: srv.model, messages, tools: anthropicTools,
+    const params = { model: s.srv.model, messages, tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'get_weather' }, ...greedy };
-    const whole = await anthropic.messages.create(params);
-    const streamed = await anthropic.messages.stream(params).finalMessage();
+    const whole = await s.anthropic.messages.create(params);
+    const streamed = await s.anthropic.messages.stream(params).finalMessage();
     for (const msg of [whole, streamed]) {
       assert.equal(msg.stop_reason, 'tool_use');
-      const use = msg.content.find((b) => b.type === 'tool_use');
-      assert.equal(use.name, 'get_weather');
-      assertValid(use.input, WEATHER.parameters);
+      assert.ok(toolUsesOf(msg).length >= 1);
+      for (const use of toolUsesOf(msg)) {
+        assert.equal(use.name, 'get_weather');
+        assertValid(use.input, WEATHER.parameters);
+      }
     }
-    assert.deepEqual(streamed.content.find((b) => b.type === 'tool_use').input,
-                     whole.content.find((b) => b.type === 'tool_use').input);
+    assert.deepEqual(toolUsesOf(streamed).map((b) => b.input), toolUsesOf(whole).map((b) => b.input));
   });
 
   it('Anthropic: the tool_use and its tool_result go round trip', T, async () => {
     const messages = question(uniqueWord());
-    const first = await anthropic.messages.create({ model: srv.model, messages, tools: anthropicTools,
+    const first = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'search' }, ...greedy });
-    const use = first.content.find((b) => b.type === 'tool_use');
-    const next = await anthropic.messages.create({ model: srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
-      messages: [...messages, { role: 'assistant', content: first.content },
-        { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'three results' }] }] });
+    const results = toolUsesOf(first).map((use) => ({ type: 'tool_result', tool_use_id: use.id, content: 'three results' }));
+    const next = await s.anthropic.messages.create({ model: s.srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
+      messages: [...messages, { role: 'assistant', content: first.content }, { role: 'user', content: results }] });
     assert.equal(next.type, 'message');
     assert.ok(['max_tokens', 'end_turn', 'tool_use'].includes(next.stop_reason));
     assert.ok(next.usage.cache_read_input_tokens > 0, JSON.stringify(next.usage));
   });
 
   it('Anthropic: an unknown tool name is a 400 in Anthropic\'s shape', T, async () => {
-    await assert.rejects(anthropic.messages.create({ model: srv.model, messages: question('x'), tools: anthropicTools,
+    await assert.rejects(s.anthropic.messages.create({ model: s.srv.model, messages: question('x'), tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'fly' }, ...greedy }), (e) => {
       assert.equal(e.status, 400);
       assert.equal(e.error.type, 'error');
@@ -255,9 +283,82 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     });
   });
 
+  it('stop strings do not cut a forced call (OpenAI stop, Anthropic stop_sequences)', T, async () => {
+    // Each of these occurs in every call (the JSON's own punctuation, the property written first),
+    // so any of them applied to the text would end it inside the call.
+    const stops = ['}', '": ', 'city', '"'];
+    const messages = question(uniqueWord());
+    const params = { model: s.srv.model, messages, tools: openAiTools, ...greedy,
+      tool_choice: { type: 'function', function: { name: 'get_weather' } } };
+    const whole = await s.srv.client.chat.completions.create({ ...params, stop: stops });
+    assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+    assertValidCalls(whole.choices[0].message.tool_calls);
+    // The same call as without stop strings, streamed too.
+    const plain = await s.srv.client.chat.completions.create(params);
+    assert.deepEqual(functionsOf(whole.choices[0].message), functionsOf(plain.choices[0].message));
+    const streamed = await collectChatStream(await s.srv.client.chat.completions.create({ ...params, stop: stops, stream: true }));
+    assert.equal(streamed.finish, 'tool_calls');
+    assert.deepEqual(streamed.calls, functionsOf(plain.choices[0].message));
+
+    const m = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools, ...greedy,
+      tool_choice: { type: 'tool', name: 'get_weather' }, stop_sequences: stops });
+    assert.equal(m.stop_reason, 'tool_use');
+    assert.equal(m.stop_sequence, null);
+    assert.deepEqual(toolUsesOf(m).map((u) => u.input), functionsOf(plain.choices[0].message).map((f) => JSON.parse(f.arguments)));
+  });
+
+  it('parallel calls: several come back in each dialect\'s shape, and one with parallel calls off', T, async (t) => {
+    // Sampling with fixed seeds: the first seed whose answer holds more than one call (the model
+    // chooses after each call between its end token and another).
+    const messages = [{ role: 'user', content: 'What is the weather in Paris and in Rome, and what does the web say?' }];
+    const params = { model: s.srv.model, messages, tools: openAiTools, tool_choice: 'required', temperature: 1, max_tokens: 1500 };
+    let found = null;
+    for (let seed = 1; seed <= 32 && !found; ++seed) {
+      const r = await s.srv.client.chat.completions.create({ ...params, seed });
+      assert.equal(r.choices[0].finish_reason, 'tool_calls');
+      assertValidCalls(r.choices[0].message.tool_calls);
+      assert.ok(r.choices[0].message.tool_calls.length <= 8);
+      if (r.choices[0].message.tool_calls.length >= 2) found = { seed, whole: r };
+    }
+    assert.ok(found, 'no seed of 32 gave several calls');
+    const { seed, whole } = found;
+    const calls = functionsOf(whole.choices[0].message);
+    t.diagnostic(`seed ${seed}: ${calls.length} calls`);
+    assert.equal(new Set(whole.choices[0].message.tool_calls.map((c) => c.id)).size, calls.length, 'distinct ids');
+
+    // Streamed: the same calls, each under its own index.
+    const streamed = await collectChatStream(await s.srv.client.chat.completions.create({ ...params, seed, stream: true }));
+    assert.equal(streamed.finish, 'tool_calls');
+    assert.deepEqual(streamed.calls, calls);
+
+    // Anthropic, the same conversation and seed: one tool_use block per call, whole and streamed.
+    const anthropicParams = { model: s.srv.model, messages, tools: anthropicTools, tool_choice: { type: 'any' },
+      temperature: 1, max_tokens: 1500, seed };
+    for (const m of [await s.anthropic.messages.create(anthropicParams),
+      await s.anthropic.messages.stream(anthropicParams).finalMessage()]) {
+      assert.equal(m.stop_reason, 'tool_use');
+      const uses = toolUsesOf(m);
+      assert.deepEqual(uses.map((u) => ({ name: u.name, input: u.input })),
+                       calls.map((c) => ({ name: c.name, input: JSON.parse(c.arguments) })));
+      assert.equal(new Set(uses.map((u) => u.id)).size, uses.length);
+    }
+
+    // Parallel calls off, the same seed: the first call alone.
+    const single = await s.srv.client.chat.completions.create({ ...params, seed, parallel_tool_calls: false });
+    assert.deepEqual(functionsOf(single.choices[0].message), calls.slice(0, 1));
+    const one = await s.anthropic.messages.create({ ...anthropicParams, tool_choice: { type: 'any', disable_parallel_tool_use: true } });
+    assert.deepEqual(toolUsesOf(one).map((u) => u.input), [JSON.parse(calls[0].arguments)]);
+
+    // Round trip: every call and its result go back; the cache serves the prompt and the calls.
+    const results = whole.choices[0].message.tool_calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: 'ok' }));
+    const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+      messages: [...messages, whole.choices[0].message, ...results] });
+    assert.ok(next.usage.prompt_tokens_details.cached_tokens >= whole.usage.prompt_tokens - 1, JSON.stringify(next.usage));
+  });
+
   it('measures the constraint\'s cost per token on a 32,000-token vocabulary', T, async (t) => {
     const cpuOutsideForward = async () => {
-      const text = (await srv.request('GET', '/metrics')).text;
+      const text = (await s.srv.request('GET', '/metrics')).text;
       return { cpu: metricValue(text, 'prefixd_engine_thread_cpu_outside_forward_seconds_total'),
                tokens: metricValue(text, 'prefixd_generated_tokens_total') };
     };
@@ -265,9 +366,9 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     const measure = async (forced) => {
       const before = await cpuOutsideForward();
       for (let i = 0; i < N; ++i) {
-        const body = { model: srv.model, messages: question(uniqueWord()), tools: openAiTools, temperature: 0,
+        const body = { model: s.srv.model, messages: question(uniqueWord()), tools: openAiTools, temperature: 0,
           max_tokens: 64, ...(forced ? { tool_choice: 'required' } : { tool_choice: 'none', ignore_eos: true }) };
-        await srv.client.chat.completions.create(body);
+        await s.srv.client.chat.completions.create(body);
       }
       const after = await cpuOutsideForward();
       return { us: (after.cpu - before.cpu) * 1e6 / (after.tokens - before.tokens), tokens: after.tokens - before.tokens };
@@ -282,49 +383,27 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 });
 
 describe('forced tool calls in the Llama 3 JSON syntax', { skip: skip ?? false }, () => {
-  let dir;
-  let srv;
-  let anthropic;
-  before(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'prefixd-tool-choice-llama-'));
-    srv = await startServer({ model: makeModel(dir, 'llama3-tools', LLAMA3_TOOLS_TEMPLATE) });
-    anthropic = new Anthropic({ baseURL: srv.url, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
-  });
-  after(async () => {
-    await srv?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
-  const greedy = { temperature: 0, max_tokens: 200 };
-  const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
+  const s = serveForSuite('llama3-tools', LLAMA3_TOOLS_TEMPLATE);
 
   it('OpenAI: required, plain and streamed, then round trip', T, async () => {
     const messages = question(uniqueWord());
-    const params = { model: srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
-    const whole = await srv.client.chat.completions.create(params);
+    const params = { model: s.srv.model, messages, tools: openAiTools, tool_choice: 'required', ...greedy };
+    const whole = await s.srv.client.chat.completions.create(params);
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
+    // Parallel calls are allowed (the default), but Llama 3's templates take one call a turn.
+    assert.equal(whole.choices[0].message.tool_calls.length, 1);
+    assertValidCalls(whole.choices[0].message.tool_calls);
     const call = whole.choices[0].message.tool_calls[0];
-    assertValid(JSON.parse(call.function.arguments), schemaOf(call.function.name));
-    let args = '';
-    let name = '';
-    let finish = null;
-    for await (const chunk of await srv.client.chat.completions.create({ ...params, stream: true })) {
-      const c = chunk.choices[0];
-      for (const tc of c?.delta?.tool_calls ?? []) {
-        name += tc.function?.name ?? '';
-        args += tc.function?.arguments ?? '';
-      }
-      if (c?.finish_reason) finish = c.finish_reason;
-    }
-    assert.equal(finish, 'tool_calls');
-    assert.deepEqual({ name, arguments: args }, call.function);
-    const next = await srv.client.chat.completions.create({ model: srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
+    const streamed = await collectChatStream(await s.srv.client.chat.completions.create({ ...params, stream: true }));
+    assert.equal(streamed.finish, 'tool_calls');
+    assert.deepEqual(streamed.calls, functionsOf(whole.choices[0].message));
+    const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
       messages: [...messages, whole.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny' }] });
     assert.ok(next.usage.prompt_tokens_details.cached_tokens >= whole.usage.prompt_tokens - 1, JSON.stringify(next.usage));
   });
 
   it('Anthropic: a named tool comes back as tool_use', T, async () => {
-    const m = await anthropic.messages.create({ model: srv.model, messages: question(uniqueWord()), tools: anthropicTools,
+    const m = await s.anthropic.messages.create({ model: s.srv.model, messages: question(uniqueWord()), tools: anthropicTools,
       tool_choice: { type: 'tool', name: 'search' }, ...greedy });
     assert.equal(m.stop_reason, 'tool_use');
     const use = m.content.find((b) => b.type === 'tool_use');
