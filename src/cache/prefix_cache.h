@@ -243,6 +243,12 @@ class PrefixCache {
   // cheap while nothing is due.
   void ExpireRetention();
 
+  // Replay only: the next admissions take at most `max_blocks` blocks from the disk tier (-1:
+  // no limit). See TierController::LimitDiskOnboard.
+  void LimitDiskOnboard(int64_t max_blocks) {
+    if (tiers_) tiers_->LimitDiskOnboard(max_blocks);
+  }
+
   // Deletes this model's blocks from the remote tier (round trips: any thread but the
   // engine's). OK without a remote tier.
   Status ClearRemote();

@@ -248,11 +248,13 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
   // the disk or Redis: one not read ahead (the pool dropped it while the request waited for
   // the others) ends the prefix here, and the rest is recomputed.
   const std::vector<BlockKey>& keys = chain.keys;
+  int64_t from_disk = 0;
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
     if (HostHas(keys[i])) t = host_.get();
     else t = PrefetchedFrom(keys[i]);
     if (t == nullptr) break;
+    if (t == disk_.get() && disk_onboard_limit_ >= 0 && from_disk++ >= disk_onboard_limit_) break;
     source->push_back(t);
   }
   std::vector<BlockRecord> records;
@@ -297,6 +299,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
         // cached_tokens.
         const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
         const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
+        hit.disk_blocks += source[k] == disk_.get();
         (source[k] == host_.get()   ? hit.host_tokens
          : source[k] == disk_.get() ? hit.disk_tokens
                                     : hit.remote_tokens) += std::max<int64_t>(0, end - begin);
