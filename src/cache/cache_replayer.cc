@@ -190,14 +190,25 @@ const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t
   // the server's, and the limit takes from it exactly what the server's gave.
   cache_->FlushDiskWrites();
   cache_->LimitDiskOnboard(disk_blocks);
-  while (cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kPending) {
-    cache_->WaitForReads(100);
+  // Pending only while the disk reads ahead: the server's admission was kReady here, so a
+  // shared prefill cannot hold it back unless the replay already differs. Bounded, so that such
+  // a replay ends (with an empty hit, which the caller reports) rather than waits forever.
+  bool ready = false;
+  for (int tries = 0; tries < 600 && !ready; ++tries) {
+    ready = cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kReady;
+    if (!ready) cache_->WaitForReads(100);
   }
   cache_->LimitDiskOnboard(-1);
+  seq.running = true;
+  if (!ready) {
+    static const CacheHit kNone;
+    cache_->Release(seq.ticket);
+    seq.computed = 0;
+    return kNone;
+  }
   const CacheHit& hit = seq.ticket.hit();
   seq.table.Adopt(hit.blocks);
   seq.computed = hit.num_tokens;
-  seq.running = true;
   return hit;
 }
 
