@@ -5,7 +5,8 @@
 // request by request, however the requests overlapped (cache/cache_replayer.h says what is
 // exact and why). Where the replay's cache answers an operation differently from the server's
 // (another hit, a write that found room where the server's did not), that is a divergence: it
-// is counted, the first one described, and the replay goes on.
+// is counted, the first one described, and the replay goes on (operations that no longer
+// apply are skipped and counted too).
 #pragma once
 
 #include <cstdint>
@@ -28,8 +29,9 @@ struct OpReplay {
 // The cache configuration a log's header describes: the server's own budgets.
 StatusOr<ReplayConfig> ReplayConfigOf(const RequestLogHeader& header);
 
-// Fails when the log contradicts itself (an operation on a sequence in the wrong state, a
-// sequence admitted with more tokens than its lines hold: a log cut short), with the line.
+// Fails when the log contradicts itself before any divergence (an operation on a sequence in
+// the wrong state, a sequence admitted with more tokens than its lines hold: a log cut short),
+// with the line; after a divergence such operations are its consequences, skipped and counted.
 StatusOr<OpReplay> ReplayLogOperations(const RequestLogFile& log, ReplayConfig config);
 
 }  // namespace prefixd
