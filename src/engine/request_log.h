@@ -42,8 +42,9 @@
 //
 // Cost on the engine thread: each operation is a small record appended to a vector the engine
 // thread owns (a request copies its prompt once, a finish its generated tokens); Commit hands
-// the iteration's records to the log's own thread under one lock, and that thread hashes,
-// formats and writes, so the engine never waits for the file.
+// the iteration's records to the log's own thread under one uncontended lock, without waking
+// it (it polls every 10 ms), and that thread hashes, formats and writes, so the engine never
+// waits for the file nor makes a system call for the log.
 //
 // Thread safety: Tick, Commit and the On* calls on the engine thread only; Flush from any.
 #pragma once
@@ -165,7 +166,10 @@ class RequestLog {
   std::mutex mu_;
   std::condition_variable cv_, drained_cv_;
   std::deque<std::vector<Op>> queue_;  // committed iterations, oldest first
+  std::vector<std::vector<Op>> spare_;  // written ones, empty, their capacity kept for Commit
   bool writing_ = false;               // the writer holds records taken from queue_
+  bool flush_requested_ = false;       // Flush is waiting: write now
+  static constexpr int kWriterPollMs = 10;  // how often the writer looks for committed records
   bool stop_ = false;
   std::thread writer_;
 };
