@@ -11,12 +11,14 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <random>
 #include <thread>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "engine/engine_service.h"
 #include "engine/test_models.h"
 #include "engine/vocab_loader.h"
@@ -240,6 +242,55 @@ TEST(RequestLogReplay, OverlappingRequestsReplayExactly) {
   EXPECT_GT(coverage.lower_tier_hits, 0);
   EXPECT_GT(coverage.pool_hits, 0);
   EXPECT_GT(coverage.preempted, 0);
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+constexpr const char* kHeaderFields =
+    R"("prefix_cache":true,"block_size":4,"block_bytes":64,"num_kv_blocks":40,)"
+    R"("max_cached_blocks":8,"max_chunk_tokens":8,"max_batch_tokens":8,"host_bytes":0,)"
+    R"("disk_bytes":0,"disk_scope":"auto:30","min_tokens":0,"partial_max_entries":0,)"
+    R"("partial_supported":true)";
+
+// Version 1 logs (one line per finished request) still read, and replay one at a time.
+TEST(RequestLogReplay, Version1LogsStillRead) {
+  const std::string path = WriteFile("v1.jsonl", absl::StrCat(
+      "{\"prefixd_request_log\":1,", kHeaderFields, "}\n",
+      R"({"request":0,"salt":"","prompt_tokens":9,"computed_tokens":10,"tokens":[1,2,3,4,5,6,7,8,9,10,11],)",
+      R"("message_starts":[],"cached_tokens":0,"by_tier":{"host":0,"disk":0,"partial":0},"finish":"length"})", "\n",
+      R"({"request":1,"salt":"","prompt_tokens":9,"computed_tokens":10,"tokens":[1,2,3,4,5,6,7,8,9,10,11],)",
+      R"("message_starts":[],"cached_tokens":8,"by_tier":{"host":0,"disk":0,"partial":0},"finish":"length"})", "\n"));
+  auto log = ReadRequestLog(path);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(log->version, 1);
+  EXPECT_TRUE(log->ops.empty());
+  ASSERT_EQ(log->finish_order.size(), 2u);
+  EXPECT_EQ(log->requests[log->finish_order[1]].cached_tokens, 8);
+}
+
+// A newer version is refused with what to do, not misread.
+TEST(RequestLogReplay, NewerVersionsAreRefused) {
+  const std::string path =
+      WriteFile("v3.jsonl", absl::StrCat("{\"prefixd_request_log\":3,", kHeaderFields, "}\n"));
+  auto log = ReadRequestLog(path);
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find("version 3"), std::string::npos) << log.status();
+  EXPECT_NE(log.status().message().find("replay it with the prefixd that wrote it"), std::string::npos);
+}
+
+// An operation on a sequence that has no request line is a broken log, named by its line.
+TEST(RequestLogReplay, OperationsOfAnUnknownSequenceAreRefused) {
+  const std::string path = WriteFile("orphan.jsonl", absl::StrCat(
+      "{\"prefixd_request_log\":2,", kHeaderFields, "}\n",
+      R"({"op":"admit","seq":4,"known":9,"hit":0,"disk_blocks":0})", "\n"));
+  auto log = ReadRequestLog(path);
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find(":2: sequence 4 has no request line"), std::string::npos)
+      << log.status();
 }
 
 }  // namespace
