@@ -77,7 +77,10 @@ async function send(srv, r) {
 // one that expires during the run), prompt_cache_retention 24h, cache_control.
 async function sendOverlapping(srv, c, round) {
   const text = opening + topics[c % topics.length] + ` Friend number ${c} came too.` + turns.slice(0, round % turns.length + 1).join('');
-  const common = { model: srv.model, temperature: 0, max_tokens: 4 + ((c + round) % 4) };
+  // Round 1 throws the kill switch when its first request answers: two answer at once, the
+  // others generate long enough to be running then.
+  const maxTokens = round === 1 ? (c < 2 ? 2 : 150) : 4 + ((c + round) % 4);
+  const common = { model: srv.model, temperature: 0, max_tokens: maxTokens };
   let usage;
   if (c % 3 === 0) {
     const retention = c === 0 ? [{ token_start: 0, token_end: 24, priority: 90, duration_s: 3600 }]
