@@ -40,10 +40,11 @@
 // (`disk_start_blocks` > 0), a remote tier, hybrid (recurrent) models, and a log cut short
 // (a crash: requests still running have no finish line). Open: app/request_log_replay_test
 // (8 clients, a 52-block pool with preemptions, host and disk tiers, retention, the kill
-// switch and a host clear) diverges in about one run of twenty (one seed of five in one run
-// of four): after a preemption the replay onboards a block from host RAM that the server's
-// admission did not get (or, rarer, the reverse). Not yet explained; the replay reports it
-// (`diverged_operations`, `first_divergence`) rather than hiding it.
+// switch and a host clear) fails in a third to a half of its runs (each runs five seeds; a
+// failing run has one to four diverging seeds): after preemptions the replay onboards a block
+// from host RAM that the server's admission did not get, or the reverse. Not yet explained
+// (the pool's free and held blocks agreed at the first divergence looked at); the replay
+// reports it (`diverged_operations`, `first_divergence`) rather than hiding it.
 //
 // Cost on the engine thread: each operation is a small record appended to a vector the engine
 // thread owns (a request copies its prompt once, a finish its generated tokens); Commit hands
