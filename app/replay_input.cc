@@ -133,9 +133,13 @@ class OpParser {
       o.value = j.at("ms").get<int64_t>();
     } else if (op == "request") {
       return ParseRequestOp(j, where);
-    } else if (op == "admit" || op == "write" || op == "prompt" || op == "finish") {
+    } else if (op == "reads" || op == "admit" || op == "write" || op == "prompt" ||
+               op == "finish") {
       ASSIGN_OR_RETURN(o.request, Find(j.at("seq").get<int64_t>(), where));
-      if (op == "admit") {
+      if (op == "reads") {
+        o.kind = LoggedOp::Kind::kReads;
+        o.value = j.at("known").get<int64_t>();
+      } else if (op == "admit") {
         o.kind = LoggedOp::Kind::kAdmit;
         o.value = j.at("known").get<int64_t>();
         o.hit = j.at("hit").get<int64_t>();

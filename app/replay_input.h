@@ -36,11 +36,11 @@ struct LoggedRequest {
 
 // One engine operation of a version 2 log (engine/request_log.h), except request lines.
 struct LoggedOp {
-  enum class Kind { kTime, kAdmit, kWrite, kPrompt, kFinish, kEnable, kClear };
+  enum class Kind { kTime, kReads, kAdmit, kWrite, kPrompt, kFinish, kEnable, kClear };
   Kind kind = Kind::kTime;
   int line = 0;          // in the file, for messages
   size_t request = 0;    // index in RequestLogFile::requests (admit, write, prompt, finish)
-  int64_t value = 0;     // time: ms; admit: known tokens; write: len; enable: 1 on, 0 off
+  int64_t value = 0;     // time: ms; reads, admit: known tokens; write: len; enable: 1 on, 0 off
   int64_t hit = 0;       // admit: the server's hit
   int64_t disk_blocks = 0;  // admit
   bool ok = true;        // write

@@ -27,6 +27,8 @@ class OpReplayer {
       case LoggedOp::Kind::kTime:
         replayer_->SetTime(op.value);
         return absl::OkStatus();
+      case LoggedOp::Kind::kReads:
+        return StartReads(op);
       case LoggedOp::Kind::kAdmit:
         return Admit(op);
       case LoggedOp::Kind::kWrite:
@@ -59,23 +61,49 @@ class OpReplayer {
   }
 
  private:
-  Status Admit(const LoggedOp& op) {
+  // The operation's sequence (made at its first operation), waiting to be admitted with
+  // op.value known tokens; nullptr when the operation is skipped (Broken).
+  StatusOr<ReplaySequence*> Waiting(const LoggedOp& op) {
     const LoggedRequest& r = log_.requests[op.request];
     std::unique_ptr<ReplaySequence>& s = seqs_[op.request];
     if (!s) {
       s = replayer_->NewSequence(r.seq, r.salt, r.tokens, r.num_prompt, r.message_starts,
                                  r.scope, r.retention);
     }
-    if (s->running) return Broken(op, "is admitted while it runs");
-    if (op.value < 1 || op.value > static_cast<int64_t>(r.tokens.size())) {
-      return Broken(op, absl::StrCat("is admitted with ", op.value, " known tokens, and the log has ",
-                                     r.tokens.size(), " of its tokens (is its finish line missing? "
-                                     "the log may have been cut short)"));
+    if (s->running) {
+      RETURN_IF_ERROR(Broken(op, "is admitted while it runs"));
+      return nullptr;
     }
+    if (op.value < 1 || op.value > static_cast<int64_t>(r.tokens.size())) {
+      RETURN_IF_ERROR(Broken(op, absl::StrCat("is admitted with ", op.value,
+                                              " known tokens, and the log has ", r.tokens.size(),
+                                              " of its tokens (is its finish line missing? the "
+                                              "log may have been cut short)")));
+      return nullptr;
+    }
+    return s.get();
+  }
+
+  Status StartReads(const LoggedOp& op) {
+    ASSIGN_OR_RETURN(ReplaySequence* s, Waiting(op));
+    if (s != nullptr && !replayer_->StartReads(*s, op.value)) {
+      Diverge(op, absl::StrCat("sequence ", log_.requests[op.request].seq,
+                               " found nothing to read ahead; the server's waited for the disk"));
+    }
+    return absl::OkStatus();
+  }
+
+  Status Admit(const LoggedOp& op) {
+    const LoggedRequest& r = log_.requests[op.request];
+    ASSIGN_OR_RETURN(ReplaySequence* s, Waiting(op));
+    if (s == nullptr) return absl::OkStatus();
     const CacheHit& hit = replayer_->Admit(*s, op.value, op.disk_blocks);
     if (hit.num_tokens != op.hit) {
       Diverge(op, absl::StrCat("sequence ", r.seq, " was admitted with ", hit.num_tokens,
-                               " cached tokens, the server's ", op.hit));
+                               " cached tokens (host ", hit.tier.host_tokens, ", disk ",
+                               hit.tier.disk_tokens, " in ", hit.tier.disk_blocks,
+                               " blocks, partial ", hit.tier.partial_tokens, "), the server's ",
+                               op.hit, " (", op.disk_blocks, " disk blocks)"));
     }
     if (!admitted_[op.request]) {
       // What usage reports is the first admission's (Engine::Admit).

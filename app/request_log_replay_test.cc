@@ -12,6 +12,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <future>
 #include <mutex>
 #include <random>
@@ -235,7 +236,13 @@ TEST(RequestLogReplay, OverlappingRequestsReplayExactly) {
         ("prefixd-log-replay-" + std::to_string(::getpid()) + "-" + std::to_string(seed));
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
+    const bool failed_before = ::testing::Test::HasFailure();
     ServeAndReplay(*model, dir, seed, &coverage);
+    // The first failing run's log stays, for `prefixd replay --request-log` and a reader.
+    if (::testing::Test::HasFailure() && !failed_before) {
+      std::cerr << "request log kept: " << (dir / "requests.jsonl").string() << "\n";
+      continue;
+    }
     std::filesystem::remove_all(dir);
   }
   EXPECT_GT(coverage.evicted_blocks, 0);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -183,6 +184,20 @@ std::unique_ptr<ReplaySequence> CacheReplayer::NewSequence(
   return seq;
 }
 
+bool CacheReplayer::StartReads(ReplaySequence& seq, int64_t known) {
+  PREFIXD_CHECK(!seq.running && known > 0 && known <= static_cast<int64_t>(seq.tokens.size()),
+                "CacheReplayer::StartReads: a running sequence, or known tokens out of range");
+  // The disk as a superset of the server's (see Admit): the limit at the admission takes
+  // from the reads what the server's got.
+  cache_->FlushDiskWrites();
+  if (cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kPending) return true;
+  seq.table.Adopt(seq.ticket.hit().blocks);
+  fprintf(stderr, "DEBUG startreads ready: hit %ld host %ld disk %ld partial %ld\n", (long)seq.ticket.hit().num_tokens, (long)seq.ticket.hit().tier.host_tokens, (long)seq.ticket.hit().tier.disk_tokens, (long)seq.ticket.hit().tier.partial_tokens);
+  cache_->Release(seq.ticket);
+  seq.table.Release(*pool_);
+  return false;
+}
+
 const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t disk_blocks) {
   PREFIXD_CHECK(!seq.running && known > 0 && known <= static_cast<int64_t>(seq.tokens.size()),
                 "CacheReplayer::Admit: a running sequence, or known tokens out of range");
@@ -190,11 +205,15 @@ const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t
   // the server's, and the limit takes from it exactly what the server's gave.
   cache_->FlushDiskWrites();
   cache_->LimitDiskOnboard(disk_blocks);
-  // Pending only while the disk reads ahead: the server's admission was kReady here, so a
-  // shared prefill cannot hold it back unless the replay already differs. Bounded, so that such
-  // a replay ends (with an empty hit, which the caller reports) rather than waits forever.
+  // Pending only while the reads ahead that StartReads began are still running (the limit
+  // lets an admission without them read nothing): the server's admission was kReady here, so
+  // a shared prefill cannot hold it back unless the replay already differs. Bounded in time,
+  // so that such a replay ends (with an empty hit, which the caller reports) rather than waits
+  // forever. WaitForReads also returns when another sequence's reads are done: not a spin
+  // for long, since reads from the scratch folder take microseconds.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   bool ready = false;
-  for (int tries = 0; tries < 600 && !ready; ++tries) {
+  while (!ready && std::chrono::steady_clock::now() < deadline) {
     ready = cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kReady;
     if (!ready) cache_->WaitForReads(100);
   }

@@ -13,7 +13,7 @@
 //   - Run: one request at a time, whole (a trace; a request log replayed at other budgets than
 //     the server's, where the server's interleaving would have been different anyway).
 //   - the engine's own operations, one by one, in the order its thread made them (a request
-//     log at the server's budgets, engine/request_log.h): NewSequence, Admit, Write (with the
+//     log at the server's budgets, engine/request_log.h): NewSequence, StartReads, Admit, Write (with the
 //     sequences the engine preempted for room), PromptComputed, Finish, SetEnabled (the kill
 //     switch), ClearTier, SetTime (the time the cache saw, for retention).
 //
@@ -125,6 +125,12 @@ class CacheReplayer {
                                               std::span<const int64_t> message_starts,
                                               std::optional<ScopeSpec> scope,
                                               std::vector<RetentionRange> retention);
+  // As Engine::Admit when the cache answered kPending for the sequence's first `known` tokens
+  // after starting its reads ahead: which blocks the disk is asked for is decided now, from
+  // what host RAM and the pool hold now (TierController::KeysToLoad), not at the admission.
+  // False when the replay's cache found nothing to read (it admitted the sequence at once:
+  // the replay differs from the server; the hit is given back).
+  bool StartReads(ReplaySequence& seq, int64_t known);
   // As Engine::Admit when the cache answered kReady for the sequence's first `known` tokens:
   // waits for the reads ahead, takes at most `disk_blocks` blocks from the disk (-1: any),
   // adopts the hit. Precondition: not running, 0 < known <= tokens.size().

@@ -104,6 +104,10 @@ class CacheTicket {
 
   // What the last kReady Admit gave.
   const CacheHit& hit() const { return hit_; }
+  // Whether its slow-tier reads ahead were asked for (once per ticket, by the first Admit no
+  // shared prefill held back). A request log records when (engine/request_log.h): which
+  // blocks are read is decided then, from what host RAM and the disk held at that moment.
+  bool reads_started() const { return reads_started_; }
 
  private:
   friend class PrefixCache;

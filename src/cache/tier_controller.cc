@@ -103,6 +103,7 @@ SlowReads TierController::KeysToLoad(const BlockKeyChain& chain, int64_t pool_to
   for (; i < keys.size(); ++i) {
     if (HostHas(keys[i])) continue;
     if (!disk_ || !disk_->Contains(keys[i])) break;
+    if (disk_onboard_limit_ >= 0 && static_cast<int64_t>(out.disk.size()) >= disk_onboard_limit_) break;
     out.disk.push_back(keys[i]);
   }
   // Only a round trip tells what Redis holds: every following block is a candidate.
@@ -286,9 +287,12 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
   int64_t covered = l1.num_tokens;
   std::vector<TierStore*> source;
   const std::vector<BlockRecord> records = RecordsToOnboard(keys, first, &source);
+  // What the disk's reads gave, counted before the pool is asked for room: a request log
+  // records it, and its replay, given as many disk blocks, needs the same room.
+  hit.disk_blocks = std::count(source.begin(), source.begin() + records.size(), disk_.get());
   if (!source.empty()) {
     auto fresh = AllocateForOnboard(static_cast<int>(records.size()), make_room);
-    if (fresh && !records.empty()) {
+      if (fresh && !records.empty()) {
       std::vector<BlockId> blocks(l1.blocks.begin(), l1.blocks.begin() + first);
       for (size_t k = 0; k < records.size(); ++k) {
         const int64_t index = first + static_cast<int64_t>(k);
@@ -299,7 +303,6 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
         // cached_tokens.
         const int64_t begin = std::max<int64_t>(index * bs, l1.num_tokens);
         const int64_t end = std::min<int64_t>((index + 1) * bs, max_tokens);
-        hit.disk_blocks += source[k] == disk_.get();
         (source[k] == host_.get()   ? hit.host_tokens
          : source[k] == disk_.get() ? hit.disk_tokens
                                     : hit.remote_tokens) += std::max<int64_t>(0, end - begin);

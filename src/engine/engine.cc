@@ -230,14 +230,14 @@ void Engine::Admit() {
   for (auto it = waiting_.begin();
        it != waiting_.end() && static_cast<int>(running_.size()) < options_.max_running;) {
     Sequence& seq = **it;
+    const bool reading = seq.ticket.reads_started();
     if (cache_->Admit(seq.ticket, seq.tokens) == Admission::kPending) {
+      if (request_log_ && !reading && seq.ticket.reads_started()) request_log_->OnReadsStarted(seq);
       ++it;
       continue;
     }
     const CacheHit& hit = seq.ticket.hit();
-    if (request_log_) {
-      request_log_->OnAdmitted(seq, seq.cached_tokens < 0, hit.num_tokens, hit.tier.disk_blocks);
-    }
+    if (request_log_) request_log_->OnAdmitted(seq, hit.num_tokens, hit.tier.disk_blocks);
     RestoreState(seq, hit);
     seq.table.Adopt(hit.blocks);
     seq.num_computed = hit.num_tokens;
@@ -320,7 +320,9 @@ void Engine::SaveEndSnapshot(Sequence& seq) {
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason) {
-  const bool admitted = seq.cached_tokens >= 0;  // else the cache never saw it
+  // Whether the log has its request: admitted, or waiting for the disk (else the cache never
+  // saw it).
+  const bool logged = seq.cached_tokens >= 0 || seq.ticket.reads_started();
   seq.finish = reason;
   SaveEndSnapshot(seq);
   IndexComputed(seq);
@@ -328,7 +330,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason) {
   seq.table.Release(pool_);
   seq.recurrent_state = {};
   if (seq.cached_tokens < 0) seq.cached_tokens = 0;
-  if (request_log_ && admitted) request_log_->OnFinished(seq);
+  if (request_log_ && logged) request_log_->OnFinished(seq);
 }
 
 bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) {

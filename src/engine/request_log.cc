@@ -153,22 +153,29 @@ void RequestLog::Commit() {
   }
 }
 
-void RequestLog::OnAdmitted(const Sequence& seq, bool first, int64_t hit_tokens,
-                            int64_t disk_blocks) {
+void RequestLog::RecordRequest(const Sequence& seq) {
   const int64_t id = seq.id.value();
-  if (first) {
-    auto p = std::make_unique<Payload>();
-    p->text = seq.request.cache_salt;
-    p->tokens.assign(seq.tokens.begin(), seq.tokens.begin() + seq.num_prompt);
-    p->message_starts = seq.request.message_starts;
-    if (seq.request.scope) p->scope = seq.request.scope->ToString();
-    p->retention = seq.request.retention;
-    Op op{Kind::kRequest, id};
-    op.payload = std::move(p);
-    pending_.push_back(std::move(op));
-  }
-  pending_.push_back(Op{Kind::kAdmit, id, static_cast<int64_t>(seq.tokens.size()), hit_tokens,
-                        disk_blocks});
+  if (!requested_.insert(id).second) return;
+  auto p = std::make_unique<Payload>();
+  p->text = seq.request.cache_salt;
+  p->tokens.assign(seq.tokens.begin(), seq.tokens.begin() + seq.num_prompt);
+  p->message_starts = seq.request.message_starts;
+  if (seq.request.scope) p->scope = seq.request.scope->ToString();
+  p->retention = seq.request.retention;
+  Op op{Kind::kRequest, id};
+  op.payload = std::move(p);
+  pending_.push_back(std::move(op));
+}
+
+void RequestLog::OnReadsStarted(const Sequence& seq) {
+  RecordRequest(seq);
+  pending_.push_back(Op{Kind::kReads, seq.id.value(), static_cast<int64_t>(seq.tokens.size())});
+}
+
+void RequestLog::OnAdmitted(const Sequence& seq, int64_t hit_tokens, int64_t disk_blocks) {
+  RecordRequest(seq);
+  pending_.push_back(Op{Kind::kAdmit, seq.id.value(), static_cast<int64_t>(seq.tokens.size()),
+                        hit_tokens, disk_blocks});
 }
 
 void RequestLog::OnWrite(SequenceId id, int64_t len, std::span<const SequenceId> preempted,
@@ -181,6 +188,7 @@ void RequestLog::OnWrite(SequenceId id, int64_t len, std::span<const SequenceId>
 void RequestLog::OnPromptComputed(SequenceId id) { pending_.push_back(Op{Kind::kPrompt, id.value()}); }
 
 void RequestLog::OnFinished(const Sequence& seq) {
+  requested_.erase(seq.id.value());
   auto p = std::make_unique<Payload>();
   p->num_prompt = seq.num_prompt;
   p->computed = std::min<int64_t>(seq.num_computed, seq.tokens.size());
@@ -248,6 +256,8 @@ std::string RequestLog::Format(const Op& op) {
       line.reserve(op.payload->tokens.size() * 11 + 256);
       FormatRequest(op, line);
       return line;
+    case Kind::kReads:
+      return absl::StrCat("{\"op\":\"reads\",\"seq\":", op.seq, ",\"known\":", op.a, "}\n");
     case Kind::kAdmit:
       return absl::StrCat("{\"op\":\"admit\",\"seq\":", op.seq, ",\"known\":", op.a,
                           ",\"hit\":", op.b, ",\"disk_blocks\":", op.c, "}\n");

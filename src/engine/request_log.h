@@ -13,7 +13,8 @@
 //    "disk_start_blocks":0}
 //   {"op":"time","ms":1520}             the cache's clock from here on (ms since the log opened)
 //   {"op":"request","seq":7,"salt":"","prompt":[h0,...],"message_starts":[0,12],"scope":"full",
-//    "retention":[[begin,end,priority,duration_ms],...]}        before its first admission
+//    "retention":[[begin,end,priority,duration_ms],...]}        before its first reads or admission
+//   {"op":"reads","seq":7,"known":41}   PrefixCache::Admit said kPending, having started reads ahead
 //   {"op":"admit","seq":7,"known":41,"hit":32,"disk_blocks":1}  PrefixCache::Admit said kReady
 //   {"op":"write","seq":7,"len":16,"preempted":[3],"ok":false}  Engine::ReserveWrite
 //   {"op":"prompt","seq":7}                                     OnPromptComputed
@@ -31,20 +32,23 @@
 // What is exact (the replay at the server's budgets equals the server, cached_tokens and by
 // tier, request by request): everything the engine thread decides, given these operations:
 // admission order (when a request was kReady: reads ahead and shared prefills make that a
-// matter of timing, so it is recorded, not recomputed), chunking, evictions (consequences of
-// the writes), preemptions (recorded victims), the kill switch and clears at their place
+// matter of timing, so it is recorded, not recomputed), when its reads ahead started (which
+// blocks are read is decided then, from what host RAM held: a request that waited for the
+// disk while other requests' evictions went to host RAM must ask for the same blocks),
+// chunking, evictions (consequences of the writes), preemptions (recorded victims), the kill switch and clears at their place
 // among the steps, retention (the engine's clock is latched once per loop iteration, Tick,
 // and each new value recorded). What the disk held when a request read ahead depends on when
-// background writes landed: its outcome, the disk blocks each admission took, is recorded
-// (`disk_blocks`). Not exact: a disk tier that held blocks when the server started
+// background writes landed: its outcome, the disk blocks each admission found (taken, or
+// refused for want of room in the pool), is recorded (`disk_blocks`). Nothing else may
+// depend on the reader thread's speed, and nothing does: a read ahead always leaves its
+// request pending for at least one step (PrefixCache::Admit); nor on the copier's (host RAM
+// and the pool's free blocks are as if every copy were made at once: TierController).
+// app/request_log_replay_test checks it (8 clients, a 52-block pool
+// with preemptions, host and disk tiers, retention that expires, the kill switch and a host
+// clear, five seeds a run). Not exact: a disk tier that held blocks when the server started
 // (`disk_start_blocks` > 0), a remote tier, hybrid (recurrent) models, and a log cut short
-// (a crash: requests still running have no finish line). Open: app/request_log_replay_test
-// (8 clients, a 52-block pool with preemptions, host and disk tiers, retention, the kill
-// switch and a host clear) fails in a third to a half of its runs (each runs five seeds; a
-// failing run has one to four diverging seeds): after preemptions the replay onboards a block
-// from host RAM that the server's admission did not get, or the reverse. Not yet explained
-// (the pool's free and held blocks agreed at the first divergence looked at); the replay
-// reports it (`diverged_operations`, `first_divergence`) rather than hiding it.
+// (a crash: requests still running have no finish line); the replay counts what differs
+// (`diverged_operations`, `first_divergence`) rather than hiding it.
 //
 // Cost on the engine thread: each operation is a small record appended to a vector the engine
 // thread owns (a request copies its prompt once, a finish its generated tokens); Commit hands
@@ -69,6 +73,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "base/clock.h"
 #include "base/status.h"
 #include "engine/sequence.h"
@@ -118,12 +123,13 @@ class RequestLog {
   void Commit();
 
   // The engine's cache-facing operations (engine thread; see the banner's format).
-  // PrefixCache::Admit said kReady; `first`: the sequence's first admission (its request
-  // goes first). `hit` is the ticket's hit.
-  void OnAdmitted(const Sequence& seq, bool first, int64_t hit_tokens, int64_t disk_blocks);
+  // PrefixCache::Admit said kPending and started the sequence's reads ahead (once per request).
+  void OnReadsStarted(const Sequence& seq);
+  // PrefixCache::Admit said kReady. `hit` is the ticket's hit.
+  void OnAdmitted(const Sequence& seq, int64_t hit_tokens, int64_t disk_blocks);
   void OnWrite(SequenceId id, int64_t len, std::span<const SequenceId> preempted, bool ok);
   void OnPromptComputed(SequenceId id);
-  // The sequence ended (finished, cancelled, failed) after at least one admission.
+  // The sequence ended (finished, cancelled, failed) after its reads or its first admission.
   void OnFinished(const Sequence& seq);
   void OnCacheEnabled(bool enabled);
   void OnClear(std::string_view tier);
@@ -132,7 +138,9 @@ class RequestLog {
   void Flush();
 
  private:
-  enum class Kind : uint8_t { kTime, kRequest, kAdmit, kWrite, kPrompt, kFinish, kEnable, kClear };
+  enum class Kind : uint8_t {
+    kTime, kRequest, kReads, kAdmit, kWrite, kPrompt, kFinish, kEnable, kClear
+  };
   // A request's copied payload (request and finish records).
   struct Payload {
     std::string text;                  // request: the salt; clear: the tier
@@ -146,9 +154,11 @@ class RequestLog {
   };
   // One operation, as the engine thread copied it.
   struct Op {
-    Kind kind = Kind::kTime;
-    int64_t seq = 0;
-    int64_t a = 0, b = 0, c = 0;     // time: ms; admit: known, hit, disk blocks; write: len, ok
+    explicit Op(Kind k = Kind::kTime, int64_t s = 0, int64_t a0 = 0, int64_t b0 = 0, int64_t c0 = 0)
+        : kind(k), seq(s), a(a0), b(b0), c(c0) {}
+    Kind kind;
+    int64_t seq;
+    int64_t a, b, c;  // time: ms; reads: known; admit: known, hit, disk blocks; write: len, ok
     std::vector<int64_t> preempted;  // write
     std::unique_ptr<Payload> payload;
   };
@@ -159,6 +169,8 @@ class RequestLog {
   std::string Format(const Op& op);
   void FormatRequest(const Op& op, std::string& line);
   void FormatFinish(const Op& op, std::string& line);
+  // The sequence's request record, the first time one of its operations is recorded.
+  void RecordRequest(const Sequence& seq);
 
   std::FILE* file_;
   const uint64_t secret_;  // never written
@@ -166,6 +178,7 @@ class RequestLog {
   int64_t start_ms_ = 0;   // the clock when the log opened
   int64_t last_ms_ = -1;   // engine thread: the last time recorded
   std::vector<Op> pending_;  // engine thread: this iteration's records
+  absl::flat_hash_set<int64_t> requested_;  // engine thread: sequences whose request is recorded
   // Writer thread: each logged request's chain hash after its prompt (the generated tokens
   // continue it), until its finish.
   absl::flat_hash_map<int64_t, uint64_t> chains_;
