@@ -15,6 +15,12 @@
 // sees it), with no host or disk tier. A request log's defaults are the server's own, from its
 // header; any flag overrides them. Byte budgets need a KV block's size: the log's, a model's
 // shape (-m, header only) or --block-bytes.
+//
+// A version 2 log at the server's own budgets is replayed operation by operation, as the
+// engine ran it (app/request_log_replay.h: "mode": "operations"), and equals what the server
+// reported request by request. At other budgets the server would have interleaved its
+// requests differently, so the log's requests are replayed one at a time in the order they
+// finished ("mode": "requests"), as for a version 1 log.
 #include <cstdio>
 #include <iostream>
 
@@ -23,6 +29,7 @@
 
 #include "app/commands.h"
 #include "app/replay_input.h"
+#include "app/request_log_replay.h"
 #include "kv/kv_layout.h"
 #include "model/llama_model.h"
 
@@ -68,21 +75,8 @@ bool NeedsBlockBytes(const ReplayFlags& f) {
 
 // The config a request log's header describes (the server's own), or the trace defaults.
 StatusOr<ReplayConfig> BaseConfig(const std::optional<RequestLogHeader>& h) {
-  ReplayConfig c;
-  if (!h) return c;
-  c.enabled = h->prefix_cache;
-  c.block_size = h->block_size;
-  c.num_kv_blocks = h->num_kv_blocks;
-  c.max_cached_blocks = h->max_cached_blocks;
-  c.max_chunk_tokens = h->max_chunk_tokens;
-  c.max_batch_tokens = h->max_batch_tokens;
-  c.host_blocks = TierBlocks(h->host_bytes, h->block_size, h->block_bytes);
-  c.disk_blocks = TierBlocks(h->disk_bytes, h->block_size, h->block_bytes);
-  ASSIGN_OR_RETURN(c.scope, ParseScopeSpec(h->disk_scope));
-  c.min_tokens = h->min_tokens;
-  c.partial_max_entries = h->partial_max_entries;
-  c.partial_supported = h->partial_supported;
-  return c;
+  if (!h) return ReplayConfig{};
+  return ReplayConfigOf(*h);
 }
 
 // Applies the flags over `c`; `budgets` gets the tree budgets to replay (in blocks; 0:
@@ -110,11 +104,26 @@ Status ApplyFlags(const ReplayFlags& f, int64_t logged_block_bytes, ReplayConfig
   return absl::OkStatus();
 }
 
-// Replays a request log through `config` (max_cached_blocks 0: unbounded).
+// The replay runs the server's own configuration (the operation-by-operation replay of a
+// version 2 log applies).
+bool SameAsServer(const ReplayConfig& a, const ReplayConfig& b) {
+  return a.enabled == b.enabled && a.block_size == b.block_size &&
+         a.num_kv_blocks == b.num_kv_blocks && a.max_cached_blocks == b.max_cached_blocks &&
+         a.max_chunk_tokens == b.max_chunk_tokens && a.max_batch_tokens == b.max_batch_tokens &&
+         a.host_blocks == b.host_blocks && a.disk_blocks == b.disk_blocks &&
+         a.scope.ToString() == b.scope.ToString() && a.min_tokens == b.min_tokens &&
+         a.partial_max_entries == b.partial_max_entries &&
+         a.partial_supported == b.partial_supported &&
+         a.retention_max_share == b.retention_max_share;
+}
+
+// Replays a request log's requests one at a time, in the order they finished, through
+// `config` (max_cached_blocks 0: unbounded).
 StatusOr<ReplayResult> ReplayLog(const RequestLogFile& log, ReplayConfig config) {
   const int bs = config.block_size;
   int64_t all = 0, longest = 0;
-  for (const LoggedRequest& r : log.requests) {
+  for (size_t i : log.finish_order) {
+    const LoggedRequest& r = log.requests[i];
     const int64_t blocks = (r.num_computed + bs - 1) / bs + 1;
     all += blocks;
     longest = std::max(longest, blocks);
@@ -127,7 +136,8 @@ StatusOr<ReplayResult> ReplayLog(const RequestLogFile& log, ReplayConfig config)
   ReplayResult result;
   result.pool_blocks = config.max_cached_blocks;
   result.num_kv_blocks = config.num_kv_blocks;
-  for (const LoggedRequest& r : log.requests) {
+  for (size_t i : log.finish_order) {
+    const LoggedRequest& r = log.requests[i];
     ReplayedRequest q;
     q.salt = r.salt;
     q.tokens = std::span<const int32_t>(r.tokens).first(std::max(r.num_computed, r.num_prompt));
@@ -175,19 +185,30 @@ nlohmann::json ToJson(const ReplayResult& r, const ReplayConfig& c, const Reques
   }
   // Request by request, beside what the server reported.
   nlohmann::json by_request = nlohmann::json::array();
-  int64_t matches = 0;
+  int64_t matches = 0, tier_matches = 0;
   for (size_t i = 0; i < r.by_request.size(); ++i) {
     const ReplayOutcome& o = r.by_request[i];
-    const LoggedRequest& l = log->requests[i];
+    const LoggedRequest& l = log->requests[log->finish_order[i]];
     matches += o.cached_tokens == l.cached_tokens;
-    by_request.push_back({{"cached_tokens", o.cached_tokens},
+    const bool same_tiers = o.tier.host_tokens == l.host_tokens &&
+                            o.tier.disk_tokens == l.disk_tokens &&
+                            o.tier.partial_tokens == l.partial_tokens;
+    tier_matches += o.cached_tokens == l.cached_tokens && same_tiers;
+    nlohmann::json one = {{"cached_tokens", o.cached_tokens},
                           {"host", o.tier.host_tokens},
                           {"disk", o.tier.disk_tokens},
                           {"partial", o.tier.partial_tokens},
-                          {"server_cached_tokens", l.cached_tokens}});
+                          {"server_cached_tokens", l.cached_tokens},
+                          {"server_host", l.host_tokens},
+                          {"server_disk", l.disk_tokens},
+                          {"server_partial", l.partial_tokens},
+                          {"prompt_tokens", l.num_prompt}};
+    if (l.seq >= 0) one["seq"] = l.seq;
+    by_request.push_back(std::move(one));
   }
   j["by_request"] = std::move(by_request);
   j["requests_matching_server"] = matches;
+  j["requests_matching_server_by_tier"] = tier_matches;
   return j;
 }
 
@@ -232,7 +253,13 @@ int RunReplay(const ReplayFlags& f) {
   std::vector<int64_t> budgets;
   if (Status s = ApplyFlags(f, log ? log->header.block_bytes : 0, config, budgets); !s.ok()) return ReplayFail(s);
   nlohmann::json runs = nlohmann::json::array();
-  const size_t n = log ? log->requests.size() : trace.size();
+  const size_t n = log ? log->finish_order.size() : trace.size();
+  if (log && log->header.disk_start_blocks > 0) {
+    std::fprintf(stderr, "prefixd replay: the server's disk tier held %lld blocks when the log "
+                 "opened, which the replay does not have: its disk hits may be fewer than the "
+                 "server's (start the server with an empty --disk-cache-dir to compare exactly)\n",
+                 static_cast<long long>(log->header.disk_start_blocks));
+  }
   if (!f.json) {
     std::printf("%zu requests from %s, block size %d\n\n", n, log ? f.request_log.c_str() : f.trace.c_str(),
                 config.block_size);
@@ -247,7 +274,13 @@ int RunReplay(const ReplayFlags& f) {
     }
     c.max_cached_blocks = blocks;
     if (f.kv_blocks > 0) c.num_kv_blocks = f.kv_blocks;
+    const bool by_operation = log && log->version == 2 && SameAsServer(c, *base);
+    std::optional<OpReplay> ops;
     StatusOr<ReplayResult> r = [&]() -> StatusOr<ReplayResult> {
+      if (by_operation) {
+        ASSIGN_OR_RETURN(ops, ReplayLogOperations(*log, c));
+        return ops->result;
+      }
       if (log) return ReplayLog(*log, c);
       ReplayOptions o;
       o.cache = c;
@@ -255,7 +288,14 @@ int RunReplay(const ReplayFlags& f) {
       return ReplayTrace(trace, o);
     }();
     if (!r.ok()) return ReplayFail(r.status());
-    runs.push_back(ToJson(*r, c, log ? &*log : nullptr));
+    nlohmann::json run = ToJson(*r, c, log ? &*log : nullptr);
+    if (log) run["mode"] = by_operation ? "operations" : "requests";
+    if (ops) {
+      run["operations"] = ops->operations;
+      run["diverged_operations"] = ops->divergences;
+      if (ops->divergences > 0) run["first_divergence"] = ops->first_divergence;
+    }
+    runs.push_back(std::move(run));
     if (!f.json) PrintRow(*r, c, !log);
   }
   if (f.json) {
@@ -265,8 +305,15 @@ int RunReplay(const ReplayFlags& f) {
     out["runs"] = runs;
     std::cout << out.dump() << "\n";
   } else if (log) {
-    std::printf("\nthe first budget matches the server's cached tokens on %lld of %zu requests\n",
-                static_cast<long long>(runs[0]["requests_matching_server"].get<int64_t>()), n);
+    std::printf("\nthe first budget (replayed by %s) matches the server's cached tokens on %lld of "
+                "%zu requests, and its figures per tier on %lld\n",
+                runs[0]["mode"].get<std::string>() == "operations" ? "operation" : "request",
+                static_cast<long long>(runs[0]["requests_matching_server"].get<int64_t>()), n,
+                static_cast<long long>(runs[0]["requests_matching_server_by_tier"].get<int64_t>()));
+    if (runs[0].contains("first_divergence")) {
+      std::printf("first divergence from the server: %s\n",
+                  runs[0]["first_divergence"].get<std::string>().c_str());
+    }
   }
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@
 #include "app/commands.h"
 #include "app/common.h"
 #include "app/engine_flags.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "cache/kv_event_publisher.h"
 #include "engine/engine_service.h"
@@ -70,13 +72,20 @@ int RunServe(ServeFlags f) {
     so.kv_events_replay_endpoint = kv_events->replay_endpoint();
     spdlog::info("KV events on {} (replay {})", so.kv_events_endpoint, so.kv_events_replay_endpoint);
   }
+  // With a request log, the cache's clock moves once per engine loop iteration, and the log
+  // records each time (engine/request_log.h): a replay then sees the times the cache saw.
+  std::optional<LatchedClock> latched;
+  if (!f.request_log.empty()) {
+    latched.emplace(eo->clock != nullptr ? eo->clock : SteadyClock::Get());
+    eo->clock = &*latched;
+  }
   auto engine = Engine::Create(*loaded->model, loaded->tokenizer->eos_id(), *eo);
   if (!engine.ok()) return Fail(engine.status());
   so.max_queue = f.max_queue;
   // Declared before the service, which appends to it until it stops.
   std::unique_ptr<RequestLog> request_log;
   if (!f.request_log.empty()) {
-    auto log = RequestLog::Open(f.request_log, RequestLogHeaderOf(**engine));
+    auto log = RequestLog::Open(f.request_log, RequestLogHeaderOf(**engine), &*latched);
     if (!log.ok()) return Fail(log.status());
     request_log = std::move(*log);
     so.request_log = request_log.get();

@@ -12,7 +12,8 @@
 // --bins runs every configuration with each binary (e.g. a build from before a change and one
 // from after; both must have the prefixd_engine_* metrics). Configurations: pool, tiers (host
 // RAM 64 MiB + disk, write-through), and `+events` publishes KV events on a loopback port with
-// nobody subscribed (the publisher's cost without a reader's).
+// nobody subscribed (the publisher's cost without a reader's); `+log` writes a request log
+// (--request-log: the engine's operations, engine/request_log.h). Suffixes combine.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -45,13 +46,18 @@ async function freeTcpPort() {
 }
 
 async function configFlags(config, diskDir) {
-  const [cache, extra] = config.split('+');
+  const [cache, ...extras] = config.split('+');
   const args = configArgs(cache, { diskDir, hostBytes: 64 << 20 });
-  if (extra === 'events') {
-    const port = await freeTcpPort();
-    args.push('--kv-events', `tcp://127.0.0.1:${port}`, '--kv-events-replay', `tcp://127.0.0.1:${await freeTcpPort()}`);
-  } else if (extra) {
-    throw new Error(`unknown configuration suffix '+${extra}' (events)`);
+  for (const extra of extras) {
+    if (extra === 'events') {
+      const port = await freeTcpPort();
+      args.push('--kv-events', `tcp://127.0.0.1:${port}`, '--kv-events-replay', `tcp://127.0.0.1:${await freeTcpPort()}`);
+    } else if (extra === 'log') {
+      // Beside the disk folder, not in it (the disk tier's scan would meet a foreign file).
+      args.push('--request-log', `${diskDir}.request-log.jsonl`);
+    } else {
+      throw new Error(`unknown configuration suffix '+${extra}' (events, log)`);
+    }
   }
   return args;
 }
@@ -75,6 +81,7 @@ async function runOnce(base, config, requests, maxTokens) {
   } finally {
     await server.stop();
     rmSync(diskDir, { recursive: true, force: true });
+    rmSync(`${diskDir}.request-log.jsonl`, { force: true });
   }
 }
 

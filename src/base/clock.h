@@ -4,12 +4,16 @@
 //
 //   SteadyClock   the process's monotonic clock, in milliseconds (the server's)
 //   WallClock     Unix time in milliseconds (time across restarts: the disk's retention file)
-//   ManualClock   starts at 0 (or a given time) and moves only when told (tests)
+//   ManualClock   starts at 0 (or a given time) and moves only when told (tests, replay)
+//   LatchedClock  another clock's time as of its last Latch() (the server with a request log:
+//                 every read in one engine loop iteration sees the same time, which the log
+//                 records once, so a replay can give the cache exactly the times it saw)
 //
 // Thread safety: NowMs() may be called from any thread; ManualClock::Advance/Set too (the
 // time is an atomic), but a test normally moves it between engine steps.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -58,8 +62,32 @@ class ManualClock final : public Clock {
   int64_t NowMs() const override { return now_ms_.load(std::memory_order_relaxed); }
   // Moves time forward by `ms` (>= 0).
   void Advance(int64_t ms) { now_ms_.fetch_add(ms < 0 ? 0 : ms, std::memory_order_relaxed); }
+  // Sets the time (the replay: the time the server's log recorded). Never earlier than now.
+  void Set(int64_t ms) {
+    int64_t now = now_ms_.load(std::memory_order_relaxed);
+    while (ms > now && !now_ms_.compare_exchange_weak(now, ms, std::memory_order_relaxed)) {
+    }
+  }
 
  private:
+  std::atomic<int64_t> now_ms_;
+};
+
+// Reads `source` only in Latch(); NowMs() returns the time latched last. `source` must outlive
+// it. Latch() is called by one thread (the engine's), NowMs() by any.
+class LatchedClock final : public Clock {
+ public:
+  explicit LatchedClock(const Clock* source) : source_(source), now_ms_(source->NowMs()) {}
+  int64_t NowMs() const override { return now_ms_.load(std::memory_order_relaxed); }
+  // Reads the source and returns the new time.
+  int64_t Latch() {
+    const int64_t now = std::max(source_->NowMs(), now_ms_.load(std::memory_order_relaxed));
+    now_ms_.store(now, std::memory_order_relaxed);
+    return now;
+  }
+
+ private:
+  const Clock* source_;
   std::atomic<int64_t> now_ms_;
 };
 

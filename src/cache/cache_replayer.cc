@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -84,6 +85,8 @@ Status CacheReplayer::Init() {
   co.enabled = config_.enabled;
   co.fingerprint = ReplayFingerprint();
   co.max_cached_blocks = static_cast<int>(std::min<int64_t>(config_.max_cached_blocks, 1 << 30));
+  co.clock = &clock_;
+  co.retention_max_share = config_.retention_max_share;
   const int64_t record = static_cast<int64_t>(SerializedSize(config_.block_size, kReplayBlockBytes));
   TierOptions to;
   to.host_bytes = config_.host_blocks * record;
@@ -93,6 +96,8 @@ Status CacheReplayer::Init() {
   to.partial_supported = config_.partial_supported;
   to.scope = config_.scope;
   to.min_tokens = config_.min_tokens;
+  to.clock = &clock_;
+  to.retention_max_share = config_.retention_max_share;
   // The server queues at most this many records per slow tier; Run flushes after each
   // request, so only a request of more blocks than that would differ (its writes beyond are
   // dropped on the server too).
@@ -163,5 +168,99 @@ ReplayOutcome CacheReplayer::Run(const ReplayedRequest& r) {
   table.Release(*pool_);
   return out;
 }
+
+// ---- the engine's operations, one by one ----
+
+std::unique_ptr<ReplaySequence> CacheReplayer::NewSequence(
+    int64_t id, std::string salt, std::span<const int32_t> tokens, int64_t num_prompt,
+    std::span<const int64_t> message_starts, std::optional<ScopeSpec> scope,
+    std::vector<RetentionRange> retention) {
+  auto seq = std::make_unique<ReplaySequence>();
+  seq->ticket = CacheTicket(id, std::move(salt), num_prompt, std::move(retention));
+  seq->tokens = tokens;
+  seq->num_prompt = num_prompt;
+  seq->message_starts = message_starts;
+  seq->scope = std::move(scope);
+  return seq;
+}
+
+bool CacheReplayer::StartReads(ReplaySequence& seq, int64_t known) {
+  PREFIXD_CHECK(!seq.running && known > 0 && known <= static_cast<int64_t>(seq.tokens.size()),
+                "CacheReplayer::StartReads: a running sequence, or known tokens out of range");
+  // The disk as a superset of the server's (see Admit): the limit at the admission takes
+  // from the reads what the server's got.
+  cache_->FlushDiskWrites();
+  if (cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kPending) return true;
+  seq.table.Adopt(seq.ticket.hit().blocks);
+  fprintf(stderr, "DEBUG startreads ready: hit %ld host %ld disk %ld partial %ld\n", (long)seq.ticket.hit().num_tokens, (long)seq.ticket.hit().tier.host_tokens, (long)seq.ticket.hit().tier.disk_tokens, (long)seq.ticket.hit().tier.partial_tokens);
+  cache_->Release(seq.ticket);
+  seq.table.Release(*pool_);
+  return false;
+}
+
+const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t disk_blocks) {
+  PREFIXD_CHECK(!seq.running && known > 0 && known <= static_cast<int64_t>(seq.tokens.size()),
+                "CacheReplayer::Admit: a running sequence, or known tokens out of range");
+  // Every write the server could have made by now has landed here: the disk is a superset of
+  // the server's, and the limit takes from it exactly what the server's gave.
+  cache_->FlushDiskWrites();
+  cache_->LimitDiskOnboard(disk_blocks);
+  // Pending only while the reads ahead that StartReads began are still running (the limit
+  // lets an admission without them read nothing): the server's admission was kReady here, so
+  // a shared prefill cannot hold it back unless the replay already differs. Bounded in time,
+  // so that such a replay ends (with an empty hit, which the caller reports) rather than waits
+  // forever. WaitForReads also returns when another sequence's reads are done: not a spin
+  // for long, since reads from the scratch folder take microseconds.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  bool ready = false;
+  while (!ready && std::chrono::steady_clock::now() < deadline) {
+    ready = cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kReady;
+    if (!ready) cache_->WaitForReads(100);
+  }
+  cache_->LimitDiskOnboard(-1);
+  seq.running = true;
+  if (!ready) {
+    static const CacheHit kNone;
+    cache_->Release(seq.ticket);
+    seq.computed = 0;
+    return kNone;
+  }
+  const CacheHit& hit = seq.ticket.hit();
+  seq.table.Adopt(hit.blocks);
+  seq.computed = hit.num_tokens;
+  return hit;
+}
+
+bool CacheReplayer::Write(ReplaySequence& seq, int64_t len,
+                          std::span<ReplaySequence* const> victims) {
+  const int bs = config_.block_size;
+  size_t used = 0;
+  // Engine::ReserveWrite's loop, with the engine's choice of victims.
+  while (!seq.table.PrepareWrite(*pool_, bs, seq.computed, seq.computed + len)) {
+    const int needed = static_cast<int>((len + bs - 1) / bs) + 1;
+    if (cache_->Evict(needed) > 0) continue;
+    if (used == victims.size() || !victims[used]->running) return false;
+    Preempt(*victims[used++]);
+  }
+  seq.computed += len;
+  return used == victims.size();
+}
+
+void CacheReplayer::PromptComputed(ReplaySequence& seq) {
+  cache_->OnPromptComputed(seq.ticket, seq.tokens.first(seq.num_prompt), seq.table.blocks(),
+                           seq.message_starts, seq.scope);
+}
+
+void CacheReplayer::Preempt(ReplaySequence& seq) {
+  if (seq.computed > 0) {
+    cache_->Insert(seq.ticket, seq.tokens.first(seq.computed), seq.table.blocks());
+  }
+  cache_->Release(seq.ticket);
+  seq.table.Release(*pool_);
+  seq.computed = 0;
+  seq.running = false;
+}
+
+void CacheReplayer::Finish(ReplaySequence& seq) { Preempt(seq); }
 
 }  // namespace prefixd

@@ -86,6 +86,10 @@ bool PrefixCache::WaitsForReads(CacheTicket& ticket) {
     if (reads.empty()) return false;
     tiers_->Prefetch(ticket.id_, std::move(reads));
     ticket.reads_pending_ = true;
+    // Pending now even should the reader be done already: the admission is always a later
+    // Admit than the one that started the reads, whatever the reader's speed, so a request
+    // log's replay (cache/cache_replayer.h) starts the reads and admits at the same steps.
+    return true;
   }
   if (ticket.reads_pending_ && tiers_->PrefetchDone(ticket.id_)) ticket.reads_pending_ = false;
   return ticket.reads_pending_;

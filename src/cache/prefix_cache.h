@@ -104,6 +104,10 @@ class CacheTicket {
 
   // What the last kReady Admit gave.
   const CacheHit& hit() const { return hit_; }
+  // Whether its slow-tier reads ahead were asked for (once per ticket, by the first Admit no
+  // shared prefill held back). A request log records when (engine/request_log.h): which
+  // blocks are read is decided then, from what host RAM and the disk held at that moment.
+  bool reads_started() const { return reads_started_; }
 
  private:
   friend class PrefixCache;
@@ -242,6 +246,12 @@ class PrefixCache {
   // Ends the marks whose time is up (pool and host RAM), on the cache's clock. Admit calls it;
   // cheap while nothing is due.
   void ExpireRetention();
+
+  // Replay only: the next admissions take at most `max_blocks` blocks from the disk tier (-1:
+  // no limit). See TierController::LimitDiskOnboard.
+  void LimitDiskOnboard(int64_t max_blocks) {
+    if (tiers_) tiers_->LimitDiskOnboard(max_blocks);
+  }
 
   // Deletes this model's blocks from the remote tier (round trips: any thread but the
   // engine's). OK without a remote tier.

@@ -103,6 +103,7 @@ SlowReads TierController::KeysToLoad(const BlockKeyChain& chain, int64_t pool_to
   for (; i < keys.size(); ++i) {
     if (HostHas(keys[i])) continue;
     if (!disk_ || !disk_->Contains(keys[i])) break;
+    if (disk_onboard_limit_ >= 0 && static_cast<int64_t>(out.disk.size()) >= disk_onboard_limit_) break;
     out.disk.push_back(keys[i]);
   }
   // Only a round trip tells what Redis holds: every following block is a candidate.
@@ -248,11 +249,13 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
   // the disk or Redis: one not read ahead (the pool dropped it while the request waited for
   // the others) ends the prefix here, and the rest is recomputed.
   const std::vector<BlockKey>& keys = chain.keys;
+  int64_t from_disk = 0;
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
     if (HostHas(keys[i])) t = host_.get();
     else t = PrefetchedFrom(keys[i]);
     if (t == nullptr) break;
+    if (t == disk_.get() && disk_onboard_limit_ >= 0 && from_disk++ >= disk_onboard_limit_) break;
     source->push_back(t);
   }
   std::vector<BlockRecord> records;
@@ -284,9 +287,12 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
   int64_t covered = l1.num_tokens;
   std::vector<TierStore*> source;
   const std::vector<BlockRecord> records = RecordsToOnboard(keys, first, &source);
+  // What the disk's reads gave, counted before the pool is asked for room: a request log
+  // records it, and its replay, given as many disk blocks, needs the same room.
+  hit.disk_blocks = std::count(source.begin(), source.begin() + records.size(), disk_.get());
   if (!source.empty()) {
     auto fresh = AllocateForOnboard(static_cast<int>(records.size()), make_room);
-    if (fresh && !records.empty()) {
+      if (fresh && !records.empty()) {
       std::vector<BlockId> blocks(l1.blocks.begin(), l1.blocks.begin() + first);
       for (size_t k = 0; k < records.size(); ++k) {
         const int64_t index = first + static_cast<int64_t>(k);

@@ -105,6 +105,10 @@ struct TierHit {
   int64_t remote_tokens = 0;
   int64_t partial_tokens = 0;
   double load_ms = 0;
+  // Disk blocks the onboarding took from the disk's reads ahead (the block holding the last
+  // prompt token included, though only its tokens before it count in disk_tokens), whether or
+  // not the pool then found room for them: what a request log records of the disk's timing.
+  int64_t disk_blocks = 0;
 };
 
 // What is resident for a prompt in each tier, without touching anything.
@@ -190,6 +194,13 @@ class TierController {
   void EndPrefetch(int64_t ticket);
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
   void WaitForPrefetch(int timeout_ms);
+  // Replay only (CacheReplayer following a request log): the next reads ahead (KeysToLoad) and
+  // Onboards take at most `max_blocks` blocks from the disk (-1: no limit). What the server's
+  // disk held when it read ahead depends on when its background writes landed; the log
+  // records how many disk blocks each admission got, and the replay, whose disk holds
+  // everything written so far, takes exactly as many (and reads none ahead where the
+  // server's admission read none).
+  void LimitDiskOnboard(int64_t max_blocks) { disk_onboard_limit_ = max_blocks; }
 
   // Offloads to host RAM, in one batch, the full blocks of the nodes an eviction plan removes
   // (before the plan is applied: their blocks still hold the KV). Uses the keys stored on the
@@ -319,6 +330,7 @@ class TierController {
   const bool partial_supported_;
   ScopePolicy scope_;
   const int max_pending_writes_;
+  int64_t disk_onboard_limit_ = -1;  // LimitDiskOnboard; -1: none
 
   std::atomic<int64_t> offloaded_{0}, onboarded_{0}, spilled_to_disk_{0};
 

@@ -231,11 +231,14 @@ void Engine::Admit() {
   for (auto it = waiting_.begin();
        it != waiting_.end() && static_cast<int>(running_.size()) < options_.max_running;) {
     Sequence& seq = **it;
+    const bool reading = seq.ticket.reads_started();
     if (cache_->Admit(seq.ticket, seq.tokens) == Admission::kPending) {
+      if (request_log_ && !reading && seq.ticket.reads_started()) request_log_->OnReadsStarted(seq);
       ++it;
       continue;
     }
     const CacheHit& hit = seq.ticket.hit();
+    if (request_log_) request_log_->OnAdmitted(seq, hit.num_tokens, hit.tier.disk_blocks);
     RestoreState(seq, hit);
     seq.table.Adopt(hit.blocks);
     seq.num_computed = hit.num_tokens;
@@ -319,6 +322,9 @@ void Engine::SaveEndSnapshot(Sequence& seq) {
 }
 
 void Engine::Finish(Sequence& seq, FinishReason reason) {
+  // Whether the log has its request: admitted, or waiting for the disk (else the cache never
+  // saw it).
+  const bool logged = seq.cached_tokens >= 0 || seq.ticket.reads_started();
   seq.finish = reason;
   SaveEndSnapshot(seq);
   IndexComputed(seq);
@@ -326,6 +332,7 @@ void Engine::Finish(Sequence& seq, FinishReason reason) {
   seq.table.Release(pool_);
   seq.recurrent_state = {};
   if (seq.cached_tokens < 0) seq.cached_tokens = 0;
+  if (request_log_ && logged) request_log_->OnFinished(seq);
 }
 
 bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) {
@@ -339,6 +346,7 @@ bool Engine::PreemptNewest(const std::function<bool(const Sequence*)>& protect) 
     victim.table.Release(pool_);
     victim.num_computed = 0;
     ++num_preemptions_;
+    if (request_log_) preempted_.push_back(victim.id);
     waiting_.push_front(std::move(*it));
     running_.erase(std::next(it).base());
     return true;
@@ -356,6 +364,16 @@ std::optional<std::vector<BlockCopy>> Engine::ReserveWrite(
     if (cache_->Evict(needed) > 0) continue;
     if (!PreemptNewest(protect)) return std::nullopt;
   }
+}
+
+std::optional<std::vector<BlockCopy>> Engine::ReserveAndLog(
+    Sequence& seq, int64_t len, const std::function<bool(const Sequence*)>& protect) {
+  if (request_log_ == nullptr) return ReserveWrite(seq, len, protect);
+  preempted_.clear();
+  auto copies = ReserveWrite(seq, len, protect);
+  // Recorded even when it failed: the evictions and preemptions on the way happened.
+  request_log_->OnWrite(seq.id, len, preempted_, copies.has_value());
+  return copies;
 }
 
 void Engine::RecordLogits(Sequence& seq, int64_t first_pos, const ForwardOutput& out,
@@ -420,7 +438,7 @@ std::vector<Engine::Chunk> Engine::PlanStep(std::vector<BlockCopy>* copies,
       return cand == seq || std::any_of(chunks.begin(), chunks.end(),
                                         [&](const Chunk& ch) { return ch.seq == cand; });
     };
-    auto c = ReserveWrite(*seq, len, protect);
+    auto c = ReserveAndLog(*seq, len, protect);
     if (!c) {
       if (chunks.empty() && running_.size() == 1) {
         // Alone, with the cache emptied, and still no room: the pool cannot hold it at all.
@@ -447,6 +465,7 @@ void Engine::ApplyResults(const std::vector<Chunk>& chunks, const ForwardOutput&
     SaveSnapshots(*seq, captures_[s]);  // before the prompt is indexed and written through below
     if (seq->request.record_logits) RecordLogits(*seq, first_pos, out, out.first_row[s], len);
     if (first_pos < seq->num_prompt && seq->num_computed >= seq->num_prompt) {
+      if (request_log_) request_log_->OnPromptComputed(seq->id);
       cache_->OnPromptComputed(seq->ticket,
                                std::span<const int32_t>(seq->tokens).first(seq->num_prompt),
                                seq->table.blocks(), seq->request.message_starts,

@@ -25,6 +25,7 @@
 #include "base/status.h"
 #include "cache/prefix_cache.h"
 #include "compute/backend.h"
+#include "engine/request_log.h"
 #include "engine/sequence.h"
 #include "kv/block_pool.h"
 #include "kv/state_snapshots.h"
@@ -120,6 +121,11 @@ class Engine {
 
   const StepTiming& step_timing() const { return timing_; }
 
+  // --request-log: every cache-facing operation from now on is recorded there, in order
+  // (engine/request_log.h); nullptr: none. Must outlive the engine or be reset first. The
+  // caller Ticks and Commits the log around its steps (EngineService does).
+  void SetRequestLog(RequestLog* log) { request_log_ = log; }
+
   PrefixCache& cache() { return *cache_; }
   const PrefixCache& cache() const { return *cache_; }
   const BlockPool& block_pool() const { return pool_; }
@@ -165,6 +171,9 @@ class Engine {
   // evicts cached entries, then preempts newer sequences not in `protect`.
   std::optional<std::vector<BlockCopy>> ReserveWrite(Sequence& seq, int64_t len,
                                                      const std::function<bool(const Sequence*)>& protect);
+  // ReserveWrite, recorded in the request log with the sequences it preempted.
+  std::optional<std::vector<BlockCopy>> ReserveAndLog(Sequence& seq, int64_t len,
+                                                      const std::function<bool(const Sequence*)>& protect);
   // Hybrid models: a snapshot point is a checkpoint block boundary or the position before a
   // prompt's last token. The points strictly inside a chunk of `len` tokens from
   // seq.num_computed are captured by the backend during the forward pass (into
@@ -194,6 +203,8 @@ class Engine {
   // Sends the newest running sequence for which protect() is false back to the head of the
   // queue, releasing its blocks (it is recomputed, mostly from cache, later).
   bool PreemptNewest(const std::function<bool(const Sequence*)>& protect);
+  // With a request log: the sequences preempted by the ReserveWrite under way.
+  std::vector<SequenceId> preempted_;
   void RecordLogits(Sequence& seq, int64_t first_pos, const ForwardOutput& out, int32_t row,
                     int64_t len);
 
@@ -217,6 +228,7 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::map<SequenceId, std::unique_ptr<Sequence>> finished_;
   StepTiming timing_;
+  RequestLog* request_log_ = nullptr;
 };
 
 }  // namespace prefixd

@@ -73,6 +73,7 @@ EngineService::EngineService(const Model& model, const Tokenizer& tokenizer,
   info_.kv_events_endpoint = options.kv_events_endpoint;
   info_.kv_events_replay_endpoint = options.kv_events_replay_endpoint;
   pool_free_blocks_ = engine_->block_pool().num_free();
+  engine_->SetRequestLog(options_.request_log);
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -131,6 +132,7 @@ TierProbe EngineService::ProbeTiers(const std::string& salt, std::vector<int32_t
 Status EngineService::ClearCacheTier(const std::string& tier) {
   Status st = RunOnEngineThread<Status>(
       [this, tier] {
+        if (options_.request_log) options_.request_log->OnClear(tier);
         Status st = engine_->cache().ClearTier(tier);
         PublishGauges();
         return st;
@@ -144,6 +146,7 @@ Status EngineService::ClearCacheTier(const std::string& tier) {
 int EngineService::ClearCache() {
   return RunOnEngineThread<int>(
       [this] {
+        if (options_.request_log) options_.request_log->OnClear("pool");
         const int freed = engine_->cache().Clear();
         PublishGauges();
         return freed;
@@ -151,7 +154,17 @@ int EngineService::ClearCache() {
       0);
 }
 
-void EngineService::SetCacheEnabled(bool enabled) { engine_->cache().SetEnabled(enabled); }
+void EngineService::SetCacheEnabled(bool enabled) {
+  // On the engine thread, between steps, so that a request log records the switch at its
+  // place among the cache's operations (a replay of it turns the cache off at the same point).
+  RunOnEngineThread<bool>(
+      [this, enabled] {
+        if (options_.request_log) options_.request_log->OnCacheEnabled(enabled);
+        engine_->cache().SetEnabled(enabled);
+        return true;
+      },
+      false);
+}
 
 ServiceStats EngineService::stats() const {
   ServiceStats s;
@@ -222,10 +235,6 @@ void EngineService::PublishGauges() {
   thread_cpu_seconds_.store(ThreadCpuSeconds(), std::memory_order_relaxed);
 }
 
-void EngineService::LogFinished(const Sequence& seq) {
-  if (options_.request_log) options_.request_log->Append(seq);
-}
-
 void EngineService::Loop() {
   pthread_setname_np(pthread_self(), "prefixd-engine");  // visible in top -H, perf, gdb
   while (true) {
@@ -244,6 +253,8 @@ void EngineService::Loop() {
       tasks.swap(tasks_);
       stopping = stopping_;
     }
+    // One time for the whole iteration, recorded once (engine/request_log.h).
+    if (options_.request_log) options_.request_log->Tick();
     for (auto& task : tasks) task();
 
     for (auto& [id, req] : incoming) {
@@ -267,7 +278,6 @@ void EngineService::Loop() {
         ev.finished = true;
         ev.finish = seq->finish;
         ev.usage = UsageOf(*seq, 0, info_);
-        LogFinished(*seq);
         (*live_)[id.value()].on_event(ev);
         live_->erase(id.value());
       }
@@ -287,7 +297,6 @@ void EngineService::Loop() {
       ev.finish = FinishReason::kCancelled;
       if (seq) {
         ev.usage = UsageOf(*seq, it->second.ttft_ms, info_);
-        LogFinished(*seq);
       }
       it->second.on_event(ev);
       live_->erase(it);
@@ -333,7 +342,6 @@ void EngineService::Loop() {
             ev.finish = se.finish;
             if (auto seq = engine_->TakeFinished(se.id)) {
               ev.usage = UsageOf(*seq, live.ttft_ms, info_);
-              LogFinished(*seq);
             }
           }
           live.on_event(ev);
@@ -346,6 +354,7 @@ void EngineService::Loop() {
     if (!engine_->HasWork()) engine_->cache().WaitForCopies();
     PublishGauges();
     engine_->cache().FlushEvents();  // this iteration's KV events: one batch
+    if (options_.request_log) options_.request_log->Commit();
     if (stopping && live_->empty()) {
       // Run what was queued while stopping (probes wait on it), then leave.
       std::lock_guard<std::mutex> lock(mu_);

@@ -73,8 +73,9 @@ struct ServiceOptions {
   // The KV event endpoints as bound (for /props); empty: no KV events.
   std::string kv_events_endpoint;
   std::string kv_events_replay_endpoint;
-  // --request-log: each finished request is appended (engine thread); nullptr: none. Must
-  // outlive the service.
+  // --request-log: the engine's cache-facing operations are recorded there (engine thread:
+  // Tick at each loop iteration's start, Commit at its end); nullptr: none. Must outlive the
+  // service. Its clock, if any, must be the engine's (EngineOptions::clock).
   RequestLog* request_log = nullptr;
 };
 
@@ -162,6 +163,7 @@ class EngineService {
   // Clears one tier: "pool", "host", "disk", "partial" or "all". InvalidArgument for another
   // name.
   Status ClearCacheTier(const std::string& tier);
+  // The kill switch, applied on the engine thread between steps (the caller waits).
   void SetCacheEnabled(bool enabled);
 
   ServiceStats stats() const;
@@ -179,8 +181,6 @@ class EngineService {
   // the service is shutting down. The caller waits; the engine does not.
   template <typename T>
   T RunOnEngineThread(std::function<T()> fn, T if_stopped);
-  // A request left the engine: logs it (--request-log). Engine thread.
-  void LogFinished(const Sequence& seq);
   // Copies the engine's gauges into the atomics stats() reads (engine thread).
   void PublishGauges();
 

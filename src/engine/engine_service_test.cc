@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <future>
@@ -235,9 +236,11 @@ TEST(RequestLog, TokenHashesFollowPrefixesOnly) {
   for (int32_t h : ha) EXPECT_GE(h, 0);
 }
 
-// A service with --request-log writes the header, then one line per request that computed
-// something: lengths, hashed tokens (prompt and computed generated tokens), cached tokens.
-TEST(RequestLog, ServiceLogsEachFinishedRequest) {
+// A service with --request-log writes the header, then the engine's cache-facing operations:
+// each request before its first admission (hashed prompt), its admission, writes, completed
+// prompt and finish (computed and cached tokens). A request that never reached the cache
+// (max_tokens 0) has no line.
+TEST(RequestLog, ServiceLogsTheEnginesOperations) {
   const std::string path = ::testing::TempDir() + "/request_log_test.jsonl";
   RequestLogHeader header;
   header.block_size = 16;
@@ -257,22 +260,29 @@ TEST(RequestLog, ServiceLogsEachFinishedRequest) {
   }
   (*log)->Flush();
   std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
-  ASSERT_EQ(lines.size(), 3u);
-  EXPECT_NE(lines[0].find("\"prefixd_request_log\":1"), std::string::npos);
-  EXPECT_NE(lines[1].find("\"prompt_tokens\":40,\"computed_tokens\":42"), std::string::npos) << lines[1];
-  EXPECT_NE(lines[1].find("\"cached_tokens\":0"), std::string::npos) << lines[1];
-  EXPECT_NE(lines[2].find("\"cached_tokens\":39"), std::string::npos) << lines[2];
-  // The same prompt hashes the same: the token arrays agree on the prompt's 40 values.
-  auto tokens = [](const std::string& l) {
-    const size_t b = l.find("\"tokens\":[") + 10, e = l.find(']', b);
+  std::vector<std::string> lines, requests, finishes, prompts;
+  for (std::string l; std::getline(in, l);) {
+    lines.push_back(l);
+    if (l.find("\"op\":\"request\"") != std::string::npos) requests.push_back(l);
+    if (l.find("\"op\":\"finish\"") != std::string::npos) finishes.push_back(l);
+    if (l.find("\"op\":\"prompt\"") != std::string::npos) prompts.push_back(l);
+  }
+  ASSERT_FALSE(lines.empty());
+  EXPECT_NE(lines[0].find("\"prefixd_request_log\":2"), std::string::npos);
+  ASSERT_EQ(requests.size(), 2u);
+  ASSERT_EQ(finishes.size(), 2u);
+  EXPECT_EQ(prompts.size(), 2u);
+  EXPECT_NE(finishes[0].find("\"prompt_tokens\":40,\"computed\":42"), std::string::npos) << finishes[0];
+  EXPECT_NE(finishes[0].find("\"cached_tokens\":0"), std::string::npos) << finishes[0];
+  EXPECT_NE(finishes[1].find("\"cached_tokens\":39"), std::string::npos) << finishes[1];
+  // The same prompt hashes the same (the sequence ids differ, the hashes do not).
+  auto prompt_of = [](const std::string& l) {
+    const size_t b = l.find("\"prompt\":[") + 10, e = l.find(']', b);
     return l.substr(b, e - b);
   };
-  const std::string t1 = tokens(lines[1]), t2 = tokens(lines[2]);
-  size_t commas = 0, at = 0;
-  while (commas < 40 && at < t1.size()) commas += t1[at++] == ',';
-  EXPECT_EQ(t1.substr(0, at), t2.substr(0, at));
+  EXPECT_EQ(prompt_of(requests[0]), prompt_of(requests[1]));
+  const std::string p0 = prompt_of(requests[0]);
+  EXPECT_EQ(std::count(p0.begin(), p0.end(), ','), 39) << requests[0];  // 40 hashes
 }
 
 }  // namespace
