@@ -255,7 +255,10 @@ TEST(CudaBackend, RefusesBadBatchesLikeTheCpu) {
   const std::vector<int32_t> tokens = {1, 2, 100000};
   const std::vector<BlockId> blocks = {BlockId(0)};
   ForwardBatch batch;
-  batch.sequences.push_back({tokens, 0, blocks});
+  ForwardSequence seq;
+  seq.tokens = tokens;
+  seq.blocks = blocks;
+  batch.sequences.push_back(seq);
   ForwardOutput out;
   const Status st = (*backend)->Forward(batch, &out);
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
