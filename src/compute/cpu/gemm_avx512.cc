@@ -108,7 +108,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma"))) void GemvPackedF16
     const int64_t live = j + (steps - 1) * kGemmLanes < cols ? steps : steps - 1;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
     for (int64_t m = 0; m < steps; ++m) {
-      if ((m & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(wj + m * kGemmPanelRows + 4096), _MM_HINT_T0);
+      // One 64-byte line a step: prefetch each (8 KiB ahead), as the AVX2 kernel does; every
+      // other step left half the lines to demand misses (decode 0.6x the AVX2 kernel's speed
+      // on a Zen 4 EPYC).
+      _mm_prefetch(reinterpret_cast<const char*>(wj + m * kGemmPanelRows + 4096), _MM_HINT_T0);
       const __m512 b = _mm512_set1_ps(m < live ? x[j + m * kGemmLanes] : 0.0f);
       const __m256i* w = reinterpret_cast<const __m256i*>(wj + m * kGemmPanelRows);
       a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256(w)), b, a0);
