@@ -211,7 +211,7 @@ const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t
   // so that such a replay ends (with an empty hit, which the caller reports) rather than waits
   // forever. WaitForReads also returns when another sequence's reads are done: not a spin
   // for long, since reads from the scratch folder take microseconds.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   bool ready = false;
   while (!ready && std::chrono::steady_clock::now() < deadline) {
     ready = cache_->Admit(seq.ticket, seq.tokens.first(known)) == Admission::kReady;

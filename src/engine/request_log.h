@@ -39,16 +39,21 @@
 // among the steps, retention (the engine's clock is latched once per loop iteration, Tick,
 // and each new value recorded). What the disk held when a request read ahead depends on when
 // background writes landed: its outcome, the disk blocks each admission found (taken, or
-// refused for want of room in the pool), is recorded (`disk_blocks`). Nothing else may
-// depend on the reader thread's speed, and nothing does: a read ahead always leaves its
-// request pending for at least one step (PrefixCache::Admit); nor on the copier's (host RAM
-// and the pool's free blocks are as if every copy were made at once: TierController).
-// app/request_log_replay_test checks it (8 clients, a 52-block pool
-// with preemptions, host and disk tiers, retention that expires, the kill switch and a host
-// clear, five seeds a run). Not exact: a disk tier that held blocks when the server started
-// (`disk_start_blocks` > 0), a remote tier, hybrid (recurrent) models, and a log cut short
-// (a crash: requests still running have no finish line); the replay counts what differs
-// (`diverged_operations`, `first_divergence`) rather than hiding it.
+// refused for want of room in the pool), is recorded (`disk_blocks`). A read ahead always
+// leaves its request pending for at least one step (PrefixCache::Admit), and the copies to
+// host RAM land as if made at once (TierController). app/request_log_replay_test checks it
+// with pool and host RAM (8 clients, a 52-block pool with preemptions, retention that
+// expires, the kill switch and a host clear, five seeds a run). Not yet recorded: when each
+// read ahead LANDED. Any request's admission takes blocks from any request's landed reads,
+// and takes them (a copy is consumed): where another request's read landed after the
+// server's admission but before the replay's, the replay consumes a copy the server still
+// had for a later admission, and parts from it (seen in about 1 run in 30 of the test's disk
+// variant, a soak: PREFIXD_SOAK=1; the fix: reads land on the engine thread at recorded
+// points, or each request's own copies taken first). Not exact either: a disk tier that held
+// blocks when the server started (`disk_start_blocks` > 0), a remote tier, hybrid
+// (recurrent) models, and a log cut short (a crash: requests still running have no finish
+// line); the replay counts what differs (`diverged_operations`, `first_divergence`) rather
+// than hiding it.
 //
 // Cost on the engine thread: each operation is a small record appended to a vector the engine
 // thread owns (a request copies its prompt once, a finish its generated tokens); Commit hands
