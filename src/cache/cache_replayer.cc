@@ -204,6 +204,10 @@ const CacheHit& CacheReplayer::Admit(ReplaySequence& seq, int64_t known, int64_t
   // Every write the server could have made by now has landed here: the disk is a superset of
   // the server's, and the limit takes from it exactly what the server's gave.
   cache_->FlushDiskWrites();
+  // Every read ahead started so far has landed: a superset of what had on the server, whose
+  // extra copies are another request's (an admission takes its own first) and beyond the
+  // disk limit.
+  cache_->WaitForAllReads();
   cache_->LimitDiskOnboard(disk_blocks);
   // Pending only while the reads ahead that StartReads began are still running (the limit
   // lets an admission without them read nothing): the server's admission was kReady here, so

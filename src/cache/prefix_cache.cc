@@ -33,7 +33,7 @@ Admission PrefixCache::Admit(CacheTicket& ticket, std::span<const int32_t> token
     if (WaitsForSharedPrefill(ticket) || WaitsForReads(ticket)) return Admission::kPending;
     ExpireRetention();
   }
-  ticket.hit_ = AcquireKeyed(ticket.salt_, tokens, max_tokens, keys);
+  ticket.hit_ = AcquireKeyed(ticket.salt_, tokens, max_tokens, keys, ticket.id_);
   EndReads(ticket);
   if (ticket.hit_.node.valid()) {
     // A hit refreshes the marks on its path, and renews what this request asks to keep.
@@ -174,7 +174,7 @@ CacheHit PrefixCache::Acquire(std::string_view salt, std::span<const int32_t> to
 }
 
 CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
-                                   int64_t max_tokens, const BlockKeyChain* keys) {
+                                   int64_t max_tokens, const BlockKeyChain* keys, int64_t ticket) {
   CacheHit hit;
   if (!enabled()) return hit;
   const auto query = tokens.first(std::min<size_t>(tokens.size(), std::max<int64_t>(0, max_tokens)));
@@ -182,7 +182,7 @@ CacheHit PrefixCache::AcquireKeyed(std::string_view salt, std::span<const int32_
   if (tiers_ && keys != nullptr) {
     const int64_t before = options_.events ? tree_.Peek(salt, tokens).num_tokens : 0;
     hit.tier = tiers_->Onboard(tree_, salt, tokens, *keys, static_cast<int64_t>(query.size()),
-                               [this](int n) { return Evict(n); });
+                               [this](int n) { return Evict(n); }, ticket);
     if (options_.events) EmitPoolStored(tokens, *keys, before, tree_.Peek(salt, tokens).num_tokens);
     PublishGauges();  // onboarding inserted into the tree
   }

@@ -252,6 +252,10 @@ class PrefixCache {
   void LimitDiskOnboard(int64_t max_blocks) {
     if (tiers_) tiers_->LimitDiskOnboard(max_blocks);
   }
+  // Replay only: waits for every read ahead asked for so far (TierController::WaitForAllPrefetches).
+  void WaitForAllReads() {
+    if (tiers_) tiers_->WaitForAllPrefetches();
+  }
 
   // Deletes this model's blocks from the remote tier (round trips: any thread but the
   // engine's). OK without a remote tier.
@@ -291,9 +295,10 @@ class PrefixCache {
   // tokens, became resident in the pool (no-op without a log).
   void EmitPoolStored(std::span<const int32_t> tokens, const BlockKeyChain& keys, int64_t before,
                       int64_t after);
-  // Acquire with the chain of `tokens` (keyed() only; else nullptr).
+  // Acquire with the chain of `tokens` (keyed() only; else nullptr), for the request whose
+  // reads ahead are `ticket`'s (-1: none).
   CacheHit AcquireKeyed(std::string_view salt, std::span<const int32_t> tokens,
-                        int64_t max_tokens, const BlockKeyChain* keys);
+                        int64_t max_tokens, const BlockKeyChain* keys, int64_t ticket = -1);
   // With `ticket`: its generated tokens are indexed as such and its retention applied before
   // the budget trim (so what it asks to keep is never the first to go).
   void InsertKeyed(std::string_view salt, std::span<const int32_t> tokens,

@@ -137,40 +137,64 @@ void TierController::WaitForPrefetch(int timeout_ms) {
                          [&] { return !read_done_.empty() || read_stop_; });
 }
 
+void TierController::WaitForAllPrefetches() {
+  std::unique_lock<std::mutex> lock(read_mu_);
+  read_done_cv_.wait(lock, [&] { return read_stop_ || (read_queue_.empty() && reading_ticket_ < 0); });
+}
+
 void TierController::EndPrefetch(int64_t ticket) {
   std::lock_guard<std::mutex> lock(read_mu_);
   std::erase_if(read_queue_, [&](const auto& job) { return job.first == ticket; });
   if (reading_ticket_ == ticket) ended_.insert(ticket);
   std::erase(read_done_, ticket);
-  absl::erase_if(prefetched_, [&](const auto& entry) {
-    if (entry.second.ticket != ticket) return false;
-    if (entry.second.from == remote_.get()) --remote_prefetched_;
-    return true;
+  absl::erase_if(prefetched_, [&](auto& entry) {
+    std::erase_if(entry.second, [&](const Prefetched& p) {
+      if (p.ticket != ticket) return false;
+      if (p.from == remote_.get()) --remote_prefetched_;
+      --num_prefetched_entries_;
+      return true;
+    });
+    return entry.second.empty();
   });
   CountPrefetched();
 }
 
 void TierController::CountPrefetched() {
-  const int64_t total = static_cast<int64_t>(prefetched_.size());
+  const int64_t total = num_prefetched_entries_;
   num_prefetched_.store(total - remote_prefetched_, std::memory_order_relaxed);
   num_remote_prefetched_.store(remote_prefetched_, std::memory_order_relaxed);
 }
 
-std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key) {
+namespace {
+
+// The copy an admission of `ticket` takes among `copies`: its own, else the first.
+template <typename Copies>
+auto ChooseCopy(Copies& copies, int64_t ticket) {
+  auto own = std::find_if(copies.begin(), copies.end(),
+                          [&](const auto& p) { return p.ticket == ticket; });
+  return own != copies.end() ? own : copies.begin();
+}
+
+}  // namespace
+
+std::optional<BlockRecord> TierController::TakePrefetched(const BlockKey& key, int64_t ticket) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
   if (it == prefetched_.end()) return std::nullopt;
-  BlockRecord r = std::move(it->second.record);
-  if (it->second.from == remote_.get()) --remote_prefetched_;
-  prefetched_.erase(it);
+  auto copy = ChooseCopy(it->second, ticket);
+  BlockRecord r = std::move(copy->record);
+  if (copy->from == remote_.get()) --remote_prefetched_;
+  it->second.erase(copy);
+  --num_prefetched_entries_;
+  if (it->second.empty()) prefetched_.erase(it);
   CountPrefetched();
   return r;
 }
 
-TierStore* TierController::PrefetchedFrom(const BlockKey& key) {
+TierStore* TierController::PrefetchedFrom(const BlockKey& key, int64_t ticket) {
   std::lock_guard<std::mutex> lock(read_mu_);
   auto it = prefetched_.find(key);
-  return it == prefetched_.end() ? nullptr : it->second.from;
+  return it == prefetched_.end() ? nullptr : ChooseCopy(it->second, ticket)->from;
 }
 
 std::vector<TierController::Prefetched> TierController::ReadAhead(int64_t ticket,
@@ -213,15 +237,23 @@ void TierController::ReaderLoop() {
       reading_ticket_ = -1;
       if (ended_.erase(job.first) == 0) {
         // A backstop: EndPrefetch normally leaves nothing behind.
-        if (prefetched_.size() > 4096) {
+        if (num_prefetched_entries_ > 4096) {
           prefetched_.clear();
           remote_prefetched_ = 0;
+          num_prefetched_entries_ = 0;
         }
         for (Prefetched& p : got) {
           if (p.from == remote_.get()) ++remote_prefetched_;
-          auto [it, inserted] = prefetched_.try_emplace(p.record.key);
-          if (!inserted && it->second.from == remote_.get()) --remote_prefetched_;
-          it->second = std::move(p);
+          std::vector<Prefetched>& copies = prefetched_[p.record.key];
+          auto same = std::find_if(copies.begin(), copies.end(),
+                                   [&](const Prefetched& q) { return q.ticket == p.ticket; });
+          if (same == copies.end()) {
+            copies.push_back(std::move(p));
+            ++num_prefetched_entries_;
+          } else {
+            if (same->from == remote_.get()) --remote_prefetched_;
+            *same = std::move(p);
+          }
         }
         read_done_.push_back(job.first);
       }
@@ -242,7 +274,7 @@ std::optional<std::vector<BlockId>> TierController::AllocateForOnboard(int n,
 }
 
 std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& chain,
-                                                          int64_t first,
+                                                          int64_t first, int64_t ticket,
                                                           std::vector<TierStore*>* source) {
   // Which tier holds each following block, stopping at the first that none holds. Slow-tier
   // blocks (disk, remote) come only from the read-ahead, so the engine thread never waits for
@@ -253,7 +285,7 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
   for (size_t i = first; i < keys.size(); ++i) {
     TierStore* t = nullptr;
     if (HostHas(keys[i])) t = host_.get();
-    else t = PrefetchedFrom(keys[i]);
+    else t = PrefetchedFrom(keys[i], ticket);
     if (t == nullptr) break;
     if (t == disk_.get() && disk_onboard_limit_ >= 0 && from_disk++ >= disk_onboard_limit_) break;
     source->push_back(t);
@@ -266,7 +298,7 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
       auto got = host_->Read(std::span<const BlockKey>(&key, 1));
       if (got[0].ok()) rec = std::move(*got[0]);
     } else {
-      rec = TakePrefetched(key);
+      rec = TakePrefetched(key, ticket);
     }
     if (!rec || !PayloadFits(rec->kv.size())) break;
     records.push_back(std::move(*rec));
@@ -276,7 +308,7 @@ std::vector<BlockRecord> TierController::RecordsToOnboard(const BlockKeyChain& c
 
 TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
                                 std::span<const int32_t> tokens, const BlockKeyChain& keys,
-                                int64_t max_tokens, const MakeRoom& make_room) {
+                                int64_t max_tokens, const MakeRoom& make_room, int64_t ticket) {
   TierHit hit;
   const auto t0 = MonoClock::now();
   const int bs = block_size_;
@@ -286,7 +318,7 @@ TierHit TierController::Onboard(RadixTree& tree, std::string_view salt,
   tree.Lock(l1.node);
   int64_t covered = l1.num_tokens;
   std::vector<TierStore*> source;
-  const std::vector<BlockRecord> records = RecordsToOnboard(keys, first, &source);
+  const std::vector<BlockRecord> records = RecordsToOnboard(keys, first, ticket, &source);
   // What the disk's reads gave, counted before the pool is asked for room: a request log
   // records it, and its replay, given as many disk blocks, needs the same room.
   hit.disk_blocks = std::count(source.begin(), source.begin() + records.size(), disk_.get());

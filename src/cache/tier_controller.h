@@ -177,8 +177,10 @@ class TierController {
   // Extends `tree` (under `salt`) with the blocks of `tokens` that lower tiers hold after the
   // pool's match, then the partial tail, up to `max_tokens`. `keys` is the chain of `tokens`.
   // Asks `make_room` when the pool is short.
+  // `ticket` is the admitted request's (its own reads ahead are taken first; -1: none).
   TierHit Onboard(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
-                  const BlockKeyChain& keys, int64_t max_tokens, const MakeRoom& make_room);
+                  const BlockKeyChain& keys, int64_t max_tokens, const MakeRoom& make_room,
+                  int64_t ticket = -1);
   // Slow-tier reads run off the engine thread: before admitting a request, the prefix cache
   // asks which of its blocks (after the first `pool_tokens`, which the pool holds) only the
   // slow tiers may hold, has them read on the controller's reader thread, and admits the
@@ -194,6 +196,10 @@ class TierController {
   void EndPrefetch(int64_t ticket);
   // Waits up to `timeout_ms` for any prefetch to finish (so an idle engine does not spin).
   void WaitForPrefetch(int timeout_ms);
+  // Replay only: waits until every read ahead asked for so far is done. With each request's
+  // copies its own, reads that landed earlier than on the server only add copies the
+  // admission's disk limit (LimitDiskOnboard) leaves alone (CacheReplayer::Admit).
+  void WaitForAllPrefetches();
   // Replay only (CacheReplayer following a request log): the next reads ahead (KeysToLoad) and
   // Onboards take at most `max_blocks` blocks from the disk (-1: no limit). What the server's
   // disk held when it read ahead depends on when its background writes landed; the log
@@ -272,7 +278,7 @@ class TierController {
   // The records of the blocks after `first` that host RAM or the read-ahead hold, in order,
   // up to the first that none holds; `source` gets the tier of each.
   std::vector<BlockRecord> RecordsToOnboard(const BlockKeyChain& keys, int64_t first,
-                                            std::vector<TierStore*>* source);
+                                            int64_t ticket, std::vector<TierStore*>* source);
   // Splices the partial tail that follows position `p` (a block boundary), if one applies.
   int64_t SpliceTail(RadixTree& tree, std::string_view salt, std::span<const int32_t> tokens,
                      const BlockKeyChain& keys, int64_t p, int64_t max_tokens,
@@ -303,10 +309,11 @@ class TierController {
   // Reads the blocks of `ticket`'s `reads` (reader thread, read_mu_ not held): disk, then one
   // MGET for the remote ones, up to the first block that fails.
   std::vector<Prefetched> ReadAhead(int64_t ticket, const SlowReads& reads);
-  // The slow tier a record was read ahead from for `key`, or nullptr (no I/O).
-  TierStore* PrefetchedFrom(const BlockKey& key);
-  // A record read ahead by the reader thread, or nullopt.
-  std::optional<BlockRecord> TakePrefetched(const BlockKey& key);
+  // The slow tier a record was read ahead from for `key`, or nullptr (no I/O): `ticket`'s
+  // own copy when it has one, else another request's.
+  TierStore* PrefetchedFrom(const BlockKey& key, int64_t ticket);
+  // That record, taken, or nullopt.
+  std::optional<BlockRecord> TakePrefetched(const BlockKey& key, int64_t ticket);
   // Publishes the sizes of prefetched_ for stats() (read_mu_ held).
   void CountPrefetched();
   // Retained records host RAM pushed out: down to disk (queued), else dropped.
@@ -358,7 +365,11 @@ class TierController {
   std::condition_variable read_done_cv_;
   std::deque<std::pair<int64_t, SlowReads>> read_queue_;
   std::vector<int64_t> read_done_;
-  absl::flat_hash_map<BlockKey, Prefetched> prefetched_;
+  // Each request's reads keep their own copies (two requests reading one block hold two), and
+  // an admission takes its own first: what one takes never depends on when another's reads
+  // landed, which a request log does not record (engine/request_log.h).
+  absl::flat_hash_map<BlockKey, std::vector<Prefetched>> prefetched_;
+  int64_t num_prefetched_entries_ = 0;       // copies in prefetched_
   int64_t reading_ticket_ = -1;              // the job the reader is on (-1: none)
   absl::flat_hash_set<int64_t> ended_;       // tickets ended while the reader was on them
   int64_t remote_prefetched_ = 0;            // entries of prefetched_ from remote_

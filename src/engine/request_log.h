@@ -35,25 +35,22 @@
 // matter of timing, so it is recorded, not recomputed), when its reads ahead started (which
 // blocks are read is decided then, from what host RAM held: a request that waited for the
 // disk while other requests' evictions went to host RAM must ask for the same blocks),
-// chunking, evictions (consequences of the writes), preemptions (recorded victims), the kill switch and clears at their place
-// among the steps, retention (the engine's clock is latched once per loop iteration, Tick,
+// chunking, evictions (consequences of the writes), preemptions (recorded victims), the kill
+// switch and clears at their place among the steps, retention (the engine's clock is latched once per loop iteration, Tick,
 // and each new value recorded). What the disk held when a request read ahead depends on when
 // background writes landed: its outcome, the disk blocks each admission found (taken, or
 // refused for want of room in the pool), is recorded (`disk_blocks`). A read ahead always
 // leaves its request pending for at least one step (PrefixCache::Admit), and the copies to
-// host RAM land as if made at once (TierController). app/request_log_replay_test checks it
-// with pool and host RAM (8 clients, a 52-block pool with preemptions, retention that
-// expires, the kill switch and a host clear, five seeds a run). Not yet recorded: when each
-// read ahead LANDED. Any request's admission takes blocks from any request's landed reads,
-// and takes them (a copy is consumed): where another request's read landed after the
-// server's admission but before the replay's, the replay consumes a copy the server still
-// had for a later admission, and parts from it (seen in about 1 run in 30 of the test's disk
-// variant, a soak: PREFIXD_SOAK=1; the fix: reads land on the engine thread at recorded
-// points, or each request's own copies taken first). Not exact either: a disk tier that held
-// blocks when the server started (`disk_start_blocks` > 0), a remote tier, hybrid
-// (recurrent) models, and a log cut short (a crash: requests still running have no finish
-// line); the replay counts what differs (`diverged_operations`, `first_divergence`) rather
-// than hiding it.
+// host RAM land as if made at once (TierController); when a read ahead LANDED is not recorded
+// and need not be: each request's reads keep their own copies and an admission takes its own
+// first, so the replay, which lets every read started so far land before an admission, holds
+// a superset of the server's copies, whose extra ones the `disk_blocks` limit leaves alone.
+// app/request_log_replay_test checks it (8 clients, a 52-block pool with preemptions, host
+// RAM with and without a disk tier, retention that expires, the kill switch and a host clear,
+// five seeds a run). Not exact: a disk tier that held blocks when the server started
+// (`disk_start_blocks` > 0), a remote tier, hybrid (recurrent) models, and a log cut short (a
+// crash: requests still running have no finish line); the replay counts what differs
+// (`diverged_operations`, `first_divergence`) rather than hiding it.
 //
 // Cost on the engine thread: each operation is a small record appended to a vector the engine
 // thread owns (a request copies its prompt once, a finish its generated tokens); Commit hands
