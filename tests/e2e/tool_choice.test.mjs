@@ -137,6 +137,8 @@ async function collectChatStream(stream) {
 const functionsOf = (message) => message.tool_calls.map((c) => ({ name: c.function.name, arguments: c.function.arguments }));
 const toolUsesOf = (message) => message.content.filter((b) => b.type === 'tool_use');
 
+// Tests of one call turn parallel calls off: with them on, a random prompt can keep the model
+// writing calls until max_tokens (the parallel test covers several calls).
 const greedy = { temperature: 0, max_tokens: 200 };
 const question = (word) => [{ role: 'user', content: `What is the weather in ${word} this week?` }];
 
@@ -180,7 +182,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
 
   it('OpenAI: a named function, streamed, equals the whole answer', T, async () => {
     const params = { model: s.srv.model, messages: question(uniqueWord()), tools: openAiTools,
-      tool_choice: { type: 'function', function: { name: 'search' } }, ...greedy };
+      tool_choice: { type: 'function', function: { name: 'search' } }, parallel_tool_calls: false, ...greedy };
     const whole = await s.srv.client.chat.completions.create(params);
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
     assertValidCalls(whole.choices[0].message.tool_calls);
@@ -196,7 +198,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   it('OpenAI: the call and a tool result go round trip', T, async () => {
     const messages = question(uniqueWord());
     const first = await s.srv.client.chat.completions.create({ model: s.srv.model, messages, tools: openAiTools,
-      tool_choice: { type: 'function', function: { name: 'get_weather' } }, ...greedy });
+      tool_choice: { type: 'function', function: { name: 'get_weather' } }, parallel_tool_calls: false, ...greedy });
     const message = first.choices[0].message;
     const results = message.tool_calls.map((call) => ({ role: 'tool', tool_call_id: call.id, content: '{"temperature": 21}' }));
     const next = await s.srv.client.chat.completions.create({ model: s.srv.model, tools: openAiTools, ...greedy, max_tokens: 8,
@@ -245,13 +247,15 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     assert.match(uses[0].id, /^toolu_/);
     assertValid(uses[0].input, schemaOf(uses[0].name));
 
+    // One call: with parallel calls allowed a random prompt can keep the model writing calls
+    // until max_tokens (the parallel test below covers several).
     const params = { model: s.srv.model, messages, tools: anthropicTools,
-      tool_choice: { type: 'tool', name: 'get_weather' }, ...greedy };
+      tool_choice: { type: 'tool', name: 'get_weather', disable_parallel_tool_use: true }, ...greedy };
     const whole = await s.anthropic.messages.create(params);
     const streamed = await s.anthropic.messages.stream(params).finalMessage();
     for (const msg of [whole, streamed]) {
       assert.equal(msg.stop_reason, 'tool_use');
-      assert.ok(toolUsesOf(msg).length >= 1);
+      assert.equal(toolUsesOf(msg).length, 1);
       for (const use of toolUsesOf(msg)) {
         assert.equal(use.name, 'get_weather');
         assertValid(use.input, WEATHER.parameters);
@@ -263,7 +267,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
   it('Anthropic: the tool_use and its tool_result go round trip', T, async () => {
     const messages = question(uniqueWord());
     const first = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools,
-      tool_choice: { type: 'tool', name: 'search' }, ...greedy });
+      tool_choice: { type: 'tool', name: 'search', disable_parallel_tool_use: true }, ...greedy });
     const results = toolUsesOf(first).map((use) => ({ type: 'tool_result', tool_use_id: use.id, content: 'three results' }));
     const next = await s.anthropic.messages.create({ model: s.srv.model, tools: anthropicTools, ...greedy, max_tokens: 8,
       messages: [...messages, { role: 'assistant', content: first.content }, { role: 'user', content: results }] });
@@ -288,7 +292,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     // so any of them applied to the text would end it inside the call.
     const stops = ['}', '": ', 'city', '"'];
     const messages = question(uniqueWord());
-    const params = { model: s.srv.model, messages, tools: openAiTools, ...greedy,
+    const params = { model: s.srv.model, messages, tools: openAiTools, ...greedy, parallel_tool_calls: false,
       tool_choice: { type: 'function', function: { name: 'get_weather' } } };
     const whole = await s.srv.client.chat.completions.create({ ...params, stop: stops });
     assert.equal(whole.choices[0].finish_reason, 'tool_calls');
@@ -301,7 +305,7 @@ describe('forced tool calls', { skip: skip ?? false }, () => {
     assert.deepEqual(streamed.calls, functionsOf(plain.choices[0].message));
 
     const m = await s.anthropic.messages.create({ model: s.srv.model, messages, tools: anthropicTools, ...greedy,
-      tool_choice: { type: 'tool', name: 'get_weather' }, stop_sequences: stops });
+      tool_choice: { type: 'tool', name: 'get_weather', disable_parallel_tool_use: true }, stop_sequences: stops });
     assert.equal(m.stop_reason, 'tool_use');
     assert.equal(m.stop_sequence, null);
     assert.deepEqual(toolUsesOf(m).map((u) => u.input), functionsOf(plain.choices[0].message).map((f) => JSON.parse(f.arguments)));
